@@ -1,0 +1,277 @@
+"""Run one child process in its own process group, stream its output, and never leave anything behind.
+
+This is the single spawn point for task commands, shared by `ame task run -l` and the launcher's
+local backend. Every way out of `run_process` (normal exit, timeout, cancel event, the awaiting
+task being cancelled) ends with the whole process group killed, because a task's command is
+usually a shell or a tool (poetry, mlflow) that forks children we never see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "OutputSink",
+    "ProcessOutcome",
+    "ProcessSpec",
+    "ProcessState",
+    "StreamName",
+    "mask_secrets",
+    "run_process",
+]
+
+StreamName = Literal["stdout", "stderr"]
+ProcessState = Literal["succeeded", "failed", "cancelled", "timed_out"]
+
+# Longer lines are delivered in pieces so one runaway line (a progress bar without newlines, a
+# base64 blob) cannot grow a buffer without bound.
+MAX_LINE_BYTES = 64 * 1024
+
+_READ_CHUNK = 64 * 1024
+# After the group is killed, a process that escaped it (setsid, double fork) may still hold our
+# pipes open; we stop waiting for EOF after this long instead of hanging forever.
+_DRAIN_SECONDS = 2.0
+_MASK = "***"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run and under which limits."""
+
+    argv: Sequence[str]
+    cwd: Path
+    env: Mapping[str, str]
+    timeout_seconds: float | None = None
+    grace_seconds: float = 10.0
+    secret_values: Sequence[str] = field(default=())
+
+
+class OutputSink(Protocol):
+    """Receives the child's pid and its output, one line at a time, per stream in order."""
+
+    async def started(self, pid: int) -> None: ...
+
+    async def line(self, stream: StreamName, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How the child ended. `exit_code` is 128+signum for a signal death, as shells report it."""
+
+    state: ProcessState
+    exit_code: int
+    started_at: float
+    finished_at: float
+    reason: str | None = None
+
+
+def mask_secrets(text: str, secrets: Sequence[str]) -> str:
+    """Replace every occurrence of each secret (and of each line of a multi-line secret) with ***."""
+    for secret in _mask_patterns(secrets):
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+def _mask_patterns(secrets: Sequence[str]) -> list[str]:
+    patterns: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        patterns.add(secret)
+        # Output is split into lines, so a multi-line secret (a PEM key) can only ever be seen
+        # one line at a time.
+        for part in secret.splitlines():
+            if part.strip():
+                patterns.add(part)
+    # Longest first, so a secret that contains another is masked whole.
+    return sorted(patterns, key=len, reverse=True)
+
+
+async def run_process(
+    spec: ProcessSpec, sink: OutputSink, *, cancel: asyncio.Event | None = None
+) -> ProcessOutcome:
+    """Run `spec.argv` to completion, delivering output to `sink`.
+
+    The cancel event and the timeout both end the child with SIGTERM to its process group,
+    `grace_seconds` of patience, then SIGKILL. If the awaiting task itself is cancelled, the
+    group is SIGKILLed at once (there is nobody left to wait for a grace period) and the
+    CancelledError propagates.
+    """
+    started_at = time.time()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            cwd=spec.cwd,
+            env=dict(spec.env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return ProcessOutcome(
+            state="failed",
+            exit_code=_spawn_error_exit_code(exc),
+            started_at=started_at,
+            finished_at=time.time(),
+            reason=f"could not start {spec.argv[0] if spec.argv else '<empty argv>'!r}: {exc}",
+        )
+
+    # With start_new_session the child is the leader of a new group whose id is its pid.
+    pgid = proc.pid
+    patterns = _mask_patterns(spec.secret_values)
+    readers: list[asyncio.Task[None]] = []
+    try:
+        await sink.started(proc.pid)
+        # Both pipes were requested above; asyncio types them as optional.
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        readers = [
+            asyncio.create_task(_pump(proc.stdout, "stdout", sink, patterns)),
+            asyncio.create_task(_pump(proc.stderr, "stderr", sink, patterns)),
+        ]
+        stop = await _wait_for_exit_or_stop(proc, spec.timeout_seconds, cancel)
+        if stop is not None:
+            await _terminate_group(proc, pgid, spec.grace_seconds)
+        returncode = await proc.wait()
+        # The leader is gone; whatever it left in its group goes too, so nothing outlives the run.
+        _signal_group(pgid, signal.SIGKILL)
+        await _drain(readers)
+    except BaseException:
+        # Includes CancelledError: kill first, then let the caller see the exception.
+        _signal_group(pgid, signal.SIGKILL)
+        for reader in readers:
+            reader.cancel()
+        raise
+
+    finished_at = time.time()
+    exit_code = 128 - returncode if returncode < 0 else returncode
+    if stop == "cancelled":
+        return ProcessOutcome("cancelled", exit_code, started_at, finished_at, "cancelled")
+    if stop == "timed_out":
+        reason = f"timed out after {spec.timeout_seconds:g} s"
+        return ProcessOutcome("timed_out", exit_code, started_at, finished_at, reason)
+    if returncode == 0:
+        return ProcessOutcome("succeeded", 0, started_at, finished_at)
+    if returncode < 0:
+        reason = f"killed by signal {_signal_name(-returncode)}"
+    else:
+        reason = f"exited with code {returncode}"
+    return ProcessOutcome("failed", exit_code, started_at, finished_at, reason)
+
+
+async def _wait_for_exit_or_stop(
+    proc: asyncio.subprocess.Process, timeout: float | None, cancel: asyncio.Event | None
+) -> Literal["cancelled", "timed_out"] | None:
+    """Return None when the child exited on its own, else why we must stop it."""
+    exited: asyncio.Task[int] = asyncio.ensure_future(proc.wait())
+    stopped: asyncio.Task[bool] | None = None
+    waiters: set[asyncio.Task[Any]] = {exited}
+    if cancel is not None:
+        stopped = asyncio.ensure_future(cancel.wait())
+        waiters.add(stopped)
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            return None
+        return "cancelled" if stopped is not None and stopped.done() else "timed_out"
+    finally:
+        # A pending proc.wait() may be dropped safely: later calls share the same exit status.
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.cancel()
+
+
+async def _terminate_group(proc: asyncio.subprocess.Process, pgid: int, grace: float) -> None:
+    _signal_group(pgid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=max(grace, 0.0))
+    except TimeoutError:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _drain(readers: list[asyncio.Task[None]]) -> None:
+    done, pending = await asyncio.wait(readers, timeout=_DRAIN_SECONDS)
+    for reader in pending:
+        reader.cancel()
+    for reader in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    for reader in done:
+        reader.result()
+
+
+async def _pump(
+    stream: asyncio.StreamReader, name: StreamName, sink: OutputSink, patterns: list[str]
+) -> None:
+    """Split a byte stream into lines of at most MAX_LINE_BYTES and hand them to the sink."""
+    buffer = bytearray()
+
+    async def emit(raw: bytes) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        text = raw.decode("utf-8", errors="replace")
+        for pattern in patterns:
+            if pattern in text:
+                text = text.replace(pattern, _MASK)
+        await sink.line(name, text)
+
+    while True:
+        chunk = await stream.read(_READ_CHUNK)
+        if not chunk:
+            break
+        buffer += chunk
+        while True:
+            newline = buffer.find(b"\n")
+            if newline != -1 and newline <= MAX_LINE_BYTES:
+                line = bytes(buffer[:newline])
+                del buffer[: newline + 1]
+                await emit(line)
+            elif len(buffer) > MAX_LINE_BYTES or newline > MAX_LINE_BYTES:
+                cut = _utf8_safe_cut(buffer, MAX_LINE_BYTES)
+                piece = bytes(buffer[:cut])
+                del buffer[:cut]
+                await emit(piece)
+            else:
+                break
+    if buffer:
+        await emit(bytes(buffer))
+
+
+def _utf8_safe_cut(buffer: bytearray, limit: int) -> int:
+    """Step back from `limit` so the cut does not land inside a multi-byte UTF-8 character."""
+    cut = limit
+    # Continuation bytes look like 0b10xxxxxx; a character is at most 4 bytes long.
+    while cut > limit - 3 and cut < len(buffer) and (buffer[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut
+
+
+def _spawn_error_exit_code(exc: OSError) -> int:
+    # Same codes a shell uses, so callers can treat "could not start" like any other failure.
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return 127
+    return 126
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
