@@ -21,11 +21,13 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "CapturedOutput",
     "OutputSink",
     "ProcessOutcome",
     "ProcessSpec",
     "ProcessState",
     "StreamName",
+    "capture_process",
     "mask_secrets",
     "run_process",
 ]
@@ -169,6 +171,34 @@ async def run_process(
     else:
         reason = f"exited with code {returncode}"
     return ProcessOutcome("failed", exit_code, started_at, finished_at, reason)
+
+
+@dataclass(frozen=True)
+class CapturedOutput:
+    """The outcome and the full output of a short helper command."""
+
+    outcome: ProcessOutcome
+    stdout: list[str]
+    stderr: list[str]
+
+
+class _CollectingSink:
+    def __init__(self) -> None:
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+
+    async def started(self, pid: int) -> None:
+        pass
+
+    async def line(self, stream: StreamName, text: str) -> None:
+        (self.stdout if stream == "stdout" else self.stderr).append(text)
+
+
+async def capture_process(spec: ProcessSpec, *, cancel: asyncio.Event | None = None) -> CapturedOutput:
+    """Run a short helper command (version probes, `uv python find`) and keep its output."""
+    sink = _CollectingSink()
+    outcome = await run_process(spec, sink, cancel=cancel)
+    return CapturedOutput(outcome, sink.stdout, sink.stderr)
 
 
 async def _wait_for_exit_or_stop(

@@ -59,16 +59,17 @@ Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
 
 @_typing.final
 class ScheduleFired(_message.Message):
-    """Event: a schedule's slot came due. Nats-Msg-Id: "cron:<schedule_id>:<slot unix seconds>"."""
+    """Event: a schedule's slot came due. Nats-Msg-Id: "cron:<schedule_id>:<slot unix seconds>".
+    The api turns it into a run whose idempotency key is the same "cron:<schedule_id>:<slot>".
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     SLOT_FIELD_NUMBER: _builtins.int
     FIRED_AT_FIELD_NUMBER: _builtins.int
-    RUN_ID_FIELD_NUMBER: _builtins.int
-    schedule_id: _builtins.str
-    run_id: _builtins.str
+    @_builtins.property
+    def schedule(self) -> Global___Schedule: ...
     @_builtins.property
     def slot(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -76,14 +77,13 @@ class ScheduleFired(_message.Message):
     def __init__(
         self,
         *,
-        schedule_id: _builtins.str = ...,
+        schedule: Global___Schedule | None = ...,
         slot: _timestamp_pb2.Timestamp | None = ...,
         fired_at: _timestamp_pb2.Timestamp | None = ...,
-        run_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "slot", b"slot"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "schedule", b"schedule", "slot", b"slot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "run_id", b"run_id", "schedule_id", b"schedule_id", "slot", b"slot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "schedule", b"schedule", "slot", b"slot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The `ame` command line."""

@@ -1,0 +1,258 @@
+"""Commands that talk to an AME server: submit runs, follow their output, read and cancel them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from ame.domain import Run, RunSpec
+    from ame.sdk import Client
+
+_STATE_EXIT = {"cancelled": 130, "timed_out": 124}
+
+
+def _client(target: str | None) -> Client:
+    from ame.sdk import Client
+
+    return Client(target)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def follow(client: Client, run_id: str, *, from_seq: int = 0, quiet_end: bool = False) -> int:
+    """Print a run's output (stdout to stdout, stderr and AME's own lines to stderr) and return its exit code."""
+    from ame.domain import LogEnd, LogLine
+
+    for event in client.follow_logs(run_id, from_seq):
+        if isinstance(event, LogLine):
+            if event.stream == "stdout":
+                sys.stdout.write(event.text + "\n")
+                sys.stdout.flush()
+            else:
+                prefix = "ame: " if event.stream == "system" and not event.text.startswith("ame:") else ""
+                sys.stderr.write(prefix + event.text + "\n")
+                sys.stderr.flush()
+        elif isinstance(event, LogEnd):
+            code = event.exit_code if event.exit_code is not None else _STATE_EXIT.get(event.state.value, 1)
+            if not quiet_end and (event.state.value != "succeeded" or event.reason):
+                detail = f" ({event.reason})" if event.reason else ""
+                click.echo(f"ame: run {run_id} {event.state.value}{detail}", err=True)
+            return code
+    return 1
+
+
+def _print_run(run: Run, as_json: bool) -> None:
+    if as_json:
+        click.echo(run.model_dump_json(indent=2))
+        return
+    code = "" if run.exit_code is None else f" exit={run.exit_code}"
+    reason = f" ({run.reason})" if run.reason else ""
+    click.echo(f"{run.id}  {run.spec.project}/{run.spec.task}  {run.state.value}{code}{reason}")
+
+
+def _age(at: datetime) -> str:
+    seconds = int((datetime.now(UTC) - at).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool) -> int:
+    from ame.sdk import AmeError
+
+    try:
+        with _client(target) as client:
+            run = client.submit_run(spec)
+            click.echo(f"ame: run {run.id} queued", err=True)
+            if not follow_output:
+                click.echo(run.id)
+                return 0
+            return follow(client, run.id)
+    except AmeError as exc:
+        raise _fail(exc) from None
+
+
+def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
+    """`ame task run NAME` without -l: run the task's command on the server."""
+    from ame.domain import EnvVar, ExecutorRef, Resources, RunSpec, SecretRef
+    from ame.spec import load_project, resolve_task
+
+    project = load_project(project_dir)
+    task = resolve_task(project, task_name)
+    if task.executor is None:
+        raise click.ClickException(
+            f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
+        )
+    r = task.resources
+    spec = RunSpec(
+        project=project.name or project_dir.resolve().name,
+        task=task.name,
+        command=task.executor.command,
+        executor=ExecutorRef(kind=task.executor.kind, python_version=task.executor.python_version or "",
+                             image=task.executor.image or ""),
+        environment=[EnvVar(key=e.key, value=e.val) for e in task.environment],
+        secrets=[SecretRef(key=s.key, inject_as=s.inject_as, vault=getattr(s, "vault", "")) for s in task.secrets],
+        resources=Resources(cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes,
+                            gpus=r.gpus),
+        timeout_seconds=task.timeout_seconds,
+        retries=task.retries,
+    )
+    return submit_and_follow(spec, target=None, follow_output=follow)
+
+
+def register(cli: click.Group) -> None:
+    target_option = click.option(
+        "--server", "target", envvar="AME_GRPC_TARGET", default=None,
+        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
+    )
+
+    @cli.group()
+    def runs() -> None:
+        """Runs on an AME server: submit, follow, get, list, cancel."""
+
+    @runs.command("submit", context_settings={"ignore_unknown_options": True})
+    @click.option("--project", default="default", show_default=True)
+    @click.option("--task", "task_name", default="adhoc", show_default=True)
+    @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable).")
+    @click.option("--timeout", default=None, help="Seconds, or a duration like 30s, 5m, 1h.")
+    @click.option("--follow/--no-follow", default=True, show_default=True, help="Stream the output until it ends.")
+    @target_option
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    def submit(
+        project: str, task_name: str, env: tuple[str, ...], timeout: str | None, follow: bool,
+        target: str | None, command: tuple[str, ...],
+    ) -> None:
+        """Run COMMAND (a shell command line) on the server; with --follow, exit with its exit code.
+
+        Example: ame runs submit -- python -c "print('hello')"
+        """
+        from pydantic import ValidationError
+
+        from ame.domain import EnvVar, RunSpec
+
+        environment = []
+        for item in env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+            environment.append(EnvVar(key=key, value=value))
+        try:
+            spec = RunSpec(
+                project=project, task=task_name, command=" ".join(command), environment=environment,
+                timeout_seconds=_parse_timeout(timeout),
+            )
+        except (ValidationError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        sys.exit(submit_and_follow(spec, target=target, follow_output=follow))
+
+    @runs.command("follow")
+    @click.argument("run_id")
+    @click.option("--from-seq", default=0, show_default=True, help="First line to show.")
+    @target_option
+    def follow_cmd(run_id: str, from_seq: int, target: str | None) -> None:
+        """Print a run's output from the start, follow it live, and exit with the run's exit code."""
+        from ame.sdk import AmeError
+
+        try:
+            with _client(target) as client:
+                code = follow(client, run_id, from_seq=from_seq)
+        except AmeError as exc:
+            raise _fail(exc) from None
+        sys.exit(code)
+
+    @runs.command("get")
+    @click.argument("run_id")
+    @click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+    @target_option
+    def get(run_id: str, as_json: bool, target: str | None) -> None:
+        """Show one run."""
+        from ame.sdk import AmeError
+
+        try:
+            with _client(target) as client:
+                _print_run(client.get_run(run_id), as_json)
+        except AmeError as exc:
+            raise _fail(exc) from None
+
+    @runs.command("list")
+    @click.option("--project", default=None)
+    @click.option("--task", "task_name", default=None)
+    @click.option("--state", "states", multiple=True, help="Only runs in this state (repeatable).")
+    @click.option("--limit", default=20, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @target_option
+    def list_cmd(
+        project: str | None, task_name: str | None, states: tuple[str, ...], limit: int, as_json: bool,
+        target: str | None,
+    ) -> None:
+        """List runs, newest first."""
+        from ame.domain import RunState
+        from ame.sdk import AmeError
+
+        try:
+            wanted = [RunState(s) for s in states]
+        except ValueError:
+            raise click.BadParameter(
+                f"states are: {', '.join(s.value for s in RunState)}", param_hint="--state"
+            ) from None
+        try:
+            with _client(target) as client:
+                found = client.list_runs(project=project, task=task_name, states=wanted or None, limit=limit)
+        except AmeError as exc:
+            raise _fail(exc) from None
+        if as_json:
+            click.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
+            return
+        click.echo(f"{'RUN':36}  {'PROJECT/TASK':28}  {'STATE':10}  {'EXIT':>4}  CREATED")
+        for r in found:
+            code = "" if r.exit_code is None else str(r.exit_code)
+            name = f"{r.spec.project}/{r.spec.task}"
+            click.echo(f"{r.id:36}  {name[:28]:28}  {r.state.value:10}  {code:>4}  {_age(r.created_at)}")
+
+    @runs.command("cancel")
+    @click.argument("run_id")
+    @click.option("--reason", default="", help="Recorded with the run.")
+    @target_option
+    def cancel(run_id: str, reason: str, target: str | None) -> None:
+        """Cancel a run that has not ended."""
+        from ame.sdk import AmeError
+
+        try:
+            with _client(target) as client:
+                _print_run(client.cancel_run(run_id, reason), False)
+        except AmeError as exc:
+            raise _fail(exc) from None
+
+    task_group = cli.commands.get("task")
+    if isinstance(task_group, click.Group):
+
+        @task_group.command("logs")
+        @click.argument("run_id")
+        @target_option
+        def task_logs(run_id: str, target: str | None) -> None:
+            """Print a run's output and follow it (same as `ame runs follow`)."""
+            from ame.sdk import AmeError
+
+            try:
+                with _client(target) as client:
+                    code = follow(client, run_id)
+            except AmeError as exc:
+                raise _fail(exc) from None
+            sys.exit(code)
+
+
+def _parse_timeout(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from ame.domain.durations import parse_duration
+
+    return parse_duration(value)

@@ -1,0 +1,48 @@
+"""The run lifecycle: queued -> launching -> running -> one terminal state.
+
+JetStream delivers at least once and events from different producers can arrive out of order, so every
+consumer of run events applies a transition only when it moves the run forward. Terminal states never change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunState(StrEnum):
+    """Run states; the values are the wire names used in YAML, REST, gRPC and the CLI."""
+
+    QUEUED = "queued"
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def rank(self) -> int:
+        """Order along the lifecycle; all terminal states share the last rank."""
+        return _RANK[self]
+
+
+TERMINAL_STATES = frozenset(
+    {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.TIMED_OUT, RunState.LOST}
+)
+
+_RANK = {
+    RunState.QUEUED: 0,
+    RunState.LAUNCHING: 1,
+    RunState.RUNNING: 2,
+    **{state: 3 for state in TERMINAL_STATES},
+}
+
+
+def is_forward_transition(current: RunState, new: RunState) -> bool:
+    """True when `new` may replace `current`: strictly later in the lifecycle, and never out of a terminal state."""
+    return not current.terminal and new.rank > current.rank

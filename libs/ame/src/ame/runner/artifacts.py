@@ -1,0 +1,193 @@
+"""Saving a run's artifacts: the store protocol, its local implementation, and what to save.
+
+Keys are `<project>/<task>/<run_id>/<path relative to the project>`. The platform library adds
+an S3 store against the same `ArtifactStore` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pathspec
+
+__all__ = [
+    "ArtifactStore",
+    "FileSnapshot",
+    "LocalArtifactStore",
+    "ObjectInfo",
+    "artifact_prefix",
+    "changed_files",
+    "explicit_files",
+    "load_ignore_rules",
+    "save_artifacts",
+    "snapshot_files",
+]
+
+# Never artifacts: VCS data and bytecode the run itself produces by importing modules.
+_ALWAYS_IGNORED = (".git/", "__pycache__/", ".ame/")
+IGNORE_FILE = ".ameignore"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified_at: float
+
+
+class ArtifactStore(Protocol):
+    async def put_file(self, key: str, path: Path) -> None: ...
+
+    async def list(self, prefix: str) -> list[ObjectInfo]: ...
+
+    async def get_file(self, key: str, dest: Path) -> None: ...
+
+
+class LocalArtifactStore:
+    """Artifacts as plain files under `<AME_HOME>/artifacts/<key>`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        await asyncio.to_thread(_copy_atomically, path, target)
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        return await asyncio.to_thread(self._list, prefix)
+
+    async def get_file(self, key: str, dest: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise FileNotFoundError(f"no artifact {key!r}")
+        await asyncio.to_thread(_copy_atomically, source, dest)
+
+    def _list(self, prefix: str) -> list[ObjectInfo]:
+        # Walk from the deepest directory the prefix names, then filter by the full prefix.
+        directory = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not directory.is_dir():
+            return []
+        objects: list[ObjectInfo] = []
+        for path in _walk_files(directory):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                stat = path.stat()
+                objects.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
+        return sorted(objects, key=lambda info: info.key)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"invalid artifact key {key!r}")
+        return self.root.joinpath(*parts)
+
+
+def artifact_prefix(project: str, task: str, run_id: str) -> str:
+    return f"{project}/{task}/{run_id}/"
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.part")
+    shutil.copy2(source, staging)
+    os.replace(staging, target)
+
+
+FileSnapshot = Mapping[str, tuple[int, int]]
+
+
+def load_ignore_rules(project_dir: Path, extra: tuple[str, ...] = ()) -> pathspec.PathSpec:
+    """`.ameignore` (gitignore syntax) plus the directories that are never artifacts."""
+    lines = [*_ALWAYS_IGNORED, *extra]
+    ignore_file = project_dir / IGNORE_FILE
+    if ignore_file.is_file():
+        lines.extend(ignore_file.read_text().splitlines())
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def snapshot_files(project_dir: Path, ignore: pathspec.PathSpec, skip: tuple[Path, ...] = ()) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file under the project that could be an artifact."""
+    snapshot: dict[str, tuple[int, int]] = {}
+    for path in _walk_files(project_dir, skip=skip, ignore=ignore, root=project_dir):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        snapshot[path.relative_to(project_dir).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    return snapshot
+
+
+def changed_files(before: FileSnapshot, after: FileSnapshot) -> list[str]:
+    return sorted(name for name, state in after.items() if before.get(name) != state)
+
+
+def explicit_files(project_dir: Path, patterns: list[str], skip: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
+    """Files named by `artifacts.paths` (files, directories or globs); also the patterns that matched nothing."""
+    files: set[str] = set()
+    unmatched: list[str] = []
+    never = pathspec.GitIgnoreSpec.from_lines(_ALWAYS_IGNORED)
+    for pattern in patterns:
+        matches = sorted(project_dir.glob(pattern)) if _is_glob(pattern) else [project_dir / pattern]
+        found = False
+        for match in matches:
+            if match.is_file():
+                files.add(match.relative_to(project_dir).as_posix())
+                found = True
+            elif match.is_dir():
+                for path in _walk_files(match, skip=skip, ignore=never, root=project_dir):
+                    files.add(path.relative_to(project_dir).as_posix())
+                    found = True
+        if not found:
+            unmatched.append(pattern)
+    return sorted(files), unmatched
+
+
+async def save_artifacts(store: ArtifactStore, project_dir: Path, prefix: str, files: list[str]) -> list[str]:
+    """Upload each file under `prefix`; return the keys written."""
+    keys: list[str] = []
+    for name in files:
+        key = prefix + name
+        await store.put_file(key, project_dir / name)
+        keys.append(key)
+    return keys
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+def _walk_files(
+    directory: Path,
+    *,
+    skip: tuple[Path, ...] = (),
+    ignore: pathspec.PathSpec | None = None,
+    root: Path | None = None,
+) -> Iterator[Path]:
+    base = root or directory
+    skipped = {path.resolve() for path in skip}
+    for current, dirs, files in os.walk(directory):
+        current_path = Path(current)
+        kept = []
+        for name in dirs:
+            child = current_path / name
+            relative = child.relative_to(base).as_posix() + "/"
+            # A directory holding pyvenv.cfg is a virtual environment: never an artifact.
+            if (child / "pyvenv.cfg").exists() or child.resolve() in skipped:
+                continue
+            if ignore is not None and ignore.match_file(relative):
+                continue
+            kept.append(name)
+        dirs[:] = kept
+        for name in files:
+            path = current_path / name
+            if path.is_symlink() and not path.exists():
+                continue
+            if ignore is not None and ignore.match_file(path.relative_to(base).as_posix()):
+                continue
+            yield path

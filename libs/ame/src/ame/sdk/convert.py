@@ -1,0 +1,52 @@
+"""The SDK's conversions between the gRPC contracts and domain types."""
+
+from __future__ import annotations
+
+from ame import codecs
+from ame.contracts.api.v1 import ame_service_pb2
+from ame.contracts.run.v1 import run_pb2
+from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+
+
+def run_from_pb(pb: run_pb2.Run) -> Run:
+    return Run(
+        id=pb.id,
+        organisation=pb.organisation,
+        spec=codecs.run_spec_from_pb(pb.spec),
+        state=codecs.state_from_pb(pb.state),
+        attempt=pb.attempt,
+        exit_code=pb.exit_code if pb.HasField("exit_code") else None,
+        reason=pb.reason,
+        trigger=codecs.trigger_from_pb(pb.trigger),
+        parent_run_id=pb.parent_run_id,
+        created_at=codecs.from_timestamp(pb.created_at),
+        started_at=codecs.from_timestamp(pb.started_at) if pb.HasField("started_at") else None,
+        finished_at=codecs.from_timestamp(pb.finished_at) if pb.HasField("finished_at") else None,
+        updated_at=codecs.from_timestamp(pb.updated_at),
+    )
+
+
+def submit_request(spec: RunSpec, idempotency_key: str | None) -> ame_service_pb2.SubmitRunRequest:
+    return ame_service_pb2.SubmitRunRequest(
+        spec=codecs.run_spec_to_pb(spec),
+        idempotency_key=idempotency_key or "",
+        trigger=run_pb2.TRIGGER_KIND_API,
+    )
+
+
+def list_request(
+    project: str | None, task: str | None, states: list[RunState] | None, page_size: int, page_token: str
+) -> ame_service_pb2.ListRunsRequest:
+    return ame_service_pb2.ListRunsRequest(
+        project=project or "",
+        task=task or "",
+        states=[codecs.state_to_pb(s) for s in states or []],
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def follow_event(pb: ame_service_pb2.FollowLogsResponse) -> LogLine | LogEnd:
+    if pb.HasField("line"):
+        return codecs.log_line_from_pb(pb.line)
+    return codecs.log_end_from_pb(pb.end)

@@ -1,0 +1,19 @@
+"""Errors the SDK raises, one per thing a caller can act on."""
+
+from __future__ import annotations
+
+
+class AmeError(Exception):
+    """An AME server refused or failed a call; `str()` is the server's message."""
+
+
+class NotFound(AmeError):
+    pass
+
+
+class InvalidArgument(AmeError):
+    pass
+
+
+class Unavailable(AmeError):
+    """The server cannot be reached."""

@@ -1,0 +1,1 @@
+"""NATS JetStream: names, stream declarations, publishing and consuming."""

@@ -1,0 +1,101 @@
+"""Every stream, subject and durable consumer name AME uses, in one place.
+
+Names are derived from a prefix (`AME_NATS_PREFIX`, default "ame") so several installations, or every test,
+can share one NATS server without seeing each other's messages.
+
+Streams are split by retention:
+* COMMANDS, work-queue retention: a launch command is removed once one launcher acknowledges it.
+* EVENTS, limits retention: run state changes, cancel requests, triggers, project updates; any number of
+  consumers read them.
+* LOGS, limits retention with an age and size cap: one subject per run, so a late follower replays a run's
+  output from the start and then follows it live; the logs service archives it before it ages out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ame.domain import RunState
+
+# Durable consumers are named <service>-<purpose> and shared by all replicas of that service.
+LAUNCHER_LAUNCH = "launcher-launch"
+API_REGISTRY = "api-registry"
+API_TRIGGERS = "api-triggers"
+LOGS_ARCHIVE = "logs-archive"
+SCHEDULER_RUN_EVENTS = "scheduler-run-events"
+
+
+@dataclass(frozen=True)
+class BusNames:
+    prefix: str = "ame"
+
+    # Streams
+    @property
+    def commands_stream(self) -> str:
+        return f"{self._upper}_COMMANDS"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self._upper}_EVENTS"
+
+    @property
+    def logs_stream(self) -> str:
+        return f"{self._upper}_LOGS"
+
+    @property
+    def _upper(self) -> str:
+        return self.prefix.upper().replace("-", "_")
+
+    # Commands (imperative)
+    @property
+    def commands_wildcard(self) -> str:
+        return f"{self.prefix}.cmd.>"
+
+    @property
+    def run_launch(self) -> str:
+        return f"{self.prefix}.cmd.run.launch"
+
+    # Events (ame.<aggregate>.<past tense>)
+    @property
+    def events_wildcard(self) -> str:
+        return f"{self.prefix}.evt.>"
+
+    def run_state(self, state: RunState) -> str:
+        return f"{self.prefix}.evt.run.{state.value}"
+
+    @property
+    def run_states_wildcard(self) -> str:
+        return f"{self.prefix}.evt.run.*"
+
+    def run_cancel_requested(self, run_id: str) -> str:
+        # One subject per run, so a launcher that receives a launch command can ask the stream for the last
+        # message on it and skip a run that was cancelled while queued.
+        return f"{self.prefix}.evt.runcancel.{run_id}"
+
+    @property
+    def run_cancel_wildcard(self) -> str:
+        return f"{self.prefix}.evt.runcancel.*"
+
+    @property
+    def schedule_fired(self) -> str:
+        return f"{self.prefix}.evt.schedule.fired"
+
+    @property
+    def project_version_created(self) -> str:
+        return f"{self.prefix}.evt.project.version_created"
+
+    # Logs
+    def run_log(self, run_id: str) -> str:
+        return f"{self.prefix}.log.{run_id}"
+
+    @property
+    def logs_wildcard(self) -> str:
+        return f"{self.prefix}.log.>"
+
+    # Request/reply services (core NATS, queue groups)
+    @property
+    def logs_history(self) -> str:
+        return f"{self.prefix}.svc.logs.history"
+
+    def queue_group(self, service: str) -> str:
+        return f"{self.prefix}-{service}"

@@ -1,0 +1,54 @@
+"""The connections a service process holds, opened once in its lifespan and closed on the way out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from ame_platform.bus.connection import connect
+from ame_platform.bus.streams import declare_streams
+from ame_platform.bus.subjects import BusNames
+from ame_platform.db.pool import create_pool
+from ame_platform.settings import NatsSettings, PostgresSettings, TelemetrySettings
+from ame_platform.telemetry import Telemetry
+
+
+@dataclass(frozen=True)
+class Runtime:
+    nc: Client
+    js: JetStreamContext
+    pool: asyncpg.Pool
+    names: BusNames
+    telemetry: Telemetry
+
+
+@asynccontextmanager
+async def open_runtime(
+    *,
+    name: str,
+    nats: NatsSettings,
+    postgres: PostgresSettings,
+    telemetry: TelemetrySettings,
+) -> AsyncIterator[Runtime]:
+    """Connect to NATS (declaring AME's streams) and PostgreSQL; on exit drain NATS and close the pool."""
+    async with AsyncExitStack() as stack:
+        tel = Telemetry(telemetry, name)
+        stack.callback(tel.shutdown)
+        nc = await connect(nats, name)
+        stack.push_async_callback(_drain_nats, nc)
+        js = nc.jetstream()
+        names = BusNames(nats.prefix)
+        await declare_streams(js, names, nats)
+        pool = await create_pool(postgres)
+        stack.push_async_callback(pool.close)
+        yield Runtime(nc=nc, js=js, pool=pool, names=names, telemetry=tel)
+
+
+async def _drain_nats(nc: Client) -> None:
+    if not nc.is_closed:
+        await nc.drain()

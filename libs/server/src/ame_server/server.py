@@ -1,0 +1,183 @@
+"""The embedded default: nats-server and PostgreSQL in a data directory, and all four services in one process.
+
+The services share one NATS connection and one connection pool here, but are built exactly as when each
+runs alone (`ame-api`, `ame-launcher`, ...): from their own settings, through their own `build_components`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import asyncpg
+from pydantic import SecretStr
+
+from ame_api import app as api_app
+from ame_api.settings import ApiSettings
+from ame_launcher import app as launcher_app
+from ame_launcher.settings import LauncherSettings
+from ame_logs import app as logs_app
+from ame_logs.settings import LogsSettings
+from ame_platform.db import migrations
+from ame_platform.embedded import EmbeddedNats, EmbeddedPostgres
+from ame_platform.lifecycle import Component, Supervisor, run_components
+from ame_platform.runtime import Runtime, open_runtime
+from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_scheduler import app as scheduler_app
+from ame_scheduler.settings import SchedulerSettings
+from ame_server.settings import ServerSettings
+
+DATABASE = "ame"
+SERVICES = (
+    (api_app.SERVICE, api_app.MIGRATIONS),
+    (scheduler_app.SERVICE, scheduler_app.MIGRATIONS),
+    (launcher_app.SERVICE, launcher_app.MIGRATIONS),
+    (logs_app.SERVICE, logs_app.MIGRATIONS),
+)
+
+
+class ServerBusy(RuntimeError):
+    """Another `ame server` already uses this data directory."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    rest_url: str
+    grpc_target: str
+    nats_url: str
+    postgres_dsn: str
+    data_dir: Path
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "pid": os.getpid(),
+                "rest_url": self.rest_url,
+                "grpc_target": self.grpc_target,
+                "nats_url": self.nats_url,
+                "postgres_dsn": self.postgres_dsn,
+                "data_dir": str(self.data_dir),
+            },
+            indent=2,
+        )
+
+
+def endpoints_file(data_dir: Path) -> Path:
+    return data_dir / "server.json"
+
+
+@asynccontextmanager
+async def _data_dir_lock(data_dir: Path) -> AsyncIterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = (data_dir / "server.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ServerBusy(f"another `ame server` is using {data_dir}") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+async def _ensure_database(pg: EmbeddedPostgres) -> None:
+    conn = await asyncpg.connect(pg.dsn("postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+    finally:
+        await conn.close()
+    if not exists:
+        await pg.create_database(DATABASE)
+
+
+async def migrate_all(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        applied = 0
+        for service, package in SERVICES:
+            applied += len(await migrations.apply(conn, service, migrations.load(package)))
+        return applied
+    finally:
+        await conn.close()
+
+
+def build_components(
+    settings: ServerSettings, runtime: Runtime, nats: NatsSettings, postgres: PostgresSettings
+) -> tuple[list[Component], str, str]:
+    """All four services' components, and the REST URL and gRPC target the api listens on."""
+    shared = {
+        "nats": nats,
+        "postgres": postgres,
+        "telemetry": TelemetrySettings(),
+        "lifecycle": LifecycleSettings(graceful_timeout=settings.graceful_timeout),
+    }
+    api = api_app.build(
+        ApiSettings(rest_host=settings.host, rest_port=settings.rest_port, grpc_host=settings.host,
+                    grpc_port=settings.grpc_port, **shared),
+        runtime,
+    )
+    launcher = launcher_app.build_components(
+        LauncherSettings(work_dir=settings.data_dir / "launcher", **shared), runtime
+    )
+    logs = logs_app.build_components(LogsSettings(**shared), runtime)
+    scheduler = scheduler_app.build_components(SchedulerSettings(**shared), runtime)
+    # Order matters for start (consumers before front doors) and, reversed, for the drain.
+    components = [*logs, *launcher, *scheduler, *api.components]
+    return components, api.rest.url, api.grpc.target
+
+
+async def serve(
+    settings: ServerSettings,
+    *,
+    supervisor: Supervisor,
+    on_ready: Callable[[Endpoints], Awaitable[None]] | None = None,
+) -> int:
+    """Run the whole embedded stack until the supervisor's stop flag is set; returns the exit code."""
+    data_dir = settings.data_dir.absolute()
+    async with _data_dir_lock(data_dir), AsyncExitStack() as stack:
+        nats_server = EmbeddedNats(data_dir / "nats", port=settings.nats_port)
+        pg_server = EmbeddedPostgres(data_dir / "postgres", port=settings.postgres_port)
+        await asyncio.gather(nats_server.start(), pg_server.start())
+        stack.push_async_callback(nats_server.stop)
+        stack.push_async_callback(pg_server.stop)
+        await _ensure_database(pg_server)
+        dsn = pg_server.dsn(DATABASE)
+        await migrate_all(dsn)
+
+        nats = NatsSettings(url=nats_server.url, prefix=settings.bus_prefix)
+        postgres = PostgresSettings(dsn=SecretStr(dsn), pool_max_size=20)
+        runtime = await stack.enter_async_context(
+            open_runtime(name="ame-server", nats=nats, postgres=postgres, telemetry=TelemetrySettings())
+        )
+        components, rest_url, grpc_target = build_components(settings, runtime, nats, postgres)
+        endpoints = Endpoints(rest_url, grpc_target, nats_server.url, dsn, data_dir)
+        info = endpoints_file(data_dir)
+
+        async def ready() -> None:
+            info.write_text(endpoints.to_json())
+            if on_ready is not None:
+                await on_ready(endpoints)
+
+        try:
+            return await run_components(
+                components, graceful_timeout=settings.graceful_timeout, supervisor=supervisor, on_ready=ready()
+            )
+        finally:
+            info.unlink(missing_ok=True)
+
+
+def read_endpoints(data_dir: Path) -> dict[str, str] | None:
+    """What a running server wrote about itself, or None."""
+    try:
+        return dict(json.loads(endpoints_file(data_dir).read_text()))
+    except (OSError, ValueError):
+        return None

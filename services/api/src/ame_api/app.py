@@ -1,0 +1,73 @@
+"""The api service assembled: registry consumer, outbox relay, REST and gRPC servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ame_api.follow import LogFollower
+from ame_api.grpc.server import GrpcServer
+from ame_api.grpc.servicer import AmeServicer
+from ame_api.rest.app import RestServer, create_app
+from ame_api.runs import OutboxRelay, RunService
+from ame_api.settings import ApiSettings
+from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
+from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
+from ame_platform.lifecycle import Component
+from ame_platform.runtime import Runtime
+
+SERVICE = "api"
+MIGRATIONS = "ame_api"
+
+
+@dataclass
+class ApiService:
+    runs: RunService
+    registry: PullConsumer
+    triggers: PullConsumer
+    relay: OutboxRelay
+    rest: RestServer
+    grpc: GrpcServer
+
+    @property
+    def components(self) -> list[Component]:
+        # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
+        return [self.registry, self.triggers, self.relay, self.rest, self.grpc]
+
+
+def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
+    runs = RunService(runtime, settings)
+    follower = LogFollower(runtime, settings)
+    registry = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=API_REGISTRY,
+            filter_subject=runtime.names.run_states_wildcard,
+            concurrency=settings.registry_concurrency,
+        ),
+        runs.apply_event,
+        name="registry",
+    )
+    triggers = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=API_TRIGGERS,
+            filter_subject=runtime.names.schedule_fired,
+            concurrency=8,
+        ),
+        runs.apply_schedule_fired,
+        name="triggers",
+    )
+    return ApiService(
+        runs=runs,
+        registry=registry,
+        triggers=triggers,
+        relay=OutboxRelay(runtime, settings),
+        rest=RestServer(create_app(runs, follower), settings.rest_host, settings.rest_port),
+        grpc=GrpcServer(AmeServicer(runs, follower), settings.grpc_host, settings.grpc_port),
+    )
+
+
+def build_components(settings: ApiSettings, runtime: Runtime) -> list[Component]:
+    return build(settings, runtime).components

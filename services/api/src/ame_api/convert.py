@@ -1,0 +1,118 @@
+"""The only module of the api service where generated contracts meet domain types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ame.contracts.api.v1 import ame_service_pb2
+from ame.contracts.log.v1 import log_pb2
+from ame.contracts.run.v1 import run_pb2
+from ame.contracts.trigger.v1 import trigger_pb2
+from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind
+from ame import codecs
+from ame.codecs import DecodeError, StateEvent
+
+__all__ = ["DecodeError", "StateEvent"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def launch_command(run_id: str, attempt: int, organisation: str, spec: RunSpec) -> bytes:
+    return run_pb2.LaunchRun(
+        run_id=run_id,
+        attempt=attempt,
+        organisation=organisation,
+        spec=codecs.run_spec_to_pb(spec),
+        requested_at=codecs.now_pb(),
+    ).SerializeToString()
+
+
+def cancel_requested(run_id: str, attempt: int, reason: str) -> bytes:
+    return run_pb2.RunCancelRequested(
+        run_id=run_id, attempt=attempt, reason=reason, requested_at=codecs.now_pb()
+    ).SerializeToString()
+
+
+def state_changed(run_id: str, attempt: int, state: RunState, exit_code: int | None, reason: str) -> bytes:
+    return codecs.state_changed_pb(run_id, attempt, state, exit_code, reason).SerializeToString()
+
+
+def parse_state_changed(data: bytes) -> StateEvent:
+    return codecs.parse_state_changed(data)
+
+
+def end_chunk(run_id: str, attempt: int, state: RunState, exit_code: int | None, reason: str) -> bytes:
+    end = codecs.log_end_to_pb(LogEnd(state=state, exit_code=exit_code, reason=reason))
+    return log_pb2.LogChunk(run_id=run_id, attempt=attempt, end=end).SerializeToString()
+
+
+def run_to_pb(run: Run) -> run_pb2.Run:
+    pb = run_pb2.Run(
+        id=run.id,
+        organisation=run.organisation,
+        spec=codecs.run_spec_to_pb(run.spec),
+        state=codecs.state_to_pb(run.state),
+        attempt=run.attempt,
+        reason=run.reason,
+        trigger=codecs.trigger_to_pb(run.trigger),
+        parent_run_id=run.parent_run_id,
+        created_at=codecs.timestamp(run.created_at),
+        updated_at=codecs.timestamp(run.updated_at),
+    )
+    if run.exit_code is not None:
+        pb.exit_code = run.exit_code
+    if run.started_at is not None:
+        pb.started_at.CopyFrom(codecs.timestamp(run.started_at))
+    if run.finished_at is not None:
+        pb.finished_at.CopyFrom(codecs.timestamp(run.finished_at))
+    return pb
+
+
+def submit_request(request: ame_service_pb2.SubmitRunRequest) -> tuple[RunSpec, TriggerKind]:
+    """Raises DecodeError with a readable message (for INVALID_ARGUMENT) when the spec is invalid."""
+    spec = codecs.run_spec_from_pb(request.spec)
+    trigger = codecs.trigger_from_pb(request.trigger) if request.trigger else TriggerKind.API
+    return spec, trigger
+
+
+def states_from_pb(values: list[int]) -> list[RunState]:
+    return [codecs.state_from_pb(v) for v in values]
+
+
+def follow_event_pb(event: LogLine | LogEnd) -> ame_service_pb2.FollowLogsResponse:
+    if isinstance(event, LogLine):
+        return ame_service_pb2.FollowLogsResponse(line=codecs.log_line_to_pb(event))
+    return ame_service_pb2.FollowLogsResponse(end=codecs.log_end_to_pb(event))
+
+
+def chunk_events(data: bytes) -> tuple[str, int, list[LogLine], LogEnd | None]:
+    chunk = codecs.parse_log_chunk(data)
+    end = codecs.log_end_from_pb(chunk.end) if chunk.HasField("end") else None
+    return chunk.run_id, chunk.attempt, [codecs.log_line_from_pb(line) for line in chunk.lines], end
+
+
+def history_request(run_id: str, from_seq: int) -> bytes:
+    return log_pb2.HistoryRequest(run_id=run_id, from_seq=from_seq).SerializeToString()
+
+
+def history_reply(data: bytes) -> tuple[int, list[LogLine], LogEnd | None, bool]:
+    reply = log_pb2.HistoryReply()
+    reply.ParseFromString(data)
+    if reply.error:
+        raise DecodeError(reply.error)
+    end = codecs.log_end_from_pb(reply.end) if reply.HasField("end") else None
+    return reply.attempt, [codecs.log_line_from_pb(line) for line in reply.lines], end, reply.has_more
+
+
+def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:
+    """The run a schedule slot asks for, and the idempotency key that makes it one run per slot."""
+    pb = trigger_pb2.ScheduleFired()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable schedule event: {exc}") from exc
+    if not pb.schedule.id:
+        raise DecodeError("schedule event without a schedule id")
+    return codecs.run_spec_from_pb(pb.schedule.spec), f"cron:{pb.schedule.id}:{pb.slot.seconds}"

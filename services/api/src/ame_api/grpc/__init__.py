@@ -1,0 +1,1 @@
+"""The gRPC front door (grpc.aio), with health checking and server reflection."""

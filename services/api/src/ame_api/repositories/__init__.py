@@ -1,0 +1,1 @@
+"""SQL for the tables the api service owns, one module per aggregate."""

@@ -1,0 +1,72 @@
+"""The FastAPI application and the server component that runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+import ame
+from ame_api.follow import LogFollower
+from ame_api.rest import errors, runs
+from ame_api.runs import RunService
+from ame_platform.lifecycle import Supervisor
+
+
+def create_app(run_service: RunService, follower: LogFollower) -> FastAPI:
+    app = FastAPI(
+        title="AME",
+        version=ame.__version__,
+        description="Submit runs, read the run registry and follow run output.",
+    )
+    errors.install(app)
+    app.include_router(runs.router(run_service, follower))
+
+    @app.get("/healthz", tags=["health"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    # Signals belong to the process lifecycle (ame_platform.lifecycle); uvicorn must not take them over.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class RestServer:
+    """uvicorn on a socket bound before start, so port 0 works and the real port is known."""
+
+    name = "rest"
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self._app = app
+        self._sock = socket.create_server((host, port), reuse_port=False)
+        self._sock.setblocking(False)
+        self.host, self.port = self._sock.getsockname()[:2]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self._task = supervisor.spawn("rest", self._server.serve(sockets=[self._sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    async def drain(self) -> None:
+        # uvicorn stops accepting, then waits for open requests (log followers close when the loop stops).
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

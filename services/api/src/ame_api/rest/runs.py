@@ -1,0 +1,85 @@
+"""/v1/runs: submit, read, list, cancel, and follow output as server-sent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame_api.follow import LogFollower
+from ame_api.runs import RunService
+
+
+class RunList(BaseModel):
+    runs: list[Run]
+    next_page_token: str = Field("", description="Pass as page_token for the next page; empty on the last.")
+
+
+class CancelBody(BaseModel):
+    reason: str = ""
+
+
+def router(runs: RunService, follower: LogFollower) -> APIRouter:
+    api = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+    @api.post("", status_code=201, response_model=Run, summary="Submit a run; it is returned queued")
+    async def submit_run(
+        spec: RunSpec,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Run:
+        return await runs.submit(spec, idempotency_key=idempotency_key)
+
+    @api.get("", response_model=RunList, summary="List runs, newest first")
+    async def list_runs(
+        project: str | None = None,
+        task: str | None = None,
+        state: Annotated[list[RunState] | None, Query()] = None,
+        page_size: Annotated[int | None, Query(ge=1, le=1000)] = None,
+        page_token: str | None = None,
+    ) -> RunList:
+        page = await runs.list(
+            project=project, task=task, states=state, page_size=page_size, page_token=page_token
+        )
+        return RunList(runs=page.runs, next_page_token=page.next_page_token)
+
+    @api.get("/{run_id}", response_model=Run, summary="Get one run")
+    async def get_run(run_id: str) -> Run:
+        return await runs.get(run_id)
+
+    @api.post("/{run_id}/cancel", response_model=Run, summary="Cancel a run that has not ended")
+    async def cancel_run(run_id: str, body: CancelBody | None = None) -> Run:
+        return await runs.cancel(run_id, body.reason if body else "")
+
+    @api.get(
+        "/{run_id}/logs",
+        summary="Follow a run's output as server-sent events",
+        description="Events `line` (JSON: seq, stream, text, at) from `from_seq` on, history first, then one "
+        "`end` (JSON: state, exit_code, reason) when the run has ended; the stream then closes.",
+        response_class=StreamingResponse,
+    )
+    async def follow_logs(request: Request, run_id: str, from_seq: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+        await runs.get(run_id)  # 404 before the stream starts
+
+        async def events() -> AsyncIterator[str]:
+            async for event in follower.follow(run_id, from_seq):
+                if await request.is_disconnected():
+                    return
+                yield _sse(event)
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    return api
+
+
+def _sse(event: LogLine | LogEnd) -> str:
+    kind = "line" if isinstance(event, LogLine) else "end"
+    data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
+    seq = f"id: {event.seq}\n" if isinstance(event, LogLine) else ""
+    return f"event: {kind}\n{seq}data: {data}\n\n"

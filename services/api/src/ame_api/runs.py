@@ -1,0 +1,217 @@
+"""Run use cases shared by REST and gRPC: submit, read, list, cancel, and the registry fed by run events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+
+from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
+from ame_api import convert
+from ame_api.repositories import runs as runs_repo
+from ame_api.repositories.runs import NotFound
+from ame_api.settings import ApiSettings
+from ame_platform.bus.consumer import Poison
+from ame_platform.bus.publisher import headers_for
+from ame_platform.lifecycle import Supervisor
+from ame_platform.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NotFound", "OutboxRelay", "RunService"]
+
+
+@dataclass(frozen=True)
+class Page:
+    runs: list[Run]
+    next_page_token: str
+
+
+class RunService:
+    def __init__(self, runtime: Runtime, settings: ApiSettings) -> None:
+        self._rt = runtime
+        self._settings = settings
+
+    async def submit(
+        self,
+        spec: RunSpec,
+        *,
+        trigger: TriggerKind = TriggerKind.API,
+        parent_run_id: str = "",
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """Record the run as queued and ask a launcher for it, atomically through the outbox."""
+        run_id = new_run_id()
+        command = convert.launch_command(run_id, 1, self._settings.organisation, spec)
+        msg_id = f"launch:{run_id}:1"
+        headers = headers_for(msg_id)
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            run, created = await runs_repo.create_run(
+                conn,
+                run_id=run_id,
+                organisation=self._settings.organisation,
+                spec=spec,
+                trigger=trigger,
+                parent_run_id=parent_run_id,
+                idempotency_key=idempotency_key,
+            )
+            if not created:
+                return run
+            outbox_id = await runs_repo.add_outbox(
+                conn, msg_id=msg_id, subject=self._rt.names.run_launch, payload=command, headers=headers
+            )
+        # Fast path: publish now. If this fails the relay publishes it later; Nats-Msg-Id makes a double
+        # publish harmless.
+        try:
+            await self._rt.js.publish(self._rt.names.run_launch, command, headers=headers, timeout=5.0)
+        except Exception:
+            log.warning("launch publish for %s failed; the outbox relay will retry", run_id, exc_info=True)
+        else:
+            async with self._rt.pool.acquire() as conn:
+                await runs_repo.delete_outbox(conn, outbox_id)
+        return run
+
+    async def get(self, run_id: str) -> Run:
+        async with self._rt.pool.acquire() as conn:
+            return await runs_repo.get_run(conn, run_id)
+
+    async def list(
+        self,
+        *,
+        project: str | None = None,
+        task: str | None = None,
+        states: Sequence[RunState] | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+    ) -> Page:
+        limit = min(page_size or self._settings.list_page_size, 1000)
+        async with self._rt.pool.acquire() as conn:
+            runs = await runs_repo.list_runs(
+                conn,
+                organisation=self._settings.organisation,
+                project=project or None,
+                task=task or None,
+                states=states,
+                before_id=page_token or None,
+                limit=limit + 1,
+            )
+        more = len(runs) > limit
+        runs = runs[:limit]
+        return Page(runs=runs, next_page_token=runs[-1].id if more else "")
+
+    async def cancel(self, run_id: str, reason: str = "") -> Run:
+        """Cancel a run that has not ended. A queued run is cancelled here; a launched one by its launcher."""
+        reason = reason or "cancelled by request"
+        run = await self.get(run_id)
+        if run.state.terminal:
+            return run
+        payload = convert.cancel_requested(run.id, run.attempt, reason)
+        await self._rt.js.publish(
+            self._rt.names.run_cancel_requested(run.id),
+            payload,
+            headers=headers_for(f"cancel:{run.id}:{run.attempt}"),
+        )
+        if run.state == RunState.QUEUED:
+            # No launcher may hold it yet; launchers also skip launch commands of runs cancelled meanwhile.
+            event = convert.state_changed(run.id, run.attempt, RunState.CANCELLED, None, reason)
+            await self._publish_state(run.id, run.attempt, RunState.CANCELLED, event)
+            end_chunk = convert.end_chunk(run.id, run.attempt, RunState.CANCELLED, None, reason)
+            await self._rt.js.publish(
+                self._rt.names.run_log(run.id),
+                end_chunk,
+                headers=headers_for(f"log:{run.id}:{run.attempt}:end"),
+            )
+            async with self._rt.pool.acquire() as conn:
+                updated = await runs_repo.apply_state(
+                    conn,
+                    run_id=run.id,
+                    attempt=run.attempt,
+                    state=RunState.CANCELLED,
+                    exit_code=None,
+                    reason=reason,
+                    at=convert.utcnow(),
+                )
+            if updated is not None:
+                return updated
+        return await self.get(run_id)
+
+    async def _publish_state(self, run_id: str, attempt: int, state: RunState, payload: bytes) -> None:
+        await self._rt.js.publish(
+            self._rt.names.run_state(state),
+            payload,
+            headers=headers_for(f"state:{run_id}:{attempt}:{state.value}"),
+        )
+
+    async def apply_event(self, msg: Msg) -> None:
+        """Registry consumer: apply a run state event if it moves the run forward."""
+        try:
+            event = convert.parse_state_changed(msg.data)
+        except ValueError as exc:
+            raise Poison(str(exc)) from exc
+        async with self._rt.pool.acquire() as conn:
+            await runs_repo.apply_state(
+                conn,
+                run_id=event.run_id,
+                attempt=event.attempt,
+                state=event.state,
+                exit_code=event.exit_code,
+                reason=event.reason,
+                at=event.at,
+            )
+
+
+    async def apply_schedule_fired(self, msg: Msg) -> None:
+        """Triggers consumer: a schedule slot came due; start its run once, whatever the redeliveries."""
+        try:
+            spec, key = convert.parse_schedule_fired(msg.data)
+        except ValueError as exc:
+            raise Poison(str(exc)) from exc
+        await self.submit(spec, trigger=TriggerKind.SCHEDULE, idempotency_key=key)
+
+
+class OutboxRelay:
+    """Publishes outbox messages the submit fast path did not (NATS was down, the process died)."""
+
+    name = "outbox-relay"
+
+    def __init__(self, runtime: Runtime, settings: ApiSettings, interval: float = 1.0) -> None:
+        self._rt = runtime
+        self._settings = settings
+        self._interval = interval
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self._task = supervisor.spawn(self.name, self._loop())
+
+    async def drain(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.relay_once()
+            except Exception:
+                log.warning("outbox relay pass failed", exc_info=True)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+
+    async def relay_once(self) -> int:
+        sent = 0
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            rows = await runs_repo.claim_outbox(
+                conn, older_than_seconds=self._settings.outbox_retry_after, limit=100
+            )
+            for row in rows:
+                await self._rt.js.publish(row["subject"], row["payload"], headers=json.loads(row["headers"]))
+                await runs_repo.delete_outbox(conn, row["id"])
+                sent += 1
+        return sent

@@ -1,0 +1,31 @@
+"""Settings of the api service (`AME_API_*`), composed with the platform's."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ame.domain.durations import Duration
+from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AME_API_", extra="forbid")
+
+    rest_host: str = Field("127.0.0.1", description="Address the REST server binds.")
+    rest_port: int = Field(8080, ge=0, le=65535, description="REST port; 0 picks a free one.")
+    grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    organisation: str = Field("default", description="Organisation runs belong to until tokens select one.")
+    list_page_size: int = Field(50, ge=1, le=1000, description="Default page size of run listings.")
+    registry_concurrency: int = Field(32, ge=1, description="Run events applied to the registry at once.")
+    outbox_retry_after: Duration = Field(
+        2.0, description="Age after which the relay publishes an outbox message the fast path did not."
+    )
+    history_timeout: Duration = Field(
+        1.0, description="How long a log follower waits for the logs service's archive before using the bus."
+    )
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)

@@ -1,0 +1,33 @@
+"""Where runs execute. Each backend turns a launch command into work and reports how it ended."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncio
+
+from ame.domain import RunState
+from ame_launcher.convert import LaunchCommand
+from ame_launcher.logsink import ChunkPublisher
+
+
+@dataclass(frozen=True)
+class RunResult:
+    state: RunState
+    exit_code: int | None
+    reason: str = ""
+
+
+class Backend(Protocol):
+    name: str
+
+    async def execute(
+        self,
+        command: LaunchCommand,
+        output: ChunkPublisher,
+        cancel: asyncio.Event,
+        on_started: Callable[[], Awaitable[None]],
+    ) -> RunResult:
+        """Run the attempt to its end; `cancel` set means stop it. Calls `on_started` once it is running."""

@@ -1,0 +1,70 @@
+"""The only module of the launcher where generated contracts meet domain types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ame.contracts.log.v1 import log_pb2
+from ame.contracts.run.v1 import run_pb2
+from ame.domain import LogEnd, LogLine, RunSpec, RunState
+from ame import codecs
+from ame.codecs import DecodeError
+
+__all__ = ["DecodeError", "LaunchCommand", "RunSpec"]
+
+
+@dataclass(frozen=True)
+class LaunchCommand:
+    run_id: str
+    attempt: int
+    organisation: str
+    spec: RunSpec
+
+
+def parse_launch(data: bytes) -> LaunchCommand:
+    pb = run_pb2.LaunchRun()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable launch command: {exc}") from exc
+    if not pb.run_id or pb.attempt < 1:
+        raise DecodeError("launch command without run id or attempt")
+    return LaunchCommand(
+        run_id=pb.run_id,
+        attempt=pb.attempt,
+        organisation=pb.organisation,
+        spec=codecs.run_spec_from_pb(pb.spec),
+    )
+
+
+def parse_cancel(data: bytes) -> tuple[str, int, str]:
+    pb = run_pb2.RunCancelRequested()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable cancel request: {exc}") from exc
+    return pb.run_id, pb.attempt, pb.reason
+
+
+def state_changed(
+    run_id: str,
+    attempt: int,
+    state: RunState,
+    *,
+    launcher_id: str,
+    project: str,
+    task: str,
+    exit_code: int | None = None,
+    reason: str = "",
+) -> bytes:
+    return codecs.state_changed_pb(
+        run_id, attempt, state, exit_code, reason, launcher_id=launcher_id, project=project, task=task
+    ).SerializeToString()
+
+
+def log_chunk(run_id: str, attempt: int, lines: list[LogLine], end: LogEnd | None) -> tuple[bytes, str]:
+    """The chunk's payload and its Nats-Msg-Id."""
+    chunk = log_pb2.LogChunk(run_id=run_id, attempt=attempt, lines=[codecs.log_line_to_pb(x) for x in lines])
+    if end is not None:
+        chunk.end.CopyFrom(codecs.log_end_to_pb(end))
+    return chunk.SerializeToString(), codecs.log_chunk_msg_id(run_id, attempt, chunk)

@@ -1,0 +1,88 @@
+"""Leases on run attempts. Uniqueness of (run_id, attempt) is what makes a launch happen once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class ExpiredLease:
+    run_id: str
+    attempt: int
+    launcher_id: str
+    backend: str
+    project: str
+    task: str
+
+
+async def claim_lease(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    attempt: int,
+    launcher_id: str,
+    backend: str,
+    project: str,
+    task: str,
+    ttl_seconds: float,
+) -> bool:
+    """True if this launcher now holds the attempt; False if any launcher ever held it."""
+    row = await conn.fetchval(
+        """INSERT INTO leases (run_id, attempt, launcher_id, backend, project, task, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+           ON CONFLICT (run_id, attempt) DO NOTHING
+           RETURNING 1""",
+        uuid.UUID(run_id),
+        attempt,
+        launcher_id,
+        backend,
+        project,
+        task,
+        ttl_seconds,
+    )
+    return row is not None
+
+
+async def finish_lease(conn: asyncpg.Connection, *, run_id: str, attempt: int, final_state: str) -> None:
+    await conn.execute(
+        """UPDATE leases SET state = 'finished', finished_at = now(), final_state = $3
+           WHERE run_id = $1 AND attempt = $2""",
+        uuid.UUID(run_id),
+        attempt,
+        final_state,
+    )
+
+
+async def update_heartbeats(conn: asyncpg.Connection, *, launcher_id: str, ttl_seconds: float) -> int:
+    """Extend every active lease this launcher holds, in one statement."""
+    status = await conn.execute(
+        """UPDATE leases SET heartbeat_at = now(), expires_at = now() + make_interval(secs => $2)
+           WHERE launcher_id = $1 AND state = 'active'""",
+        launcher_id,
+        ttl_seconds,
+    )
+    return int(status.split()[-1])
+
+
+async def claim_expired_leases(conn: asyncpg.Connection, *, limit: int) -> list[ExpiredLease]:
+    """Active leases whose holder stopped heartbeating; locked so one reconciler handles each."""
+    rows = await conn.fetch(
+        """SELECT run_id, attempt, launcher_id, backend, project, task FROM leases
+           WHERE state = 'active' AND expires_at < now()
+           ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [
+        ExpiredLease(
+            run_id=str(r["run_id"]),
+            attempt=r["attempt"],
+            launcher_id=r["launcher_id"],
+            backend=r["backend"],
+            project=r["project"],
+            task=r["task"],
+        )
+        for r in rows
+    ]

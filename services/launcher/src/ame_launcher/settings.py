@@ -1,0 +1,37 @@
+"""Settings of the launcher service (`AME_LAUNCHER_*`), composed with the platform's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ame.domain.durations import Duration
+from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+
+
+class LauncherSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AME_LAUNCHER_", extra="forbid")
+
+    backend: Literal["local"] = Field("local", description="Where runs execute: local process groups.")
+    max_concurrent_runs: int = Field(64, ge=1, description="Runs this replica executes at once.")
+    work_dir: Path = Field(Path(".ame/launcher"), description="Where local runs get their working directories.")
+    keep_workdirs: bool = Field(False, description="Keep a run's working directory after it ends (debugging).")
+    grace_period: Duration = Field(
+        10.0, description="After SIGTERM, how long a run's processes get before SIGKILL (cancel, timeout)."
+    )
+    lease_ttl: Duration = Field(30.0, description="A lease not renewed for this long is considered abandoned.")
+    heartbeat_interval: Duration = Field(5.0, description="How often held leases are renewed.")
+    reconcile_interval: Duration = Field(5.0, description="How often abandoned leases are looked for.")
+    inherit_env: list[str] = Field(
+        default_factory=lambda: ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL"],
+        description="Variables of the launcher's own environment a local run inherits; nothing else leaks in.",
+    )
+    log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")
+    log_flush_interval: Duration = Field(0.02, description="Longest a line waits before it is published.")
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)

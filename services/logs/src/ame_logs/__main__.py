@@ -1,0 +1,20 @@
+"""`ame-logs` / `python -m ame_logs`: serve | migrate | check-config."""
+
+from __future__ import annotations
+
+from ame_logs.app import MIGRATIONS, SERVICE, build_components
+from ame_logs.settings import LogsSettings
+from ame_platform.service_main import ServiceDefinition
+from ame_platform.service_main import main as service_main
+
+DEFINITION = ServiceDefinition(
+    name=SERVICE, settings_factory=LogsSettings, migrations_package=MIGRATIONS, build=build_components
+)
+
+
+def main() -> int:
+    return service_main(DEFINITION)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Archiving run output from the LOGS stream, and serving it back as history."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from ame.domain import LogLine
+from ame_logs import convert
+from ame_logs.repositories import archive
+from ame_logs.settings import LogsSettings
+from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer
+from ame_platform.bus.subjects import LOGS_ARCHIVE
+from ame_platform.lifecycle import Supervisor
+from ame_platform.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Archiver:
+    """Writes every chunk on the LOGS stream to PostgreSQL (idempotently: redeliveries change nothing)."""
+
+    name = "archiver"
+
+    def __init__(self, runtime: Runtime, settings: LogsSettings) -> None:
+        self._rt = runtime
+        self._consumer = PullConsumer(
+            runtime.js,
+            ConsumerSpec(
+                stream=runtime.names.logs_stream,
+                durable=LOGS_ARCHIVE,
+                filter_subject=runtime.names.logs_wildcard,
+                concurrency=settings.archive_concurrency,
+            ),
+            self.archive,
+            name="archive",
+        )
+
+    async def start(self, supervisor: Supervisor) -> None:
+        await self._consumer.start(supervisor)
+
+    async def drain(self) -> None:
+        await self._consumer.drain()
+
+    async def archive(self, msg: Msg) -> None:
+        try:
+            run_id, attempt, lines, end = convert.parse_chunk(msg.data)
+            uuid.UUID(run_id)
+        except ValueError as exc:
+            raise Poison(str(exc)) from exc
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            if lines:
+                await archive.create_chunk(
+                    conn,
+                    run_id=run_id,
+                    attempt=attempt,
+                    first_seq=lines[0].seq,
+                    last_seq=lines[-1].seq,
+                    payload=convert.lines_payload(lines),
+                )
+            if end is not None:
+                await archive.create_end(
+                    conn,
+                    run_id=run_id,
+                    attempt=attempt,
+                    state=end.state.value,
+                    exit_code=end.exit_code,
+                    reason=end.reason,
+                    total_lines=end.total_lines,
+                )
+
+
+class HistoryResponder:
+    """Answers history requests (core NATS request/reply, one queue group shared by all replicas)."""
+
+    name = "history"
+
+    def __init__(self, runtime: Runtime, settings: LogsSettings) -> None:
+        self._rt = runtime
+        self._settings = settings
+        self._sub: Subscription | None = None
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self._sub = await self._rt.nc.subscribe(
+            self._rt.names.logs_history, queue=self._rt.names.queue_group("logs"), cb=self._on_request
+        )
+
+    async def drain(self) -> None:
+        if self._sub is not None:
+            await self._sub.drain()
+
+    async def _on_request(self, msg: Msg) -> None:
+        try:
+            reply = await self.history(msg.data)
+        except Exception as exc:
+            log.exception("history request failed")
+            reply = convert.history_reply(attempt=0, lines=[], end=None, has_more=False, error=str(exc))
+        await msg.respond(reply)
+
+    async def history(self, data: bytes) -> bytes:
+        try:
+            run_id, from_seq, limit = convert.parse_history_request(data)
+            uuid.UUID(run_id)
+        except ValueError as exc:
+            return convert.history_reply(attempt=0, lines=[], end=None, has_more=False, error=str(exc))
+        limit = min(limit or self._settings.history_page_lines, self._settings.history_page_lines)
+        async with self._rt.pool.acquire() as conn:
+            attempt = await archive.find_latest_attempt(conn, run_id)
+            if attempt is None:
+                return convert.history_reply(attempt=0, lines=[], end=None, has_more=False)
+            chunk_limit = max(1, limit // 16 + 1)
+            payloads = await archive.list_chunks(
+                conn, run_id=run_id, attempt=attempt, from_seq=from_seq, limit=chunk_limit
+            )
+            archived_end = await archive.find_end(conn, run_id=run_id, attempt=attempt)
+        lines: list[LogLine] = []
+        expected = from_seq
+        gap = False
+        for payload in payloads:
+            for line in convert.lines_from_payload(payload):
+                if line.seq < expected:
+                    continue
+                if line.seq > expected:
+                    # Chunks are archived concurrently; stop at a hole rather than skip lines.
+                    gap = True
+                    break
+                lines.append(line)
+                expected += 1
+            if gap or len(lines) >= limit:
+                break
+        lines = lines[:limit]
+        next_seq = lines[-1].seq + 1 if lines else from_seq
+        end = None
+        if archived_end is not None and next_seq >= archived_end.total_lines:
+            end = convert.end_from_archive(
+                archived_end.state, archived_end.exit_code, archived_end.reason, archived_end.total_lines
+            )
+        has_more = not gap and end is None and (len(lines) >= limit or len(payloads) >= chunk_limit)
+        return convert.history_reply(attempt=attempt, lines=lines, end=end, has_more=has_more)

@@ -1,0 +1,88 @@
+"""The log archive: chunks of lines and the end of each run attempt's output. Writes are idempotent."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class ArchivedEnd:
+    state: str
+    exit_code: int | None
+    reason: str
+    total_lines: int
+
+
+async def create_chunk(
+    conn: asyncpg.Connection, *, run_id: str, attempt: int, first_seq: int, last_seq: int, payload: bytes
+) -> None:
+    await conn.execute(
+        """INSERT INTO log_chunks (run_id, attempt, first_seq, last_seq, payload) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT DO NOTHING""",
+        uuid.UUID(run_id),
+        attempt,
+        first_seq,
+        last_seq,
+        payload,
+    )
+
+
+async def create_end(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    attempt: int,
+    state: str,
+    exit_code: int | None,
+    reason: str,
+    total_lines: int,
+) -> None:
+    await conn.execute(
+        """INSERT INTO log_ends (run_id, attempt, state, exit_code, reason, total_lines)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        uuid.UUID(run_id),
+        attempt,
+        state,
+        exit_code,
+        reason,
+        total_lines,
+    )
+
+
+async def find_latest_attempt(conn: asyncpg.Connection, run_id: str) -> int | None:
+    value = await conn.fetchval(
+        """SELECT max(attempt) FROM (
+               SELECT attempt FROM log_chunks WHERE run_id = $1
+               UNION ALL SELECT attempt FROM log_ends WHERE run_id = $1) AS attempts""",
+        uuid.UUID(run_id),
+    )
+    return int(value) if value is not None else None
+
+
+async def list_chunks(
+    conn: asyncpg.Connection, *, run_id: str, attempt: int, from_seq: int, limit: int
+) -> list[bytes]:
+    """Payloads of the chunks holding lines >= from_seq, in order, at most `limit` chunks."""
+    rows = await conn.fetch(
+        """SELECT payload FROM log_chunks WHERE run_id = $1 AND attempt = $2 AND last_seq >= $3
+           ORDER BY first_seq LIMIT $4""",
+        uuid.UUID(run_id),
+        attempt,
+        from_seq,
+        limit,
+    )
+    return [bytes(r["payload"]) for r in rows]
+
+
+async def find_end(conn: asyncpg.Connection, *, run_id: str, attempt: int) -> ArchivedEnd | None:
+    row = await conn.fetchrow(
+        "SELECT state, exit_code, reason, total_lines FROM log_ends WHERE run_id = $1 AND attempt = $2",
+        uuid.UUID(run_id),
+        attempt,
+    )
+    if row is None:
+        return None
+    return ArchivedEnd(row["state"], row["exit_code"], row["reason"], row["total_lines"])

@@ -1,0 +1,19 @@
+"""Settings of the logs service (`AME_LOGS_*`), composed with the platform's."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+
+
+class LogsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AME_LOGS_", extra="forbid")
+
+    archive_concurrency: int = Field(16, ge=1, description="Log chunks archived at once.")
+    history_page_lines: int = Field(5000, ge=1, description="Most lines in one history reply.")
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)

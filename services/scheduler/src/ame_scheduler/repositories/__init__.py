@@ -1,0 +1,1 @@
+"""SQL for the tables the scheduler owns."""
