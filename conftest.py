@@ -1,3 +1,3 @@
-# The root conftest is the one pytest always loads, whichever directory a run starts in (libs/...,
-# services/..., tests/...), and the only place pytest accepts `pytest_plugins` in every case.
-pytest_plugins = ["tests.infra_fixtures"]
+"""Root pytest configuration: the shared real-infrastructure fixtures for every test tree in the workspace."""
+
+pytest_plugins = ["tests.infra_fixtures", "tests.stack_fixtures"]

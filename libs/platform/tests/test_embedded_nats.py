@@ -90,12 +90,14 @@ async def test_sigkill_of_the_parent_takes_the_server_down(tmp_path: Path) -> No
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _SERVE_FOREVER, str(tmp_path), stdout=asyncio.subprocess.PIPE
     )
-    assert parent.stdout is not None
-    server_pid = int(await asyncio.wait_for(parent.stdout.readline(), 30))
-    assert pid_alive(server_pid)
-
-    parent.send_signal(signal.SIGKILL)
-    await parent.wait()
+    try:
+        assert parent.stdout is not None
+        server_pid = int(await asyncio.wait_for(parent.stdout.readline(), 30))
+        assert pid_alive(server_pid)
+    finally:
+        # SIGKILL, as an OOM kill or `kill -9` would: the parent runs no cleanup at all.
+        parent.send_signal(signal.SIGKILL)
+        await parent.wait()
 
     await wait_until(lambda: not pid_alive(server_pid), timeout=10, message="nats-server to exit")
 

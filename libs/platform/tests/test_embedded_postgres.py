@@ -126,14 +126,16 @@ async def test_sigkill_of_the_parent_takes_postgres_down(data_dir: Path) -> None
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _SERVE_FOREVER, str(data_dir), stdout=asyncio.subprocess.PIPE
     )
-    assert parent.stdout is not None
-    postmaster_pid = int(await asyncio.wait_for(parent.stdout.readline(), 60))
-    # The helpers (checkpointer, walwriter, ...) must go too; postgres makes each its own group leader.
-    server_pids = [postmaster_pid, *live_children(postmaster_pid)]
-    assert len(server_pids) > 1
-
-    parent.send_signal(signal.SIGKILL)
-    await parent.wait()
+    try:
+        assert parent.stdout is not None
+        postmaster_pid = int(await asyncio.wait_for(parent.stdout.readline(), 60))
+        # The helpers (checkpointer, walwriter, ...) must go too; postgres makes each its own group leader.
+        server_pids = [postmaster_pid, *live_children(postmaster_pid)]
+        assert len(server_pids) > 1
+    finally:
+        # SIGKILL, as an OOM kill or `kill -9` would: the parent runs no cleanup at all.
+        parent.send_signal(signal.SIGKILL)
+        await parent.wait()
 
     await wait_until(
         lambda: not any(pid_alive(pid) for pid in server_pids),

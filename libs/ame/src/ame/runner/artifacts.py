@@ -7,6 +7,7 @@ an S3 store against the same `ArtifactStore` protocol.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -59,7 +60,7 @@ class LocalArtifactStore:
         target = self._path(key)
         await asyncio.to_thread(_copy_atomically, path, target)
 
-    async def list(self, prefix: str) -> list[ObjectInfo]:
+    async def list(self, prefix: str) -> builtins.list[ObjectInfo]:
         return await asyncio.to_thread(self._list, prefix)
 
     async def get_file(self, key: str, dest: Path) -> None:
@@ -68,12 +69,12 @@ class LocalArtifactStore:
             raise FileNotFoundError(f"no artifact {key!r}")
         await asyncio.to_thread(_copy_atomically, source, dest)
 
-    def _list(self, prefix: str) -> list[ObjectInfo]:
+    def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
         # Walk from the deepest directory the prefix names, then filter by the full prefix.
         directory = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not directory.is_dir():
             return []
-        objects: list[ObjectInfo] = []
+        objects: builtins.list[ObjectInfo] = []
         for path in _walk_files(directory):
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
@@ -102,7 +103,7 @@ def _copy_atomically(source: Path, target: Path) -> None:
 FileSnapshot = Mapping[str, tuple[int, int]]
 
 
-def load_ignore_rules(project_dir: Path, extra: tuple[str, ...] = ()) -> pathspec.PathSpec:
+def load_ignore_rules(project_dir: Path, extra: tuple[str, ...] = ()) -> pathspec.GitIgnoreSpec:
     """`.ameignore` (gitignore syntax) plus the directories that are never artifacts."""
     lines = [*_ALWAYS_IGNORED, *extra]
     ignore_file = project_dir / IGNORE_FILE
@@ -111,7 +112,9 @@ def load_ignore_rules(project_dir: Path, extra: tuple[str, ...] = ()) -> pathspe
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def snapshot_files(project_dir: Path, ignore: pathspec.PathSpec, skip: tuple[Path, ...] = ()) -> dict[str, tuple[int, int]]:
+def snapshot_files(
+    project_dir: Path, ignore: pathspec.GitIgnoreSpec, skip: tuple[Path, ...] = ()
+) -> dict[str, tuple[int, int]]:
     """Size and mtime of every file under the project that could be an artifact."""
     snapshot: dict[str, tuple[int, int]] = {}
     for path in _walk_files(project_dir, skip=skip, ignore=ignore, root=project_dir):
@@ -127,8 +130,10 @@ def changed_files(before: FileSnapshot, after: FileSnapshot) -> list[str]:
     return sorted(name for name, state in after.items() if before.get(name) != state)
 
 
-def explicit_files(project_dir: Path, patterns: list[str], skip: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
-    """Files named by `artifacts.paths` (files, directories or globs); also the patterns that matched nothing."""
+def explicit_files(
+    project_dir: Path, patterns: list[str], skip: tuple[Path, ...] = ()
+) -> tuple[list[str], list[str]]:
+    """Files named by `artifacts.paths` (files, directories, globs), and the patterns matching none."""
     files: set[str] = set()
     unmatched: list[str] = []
     never = pathspec.GitIgnoreSpec.from_lines(_ALWAYS_IGNORED)
@@ -166,7 +171,7 @@ def _walk_files(
     directory: Path,
     *,
     skip: tuple[Path, ...] = (),
-    ignore: pathspec.PathSpec | None = None,
+    ignore: pathspec.GitIgnoreSpec | None = None,
     root: Path | None = None,
 ) -> Iterator[Path]:
     base = root or directory

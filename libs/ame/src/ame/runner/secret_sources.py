@@ -69,7 +69,7 @@ class LocalSecretStore:
             raise SecretError(f"the secret store {self.path} should hold a JSON object")
         return {str(k): str(v) for k, v in data.items()}
 
-    def keys(self) -> list[str]:
+    def list_keys(self) -> list[str]:
         return sorted(self.read())
 
     def add(self, key: str, value: str) -> None:

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import pathspec
 
 from ame.domain.ids import new_run_id
 from ame.runner.artifacts import (
@@ -29,6 +31,7 @@ from ame.runner.home import AmeHome
 from ame.runner.interpreters import InterpreterNotFoundError
 from ame.runner.pipelines import run_pipeline
 from ame.runner.process import OutputSink, ProcessOutcome, ProcessSpec, run_process
+from ame.runner.results import RunResult, RunState, StepResult
 from ame.runner.run_records import RunRecord, StepRecord, write_run_record
 from ame.runner.secret_sources import SecretRequest, SecretSource, resolve_secrets
 from ame.runner.setup_steps import SetupCancelledError, SetupContext, SetupError
@@ -36,9 +39,7 @@ from ame.runner.setup_steps import SetupCancelledError, SetupContext, SetupError
 if TYPE_CHECKING:
     from ame.spec.resolved import ResolvedTask
 
-__all__ = ["LocalRunner", "RunOutput", "RunResult", "RunSettings", "RunState", "StepResult"]
-
-RunState = Literal["succeeded", "failed", "cancelled", "timed_out", "skipped"]
+__all__ = ["EXIT_CANCELLED", "EXIT_SETUP_FAILED", "EXIT_TIMED_OUT", "LocalRunner", "RunOutput", "RunSettings"]
 
 # Exit codes for outcomes that have no process exit status of their own.
 EXIT_SETUP_FAILED = 1
@@ -52,42 +53,6 @@ class RunOutput(Protocol):
     def sink(self, step: str | None) -> OutputSink: ...
 
     async def notice(self, text: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class StepResult:
-    name: str
-    state: RunState
-    exit_code: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    reason: str | None = None
-    attempts: int = 0
-    artifacts: tuple[str, ...] = ()
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    project: str
-    task: str
-    state: RunState
-    exit_code: int
-    started_at: float
-    finished_at: float
-    artifact_prefix: str
-    steps: list[StepResult] = field(default_factory=list)
-    reason: str | None = None
-
-    @property
-    def artifacts(self) -> list[str]:
-        return sorted({key for step in self.steps for key in step.artifacts})
 
 
 @dataclass(frozen=True)
@@ -131,7 +96,8 @@ class LocalRunner:
         if task.pipeline:
             semaphore = asyncio.Semaphore(max(1, settings.max_parallel))
             outcome = await run_pipeline(task, execution.run_step, semaphore, cancel)
-            steps, state = outcome.steps, outcome.state
+            steps = outcome.steps
+            state: RunState = outcome.state
             failed = next((s for s in steps if s.state in ("failed", "timed_out")), None)
             if state == "succeeded":
                 exit_code, reason = 0, None
@@ -222,7 +188,9 @@ class _Execution:
         started_at = time.time()
         executor = task.executor
         try:
-            async with prepare_command(executor.kind, executor.command, executor.python_version, setup) as command:
+            async with prepare_command(
+                executor.kind, executor.command, executor.python_version, setup
+            ) as command:
                 if command.environment_built:
                     await self.output.notice(f"{name}: built environment {command.environment_key}")
                 child_env = command.apply({**env, **self.secrets.get(task.name, {})})
@@ -236,7 +204,9 @@ class _Execution:
                 )
                 return await self._run_with_retries(task, name, spec, sink, cancel)
         except SetupCancelledError:
-            return StepResult(name, "cancelled", EXIT_CANCELLED, started_at, time.time(), "cancelled during setup")
+            return StepResult(
+                name, "cancelled", EXIT_CANCELLED, started_at, time.time(), "cancelled during setup"
+            )
         except (SetupError, InterpreterNotFoundError) as exc:
             await self.output.notice(f"{name}: {exc}")
             return StepResult(name, "failed", EXIT_SETUP_FAILED, started_at, time.time(), str(exc))
@@ -248,7 +218,9 @@ class _Execution:
         skip = (self.settings.home.root,)
         wants_changed = task.artifacts.save_changed_files
         before = (
-            await asyncio.to_thread(snapshot_files, self.settings.project_dir, ignore, skip) if wants_changed else {}
+            await asyncio.to_thread(snapshot_files, self.settings.project_dir, ignore, skip)
+            if wants_changed
+            else {}
         )
         attempts = 1 + max(0, task.retries)
         outcome: ProcessOutcome | None = None
@@ -276,7 +248,7 @@ class _Execution:
         task: ResolvedTask,
         name: str,
         before: Mapping[str, tuple[int, int]],
-        ignore: object,
+        ignore: pathspec.GitIgnoreSpec,
         skip: tuple[Path, ...],
     ) -> list[str]:
         config = task.artifacts
@@ -290,8 +262,7 @@ class _Execution:
             for pattern in unmatched:
                 await self.output.notice(f"{name}: artifact path {pattern!r} matched no file")
         if config.save_changed_files:
-            rules = load_ignore_rules(project_dir)
-            after = await asyncio.to_thread(snapshot_files, project_dir, rules, skip)
+            after = await asyncio.to_thread(snapshot_files, project_dir, ignore, skip)
             files.update(changed_files(before, after))
         keys = await save_artifacts(self.settings.artifacts, project_dir, self.prefix, sorted(files))
         if keys:

@@ -12,7 +12,13 @@ library only, YAML parsing is imported on first use).
 """
 
 from ame.spec.errors import Problem, SpecError
-from ame.spec.loader import PROJECT_FILE_NAMES, find_project_file, load_project, load_project_text, templates_from
+from ame.spec.loader import (
+    PROJECT_FILE_NAMES,
+    find_project_file,
+    load_project,
+    load_project_text,
+    templates_from,
+)
 from ame.spec.model import (
     AmeSecret,
     Artifacts,

@@ -63,7 +63,7 @@ _TASK_KEYS = frozenset(
         "pipeline",
     }
 )
-_KIND_NAMES = {
+_KIND_NAMES: dict[type, str] = {
     dict: "a mapping",
     list: "a list",
     str: "text",
@@ -99,7 +99,9 @@ def _locate(tree: Any, loc: Sequence[int | str], error_type: str) -> tuple[Mark,
         if isinstance(node, LocDict) and isinstance(part, str) and part in node:
             is_last = index == len(loc) - 1
             # An unknown key is best shown at the key itself, everything else at its value.
-            mark = node.key_mark(part) if is_last and error_type == "extra_forbidden" else node.value_mark(part)
+            mark = (
+                node.key_mark(part) if is_last and error_type == "extra_forbidden" else node.value_mark(part)
+            )
             path.append(part)
             node = node[part]
         elif isinstance(node, LocList) and isinstance(part, int) and 0 <= part < len(node):
@@ -113,8 +115,8 @@ def _locate(tree: Any, loc: Sequence[int | str], error_type: str) -> tuple[Mark,
                 else:
                     path.append(suffix)
             node = node[part]
-        elif isinstance(part, str) and isinstance(node, LocDict) and error_type == "missing":
-            path.append(part)
+        elif index == len(loc) - 1 and isinstance(node, LocDict) and error_type == "missing":
+            path.append(str(part))
     return mark, path, parent, last
 
 
@@ -158,11 +160,10 @@ def _unknown_key(key: str, parent: Any) -> str:
     schema_name = getattr(schema, "__name__", "")
     if schema_name == "Project" and key in _TASK_KEYS:
         return (
-            f"{message}: '{key}' belongs to a task; indent it under the task's '- name: ...' "
-            "line in 'tasks:'"
+            f"{message}: '{key}' belongs to a task; indent it under the task's '- name: ...' line in 'tasks:'"
         )
     hint = _KEY_HINTS.get(key)
-    if hint is not None and hint.split(":")[0] in known + ["executor"] and hint != key:
+    if hint is not None and hint.split(":")[0] in [*known, "executor"] and hint != key:
         if hint.startswith("executor: ") and "executor" in known:
             return f"{message}; '{key}' goes inside the executor ({hint})"
         if hint in known:

@@ -38,14 +38,12 @@ def find_project_file(start: Path) -> Path:
             str(start),
         )
     if len(found) > 1:
-        raise SpecError.single(
-            f"both ame.yml and ame.yaml exist in {start}; keep one of them", str(found[1])
-        )
+        raise SpecError.single(f"both ame.yml and ame.yaml exist in {start}; keep one of them", str(found[1]))
     return found[0]
 
 
 def load_project(
-    path: Path, *, limits: Limits = Limits(), external_templates: ExternalTemplates | None = None
+    path: Path, *, limits: Limits | None = None, external_templates: ExternalTemplates | None = None
 ) -> Project:
     """Load the project at ``path`` (the file, or the directory holding it).
 
@@ -57,8 +55,9 @@ def load_project(
     return load_project_text(text, str(file), limits=limits, external_templates=external_templates)
 
 
-def read_text(file: Path, limits: Limits = Limits()) -> str:
+def read_text(file: Path, limits: Limits | None = None) -> str:
     """Read ``file`` as UTF-8 without ever holding more than ``limits.max_bytes`` + 1 bytes."""
+    limits = limits or Limits()
     try:
         with file.open("rb") as stream:
             data = stream.read(limits.max_bytes + 1)
@@ -80,7 +79,7 @@ def load_project_text(
     text: str,
     filename: str = "ame.yml",
     *,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     external_templates: ExternalTemplates | None = None,
 ) -> Project:
     """Load a project from the text of an AME file; ``filename`` is used in messages.
@@ -107,7 +106,7 @@ def load_project_text(
     return project
 
 
-def templates_from(directories: Iterable[Path], *, limits: Limits = Limits()) -> ExternalTemplates:
+def templates_from(directories: Iterable[Path], *, limits: Limits | None = None) -> ExternalTemplates:
     """An ``external_templates`` lookup over other projects on disk (``--with-project``).
 
     Projects are loaded on first use and indexed by their ``project:`` name.
@@ -123,7 +122,9 @@ def templates_from(directories: Iterable[Path], *, limits: Limits = Limits()) ->
                 if loaded.name is not None:
                     projects[loaded.name] = loaded
         if project not in projects:
-            raise LookupError(f"no project named '{project}' among {', '.join(projects) or 'the given projects'}")
+            raise LookupError(
+                f"no project named '{project}' among {', '.join(projects) or 'the given projects'}"
+            )
         return projects[project].templates[name]
 
     return lookup
@@ -166,4 +167,3 @@ def _with_stand_ins(entries: LocDict, names: set[str]) -> LocDict:
             value = stand_in
         out.put(name, value, entries.key_mark(name), entries.value_mark(name))
     return out
-

@@ -73,17 +73,21 @@ def _check_schedule(value: str) -> str:
             f"{value!r} is not a cron schedule: it needs 5 fields (minute hour day-of-month month "
             "day-of-week), e.g. '0 12 * * *' for every day at 12:00, or a macro such as @daily"
         )
-    from croniter import croniter  # noqa: PLC0415 - deferred: ~60 ms, only for files with schedules
+    from croniter import croniter
 
     if not croniter.is_valid(expression):
-        raise ValueError(f"{value!r} is not a valid cron schedule (minute hour day-of-month month day-of-week)")
+        raise ValueError(
+            f"{value!r} is not a valid cron schedule (minute hour day-of-month month day-of-week)"
+        )
     return expression
 
 
 def _check_relative_path(value: str) -> str:
     parts = value.replace("\\", "/").split("/")
     if value.startswith("/") or ".." in parts or not value.strip():
-        raise ValueError(f"{value!r}: artifact paths are relative to the project directory and stay inside it")
+        raise ValueError(
+            f"{value!r}: artifact paths are relative to the project directory and stay inside it"
+        )
     return value
 
 
@@ -173,7 +177,7 @@ class Executor(SpecModel):
         if self.kind == "poetry" and not self.python_version:
             raise PydanticCustomError(
                 "python_version_required",
-                "the !poetry executor needs pythonVersion (e.g. pythonVersion: \"3.11\")",
+                'the !poetry executor needs pythonVersion (e.g. pythonVersion: "3.11")',
             )
         if not self.command.strip():
             raise PydanticCustomError("empty_command", "command must not be empty")
@@ -286,7 +290,11 @@ class Task(SpecModel):
         if self.task_ref is not None:
             clashing = [
                 alias
-                for field, alias in (("executor", "executor"), ("pipeline", "pipeline"), ("from_template", "fromTemplate"))
+                for field, alias in (
+                    ("executor", "executor"),
+                    ("pipeline", "pipeline"),
+                    ("from_template", "fromTemplate"),
+                )
                 if getattr(self, field) is not None
             ]
             if clashing:

@@ -107,15 +107,14 @@ class _Normaliser:
             return
         out.put("name", value, key_mark, value_mark)
 
-    def _named_entries(
-        self, value: Any, mark: Mark, what: str, into: LocDict, normalise: Any
-    ) -> None:
+    def _named_entries(self, value: Any, mark: Mark, what: str, into: LocDict, normalise: Any) -> None:
         """Collect tasks or templates, written as a list (current) or a mapping (old README)."""
         if value is None:
             return
         if isinstance(value, LocDict):
             entries = [
-                (self._with_name(body, key, value.key_mark(key)), value.key_mark(key)) for key, body in value.items()
+                (self._with_name(body, key, value.key_mark(key)), value.key_mark(key))
+                for key, body in value.items()
             ]
         elif isinstance(value, LocList):
             entries = list(zip(value, value.item_marks, strict=True))
@@ -202,7 +201,12 @@ class _Normaliser:
                     f"'{key}' repeats '{_written_as(raw, canonical, key)}'; give it once",
                 )
                 continue
-            out.put(canonical, self._task_field(canonical, value, raw.value_mark(key)), raw.key_mark(key), raw.value_mark(key))
+            out.put(
+                canonical,
+                self._task_field(canonical, value, raw.value_mark(key)),
+                raw.key_mark(key),
+                raw.value_mark(key),
+            )
         return out
 
     def _task_field(self, key: str, value: Any, mark: Mark) -> Any:
@@ -237,16 +241,18 @@ class _Normaliser:
         kinds = ", ".join(f"!{kind}" for kind in EXECUTOR_KINDS)
         if not isinstance(value, LocDict):
             if isinstance(value, str) and value.strip().lower() in EXECUTOR_KINDS:
-                kind = value.strip().lower()
+                written_kind = value.strip().lower()
                 self.problem(
                     mark,
                     f"write the executor as a YAML tag followed by its fields, e.g.\n"
-                    f"    executor:\n      !{kind}\n      command: python train.py",
+                    f"    executor:\n      !{written_kind}\n      command: python train.py",
                 )
             elif value is None:
                 self.problem(mark, f"executor is empty; start it with one of {kinds}")
             else:
-                self.problem(mark, f"the executor is a tagged mapping, one of {kinds}, followed by its fields")
+                self.problem(
+                    mark, f"the executor is a tagged mapping, one of {kinds}, followed by its fields"
+                )
             return None
         out = _copy(value)
         out.tag = None
@@ -267,7 +273,12 @@ class _Normaliser:
             kind_value = value[written]
             out.pop(written, None)
             kind = _match_kind(kind_value, EXECUTOR_KINDS) if isinstance(kind_value, str) else None
-            out.put("kind", kind if kind is not None else kind_value, value.key_mark(written), value.value_mark(written))
+            out.put(
+                "kind",
+                kind if kind is not None else kind_value,
+                value.key_mark(written),
+                value.value_mark(written),
+            )
             return out
         if len(value) == 1:
             ((only, body),) = value.items()
@@ -326,7 +337,7 @@ class _Normaliser:
             out.put("kind", kind, value.mark, value.mark)
             return out
         if len(value) == 1 and next(iter(value)) in _SECRET_KINDS:
-            (kind, body), = value.items()
+            ((kind, body),) = value.items()
             if isinstance(body, LocDict):
                 out = self._renamed(body, _SECRET_RENAMES)
                 out.put("kind", kind, value.key_mark(kind), value.key_mark(kind))
@@ -391,7 +402,9 @@ class _Normaliser:
                 step = ref
             normalised = self.task(step)
             if isinstance(normalised, LocDict) and "name" not in normalised and "taskRef" not in normalised:
-                self.problem(step_mark, "a pipeline step needs a name, or a taskRef to one of the project's tasks")
+                self.problem(
+                    step_mark, "a pipeline step needs a name, or a taskRef to one of the project's tasks"
+                )
             stage.push(normalised, step_mark)
         return stage
 
@@ -446,7 +459,10 @@ class _Normaliser:
         for key, item in value.items():
             canonical = renames.get(key, key)
             if canonical in out:
-                self.problem(value.key_mark(key), f"'{key}' repeats '{_written_as(value, canonical, key)}'; give it once")
+                self.problem(
+                    value.key_mark(key),
+                    f"'{key}' repeats '{_written_as(value, canonical, key)}'; give it once",
+                )
                 continue
             out.put(canonical, item, value.key_mark(key), value.value_mark(key))
         return out

@@ -15,8 +15,16 @@ import re
 from fractions import Fraction
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"m": Fraction(1, 1000), "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
-_DECIMAL["E"] = 10**18
+_DECIMAL: dict[str, Fraction] = {
+    "m": Fraction(1, 1000),
+    "": Fraction(1),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+}
 
 # The exponent form is tried before the bare "E" (exa) suffix: "2E3" is 2000, "2E" is 2 exa.
 _QUANTITY = re.compile(
@@ -54,7 +62,13 @@ _UNIT_SPELLINGS = {
 }
 _DECIMAL_NAMES = {"k": "kilobytes", "M": "megabytes", "G": "gigabytes", "T": "terabytes", "P": "petabytes"}
 _DECIMAL_NAMES["E"] = "exabytes"
-_BINARY_NAMES = {"Ki": "kibibytes", "Mi": "mebibytes", "Gi": "gibibytes", "Ti": "tebibytes", "Pi": "pebibytes"}
+_BINARY_NAMES = {
+    "Ki": "kibibytes",
+    "Mi": "mebibytes",
+    "Gi": "gibibytes",
+    "Ti": "tebibytes",
+    "Pi": "pebibytes",
+}
 _BINARY_NAMES["Ei"] = "exbibytes"
 # Nothing a scheduler can place is larger than this; it also keeps "1e999999" from building
 # a million-digit integer.
@@ -86,7 +100,7 @@ def parse_quantity(value: object) -> Fraction:
         number *= Fraction(10) ** exponent
     elif match["suffix"] is not None:
         suffix = match["suffix"]
-        number *= _BINARY[suffix] if suffix in _BINARY else _DECIMAL[suffix]
+        number *= Fraction(_BINARY[suffix]) if suffix in _BINARY else Fraction(_DECIMAL[suffix])
     if number < 0:
         raise QuantityError(f"{text!r} is negative")
     if number > _MAX_VALUE:
@@ -136,17 +150,13 @@ def format_cpu(millis: int) -> str:
 
 
 def format_bytes(amount: int) -> str:
-    """Format bytes canonically with the largest exact suffix, binary first (``"2560Mi"``, ``"10G"``)."""
-    if amount == 0:
-        return "0"
-    for suffix, factor in sorted(_BINARY.items(), key=lambda item: -item[1]):
+    """Format bytes with the exact suffix that gives the shortest number (``"2560Mi"``, ``"10G"``)."""
+    candidates = [(amount, "")]
+    for suffix, factor in [*_BINARY.items(), *((s, int(f)) for s, f in _DECIMAL.items() if f >= 1000)]:
         if amount % factor == 0:
-            return f"{amount // factor}{suffix}"
-    for suffix in ("E", "P", "T", "G", "M", "k"):
-        factor = int(_DECIMAL[suffix])
-        if amount % factor == 0:
-            return f"{amount // factor}{suffix}"
-    return str(amount)
+            candidates.append((amount // factor, suffix))
+    mantissa, suffix = min(candidates, key=lambda candidate: (candidate[0], len(candidate[1])))
+    return f"{mantissa}{suffix}"
 
 
 def _bytes_hint(value: object, resource: str) -> str:

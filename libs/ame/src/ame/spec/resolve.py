@@ -67,7 +67,9 @@ def resolve_task(
         )
     resolved = resolver.top_level(name)
     if resolver.problems or resolved is None:
-        raise SpecError(resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve '{name}'")])
+        raise SpecError(
+            resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve '{name}'")]
+        )
     return resolved
 
 
@@ -103,7 +105,9 @@ def external_template_refs(project: Project) -> list[tuple[str, str]]:
 
 
 class _Resolver:
-    def __init__(self, project: Project, external: ExternalTemplates | None, *, strict_external: bool) -> None:
+    def __init__(
+        self, project: Project, external: ExternalTemplates | None, *, strict_external: bool
+    ) -> None:
         self.project = project
         self.external = external
         self.strict_external = strict_external
@@ -218,7 +222,9 @@ class _Resolver:
                 seen[step_name] = step
                 if step.triggers is not None and step.task_ref is None:
                     self._report(
-                        step, "triggers", "a pipeline step cannot have its own schedule; put triggers on the pipeline"
+                        step,
+                        "triggers",
+                        "a pipeline step cannot have its own schedule; put triggers on the pipeline",
                     )
                 resolved = self._resolve(step, step_name, (*stack, name), step_defaults)
                 if resolved is None:
@@ -283,7 +289,11 @@ class _Resolver:
         if local:
             template: Template | None = self.project.templates.get(ref.name)
             if template is None:
-                self._report(user, "from_template", _unknown("template", ref.name, self.project.templates, "fromTemplate"))
+                self._report(
+                    user,
+                    "from_template",
+                    _unknown("template", ref.name, self.project.templates, "fromTemplate"),
+                )
                 return None
         else:
             assert project is not None
@@ -301,15 +311,16 @@ class _Resolver:
                 template = self.external(project, ref.name)
             except (LookupError, SpecError) as error:
                 detail = f": {error}" if isinstance(error, SpecError) else ""
-                self._report(user, "from_template", f"template '{ref.name}' not found in project '{project}'{detail}")
+                self._report(
+                    user, "from_template", f"template '{ref.name}' not found in project '{project}'{detail}"
+                )
                 return None
         merged: Any = template
         if template.from_template is not None:
-            base = self._template(template.from_template, template, (*chain, key), project if not local else None)
-            if base is None or base is _INCOMPLETE:
-                merged = base
-            else:
-                merged = merge(base, template)
+            base = self._template(
+                template.from_template, template, (*chain, key), project if not local else None
+            )
+            merged = base if base is None or base is _INCOMPLETE else merge(base, template)
         if not chain and merged is not None:
             # Only successes are cached: every task using a broken template gets its own problem.
             self._templates[key] = merged
@@ -361,7 +372,11 @@ def merge(base: Task, override: Task) -> Task:
 
 def _merge_resources(base: ResourceRequests, override: ResourceRequests) -> ResourceRequests:
     return base.model_copy(
-        update={field: getattr(override, field) for field in ResourceRequests.model_fields if getattr(override, field) is not None}
+        update={
+            field: getattr(override, field)
+            for field in ResourceRequests.model_fields
+            if getattr(override, field) is not None
+        }
     )
 
 
@@ -381,7 +396,11 @@ def _merge_secrets(
 
 def _merge_artifacts(base: Artifacts, override: Artifacts) -> Artifacts:
     paths = list(dict.fromkeys([*base.paths, *override.paths]))
-    save = override.save_changed_files if "save_changed_files" in override.model_fields_set else base.save_changed_files
+    save = (
+        override.save_changed_files
+        if "save_changed_files" in override.model_fields_set
+        else base.save_changed_files
+    )
     return Artifacts(paths=paths, save_changed_files=save)
 
 

@@ -163,5 +163,7 @@ class TaggedMapping(dict[str, Any]):
 
 def _secret_spec(secret: AmeSecret | VaultSecret) -> TaggedMapping:
     if isinstance(secret, VaultSecret):
-        return TaggedMapping("vault", {"vault": secret.vault, "key": secret.key, "injectAs": secret.inject_as})
+        return TaggedMapping(
+            "vault", {"vault": secret.vault, "key": secret.key, "injectAs": secret.inject_as}
+        )
     return TaggedMapping("ame", {"key": secret.key, "injectAs": secret.inject_as})

@@ -102,7 +102,7 @@ def mark_of(node: Any, default: Mark) -> Mark:
     return node.mark if isinstance(node, LocDict | LocList) else default
 
 
-def read_yaml(text: str, filename: str, limits: Limits = Limits()) -> tuple[Any, list[Problem]]:
+def read_yaml(text: str, filename: str, limits: Limits | None = None) -> tuple[Any, list[Problem]]:
     """Parse one YAML document into a located tree.
 
     Returns the tree (``None`` for an empty document) and the non-fatal problems found while
@@ -112,6 +112,7 @@ def read_yaml(text: str, filename: str, limits: Limits = Limits()) -> tuple[Any,
     Raises:
         SpecError: the text is not YAML, holds several documents, or exceeds ``limits``.
     """
+    limits = limits or Limits()
     if len(text) > limits.max_bytes:
         raise SpecError.single(
             f"file is larger than the {limits.max_bytes // 1024} KiB limit for AME files", filename
@@ -128,7 +129,7 @@ def read_yaml(text: str, filename: str, limits: Limits = Limits()) -> tuple[Any,
 
 
 def _events(text: str) -> Iterator[Any]:
-    import ruamel.yaml  # noqa: PLC0415 - deferred: ~100 ms, only needed when a file is read
+    import ruamel.yaml
 
     # "safe" uses the libyaml-based C parser when ruamel.yaml.clib is installed (~20x faster
     # than the pure parser) and falls back to the pure one otherwise; both give marks.
@@ -232,7 +233,9 @@ class _TreeBuilder:
                 continue
             if key in node:
                 line, column = node.key_mark(key)
-                self._problem(key_event, f"duplicate key '{key}' (first given at line {line}, column {column})")
+                self._problem(
+                    key_event, f"duplicate key '{key}' (first given at line {line}, column {column})"
+                )
                 continue
             node.put(key, value, _mark(key_event), _mark(value_event))
         for source in merged:  # YAML merge keys: explicit keys win over merged ones
@@ -285,6 +288,7 @@ def _custom_tag(tag: Any) -> str | None:
 def _syntax_error(error: Exception, text: str, filename: str) -> SpecError:
     """Turn a parser exception into a positioned, readable problem."""
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    context_mark = getattr(error, "context_mark", None)
     problem = str(getattr(error, "problem", None) or error).strip()
     context = getattr(error, "context", None)
     message = f"invalid YAML: {problem}"
@@ -305,6 +309,17 @@ def _syntax_error(error: Exception, text: str, filename: str) -> SpecError:
             column = len(current) - len(current.lstrip(" ")) + 1
         else:
             hint = ". A ': ' inside a value starts a new key; quote the value if it contains ': '"
+    elif context_mark is not None and "block" in (context or "") and _indent(current) != context_mark.column:
+        hint = (
+            f". This line starts in column {_indent(current) + 1}, but the block it belongs to "
+            f"(line {context_mark.line + 1}) has its entries in column {context_mark.column + 1}; "
+            "entries of one block must line up"
+        )
+    elif _after_bare_tag(lines, mark.line):
+        hint = (
+            ". A tag such as !poetry and the fields after it must be indented under 'executor:' "
+            "(two spaces deeper), and the task's fields under its '- name:' line"
+        )
     elif "\t" in current:
         hint = ". YAML indentation must use spaces, not tabs"
     return SpecError.single(message + hint, filename, line, column)
@@ -344,3 +359,19 @@ def _indentation_hint(lines: list[str], line: int) -> str:
             "from every line of its block)"
         )
     return ""
+
+
+def _after_bare_tag(lines: list[str], line: int) -> bool:
+    """Whether a line just above ``line`` is a tag standing alone at the start of the line.
+
+    That is what copying the examples from the rendered docs (indentation lost) produces.
+    """
+    for index in range(min(line, len(lines) - 1), max(line - 3, -1), -1):
+        stripped = lines[index].strip()
+        if stripped.startswith("!") and " " not in stripped and not lines[index].startswith(" "):
+            return True
+    return False
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))

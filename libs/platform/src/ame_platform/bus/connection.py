@@ -31,6 +31,8 @@ async def connect(settings: NatsSettings, name: str) -> Client:
         allow_reconnect=True,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
+        # Bounds the drain on shutdown; what is not flushed by then is redelivered (at-least-once).
+        drain_timeout=5,
         error_cb=_error,
         disconnected_cb=_disconnected,
         reconnected_cb=_reconnected,

@@ -75,11 +75,12 @@ class PullConsumer:
         self._slots = asyncio.Semaphore(spec.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self, supervisor: Supervisor) -> None:
         await ensure_consumer(self._js, self._spec)
-        sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=self._spec.stream)
-        self._loop_task = supervisor.spawn(f"consume:{self._spec.durable}", self._fetch_loop(sub))
+        self._sub = await self._js.pull_subscribe_bind(durable=self._spec.durable, stream=self._spec.stream)
+        self._loop_task = supervisor.spawn(f"consume:{self._spec.durable}", self._fetch_loop(self._sub))
 
     async def drain(self) -> None:
         self._stopping.set()
@@ -87,6 +88,11 @@ class PullConsumer:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         if self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        if self._sub is not None:
+            # Unsubscribe rather than leave it to the connection's drain: a pull subscription's inbox can
+            # hold status messages of expired fetches that nobody reads, and draining would wait on them.
+            await self._sub.unsubscribe()
+            self._sub = None
 
     async def _fetch_loop(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():

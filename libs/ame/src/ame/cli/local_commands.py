@@ -1,0 +1,401 @@
+"""Commands that work on this machine: `task run` (-l runs locally), `cache`, `artifacts`, `secret`.
+
+Heavy imports (the runner, the spec) stay inside the commands so `ame --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from ame.runner.console import TerminalOutput
+    from ame.runner.home import AmeHome
+    from ame.runner.results import RunResult
+    from ame.runner.secret_sources import LocalSecretStore
+    from ame.runner.task_runs import LocalRunner
+    from ame.spec import Project, ResolvedTask
+
+__all__ = ["register"]
+
+
+def register(cli: click.Group) -> None:
+    task_group = cli.commands.get("task")
+    if not isinstance(task_group, click.Group):
+        raise RuntimeError("the `task` group must exist before local commands are registered")
+    task_group.add_command(run_command)
+    cli.add_command(cache_group)
+    cli.add_command(artifacts_group)
+    cli.add_command(secret_group)
+
+
+# --- ame task run -------------------------------------------------------------------------------
+
+
+@click.command("run")
+@click.argument("name", required=False)
+@click.option("-l", "--local", is_flag=True, help="Run on this machine instead of the AME server.")
+@click.option(
+    "-p",
+    "--project-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Directory holding ame.yml.",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pipeline steps run at once in a parallel group (local runs; default: CPU count).",
+)
+@click.option("--follow/--no-follow", default=True, show_default=True, help="Remote runs: stream output.")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    name: str | None,
+    local: bool,
+    project_dir: Path,
+    max_parallel: int | None,
+    follow: bool,
+) -> None:
+    """Run task NAME of the project here (-l) or on the AME server; without NAME, pick one.
+
+    The exit code is the task's. Ctrl-C stops the task (SIGTERM to all its processes, SIGKILL after
+    a grace period); a second Ctrl-C kills it at once.
+    """
+    project = _load_project(project_dir)
+    name = name or _pick_task(project)
+    if not local:
+        ctx.exit(_run_remote(project_dir, name, follow))
+    ctx.exit(_run_local(project, project_dir, name, max_parallel))
+
+
+def _load_project(project_dir: Path) -> Project:
+    from ame.spec import SpecError, load_project
+
+    try:
+        return load_project(project_dir)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _pick_task(project: Project) -> str:
+    names = list(project.tasks)
+    if not names:
+        raise click.ClickException("the project has no tasks")
+    if not sys.stdin.isatty():
+        listing = "\n  ".join(names)
+        raise click.UsageError(
+            f"name the task to run (stdin is not a terminal to pick one); tasks:\n  {listing}"
+        )
+    for number, name in enumerate(names, start=1):
+        click.echo(f"  {number:>2}. {name}", err=True)
+    choice: int = click.prompt("Task to run", type=click.IntRange(1, len(names)), err=True)
+    return names[choice - 1]
+
+
+def _run_remote(project_dir: Path, name: str, follow: bool) -> int:
+    try:
+        remote = importlib.import_module("ame.cli.remote_commands")
+    except ModuleNotFoundError as exc:
+        if exc.name != "ame.cli.remote_commands":
+            raise
+        raise click.ClickException(
+            "remote runs are not available in this installation; use -l to run the task locally"
+        ) from exc
+    code: int = remote.run_remote(project_dir, name, follow)
+    return code
+
+
+def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int | None) -> int:
+    from ame.runner.artifacts import LocalArtifactStore
+    from ame.runner.console import TerminalOutput
+    from ame.runner.home import AmeHome
+    from ame.runner.secret_sources import LocalSecretStore, vault_source_from_env
+    from ame.runner.task_runs import LocalRunner, RunSettings
+    from ame.spec import SpecError, resolve_task
+
+    try:
+        task = resolve_task(project, name)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from exc
+    home = AmeHome.from_env()
+    source = Path(project.source_file) if project.source_file else None
+    root = source.parent.resolve() if source is not None and source.is_file() else project_dir.resolve()
+    settings = RunSettings(
+        home=home,
+        project_dir=root,
+        project_name=project.name or root.name,
+        base_env=dict(os.environ),
+        secrets=LocalSecretStore(home.secrets_file),
+        vault=vault_source_from_env,
+        artifacts=LocalArtifactStore(home.artifacts),
+        max_parallel=max_parallel or os.cpu_count() or 1,
+    )
+    output = TerminalOutput(sys.stdout, sys.stderr, step_names=_step_labels(task))
+    return asyncio.run(_run_with_signals(LocalRunner(settings), task, output))
+
+
+def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
+    labels: list[str] = []
+    for stage in task.pipeline:
+        for step in stage:
+            label = prefix + step.name
+            labels.extend(_step_labels(step, label + "/") if step.pipeline else [label])
+    return labels
+
+
+async def _run_with_signals(runner: LocalRunner, task: ResolvedTask, output: TerminalOutput) -> int:
+    from ame.domain.ids import new_run_id
+    from ame.runner.secret_sources import SecretError
+
+    loop = asyncio.get_running_loop()
+    cancel = asyncio.Event()
+    current = asyncio.current_task()
+    presses = 0
+
+    def on_signal() -> None:
+        # The task runs in its own session, so the terminal's Ctrl-C reaches only us: forward it
+        # as a graceful stop first, and kill outright on the second press.
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            sys.stderr.write("\name: stopping the task (Ctrl-C again to kill it)\n")
+            cancel.set()
+        elif current is not None:
+            current.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
+    run_id = new_run_id()
+    await output.notice(f"run {run_id}: task {task.name} (local)")
+    try:
+        result = await runner.run(task, output, run_id=run_id, cancel=cancel)
+    except SecretError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except asyncio.CancelledError:
+        sys.stderr.write("ame: killed\n")
+        return 137
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    _report(result, task)
+    return result.exit_code
+
+
+def _report(result: RunResult, task: ResolvedTask) -> None:
+    from ame.runner.console import format_summary
+
+    if task.pipeline:
+        click.echo(format_summary(result), err=True)
+    elif result.state != "succeeded":
+        detail = f" ({result.reason})" if result.reason else ""
+        click.echo(f"ame: run {result.run_id} {result.state}{detail}", err=True)
+    if result.artifacts:
+        click.echo(f"ame: artifacts: ame artifacts list {result.run_id}", err=True)
+
+
+# --- ame cache ----------------------------------------------------------------------------------
+
+
+@click.group("cache")
+def cache_group() -> None:
+    """Environments and tools AME built for local runs."""
+
+
+@cache_group.command("list")
+def cache_list() -> None:
+    """List cached environments and tools with their size and when they were last used."""
+    from ame.runner.env_cache import EnvironmentCache
+    from ame.runner.home import AmeHome
+
+    home = AmeHome.from_env()
+    rows = [("KEY", "KIND", "PYTHON", "SIZE", "LAST USED")]
+    for root in (home.environments, home.tools):
+        for entry in EnvironmentCache(root).entries():
+            kind = entry.description.get("kind", "?")
+            python = entry.description.get("python") or entry.description.get("version", "-")
+            rows.append((entry.key, kind, python, _size(entry.size_bytes), _ago(entry.last_used_at)))
+    if len(rows) == 1:
+        click.echo(f"no cached environments under {home.root}")
+        return
+    _echo_table(rows)
+
+
+@cache_group.command("prune")
+@click.option(
+    "--days", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Unused for this long."
+)
+@click.option("--all", "prune_all", is_flag=True, help="Remove every entry not in use right now.")
+def cache_prune(days: float, prune_all: bool) -> None:
+    """Remove environments and tools unused for --days (or all with --all); entries in use are kept."""
+    from ame.runner.env_cache import EnvironmentCache
+    from ame.runner.home import AmeHome
+
+    home = AmeHome.from_env()
+    unused_for = None if prune_all else days * 86400
+    removed = 0
+    freed = 0
+    for root in (home.environments, home.tools):
+        for entry in EnvironmentCache(root).prune(unused_for_seconds=unused_for):
+            click.echo(f"removed {entry.key} ({_size(entry.size_bytes)})")
+            removed += 1
+            freed += entry.size_bytes
+    click.echo(f"{removed} removed, {_size(freed)} freed")
+
+
+# --- ame artifacts ------------------------------------------------------------------------------
+
+
+@click.group("artifacts")
+def artifacts_group() -> None:
+    """Artifacts saved by local runs."""
+
+
+@artifacts_group.command("list")
+@click.argument("run_id")
+def artifacts_list(run_id: str) -> None:
+    """List the artifacts of run RUN_ID (an id, a unique prefix of one, or project/task/run)."""
+    from ame.runner.artifacts import LocalArtifactStore
+    from ame.runner.home import AmeHome
+
+    home = AmeHome.from_env()
+    prefix = _run_prefix(home, run_id)
+    objects = asyncio.run(LocalArtifactStore(home.artifacts).list(prefix))
+    if not objects:
+        click.echo(f"no artifacts under {prefix}")
+        return
+    rows = [("PATH", "SIZE")]
+    rows.extend((info.key[len(prefix) :], _size(info.size)) for info in objects)
+    _echo_table(rows)
+
+
+@artifacts_group.command("get")
+@click.argument("run_id")
+@click.argument("path", required=False)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Directory to download into; paths inside the run are kept.",
+)
+def artifacts_get(run_id: str, path: str | None, dest: Path) -> None:
+    """Download the artifacts of RUN_ID (or only PATH, a file or directory) into --dest."""
+    from ame.runner.artifacts import LocalArtifactStore
+    from ame.runner.home import AmeHome
+
+    home = AmeHome.from_env()
+    prefix = _run_prefix(home, run_id)
+    store = LocalArtifactStore(home.artifacts)
+    wanted = path.strip("/") if path else ""
+
+    async def download() -> int:
+        count = 0
+        for info in await store.list(prefix):
+            relative = info.key[len(prefix) :]
+            if wanted and relative != wanted and not relative.startswith(wanted + "/"):
+                continue
+            await store.get_file(info.key, dest / relative)
+            click.echo(str(dest / relative))
+            count += 1
+        return count
+
+    if asyncio.run(download()) == 0:
+        raise click.ClickException(f"no artifacts matching {wanted or '*'} under {prefix}")
+
+
+def _run_prefix(home: AmeHome, run_id: str) -> str:
+    from ame.runner.run_records import RunRecordNotFoundError, find_run_record
+
+    if run_id.count("/") >= 2:
+        return run_id.rstrip("/") + "/"
+    try:
+        return find_run_record(home.runs, run_id).artifact_prefix
+    except RunRecordNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+# --- ame secret ---------------------------------------------------------------------------------
+
+
+@click.group("secret")
+def secret_group() -> None:
+    """Secrets for `!ame` entries of local runs, kept in a 0600 file under the AME home."""
+
+
+@secret_group.command("add")
+@click.argument("key", required=False)
+@click.option("--value-stdin", is_flag=True, help="Read the value from stdin instead of prompting.")
+def secret_add(key: str | None, value_stdin: bool) -> None:
+    """Store a secret; prompts for the key (unless given) and the value (hidden)."""
+    store = _secret_store()
+    key = key or click.prompt("Key")
+    if value_stdin:
+        value = sys.stdin.read().rstrip("\n")
+    else:
+        value = click.prompt("Value", hide_input=True, confirmation_prompt=True)
+    if not value:
+        raise click.ClickException("the value is empty")
+    store.add(key, value)
+    click.echo(f"stored secret {key!r}")
+
+
+@secret_group.command("list")
+def secret_list() -> None:
+    """List the keys of stored secrets (never their values)."""
+    for key in _secret_store().list_keys():
+        click.echo(key)
+
+
+@secret_group.command("remove")
+@click.argument("key")
+def secret_remove(key: str) -> None:
+    """Delete a stored secret."""
+    if not _secret_store().remove(key):
+        raise click.ClickException(f"no secret {key!r}")
+    click.echo(f"removed secret {key!r}")
+
+
+def _secret_store() -> LocalSecretStore:
+    from ame.runner.home import AmeHome
+    from ame.runner.secret_sources import LocalSecretStore
+
+    return LocalSecretStore(AmeHome.from_env().secrets_file)
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def _echo_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _ago(timestamp: float) -> str:
+    seconds = max(0.0, time.time() - timestamp)
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h ago"
+    return f"{int(seconds // 86400)}d ago"

@@ -1,0 +1,103 @@
+"""`ame validate` and `ame task view`: check and show the project file without a server.
+
+The spec is imported inside the commands so `ame --help` does not pay for pydantic and
+the YAML parser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from ame.spec import ExternalTemplates, SpecError
+
+_WITH_PROJECT_HELP = (
+    "Directory of another AME project whose templates this project uses (fromTemplate with a "
+    "project). Repeatable."
+)
+
+
+def register(cli: click.Group) -> None:
+    """Add `validate` to the root group and `view` to its `task` group."""
+    cli.add_command(validate)
+    task_group = cli.commands["task"]
+    assert isinstance(task_group, click.Group), "main.py must create the `task` group first"
+    task_group.add_command(view)
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path), default=Path("."))
+@click.option(
+    "--with-project", "with_projects", multiple=True, type=click.Path(path_type=Path), help=_WITH_PROJECT_HELP
+)
+def validate(path: Path, with_projects: tuple[Path, ...]) -> None:
+    """Check the ame.yml in PATH (default: here) and report every problem at once."""
+    from ame.spec import SpecError, external_template_refs, find_project_file, load_project
+
+    try:
+        file = find_project_file(path)
+        project = load_project(file, external_templates=_external(with_projects))
+    except SpecError as error:
+        _report(error)
+        raise SystemExit(1) from None
+    counts = [_count(len(project.tasks), "task"), _count(len(project.templates), "template")]
+    if project.models:
+        counts.append(_count(len(project.models), "model"))
+    if project.data_sets:
+        counts.append(_count(len(project.data_sets), "data set"))
+    click.echo(f"{file}: valid ({', '.join(counts)})")
+    if not with_projects:
+        for other, name in external_template_refs(project):
+            click.echo(
+                f"note: template '{name}' of project '{other}' was not checked; "
+                f"pass --with-project DIR to check it",
+                err=True,
+            )
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--file",
+    "-f",
+    "path",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    help="The project file or its directory (default: here).",
+)
+@click.option(
+    "--with-project", "with_projects", multiple=True, type=click.Path(path_type=Path), help=_WITH_PROJECT_HELP
+)
+def view(name: str, path: Path, with_projects: tuple[Path, ...]) -> None:
+    """Print task NAME fully resolved (templates, references and defaults applied) as YAML."""
+    from ame.spec import SpecError, load_project, resolve_task
+    from ame.spec.yaml_writer import to_yaml
+
+    external = _external(with_projects)
+    try:
+        project = load_project(path, external_templates=external)
+        task = resolve_task(project, name, external_templates=external)
+    except SpecError as error:
+        _report(error)
+        raise SystemExit(1) from None
+    click.echo(to_yaml(task.to_spec()), nl=False)
+
+
+def _external(directories: tuple[Path, ...]) -> ExternalTemplates | None:
+    from ame.spec import templates_from
+
+    return templates_from(directories) if directories else None
+
+
+def _report(error: SpecError) -> None:
+    for problem in error.problems:
+        click.echo(str(problem), err=True)
+    count = len(error.problems)
+    click.echo(f"{_count(count, 'problem')} found", err=True)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -1,0 +1,100 @@
+"""The AME services running in-process against the session's NATS and PostgreSQL, one isolated stack per test.
+
+Each test gets its own database (`pg_dsn`) and bus namespace (`bus_prefix`), so stacks never see each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest_asyncio
+from pydantic import SecretStr
+
+from ame_api import app as api_app
+from ame_api.settings import ApiSettings
+from ame_launcher import app as launcher_app
+from ame_launcher.launches import Launcher
+from ame_launcher.settings import LauncherSettings
+from ame_logs import app as logs_app
+from ame_logs.settings import LogsSettings
+from ame_platform.lifecycle import Component, Supervisor, run_components
+from ame_platform.runtime import Runtime, open_runtime
+from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_scheduler import app as scheduler_app
+from ame_scheduler.settings import SchedulerSettings
+from ame_server.server import migrate_all
+
+
+@dataclass
+class Stack:
+    runtime: Runtime
+    rest_url: str
+    grpc_target: str
+    launchers: list[Launcher]
+    nats: NatsSettings
+    postgres: PostgresSettings
+    supervisor: Supervisor
+    task: asyncio.Task[int] | None = field(default=None)
+
+    async def stop(self) -> int:
+        self.supervisor.stop.set()
+        assert self.task is not None
+        return await self.task
+
+
+def _shared(nats: NatsSettings, postgres: PostgresSettings) -> dict[str, object]:
+    return {
+        "nats": nats,
+        "postgres": postgres,
+        "telemetry": TelemetrySettings(),
+        "lifecycle": LifecycleSettings(graceful_timeout=10.0),
+    }
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """api (REST and gRPC on free ports), two launcher replicas, logs and scheduler, all started."""
+    await migrate_all(pg_dsn)
+    nats = NatsSettings(url=nats_url, prefix=bus_prefix)
+    postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
+    async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
+        shared = _shared(nats, postgres)
+        api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **shared), runtime)  # type: ignore[arg-type]
+        launchers = [
+            launcher_app.build(
+                LauncherSettings(work_dir=tmp_path / f"launcher{i}", grace_period=2.0, **shared),  # type: ignore[arg-type]
+                runtime,
+            )
+            for i in range(2)
+        ]
+        components: list[Component] = [
+            *logs_app.build_components(LogsSettings(**shared), runtime),  # type: ignore[arg-type]
+            *launchers,
+            *scheduler_app.build_components(SchedulerSettings(**shared), runtime),  # type: ignore[arg-type]
+            *api.components,
+        ]
+        supervisor = Supervisor()
+        ready = asyncio.Event()
+
+        async def on_ready() -> None:
+            ready.set()
+
+        result = Stack(runtime, api.rest.url, api.grpc.target, launchers, nats, postgres, supervisor)
+        result.task = asyncio.create_task(
+            run_components(components, graceful_timeout=10.0, supervisor=supervisor, on_ready=on_ready())
+        )
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait([waiter, result.task], return_when=asyncio.FIRST_COMPLETED)
+        if result.task.done():
+            waiter.cancel()
+            result.task.result()
+            raise RuntimeError("stack stopped during start")
+        try:
+            yield result
+        finally:
+            if not result.task.done():
+                await result.stop()
+            assert supervisor.failure is None, f"a service task failed: {supervisor.failure!r}"
