@@ -31,3 +31,14 @@ def live_children(parent_pid: int) -> list[int]:
         if fields is not None and fields[0] != "Z" and int(fields[1]) == parent_pid:
             children.append(int(entry.name))
     return children
+
+
+def live_descendants(pid: int) -> list[int]:
+    """Pids of every live process below `pid` (children, their children, ...)."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        children = [c for parent in frontier for c in live_children(parent)]
+        found.extend(children)
+        frontier = children
+    return found

@@ -11,6 +11,7 @@ from ame.runner.home import AmeHome
 
 from .support import ProjectFactory
 
+
 @pytest.fixture
 def ame_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AmeHome:
     root = tmp_path / "ame-home"
@@ -23,12 +24,12 @@ def make_project(tmp_path: Path) -> ProjectFactory:
     """Write ame.yml (dedented) and any other files into a fresh project directory."""
     counter = iter(range(1000))
 
-    def make(ame_yml: str, **files: str) -> Path:
+    def make(ame_yml: str, files: dict[str, str] | None = None) -> Path:
         project = tmp_path / f"project{next(counter)}"
         project.mkdir()
         (project / "ame.yml").write_text(textwrap.dedent(ame_yml))
-        for name, content in files.items():
-            path = project / name.replace("__", "/")
+        for name, content in (files or {}).items():
+            path = project / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(content))
         return project

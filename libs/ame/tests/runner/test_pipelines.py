@@ -79,7 +79,9 @@ async def test_failure_cancels_siblings_and_skips_the_rest(
                   command: touch never.ran
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "pipe"), RecordingOutput())
+    result = await LocalRunner(run_settings(ame_home, project)).run(
+        load_task(project, "pipe"), RecordingOutput()
+    )
     states = {step.name: step.state for step in result.steps}
     assert states == {"slow": "cancelled", "broken": "failed", "never": "skipped"}
     assert result.state == "failed"
@@ -102,7 +104,9 @@ async def test_pipeline_timeout(ame_home: AmeHome, make_project: ProjectFactory)
                   command: echo after
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "pipe"), RecordingOutput())
+    result = await LocalRunner(run_settings(ame_home, project)).run(
+        load_task(project, "pipe"), RecordingOutput()
+    )
     assert result.state == "timed_out"
     assert result.exit_code == 124
     assert [step.state for step in result.steps] == ["cancelled", "skipped"]

@@ -72,7 +72,9 @@ async def test_exit_code_is_the_tasks_and_a_record_is_written(
               command: exit 7
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "bad"), RecordingOutput())
+    result = await LocalRunner(run_settings(ame_home, project)).run(
+        load_task(project, "bad"), RecordingOutput()
+    )
     assert result.state == "failed"
     assert result.exit_code == 7
     record = json.loads((ame_home.runs / f"{result.run_id}.json").read_text())
@@ -90,7 +92,9 @@ async def test_timeout_from_the_spec(ame_home: AmeHome, make_project: ProjectFac
               command: sleep 60
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "slow"), RecordingOutput())
+    result = await LocalRunner(run_settings(ame_home, project)).run(
+        load_task(project, "slow"), RecordingOutput()
+    )
     assert result.state == "timed_out"
     assert result.steps[0].reason == "timed out after 1 s"
 
@@ -144,13 +148,13 @@ async def test_artifacts_paths_and_changed_files(ame_home: AmeHome, make_project
               paths: [out]
               saveChangedFiles: true
         """,
-        existing__txt="old\n",
-        untouched__txt="same\n",
-        **{".ameignore": "*.tmp\nlogs/\n"},
+        {"existing.txt": "old\n", "untouched.txt": "same\n", ".ameignore": "*.tmp\nlogs/\n"},
     )
     (project / ".git").mkdir()
     (project / ".git" / "HEAD").write_text("ref")
-    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "train"), RecordingOutput())
+    result = await LocalRunner(run_settings(ame_home, project)).run(
+        load_task(project, "train"), RecordingOutput()
+    )
     assert result.state == "succeeded"
     prefix = f"demo/train/{result.run_id}/"
     assert result.artifacts == [prefix + "existing.txt", prefix + "out/model.bin"]
@@ -169,5 +173,7 @@ async def test_environment_dirs_inside_the_project_are_not_artifacts(
             artifacts: {saveChangedFiles: true}
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "venv"), RecordingOutput())
+    result = await LocalRunner(run_settings(ame_home, project)).run(
+        load_task(project, "venv"), RecordingOutput()
+    )
     assert [key.rsplit("/", 1)[1] for key in result.artifacts] == ["result.txt"]

@@ -226,7 +226,7 @@ class _Resolver:
                         "triggers",
                         "a pipeline step cannot have its own schedule; put triggers on the pipeline",
                     )
-                resolved = self._resolve(step, step_name, (*stack, name), step_defaults)
+                resolved = self._resolve(step, step_name, stack, step_defaults)
                 if resolved is None:
                     failed = True
                 else:

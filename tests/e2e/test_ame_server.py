@@ -1,0 +1,112 @@
+"""`ame server` as a user starts it: a subprocess with its own NATS and PostgreSQL, driven with the `ame` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.processes import live_descendants, pid_alive
+
+pytestmark = [pytest.mark.e2e]
+
+AME = [sys.executable, "-m", "ame.cli.main"]
+
+
+def _deadline_wait(predicate: object, timeout: float, what: str) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Server:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.data_dir = home / "server"
+        self.log = home / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AME_")}
+        env["AME_HOME"] = str(self.home)
+        return env
+
+    def start(self) -> dict[str, str]:
+        info_file = self.data_dir / "server.json"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*AME, "server", "--rest-port", "0", "--grpc-port", "0"], stdout=log, stderr=log, env=self.env
+            )
+        _deadline_wait(lambda: info_file.exists() or self.proc.poll() is not None, 60, "server.json")  # type: ignore[union-attr]
+        assert self.proc.poll() is None, self.log.read_text()
+        return dict(json.loads(info_file.read_text()))
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=60)
+
+    def ame(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*AME, *args], capture_output=True, text=True, env=self.env, timeout=60)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    yield s
+    if s.proc is not None and s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait()
+
+
+def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Server) -> None:
+    server.start()
+    assert server.proc is not None
+
+    ok = server.ame("runs", "submit", "--project", "demo", "--task", "hello", "--", sys.executable, "-c",
+                    "\"print('hello from AME')\"")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "hello from AME\n"
+
+    failing = server.ame("runs", "submit", "--", sys.executable, "-c",
+                         "\"import sys; print('bad', file=sys.stderr); sys.exit(3)\"")
+    assert failing.returncode == 3
+    assert "bad" in failing.stderr and "failed" in failing.stderr
+
+    empty = server.ame("runs", "submit", "--", " ")
+    assert empty.returncode != 0 and "command must not be empty" in empty.stderr
+
+    missing = server.ame("runs", "get", "01a1ff6f-0f34-7a07-90d1-1a37af2413eb")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    listed = json.loads(server.ame("runs", "list", "--json").stdout)
+    assert {(r["spec"]["task"], r["state"]) for r in listed} >= {("hello", "succeeded")}
+    hello_id = next(r["id"] for r in listed if r["spec"]["task"] == "hello")
+
+    # A second server on the same data directory is refused while the first runs.
+    second = subprocess.run([*AME, "server", "--rest-port", "0", "--grpc-port", "0"], capture_output=True,
+                            text=True, env=server.env, timeout=60)
+    assert second.returncode == 1 and "another `ame server`" in second.stderr
+
+    children = live_descendants(server.proc.pid)
+    assert len(children) >= 2  # nats-server and the postgres postmaster at least
+    assert server.stop() == 0
+    _deadline_wait(lambda: not any(pid_alive(p) for p in children), 30, "every child process to exit")
+
+    # Restart on the same data: the registry and the archived output are still there.
+    server.start()
+    again = server.ame("runs", "follow", hello_id)
+    assert again.returncode == 0 and again.stdout == "hello from AME\n"
+    assert server.stop() == 0
