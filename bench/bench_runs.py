@@ -45,8 +45,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 def summary(name: str, values: list[float]) -> str:
-    return (f"{name:24} p50 {pct(values, 50):7.1f} ms   p95 {pct(values, 95):7.1f} ms   "
-            f"p99 {pct(values, 99):7.1f} ms   (n={len(values)}, mean {statistics.mean(values) * 1000:.1f} ms)")
+    return (
+        f"{name:24} p50 {pct(values, 50):7.1f} ms   p95 {pct(values, 95):7.1f} ms   "
+        f"p99 {pct(values, 99):7.1f} ms   (n={len(values)}, mean {statistics.mean(values) * 1000:.1f} ms)"
+    )
 
 
 class Events:
@@ -109,18 +111,20 @@ async def measure(info: dict[str, str], runs: int, burst: int) -> int:
     ids = [run_id for run_id, _ in submitted]
     await asyncio.wait_for(asyncio.gather(*(events.finished(r) for r in ids)), 300)
     makespan = max(min(events.seen[r][s] for s in TERMINAL & set(events.seen[r])) for r in ids) - start
-    print(f"burst: {burst} runs submitted at once: all accepted in {accepted * 1000:.0f} ms, "
-          f"makespan {makespan:.2f} s ({burst / makespan:.1f} runs/s)")
+    print(
+        f"burst: {burst} runs submitted at once: all accepted in {accepted * 1000:.0f} ms, "
+        f"makespan {makespan:.2f} s ({burst / makespan:.1f} runs/s)"
+    )
 
     conn = await asyncpg.connect(info["postgres_dsn"])
     try:
         # The registry and the archive follow the bus asynchronously; wait (bounded) until they have caught up.
         deadline = time.perf_counter() + 120
         while True:
-            states = await conn.fetch(
-                "SELECT state, count(*) AS n FROM runs WHERE task LIKE 'burst-%' GROUP BY state")
+            states = await conn.fetch("SELECT state, count(*) AS n FROM runs WHERE task LIKE 'burst-%' GROUP BY state")
             lines = await conn.fetch(
-                "SELECT e.total_lines FROM log_ends e JOIN runs r ON r.id = e.run_id WHERE r.task LIKE 'burst-%'")
+                "SELECT e.total_lines FROM log_ends e JOIN runs r ON r.id = e.run_id WHERE r.task LIKE 'burst-%'"
+            )
             caught_up = {r["state"]: r["n"] for r in states} == {"succeeded": burst} and len(lines) == burst
             if caught_up or time.perf_counter() > deadline:
                 break
@@ -128,7 +132,8 @@ async def measure(info: dict[str, str], runs: int, burst: int) -> int:
         print(f"registry and log archive complete {time.perf_counter() - start:.2f} s after the burst began")
         leases = await conn.fetch(
             "SELECT count(*) AS n FROM leases l JOIN runs r ON r.id = l.run_id WHERE r.task LIKE 'burst-%' "
-            "GROUP BY l.run_id")
+            "GROUP BY l.run_id"
+        )
     finally:
         await conn.close()
     by_state = {r["state"]: r["n"] for r in states}
@@ -156,7 +161,9 @@ def main() -> int:
         log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 - closed below, after the server
         server = subprocess.Popen(
             [sys.executable, "-m", "ame.cli.main", "server", "--rest-port", "0", "--grpc-port", "0"],
-            stdout=log, stderr=log, env=env,
+            stdout=log,
+            stderr=log,
+            env=env,
         )
         try:
             deadline = time.monotonic() + 60
@@ -166,7 +173,9 @@ def main() -> int:
                     return 1
                 time.sleep(0.05)
             info = json.loads(info_file.read_text())
-            print(f"machine: {os.cpu_count()} cores; embedded server (nats-server + PostgreSQL + 4 services, 1 process)")
+            print(
+                f"machine: {os.cpu_count()} cores; embedded server (nats-server + PostgreSQL + 4 services, 1 process)"
+            )
             return asyncio.run(measure(info, args.runs, args.burst))
         finally:
             server.send_signal(signal.SIGINT)

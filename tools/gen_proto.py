@@ -1,7 +1,9 @@
 """Generate the Python contracts from proto/ into libs/ame/src/ame/contracts, or check they are current.
 
-The generated tree is written exactly as protoc emits it (no post-processing): the proto packages are
+The generated modules are written exactly as protoc emits them (no post-processing): the proto packages are
 `ame.contracts.<area>.v1` and the files sit in matching directories, so the generated imports resolve as-is.
+The only addition is an empty `__init__.py` in each directory, so the tree is a regular package that mypy
+and import-linter can see.
 
     python tools/gen_proto.py          # regenerate
     python tools/gen_proto.py --check  # exit 1 if regenerating would change anything
@@ -39,14 +41,17 @@ def _generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTO_ROOT)
+    done = subprocess.run(cmd, cwd=PROTO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"protoc failed:\n{done.stdout}{done.stderr}")
+    for directory in [out / "ame" / "contracts", *(out / "ame" / "contracts").rglob("*")]:
+        if directory.is_dir():
+            (directory / "__init__.py").touch()
 
 
 def _tree(directory: Path) -> dict[str, Path]:
     return {
-        str(p.relative_to(directory)): p
-        for p in directory.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
+        str(p.relative_to(directory)): p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     }
 
 

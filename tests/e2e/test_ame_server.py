@@ -74,21 +74,40 @@ def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Ser
     server.start()
     assert server.proc is not None
 
-    ok = server.ame("runs", "submit", "--project", "demo", "--task", "hello", "--", sys.executable, "-c",
-                    "\"print('hello from AME')\"")
+    ok = server.ame(
+        "runs",
+        "submit",
+        "--project",
+        "demo",
+        "--task",
+        "hello",
+        "--",
+        sys.executable,
+        "-c",
+        "\"print('hello from AME')\"",
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == "hello from AME\n"
 
-    failing = server.ame("runs", "submit", "--", sys.executable, "-c",
-                         "\"import sys; print('bad', file=sys.stderr); sys.exit(3)\"")
+    failing = server.ame(
+        "runs",
+        "submit",
+        "--",
+        sys.executable,
+        "-c",
+        "\"import sys; print('bad', file=sys.stderr); sys.exit(3)\"",
+    )
     assert failing.returncode == 3
-    assert "bad" in failing.stderr and "failed" in failing.stderr
+    assert "bad" in failing.stderr
+    assert "failed" in failing.stderr
 
     empty = server.ame("runs", "submit", "--", " ")
-    assert empty.returncode != 0 and "command must not be empty" in empty.stderr
+    assert empty.returncode != 0
+    assert "command must not be empty" in empty.stderr
 
     missing = server.ame("runs", "get", "01a1ff6f-0f34-7a07-90d1-1a37af2413eb")
-    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert missing.returncode == 1
+    assert "not found" in missing.stderr
     assert "Traceback" not in missing.stderr
 
     listed = json.loads(server.ame("runs", "list", "--json").stdout)
@@ -96,9 +115,15 @@ def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Ser
     hello_id = next(r["id"] for r in listed if r["spec"]["task"] == "hello")
 
     # A second server on the same data directory is refused while the first runs.
-    second = subprocess.run([*AME, "server", "--rest-port", "0", "--grpc-port", "0"], capture_output=True,
-                            text=True, env=server.env, timeout=60)
-    assert second.returncode == 1 and "another `ame server`" in second.stderr
+    second = subprocess.run(
+        [*AME, "server", "--rest-port", "0", "--grpc-port", "0"],
+        capture_output=True,
+        text=True,
+        env=server.env,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert "another `ame server`" in second.stderr
 
     children = live_descendants(server.proc.pid)
     assert len(children) >= 2  # nats-server and the postgres postmaster at least
@@ -108,5 +133,6 @@ def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Ser
     # Restart on the same data: the registry and the archived output are still there.
     server.start()
     again = server.ame("runs", "follow", hello_id)
-    assert again.returncode == 0 and again.stdout == "hello from AME\n"
+    assert again.returncode == 0
+    assert again.stdout == "hello from AME\n"
     assert server.stop() == 0

@@ -50,8 +50,10 @@ async def test_submitted_run_is_queued_then_succeeds_with_its_output(client: Grp
 
     done = await wait_until(finished, message="registry to record success")
     assert done.exit_code == 0
-    assert done.HasField("started_at") and done.HasField("finished_at")
-    assert done.spec.project == "p" and done.spec.task == "t"
+    assert done.HasField("started_at")
+    assert done.HasField("finished_at")
+    assert done.spec.project == "p"
+    assert done.spec.task == "t"
 
 
 async def test_failing_run_reports_its_exit_code(client: Grpc) -> None:
@@ -69,7 +71,9 @@ async def _state(client: Grpc, run_id: str, state: int) -> bool:
 
 async def test_every_line_arrives_in_order_for_live_and_late_followers(client: Grpc) -> None:
     n = 3000
-    run = await client.submit(py(f"import time\nfor i in range({n}):\n    print(f'line {{i}}')\n    if i == 1500: time.sleep(0.3)"))
+    run = await client.submit(
+        py(f"import time\nfor i in range({n}):\n    print(f'line {{i}}')\n    if i == 1500: time.sleep(0.3)")
+    )
     live = asyncio.create_task(client.follow(run.id))
     second = asyncio.create_task(client.follow(run.id))
     followers = await asyncio.gather(live, second)
@@ -79,7 +83,8 @@ async def test_every_line_arrives_in_order_for_live_and_late_followers(client: G
     for followed in [*followers, late]:
         assert followed.texts == expected
         assert [seq for seq, _, _ in followed.lines] == list(range(n))
-        assert followed.end is not None and followed.end.end.total_lines == n
+        assert followed.end is not None
+        assert followed.end.end.total_lines == n
     assert from_middle.texts == expected[2000:]
 
 
@@ -98,7 +103,8 @@ async def test_late_follower_gets_history_from_the_archive_when_the_bus_has_drop
     await stack.runtime.js.purge_stream(stack.runtime.names.logs_stream, subject=stack.runtime.names.run_log(run.id))
     followed = await client.follow(run.id)
     assert followed.texts == [str(i) for i in range(50)]
-    assert followed.end is not None and followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
+    assert followed.end is not None
+    assert followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
 
 
 async def test_rest_submit_get_list_and_sse_follow(rest: httpx.AsyncClient) -> None:
@@ -108,7 +114,9 @@ async def test_rest_submit_get_list_and_sse_follow(rest: httpx.AsyncClient) -> N
     assert run["state"] == "queued"
     events = [e async for e in sse_events(rest, f"/v1/runs/{run['id']}/logs")]
     assert events[0] == ("line", {"seq": 0, "stream": "stdout", "text": "hi", "at": events[0][1]["at"]})
-    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded" and events[-1][1]["exit_code"] == 0
+    assert events[-1][0] == "end"
+    assert events[-1][1]["state"] == "succeeded"
+    assert events[-1][1]["exit_code"] == 0
 
     async def listed() -> bool:
         page = (await rest.get("/v1/runs", params={"project": "web", "state": "succeeded"})).json()
@@ -116,21 +124,25 @@ async def test_rest_submit_get_list_and_sse_follow(rest: httpx.AsyncClient) -> N
 
     await wait_until(listed, message="the run to be listed as succeeded")
     got = (await rest.get(f"/v1/runs/{run['id']}")).json()
-    assert got["exit_code"] == 0 and got["spec"]["task"] == "hello"
+    assert got["exit_code"] == 0
+    assert got["spec"]["task"] == "hello"
 
 
 async def test_bad_requests_get_clear_4xx_errors(rest: httpx.AsyncClient, client: Grpc) -> None:
     empty = await rest.post("/v1/runs", json={"command": "   "})
     assert empty.status_code == 422
-    assert "command" in empty.json()["error"] and "empty" in empty.json()["error"]
+    assert "command" in empty.json()["error"]
+    assert "empty" in empty.json()["error"]
     missing = await rest.post("/v1/runs", json={"project": "x"})
-    assert missing.status_code == 422 and "command" in missing.json()["error"]
+    assert missing.status_code == 422
+    assert "command" in missing.json()["error"]
     not_json = await rest.post("/v1/runs", content=b"{nope", headers={"content-type": "application/json"})
     assert not_json.status_code == 422
     assert (await rest.get("/v1/runs/not-a-run")).status_code == 404
     unknown = "01a1ff6f-0f34-7a07-90d1-1a37af2413eb"
     response = await rest.get(f"/v1/runs/{unknown}")
-    assert response.status_code == 404 and unknown in response.json()["error"]
+    assert response.status_code == 404
+    assert unknown in response.json()["error"]
     assert (await rest.get(f"/v1/runs/{unknown}/logs")).status_code == 404
     assert (await rest.get("/v1/runs", params={"state": "sleeping"})).status_code == 422
 
@@ -165,7 +177,8 @@ async def test_cancel_stops_a_running_run(client: Grpc, stack: Stack) -> None:
     followed = await asyncio.wait_for(follow, timeout=20)
     assert followed.texts == ["started"]
     assert followed.end is not None
-    assert followed.end.end.state == run_pb2.RUN_STATE_CANCELLED and followed.end.end.reason == "enough"
+    assert followed.end.end.state == run_pb2.RUN_STATE_CANCELLED
+    assert followed.end.end.reason == "enough"
     await wait_until(lambda: _state(client, run.id, run_pb2.RUN_STATE_CANCELLED), message="cancelled")
     assert all(launcher.active_runs == 0 for launcher in stack.launchers)
 
@@ -173,7 +186,8 @@ async def test_cancel_stops_a_running_run(client: Grpc, stack: Stack) -> None:
 async def test_timeout_ends_the_run_as_timed_out(client: Grpc) -> None:
     run = await client.submit(py("import time; time.sleep(60)"), timeout_seconds=0.5)
     followed = await asyncio.wait_for(client.follow(run.id), timeout=20)
-    assert followed.end is not None and followed.end.end.state == run_pb2.RUN_STATE_TIMED_OUT
+    assert followed.end is not None
+    assert followed.end.end.state == run_pb2.RUN_STATE_TIMED_OUT
     await wait_until(lambda: _state(client, run.id, run_pb2.RUN_STATE_TIMED_OUT), message="timed out")
 
 
@@ -183,7 +197,8 @@ async def test_burst_every_run_finishes_once_across_two_launchers(client: Grpc, 
     follows = await asyncio.gather(*(client.follow(r.id) for r in runs))
     for i, followed in enumerate(follows):
         assert followed.texts == [f"run {i}"]
-        assert followed.end is not None and followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
+        assert followed.end is not None
+        assert followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
 
     async def all_recorded() -> bool:
         async with stack.runtime.pool.acquire() as conn:
@@ -194,5 +209,6 @@ async def test_burst_every_run_finishes_once_across_two_launchers(client: Grpc, 
     async with stack.runtime.pool.acquire() as conn:
         leases = await conn.fetch("SELECT run_id, count(*) AS n FROM leases GROUP BY run_id")
         holders = await conn.fetchval("SELECT count(DISTINCT launcher_id) FROM leases")
-    assert len(leases) == n and all(r["n"] == 1 for r in leases)
+    assert len(leases) == n
+    assert all(r["n"] == 1 for r in leases)
     assert holders >= 1

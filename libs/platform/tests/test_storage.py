@@ -167,8 +167,6 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("key_id", "secret"), [("AKIA123", None), (None, SecretStr("x")), ("AKIA123", SecretStr("changethis"))]
 )
-def test_settings_refuse_incomplete_or_placeholder_credentials(
-    key_id: str | None, secret: SecretStr | None
-) -> None:
+def test_settings_refuse_incomplete_or_placeholder_credentials(key_id: str | None, secret: SecretStr | None) -> None:
     with pytest.raises(ValidationError):
         StorageSettings(backend="s3", s3_access_key_id=key_id, s3_secret_access_key=secret)

@@ -51,7 +51,7 @@ def trigger_to_pb(kind: TriggerKind) -> run_pb2.TriggerKind.ValueType:
 
 
 def trigger_from_pb(value: int) -> TriggerKind:
-    return _TRIGGER_FROM_PB.get(value, TriggerKind.API)  # type: ignore[call-overload]
+    return _TRIGGER_FROM_PB.get(value, TriggerKind.API)  # type: ignore[call-overload,no-any-return]
 
 
 def timestamp(at: datetime) -> Timestamp:
@@ -87,9 +87,7 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
         ),
         timeout_seconds=spec.timeout_seconds or 0.0,
         retries=spec.retries,
-        artifacts=run_pb2.Artifacts(
-            paths=spec.artifacts.paths, save_changed_files=spec.artifacts.save_changed_files
-        ),
+        artifacts=run_pb2.Artifacts(paths=spec.artifacts.paths, save_changed_files=spec.artifacts.save_changed_files),
         project_version_id=spec.project_version_id,
         labels=spec.labels,
     )
@@ -118,9 +116,7 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             ),
             timeout_seconds=pb.timeout_seconds or None,
             retries=pb.retries,
-            artifacts=ArtifactsSpec(
-                paths=list(pb.artifacts.paths), save_changed_files=pb.artifacts.save_changed_files
-            ),
+            artifacts=ArtifactsSpec(paths=list(pb.artifacts.paths), save_changed_files=pb.artifacts.save_changed_files),
             project_version_id=pb.project_version_id,
             labels=dict(pb.labels),
         )
@@ -200,9 +196,7 @@ def log_line_to_pb(line: LogLine) -> log_pb2.LogLine:
 
 
 def log_line_from_pb(pb: log_pb2.LogLine) -> LogLine:
-    return LogLine(
-        seq=pb.seq, stream=_STREAM_FROM_PB.get(pb.stream, "stdout"), text=pb.text, at=from_timestamp(pb.at)
-    )
+    return LogLine(seq=pb.seq, stream=_STREAM_FROM_PB.get(pb.stream, "stdout"), text=pb.text, at=from_timestamp(pb.at))
 
 
 def log_end_to_pb(end: LogEnd) -> log_pb2.LogEnd:

@@ -67,9 +67,7 @@ async def test_custom_honours_python_version(ame_home: AmeHome, make_project: Pr
     assert output.of(None) == ["(3, 10)"]
 
 
-async def test_unknown_python_version_names_the_available_ones(
-    ame_home: AmeHome, make_project: ProjectFactory
-) -> None:
+async def test_unknown_python_version_names_the_available_ones(ame_home: AmeHome, make_project: ProjectFactory) -> None:
     project = make_project(
         """
         tasks:
@@ -89,9 +87,7 @@ async def test_unknown_python_version_names_the_available_ones(
 
 
 @pytest.mark.slow
-async def test_pip_builds_once_and_rebuilds_on_change(
-    ame_home: AmeHome, make_project: ProjectFactory
-) -> None:
+async def test_pip_builds_once_and_rebuilds_on_change(ame_home: AmeHome, make_project: ProjectFactory) -> None:
     await _python_3_10_or_skip()
     project = make_project(
         f"""

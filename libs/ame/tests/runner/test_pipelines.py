@@ -29,9 +29,7 @@ tasks:
 """
 
 
-async def test_stages_in_order_and_parallel_groups_at_once(
-    ame_home: AmeHome, make_project: ProjectFactory
-) -> None:
+async def test_stages_in_order_and_parallel_groups_at_once(ame_home: AmeHome, make_project: ProjectFactory) -> None:
     project = make_project(RENDEZVOUS)
     output = RecordingOutput()
     result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "pipe"), output)
@@ -60,9 +58,7 @@ async def test_max_parallel_bounds_concurrency(ame_home: AmeHome, make_project: 
     assert [step.state for step in result.steps] == ["succeeded"] * 3
 
 
-async def test_failure_cancels_siblings_and_skips_the_rest(
-    ame_home: AmeHome, make_project: ProjectFactory
-) -> None:
+async def test_failure_cancels_siblings_and_skips_the_rest(ame_home: AmeHome, make_project: ProjectFactory) -> None:
     project = make_project(
         """
         tasks:
@@ -79,9 +75,7 @@ async def test_failure_cancels_siblings_and_skips_the_rest(
                   command: touch never.ran
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(
-        load_task(project, "pipe"), RecordingOutput()
-    )
+    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "pipe"), RecordingOutput())
     states = {step.name: step.state for step in result.steps}
     assert states == {"slow": "cancelled", "broken": "failed", "never": "skipped"}
     assert result.state == "failed"
@@ -104,9 +98,7 @@ async def test_pipeline_timeout(ame_home: AmeHome, make_project: ProjectFactory)
                   command: echo after
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(
-        load_task(project, "pipe"), RecordingOutput()
-    )
+    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "pipe"), RecordingOutput())
     assert result.state == "timed_out"
     assert result.exit_code == 124
     assert [step.state for step in result.steps] == ["cancelled", "skipped"]

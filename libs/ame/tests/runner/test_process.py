@@ -201,9 +201,7 @@ async def test_cancel_event_terminates(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     cancel = asyncio.Event()
     sink = RecordingSink()
-    task = asyncio.create_task(
-        run_process(_sh(f"sleep 100 & echo $! > {pids}; wait", tmp_path), sink, cancel=cancel)
-    )
+    task = asyncio.create_task(run_process(_sh(f"sleep 100 & echo $! > {pids}; wait", tmp_path), sink, cancel=cancel))
     (child,) = await _read_pids(pids, 1)
     cancel.set()
     outcome = await task

@@ -37,9 +37,7 @@ async def test_env_vars_ame_vars_and_masked_secrets(ame_home: AmeHome, make_proj
     assert output.of(None, "stderr") == ["token=***"]
 
 
-async def test_missing_secrets_fail_before_anything_starts(
-    ame_home: AmeHome, make_project: ProjectFactory
-) -> None:
+async def test_missing_secrets_fail_before_anything_starts(ame_home: AmeHome, make_project: ProjectFactory) -> None:
     project = make_project(
         """
         tasks:
@@ -61,9 +59,7 @@ async def test_missing_secrets_fail_before_anything_starts(
     assert not (project / "started").exists()
 
 
-async def test_exit_code_is_the_tasks_and_a_record_is_written(
-    ame_home: AmeHome, make_project: ProjectFactory
-) -> None:
+async def test_exit_code_is_the_tasks_and_a_record_is_written(ame_home: AmeHome, make_project: ProjectFactory) -> None:
     project = make_project(
         """
         tasks:
@@ -72,9 +68,7 @@ async def test_exit_code_is_the_tasks_and_a_record_is_written(
               command: exit 7
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(
-        load_task(project, "bad"), RecordingOutput()
-    )
+    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "bad"), RecordingOutput())
     assert result.state == "failed"
     assert result.exit_code == 7
     record = json.loads((ame_home.runs / f"{result.run_id}.json").read_text())
@@ -92,9 +86,7 @@ async def test_timeout_from_the_spec(ame_home: AmeHome, make_project: ProjectFac
               command: sleep 60
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(
-        load_task(project, "slow"), RecordingOutput()
-    )
+    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "slow"), RecordingOutput())
     assert result.state == "timed_out"
     assert result.steps[0].reason == "timed out after 1 s"
 
@@ -152,9 +144,7 @@ async def test_artifacts_paths_and_changed_files(ame_home: AmeHome, make_project
     )
     (project / ".git").mkdir()
     (project / ".git" / "HEAD").write_text("ref")
-    result = await LocalRunner(run_settings(ame_home, project)).run(
-        load_task(project, "train"), RecordingOutput()
-    )
+    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "train"), RecordingOutput())
     assert result.state == "succeeded"
     prefix = f"demo/train/{result.run_id}/"
     assert result.artifacts == [prefix + "existing.txt", prefix + "out/model.bin"]
@@ -173,7 +163,5 @@ async def test_environment_dirs_inside_the_project_are_not_artifacts(
             artifacts: {saveChangedFiles: true}
         """
     )
-    result = await LocalRunner(run_settings(ame_home, project)).run(
-        load_task(project, "venv"), RecordingOutput()
-    )
+    result = await LocalRunner(run_settings(ame_home, project)).run(load_task(project, "venv"), RecordingOutput())
     assert [key.rsplit("/", 1)[1] for key in result.artifacts] == ["result.txt"]

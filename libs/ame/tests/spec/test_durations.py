@@ -7,8 +7,17 @@ from ame.spec.durations import DurationError, format_duration, parse_duration_se
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(90, 90.0), ("90", 90.0), ("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("1h 30m", 5400.0), ("1d", 86400.0),
-     ("500ms", 0.5), (2.5, 2.5)],
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("1h 30m", 5400.0),
+        ("1d", 86400.0),
+        ("500ms", 0.5),
+        (2.5, 2.5),
+    ],
 )
 def test_timeouts_accept_seconds_and_durations(value: object, seconds: float) -> None:
     assert parse_duration_seconds(value) == seconds

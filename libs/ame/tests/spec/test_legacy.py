@@ -45,7 +45,10 @@ def test_old_pipeline_steps_with_taskname() -> None:
 
 def test_environment_as_a_plain_mapping() -> None:
     text = "tasks:\n  - name: t\n    executor: !custom {command: x}\n    environment: {A: '1', B: two}\n"
-    assert resolve_task(load_project_text(text), "t").environment == [EnvVar(key="A", val="1"), EnvVar(key="B", val="two")]
+    assert resolve_task(load_project_text(text), "t").environment == [
+        EnvVar(key="A", val="1"),
+        EnvVar(key="B", val="two"),
+    ]
 
 
 def test_env_values_keep_their_text() -> None:

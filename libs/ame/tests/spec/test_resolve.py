@@ -37,7 +37,11 @@ def test_task_fields_override_or_merge_with_the_template() -> None:
     task = resolve_task(load_project_text(TEMPLATED), "child")
     assert task.executor is not None and (task.executor.kind, task.executor.python_version) == ("poetry", "3.11")
     assert (task.resources.cpu_millis, task.resources.memory_bytes, task.resources.gpus) == (2000, 8 * 2**30, 1)
-    assert task.environment == [EnvVar(key="MODE", val="child"), EnvVar(key="KEEP", val="1"), EnvVar(key="EXTRA", val="x")]
+    assert task.environment == [
+        EnvVar(key="MODE", val="child"),
+        EnvVar(key="KEEP", val="1"),
+        EnvVar(key="EXTRA", val="x"),
+    ]
     assert [(type(secret).__name__, secret.inject_as) for secret in task.secrets] == [("VaultSecret", "TOKEN")]
     assert task.artifacts.paths == ["logs", "model"]
     assert task.artifacts.save_changed_files is True
@@ -65,6 +69,7 @@ tasks:
 
 
 PIPELINE = """
+project: demo
 tasks:
   - name: nightly
     triggers: {schedule: "0 3 * * *"}

@@ -265,7 +265,9 @@ def test_old_readme_pipeline_has_two_misaligned_keys() -> None:
 
 def test_old_readme_pipeline_once_aligned() -> None:
     text = (FIXTURES / "seed_003" / "01_pipeline.yml").read_text()
-    text = text.replace("       train_model:", "      train_model:").replace("       upload_model:", "      upload_model:")
+    text = text.replace("       train_model:", "      train_model:").replace(
+        "       upload_model:", "      upload_model:"
+    )
     pipeline = resolve_task(load_project_text(text), "main")
     steps = [stage[0] for stage in pipeline.pipeline]
     assert [step.name for step in steps] == ["download_data", "prepare_data", "train_model", "upload_model"]
@@ -283,8 +285,10 @@ def test_old_readme_recurring_task_is_cut_off_by_the_document_end_marker() -> No
 
 
 def test_old_readme_recurring_task_becomes_a_scheduled_reference() -> None:
-    text = (FIXTURES / "seed_003" / "02_recurring_truncated.yml").read_text().replace(
-        "...", "          envkey: STORAGE_SECRET"
+    text = (
+        (FIXTURES / "seed_003" / "02_recurring_truncated.yml")
+        .read_text()
+        .replace("...", "          envkey: STORAGE_SECRET")
     )
     project = load_project_text(text)
     daily = resolve_task(project, "daily_training")
@@ -296,7 +300,9 @@ def test_old_readme_recurring_task_becomes_a_scheduled_reference() -> None:
 
 
 def test_examples_copied_from_the_rendered_docs_are_explained() -> None:
-    flattened = "# ame.yml\ntasks:\n- name: train_my_model\nexecutor:\n!poetry\npythonVersion: 3.11\ncommand: python train.py\n"
+    flattened = (
+        "# ame.yml\ntasks:\n- name: train_my_model\nexecutor:\n!poetry\npythonVersion: 3.11\ncommand: python train.py\n"
+    )
     with pytest.raises(SpecError) as caught:
         load_project_text(flattened)
     (problem,) = caught.value.problems

@@ -1,8 +1,8 @@
 """The command line every AME service shares: `serve` (the default), `migrate` and `check-config`.
 
-    python -m ame_api            # serve
-    python -m ame_api migrate    # apply this service's migrations (a Kubernetes Job in production)
-    python -m ame_api check-config
+python -m ame_api            # serve
+python -m ame_api migrate    # apply this service's migrations (a Kubernetes Job in production)
+python -m ame_api check-config
 """
 
 from __future__ import annotations
@@ -47,9 +47,7 @@ class ServiceDefinition:
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 async def migrate(definition: ServiceDefinition, postgres: PostgresSettings) -> list[migrations.Migration]:

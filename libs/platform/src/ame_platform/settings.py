@@ -36,7 +36,8 @@ class NatsSettings(BaseSettings):
     )
     events_max_age: Duration = Field(7 * 86400.0, description="How long run events stay in the events stream.")
     logs_max_age: Duration = Field(
-        86400.0, description="How long live log chunks stay on the bus; the logs service archives them durably."
+        86400.0,
+        description="How long live log chunks stay on the bus; the logs service archives them durably.",
     )
     logs_max_bytes: int = Field(1 << 30, description="Size cap of the live logs stream, in bytes.")
     replicas: int = Field(1, description="JetStream replicas for AME's streams (3 on a production cluster).")

@@ -12,8 +12,12 @@ import click
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where NATS, PostgreSQL and run data live (default: $AME_HOME/server, ~/.ame/server).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where NATS, PostgreSQL and run data live (default: $AME_HOME/server, ~/.ame/server).",
+)
 @click.option("--host", default=None, help="Address REST and gRPC bind (default 127.0.0.1).")
 @click.option("--rest-port", type=int, default=None, help="REST port (default 8080; 0 picks a free one).")
 @click.option("--grpc-port", type=int, default=None, help="gRPC port (default 50051; 0 picks a free one).")
@@ -30,13 +34,13 @@ def server(
 
     from ame_server.settings import ServerSettings
 
-    overrides = {
-        k: v
-        for k, v in {"data_dir": data_dir, "host": host, "rest_port": rest_port, "grpc_port": grpc_port}.items()
-        if v is not None
-    }
+    flags = {"data_dir": data_dir, "host": host, "rest_port": rest_port, "grpc_port": grpc_port}
     try:
-        settings = ServerSettings(**overrides)
+        settings = ServerSettings()
+        # Flags win over AME_SERVER_* variables; validate_assignment checks each value.
+        for name, value in flags.items():
+            if value is not None:
+                setattr(settings, name, value)
     except ValidationError as exc:
         raise click.ClickException(f"invalid settings:\n{exc}") from None
     from ame_server.run import run_server

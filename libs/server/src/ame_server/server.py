@@ -10,8 +10,8 @@ import asyncio
 import fcntl
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -73,8 +73,8 @@ def endpoints_file(data_dir: Path) -> Path:
     return data_dir / "server.json"
 
 
-@asynccontextmanager
-async def _data_dir_lock(data_dir: Path) -> AsyncIterator[None]:
+@contextmanager
+def _data_dir_lock(data_dir: Path) -> Iterator[None]:
     data_dir.mkdir(parents=True, exist_ok=True)
     handle: IO[str] = (data_dir / "server.lock").open("w")
     try:
@@ -114,22 +114,37 @@ def build_components(
     settings: ServerSettings, runtime: Runtime, nats: NatsSettings, postgres: PostgresSettings
 ) -> tuple[list[Component], str, str]:
     """All four services' components, and the REST URL and gRPC target the api listens on."""
-    shared = {
-        "nats": nats,
-        "postgres": postgres,
-        "telemetry": TelemetrySettings(),
-        "lifecycle": LifecycleSettings(graceful_timeout=settings.graceful_timeout),
-    }
+    telemetry = TelemetrySettings()
+    lifecycle = LifecycleSettings(graceful_timeout=settings.graceful_timeout)
     api = api_app.build(
-        ApiSettings(rest_host=settings.host, rest_port=settings.rest_port, grpc_host=settings.host,
-                    grpc_port=settings.grpc_port, **shared),
+        ApiSettings(
+            rest_host=settings.host,
+            rest_port=settings.rest_port,
+            grpc_host=settings.host,
+            grpc_port=settings.grpc_port,
+            nats=nats,
+            postgres=postgres,
+            telemetry=telemetry,
+            lifecycle=lifecycle,
+        ),
         runtime,
     )
     launcher = launcher_app.build_components(
-        LauncherSettings(work_dir=settings.data_dir / "launcher", **shared), runtime
+        LauncherSettings(
+            work_dir=settings.data_dir / "launcher",
+            nats=nats,
+            postgres=postgres,
+            telemetry=telemetry,
+            lifecycle=lifecycle,
+        ),
+        runtime,
     )
-    logs = logs_app.build_components(LogsSettings(**shared), runtime)
-    scheduler = scheduler_app.build_components(SchedulerSettings(**shared), runtime)
+    logs = logs_app.build_components(
+        LogsSettings(nats=nats, postgres=postgres, telemetry=telemetry, lifecycle=lifecycle), runtime
+    )
+    scheduler = scheduler_app.build_components(
+        SchedulerSettings(nats=nats, postgres=postgres, telemetry=telemetry, lifecycle=lifecycle), runtime
+    )
     # Order matters for start (consumers before front doors) and, reversed, for the drain.
     components = [*logs, *launcher, *scheduler, *api.components]
     return components, api.rest.url, api.grpc.target
@@ -143,7 +158,17 @@ async def serve(
 ) -> int:
     """Run the whole embedded stack until the supervisor's stop flag is set; returns the exit code."""
     data_dir = settings.data_dir.absolute()
-    async with _data_dir_lock(data_dir), AsyncExitStack() as stack:
+    with _data_dir_lock(data_dir):
+        return await _serve_locked(settings, data_dir, supervisor, on_ready)
+
+
+async def _serve_locked(
+    settings: ServerSettings,
+    data_dir: Path,
+    supervisor: Supervisor,
+    on_ready: Callable[[Endpoints], Awaitable[None]] | None,
+) -> int:
+    async with AsyncExitStack() as stack:
         nats_server = EmbeddedNats(data_dir / "nats", port=settings.nats_port)
         pg_server = EmbeddedPostgres(data_dir / "postgres", port=settings.postgres_port)
         await asyncio.gather(nats_server.start(), pg_server.start())
@@ -169,7 +194,10 @@ async def serve(
 
         try:
             return await run_components(
-                components, graceful_timeout=settings.graceful_timeout, supervisor=supervisor, on_ready=ready()
+                components,
+                graceful_timeout=settings.graceful_timeout,
+                supervisor=supervisor,
+                on_ready=ready(),
             )
         finally:
             info.unlink(missing_ok=True)

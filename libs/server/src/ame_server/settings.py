@@ -17,7 +17,7 @@ def _default_data_dir() -> Path:
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AME_SERVER_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="AME_SERVER_", extra="forbid", validate_assignment=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir, description="NATS, PostgreSQL and run data.")
     host: str = Field("127.0.0.1", description="Address the REST and gRPC servers bind.")

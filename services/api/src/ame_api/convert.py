@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from ame import codecs
+from ame.codecs import DecodeError, StateEvent
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.contracts.trigger.v1 import trigger_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind
-from ame import codecs
-from ame.codecs import DecodeError, StateEvent
 
 __all__ = ["DecodeError", "StateEvent"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -163,7 +164,6 @@ class RunService:
                 at=event.at,
             )
 
-
     async def apply_schedule_fired(self, msg: Msg) -> None:
         """Triggers consumer: a schedule slot came due; start its run once, whatever the redeliveries."""
         try:
@@ -199,17 +199,13 @@ class OutboxRelay:
                 await self.relay_once()
             except Exception:
                 log.warning("outbox relay pass failed", exc_info=True)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
 
     async def relay_once(self) -> int:
         sent = 0
         async with self._rt.pool.acquire() as conn, conn.transaction():
-            rows = await runs_repo.claim_outbox(
-                conn, older_than_seconds=self._settings.outbox_retry_after, limit=100
-            )
+            rows = await runs_repo.claim_outbox(conn, older_than_seconds=self._settings.outbox_retry_after, limit=100)
             for row in rows:
                 await self._rt.js.publish(row["subject"], row["payload"], headers=json.loads(row["headers"]))
                 await runs_repo.delete_outbox(conn, row["id"])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ame import codecs
+from ame.codecs import DecodeError
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, RunSpec, RunState
-from ame import codecs
-from ame.codecs import DecodeError
 
 __all__ = ["DecodeError", "LaunchCommand", "RunSpec"]
 

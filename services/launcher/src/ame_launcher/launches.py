@@ -11,6 +11,7 @@ process), so no run stays `running` forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -238,9 +239,7 @@ class Launcher:
         async with self._rt.pool.acquire() as conn, conn.transaction():
             expired = await leases.claim_expired_leases(conn, limit=100)
             for lease in expired:
-                reason = (
-                    f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
-                )
+                reason = f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
                 command = convert.LaunchCommand(
                     run_id=lease.run_id,
                     attempt=lease.attempt,
@@ -258,11 +257,14 @@ class Launcher:
             try:
                 await action()
             except Exception:
-                log.warning("%s failed; retrying in %.1fs", getattr(action, "__name__", action), interval, exc_info=True)
-            try:
+                log.warning(
+                    "%s failed; retrying in %.1fs",
+                    getattr(action, "__name__", action),
+                    interval,
+                    exc_info=True,
+                )
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
 
 
 def _placeholder_spec(project: str, task: str) -> convert.RunSpec:

@@ -10,6 +10,7 @@ side of the pipe and so, eventually, the process itself — output is never drop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -76,10 +77,8 @@ class ChunkPublisher:
 
     async def _flush_loop(self) -> None:
         while not self._closed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._flush_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if self._closed:
                 return

@@ -26,7 +26,17 @@ class LauncherSettings(BaseSettings):
     heartbeat_interval: Duration = Field(5.0, description="How often held leases are renewed.")
     reconcile_interval: Duration = Field(5.0, description="How often abandoned leases are looked for.")
     inherit_env: list[str] = Field(
-        default_factory=lambda: ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL"],
+        default_factory=lambda: [
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "TZ",
+            "TMPDIR",
+            "USER",
+            "LOGNAME",
+            "SHELL",
+        ],
         description="Variables of the launcher's own environment a local run inherits; nothing else leaks in.",
     )
     log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")

@@ -90,7 +90,7 @@ class HistoryResponder:
 
     async def drain(self) -> None:
         if self._sub is not None:
-            await self._sub.drain()
+            await self._sub.drain()  # type: ignore[no-untyped-call]
 
     async def _on_request(self, msg: Msg) -> None:
         try:

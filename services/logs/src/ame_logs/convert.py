@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ame.contracts.log.v1 import log_pb2
-from ame.domain import LogEnd, LogLine, RunState
 from ame import codecs
 from ame.codecs import DecodeError
+from ame.contracts.log.v1 import log_pb2
+from ame.domain import LogEnd, LogLine, RunState
 
 __all__ = ["DecodeError"]
 
@@ -35,9 +35,7 @@ def parse_history_request(data: bytes) -> tuple[str, int, int]:
     return req.run_id, req.from_seq, req.limit
 
 
-def history_reply(
-    *, attempt: int, lines: list[LogLine], end: LogEnd | None, has_more: bool, error: str = ""
-) -> bytes:
+def history_reply(*, attempt: int, lines: list[LogLine], end: LogEnd | None, has_more: bool, error: str = "") -> bytes:
     reply = log_pb2.HistoryReply(
         attempt=attempt, lines=[codecs.log_line_to_pb(x) for x in lines], has_more=has_more, error=error
     )

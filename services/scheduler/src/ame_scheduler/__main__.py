@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ame_scheduler.app import MIGRATIONS, SERVICE, build_components
-from ame_scheduler.settings import SchedulerSettings
 from ame_platform.service_main import ServiceDefinition
 from ame_platform.service_main import main as service_main
+from ame_scheduler.app import MIGRATIONS, SERVICE, build_components
+from ame_scheduler.settings import SchedulerSettings
 
 DEFINITION = ServiceDefinition(
     name=SERVICE, settings_factory=SchedulerSettings, migrations_package=MIGRATIONS, build=build_components

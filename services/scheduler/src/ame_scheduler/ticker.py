@@ -9,6 +9,7 @@ same key as its idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -49,10 +50,8 @@ class Ticker:
                 await self.tick()
             except Exception:
                 log.warning("scheduler tick failed", exc_info=True)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self._settings.tick_interval)
-            except TimeoutError:
-                pass
 
     async def tick(self) -> int:
         """Fire every due slot once; returns how many slots fired."""

@@ -95,9 +95,7 @@ def _pick_task(project: Project) -> str:
         raise click.ClickException("the project has no tasks")
     if not sys.stdin.isatty():
         listing = "\n  ".join(names)
-        raise click.UsageError(
-            f"name the task to run (stdin is not a terminal to pick one); tasks:\n  {listing}"
-        )
+        raise click.UsageError(f"name the task to run (stdin is not a terminal to pick one); tasks:\n  {listing}")
     for number, name in enumerate(names, start=1):
         click.echo(f"  {number:>2}. {name}", err=True)
     choice: int = click.prompt("Task to run", type=click.IntRange(1, len(names)), err=True)
@@ -233,9 +231,7 @@ def cache_list() -> None:
 
 
 @cache_group.command("prune")
-@click.option(
-    "--days", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Unused for this long."
-)
+@click.option("--days", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Unused for this long.")
 @click.option("--all", "prune_all", is_flag=True, help="Remove every entry not in use right now.")
 def cache_prune(days: float, prune_all: bool) -> None:
     """Remove environments and tools unused for --days (or all with --all); entries in use are kept."""

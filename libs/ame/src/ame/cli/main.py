@@ -8,7 +8,6 @@ start fast. Other installed packages add commands through the `ame.commands` ent
 from __future__ import annotations
 
 import importlib
-import sys
 from importlib.metadata import entry_points
 
 import click
@@ -50,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

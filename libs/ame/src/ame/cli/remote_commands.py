@@ -97,12 +97,16 @@ def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
         project=project.name or project_dir.resolve().name,
         task=task.name,
         command=task.executor.command,
-        executor=ExecutorRef(kind=task.executor.kind, python_version=task.executor.python_version or "",
-                             image=task.executor.image or ""),
+        executor=ExecutorRef(
+            kind=task.executor.kind,
+            python_version=task.executor.python_version or "",
+            image=task.executor.image or "",
+        ),
         environment=[EnvVar(key=e.key, value=e.val) for e in task.environment],
         secrets=[SecretRef(key=s.key, inject_as=s.inject_as, vault=getattr(s, "vault", "")) for s in task.secrets],
-        resources=Resources(cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes,
-                            gpus=r.gpus),
+        resources=Resources(
+            cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes, gpus=r.gpus
+        ),
         timeout_seconds=task.timeout_seconds,
         retries=task.retries,
     )
@@ -111,7 +115,10 @@ def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
 
 def register(cli: click.Group) -> None:
     target_option = click.option(
-        "--server", "target", envvar="AME_GRPC_TARGET", default=None,
+        "--server",
+        "target",
+        envvar="AME_GRPC_TARGET",
+        default=None,
         help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
     )
 
@@ -128,8 +135,13 @@ def register(cli: click.Group) -> None:
     @target_option
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     def submit(
-        project: str, task_name: str, env: tuple[str, ...], timeout: str | None, follow: bool,
-        target: str | None, command: tuple[str, ...],
+        project: str,
+        task_name: str,
+        env: tuple[str, ...],
+        timeout: str | None,
+        follow: bool,
+        target: str | None,
+        command: tuple[str, ...],
     ) -> None:
         """Run COMMAND (a shell command line) on the server; with --follow, exit with its exit code.
 
@@ -147,7 +159,10 @@ def register(cli: click.Group) -> None:
             environment.append(EnvVar(key=key, value=value))
         try:
             spec = RunSpec(
-                project=project, task=task_name, command=" ".join(command), environment=environment,
+                project=project,
+                task=task_name,
+                command=" ".join(command),
+                environment=environment,
                 timeout_seconds=_parse_timeout(timeout),
             )
         except (ValidationError, ValueError) as exc:
@@ -191,7 +206,11 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     @target_option
     def list_cmd(
-        project: str | None, task_name: str | None, states: tuple[str, ...], limit: int, as_json: bool,
+        project: str | None,
+        task_name: str | None,
+        states: tuple[str, ...],
+        limit: int,
+        as_json: bool,
         target: str | None,
     ) -> None:
         """List runs, newest first."""

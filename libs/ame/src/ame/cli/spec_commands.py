@@ -15,8 +15,7 @@ if TYPE_CHECKING:
     from ame.spec import ExternalTemplates, SpecError
 
 _WITH_PROJECT_HELP = (
-    "Directory of another AME project whose templates this project uses (fromTemplate with a "
-    "project). Repeatable."
+    "Directory of another AME project whose templates this project uses (fromTemplate with a project). Repeatable."
 )
 
 
@@ -52,8 +51,7 @@ def validate(path: Path, with_projects: tuple[Path, ...]) -> None:
     if not with_projects:
         for other, name in external_template_refs(project):
             click.echo(
-                f"note: template '{name}' of project '{other}' was not checked; "
-                f"pass --with-project DIR to check it",
+                f"note: template '{name}' of project '{other}' was not checked; pass --with-project DIR to check it",
                 err=True,
             )
 

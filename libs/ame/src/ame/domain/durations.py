@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -30,6 +31,8 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
         raise ValueError("a duration must be a number of seconds or a string like '30s'")
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r}: a duration must be finite")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds

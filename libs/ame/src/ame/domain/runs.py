@@ -61,9 +61,7 @@ class ArtifactsSpec(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     paths: list[str] = Field(default_factory=list)
-    save_changed_files: bool = Field(
-        False, validation_alias=AliasChoices("save_changed_files", "saveChangedFiles")
-    )
+    save_changed_files: bool = Field(False, validation_alias=AliasChoices("save_changed_files", "saveChangedFiles"))
 
 
 class RunSpec(BaseModel):

@@ -130,9 +130,7 @@ def changed_files(before: FileSnapshot, after: FileSnapshot) -> list[str]:
     return sorted(name for name, state in after.items() if before.get(name) != state)
 
 
-def explicit_files(
-    project_dir: Path, patterns: list[str], skip: tuple[Path, ...] = ()
-) -> tuple[list[str], list[str]]:
+def explicit_files(project_dir: Path, patterns: list[str], skip: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
     """Files named by `artifacts.paths` (files, directories, globs), and the patterns matching none."""
     files: set[str] = set()
     unmatched: list[str] = []

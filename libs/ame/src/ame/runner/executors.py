@@ -72,11 +72,10 @@ async def prepare_command(
         yield await _prepare_custom(command, python_version, context)
         return
     if kind == "mlflow":
-        argv = [_SHELL, "-c", command] if command.strip() else _MLFLOW_RUN
-    else:
-        if not command.strip():
-            raise SetupError(f"the {kind} executor has no command to run")
-        argv = [_SHELL, "-c", command]
+        command = _with_local_env_manager(command) if command.strip() else _MLFLOW_RUN
+    if not command.strip():
+        raise SetupError(f"the {kind} executor has no command to run")
+    argv = [_SHELL, "-c", command]
     recipe = await _recipe(kind, python_version, context)
     cache = EnvironmentCache(context.home.environments)
     async with cache.lease(recipe.key, recipe.build, description=recipe.description) as lease:
@@ -91,7 +90,19 @@ async def prepare_command(
         )
 
 
-_MLFLOW_RUN = ["mlflow", "run", ".", "--env-manager", "local"]
+_MLFLOW_RUN = "mlflow run . --env-manager local"
+_MLFLOW_RUN_PREFIX = re.compile(r"^(\s*mlflow\s+run)(?=\s|$)")
+
+
+def _with_local_env_manager(command: str) -> str:
+    """`mlflow run ...` -> `mlflow run --env-manager local ...`: the task venv is the environment.
+
+    MLflow's default manager would build its own virtualenv with pyenv for every run; AME already
+    built (and cached) the environment, so MLflow must use the one it runs in.
+    """
+    if "--env-manager" in command:
+        return command
+    return _MLFLOW_RUN_PREFIX.sub(r"\1 --env-manager local", command, count=1)
 
 
 @dataclass(frozen=True)
@@ -147,9 +158,7 @@ async def _recipe(kind: ExecutorKind, python_version: str | None, context: Setup
 def _require(project: Path, kind: str, names: list[str]) -> list[str]:
     missing = [name for name in names if not (project / name).is_file()]
     if missing:
-        raise SetupError(
-            f"the {kind} executor needs {' and '.join(names)} in {project}; missing: {', '.join(missing)}"
-        )
+        raise SetupError(f"the {kind} executor needs {' and '.join(names)} in {project}; missing: {', '.join(missing)}")
     return names
 
 

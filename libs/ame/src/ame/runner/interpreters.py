@@ -112,9 +112,7 @@ def _candidates(requested: str, env: Mapping[str, str]) -> list[Path]:
 
 
 async def _probe(executable: Path, env: Mapping[str, str]) -> Interpreter | None:
-    spec = ProcessSpec(
-        argv=[str(executable), "-c", _PROBE], cwd=Path.cwd(), env=env, timeout_seconds=_PROBE_TIMEOUT
-    )
+    spec = ProcessSpec(argv=[str(executable), "-c", _PROBE], cwd=Path.cwd(), env=env, timeout_seconds=_PROBE_TIMEOUT)
     captured = await capture_process(spec)
     if captured.outcome.state != "succeeded" or len(captured.stdout) < 2:
         return None

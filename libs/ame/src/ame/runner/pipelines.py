@@ -94,9 +94,7 @@ async def _run_stages(
     for stage in task.pipeline:
         if failed or stop.is_set():
             results.extend(
-                StepResult(prefix + leaf_label, "skipped")
-                for step in stage
-                for leaf_label in _leaf_labels(step)
+                StepResult(prefix + leaf_label, "skipped") for step in stage for leaf_label in _leaf_labels(step)
             )
             continue
         async with linked_event(stop) as stage_stop:
@@ -128,6 +126,4 @@ async def _run_stages(
 def _leaf_labels(step: ResolvedTask) -> list[str]:
     if not step.pipeline:
         return [step.name]
-    return [
-        f"{step.name}/{label}" for stage in step.pipeline for inner in stage for label in _leaf_labels(inner)
-    ]
+    return [f"{step.name}/{label}" for stage in step.pipeline for inner in stage for label in _leaf_labels(inner)]

@@ -100,9 +100,7 @@ def _mask_patterns(secrets: Sequence[str]) -> list[str]:
     return sorted(patterns, key=len, reverse=True)
 
 
-async def run_process(
-    spec: ProcessSpec, sink: OutputSink, *, cancel: asyncio.Event | None = None
-) -> ProcessOutcome:
+async def run_process(spec: ProcessSpec, sink: OutputSink, *, cancel: asyncio.Event | None = None) -> ProcessOutcome:
     """Run `spec.argv` to completion, delivering output to `sink`.
 
     The cancel event and the timeout both end the child with SIGTERM to its process group,
@@ -247,9 +245,7 @@ async def _drain(readers: list[asyncio.Task[None]]) -> None:
         reader.result()
 
 
-async def _pump(
-    stream: asyncio.StreamReader, name: StreamName, sink: OutputSink, patterns: list[str]
-) -> None:
+async def _pump(stream: asyncio.StreamReader, name: StreamName, sink: OutputSink, patterns: list[str]) -> None:
     """Split a byte stream into lines of at most MAX_LINE_BYTES and hand them to the sink."""
     buffer = bytearray()
 

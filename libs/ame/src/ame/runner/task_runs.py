@@ -145,9 +145,7 @@ class LocalRunner:
                 )
                 for secret in step.secrets
             ]
-            resolved[step.name] = await resolve_secrets(
-                requests, ame=self.settings.secrets, vault=self.settings.vault
-            )
+            resolved[step.name] = await resolve_secrets(requests, ame=self.settings.secrets, vault=self.settings.vault)
         return resolved
 
 
@@ -188,9 +186,7 @@ class _Execution:
         started_at = time.time()
         executor = task.executor
         try:
-            async with prepare_command(
-                executor.kind, executor.command, executor.python_version, setup
-            ) as command:
+            async with prepare_command(executor.kind, executor.command, executor.python_version, setup) as command:
                 if command.environment_built:
                     await self.output.notice(f"{name}: built environment {command.environment_key}")
                 child_env = command.apply({**env, **self.secrets.get(task.name, {})})
@@ -204,9 +200,7 @@ class _Execution:
                 )
                 return await self._run_with_retries(task, name, spec, sink, cancel)
         except SetupCancelledError:
-            return StepResult(
-                name, "cancelled", EXIT_CANCELLED, started_at, time.time(), "cancelled during setup"
-            )
+            return StepResult(name, "cancelled", EXIT_CANCELLED, started_at, time.time(), "cancelled during setup")
         except (SetupError, InterpreterNotFoundError) as exc:
             await self.output.notice(f"{name}: {exc}")
             return StepResult(name, "failed", EXIT_SETUP_FAILED, started_at, time.time(), str(exc))
@@ -218,9 +212,7 @@ class _Execution:
         skip = (self.settings.home.root,)
         wants_changed = task.artifacts.save_changed_files
         before = (
-            await asyncio.to_thread(snapshot_files, self.settings.project_dir, ignore, skip)
-            if wants_changed
-            else {}
+            await asyncio.to_thread(snapshot_files, self.settings.project_dir, ignore, skip) if wants_changed else {}
         )
         attempts = 1 + max(0, task.retries)
         outcome: ProcessOutcome | None = None

@@ -1,12 +1,12 @@
 """A synchronous gRPC client for the AME server.
 
-    from ame.sdk import Client
-    from ame.domain import RunSpec
+from ame.sdk import Client
+from ame.domain import RunSpec
 
-    with Client() as ame:
-        run = ame.submit_run(RunSpec(project="demo", task="hello", command="python -c 'print(1)'"))
-        for event in ame.follow_logs(run.id):
-            print(event)
+with Client() as ame:
+    run = ame.submit_run(RunSpec(project="demo", task="hello", command="python -c 'print(1)'"))
+    for event in ame.follow_logs(run.id):
+        print(event)
 """
 
 from __future__ import annotations
@@ -85,9 +85,7 @@ class Client:
         return convert.run_from_pb(response.run)
 
     def get_run(self, run_id: str) -> Run:
-        response = self._call(
-            self._stub.GetRun, ame_service_pb2.GetRunRequest(run_id=run_id), timeout=self._timeout
-        )
+        response = self._call(self._stub.GetRun, ame_service_pb2.GetRunRequest(run_id=run_id), timeout=self._timeout)
         return convert.run_from_pb(response.run)
 
     def list_runs(

@@ -99,9 +99,7 @@ def _locate(tree: Any, loc: Sequence[int | str], error_type: str) -> tuple[Mark,
         if isinstance(node, LocDict) and isinstance(part, str) and part in node:
             is_last = index == len(loc) - 1
             # An unknown key is best shown at the key itself, everything else at its value.
-            mark = (
-                node.key_mark(part) if is_last and error_type == "extra_forbidden" else node.value_mark(part)
-            )
+            mark = node.key_mark(part) if is_last and error_type == "extra_forbidden" else node.value_mark(part)
             path.append(part)
             node = node[part]
         elif isinstance(node, LocList) and isinstance(part, int) and 0 <= part < len(node):
@@ -159,9 +157,7 @@ def _unknown_key(key: str, parent: Any) -> str:
     message = f"unknown field '{key}'"
     schema_name = getattr(schema, "__name__", "")
     if schema_name == "Project" and key in _TASK_KEYS:
-        return (
-            f"{message}: '{key}' belongs to a task; indent it under the task's '- name: ...' line in 'tasks:'"
-        )
+        return f"{message}: '{key}' belongs to a task; indent it under the task's '- name: ...' line in 'tasks:'"
     hint = _KEY_HINTS.get(key)
     if hint is not None and hint.split(":")[0] in [*known, "executor"] and hint != key:
         if hint.startswith("executor: ") and "executor" in known:

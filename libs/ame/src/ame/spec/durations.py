@@ -31,9 +31,7 @@ def parse_duration_seconds(value: object) -> float:
     elif _WHOLE.match(text):
         seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
     else:
-        raise DurationError(
-            f"{value!r} is not a duration: use seconds (90) or units s, m, h, d (30s, 5m, 1h30m)"
-        )
+        raise DurationError(f"{value!r} is not a duration: use seconds (90) or units s, m, h, d (30s, 5m, 1h30m)")
     if seconds <= 0:
         raise DurationError(f"{value!r} must be longer than zero")
     if seconds > MAX_TIMEOUT_SECONDS:

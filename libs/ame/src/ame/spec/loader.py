@@ -64,9 +64,7 @@ def read_text(file: Path, limits: Limits | None = None) -> str:
     except OSError as error:
         raise SpecError.single(f"cannot read the file: {error.strerror or error}", str(file)) from None
     if len(data) > limits.max_bytes:
-        raise SpecError.single(
-            f"file is larger than the {limits.max_bytes // 1024} KiB limit for AME files", str(file)
-        )
+        raise SpecError.single(f"file is larger than the {limits.max_bytes // 1024} KiB limit for AME files", str(file))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -122,9 +120,7 @@ def templates_from(directories: Iterable[Path], *, limits: Limits | None = None)
                 if loaded.name is not None:
                     projects[loaded.name] = loaded
         if project not in projects:
-            raise LookupError(
-                f"no project named '{project}' among {', '.join(projects) or 'the given projects'}"
-            )
+            raise LookupError(f"no project named '{project}' among {', '.join(projects) or 'the given projects'}")
         return projects[project].templates[name]
 
     return lookup

@@ -76,18 +76,14 @@ def _check_schedule(value: str) -> str:
     from croniter import croniter
 
     if not croniter.is_valid(expression):
-        raise ValueError(
-            f"{value!r} is not a valid cron schedule (minute hour day-of-month month day-of-week)"
-        )
+        raise ValueError(f"{value!r} is not a valid cron schedule (minute hour day-of-month month day-of-week)")
     return expression
 
 
 def _check_relative_path(value: str) -> str:
     parts = value.replace("\\", "/").split("/")
     if value.startswith("/") or ".." in parts or not value.strip():
-        raise ValueError(
-            f"{value!r}: artifact paths are relative to the project directory and stay inside it"
-        )
+        raise ValueError(f"{value!r}: artifact paths are relative to the project directory and stay inside it")
     return value
 
 
@@ -294,8 +290,7 @@ class Task(SpecModel):
         if self.executor is not None and self.pipeline is not None:
             raise PydanticCustomError(
                 "executor_and_pipeline",
-                "a task has either an executor or a pipeline, not both; move the command into a "
-                "pipeline step",
+                "a task has either an executor or a pipeline, not both; move the command into a pipeline step",
             )
         if self.task_ref is not None:
             clashing = [

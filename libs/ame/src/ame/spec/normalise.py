@@ -113,8 +113,7 @@ class _Normaliser:
             return
         if isinstance(value, LocDict):
             entries = [
-                (self._with_name(body, key, value.key_mark(key)), value.key_mark(key))
-                for key, body in value.items()
+                (self._with_name(body, key, value.key_mark(key)), value.key_mark(key)) for key, body in value.items()
             ]
         elif isinstance(value, LocList):
             entries = list(zip(value, value.item_marks, strict=True))
@@ -250,9 +249,7 @@ class _Normaliser:
             elif value is None:
                 self.problem(mark, f"executor is empty; start it with one of {kinds}")
             else:
-                self.problem(
-                    mark, f"the executor is a tagged mapping, one of {kinds}, followed by its fields"
-                )
+                self.problem(mark, f"the executor is a tagged mapping, one of {kinds}, followed by its fields")
             return None
         out = _copy(value)
         out.tag = None
@@ -262,8 +259,7 @@ class _Normaliser:
             if kind is None:
                 self.problem(
                     value.mark,
-                    f"unknown executor '!{tag}'{did_you_mean(tag, EXECUTOR_KINDS, prefix='!')} "
-                    f"(executors are {kinds})",
+                    f"unknown executor '!{tag}'{did_you_mean(tag, EXECUTOR_KINDS, prefix='!')} (executors are {kinds})",
                 )
                 return None
             out.put("kind", kind, value.mark, value.mark)
@@ -367,6 +363,9 @@ class _Normaliser:
         if isinstance(value, LocDict):
             # Old README: steps keyed by name, run in file order.
             for name, body in value.items():
+                if body is not None and not isinstance(body, LocDict):
+                    self.problem(value.value_mark(name), f"pipeline step '{name}' needs its fields (runcommand, ...)")
+                    continue
                 step = self._with_name(body, name, value.key_mark(name))
                 stages.push(self._stage([step], [value.key_mark(name)], mark), value.key_mark(name))
             return stages
@@ -402,9 +401,7 @@ class _Normaliser:
                 step = ref
             normalised = self.task(step)
             if isinstance(normalised, LocDict) and "name" not in normalised and "taskRef" not in normalised:
-                self.problem(
-                    step_mark, "a pipeline step needs a name, or a taskRef to one of the project's tasks"
-                )
+                self.problem(step_mark, "a pipeline step needs a name, or a taskRef to one of the project's tasks")
             stage.push(normalised, step_mark)
         return stage
 

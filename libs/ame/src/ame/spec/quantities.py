@@ -113,9 +113,7 @@ def parse_cpu_millis(value: object) -> int:
     try:
         cpus = parse_quantity(value)
     except QuantityError as error:
-        raise QuantityError(
-            f"{error}: cpu is a number of CPUs (2, 0.5) or of millicores (500m = half a CPU)"
-        ) from None
+        raise QuantityError(f"{error}: cpu is a number of CPUs (2, 0.5) or of millicores (500m = half a CPU)") from None
     return math.ceil(cpus * 1000)
 
 

@@ -48,9 +48,7 @@ _NOT_INHERITED = frozenset({"name", "from_template", "task_ref"})
 _STEP_LOCAL = frozenset({"timeout_seconds", "triggers", "pipeline"})
 
 
-def resolve_task(
-    project: Project, name: str, *, external_templates: ExternalTemplates | None = None
-) -> ResolvedTask:
+def resolve_task(project: Project, name: str, *, external_templates: ExternalTemplates | None = None) -> ResolvedTask:
     """The fully resolved task ``name`` of ``project``.
 
     Raises:
@@ -67,9 +65,7 @@ def resolve_task(
         )
     resolved = resolver.top_level(name)
     if resolver.problems or resolved is None:
-        raise SpecError(
-            resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve '{name}'")]
-        )
+        raise SpecError(resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve '{name}'")])
     return resolved
 
 
@@ -105,9 +101,7 @@ def external_template_refs(project: Project) -> list[tuple[str, str]]:
 
 
 class _Resolver:
-    def __init__(
-        self, project: Project, external: ExternalTemplates | None, *, strict_external: bool
-    ) -> None:
+    def __init__(self, project: Project, external: ExternalTemplates | None, *, strict_external: bool) -> None:
         self.project = project
         self.external = external
         self.strict_external = strict_external
@@ -124,9 +118,7 @@ class _Resolver:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    def _resolve(
-        self, task: Task, name: str, stack: tuple[str, ...], defaults: Task | None
-    ) -> ResolvedTask | None:
+    def _resolve(self, task: Task, name: str, stack: tuple[str, ...], defaults: Task | None) -> ResolvedTask | None:
         """Resolve ``task``; ``stack`` holds the project tasks being resolved (for cycles)."""
         fields, incomplete, stack = self._fields(task, stack)
         if fields is None:
@@ -311,15 +303,11 @@ class _Resolver:
                 template = self.external(project, ref.name)
             except (LookupError, SpecError) as error:
                 detail = f": {error}" if isinstance(error, SpecError) else ""
-                self._report(
-                    user, "from_template", f"template '{ref.name}' not found in project '{project}'{detail}"
-                )
+                self._report(user, "from_template", f"template '{ref.name}' not found in project '{project}'{detail}")
                 return None
         merged: Any = template
         if template.from_template is not None:
-            base = self._template(
-                template.from_template, template, (*chain, key), project if not local else None
-            )
+            base = self._template(template.from_template, template, (*chain, key), project if not local else None)
             merged = base if base is None or base is _INCOMPLETE else merge(base, template)
         if not chain and merged is not None:
             # Only successes are cached: every task using a broken template gets its own problem.
@@ -396,11 +384,7 @@ def _merge_secrets(
 
 def _merge_artifacts(base: Artifacts, override: Artifacts) -> Artifacts:
     paths = list(dict.fromkeys([*base.paths, *override.paths]))
-    save = (
-        override.save_changed_files
-        if "save_changed_files" in override.model_fields_set
-        else base.save_changed_files
-    )
+    save = override.save_changed_files if "save_changed_files" in override.model_fields_set else base.save_changed_files
     return Artifacts(paths=paths, save_changed_files=save)
 
 

@@ -123,8 +123,7 @@ class ResolvedTask(BaseModel):
             spec["executor"] = TaggedMapping(self.executor.kind, executor)
         if self.pipeline:
             spec["pipeline"] = [
-                stage[0].to_spec() if len(stage) == 1 else [step.to_spec() for step in stage]
-                for stage in self.pipeline
+                stage[0].to_spec() if len(stage) == 1 else [step.to_spec() for step in stage] for stage in self.pipeline
             ]
         if resources := self.resources.to_spec():
             spec["resources"] = resources
@@ -163,7 +162,5 @@ class TaggedMapping(dict[str, Any]):
 
 def _secret_spec(secret: AmeSecret | VaultSecret) -> TaggedMapping:
     if isinstance(secret, VaultSecret):
-        return TaggedMapping(
-            "vault", {"vault": secret.vault, "key": secret.key, "injectAs": secret.inject_as}
-        )
+        return TaggedMapping("vault", {"vault": secret.vault, "key": secret.key, "injectAs": secret.inject_as})
     return TaggedMapping("ame", {"key": secret.key, "injectAs": secret.inject_as})

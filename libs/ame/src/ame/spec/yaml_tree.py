@@ -114,9 +114,7 @@ def read_yaml(text: str, filename: str, limits: Limits | None = None) -> tuple[A
     """
     limits = limits or Limits()
     if len(text) > limits.max_bytes:
-        raise SpecError.single(
-            f"file is larger than the {limits.max_bytes // 1024} KiB limit for AME files", filename
-        )
+        raise SpecError.single(f"file is larger than the {limits.max_bytes // 1024} KiB limit for AME files", filename)
     builder = _TreeBuilder(filename, limits)
     try:
         return builder.build(_events(text)), builder.problems
@@ -233,9 +231,7 @@ class _TreeBuilder:
                 continue
             if key in node:
                 line, column = node.key_mark(key)
-                self._problem(
-                    key_event, f"duplicate key '{key}' (first given at line {line}, column {column})"
-                )
+                self._problem(key_event, f"duplicate key '{key}' (first given at line {line}, column {column})")
                 continue
             node.put(key, value, _mark(key_event), _mark(value_event))
         for source in merged:  # YAML merge keys: explicit keys win over merged ones

@@ -15,6 +15,8 @@ from importlib import resources
 
 import asyncpg
 
+from ame_platform.db import Connection
+
 _FILE = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same in every process that migrates.
 _LOCK_KEY = 0x616D65  # "ame"
@@ -58,7 +60,7 @@ def load(package: str) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def apply(conn: asyncpg.Connection, service: str, migrations: list[Migration]) -> list[Migration]:
+async def apply(conn: Connection, service: str, migrations: list[Migration]) -> list[Migration]:
     """Apply the migrations not yet applied, each in its own transaction; returns those applied now."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
@@ -84,7 +86,7 @@ async def apply(conn: asyncpg.Connection, service: str, migrations: list[Migrati
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-async def check(conn: asyncpg.Connection, service: str, migrations: list[Migration]) -> None:
+async def check(conn: Connection, service: str, migrations: list[Migration]) -> None:
     """Raise SchemaError unless exactly the shipped migrations are applied."""
     exists = await conn.fetchval("SELECT to_regclass('ame_schema_migrations') IS NOT NULL")
     applied = await _applied(conn, service) if exists else {}
@@ -96,7 +98,7 @@ async def check(conn: asyncpg.Connection, service: str, migrations: list[Migrati
         )
 
 
-async def _applied(conn: asyncpg.Connection, service: str) -> dict[str, str]:
+async def _applied(conn: Connection, service: str) -> dict[str, str]:
     rows = await conn.fetch("SELECT version, checksum FROM ame_schema_migrations WHERE service = $1", service)
     return {row["version"]: row["checksum"] for row in rows}
 

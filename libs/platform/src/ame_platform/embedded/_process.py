@@ -115,9 +115,7 @@ async def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
     return True
 
 
-async def stop_process(
-    process: subprocess.Popen[bytes], *, graceful_signal: signal.Signals, timeout: float
-) -> None:
+async def stop_process(process: subprocess.Popen[bytes], *, graceful_signal: signal.Signals, timeout: float) -> None:
     """Send `graceful_signal` to the process group, wait `timeout`, then SIGKILL what is left."""
     pgid = process.pid
     if process.poll() is None:

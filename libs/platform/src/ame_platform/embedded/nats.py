@@ -136,9 +136,7 @@ class EmbeddedNats:
         except BaseException as exc:
             await self._terminate()
             if isinstance(exc, EmbeddedServerError):
-                raise EmbeddedServerError(
-                    f"{exc}\n--- nats-server log ---\n{self._tail(log_offset)}"
-                ) from None
+                raise EmbeddedServerError(f"{exc}\n--- nats-server log ---\n{self._tail(log_offset)}") from None
             raise
 
     async def stop(self) -> None:

@@ -131,9 +131,7 @@ class EmbeddedPostgres:
             if not self._port_fixed and (self._port is None or attempt > 1):
                 self._port = free_tcp_port(self.host)
             if self._socket_dir is not None:
-                await asyncio.to_thread(
-                    _clear_stale_lock, self._socket_dir / f".s.PGSQL.{self.port}.lock", self.pgdata
-                )
+                await asyncio.to_thread(_clear_stale_lock, self._socket_dir / f".s.PGSQL.{self.port}.lock", self.pgdata)
             try:
                 await self._start_once(run_as)
                 return

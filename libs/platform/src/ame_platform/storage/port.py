@@ -18,7 +18,7 @@ class StorageError(Exception):
     """Base class for object-store errors."""
 
 
-class ObjectNotFound(StorageError, KeyError):  # noqa: N818 - the project's NotFound naming
+class ObjectNotFound(StorageError, KeyError):
     """No object is stored under the key."""
 
     def __init__(self, key: str) -> None:

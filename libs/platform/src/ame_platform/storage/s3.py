@@ -75,9 +75,7 @@ class S3ObjectStore:
         region = self._client.meta.region_name
         # us-east-1 is the one region that rejects an explicit LocationConstraint.
         location = (
-            {}
-            if region in (None, "us-east-1")
-            else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         )
         try:
             await self._client.create_bucket(Bucket=self.bucket, **location)
@@ -91,9 +89,7 @@ class S3ObjectStore:
         await self._client.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, **extra)
 
     async def put_file(self, key: str, path: Path) -> None:
-        await self._client.upload_file(
-            str(path), self.bucket, validate_key(key), Config=self._transfer_config
-        )
+        await self._client.upload_file(str(path), self.bucket, validate_key(key), Config=self._transfer_config)
 
     async def get_bytes(self, key: str) -> bytes:
         try:

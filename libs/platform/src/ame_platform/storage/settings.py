@@ -18,9 +18,7 @@ class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AME_STORAGE_", extra="forbid")
 
     backend: Literal["local", "s3"] = Field("local", description="Which object store to use.")
-    local_root: Path = Field(
-        Path(".ame/objects"), description="Directory holding the objects when backend is 'local'."
-    )
+    local_root: Path = Field(Path(".ame/objects"), description="Directory holding the objects when backend is 'local'.")
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint (MinIO, Ceph, ...); unset means AWS for the region."
     )
@@ -33,8 +31,7 @@ class StorageSettings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(None, description="Secret key paired with the access key.")
     s3_create_bucket: bool = Field(
         False,
-        description="Create the bucket at start if it is missing (dev and tests; production buckets are "
-        "provisioned).",
+        description="Create the bucket at start if it is missing (dev and tests; production buckets are provisioned).",
     )
     s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", description="Bucket addressing; most self-hosted S3 servers need 'path'."

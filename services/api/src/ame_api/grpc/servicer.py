@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from grpc.aio import ServicerContext
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
+
+_Context = ServicerContext[object, object]
 from ame_api import convert
 from ame_api.follow import LogFollower
 from ame_api.runs import NotFound, RunService
@@ -18,7 +21,7 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
         self._follower = follower
 
     async def SubmitRun(  # noqa: N802 - gRPC method names are fixed by the proto
-        self, request: ame_service_pb2.SubmitRunRequest, context: grpc.aio.ServicerContext
+        self, request: ame_service_pb2.SubmitRunRequest, context: _Context
     ) -> ame_service_pb2.SubmitRunResponse:
         try:
             spec, trigger = convert.submit_request(request)
@@ -33,7 +36,7 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
         return ame_service_pb2.SubmitRunResponse(run=convert.run_to_pb(run))
 
     async def GetRun(  # noqa: N802
-        self, request: ame_service_pb2.GetRunRequest, context: grpc.aio.ServicerContext
+        self, request: ame_service_pb2.GetRunRequest, context: _Context
     ) -> ame_service_pb2.GetRunResponse:
         try:
             run = await self._runs.get(request.run_id)
@@ -42,7 +45,7 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
         return ame_service_pb2.GetRunResponse(run=convert.run_to_pb(run))
 
     async def ListRuns(  # noqa: N802
-        self, request: ame_service_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
+        self, request: ame_service_pb2.ListRunsRequest, context: _Context
     ) -> ame_service_pb2.ListRunsResponse:
         if request.page_size < 0 or request.page_size > 1000:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be between 0 and 1000")
@@ -62,7 +65,7 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
         )
 
     async def CancelRun(  # noqa: N802
-        self, request: ame_service_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
+        self, request: ame_service_pb2.CancelRunRequest, context: _Context
     ) -> ame_service_pb2.CancelRunResponse:
         try:
             run = await self._runs.cancel(request.run_id, request.reason)
@@ -71,7 +74,7 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
         return ame_service_pb2.CancelRunResponse(run=convert.run_to_pb(run))
 
     async def FollowLogs(  # noqa: N802
-        self, request: ame_service_pb2.FollowLogsRequest, context: grpc.aio.ServicerContext
+        self, request: ame_service_pb2.FollowLogsRequest, context: _Context
     ) -> AsyncIterator[ame_service_pb2.FollowLogsResponse]:
         try:
             await self._runs.get(request.run_id)

@@ -9,6 +9,8 @@ from datetime import datetime
 
 import asyncpg
 
+from ame_platform.db import Connection
+
 from ame.domain import TERMINAL_STATES, Run, RunSpec, RunState, TriggerKind
 
 
@@ -75,7 +77,7 @@ def _row_to_run(row: asyncpg.Record) -> Run:
 
 
 async def create_run(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     run_id: str,
     organisation: str,
@@ -110,7 +112,7 @@ def _parse_id(run_id: str) -> uuid.UUID | None:
         return None
 
 
-async def find_run(conn: asyncpg.Connection, run_id: str) -> Run | None:
+async def find_run(conn: Connection, run_id: str) -> Run | None:
     parsed = _parse_id(run_id)
     if parsed is None:
         return None
@@ -118,7 +120,7 @@ async def find_run(conn: asyncpg.Connection, run_id: str) -> Run | None:
     return _row_to_run(row) if row is not None else None
 
 
-async def get_run(conn: asyncpg.Connection, run_id: str) -> Run:
+async def get_run(conn: Connection, run_id: str) -> Run:
     run = await find_run(conn, run_id)
     if run is None:
         raise NotFound(f"run {run_id!r} not found")
@@ -126,7 +128,7 @@ async def get_run(conn: asyncpg.Connection, run_id: str) -> Run:
 
 
 async def list_runs(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     organisation: str,
     project: str | None,
@@ -148,7 +150,7 @@ async def list_runs(
 
 
 async def apply_state(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     run_id: str,
     attempt: int,
@@ -176,9 +178,7 @@ async def apply_state(
     return _row_to_run(row) if row is not None else None
 
 
-async def add_outbox(
-    conn: asyncpg.Connection, *, msg_id: str, subject: str, payload: bytes, headers: dict[str, str]
-) -> int:
+async def add_outbox(conn: Connection, *, msg_id: str, subject: str, payload: bytes, headers: dict[str, str]) -> int:
     value = await conn.fetchval(
         "INSERT INTO outbox (msg_id, subject, payload, headers) VALUES ($1, $2, $3, $4) RETURNING id",
         msg_id,
@@ -189,11 +189,11 @@ async def add_outbox(
     return int(value)
 
 
-async def delete_outbox(conn: asyncpg.Connection, outbox_id: int) -> None:
+async def delete_outbox(conn: Connection, outbox_id: int) -> None:
     await conn.execute("DELETE FROM outbox WHERE id = $1", outbox_id)
 
 
-async def claim_outbox(conn: asyncpg.Connection, *, older_than_seconds: float, limit: int) -> list[asyncpg.Record]:
+async def claim_outbox(conn: Connection, *, older_than_seconds: float, limit: int) -> list[asyncpg.Record]:
     """Messages whose fast-path publish did not happen; locked so one relay replica handles each."""
     return await conn.fetch(
         """SELECT id, msg_id, subject, payload, headers FROM outbox

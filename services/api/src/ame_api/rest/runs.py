@@ -42,9 +42,7 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
         page_size: Annotated[int | None, Query(ge=1, le=1000)] = None,
         page_token: str | None = None,
     ) -> RunList:
-        page = await runs.list(
-            project=project, task=task, states=state, page_size=page_size, page_token=page_token
-        )
+        page = await runs.list(project=project, task=task, states=state, page_size=page_size, page_token=page_token)
         return RunList(runs=page.runs, next_page_token=page.next_page_token)
 
     @api.get("/{run_id}", response_model=Run, summary="Get one run")
@@ -62,7 +60,9 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
         "`end` (JSON: state, exit_code, reason) when the run has ended; the stream then closes.",
         response_class=StreamingResponse,
     )
-    async def follow_logs(request: Request, run_id: str, from_seq: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    async def follow_logs(
+        request: Request, run_id: str, from_seq: Annotated[int, Query(ge=0)] = 0
+    ) -> StreamingResponse:
         await runs.get(run_id)  # 404 before the stream starts
 
         async def events() -> AsyncIterator[str]:
@@ -72,7 +72,9 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
                 yield _sse(event)
 
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     return api

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-import asyncio
 
 from ame.domain import RunState
 from ame_launcher.convert import LaunchCommand

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ame_platform.db import Connection
+
 
 @dataclass(frozen=True)
 class ExpiredLease:
@@ -19,7 +21,7 @@ class ExpiredLease:
 
 
 async def claim_lease(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     run_id: str,
     attempt: int,
@@ -46,7 +48,7 @@ async def claim_lease(
     return row is not None
 
 
-async def finish_lease(conn: asyncpg.Connection, *, run_id: str, attempt: int, final_state: str) -> None:
+async def finish_lease(conn: Connection, *, run_id: str, attempt: int, final_state: str) -> None:
     await conn.execute(
         """UPDATE leases SET state = 'finished', finished_at = now(), final_state = $3
            WHERE run_id = $1 AND attempt = $2""",
@@ -56,7 +58,7 @@ async def finish_lease(conn: asyncpg.Connection, *, run_id: str, attempt: int, f
     )
 
 
-async def update_heartbeats(conn: asyncpg.Connection, *, launcher_id: str, ttl_seconds: float) -> int:
+async def update_heartbeats(conn: Connection, *, launcher_id: str, ttl_seconds: float) -> int:
     """Extend every active lease this launcher holds, in one statement."""
     status = await conn.execute(
         """UPDATE leases SET heartbeat_at = now(), expires_at = now() + make_interval(secs => $2)
@@ -67,7 +69,7 @@ async def update_heartbeats(conn: asyncpg.Connection, *, launcher_id: str, ttl_s
     return int(status.split()[-1])
 
 
-async def claim_expired_leases(conn: asyncpg.Connection, *, limit: int) -> list[ExpiredLease]:
+async def claim_expired_leases(conn: Connection, *, limit: int) -> list[ExpiredLease]:
     """Active leases whose holder stopped heartbeating; locked so one reconciler handles each."""
     rows = await conn.fetch(
         """SELECT run_id, attempt, launcher_id, backend, project, task FROM leases

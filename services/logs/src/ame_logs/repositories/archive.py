@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ame_platform.db import Connection
+
 
 @dataclass(frozen=True)
 class ArchivedEnd:
@@ -17,7 +19,7 @@ class ArchivedEnd:
 
 
 async def create_chunk(
-    conn: asyncpg.Connection, *, run_id: str, attempt: int, first_seq: int, last_seq: int, payload: bytes
+    conn: Connection, *, run_id: str, attempt: int, first_seq: int, last_seq: int, payload: bytes
 ) -> None:
     await conn.execute(
         """INSERT INTO log_chunks (run_id, attempt, first_seq, last_seq, payload) VALUES ($1, $2, $3, $4, $5)
@@ -31,7 +33,7 @@ async def create_chunk(
 
 
 async def create_end(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     run_id: str,
     attempt: int,
@@ -52,7 +54,7 @@ async def create_end(
     )
 
 
-async def find_latest_attempt(conn: asyncpg.Connection, run_id: str) -> int | None:
+async def find_latest_attempt(conn: Connection, run_id: str) -> int | None:
     value = await conn.fetchval(
         """SELECT max(attempt) FROM (
                SELECT attempt FROM log_chunks WHERE run_id = $1
@@ -62,9 +64,7 @@ async def find_latest_attempt(conn: asyncpg.Connection, run_id: str) -> int | No
     return int(value) if value is not None else None
 
 
-async def list_chunks(
-    conn: asyncpg.Connection, *, run_id: str, attempt: int, from_seq: int, limit: int
-) -> list[bytes]:
+async def list_chunks(conn: Connection, *, run_id: str, attempt: int, from_seq: int, limit: int) -> list[bytes]:
     """Payloads of the chunks holding lines >= from_seq, in order, at most `limit` chunks."""
     rows = await conn.fetch(
         """SELECT payload FROM log_chunks WHERE run_id = $1 AND attempt = $2 AND last_seq >= $3
@@ -77,7 +77,7 @@ async def list_chunks(
     return [bytes(r["payload"]) for r in rows]
 
 
-async def find_end(conn: asyncpg.Connection, *, run_id: str, attempt: int) -> ArchivedEnd | None:
+async def find_end(conn: Connection, *, run_id: str, attempt: int) -> ArchivedEnd | None:
     row = await conn.fetchrow(
         "SELECT state, exit_code, reason, total_lines FROM log_ends WHERE run_id = $1 AND attempt = $2",
         uuid.UUID(run_id),

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from ame_platform.db import Connection
+
 from ame.domain import RunSpec
 
 
@@ -21,7 +23,7 @@ class DueSchedule:
 
 
 async def create_schedule(
-    conn: asyncpg.Connection, *, organisation: str, spec: RunSpec, cron: str, next_fire_at: datetime
+    conn: Connection, *, organisation: str, spec: RunSpec, cron: str, next_fire_at: datetime
 ) -> str:
     schedule_id = uuid.uuid4()
     await conn.execute(
@@ -38,7 +40,7 @@ async def create_schedule(
     return str(schedule_id)
 
 
-async def claim_due_schedules(conn: asyncpg.Connection, *, now: datetime, limit: int) -> list[DueSchedule]:
+async def claim_due_schedules(conn: Connection, *, now: datetime, limit: int) -> list[DueSchedule]:
     """Enabled schedules with a slot due; locked so each is handled by one replica at a time."""
     rows = await conn.fetch(
         """SELECT id, organisation_id, cron, spec, next_fire_at FROM schedules
@@ -47,13 +49,18 @@ async def claim_due_schedules(conn: asyncpg.Connection, *, now: datetime, limit:
         limit,
     )
     return [
-        DueSchedule(str(r["id"]), r["organisation_id"], r["cron"], RunSpec.model_validate_json(r["spec"]),
-                    r["next_fire_at"])
+        DueSchedule(
+            str(r["id"]),
+            r["organisation_id"],
+            r["cron"],
+            RunSpec.model_validate_json(r["spec"]),
+            r["next_fire_at"],
+        )
         for r in rows
     ]
 
 
-async def create_fire(conn: asyncpg.Connection, *, schedule_id: str, slot: datetime, missed: bool) -> bool:
+async def create_fire(conn: Connection, *, schedule_id: str, slot: datetime, missed: bool) -> bool:
     """True if this slot was not recorded before (the unique key is the guard against double fires)."""
     value = await conn.fetchval(
         """INSERT INTO schedule_fires (schedule_id, slot, missed) VALUES ($1, $2, $3)
@@ -65,7 +72,7 @@ async def create_fire(conn: asyncpg.Connection, *, schedule_id: str, slot: datet
     return value is not None
 
 
-async def update_next_fire(conn: asyncpg.Connection, *, schedule_id: str, next_fire_at: datetime) -> None:
+async def update_next_fire(conn: Connection, *, schedule_id: str, next_fire_at: datetime) -> None:
     await conn.execute(
         "UPDATE schedules SET next_fire_at = $2, updated_at = now() WHERE id = $1",
         uuid.UUID(schedule_id),
