@@ -64,7 +64,7 @@ def generate(tasks: int, templates: int = 20) -> str:
             "      memory: 4Gi",
             "      storage: 30G",
             "    environment:",
-            f"      - key: TASK_INDEX",
+            "      - key: TASK_INDEX",
             f"        val: '{index}'",
             "    artifacts:",
             "      paths: [models, metrics]",
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
 
-    from ame.spec import load_project, resolve_task  # noqa: PLC0415
+    from ame.spec import load_project, resolve_task
 
     with tempfile.TemporaryDirectory() as directory:
         project_dir = Path(directory)

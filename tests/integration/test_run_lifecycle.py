@@ -170,15 +170,16 @@ async def test_environment_is_injected_and_launcher_settings_do_not_leak(client:
 
 async def test_cancel_stops_a_running_run(client: Grpc, stack: Stack) -> None:
     run = await client.submit(py("import time; print('started', flush=True); time.sleep(60)"))
-    follow = asyncio.create_task(client.follow(run.id))
-    await wait_until(lambda: _state(client, run.id, run_pb2.RUN_STATE_RUNNING), message="running")
+    call = client.stub.FollowLogs(ame_service_pb2.FollowLogsRequest(run_id=run.id))
+    events = call.__aiter__()
+    first = await asyncio.wait_for(events.__anext__(), timeout=20)
+    assert first.line.text == "started"
     response = await client.stub.CancelRun(ame_service_pb2.CancelRunRequest(run_id=run.id, reason="enough"))
     assert response.run.id == run.id
-    followed = await asyncio.wait_for(follow, timeout=20)
-    assert followed.texts == ["started"]
-    assert followed.end is not None
-    assert followed.end.end.state == run_pb2.RUN_STATE_CANCELLED
-    assert followed.end.end.reason == "enough"
+    rest = [event async for event in events]
+    assert [e.HasField("end") for e in rest] == [True]
+    assert rest[0].end.state == run_pb2.RUN_STATE_CANCELLED
+    assert rest[0].end.reason == "enough"
     await wait_until(lambda: _state(client, run.id, run_pb2.RUN_STATE_CANCELLED), message="cancelled")
     assert all(launcher.active_runs == 0 for launcher in stack.launchers)
 

@@ -154,10 +154,7 @@ async def test_a_handled_message_is_acked_and_leaves_the_work_queue(
     consumer = await _start(js, _work(names), handler, supervisor)
     await _publish_work(js, names, b"job-1", "job-1")
     await wait_until(lambda: seen == [b"job-1"], message="the handler to run")
-    await wait_until(
-        lambda: _stream_messages(js, names.commands_stream).__await__ and _no_messages(js, names.commands_stream),
-        message="the acked message to leave the work queue",
-    )
+    await wait_until(lambda: _no_messages(js, names.commands_stream), message="the acked message to leave the queue")
     info = await js.consumer_info(names.commands_stream, DURABLE)
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
     await consumer.drain()
@@ -274,7 +271,8 @@ async def test_drain_waits_for_handlers_in_flight_and_their_acks(
     gate.set()
     await asyncio.wait_for(drain, timeout=10)
     assert finished == [b"slow"]
-    # The handler's ack went out before drain returned: nothing is left to redeliver.
+    # The handler acked before drain returned: the server settles it and nothing is redelivered.
+    await wait_until(lambda: _no_messages(js, names.commands_stream), message="the ack to reach the server")
     info = await js.consumer_info(names.commands_stream, DURABLE)
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
 

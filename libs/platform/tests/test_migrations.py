@@ -62,7 +62,7 @@ async def conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
-def test_load_orders_by_version_and_ignores_other_files(package: Package) -> None:
+async def test_load_orders_by_version_and_ignores_other_files(package: Package) -> None:
     loaded = package.load()
     assert [(m.version, m.name) for m in loaded] == [
         ("20260101000000", "create_widgets"),
@@ -71,7 +71,7 @@ def test_load_orders_by_version_and_ignores_other_files(package: Package) -> Non
     assert loaded[0].sql == FIRST_SQL
 
 
-def test_load_refuses_a_badly_named_sql_file(package: Package) -> None:
+async def test_load_refuses_a_badly_named_sql_file(package: Package) -> None:
     package.write("2026_oops.sql", "SELECT 1;")
     with pytest.raises(SchemaError, match="2026_oops.sql"):
         package.load()

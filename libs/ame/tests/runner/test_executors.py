@@ -100,7 +100,7 @@ async def test_pip_builds_once_and_rebuilds_on_change(ame_home: AmeHome, make_pr
         {"requirements.txt": "six\n"},
     )
     output, _, built = await _run(ame_home, project, "show")
-    version, prefix = output.of(None)[0].split()
+    _, prefix = output.of(None)[0].split()
     assert built
     assert prefix.startswith(str(ame_home.environments))
     _, _, built_again = await _run(ame_home, project, "show")

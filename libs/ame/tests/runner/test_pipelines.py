@@ -19,7 +19,9 @@ tasks:
           command: echo prepared > prepared.txt
       - - name: left
           executor: !custom
-            command: 'test -e prepared.txt && touch left.up && for i in $(seq 100); do [ -e right.up ] && exit 0; sleep 0.05; done; exit 1'
+            command: >-
+              test -e prepared.txt && touch left.up &&
+              for i in $(seq 100); do [ -e right.up ] && exit 0; sleep 0.05; done; exit 1
         - name: right
           executor: !custom
             command: 'touch right.up && for i in $(seq 100); do [ -e left.up ] && exit 0; sleep 0.05; done; exit 1'

@@ -240,7 +240,7 @@ def test_both_file_names_are_found(tmp_path: Path, name: str) -> None:
 
 
 def test_no_project_file(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="no ame.yml or ame.yaml"):
+    with pytest.raises(SpecError, match=r"no ame\.yml or ame\.yaml"):
         find_project_file(tmp_path)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ame.spec import SpecError, load_project_text, resolve_task
+from ame.spec import Problem, SpecError, load_project_text, resolve_task
 
 _KEYS = [
     "project",
@@ -81,10 +82,8 @@ _trees = st.recursive(
     lambda children: st.one_of(
         st.lists(children, max_size=4),
         st.dictionaries(st.sampled_from(_KEYS), children, max_size=5),
-        st.tuples(st.sampled_from(_TAGS), st.dictionaries(st.sampled_from(_KEYS), children, max_size=4)).map(
-            lambda tagged: (
-                f"{tagged[0]}{{{', '.join(f'{k}: {v!s}' for k, v in tagged[1].items() if not isinstance(v, list | dict))}}}"
-            )
+        st.tuples(st.sampled_from(_TAGS), st.dictionaries(st.sampled_from(_KEYS), _scalars, max_size=4)).map(
+            lambda tagged: tagged[0] + "{" + ", ".join(f"{k}: {v}" for k, v in tagged[1].items()) + "}"
         ),
     ),
     max_leaves=30,
@@ -92,19 +91,17 @@ _trees = st.recursive(
 
 
 def _check(text: str) -> None:
+    """Load and resolve; any exception other than SpecError fails the test by propagating."""
+    problems: list[Problem] = []
     try:
         project = load_project_text(text)
+        for name in project.task_names():
+            with contextlib.suppress(SpecError):
+                resolve_task(project, name)
     except SpecError as error:
-        assert error.problems
-        for problem in error.problems:
-            assert problem.message
-            assert problem.line is None or problem.line >= 1
-        return
-    for name in project.task_names():
-        try:
-            resolve_task(project, name)
-        except SpecError:
-            pass
+        problems = error.problems
+        assert problems, "a SpecError always carries problems"
+    assert all(problem.message and (problem.line is None or problem.line >= 1) for problem in problems)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

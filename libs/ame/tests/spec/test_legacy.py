@@ -32,7 +32,8 @@ tasks:
     assert [(ref.project, ref.name) for ref in task.data_sets] == [(None, "mnist"), ("otherproject", "images")]
     assert task.artifacts.save_changed_files is True
     data_set_task = project.data_sets[0].task
-    assert data_set_task is not None and data_set_task.task_ref is not None
+    assert data_set_task is not None
+    assert data_set_task.task_ref is not None
     assert data_set_task.task_ref.name == "fetch"
 
 
@@ -40,7 +41,8 @@ def test_old_pipeline_steps_with_taskname() -> None:
     text = "tasks:\n  - name: p\n    pipeline:\n      - taskname: a\n        runcommand: ./a\n"
     step = resolve_task(load_project_text(text), "p").pipeline[0][0]
     assert step.name == "a"
-    assert step.executor is not None and step.executor.command == "./a"
+    assert step.executor is not None
+    assert step.executor.command == "./a"
 
 
 def test_environment_as_a_plain_mapping() -> None:

@@ -35,7 +35,8 @@ tasks:
 
 def test_task_fields_override_or_merge_with_the_template() -> None:
     task = resolve_task(load_project_text(TEMPLATED), "child")
-    assert task.executor is not None and (task.executor.kind, task.executor.python_version) == ("poetry", "3.11")
+    assert task.executor is not None
+    assert (task.executor.kind, task.executor.python_version) == ("poetry", "3.11")
     assert (task.resources.cpu_millis, task.resources.memory_bytes, task.resources.gpus) == (2000, 8 * 2**30, 1)
     assert task.environment == [
         EnvVar(key="MODE", val="child"),
@@ -65,7 +66,8 @@ tasks:
 """
     task = resolve_task(load_project_text(text), "t")
     assert task.resources.gpus == 2
-    assert task.executor is not None and task.executor.command == "./run.sh"
+    assert task.executor is not None
+    assert task.executor.command == "./run.sh"
 
 
 PIPELINE = """
@@ -122,10 +124,12 @@ def test_view_prints_tags_and_canonical_quantities() -> None:
 
 def test_mlflow_without_a_command_runs_the_mlproject() -> None:
     task = resolve_task(load_project_text("tasks:\n  - name: m\n    executor: !mlflow\n"), "m")
-    assert task.executor is not None and task.executor.command == "mlflow run ."
+    assert task.executor is not None
+    assert task.executor.command == "mlflow run ."
 
 
 def test_python_version_keeps_the_text_as_written() -> None:
     text = "tasks:\n  - name: t\n    executor: !pip\n      pythonVersion: 3.10\n      command: x\n"
     task = resolve_task(load_project_text(text), "t")
-    assert task.executor is not None and task.executor.python_version == "3.10"
+    assert task.executor is not None
+    assert task.executor.python_version == "3.10"

@@ -111,7 +111,8 @@ def test_template_in_the_same_project_supplies_resources_and_secrets() -> None:
     assert task.resources.gpus == 1
     assert task.resources.memory_bytes == 10**10
     assert [secret.inject_as for secret in task.secrets] == ["MY_BLOB_STORAGE_SECRET", "COMPANY_SECRET"]
-    assert task.executor is not None and task.executor.kind == "poetry"
+    assert task.executor is not None
+    assert task.executor.kind == "poetry"
 
 
 def test_both_projects_of_the_cross_project_example_pasted_in_one_file_is_a_duplicate_key() -> None:
@@ -138,7 +139,8 @@ def test_artifact_examples() -> None:
     paths = resolve_task(load("14_artifacts_paths.yml"), "artifact_task")
     assert paths.artifacts.paths == ["path/to/artifact_dir"]
     assert paths.artifacts.save_changed_files is False
-    assert paths.executor is not None and paths.executor.kind == "pipenv"  # written !pipEnv
+    assert paths.executor is not None
+    assert paths.executor.kind == "pipenv"
     changed = resolve_task(load("15_artifacts_save_changed.yml"), "artifact_task")
     assert changed.artifacts.save_changed_files is True
 
@@ -153,16 +155,19 @@ def test_data_set_reference_to_another_project() -> None:
 def test_model_training_by_task_reference() -> None:
     project = load("17_taskref_model_training.yml")
     training = project.models[0].training
-    assert training is not None and training.task.task_ref is not None
+    assert training is not None
+    assert training.task.task_ref is not None
     assert training.task.task_ref.name == "train_my_model"
     template = project.tasks["train_my_model"].from_template
-    assert template is not None and (template.project, template.name) == ("shared_templates", "xgboost_resources")
+    assert template is not None
+    assert (template.project, template.name) == ("shared_templates", "xgboost_resources")
 
 
 def test_inline_model_training_task() -> None:
     project = load("18_inline_model_training.yml")
     training = project.models[0].training
-    assert training is not None and training.task.name == "train_my_model"
+    assert training is not None
+    assert training.task.name == "train_my_model"
     assert project.tasks == {}
 
 
@@ -170,7 +175,8 @@ def test_task_referencing_a_task_is_resolved_under_its_own_name() -> None:
     project = load("19_taskref_from_task.yml")
     task = resolve_task(project, "other_task", external_templates=lambda project, name: _EMPTY_TEMPLATE)
     assert task.name == "other_task"
-    assert task.executor is not None and task.executor.command == "python train.py"
+    assert task.executor is not None
+    assert task.executor.command == "python train.py"
 
 
 def test_the_docs_placeholder_cron_is_reported_as_an_alias() -> None:
@@ -246,7 +252,8 @@ def test_old_readme_task() -> None:
     project = load_project(FIXTURES / "seed_003" / "00_task.yml")
     assert project.name == "bestproject"
     task = resolve_task(project, "download_data")
-    assert task.executor is not None and (task.executor.kind, task.executor.command) == (
+    assert task.executor is not None
+    assert (task.executor.kind, task.executor.command) == (
         "custom",
         "python downloaddata.py",
     )

@@ -164,10 +164,7 @@ async def run_process(spec: ProcessSpec, sink: OutputSink, *, cancel: asyncio.Ev
         return ProcessOutcome("timed_out", exit_code, started_at, finished_at, reason)
     if returncode == 0:
         return ProcessOutcome("succeeded", 0, started_at, finished_at)
-    if returncode < 0:
-        reason = f"killed by signal {_signal_name(-returncode)}"
-    else:
-        reason = f"exited with code {returncode}"
+    reason = f"killed by signal {_signal_name(-returncode)}" if returncode < 0 else f"exited with code {returncode}"
     return ProcessOutcome("failed", exit_code, started_at, finished_at, reason)
 
 

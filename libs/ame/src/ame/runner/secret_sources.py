@@ -14,9 +14,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "LocalSecretStore",
@@ -125,6 +126,10 @@ class VaultSecretSource:
         if self._namespace:
             headers["X-Vault-Namespace"] = self._namespace
         url = f"{self._address}/v1/{self._mount}/data/{path.strip('/')}"
+        # Imported here: httpx costs a noticeable part of `ame task run -l` start-up, and most
+        # runs have no Vault secret.
+        import httpx
+
         try:
             async with httpx.AsyncClient(transport=self._transport, timeout=10.0) as client:
                 response = await client.get(url, headers=headers)
