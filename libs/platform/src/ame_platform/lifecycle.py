@@ -92,7 +92,8 @@ async def run_components(
             await on_ready
         await supervisor.stop.wait()
     finally:
-        if on_ready is not None and not started:
+        if on_ready is not None:
+            # Not awaited when a start failed (closing a finished coroutine is a no-op): avoids "never awaited".
             on_ready.close()
         await _drain(started, graceful_timeout)
         await supervisor.cancel_all()

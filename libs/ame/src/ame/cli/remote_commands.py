@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from ame.domain import Run, RunSpec
     from ame.sdk import Client
 
-_STATE_EXIT = {"cancelled": 130, "timed_out": 124}
+# Exit codes of runs that did not end on their own, as shells and `timeout(1)` report them.
+_STATE_EXIT = {"cancelled": 130, "timed_out": 124, "lost": 1}
 
 
 def _client(target: str | None) -> Client:
@@ -41,7 +42,7 @@ def follow(client: Client, run_id: str, *, from_seq: int = 0, quiet_end: bool = 
                 sys.stderr.write(prefix + event.text + "\n")
                 sys.stderr.flush()
         elif isinstance(event, LogEnd):
-            code = event.exit_code if event.exit_code is not None else _STATE_EXIT.get(event.state.value, 1)
+            code = _STATE_EXIT.get(event.state.value, event.exit_code if event.exit_code is not None else 1)
             if not quiet_end and (event.state.value != "succeeded" or event.reason):
                 detail = f" ({event.reason})" if event.reason else ""
                 click.echo(f"ame: run {run_id} {event.state.value}{detail}", err=True)

@@ -139,6 +139,9 @@ def _pythons_on_path(env: Mapping[str, str]) -> list[Path]:
         if not directory or not Path(directory).is_dir():
             continue
         for path in sorted(Path(directory).glob("python3.*")):
+            # pyenv shims are covered by listing pyenv's versions directory, and each costs a bash start.
+            if "shims" in path.parts:
+                continue
             if re.fullmatch(r"python3\.\d+", path.name) and path not in found:
                 found.append(path)
     return found

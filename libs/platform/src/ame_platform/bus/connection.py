@@ -19,7 +19,8 @@ async def connect(settings: NatsSettings, name: str) -> Client:
         log.warning("nats: %s", exc)
 
     async def _disconnected() -> None:
-        log.warning("nats: disconnected")
+        # Also called on every clean close; reconnect failures are reported through the error callback.
+        log.info("nats: disconnected")
 
     async def _reconnected() -> None:
         log.info("nats: reconnected")

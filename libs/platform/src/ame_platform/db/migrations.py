@@ -13,8 +13,6 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
-
 from ame_platform.db import Connection
 
 _FILE = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")

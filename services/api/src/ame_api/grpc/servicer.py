@@ -8,11 +8,11 @@ import grpc
 from grpc.aio import ServicerContext
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
-
-_Context = ServicerContext[object, object]
 from ame_api import convert
 from ame_api.follow import LogFollower
 from ame_api.runs import NotFound, RunService
+
+_Context = ServicerContext[object, object]
 
 
 class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):

@@ -9,9 +9,8 @@ from datetime import datetime
 
 import asyncpg
 
-from ame_platform.db import Connection
-
 from ame.domain import TERMINAL_STATES, Run, RunSpec, RunState, TriggerKind
+from ame_platform.db import Connection
 
 
 class NotFound(LookupError):

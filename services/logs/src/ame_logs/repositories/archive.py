@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
-
 from ame_platform.db import Connection
 
 

@@ -6,11 +6,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-from ame_platform.db import Connection
-
 from ame.domain import RunSpec
+from ame_platform.db import Connection
 
 
 @dataclass(frozen=True)

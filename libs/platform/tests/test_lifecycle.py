@@ -1,0 +1,178 @@
+"""The process lifecycle: start in order, drain in reverse within a budget, fail fast when a task dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from ame_platform.lifecycle import (
+    Supervisor,
+    install_signal_handlers,
+    remove_signal_handlers,
+    run_components,
+)
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session")]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+
+class Part:
+    """A component double: records its start and drain, optionally running a supervised loop."""
+
+    def __init__(self, name: str, recorder: Recorder) -> None:
+        self.name = name
+        self.recorder = recorder
+        self.loop_cancelled = False
+        self.loop: asyncio.Task[None] | None = None
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self.recorder.events.append(f"start:{self.name}")
+        self.loop = supervisor.spawn(f"loop:{self.name}", self._loop())
+
+    async def _loop(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.loop_cancelled = True
+            raise
+
+    async def drain(self) -> None:
+        self.recorder.events.append(f"drain:{self.name}")
+
+
+class Crashing(Part):
+    """Its supervised task fails once `crash` is set."""
+
+    def __init__(self, name: str, recorder: Recorder) -> None:
+        super().__init__(name, recorder)
+        self.crash = asyncio.Event()
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self.recorder.events.append(f"start:{self.name}")
+        supervisor.spawn(f"loop:{self.name}", self._die())
+
+    async def _die(self) -> None:
+        await self.crash.wait()
+        raise RuntimeError("the consumer loop died")
+
+
+class Stuck(Part):
+    """Its drain never finishes on its own."""
+
+    def __init__(self, name: str, recorder: Recorder) -> None:
+        super().__init__(name, recorder)
+        self.drain_cancelled = False
+
+    async def drain(self) -> None:
+        self.recorder.events.append(f"drain:{self.name}")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.drain_cancelled = True
+            raise
+
+
+class FailsToStart(Part):
+    async def start(self, supervisor: Supervisor) -> None:
+        raise OSError("port already in use")
+
+
+async def test_drains_in_reverse_start_order_and_exits_zero() -> None:
+    recorder = Recorder()
+    parts = [Part(n, recorder) for n in ("consumer", "relay", "front-door")]
+    supervisor = Supervisor()
+
+    async def ready() -> None:
+        recorder.events.append("ready")
+        supervisor.stop.set()
+
+    code = await asyncio.wait_for(
+        run_components(parts, graceful_timeout=5, supervisor=supervisor, on_ready=ready()), timeout=10
+    )
+    assert code == 0
+    assert recorder.events == [
+        "start:consumer",
+        "start:relay",
+        "start:front-door",
+        "ready",
+        "drain:front-door",
+        "drain:relay",
+        "drain:consumer",
+    ]
+    # Whatever supervised work remained after the drain was cancelled, not left running.
+    assert all(p.loop_cancelled for p in parts)
+    assert supervisor.failure is None
+
+
+async def test_a_dying_task_stops_the_process_with_exit_code_one() -> None:
+    recorder = Recorder()
+    healthy = Part("healthy", recorder)
+    crashing = Crashing("crashing", recorder)
+    supervisor = Supervisor()
+    run = asyncio.create_task(run_components([healthy, crashing], graceful_timeout=5, supervisor=supervisor))
+    await wait_until(lambda: "start:crashing" in recorder.events, message="both components to start")
+    assert not run.done()
+    crashing.crash.set()
+    code = await asyncio.wait_for(run, timeout=10)
+    assert code == 1
+    assert isinstance(supervisor.failure, RuntimeError)
+    assert "died" in str(supervisor.failure)
+    assert recorder.events[-2:] == ["drain:crashing", "drain:healthy"]
+    assert healthy.loop_cancelled
+
+
+async def test_a_drain_over_budget_is_cancelled_and_run_components_still_returns() -> None:
+    recorder = Recorder()
+    stuck = Stuck("stuck", recorder)
+    polite = Part("polite", recorder)
+    supervisor = Supervisor()
+
+    async def ready() -> None:
+        supervisor.stop.set()
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    code = await asyncio.wait_for(
+        run_components([polite, stuck], graceful_timeout=0.3, supervisor=supervisor, on_ready=ready()),
+        timeout=10,
+    )
+    elapsed = loop.time() - started
+    assert code == 0
+    assert stuck.drain_cancelled
+    assert "drain:polite" in recorder.events
+    assert 0.3 <= elapsed < 5
+
+
+async def test_a_component_failing_to_start_drains_those_already_started() -> None:
+    recorder = Recorder()
+    first = Part("first", recorder)
+    broken = FailsToStart("broken", recorder)
+    never = Part("never", recorder)
+    supervisor = Supervisor()
+
+    async def ready() -> None:
+        recorder.events.append("ready")
+
+    with pytest.raises(OSError, match="port already in use"):
+        await run_components([first, broken, never], graceful_timeout=5, supervisor=supervisor, on_ready=ready())
+    assert recorder.events == ["start:first", "drain:first"]
+    assert first.loop_cancelled
+
+
+async def test_sigterm_sets_the_stop_flag() -> None:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), timeout=5)
+    finally:
+        remove_signal_handlers()
+    assert stop.is_set()
