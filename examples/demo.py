@@ -55,7 +55,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], dict[str, str]]:
 
 def main() -> int:
     HOME.mkdir(exist_ok=True)
-    server, info = start_server()
+    server, _ = start_server()
     try:
         ame("runs", "submit", "--project", "demo", "--task", "hello", "--", PY, "-c", "\"print('hello from AME')\"")
         ame(

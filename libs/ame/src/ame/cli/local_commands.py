@@ -197,7 +197,7 @@ def _report(result: RunResult, task: ResolvedTask) -> None:
     if task.pipeline:
         click.echo(format_summary(result), err=True)
     elif result.state != "succeeded":
-        detail = f" ({result.reason})" if result.reason else ""
+        detail = f" ({result.reason})" if result.reason and result.reason != result.state else ""
         click.echo(f"ame: run {result.run_id} {result.state}{detail}", err=True)
     if result.artifacts:
         click.echo(f"ame: artifacts: ame artifacts list {result.run_id}", err=True)
