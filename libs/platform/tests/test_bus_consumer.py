@@ -79,14 +79,10 @@ async def supervisor() -> AsyncIterator[RecordingSupervisor]:
 
 def _work(names: BusNames, **overrides: Any) -> ConsumerSpec:
     options: dict[str, Any] = {"concurrency": 4, "redeliver_delay": 0.05, **overrides}
-    return ConsumerSpec(
-        stream=names.commands_stream, durable=DURABLE, filter_subject=names.run_launch, **options
-    )
+    return ConsumerSpec(stream=names.commands_stream, durable=DURABLE, filter_subject=names.run_launch, **options)
 
 
-async def _start(
-    js: JetStreamContext, spec: ConsumerSpec, handler: Handler, supervisor: Supervisor
-) -> PullConsumer:
+async def _start(js: JetStreamContext, spec: ConsumerSpec, handler: Handler, supervisor: Supervisor) -> PullConsumer:
     consumer = PullConsumer(js, spec, handler, name="test")
     await consumer.start(supervisor)
     return consumer
@@ -181,7 +177,7 @@ async def test_poison_is_terminated_not_redelivered(
 
     async def settled() -> bool:
         info = await js.consumer_info(names.commands_stream, DURABLE)
-        return info.num_ack_pending == 0 and info.num_pending == 0
+        return bool(info.num_ack_pending == 0 and info.num_pending == 0)
 
     await wait_until(settled, message="the poison message to be settled")
     # Later work flows past it, and it never comes back.

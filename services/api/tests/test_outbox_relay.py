@@ -39,9 +39,7 @@ async def _add(stack: Stack, subject: str, payload: bytes, headers: dict[str, st
         outbox_id = await runs_repo.add_outbox(
             conn, msg_id=headers.get(MSG_ID, ""), subject=subject, payload=payload, headers=headers
         )
-        await conn.execute(
-            f"UPDATE outbox SET created_at = now() - interval '{AGE}' WHERE id = $1", outbox_id
-        )
+        await conn.execute(f"UPDATE outbox SET created_at = now() - interval '{AGE}' WHERE id = $1", outbox_id)
     return outbox_id
 
 
@@ -54,7 +52,7 @@ async def _messages_on(stack: Stack, subject: str) -> list[Msg]:
     """Every message stored on `subject`, read with a JetStream consumer of its own."""
     sub = await stack.runtime.js.pull_subscribe(subject, stream=stack.runtime.names.events_stream)
     try:
-        pending = (await sub.consumer_info()).num_pending
+        pending = (await sub.consumer_info()).num_pending or 0
         messages: list[Msg] = []
         while len(messages) < pending:
             messages += await sub.fetch(batch=pending - len(messages), timeout=5)

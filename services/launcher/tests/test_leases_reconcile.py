@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -44,9 +44,7 @@ async def _create_run(stack: Stack, task: str) -> str:
     return run_id
 
 
-async def _insert_lease(
-    stack: Stack, run_id: str, task: str, *, launcher_id: str, expires_in: timedelta
-) -> None:
+async def _insert_lease(stack: Stack, run_id: str, task: str, *, launcher_id: str, expires_in: timedelta) -> None:
     async with stack.runtime.pool.acquire() as conn:
         await conn.execute(
             """INSERT INTO leases (run_id, attempt, launcher_id, backend, project, task, expires_at)
@@ -101,9 +99,7 @@ async def test_an_expired_lease_is_reported_lost_and_finished(stack: Stack) -> N
     assert await _state(stack, healthy) == RunState.QUEUED
 
 
-async def test_a_redelivered_launch_command_is_not_executed_twice(
-    stack: Stack, client: Grpc, tmp_path: Path
-) -> None:
+async def test_a_redelivered_launch_command_is_not_executed_twice(stack: Stack, client: Grpc, tmp_path: Path) -> None:
     marker = tmp_path / "executions.txt"
     release = tmp_path / "release"
     code = (

@@ -123,7 +123,7 @@ async def test_a_redelivered_fire_event_does_not_start_a_second_run(stack: Stack
 
     async def consumed() -> bool:
         info = await stack.runtime.js.consumer_info(stack.runtime.names.events_stream, API_TRIGGERS)
-        return info.delivered.stream_seq >= ack.seq and info.num_ack_pending == 0
+        return bool(info.delivered.stream_seq >= ack.seq and info.num_ack_pending == 0)
 
     await wait_until(consumed, message="the api to process the replayed event")
     assert [key for key, _, _ in await _runs(stack, "dedupe")] == [_key(schedule_id, base)]

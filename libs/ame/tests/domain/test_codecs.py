@@ -222,7 +222,7 @@ def test_bad_state_events_are_decode_errors(data: bytes, fragment: str) -> None:
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr", "system"])
 def test_log_line_round_trip(stream: str) -> None:
-    line = LogLine(seq=41, stream=stream, text="épique ✓ \t tab", at=_AT)  # type: ignore[arg-type]
+    line = LogLine(seq=41, stream=stream, text="épique ✓ \t tab", at=_AT)
     data = codecs.log_line_to_pb(line).SerializeToString()
     assert codecs.log_line_from_pb(log_pb2.LogLine.FromString(data)) == line
 
@@ -233,7 +233,7 @@ def test_log_line_round_trip(stream: str) -> None:
     text=st.text(),
 )
 def test_log_line_round_trip_any_text(seq: int, stream: str, text: str) -> None:
-    line = LogLine(seq=seq, stream=stream, text=text, at=_AT)  # type: ignore[arg-type]
+    line = LogLine(seq=seq, stream=stream, text=text, at=_AT)
     data = codecs.log_line_to_pb(line).SerializeToString()
     assert codecs.log_line_from_pb(log_pb2.LogLine.FromString(data)) == line
 

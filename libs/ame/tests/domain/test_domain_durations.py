@@ -40,7 +40,7 @@ class _Settings(BaseModel):
 )
 def test_accepted_forms(value: object, seconds: float) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
-    assert _Settings(timeout=value).timeout == pytest.approx(seconds)  # type: ignore[arg-type]
+    assert _Settings(timeout=value).timeout == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,6 @@ def test_rejects_non_finite_values(value: object) -> None:
 
 def test_settings_report_a_bad_duration_as_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="10 parsecs"):
-        _Settings(timeout="10 parsecs")  # type: ignore[arg-type]
+        _Settings(timeout="10 parsecs")
     with pytest.raises(ValidationError, match="negative"):
-        _Settings(timeout=-3)  # type: ignore[arg-type]
+        _Settings(timeout=-3)
