@@ -9,9 +9,10 @@ an error, the process stops too and exits non-zero instead of limping on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -113,3 +114,35 @@ async def _drain(components: Sequence[Component], graceful_timeout: float) -> No
     for task in done:
         if task.exception() is not None:
             log.error("%s failed while draining", task.get_name(), exc_info=task.exception())
+
+
+class Periodic:
+    """A component that runs `action` every `interval` seconds until drained.
+
+    A failing pass is logged and the next one runs on schedule: periodic work (relays, tickers, heartbeats,
+    reconcilers) must survive a database or bus blip instead of taking the process down.
+    """
+
+    def __init__(self, name: str, interval: float, action: Callable[[], Awaitable[object]]) -> None:
+        self.name = name
+        self._interval = interval
+        self._action = action
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self._task = supervisor.spawn(self.name, self._loop())
+
+    async def drain(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._action()
+            except Exception:
+                log.warning("%s failed; next pass in %.1fs", self.name, self._interval, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self._interval)

@@ -12,7 +12,7 @@ from ame_api.runs import OutboxRelay, RunService
 from ame_api.settings import ApiSettings
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
 from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
-from ame_platform.lifecycle import Component
+from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
 
 SERVICE = "api"
@@ -24,7 +24,7 @@ class ApiService:
     runs: RunService
     registry: PullConsumer
     triggers: PullConsumer
-    relay: OutboxRelay
+    relay: Periodic
     rest: RestServer
     grpc: GrpcServer
 
@@ -63,7 +63,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         runs=runs,
         registry=registry,
         triggers=triggers,
-        relay=OutboxRelay(runtime, settings),
+        relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         rest=RestServer(create_app(runs, follower), settings.rest_host, settings.rest_port),
         grpc=GrpcServer(AmeServicer(runs, follower), settings.grpc_host, settings.grpc_port),
     )

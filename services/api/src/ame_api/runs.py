@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -18,7 +16,6 @@ from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
 from ame_platform.bus.consumer import Poison
 from ame_platform.bus.publisher import headers_for
-from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -176,31 +173,9 @@ class RunService:
 class OutboxRelay:
     """Publishes outbox messages the submit fast path did not (NATS was down, the process died)."""
 
-    name = "outbox-relay"
-
-    def __init__(self, runtime: Runtime, settings: ApiSettings, interval: float = 1.0) -> None:
+    def __init__(self, runtime: Runtime, settings: ApiSettings) -> None:
         self._rt = runtime
         self._settings = settings
-        self._interval = interval
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self, supervisor: Supervisor) -> None:
-        self._task = supervisor.spawn(self.name, self._loop())
-
-    async def drain(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.relay_once()
-            except Exception:
-                log.warning("outbox relay pass failed", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
 
     async def relay_once(self) -> int:
         sent = 0

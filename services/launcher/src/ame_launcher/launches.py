@@ -11,10 +11,8 @@ process), so no run stays `running` forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -30,12 +28,10 @@ from ame_launcher.settings import LauncherSettings
 from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer
 from ame_platform.bus.publisher import headers_for
 from ame_platform.bus.subjects import LAUNCHER_LAUNCH
-from ame_platform.lifecycle import Supervisor
+from ame_platform.lifecycle import Periodic, Supervisor
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-_Action = Callable[[], Awaitable[object]]
 
 _SHUTDOWN_REASON = "the launcher stopped while the run was in progress"
 
@@ -59,8 +55,10 @@ class Launcher:
         self.launcher_id = f"{settings.lifecycle.instance_id}-{uuid.uuid4().hex[:8]}"
         self._active: dict[tuple[str, int], _Active] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
-        self._stop = asyncio.Event()
-        self._loops: list[asyncio.Task[None]] = []
+        self._loops = [
+            Periodic("lease-heartbeats", settings.heartbeat_interval, self.heartbeat),
+            Periodic("lease-reconciler", settings.reconcile_interval, self.reconcile),
+        ]
         self._cancel_sub: Subscription | None = None
         self._consumer = PullConsumer(
             runtime.js,
@@ -78,10 +76,8 @@ class Launcher:
 
     async def start(self, supervisor: Supervisor) -> None:
         self._cancel_sub = await self._rt.nc.subscribe(self._rt.names.run_cancel_wildcard, cb=self._on_cancel)
-        self._loops = [
-            supervisor.spawn("lease-heartbeats", self._every(self._settings.heartbeat_interval, self.heartbeat)),
-            supervisor.spawn("lease-reconciler", self._every(self._settings.reconcile_interval, self.reconcile)),
-        ]
+        for loop in self._loops:
+            await loop.start(supervisor)
         await self._consumer.start(supervisor)
 
     async def drain(self) -> None:
@@ -92,8 +88,7 @@ class Launcher:
             active.cancel.set()
         tasks = [a.task for a in self._active.values() if a.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._stop.set()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*(loop.drain() for loop in self._loops))
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
 
@@ -251,20 +246,6 @@ class Launcher:
                     conn, run_id=lease.run_id, attempt=lease.attempt, final_state=RunState.LOST.value
                 )
         return len(expired)
-
-    async def _every(self, interval: float, action: _Action) -> None:
-        while not self._stop.is_set():
-            try:
-                await action()
-            except Exception:
-                log.warning(
-                    "%s failed; retrying in %.1fs",
-                    getattr(action, "__name__", action),
-                    interval,
-                    exc_info=True,
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=interval)
 
 
 def _placeholder_spec(project: str, task: str) -> convert.RunSpec:

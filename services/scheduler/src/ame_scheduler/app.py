@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ame_platform.lifecycle import Component
+from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
 from ame_scheduler.settings import SchedulerSettings
 from ame_scheduler.ticker import Ticker
@@ -12,4 +12,4 @@ MIGRATIONS = "ame_scheduler"
 
 
 def build_components(settings: SchedulerSettings, runtime: Runtime) -> list[Component]:
-    return [Ticker(runtime, settings)]
+    return [Periodic("ticker", settings.tick_interval, Ticker(runtime, settings).tick)]

@@ -8,14 +8,11 @@ same key as its idempotency key.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from ame_platform.bus.publisher import headers_for
-from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
 from ame_scheduler import convert, planner
 from ame_scheduler.repositories import schedules
@@ -25,33 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class Ticker:
-    name = "ticker"
-
     def __init__(
         self, runtime: Runtime, settings: SchedulerSettings, clock: Callable[[], datetime] | None = None
     ) -> None:
         self._rt = runtime
         self._settings = settings
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self, supervisor: Supervisor) -> None:
-        self._task = supervisor.spawn(self.name, self._loop())
-
-    async def drain(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.warning("scheduler tick failed", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self._settings.tick_interval)
 
     async def tick(self) -> int:
         """Fire every due slot once; returns how many slots fired."""
