@@ -49,7 +49,7 @@ def _shared(nats: NatsSettings, postgres: PostgresSettings) -> dict[str, object]
     return {
         "nats": nats,
         "postgres": postgres,
-        "telemetry": TelemetrySettings(),
+        "telemetry": TelemetrySettings(exporter="memory"),
         "lifecycle": LifecycleSettings(graceful_timeout=10.0),
     }
 
@@ -60,7 +60,8 @@ async def stack(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> 
     await migrate_all(pg_dsn)
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
-    async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
+    telemetry = TelemetrySettings(exporter="memory")
+    async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=telemetry) as runtime:
         shared = _shared(nats, postgres)
         api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **shared), runtime)  # type: ignore[arg-type]
         launchers = [

@@ -47,6 +47,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         ),
         runs.apply_event,
         name="registry",
+        tracer=runtime.telemetry.tracer("ame_api"),
     )
     triggers = PullConsumer(
         runtime.js,
@@ -58,6 +59,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         ),
         runs.apply_schedule_fired,
         name="triggers",
+        tracer=runtime.telemetry.tracer("ame_api"),
     )
     return ApiService(
         runs=runs,

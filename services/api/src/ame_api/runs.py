@@ -33,6 +33,7 @@ class RunService:
     def __init__(self, runtime: Runtime, settings: ApiSettings) -> None:
         self._rt = runtime
         self._settings = settings
+        self._tracer = runtime.telemetry.tracer("ame_api")
 
     async def submit(
         self,
@@ -44,8 +45,15 @@ class RunService:
     ) -> Run:
         """Record the run as queued and ask a launcher for it, atomically through the outbox."""
         run_id = new_run_id()
+        with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
+            return await self._submit(run_id, spec, trigger, parent_run_id, idempotency_key)
+
+    async def _submit(
+        self, run_id: str, spec: RunSpec, trigger: TriggerKind, parent_run_id: str, idempotency_key: str | None
+    ) -> Run:
         command = convert.launch_command(run_id, 1, self._settings.organisation, spec)
         msg_id = f"launch:{run_id}:1"
+        # Carries this span's context to the launcher, so the run's spans form one trace.
         headers = headers_for(msg_id)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             run, created = await runs_repo.create_run(

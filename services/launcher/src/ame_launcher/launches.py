@@ -70,6 +70,7 @@ class Launcher:
             ),
             self.handle_launch,
             name="launch",
+            tracer=runtime.telemetry.tracer("ame_launcher"),
         )
 
     # Lifecycle -----------------------------------------------------------------------------------------

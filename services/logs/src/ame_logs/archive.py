@@ -37,6 +37,7 @@ class Archiver:
             ),
             self.archive,
             name="archive",
+            tracer=runtime.telemetry.tracer("ame_logs"),
         )
 
     async def start(self, supervisor: Supervisor) -> None:

@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError, NotFoundError
+from opentelemetry import trace
 
 from ame_platform import telemetry
 from ame_platform.lifecycle import Supervisor
@@ -66,8 +67,17 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
 class PullConsumer:
     """Fetches from one durable consumer and runs the handler with bounded concurrency."""
 
-    def __init__(self, js: JetStreamContext, spec: ConsumerSpec, handler: Handler, *, name: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        name: str,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self.name = name
+        self._tracer = tracer or trace.NoOpTracer()
         self._js = js
         self._spec = spec
         self._handler = handler
@@ -116,7 +126,14 @@ class PullConsumer:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            with telemetry.extracted(msg.headers):
+            with (
+                telemetry.extracted(msg.headers),
+                self._tracer.start_as_current_span(
+                    f"{self._spec.durable} process",
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={"messaging.destination.name": msg.subject},
+                ),
+            ):
                 await self._handler(msg)
         except Poison as exc:
             log.error("%s: dropping message on %s: %s", self._spec.durable, msg.subject, exc)

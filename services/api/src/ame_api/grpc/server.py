@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame_api.grpc.servicer import AmeServicer
-from ame_platform import telemetry
 from ame_platform.lifecycle import Supervisor
 
 SERVICE_NAME = ame_service_pb2.DESCRIPTOR.services_by_name["AmeService"].full_name
-
-
-class _TraceContext(grpc.aio.ServerInterceptor):
-    """Makes the caller's trace context (traceparent in metadata) current for the handler."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
-        with telemetry.extracted(metadata):
-            return await continuation(handler_call_details)
 
 
 class GrpcServer:
     name = "grpc"
 
     def __init__(self, servicer: AmeServicer, host: str, port: int) -> None:
-        self._server = grpc.aio.server(interceptors=[_TraceContext()])
+        self._server = grpc.aio.server()
         ame_service_pb2_grpc.add_AmeServiceServicer_to_server(servicer, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

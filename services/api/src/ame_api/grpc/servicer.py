@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 
 import grpc
 from grpc.aio import ServicerContext
@@ -11,8 +12,15 @@ from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame_api import convert
 from ame_api.follow import LogFollower
 from ame_api.runs import NotFound, RunService
+from ame_platform import telemetry
 
 _Context = ServicerContext[object, object]
+
+
+def _caller_trace(context: _Context) -> AbstractContextManager[None]:
+    """The caller's trace context (traceparent in the call's metadata), made current for the handler."""
+    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    return telemetry.extracted(metadata)
 
 
 class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
@@ -27,12 +35,13 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
             spec, trigger = convert.submit_request(request)
         except convert.DecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        run = await self._runs.submit(
-            spec,
-            trigger=trigger,
-            parent_run_id=request.parent_run_id,
-            idempotency_key=request.idempotency_key or None,
-        )
+        with _caller_trace(context):
+            run = await self._runs.submit(
+                spec,
+                trigger=trigger,
+                parent_run_id=request.parent_run_id,
+                idempotency_key=request.idempotency_key or None,
+            )
         return ame_service_pb2.SubmitRunResponse(run=convert.run_to_pb(run))
 
     async def GetRun(  # noqa: N802
