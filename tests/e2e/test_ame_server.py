@@ -58,7 +58,10 @@ class Server:
         return self.proc.wait(timeout=60)
 
     def ame(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*AME, *args], capture_output=True, text=True, env=self.env, timeout=60)
+        return self.ame_in(None, *args)
+
+    def ame_in(self, cwd: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*AME, *args], capture_output=True, text=True, env=self.env, timeout=60, cwd=cwd)
 
 
 @pytest.fixture
@@ -110,9 +113,21 @@ def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Ser
     assert "not found" in missing.stderr
     assert "Traceback" not in missing.stderr
 
+    # A task of an ame.yml project, run on the server instead of locally (no -l).
+    example = Path(__file__).resolve().parents[2] / "examples" / "hello"
+    remote = server.ame_in(example, "task", "run", "hello")
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == "hello from hello in the AME examples\n"
+    unknown_task = server.ame_in(example, "task", "run", "nope")
+    assert unknown_task.returncode == 1 and "no task named 'nope'" in unknown_task.stderr
+    assert "Traceback" not in unknown_task.stderr
+
     listed = json.loads(server.ame("runs", "list", "--json").stdout)
-    assert {(r["spec"]["task"], r["state"]) for r in listed} >= {("hello", "succeeded")}
-    hello_id = next(r["id"] for r in listed if r["spec"]["task"] == "hello")
+    assert {(r["spec"]["project"], r["spec"]["task"], r["state"]) for r in listed} >= {
+        ("demo", "hello", "succeeded"),
+        ("hello", "hello", "succeeded"),
+    }
+    hello_id = next(r["id"] for r in listed if r["spec"]["project"] == "demo")
 
     # A second server on the same data directory is refused while the first runs.
     second = subprocess.run(

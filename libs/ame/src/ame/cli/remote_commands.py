@@ -85,10 +85,13 @@ def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool)
 def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
     """`ame task run NAME` without -l: run the task's command on the server."""
     from ame.domain import EnvVar, ExecutorRef, Resources, RunSpec, SecretRef
-    from ame.spec import load_project, resolve_task
+    from ame.spec import SpecError, load_project, resolve_task
 
-    project = load_project(project_dir)
-    task = resolve_task(project, task_name)
+    try:
+        project = load_project(project_dir)
+        task = resolve_task(project, task_name)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
     if task.executor is None:
         raise click.ClickException(
             f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
