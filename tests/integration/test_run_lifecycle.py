@@ -213,3 +213,11 @@ async def test_burst_every_run_finishes_once_across_two_launchers(client: Grpc, 
     assert len(leases) == n
     assert all(r["n"] == 1 for r in leases)
     assert holders >= 1
+
+
+async def test_openapi_page_describes_the_runs_api(rest: httpx.AsyncClient) -> None:
+    spec = (await rest.get("/openapi.json")).json()
+    assert {"/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/cancel", "/v1/runs/{run_id}/logs"} <= set(spec["paths"])
+    assert "RunSpec" in spec["components"]["schemas"]
+    docs = await rest.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
