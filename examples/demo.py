@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / ".ame"
 AME = [sys.executable, "-m", "ame.cli.main"]
-PY = shlex.quote(sys.executable)
 
 
 def env() -> dict[str, str]:
@@ -57,7 +55,18 @@ def main() -> int:
     HOME.mkdir(exist_ok=True)
     server, _ = start_server()
     try:
-        ame("runs", "submit", "--project", "demo", "--task", "hello", "--", PY, "-c", "\"print('hello from AME')\"")
+        ame(
+            "runs",
+            "submit",
+            "--project",
+            "demo",
+            "--task",
+            "hello",
+            "--",
+            sys.executable,
+            "-c",
+            "print('hello from AME')",
+        )
         ame(
             "runs",
             "submit",
@@ -68,8 +77,8 @@ def main() -> int:
             "--env",
             "EPOCHS=3",
             "--",
-            PY,
-            shlex.quote(str(ROOT / "examples" / "train.py")),
+            sys.executable,
+            str(ROOT / "examples" / "train.py"),
         )
         ame(
             "runs",
@@ -77,9 +86,9 @@ def main() -> int:
             "--task",
             "broken",
             "--",
-            PY,
+            sys.executable,
             "-c",
-            "\"import sys; sys.exit('something broke')\"",
+            "import sys; sys.exit('something broke')",
             check_code=1,
         )
         ame("runs", "submit", "--task", "slow", "--timeout", "1s", "--", "sleep", "30", check_code=124)

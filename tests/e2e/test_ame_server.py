@@ -87,7 +87,7 @@ def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Ser
         "--",
         sys.executable,
         "-c",
-        "\"print('hello from AME')\"",
+        "print('hello from AME')",
     )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == "hello from AME\n"
@@ -98,7 +98,7 @@ def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Ser
         "--",
         sys.executable,
         "-c",
-        "\"import sys; print('bad', file=sys.stderr); sys.exit(3)\"",
+        "import sys; print('bad', file=sys.stderr); sys.exit(3)",
     )
     assert failing.returncode == 3
     assert "bad" in failing.stderr

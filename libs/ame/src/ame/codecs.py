@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import ValidationError
 
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
@@ -23,6 +24,7 @@ from ame.domain import (
     RunState,
     SecretRef,
     TriggerKind,
+    errors,
 )
 
 _STATE_TO_PB = {state: run_pb2.RunState.Value(f"RUN_STATE_{state.name}") for state in RunState}
@@ -120,8 +122,8 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             project_version_id=pb.project_version_id,
             labels=dict(pb.labels),
         )
-    except ValueError as exc:
-        raise DecodeError(str(exc)) from exc
+    except ValidationError as exc:
+        raise DecodeError(errors.describe(exc)) from exc
 
 
 # Run events and log payloads -------------------------------------------------------------------------

@@ -25,26 +25,29 @@ from ame.domain import (
     TriggerKind,
 )
 
-_names = st.text(min_size=1, max_size=200)
-_text = st.text(max_size=40)
+# What RunSpec accepts: names as in ame.yml, environment keys as a shell takes them, and text a process
+# environment and PostgreSQL can carry (no NUL, no lone surrogates).
+_names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}", fullmatch=True)
+_env_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,19}", fullmatch=True)
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 _int64 = st.integers(min_value=1, max_value=2**63 - 1)
 
 run_specs = st.builds(
     RunSpec,
     project=_names,
     task=_names,
-    command=st.text(min_size=1, max_size=80).filter(lambda s: s.strip() != ""),
+    command=st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=80
+    ).filter(lambda s: s.strip() != ""),
     executor=st.builds(
         ExecutorRef,
         kind=st.sampled_from(["pip", "poetry", "pipenv", "mlflow", "custom"]),
-        python_version=_text,
+        python_version=st.text(max_size=32),
         image=_text,
     ),
-    environment=st.lists(st.builds(EnvVar, key=st.text(min_size=1, max_size=20), value=_text), max_size=5),
+    environment=st.lists(st.builds(EnvVar, key=_env_keys, value=_text), max_size=5),
     secrets=st.lists(
-        st.builds(
-            SecretRef, key=st.text(min_size=1, max_size=20), inject_as=st.text(min_size=1, max_size=20), vault=_text
-        ),
+        st.builds(SecretRef, key=st.text(min_size=1, max_size=20), inject_as=_env_keys, vault=_text),
         max_size=5,
     ),
     resources=st.builds(
@@ -54,7 +57,7 @@ run_specs = st.builds(
         storage_bytes=st.none() | _int64,
         gpus=st.none() | st.integers(min_value=1, max_value=2**31 - 1),
     ),
-    timeout_seconds=st.none() | st.floats(min_value=0, exclude_min=True, allow_nan=False, allow_infinity=False),
+    timeout_seconds=st.none() | st.floats(min_value=0, max_value=30 * 86400, exclude_min=True, allow_nan=False),
     retries=st.integers(min_value=0, max_value=100),
     artifacts=st.builds(ArtifactsSpec, paths=st.lists(_text, max_size=4), save_changed_files=st.booleans()),
     project_version_id=_text,

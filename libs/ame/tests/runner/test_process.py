@@ -166,6 +166,20 @@ async def test_secret_values_are_masked(tmp_path: Path) -> None:
     assert sink.of("stderr") == ["again ***"]
 
 
+@pytest.mark.parametrize("offset", [1, 3, 6, 11])
+async def test_a_secret_across_the_long_line_cut_is_still_masked(tmp_path: Path, offset: int) -> None:
+    secret = "SuperSecret-42"
+    sink = RecordingSink()
+    # The secret starts `offset` bytes before the 64 KiB cut, so a naive cut prints it in two halves.
+    code = f"import sys; sys.stdout.write('a' * ({MAX_LINE_BYTES} - {offset}) + {secret!r} + 'tail\\n')"
+    spec = ProcessSpec(argv=[sys.executable, "-c", code], cwd=tmp_path, env={}, secret_values=(secret,))
+    outcome = await run_process(spec, sink)
+    assert outcome.state == "succeeded"
+    joined = "".join(sink.of("stdout"))
+    assert secret[:offset] not in joined.replace("a", "")
+    assert joined == "a" * (MAX_LINE_BYTES - offset) + "***tail"
+
+
 async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     sink = RecordingSink()

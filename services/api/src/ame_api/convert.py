@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from ame import codecs
@@ -70,11 +71,22 @@ def run_to_pb(run: Run) -> run_pb2.Run:
     return pb
 
 
-def submit_request(request: ame_service_pb2.SubmitRunRequest) -> tuple[RunSpec, TriggerKind]:
-    """Raises DecodeError with a readable message (for INVALID_ARGUMENT) when the spec is invalid."""
+# Triggers a client may claim for itself; schedule and pipeline runs are created by AME only.
+_CLIENT_TRIGGERS = {TriggerKind.API, TriggerKind.CLI}
+
+
+def submit_request(request: ame_service_pb2.SubmitRunRequest) -> tuple[RunSpec, TriggerKind, str]:
+    """Spec, trigger and parent run id; raises DecodeError with a readable message when any is invalid."""
     spec = codecs.run_spec_from_pb(request.spec)
     trigger = codecs.trigger_from_pb(request.trigger) if request.trigger else TriggerKind.API
-    return spec, trigger
+    if trigger not in _CLIENT_TRIGGERS:
+        raise DecodeError(f"trigger must be one of {sorted(t.value for t in _CLIENT_TRIGGERS)}")
+    if request.parent_run_id:
+        try:
+            uuid.UUID(request.parent_run_id)
+        except ValueError:
+            raise DecodeError(f"parent_run_id {request.parent_run_id!r} is not a run id") from None
+    return spec, trigger, request.parent_run_id
 
 
 def states_from_pb(values: list[int]) -> list[RunState]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 
 from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame_api import convert
@@ -20,7 +21,15 @@ from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NotFound", "OutboxRelay", "RunService"]
+__all__ = ["Conflict", "InvalidRequest", "NotFound", "OutboxRelay", "RunService"]
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be served as asked (422 / INVALID_ARGUMENT)."""
+
+
+class Conflict(RuntimeError):
+    """The request contradicts an earlier one (409 / ALREADY_EXISTS)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,15 @@ class RunService:
         self, run_id: str, spec: RunSpec, trigger: TriggerKind, parent_run_id: str, idempotency_key: str | None
     ) -> Run:
         command = convert.launch_command(run_id, 1, self._settings.organisation, spec)
+        # RunSpec's own limits keep this far below the server's message size; this guards a changed limit.
+        if len(command) > self._rt.nc.max_payload - 4096:
+            raise InvalidRequest(
+                f"the run is {len(command)} bytes encoded; the bus carries at most {self._rt.nc.max_payload}"
+            )
+        if parent_run_id:
+            async with self._rt.pool.acquire() as conn:
+                if await runs_repo.find_run(conn, parent_run_id) is None:
+                    raise InvalidRequest(f"parent run {parent_run_id!r} not found")
         msg_id = f"launch:{run_id}:1"
         # Carries this span's context to the launcher, so the run's spans form one trace.
         headers = headers_for(msg_id)
@@ -66,6 +84,8 @@ class RunService:
                 idempotency_key=idempotency_key,
             )
             if not created:
+                if run.spec != spec:
+                    raise Conflict(f"idempotency key {idempotency_key!r} was used for a different run ({run.id})")
                 return run
             outbox_id = await runs_repo.add_outbox(
                 conn, msg_id=msg_id, subject=self._rt.names.run_launch, payload=command, headers=headers
@@ -95,6 +115,8 @@ class RunService:
         page_token: str | None = None,
     ) -> Page:
         limit = min(page_size or self._settings.list_page_size, 1000)
+        if page_token and not runs_repo.is_run_id(page_token):
+            raise InvalidRequest("page_token is not one this server handed out")
         async with self._rt.pool.acquire() as conn:
             runs = await runs_repo.list_runs(
                 conn,
@@ -129,7 +151,8 @@ class RunService:
             await self._rt.js.publish(
                 self._rt.names.run_log(run.id),
                 end_chunk,
-                headers=headers_for(f"log:{run.id}:{run.attempt}:end"),
+                # Its own msg id: the launcher's end (with the run's last lines) must not be dropped as a duplicate.
+                headers=headers_for(f"log:{run.id}:{run.attempt}:end-cancelled"),
             )
             async with self._rt.pool.acquire() as conn:
                 updated = await runs_repo.apply_state(
@@ -190,7 +213,15 @@ class OutboxRelay:
         async with self._rt.pool.acquire() as conn, conn.transaction():
             rows = await runs_repo.claim_outbox(conn, older_than_seconds=self._settings.outbox_retry_after, limit=100)
             for row in rows:
-                await self._rt.js.publish(row["subject"], row["payload"], headers=json.loads(row["headers"]))
+                try:
+                    await self._rt.js.publish(row["subject"], row["payload"], headers=json.loads(row["headers"]))
+                except MaxPayloadError:
+                    # Can never succeed; dropping it keeps it from blocking the messages behind it.
+                    log.error("outbox message %s is over the bus's size limit; dropped", row["msg_id"])
+                except Exception:
+                    log.warning("outbox relay: publish failed; the rest waits for the next pass", exc_info=True)
+                    break
+                else:
+                    sent += 1
                 await runs_repo.delete_outbox(conn, row["id"])
-                sent += 1
         return sent

@@ -37,6 +37,11 @@ def parse_launch(data: bytes) -> LaunchCommand:
     )
 
 
+def placeholder_spec(project: str, task: str) -> RunSpec:
+    """The spec of a run reported without being launched: only its names travel in the events."""
+    return RunSpec(project=project or "default", task=task or "adhoc", command="-")
+
+
 def parse_cancel(data: bytes) -> tuple[str, int, str]:
     pb = run_pb2.RunCancelRequested()
     try:

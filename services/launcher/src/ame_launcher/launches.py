@@ -1,11 +1,14 @@
 """Turning launch commands into runs: lease, launch, watch, report; plus cancels, heartbeats and reconciling.
 
 A launch command can be delivered more than once (JetStream is at-least-once, and the api's outbox may
-publish twice), so the first thing a launcher does is claim a lease on (run_id, attempt): only the launcher
-whose insert wins executes the run. The command is acknowledged as soon as the lease is held — from then on
-the lease, renewed by heartbeats, is what says the run is in hand. A lease that stops being renewed expires,
-and the reconciler of any replica reports its run `lost` (a local process cannot be adopted by another
-process), so no run stays `running` forever.
+publish twice), so a launcher claims a lease on (run_id, attempt) first: only the launcher whose insert wins
+executes the run. The command is acknowledged once the run is launched (lease held, `launching` published);
+from then on the lease, renewed by heartbeats, is what says the run is in hand. A lease that stops being
+renewed expires, and the reconciler of any replica reports its run `lost` (a local process cannot be adopted
+by another process), so no run stays `running` forever.
+
+A run is registered as in hand before anything else, so a cancel that arrives at any point of the launch is
+seen: either by the check of the run's cancel subject, or by the cancel subscription.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from ame_launcher.backends import Backend, RunResult
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.repositories import leases
 from ame_launcher.settings import LauncherSettings
-from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer
-from ame_platform.bus.publisher import headers_for
+from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer, Redeliver
+from ame_platform.bus.publisher import publish_until_stored
 from ame_platform.bus.subjects import LAUNCHER_LAUNCH
 from ame_platform.lifecycle import Periodic, Supervisor
 from ame_platform.runtime import Runtime
@@ -34,6 +37,8 @@ from ame_platform.runtime import Runtime
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_REASON = "the launcher stopped while the run was in progress"
+# Publishing from the reconciler holds row locks; give up after a few tries and retry on the next pass.
+_RECONCILE_PUBLISH_ATTEMPTS = 3
 
 
 @dataclass
@@ -42,6 +47,11 @@ class _Active:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str = ""
     task: asyncio.Task[None] | None = None
+
+    def request_cancel(self, reason: str) -> None:
+        if not self.cancel.is_set():
+            self.cancel_reason = reason
+            self.cancel.set()
 
 
 class Launcher:
@@ -55,6 +65,7 @@ class Launcher:
         self.launcher_id = f"{settings.lifecycle.instance_id}-{uuid.uuid4().hex[:8]}"
         self._active: dict[tuple[str, int], _Active] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
+        self._stopping = asyncio.Event()
         self._loops = [
             Periodic("lease-heartbeats", settings.heartbeat_interval, self.heartbeat),
             Periodic("lease-reconciler", settings.reconcile_interval, self.reconcile),
@@ -82,11 +93,14 @@ class Launcher:
         await self._consumer.start(supervisor)
 
     async def drain(self) -> None:
-        await self._consumer.drain()
-        # Local runs are children of this process and cannot outlive it: end them and report it.
+        # Stop first: launches waiting for a slot give their command back (another replica takes it), and
+        # local runs — children of this process that cannot outlive it — are ended and reported.
+        self._stopping.set()
         for active in list(self._active.values()):
-            active.cancel_reason = _SHUTDOWN_REASON
-            active.cancel.set()
+            active.request_cancel(_SHUTDOWN_REASON)
+        await self._consumer.drain()
+        for active in list(self._active.values()):
+            active.request_cancel(_SHUTDOWN_REASON)
         tasks = [a.task for a in self._active.values() if a.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(loop.drain() for loop in self._loops))
@@ -105,11 +119,16 @@ class Launcher:
         except convert.DecodeError as exc:
             raise Poison(str(exc)) from exc
         await self._acquire_slot(msg)
-        started = False
+        key = (command.run_id, command.attempt)
+        if key in self._active:
+            self._slots.release()
+            return  # a redelivery of a run this launcher is launching right now
+        active = _Active(command)
+        self._active[key] = active
+        launched = False
         try:
             if await self._cancel_requested(command.run_id):
-                await self._report_unlaunched(command, RunState.CANCELLED, "cancelled before it was launched")
-                return
+                active.request_cancel("cancelled before it was launched")
             async with self._rt.pool.acquire() as conn:
                 claimed = await leases.claim_lease(
                     conn,
@@ -124,23 +143,30 @@ class Launcher:
             if not claimed:
                 log.info("run %s attempt %d is already held; skipping", command.run_id, command.attempt)
                 return
-            await self._publish_state(command, RunState.LAUNCHING)
-            active = _Active(command)
-            self._active[(command.run_id, command.attempt)] = active
+            if not active.cancel.is_set():
+                await self._publish_state(command, RunState.LAUNCHING)
             active.task = asyncio.create_task(self._execute(active), name=f"run:{command.run_id}")
-            started = True
+            launched = True
         finally:
-            if not started:
+            if not launched:
+                self._active.pop(key, None)
                 self._slots.release()
 
     async def _acquire_slot(self, msg: Msg) -> None:
-        # While every slot is busy, keep telling JetStream the command is in hand so it is not redelivered.
+        # While every slot is busy, keep telling JetStream the command is in hand so it is not redelivered;
+        # when this launcher is stopping, hand the command back instead.
         while True:
+            if self._stopping.is_set():
+                raise Redeliver("the launcher is stopping")
             try:
-                await asyncio.wait_for(self._slots.acquire(), timeout=10.0)
-                return
+                await asyncio.wait_for(self._slots.acquire(), timeout=1.0)
             except TimeoutError:
                 await msg.in_progress()
+                continue
+            if self._stopping.is_set():
+                self._slots.release()
+                raise Redeliver("the launcher is stopping")
+            return
 
     async def _cancel_requested(self, run_id: str) -> bool:
         try:
@@ -165,7 +191,10 @@ class Launcher:
             await self._publish_state(command, RunState.RUNNING)
 
         try:
-            result = await self._backend.execute(command, output, active.cancel, on_started)
+            if active.cancel.is_set():
+                result = RunResult(RunState.CANCELLED, None, active.cancel_reason)
+            else:
+                result = await self._backend.execute(command, output, active.cancel, on_started)
         except Exception as exc:
             log.exception("run %s failed in the launcher", command.run_id)
             result = RunResult(RunState.FAILED, None, f"launcher error: {exc}")
@@ -179,14 +208,12 @@ class Launcher:
                 await leases.finish_lease(
                     conn, run_id=command.run_id, attempt=command.attempt, final_state=result.state.value
                 )
+        except Exception:
+            # The lease stays active and expires; the reconciler then reports the run.
+            log.exception("could not report the end of run %s", command.run_id)
         finally:
             self._active.pop((command.run_id, command.attempt), None)
             self._slots.release()
-
-    async def _report_unlaunched(self, command: convert.LaunchCommand, state: RunState, reason: str) -> None:
-        output = ChunkPublisher(self._rt.js, self._rt.names.run_log(command.run_id), command.run_id, command.attempt)
-        await output.close(LogEnd(state=state, reason=reason))
-        await self._publish_state(command, state, reason=reason)
 
     async def _publish_state(
         self,
@@ -195,6 +222,7 @@ class Launcher:
         *,
         exit_code: int | None = None,
         reason: str = "",
+        attempts: int | None = None,
     ) -> None:
         payload = convert.state_changed(
             command.run_id,
@@ -206,10 +234,12 @@ class Launcher:
             exit_code=exit_code,
             reason=reason,
         )
-        await self._rt.js.publish(
+        await publish_until_stored(
+            self._rt.js,
             self._rt.names.run_state(state),
             payload,
-            headers=headers_for(f"state:{command.run_id}:{command.attempt}:{state.value}"),
+            msg_id=f"state:{command.run_id}:{command.attempt}:{state.value}",
+            attempts=attempts,
         )
 
     # Cancels, heartbeats, reconciling ------------------------------------------------------------------
@@ -219,19 +249,22 @@ class Launcher:
             run_id, attempt, reason = convert.parse_cancel(msg.data)
         except convert.DecodeError:
             return
-        for (active_id, active_attempt), active in self._active.items():
-            if active_id == run_id and (attempt == 0 or attempt == active_attempt):
-                active.cancel_reason = reason or "cancelled by request"
-                active.cancel.set()
+        for (active_id, active_attempt), active in list(self._active.items()):
+            if active_id == run_id and attempt in (0, active_attempt):
+                active.request_cancel(reason or "cancelled by request")
 
     async def heartbeat(self) -> None:
-        if not self._active:
+        """Renew the leases of the runs this launcher holds right now (and only those)."""
+        held = [run_id for run_id, _ in self._active]
+        if not held:
             return
         async with self._rt.pool.acquire() as conn:
-            await leases.update_heartbeats(conn, launcher_id=self.launcher_id, ttl_seconds=self._settings.lease_ttl)
+            await leases.update_heartbeats(
+                conn, launcher_id=self.launcher_id, run_ids=held, ttl_seconds=self._settings.lease_ttl
+            )
 
     async def reconcile(self) -> int:
-        """Report runs whose launcher vanished as lost; returns how many were found."""
+        """Report runs whose launcher vanished as lost; returns how many were reported."""
         async with self._rt.pool.acquire() as conn, conn.transaction():
             expired = await leases.claim_expired_leases(conn, limit=100)
             for lease in expired:
@@ -240,15 +273,19 @@ class Launcher:
                     run_id=lease.run_id,
                     attempt=lease.attempt,
                     organisation="",
-                    spec=_placeholder_spec(lease.project, lease.task),
+                    spec=convert.placeholder_spec(lease.project, lease.task),
                 )
-                await self._report_unlaunched(command, RunState.LOST, reason)
+                # Inside the transaction: if publishing fails, the lease stays active and the next pass retries.
+                output = ChunkPublisher(
+                    self._rt.js,
+                    self._rt.names.run_log(command.run_id),
+                    command.run_id,
+                    command.attempt,
+                    publish_attempts=_RECONCILE_PUBLISH_ATTEMPTS,
+                )
+                await output.close(LogEnd(state=RunState.LOST, reason=reason, total_lines=0))
+                await self._publish_state(command, RunState.LOST, reason=reason, attempts=_RECONCILE_PUBLISH_ATTEMPTS)
                 await leases.finish_lease(
                     conn, run_id=lease.run_id, attempt=lease.attempt, final_state=RunState.LOST.value
                 )
         return len(expired)
-
-
-def _placeholder_spec(project: str, task: str) -> convert.RunSpec:
-    # Only the names travel in the events of a run that is reported without being launched.
-    return convert.RunSpec(project=project or "default", task=task or "adhoc", command="-")

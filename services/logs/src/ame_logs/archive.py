@@ -134,10 +134,13 @@ class HistoryResponder:
                 break
         lines = lines[:limit]
         next_seq = lines[-1].seq + 1 if lines else from_seq
+        more_pages = not gap and (len(lines) >= limit or len(payloads) >= chunk_limit)
         end = None
-        if archived_end is not None and next_seq >= archived_end.total_lines:
+        # The end goes with the last page only. Its total_lines is 0 when the output's producer vanished
+        # (a lost run), so "every line up to total_lines was returned" alone is not enough.
+        if archived_end is not None and not gap and not more_pages and next_seq >= archived_end.total_lines:
             end = convert.end_from_archive(
                 archived_end.state, archived_end.exit_code, archived_end.reason, archived_end.total_lines
             )
-        has_more = not gap and end is None and (len(lines) >= limit or len(payloads) >= chunk_limit)
+        has_more = more_pages and end is None
         return convert.history_reply(attempt=attempt, lines=lines, end=end, has_more=has_more)

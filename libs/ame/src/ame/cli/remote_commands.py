@@ -147,7 +147,9 @@ def register(cli: click.Group) -> None:
         target: str | None,
         command: tuple[str, ...],
     ) -> None:
-        """Run COMMAND (a shell command line) on the server; with --follow, exit with its exit code.
+        """Run COMMAND on the server; with --follow, print its output and exit with its exit code.
+
+        COMMAND is one shell command line ("make train && make eval") or a program and its arguments.
 
         Example: ame runs submit -- python -c "print('hello')"
         """
@@ -165,7 +167,7 @@ def register(cli: click.Group) -> None:
             spec = RunSpec(
                 project=project,
                 task=task_name,
-                command=" ".join(command),
+                command=_command_line(command),
                 environment=environment,
                 timeout_seconds=_parse_timeout(timeout),
             )
@@ -271,6 +273,14 @@ def register(cli: click.Group) -> None:
             except AmeError as exc:
                 raise _fail(exc) from None
             sys.exit(code)
+
+
+def _command_line(args: tuple[str, ...]) -> str:
+    """One argument is a shell command line as typed (`"make train && make eval"`); several are an argv,
+    quoted so the shell sees exactly those arguments (`-- python -c "print('hi')"`)."""
+    import shlex
+
+    return args[0] if len(args) == 1 else shlex.join(args)
 
 
 def _parse_timeout(value: str | None) -> float | None:

@@ -79,9 +79,13 @@ class ProcessOutcome:
 
 def mask_secrets(text: str, secrets: Sequence[str]) -> str:
     """Replace every occurrence of each secret (and of each line of a multi-line secret) with ***."""
-    for secret in _mask_patterns(secrets):
-        if secret in text:
-            text = text.replace(secret, _MASK)
+    return _apply_masks(text, _mask_patterns(secrets))
+
+
+def _apply_masks(text: str, patterns: Sequence[str]) -> str:
+    for pattern in patterns:
+        if pattern in text:
+            text = text.replace(pattern, _MASK)
     return text
 
 
@@ -245,15 +249,12 @@ async def _drain(readers: list[asyncio.Task[None]]) -> None:
 async def _pump(stream: asyncio.StreamReader, name: StreamName, sink: OutputSink, patterns: list[str]) -> None:
     """Split a byte stream into lines of at most MAX_LINE_BYTES and hand them to the sink."""
     buffer = bytearray()
+    encoded = [p.encode("utf-8") for p in patterns]
 
     async def emit(raw: bytes) -> None:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        text = raw.decode("utf-8", errors="replace")
-        for pattern in patterns:
-            if pattern in text:
-                text = text.replace(pattern, _MASK)
-        await sink.line(name, text)
+        await sink.line(name, _apply_masks(raw.decode("utf-8", errors="replace"), patterns))
 
     while True:
         chunk = await stream.read(_READ_CHUNK)
@@ -267,7 +268,7 @@ async def _pump(stream: asyncio.StreamReader, name: StreamName, sink: OutputSink
                 del buffer[: newline + 1]
                 await emit(line)
             elif len(buffer) > MAX_LINE_BYTES or newline > MAX_LINE_BYTES:
-                cut = _utf8_safe_cut(buffer, MAX_LINE_BYTES)
+                cut = _secret_safe_cut(buffer, _utf8_safe_cut(buffer, MAX_LINE_BYTES), encoded)
                 piece = bytes(buffer[:cut])
                 del buffer[:cut]
                 await emit(piece)
@@ -275,6 +276,18 @@ async def _pump(stream: asyncio.StreamReader, name: StreamName, sink: OutputSink
                 break
     if buffer:
         await emit(bytes(buffer))
+
+
+def _secret_safe_cut(buffer: bytearray, cut: int, secrets: Sequence[bytes]) -> int:
+    """Step back from `cut` so no secret straddles it: each piece is masked on its own, and a secret split
+    across two pieces would otherwise be printed in two halves, unmasked."""
+    back = 0
+    for secret in secrets:
+        for k in range(min(len(secret) - 1, cut), back, -1):
+            if buffer[cut - k : cut] == secret[:k]:
+                back = k
+                break
+    return cut - back if back < cut else cut
 
 
 def _utf8_safe_cut(buffer: bytearray, limit: int) -> int:

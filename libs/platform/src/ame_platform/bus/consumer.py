@@ -1,8 +1,10 @@
 """Durable pull consumers shared by all replicas of a service.
 
 JetStream delivers at least once, so handlers must be idempotent. A handler returns normally to ack, raises
-`Poison` to terminate a message that can never be processed (it is logged, not redelivered forever), and
-raises anything else to have it redelivered after a short delay.
+`Poison` to terminate a message that can never be processed (it is logged, not redelivered forever), raises
+`Redeliver` to hand a message back without complaint (a stopping replica), and raises anything else to have
+it redelivered with a growing delay. Deliveries are not capped: a message that fails because the database is
+down for a minute must still be applied once it is back, or a run would stay non-terminal forever.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class Poison(Exception):
     """The message can never be processed (undecodable, or refers to nothing); it is terminated."""
 
 
+class Redeliver(Exception):
+    """Hand the message back now, for this or another replica; not an error."""
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     stream: str
@@ -38,9 +44,11 @@ class ConsumerSpec:
     filter_subject: str
     concurrency: int = 16
     ack_wait: float = 30.0
-    max_deliver: int = 10
+    # -1: unlimited. Failures back off from redeliver_delay up to max_redeliver_delay.
+    max_deliver: int = -1
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
-    redeliver_delay: float = 1.0
+    redeliver_delay: float = 0.5
+    max_redeliver_delay: float = 30.0
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
@@ -138,9 +146,19 @@ class PullConsumer:
         except Poison as exc:
             log.error("%s: dropping message on %s: %s", self._spec.durable, msg.subject, exc)
             await msg.term()
+        except Redeliver:
+            await msg.nak()
         except Exception:
-            log.exception("%s: handler failed on %s; will be redelivered", self._spec.durable, msg.subject)
-            await msg.nak(delay=self._spec.redeliver_delay)
+            deliveries = msg.metadata.num_delivered or 1
+            delay = min(self._spec.redeliver_delay * 2 ** (deliveries - 1), self._spec.max_redeliver_delay)
+            log.exception(
+                "%s: handler failed on %s (delivery %d); redelivering in %.1fs",
+                self._spec.durable,
+                msg.subject,
+                deliveries,
+                delay,
+            )
+            await msg.nak(delay=delay)
         else:
             await msg.ack()
         finally:

@@ -17,7 +17,8 @@ class GrpcServer:
     name = "grpc"
 
     def __init__(self, servicer: AmeServicer, host: str, port: int) -> None:
-        self._server = grpc.aio.server()
+        # A run spec is at most a few hundred KiB; refuse anything far larger before decoding it.
+        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
         ame_service_pb2_grpc.add_AmeServiceServicer_to_server(servicer, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -104,6 +104,10 @@ async def create_run(
     return _row_to_run(existing), False
 
 
+def is_run_id(value: str) -> bool:
+    return _parse_id(value) is not None
+
+
 def _parse_id(run_id: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(run_id)

@@ -1,5 +1,5 @@
 -- The launcher owns leases: which replica executes which run attempt. A lease whose heartbeat stops
--- expires, and the reconciler adopts or reports its run instead of leaving it "running" forever.
+-- expires, and the reconciler reports its run instead of leaving it "running" forever.
 
 CREATE TABLE leases (
     run_id       uuid        NOT NULL,

@@ -13,7 +13,6 @@ class ExpiredLease:
     run_id: str
     attempt: int
     launcher_id: str
-    backend: str
     project: str
     task: str
 
@@ -56,21 +55,21 @@ async def finish_lease(conn: Connection, *, run_id: str, attempt: int, final_sta
     )
 
 
-async def update_heartbeats(conn: Connection, *, launcher_id: str, ttl_seconds: float) -> int:
-    """Extend every active lease this launcher holds, in one statement."""
-    status = await conn.execute(
+async def update_heartbeats(conn: Connection, *, launcher_id: str, run_ids: list[str], ttl_seconds: float) -> None:
+    """Extend the active leases this launcher holds on these runs, in one statement."""
+    await conn.execute(
         """UPDATE leases SET heartbeat_at = now(), expires_at = now() + make_interval(secs => $2)
-           WHERE launcher_id = $1 AND state = 'active'""",
+           WHERE launcher_id = $1 AND state = 'active' AND run_id = ANY($3::uuid[])""",
         launcher_id,
         ttl_seconds,
+        [uuid.UUID(r) for r in run_ids],
     )
-    return int(status.split()[-1])
 
 
 async def claim_expired_leases(conn: Connection, *, limit: int) -> list[ExpiredLease]:
     """Active leases whose holder stopped heartbeating; locked so one reconciler handles each."""
     rows = await conn.fetch(
-        """SELECT run_id, attempt, launcher_id, backend, project, task FROM leases
+        """SELECT run_id, attempt, launcher_id, project, task FROM leases
            WHERE state = 'active' AND expires_at < now()
            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
@@ -80,7 +79,6 @@ async def claim_expired_leases(conn: Connection, *, limit: int) -> list[ExpiredL
             run_id=str(r["run_id"]),
             attempt=r["attempt"],
             launcher_id=r["launcher_id"],
-            backend=r["backend"],
             project=r["project"],
             task=r["task"],
         )

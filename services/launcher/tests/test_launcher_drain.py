@@ -1,0 +1,64 @@
+"""Stopping a launcher whose run slots are all busy: it ends its runs, hands waiting commands back, and
+returns well within its budget."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from ame.domain import RunSpec, new_run_id
+from ame_api import convert as api_convert
+from ame_launcher import app as launcher_app
+from ame_launcher.settings import LauncherSettings
+from ame_platform.bus.publisher import headers_for
+from ame_platform.lifecycle import Supervisor
+from ame_platform.runtime import open_runtime
+from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_server.server import migrate_all
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def test_drain_with_every_slot_busy_ends_runs_and_hands_back_commands(
+    nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path
+) -> None:
+    await migrate_all(pg_dsn)
+    nats = NatsSettings(url=nats_url, prefix=bus_prefix)
+    postgres = PostgresSettings(dsn=SecretStr(pg_dsn))
+    async with open_runtime(name="drain", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
+        settings = LauncherSettings(
+            max_concurrent_runs=1,
+            grace_period=2.0,
+            work_dir=tmp_path,
+            nats=nats,
+            postgres=postgres,
+            lifecycle=LifecycleSettings(),
+        )
+        launcher = launcher_app.build(settings, runtime)
+        supervisor = Supervisor()
+        await launcher.start(supervisor)
+        run_ids = [new_run_id(), new_run_id()]
+        for run_id in run_ids:
+            payload = api_convert.launch_command(run_id, 1, "default", RunSpec(command="sleep 300"))
+            await runtime.js.publish(runtime.names.run_launch, payload, headers=headers_for(f"launch:{run_id}:1"))
+        await wait_until(lambda: launcher.active_runs == 1, message="the first run to hold the only slot")
+
+        started = time.monotonic()
+        await asyncio.wait_for(launcher.drain(), timeout=15)
+        assert time.monotonic() - started < 8
+        await supervisor.cancel_all()
+
+        async with runtime.pool.acquire() as conn:
+            leases = {
+                str(r["run_id"]): r["final_state"]
+                for r in await conn.fetch("SELECT run_id, final_state FROM leases WHERE state = 'finished'")
+            }
+        assert leases == {run_ids[0]: "cancelled"}
+        # The second command went back to the work queue for another replica.
+        info = await runtime.js.stream_info(runtime.names.commands_stream)
+        assert info.state.messages == 1

@@ -1,0 +1,150 @@
+"""Regression tests for what a review of the first slice found: oversized output, cancel races, database
+outages, hostile input and idempotency misuse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+import pytest_asyncio
+
+from ame.contracts.api.v1 import ame_service_pb2
+from ame.contracts.run.v1 import run_pb2
+from tests.integration.clients import Grpc, py
+from tests.stack_fixtures import Stack
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(stack: Stack) -> AsyncIterator[Grpc]:
+    c = Grpc(stack.grpc_target)
+    yield c
+    await c.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rest(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.rest_url) as c:
+        yield c
+
+
+async def _state(client: Grpc, run_id: str) -> int:
+    return (await client.get(run_id)).state
+
+
+async def test_output_with_long_lines_arrives_whole_and_the_run_ends(client: Grpc) -> None:
+    # 40 lines of 60 KB: far more than one bus message if chunks were capped by line count alone.
+    run = await client.submit(py("for i in range(40): print(str(i % 10) * 60000)"))
+    followed = await asyncio.wait_for(client.follow(run.id), timeout=60)
+    assert followed.texts == [str(i % 10) * 60000 for i in range(40)]
+    assert followed.end is not None
+    assert followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
+
+
+async def test_a_run_cancelled_right_after_submit_never_executes(client: Grpc, stack: Stack, tmp_path: Path) -> None:
+    markers = tmp_path / "executed"
+    markers.mkdir()
+    runs = []
+    for _ in range(15):
+        run = await client.submit(f"sleep 0.5; touch {markers}/$AME_RUN_ID")
+        await client.stub.CancelRun(ame_service_pb2.CancelRunRequest(run_id=run.id, reason="changed my mind"))
+        runs.append(run.id)
+    for run_id in runs:
+        followed = await asyncio.wait_for(client.follow(run_id), timeout=30)
+        assert followed.end is not None
+        assert followed.end.end.state == run_pb2.RUN_STATE_CANCELLED
+    await wait_until(lambda: all(launcher.active_runs == 0 for launcher in stack.launchers), message="launchers idle")
+    assert sorted(p.name for p in markers.iterdir()) == []
+    async with stack.runtime.pool.acquire() as conn:
+        finals = await conn.fetch("SELECT final_state FROM leases WHERE run_id = ANY($1::uuid[])", runs)
+    assert {r["final_state"] for r in finals} <= {"cancelled"}
+
+
+async def test_registry_catches_up_after_a_database_outage(client: Grpc, stack: Stack) -> None:
+    run = await client.submit(py("import time; time.sleep(1.5); print('done')"))
+    await wait_until(lambda: _is(client, run.id, run_pb2.RUN_STATE_RUNNING), message="running")
+    async with stack.runtime.pool.acquire() as conn:
+        await conn.execute("ALTER TABLE runs RENAME TO runs_away")
+        try:
+
+            async def finished_in_leases() -> bool:
+                value = await conn.fetchval("SELECT final_state FROM leases WHERE run_id = $1::uuid", run.id)
+                return value == "succeeded"
+
+            # The run ends while the registry cannot be written: its events must wait, not be dropped.
+            await wait_until(finished_in_leases, timeout=30, message="the run to end during the outage")
+        finally:
+            await conn.execute("ALTER TABLE runs_away RENAME TO runs")
+    await wait_until(lambda: _is(client, run.id, run_pb2.RUN_STATE_SUCCEEDED), timeout=40, message="succeeded")
+
+
+async def _is(client: Grpc, run_id: str, state: int) -> bool:
+    return await _state(client, run_id) == state
+
+
+async def test_hostile_and_mistaken_input_gets_4xx(rest: httpx.AsyncClient, client: Grpc) -> None:
+    cases = [
+        {"command": "echo a\u0000b"},
+        {"command": "echo hi", "project": "bad\u0000name"},
+        {"command": "echo hi", "environment": [{"key": "A=B", "value": "1"}]},
+        {"comand": "echo typo"},
+        {"command": "echo hi", "timeout_second": 5},
+        {"command": "x" * (200 * 1024)},
+        {"command": "echo hi", "labels": {f"k{i}": "v" for i in range(100)}},
+    ]
+    for body in cases:
+        response = await rest.post("/v1/runs", json=body)
+        assert response.status_code == 422, (body.keys(), response.text)
+        assert response.json()["error"]
+    surrogate = await rest.post(
+        "/v1/runs", content=b'{"command": "echo \\ud800"}', headers={"content-type": "application/json"}
+    )
+    assert surrogate.status_code == 422
+    huge = await rest.post("/v1/runs", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+    assert (await rest.get("/v1/runs", params={"page_token": "nonsense"})).status_code == 422
+
+    for request, code in [
+        (ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="a\u0000b")), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), parent_run_id="nope"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            ame_service_pb2.SubmitRunRequest(
+                spec=run_pb2.RunSpec(command="true"), parent_run_id="01a1ff6f-0f34-7a07-90d1-1a37af2413eb"
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            ame_service_pb2.SubmitRunRequest(
+                spec=run_pb2.RunSpec(command="true"), trigger=run_pb2.TRIGGER_KIND_SCHEDULE
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await client.stub.SubmitRun(request)
+        assert failed.value.code() == code
+        assert "Unexpected" not in (failed.value.details() or "")
+        assert "pydantic" not in (failed.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as token:
+        await client.stub.ListRuns(ame_service_pb2.ListRunsRequest(page_token="nonsense"))
+    assert token.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_idempotency_key_returns_the_same_run_and_refuses_a_different_one(rest: httpx.AsyncClient) -> None:
+    body = {"project": "idem", "command": "echo once"}
+    first = await rest.post("/v1/runs", json=body, headers={"Idempotency-Key": "k-1"})
+    again = await rest.post("/v1/runs", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    other = await rest.post("/v1/runs", json={**body, "command": "echo twice"}, headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 409
+    assert first.json()["id"] in other.json()["error"]
