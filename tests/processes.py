@@ -42,3 +42,16 @@ def live_descendants(pid: int) -> list[int]:
         found.extend(children)
         frontier = children
     return found
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of live (non-zombie) processes whose process group is `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        # fields: state, ppid, pgrp, ...
+        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members

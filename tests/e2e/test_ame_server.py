@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import live_descendants, pid_alive
+from tests.processes import live_descendants, live_group_members, pid_alive
 
 pytestmark = [pytest.mark.e2e]
 
@@ -35,11 +35,13 @@ class Server:
         self.data_dir = home / "server"
         self.log = home / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}
 
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AME_")}
         env["AME_HOME"] = str(self.home)
+        env.update(self.extra_env)
         return env
 
     def start(self) -> dict[str, str]:
@@ -150,4 +152,31 @@ def test_runs_through_the_embedded_server_and_restarts_with_its_data(server: Ser
     again = server.ame("runs", "follow", hello_id)
     assert again.returncode == 0
     assert again.stdout == "hello from AME\n"
+    assert server.stop() == 0
+
+
+def test_a_crashed_server_leaves_no_run_behind_after_restart(server: Server, tmp_path: Path) -> None:
+    # Short leases, so the restarted server notices the abandoned run quickly.
+    server.extra_env = {
+        "AME_LAUNCHER_LEASE_TTL": "1s",
+        "AME_LAUNCHER_HEARTBEAT_INTERVAL": "0.3s",
+        "AME_LAUNCHER_RECONCILE_INTERVAL": "0.3s",
+    }
+    server.start()
+    assert server.proc is not None
+    marker = tmp_path / "pgid"
+    submitted = server.ame("runs", "submit", "--no-follow", "--", f"echo $$ > {marker}; sleep 300")
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+    _deadline_wait(lambda: marker.exists() and marker.read_text().strip(), 30, "the run to start")
+    pgid = int(marker.read_text())
+    assert live_group_members(pgid)
+
+    server.proc.kill()  # no drain, no cleanup: the run's processes are orphaned
+    server.proc.wait()
+    server.start()
+    _deadline_wait(lambda: '"lost"' in server.ame("runs", "get", "--json", run_id).stdout, 60, "the run to be lost")
+    record = json.loads(server.ame("runs", "get", "--json", run_id).stdout)
+    assert "its processes were ended" in record["reason"]
+    _deadline_wait(lambda: not live_group_members(pgid), 10, "the orphaned processes to be gone")
     assert server.stop() == 0

@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 from ame.domain import LogEnd, RunState
 from ame_launcher import convert
 from ame_launcher.backends import Backend, RunResult
+from ame_launcher.backends.orphans import ProcessPlace, kill_orphaned_group, this_machine
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.repositories import leases
 from ame_launcher.settings import LauncherSettings
@@ -66,6 +67,7 @@ class Launcher:
         self._active: dict[tuple[str, int], _Active] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._stopping = asyncio.Event()
+        self._machine = this_machine()
         self._loops = [
             Periodic("lease-heartbeats", settings.heartbeat_interval, self.heartbeat),
             Periodic("lease-reconciler", settings.reconcile_interval, self.reconcile),
@@ -187,8 +189,22 @@ class Launcher:
         )
         output.start()
 
-        async def on_started() -> None:
-            await self._publish_state(command, RunState.RUNNING)
+        async def record_process(pgid: int) -> None:
+            async with self._rt.pool.acquire() as conn:
+                await leases.update_process(
+                    conn,
+                    run_id=command.run_id,
+                    attempt=command.attempt,
+                    host=self._machine.host,
+                    boot_id=self._machine.boot_id,
+                    pgid=pgid,
+                )
+
+        async def on_started(pgid: int | None) -> None:
+            if pgid is None:
+                await self._publish_state(command, RunState.RUNNING)
+            else:
+                await asyncio.gather(record_process(pgid), self._publish_state(command, RunState.RUNNING))
 
         try:
             if active.cancel.is_set():
@@ -269,6 +285,13 @@ class Launcher:
             expired = await leases.claim_expired_leases(conn, limit=100)
             for lease in expired:
                 reason = f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
+                if lease.pgid is not None and kill_orphaned_group(
+                    pgid=lease.pgid,
+                    run_id=lease.run_id,
+                    recorded=ProcessPlace(lease.host or "", lease.boot_id or ""),
+                    here=self._machine,
+                ):
+                    reason += "; its processes were ended"
                 command = convert.LaunchCommand(
                     run_id=lease.run_id,
                     attempt=lease.attempt,

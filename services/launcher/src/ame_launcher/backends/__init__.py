@@ -27,6 +27,7 @@ class Backend(Protocol):
         command: LaunchCommand,
         output: ChunkPublisher,
         cancel: asyncio.Event,
-        on_started: Callable[[], Awaitable[None]],
+        on_started: Callable[[int | None], Awaitable[None]],
     ) -> RunResult:
-        """Run the attempt to its end; `cancel` set means stop it. Calls `on_started` once it is running."""
+        """Run the attempt to its end; `cancel` set means stop it. Calls `on_started` once it is running, with
+        the process group id of a local run (None where there is none)."""

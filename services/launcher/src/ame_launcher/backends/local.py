@@ -24,12 +24,13 @@ _STATES = {
 
 
 class _Sink:
-    def __init__(self, output: ChunkPublisher, on_started: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, output: ChunkPublisher, on_started: Callable[[int | None], Awaitable[None]]) -> None:
         self._output = output
         self._on_started = on_started
 
     async def started(self, pid: int) -> None:
-        await self._on_started()
+        # The child leads its own session, so its pid is its process group id.
+        await self._on_started(pid)
 
     async def line(self, stream: StreamName, text: str) -> None:
         await self._output.write(stream, text)
@@ -58,7 +59,7 @@ class LocalBackend:
         command: LaunchCommand,
         output: ChunkPublisher,
         cancel: asyncio.Event,
-        on_started: Callable[[], Awaitable[None]],
+        on_started: Callable[[int | None], Awaitable[None]],
     ) -> RunResult:
         spec = command.spec
         if spec.secrets:

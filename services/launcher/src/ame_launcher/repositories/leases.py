@@ -15,6 +15,9 @@ class ExpiredLease:
     launcher_id: str
     project: str
     task: str
+    host: str | None
+    boot_id: str | None
+    pgid: int | None
 
 
 async def claim_lease(
@@ -45,6 +48,17 @@ async def claim_lease(
     return row is not None
 
 
+async def update_process(conn: Connection, *, run_id: str, attempt: int, host: str, boot_id: str, pgid: int) -> None:
+    await conn.execute(
+        "UPDATE leases SET host = $3, boot_id = $4, pgid = $5 WHERE run_id = $1 AND attempt = $2",
+        uuid.UUID(run_id),
+        attempt,
+        host,
+        boot_id,
+        pgid,
+    )
+
+
 async def finish_lease(conn: Connection, *, run_id: str, attempt: int, final_state: str) -> None:
     await conn.execute(
         """UPDATE leases SET state = 'finished', finished_at = now(), final_state = $3
@@ -69,7 +83,7 @@ async def update_heartbeats(conn: Connection, *, launcher_id: str, run_ids: list
 async def claim_expired_leases(conn: Connection, *, limit: int) -> list[ExpiredLease]:
     """Active leases whose holder stopped heartbeating; locked so one reconciler handles each."""
     rows = await conn.fetch(
-        """SELECT run_id, attempt, launcher_id, project, task FROM leases
+        """SELECT run_id, attempt, launcher_id, project, task, host, boot_id, pgid FROM leases
            WHERE state = 'active' AND expires_at < now()
            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
@@ -79,6 +93,9 @@ async def claim_expired_leases(conn: Connection, *, limit: int) -> list[ExpiredL
             run_id=str(r["run_id"]),
             attempt=r["attempt"],
             launcher_id=r["launcher_id"],
+            host=r["host"],
+            boot_id=r["boot_id"],
+            pgid=r["pgid"],
             project=r["project"],
             task=r["task"],
         )
