@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest_asyncio
 from pydantic import SecretStr
 
@@ -26,6 +27,7 @@ from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSetti
 from ame_scheduler import app as scheduler_app
 from ame_scheduler.settings import SchedulerSettings
 from ame_server.server import migrate_all
+from tests.integration.clients import Grpc
 
 
 @dataclass
@@ -99,3 +101,18 @@ async def stack(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> 
             if not result.task.done():
                 await result.stop()
             assert supervisor.failure is None, f"a service task failed: {supervisor.failure!r}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(stack: Stack) -> AsyncIterator[Grpc]:
+    """A gRPC client of the stack's api."""
+    c = Grpc(stack.grpc_target)
+    yield c
+    await c.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rest(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the stack's REST api."""
+    async with httpx.AsyncClient(base_url=stack.rest_url) as c:
+        yield c

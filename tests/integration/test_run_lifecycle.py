@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import httpx
 import pytest
-import pytest_asyncio
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
@@ -17,19 +15,6 @@ from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: Stack) -> AsyncIterator[Grpc]:
-    c = Grpc(stack.grpc_target)
-    yield c
-    await c.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def rest(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.rest_url) as c:
-        yield c
 
 
 async def test_submitted_run_is_queued_then_succeeds_with_its_output(client: Grpc) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from ame.codecs import parse_log_chunk
 from ame.domain import RunSpec, RunState, TriggerKind, new_run_id
@@ -20,13 +18,6 @@ from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: Stack) -> AsyncIterator[Grpc]:
-    c = Grpc(stack.grpc_target)
-    yield c
-    await c.close()
 
 
 async def _create_run(stack: Stack, task: str) -> str:
