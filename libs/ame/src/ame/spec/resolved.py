@@ -36,30 +36,25 @@ class Resources(BaseModel):
         ``storage`` becomes ``ephemeral-storage``, the container resource that means
         "local disk for this container".
         """
-        quantities: dict[str, str] = {}
-        if self.cpu_millis is not None:
-            quantities["cpu"] = format_cpu(self.cpu_millis)
-        if self.memory_bytes is not None:
-            quantities["memory"] = format_bytes(self.memory_bytes)
-        if self.storage_bytes is not None:
-            quantities["ephemeral-storage"] = format_bytes(self.storage_bytes)
-        if self.gpus is not None:
-            quantities["nvidia.com/gpu"] = str(self.gpus)
-        return quantities
+        return self._quantities(storage_key="ephemeral-storage")
 
     def to_spec(self) -> dict[str, str]:
         """The same requests with ``ame.yml`` keys, as ``ame task view`` prints them."""
+        quantities = self._quantities(storage_key="storage")
+        if self.gpu_memory_bytes is not None:
+            quantities["vram"] = format_bytes(self.gpu_memory_bytes)
+        return quantities
+
+    def _quantities(self, *, storage_key: str) -> dict[str, str]:
         quantities: dict[str, str] = {}
         if self.cpu_millis is not None:
             quantities["cpu"] = format_cpu(self.cpu_millis)
         if self.memory_bytes is not None:
             quantities["memory"] = format_bytes(self.memory_bytes)
         if self.storage_bytes is not None:
-            quantities["storage"] = format_bytes(self.storage_bytes)
+            quantities[storage_key] = format_bytes(self.storage_bytes)
         if self.gpus is not None:
             quantities["nvidia.com/gpu"] = str(self.gpus)
-        if self.gpu_memory_bytes is not None:
-            quantities["vram"] = format_bytes(self.gpu_memory_bytes)
         return quantities
 
 
