@@ -4,6 +4,7 @@ outages, hostile input and idempotency misuse."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -133,3 +134,19 @@ async def test_an_idempotency_key_returns_the_same_run_and_refuses_a_different_o
     other = await rest.post("/v1/runs", json={**body, "command": "echo twice"}, headers={"Idempotency-Key": "k-1"})
     assert other.status_code == 409
     assert first.json()["id"] in other.json()["error"]
+
+
+async def test_a_chunked_body_without_content_length_is_read_and_capped(rest: httpx.AsyncClient) -> None:
+    async def small() -> AsyncIterator[bytes]:
+        yield b'{"task": "chunked", '
+        yield b'"command": "echo chunked"}'
+
+    async def huge() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"x" * 65536
+
+    accepted = await rest.post("/v1/runs", content=small(), headers={"content-type": "application/json"})
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["spec"]["command"] == "echo chunked"
+    refused = await rest.post("/v1/runs", content=huge(), headers={"content-type": "application/json"})
+    assert refused.status_code == 413

@@ -18,7 +18,7 @@ from nats.js.api import RetentionPolicy
 from ame.codecs import state_changed_pb
 from ame.domain import RunState
 from ame_platform.bus.consumer import ConsumerSpec, Handler, Poison, PullConsumer
-from ame_platform.bus.publisher import MSG_ID, publish
+from ame_platform.bus.publisher import MSG_ID, headers_for
 from ame_platform.bus.streams import declare_streams
 from ame_platform.bus.subjects import BusNames
 from ame_platform.lifecycle import Supervisor
@@ -126,11 +126,11 @@ async def test_declare_streams_is_idempotent_and_applies_a_changed_size_cap(
 
 
 async def test_the_same_msg_id_is_stored_once(js: JetStreamContext, names: BusNames) -> None:
-    event = state_changed_pb("run-1", 1, RunState.RUNNING, None, "")
+    event = state_changed_pb("run-1", 1, RunState.RUNNING, None, "").SerializeToString()
     subject = names.run_state(RunState.RUNNING)
-    first = await publish(js, subject, event, msg_id="state:run-1:1:running")
-    again = await publish(js, subject, event, msg_id="state:run-1:1:running")
-    other = await publish(js, subject, event, msg_id="state:run-1:2:running")
+    first = await js.publish(subject, event, headers=headers_for("state:run-1:1:running"))
+    again = await js.publish(subject, event, headers=headers_for("state:run-1:1:running"))
+    other = await js.publish(subject, event, headers=headers_for("state:run-1:2:running"))
     assert not first.duplicate and again.duplicate and not other.duplicate
     assert again.seq == first.seq
     assert await _stream_messages(js, names.events_stream) == 2

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from ame.runner import env_cache
 from ame.runner.env_cache import EnvironmentCache
 
 
-async def test_concurrent_leases_build_once(tmp_path: Path) -> None:
+async def test_concurrent_leases_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = EnvironmentCache(tmp_path / "cache")
     builds = 0
     gate = asyncio.Event()
+    contended = asyncio.Event()
+    real_flock = env_cache._flock
+
+    async def observed_flock(fd: int, operation: int) -> None:
+        # Notice the moment one lease has to wait for the other's lock, then lock as usual.
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            contended.set()
+            await real_flock(fd, operation)
+
+    monkeypatch.setattr(env_cache, "_flock", observed_flock)
 
     async def build(directory: Path) -> None:
         nonlocal builds
@@ -29,7 +43,8 @@ async def test_concurrent_leases_build_once(tmp_path: Path) -> None:
 
     first = asyncio.create_task(use())
     second = asyncio.create_task(use())
-    await asyncio.sleep(0)  # let both reach the lock before the build may finish
+    # Finish the build only once the other lease is waiting on the lock, so both really race for it.
+    await asyncio.wait_for(contended.wait(), timeout=10)
     gate.set()
     paths = await asyncio.gather(first, second)
     assert builds == 1

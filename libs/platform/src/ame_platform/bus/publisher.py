@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from google.protobuf.message import Message
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 
 from ame_platform import telemetry
 
@@ -19,12 +17,6 @@ MSG_ID = "Nats-Msg-Id"
 
 def headers_for(msg_id: str) -> dict[str, str]:
     return dict(telemetry.inject({MSG_ID: msg_id}))
-
-
-async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str, timeout: float = 5.0) -> PubAck:
-    """Publish and wait for the stream's ack. A repeat of `msg_id` within the duplicate window is dropped by
-    the server (the ack says `duplicate`), which is what makes retries and racing replicas safe."""
-    return await js.publish(subject, message.SerializeToString(), timeout=timeout, headers=headers_for(msg_id))
 
 
 async def publish_until_stored(

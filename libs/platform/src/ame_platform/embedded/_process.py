@@ -18,7 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, ClassVar, Self
 
 _PR_SET_PDEATHSIG = 1
 _POLL_INTERVAL = 0.02
@@ -140,3 +141,61 @@ def log_tail(path: Path, start_offset: int = 0, max_bytes: int = 4000) -> str:
             return handle.read().decode("utf-8", errors="replace")
     except OSError as exc:
         return f"<log {path} unreadable: {exc}>"
+
+
+class EmbeddedProcess:
+    """What every embedded server shares: its pid and port, its log file, stopping it, and `async with`.
+
+    Subclasses implement `start` (spawn with `spawn`, keep the handle in `_process` and the log in
+    `_log_handle`) and name their graceful stop signal.
+    """
+
+    label: ClassVar[str]
+    log_name: ClassVar[str]
+    graceful_signal: ClassVar[signal.Signals]
+
+    def __init__(self, data_dir: Path, *, host: str, port: int | None, stop_timeout: float) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self._port = port
+        self._stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / self.log_name
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise EmbeddedServerError(f"{self.label} has not been started yet; its port is not known")
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        return self._process.pid
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """The graceful signal, then SIGKILL if the server does not exit in time; closes the log."""
+        process, self._process = self._process, None
+        if process is not None:
+            await stop_process(process, graceful_signal=self.graceful_signal, timeout=self._stop_timeout)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

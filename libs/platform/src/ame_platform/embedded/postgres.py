@@ -18,17 +18,15 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 import asyncpg
 
 from ame_platform.embedded._process import (
+    EmbeddedProcess,
     EmbeddedServerError,
     free_tcp_port,
     log_tail,
     spawn,
-    stop_process,
     wait_exit,
 )
 
@@ -55,12 +53,17 @@ def postgres_bin_dir() -> Path:
     return bin_dir
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedProcess):
     """One PostgreSQL cluster kept under `data_dir` (cluster in `pgdata/`, server log in `postgres.log`).
 
     The cluster is created on first start and reused afterwards. When running as root, PostgreSQL is
     started as the unprivileged system user `os_user` (created if missing), because it refuses root.
     """
+
+    label = "PostgreSQL"
+    log_name = "postgres.log"
+    # SIGINT is PostgreSQL's fast shutdown (roll back, disconnect, checkpoint); SIGTERM would wait for clients.
+    graceful_signal = signal.SIGINT
 
     def __init__(
         self,
@@ -79,40 +82,18 @@ class EmbeddedPostgres:
         """`socket_dir=None` disables the unix socket (TCP only), which sidesteps the ~100-byte socket
         path limit for deep data dirs. `settings` are extra `-c name=value` server settings.
         """
-        self.data_dir = data_dir
-        self.host = host
+        super().__init__(data_dir, host=host, port=port, stop_timeout=stop_timeout)
         self.user = user
-        self._port = port
         self._port_fixed = port is not None
         self._fast_unsafe = fast_unsafe
         self._socket_dir = socket_dir
         self._os_user = os_user
         self._settings = dict(settings or {})
         self._start_timeout = start_timeout
-        self._stop_timeout = stop_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_handle: IO[bytes] | None = None
 
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "postgres.log"
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise EmbeddedServerError("PostgreSQL has not been started yet; its port is not known")
-        return self._port
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs."""
-        if self._process is None or self._process.poll() is not None:
-            return None
-        return self._process.pid
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -140,15 +121,6 @@ class EmbeddedPostgres:
                 if self._port_fixed or attempt == _PORT_ATTEMPTS:
                     raise
 
-    async def stop(self) -> None:
-        """Fast shutdown (SIGINT: roll back, disconnect, checkpoint), then SIGKILL if it hangs."""
-        process, self._process = self._process, None
-        if process is not None:
-            await stop_process(process, graceful_signal=signal.SIGINT, timeout=self._stop_timeout)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
-
     async def create_database(self, name: str, *, template: str = "template0") -> str:
         """Create database `name` from `template` and return its DSN."""
         for identifier in (name, template):
@@ -170,15 +142,6 @@ class EmbeddedPostgres:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await connection.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _prepare_directories(self) -> tuple[int, int] | None:
         """Create the directories; as root, hand the cluster to the unprivileged server user."""
