@@ -14,10 +14,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy
+from opentelemetry import metrics
 
 from ame.codecs import state_changed_pb
 from ame.domain import RunState
 from ame_platform.bus.consumer import ConsumerSpec, Handler, Poison, PullConsumer
+from ame_platform.bus.deadletters import DeadLetterQueue
 from ame_platform.bus.publisher import MSG_ID, headers_for
 from ame_platform.bus.streams import declare_streams
 from ame_platform.bus.subjects import BusNames
@@ -52,8 +54,13 @@ async def js(nc: Client, names: BusNames, settings: NatsSettings) -> AsyncIterat
     jetstream = nc.jetstream()
     await declare_streams(jetstream, names, settings)
     yield jetstream
-    for stream in (names.commands_stream, names.events_stream, names.logs_stream):
+    for stream in (names.commands_stream, names.events_stream, names.logs_stream, names.deadletter_stream):
         await jetstream.delete_stream(stream)
+
+
+@pytest.fixture
+def deadletters(js: JetStreamContext, names: BusNames) -> DeadLetterQueue:
+    return DeadLetterQueue(js, names, max_failures=3, meter=metrics.NoOpMeter("test"))
 
 
 class RecordingSupervisor(Supervisor):
@@ -82,8 +89,16 @@ def _work(names: BusNames, **overrides: Any) -> ConsumerSpec:
     return ConsumerSpec(stream=names.commands_stream, durable=DURABLE, filter_subject=names.run_launch, **options)
 
 
-async def _start(js: JetStreamContext, spec: ConsumerSpec, handler: Handler, supervisor: Supervisor) -> PullConsumer:
-    consumer = PullConsumer(js, spec, handler, name="test")
+async def _start(
+    js: JetStreamContext,
+    spec: ConsumerSpec,
+    handler: Handler,
+    supervisor: Supervisor,
+    deadletters: DeadLetterQueue | None = None,
+) -> PullConsumer:
+    names = BusNames(spec.filter_subject.split(".")[0])
+    deadletters = deadletters or DeadLetterQueue(js, names, max_failures=3, meter=metrics.NoOpMeter("test"))
+    consumer = PullConsumer(js, spec, handler, name="test", deadletters=deadletters)
     await consumer.start(supervisor)
     return consumer
 

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from ame_platform.bus.connection import connect
+from ame_platform.bus.deadletters import DeadLetterQueue
 from ame_platform.bus.streams import declare_streams
 from ame_platform.bus.subjects import BusNames
 from ame_platform.db.pool import create_pool
@@ -25,6 +26,7 @@ class Runtime:
     pool: asyncpg.Pool
     names: BusNames
     telemetry: Telemetry
+    deadletters: DeadLetterQueue
 
 
 @asynccontextmanager
@@ -46,7 +48,8 @@ async def open_runtime(
         await declare_streams(js, names, nats)
         pool = await create_pool(postgres)
         stack.push_async_callback(pool.close)
-        yield Runtime(nc=nc, js=js, pool=pool, names=names, telemetry=tel)
+        deadletters = DeadLetterQueue(js, names, max_failures=nats.max_failures, meter=tel.meter("ame_platform.bus"))
+        yield Runtime(nc=nc, js=js, pool=pool, names=names, telemetry=tel, deadletters=deadletters)
 
 
 async def _drain_nats(nc: Client) -> None:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from ame_platform.db import migrations
 from ame_platform.lifecycle import (
     Component,
+    RestartPolicy,
     Supervisor,
     install_signal_handlers,
     remove_signal_handlers,
@@ -73,11 +74,17 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> int
             async with runtime.pool.acquire() as conn:
                 await migrations.check(conn, definition.name, migrations.load(definition.migrations_package))
             components = definition.build(settings, runtime)
-            return await run_components(
-                components, graceful_timeout=settings.lifecycle.graceful_timeout, supervisor=supervisor
+            code = await run_components(
+                components,
+                graceful_timeout=settings.lifecycle.graceful_timeout,
+                supervisor=supervisor,
+                restart=RestartPolicy.from_settings(settings.lifecycle),
             )
     finally:
         remove_signal_handlers()
+    if supervisor.gave_up:
+        print(f"ame-{definition.name}: {supervisor.gave_up}", file=sys.stderr)
+    return code
 
 
 def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> int:

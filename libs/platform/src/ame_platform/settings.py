@@ -41,6 +41,16 @@ class NatsSettings(BaseSettings):
     )
     logs_max_bytes: int = Field(1 << 30, description="Size cap of the live logs stream, in bytes.")
     replicas: int = Field(1, description="JetStream replicas for AME's streams (3 on a production cluster).")
+    max_failures: int = Field(
+        5,
+        ge=1,
+        description="How often a consumer may fail on one message with a permanent error (a data error, an "
+        "unexpected exception) before the message is dead-lettered. Transient faults (NATS or PostgreSQL away) "
+        "are retried without limit and do not count.",
+    )
+    deadletter_max_age: Duration = Field(
+        30 * 86400.0, description="How long dead-lettered messages are kept for inspection and replay."
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -89,3 +99,11 @@ class LifecycleSettings(BaseSettings):
         default_factory=lambda: socket.gethostname(),
         description="This replica's name in leases and events (the pod name on Kubernetes).",
     )
+    restart_max_failures: int = Field(
+        5,
+        ge=1,
+        description="A component (consumer, loop, server) whose task fails is restarted with backoff; this many "
+        "failures within `restart_window` is a crash loop, and the process stops.",
+    )
+    restart_window: Duration = Field(300.0, description="The window in which component failures are counted.")
+    restart_max_delay: Duration = Field(30.0, description="Longest wait before restarting a failed component.")

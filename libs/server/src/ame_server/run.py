@@ -43,6 +43,8 @@ async def _main(settings: ServerSettings) -> int:
         code = await serve(settings, supervisor=supervisor, on_ready=ready)
     finally:
         remove_signal_handlers()
+    if supervisor.gave_up:
+        click.echo(f"ame server: {supervisor.gave_up}", err=True)
     click.echo("AME server stopped", err=True)
     return code
 

@@ -27,7 +27,7 @@ from ame_logs import app as logs_app
 from ame_logs.settings import LogsSettings
 from ame_platform.db import migrations
 from ame_platform.embedded import EmbeddedNats, EmbeddedPostgres
-from ame_platform.lifecycle import Component, Supervisor, run_components
+from ame_platform.lifecycle import Component, RestartPolicy, Supervisor, run_components
 from ame_platform.runtime import Runtime, open_runtime
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_scheduler import app as scheduler_app
@@ -198,6 +198,8 @@ async def _serve_locked(
                 graceful_timeout=settings.graceful_timeout,
                 supervisor=supervisor,
                 on_ready=ready(),
+                # One component's failure (a consumer, a loop) restarts that component, not the whole server.
+                restart=RestartPolicy.from_settings(LifecycleSettings(graceful_timeout=settings.graceful_timeout)),
             )
         finally:
             info.unlink(missing_ok=True)

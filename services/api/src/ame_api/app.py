@@ -47,6 +47,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         ),
         runs.apply_event,
         name="registry",
+        deadletters=runtime.deadletters,
+        on_dead_letter=runs.apply_dead_lettered_event,
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     triggers = PullConsumer(
@@ -59,6 +61,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         ),
         runs.apply_schedule_fired,
         name="triggers",
+        deadletters=runtime.deadletters,
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     return ApiService(

@@ -16,10 +16,15 @@ from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
 from ame_platform.bus.consumer import Poison
+from ame_platform.bus.deadletters import DeadLetterQueue
 from ame_platform.bus.publisher import headers_for
+from ame_platform.faults import clean_text, is_transient
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Longest reason the registry stores; a longer one from the bus is cut (with an ellipsis), not refused.
+REASON_LIMIT = 4096
 
 __all__ = ["Conflict", "InvalidRequest", "NotFound", "OutboxRelay", "RunService"]
 
@@ -133,7 +138,7 @@ class RunService:
 
     async def cancel(self, run_id: str, reason: str = "") -> Run:
         """Cancel a run that has not ended. A queued run is cancelled here; a launched one by its launcher."""
-        reason = reason or "cancelled by request"
+        reason = clean_text(reason, REASON_LIMIT) or "cancelled by request"
         run = await self.get(run_id)
         if run.state.terminal:
             return run
@@ -175,6 +180,10 @@ class RunService:
             headers=headers_for(f"state:{run_id}:{attempt}:{state.value}"),
         )
 
+    @property
+    def deadletters(self) -> DeadLetterQueue:
+        return self._rt.deadletters
+
     async def apply_event(self, msg: Msg) -> None:
         """Registry consumer: apply a run state event if it moves the run forward."""
         try:
@@ -188,9 +197,39 @@ class RunService:
                 attempt=event.attempt,
                 state=event.state,
                 exit_code=event.exit_code,
-                reason=event.reason,
+                # A NUL or a lone surrogate from any producer must not make the event unappliable.
+                reason=clean_text(event.reason, REASON_LIMIT),
                 at=event.at,
             )
+
+    async def apply_dead_lettered_event(self, msg: Msg, why: str) -> None:
+        """The registry gave up on a state event: still move the run to that state, so it never stays running.
+
+        Only the state the event carries is applied (never another one), with its reason if that can be
+        stored, else a note that it could not.
+        """
+        try:
+            event = convert.parse_state_changed(msg.data)
+        except ValueError:
+            return  # nothing in it can be trusted
+        reasons = [clean_text(event.reason, REASON_LIMIT), clean_text(f"(reason not recorded: {why})", 500)]
+        for reason in reasons:
+            try:
+                async with self._rt.pool.acquire() as conn:
+                    await runs_repo.apply_state(
+                        conn,
+                        run_id=event.run_id,
+                        attempt=event.attempt,
+                        state=event.state,
+                        exit_code=event.exit_code,
+                        reason=reason,
+                        at=event.at,
+                    )
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.warning("run %s: applying dead-lettered %s failed: %s", event.run_id, event.state.value, exc)
 
     async def apply_schedule_fired(self, msg: Msg) -> None:
         """Triggers consumer: a schedule slot came due; start its run once, whatever the redeliveries."""

@@ -71,7 +71,9 @@ class Launcher:
         self._loops = [
             Periodic("lease-heartbeats", settings.heartbeat_interval, self.heartbeat),
             Periodic("lease-reconciler", settings.reconcile_interval, self.reconcile),
+            Periodic("cancel-recheck", settings.heartbeat_interval, self.recheck_cancels),
         ]
+        self._reconnects_seen = 0
         self._cancel_sub: Subscription | None = None
         self._consumer = PullConsumer(
             runtime.js,
@@ -83,12 +85,15 @@ class Launcher:
             ),
             self.handle_launch,
             name="launch",
+            deadletters=runtime.deadletters,
             tracer=runtime.telemetry.tracer("ame_launcher"),
         )
 
     # Lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self, supervisor: Supervisor) -> None:
+        self._stopping.clear()  # started again after a restart
+        self._reconnects_seen = self._rt.nc.stats["reconnects"]
         self._cancel_sub = await self._rt.nc.subscribe(self._rt.names.run_cancel_wildcard, cb=self._on_cancel)
         for loop in self._loops:
             await loop.start(supervisor)
@@ -312,3 +317,30 @@ class Launcher:
                     conn, run_id=lease.run_id, attempt=lease.attempt, final_state=RunState.LOST.value
                 )
         return len(expired)
+
+    async def recheck_cancels(self) -> None:
+        """After a reconnect, look up the cancel subjects of the runs in hand.
+
+        The cancel subscription is core NATS: the client subscribes again on reconnect, but a cancel
+        published while this launcher was disconnected never reaches it. The events stream keeps it.
+        """
+        reconnects = self._rt.nc.stats["reconnects"]
+        if reconnects == self._reconnects_seen:
+            return
+        for (run_id, attempt), active in list(self._active.items()):
+            if active.cancel.is_set():
+                continue
+            try:
+                raw = await self._rt.js.get_last_msg(
+                    self._rt.names.events_stream, self._rt.names.run_cancel_requested(run_id)
+                )
+            except NotFoundError:
+                continue
+            try:
+                _, cancel_attempt, reason = convert.parse_cancel(raw.data or b"")
+            except convert.DecodeError:
+                continue
+            if cancel_attempt in (0, attempt):
+                active.request_cancel(reason or "cancelled by request")
+        # Only once every run was checked: a failed pass (NATS away again) is retried on the next one.
+        self._reconnects_seen = reconnects

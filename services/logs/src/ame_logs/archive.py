@@ -14,10 +14,14 @@ from ame_logs.repositories import archive
 from ame_logs.settings import LogsSettings
 from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer
 from ame_platform.bus.subjects import LOGS_ARCHIVE
+from ame_platform.faults import clean_text
 from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Longest end reason archived; a longer one from the bus is cut, not refused.
+_REASON_LIMIT = 4096
 
 
 class Archiver:
@@ -37,6 +41,7 @@ class Archiver:
             ),
             self.archive,
             name="archive",
+            deadletters=runtime.deadletters,
             tracer=runtime.telemetry.tracer("ame_logs"),
         )
 
@@ -69,7 +74,8 @@ class Archiver:
                     attempt=attempt,
                     state=end.state.value,
                     exit_code=end.exit_code,
-                    reason=end.reason,
+                    # A NUL or a lone surrogate must not make the chunk unarchivable.
+                    reason=clean_text(end.reason, _REASON_LIMIT),
                     total_lines=end.total_lines,
                 )
 

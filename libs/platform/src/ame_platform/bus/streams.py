@@ -44,6 +44,15 @@ def stream_configs(names: BusNames, settings: NatsSettings) -> list[StreamConfig
             duplicate_window=min(settings.duplicate_window, settings.logs_max_age),
             num_replicas=settings.replicas,
         ),
+        StreamConfig(
+            name=names.deadletter_stream,
+            subjects=[names.deadletter_wildcard],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.deadletter_max_age,
+            duplicate_window=min(settings.duplicate_window, settings.deadletter_max_age),
+            num_replicas=settings.replicas,
+        ),
     ]
 
 

@@ -9,6 +9,8 @@ Streams are split by retention:
   consumers read them.
 * LOGS, limits retention with an age and size cap: one subject per run, so a late follower replays a run's
   output from the start and then follows it live; the logs service archives it before it ages out.
+* DEADLETTER, limits retention with an age cap: messages a consumer gave up on (`<prefix>.dlq.<durable>`),
+  with the original subject, headers and payload and the reason, until an operator replays or they age out.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class BusNames:
     @property
     def logs_stream(self) -> str:
         return f"{self._upper}_LOGS"
+
+    @property
+    def deadletter_stream(self) -> str:
+        return f"{self._upper}_DEADLETTER"
 
     @property
     def _upper(self) -> str:
@@ -91,6 +97,14 @@ class BusNames:
     @property
     def logs_wildcard(self) -> str:
         return f"{self.prefix}.log.>"
+
+    # Dead letters: one subject per durable consumer that gave up on a message
+    def deadletter(self, durable: str) -> str:
+        return f"{self.prefix}.dlq.{durable}"
+
+    @property
+    def deadletter_wildcard(self) -> str:
+        return f"{self.prefix}.dlq.>"
 
     # Request/reply services (core NATS, queue groups)
     @property

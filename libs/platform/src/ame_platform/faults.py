@@ -1,0 +1,127 @@
+"""Telling faults that pass from faults that never will, and cleaning text before it is stored.
+
+Every retry decision in AME goes through `classify`:
+
+* TRANSIENT: the infrastructure is away or busy (a lost connection, NATS reconnecting or JetStream
+  unavailable, PostgreSQL restarting, a serialisation failure or deadlock, a pool acquire timeout). Retrying
+  with backoff will succeed once it is back, however long that takes, so these never count towards a limit.
+* PERMANENT: retrying the same input gives the same answer (SQLSTATE class 22 data exceptions and 23
+  integrity violations, an undecodable message, any unexpected exception: a bug does not fix itself).
+  These count, and a message that keeps failing so is dead-lettered.
+
+An exception chained with `raise ... from cause` is transient when its cause is, so wrapping an error to add
+context does not change how it is retried.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+
+__all__ = ["Fault", "Poison", "classify", "clean_text", "is_transient"]
+
+
+class Fault(enum.Enum):
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+class Poison(Exception):
+    """The message can never be processed (undecodable, or refers to nothing): it is dead-lettered at once."""
+
+
+# SQLSTATEs that say "try again": connection exceptions (class 08), insufficient resources (class 53:
+# too many connections, out of memory or disk), serialisation failure and deadlock (40001, 40P01),
+# admin/crash shutdown and "cannot connect now" while starting (57P01..57P03), lock not available (55P03),
+# and a statement cancelled by a timeout or a restarting server (57014).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53")
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "55P03", "57014"})
+
+# The client library reports a lost or busy connection as an InterfaceError; these subclasses instead say
+# that what we sent is wrong, which no retry fixes.
+_PERMANENT_INTERFACE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+)
+
+_TRANSIENT_NATS_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoRespondersError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+    nats.errors.FlushTimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.ServerError,
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+def _classify_one(exc: BaseException) -> Fault | None:
+    if isinstance(exc, Poison):
+        return Fault.PERMANENT
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        if sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+            return Fault.TRANSIENT
+        if isinstance(exc, asyncpg.PostgresConnectionError):
+            return Fault.TRANSIENT
+        return Fault.PERMANENT
+    if isinstance(exc, _PERMANENT_INTERFACE_ERRORS):
+        return Fault.PERMANENT
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+        return Fault.TRANSIENT
+    if isinstance(exc, _TRANSIENT_NATS_ERRORS):
+        return Fault.TRANSIENT
+    if isinstance(exc, nats.js.errors.APIError) and exc.code == 503:
+        return Fault.TRANSIENT
+    # OSError covers ConnectionError, refused and reset sockets; TimeoutError covers a pool acquire or a
+    # request that got no answer in time (asyncio.TimeoutError is TimeoutError on 3.11).
+    if isinstance(exc, OSError | TimeoutError):
+        return Fault.TRANSIENT
+    return None
+
+
+def classify(exc: BaseException) -> Fault:
+    """TRANSIENT when retrying can succeed once the infrastructure is back, PERMANENT otherwise."""
+    current: BaseException | None = exc
+    for _ in range(16):  # a bound, in case of a cycle of causes
+        if current is None:
+            break
+        fault = _classify_one(current)
+        if fault is not None:
+            return fault
+        current = current.__cause__
+    return Fault.PERMANENT
+
+
+def is_transient(exc: BaseException) -> bool:
+    return classify(exc) is Fault.TRANSIENT
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+_ELLIPSIS = "…"
+
+
+def clean_text(text: str, limit: int = 4096, *, single_line: bool = False) -> str:
+    """Text PostgreSQL and NATS headers accept: no NUL, lone surrogates replaced, at most `limit` characters.
+
+    PostgreSQL refuses NUL in text (CharacterNotInRepertoireError) and UTF-8 cannot encode a lone surrogate;
+    free text that arrives with either must still be storable, or the event carrying it could never be
+    applied. `single_line` also folds line breaks into spaces (a NATS header value cannot hold them).
+    """
+    cleaned = _SURROGATES.sub("\ufffd", text.replace("\x00", ""))
+    if single_line:
+        cleaned = _LINE_BREAKS.sub(" ", cleaned)
+    if len(cleaned) > limit:
+        cleaned = cleaned[: max(0, limit - len(_ELLIPSIS))] + _ELLIPSIS
+    return cleaned
