@@ -3,7 +3,6 @@ a dead letter replays to where it came from; a consumer rides out a real nats-se
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from ame_platform.lifecycle import (
+    RestartPolicy,
     Supervisor,
     install_signal_handlers,
     remove_signal_handlers,
@@ -62,6 +63,27 @@ class Crashing(Part):
     async def _die(self) -> None:
         await self.crash.wait()
         raise RuntimeError("the consumer loop died")
+
+
+class CrashesOnce(Part):
+    """Its supervised task fails the first `crashes` times it is started, then runs like a healthy one."""
+
+    def __init__(self, name: str, recorder: Recorder, crashes: int) -> None:
+        super().__init__(name, recorder)
+        self.crashes = crashes
+        self.starts = 0
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self.starts += 1
+        self.recorder.events.append(f"start:{self.name}")
+        if self.starts <= self.crashes:
+            supervisor.spawn(f"loop:{self.name}", self._die())
+        else:
+            self.loop = supervisor.spawn(f"loop:{self.name}", self._loop())
+
+    async def _die(self) -> None:
+        await asyncio.sleep(0)
+        raise ConnectionResetError("the consumer loop died")
 
 
 class Stuck(Part):
@@ -176,3 +198,41 @@ async def test_sigterm_sets_the_stop_flag() -> None:
     finally:
         remove_signal_handlers()
     assert stop.is_set()
+
+
+_FAST = RestartPolicy(max_failures=3, window=60.0, initial_delay=0.01, max_delay=0.05, drain_timeout=1.0)
+
+
+async def test_with_a_restart_policy_a_failed_component_is_restarted_and_the_rest_keep_running() -> None:
+    recorder = Recorder()
+    healthy = Part("healthy", recorder)
+    flaky = CrashesOnce("flaky", recorder, crashes=2)
+    supervisor = Supervisor()
+    run = asyncio.create_task(
+        run_components([healthy, flaky], graceful_timeout=5, supervisor=supervisor, restart=_FAST)
+    )
+    await wait_until(lambda: supervisor.restarts.get("flaky") == 2, message="two restarts of the flaky component")
+    assert flaky.starts == 3 and flaky.loop is not None and not flaky.loop.done()
+    assert not run.done() and not supervisor.stop.is_set()
+    # The healthy component was neither drained nor restarted.
+    assert recorder.events.count("start:healthy") == 1 and "drain:healthy" not in recorder.events
+    assert recorder.events.count("drain:flaky") == 2
+    supervisor.stop.set()
+    assert await asyncio.wait_for(run, timeout=10) == 0
+    assert supervisor.gave_up is None
+
+
+async def test_a_crash_loop_stops_the_process_with_a_clear_message() -> None:
+    recorder = Recorder()
+    healthy = Part("healthy", recorder)
+    looping = CrashesOnce("looping", recorder, crashes=1000)
+    supervisor = Supervisor()
+    code = await asyncio.wait_for(
+        run_components([healthy, looping], graceful_timeout=5, supervisor=supervisor, restart=_FAST), timeout=10
+    )
+    assert code == 1
+    assert looping.starts == _FAST.max_failures
+    assert supervisor.gave_up is not None
+    assert supervisor.gave_up.startswith("component looping failed 3 times within 60s; giving up")
+    assert "ConnectionResetError: the consumer loop died" in supervisor.gave_up
+    assert healthy.loop_cancelled
