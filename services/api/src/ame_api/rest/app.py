@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 import ame
 from ame_api.follow import LogFollower
-from ame_api.rest import errors, runs
+from ame_api.rest import admin, errors, runs
 from ame_api.runs import RunService
 from ame_platform.lifecycle import Supervisor
 
@@ -25,6 +25,7 @@ def create_app(run_service: RunService, follower: LogFollower) -> FastAPI:
     )
     errors.install(app)
     app.include_router(runs.router(run_service, follower))
+    app.include_router(admin.router(run_service.deadletters))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
