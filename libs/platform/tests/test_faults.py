@@ -26,6 +26,8 @@ def _pg(cls: type[asyncpg.PostgresError], sqlstate: str) -> asyncpg.PostgresErro
         _pg(asyncpg.exceptions.SerializationError, "40001"),
         _pg(asyncpg.exceptions.DeadlockDetectedError, "40P01"),
         _pg(asyncpg.exceptions.AdminShutdownError, "57P01"),
+        # The schema is not what the code expects (an outage, a migration under way): not the message's fault.
+        _pg(asyncpg.exceptions.UndefinedTableError, "42P01"),
         ConnectionResetError("reset by peer"),
         TimeoutError(),  # a pool acquire that timed out
         nats.errors.ConnectionClosedError(),
@@ -48,6 +50,7 @@ def test_transient_faults(exc: BaseException) -> None:
         _pg(asyncpg.exceptions.NumericValueOutOfRangeError, "22003"),
         _pg(asyncpg.exceptions.UniqueViolationError, "23505"),
         _pg(asyncpg.exceptions.CheckViolationError, "23514"),
+        _pg(asyncpg.exceptions.ProgramLimitExceededError, "54000"),
         asyncpg.exceptions.DataError("invalid input for query argument $1"),
         Poison("undecodable"),
         KeyError("a bug"),

@@ -3,11 +3,12 @@
 Every retry decision in AME goes through `classify`:
 
 * TRANSIENT: the infrastructure is away or busy (a lost connection, NATS reconnecting or JetStream
-  unavailable, PostgreSQL restarting, a serialisation failure or deadlock, a pool acquire timeout). Retrying
+  unavailable, PostgreSQL restarting, a serialisation failure or deadlock, a pool acquire timeout, any
+  other server-side SQL error: it is about the database, not the message). Retrying
   with backoff will succeed once it is back, however long that takes, so these never count towards a limit.
-* PERMANENT: retrying the same input gives the same answer (SQLSTATE class 22 data exceptions and 23
-  integrity violations, an undecodable message, any unexpected exception: a bug does not fix itself).
-  These count, and a message that keeps failing so is dead-lettered.
+* PERMANENT: retrying the same input gives the same answer (SQLSTATE class 22 data exceptions, 23
+  integrity violations and 54 program limits, an undecodable message, any unexpected exception: a bug
+  does not fix itself). These count, and a message that keeps failing so is dead-lettered.
 
 An exception chained with `raise ... from cause` is transient when its cause is, so wrapping an error to add
 context does not change how it is retried.
@@ -34,12 +35,13 @@ class Poison(Exception):
     """The message can never be processed (undecodable, or refers to nothing): it is dead-lettered at once."""
 
 
-# SQLSTATEs that say "try again": connection exceptions (class 08), insufficient resources (class 53:
-# too many connections, out of memory or disk), serialisation failure and deadlock (40001, 40P01),
-# admin/crash shutdown and "cannot connect now" while starting (57P01..57P03), lock not available (55P03),
-# and a statement cancelled by a timeout or a restarting server (57014).
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53")
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "55P03", "57014"})
+# A server error is about this message only when it is a data exception (class 22: a NUL in text, a value
+# out of range), an integrity violation (class 23) or a program limit (class 54: a value too large to
+# index). Every other SQLSTATE is about the database, not the message: a connection exception (08),
+# insufficient resources (53), a serialisation failure or deadlock (40), a shutdown (57), and also a schema
+# that does not match the code (42: an undefined table during a migration or an outage). Those hit every
+# message alike, so they are retried without limit instead of dead-lettering the whole stream.
+_PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 # The client library reports a lost or busy connection as an InterfaceError; these subclasses instead say
 # that what we sent is wrong, which no retry fixes.
@@ -70,11 +72,9 @@ def _classify_one(exc: BaseException) -> Fault | None:
         return Fault.PERMANENT
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = str(getattr(exc, "sqlstate", "") or "")
-        if sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
-            return Fault.TRANSIENT
-        if isinstance(exc, asyncpg.PostgresConnectionError):
-            return Fault.TRANSIENT
-        return Fault.PERMANENT
+        if sqlstate[:2] in _PERMANENT_SQLSTATE_CLASSES:
+            return Fault.PERMANENT
+        return Fault.TRANSIENT
     if isinstance(exc, _PERMANENT_INTERFACE_ERRORS):
         return Fault.PERMANENT
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):

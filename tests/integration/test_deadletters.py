@@ -1,0 +1,197 @@
+"""Poison input on the bus, end to end: every consumer dead-letters what it can never apply and goes on; text
+that PostgreSQL refuses is cleaned; a run whose final event is dead-lettered still ends, and a replay ends it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from ame.codecs import log_end_to_pb, state_changed_pb
+from ame.contracts.log.v1 import log_pb2
+from ame.contracts.run.v1 import run_pb2
+from ame.domain import LogEnd, RunState
+from ame_platform.bus.publisher import headers_for
+from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS, LAUNCHER_LAUNCH, LOGS_ARCHIVE
+from tests.integration.clients import Grpc
+from tests.stack_fixtures import Stack
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
+
+_GARBAGE = b"\xff\xff\xff\xff not protobuf"
+
+
+async def _letters(rest: httpx.AsyncClient) -> list[dict[str, Any]]:
+    response = await rest.get("/v1/admin/deadletters")
+    assert response.status_code == 200, response.text
+    letters: list[dict[str, Any]] = response.json()["deadletters"]
+    return letters
+
+
+async def _publish(stack: Stack, subject: str, payload: bytes, msg_id: str) -> None:
+    await stack.runtime.js.publish(subject, payload, headers=headers_for(msg_id))
+
+
+async def _running(client: Grpc, run_id: str) -> bool:
+    return (await client.get(run_id)).state == run_pb2.RUN_STATE_RUNNING
+
+
+def _deadletter_metric(stack: Stack) -> int:
+    reader = stack.runtime.telemetry.metrics_memory
+    assert reader is not None
+    data = reader.get_metrics_data()
+    return sum(
+        int(point.value)
+        for resource in (data.resource_metrics if data else [])
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "ame.bus.deadletters"
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    )
+
+
+async def test_poison_in_every_consumer_is_dead_lettered_and_the_work_behind_it_flows(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient
+) -> None:
+    names = stack.runtime.names
+    await _publish(stack, names.run_state(RunState.SUCCEEDED), _GARBAGE, "poison-state")
+    await _publish(stack, names.schedule_fired, _GARBAGE, "poison-schedule")
+    await _publish(stack, names.run_launch, _GARBAGE, "poison-launch")
+    await _publish(stack, names.run_log(str(uuid.uuid4())), _GARBAGE, "poison-log")
+
+    # A run behind the poison goes through launcher, registry and archive as usual.
+    run = await client.submit("echo behind the poison")
+    followed = await client.follow(run.id)
+    assert followed.texts == ["behind the poison"]
+    assert (await client.get(run.id)).state == run_pb2.RUN_STATE_SUCCEEDED
+
+    async def four_letters() -> list[dict[str, Any]]:
+        letters = await _letters(rest)
+        assert len(letters) == 4, letters
+        return letters
+
+    letters = await wait_until(four_letters, timeout=20, message="a dead letter from each consumer")
+    by_consumer = {letter["consumer"]: letter for letter in letters}
+    assert set(by_consumer) == {API_REGISTRY, API_TRIGGERS, LAUNCHER_LAUNCH, LOGS_ARCHIVE}
+    assert by_consumer[API_REGISTRY]["subject"] == names.run_state(RunState.SUCCEEDED)
+    assert by_consumer[LAUNCHER_LAUNCH]["subject"] == names.run_launch
+    for letter in letters:
+        assert letter["reason"].startswith("poison: undecodable"), letter
+        assert letter["payload_bytes"] == len(_GARBAGE) and letter["replayable"]
+    assert _deadletter_metric(stack) == 4
+
+
+async def test_a_nul_in_a_final_reason_is_cleaned_and_the_run_ends(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient
+) -> None:
+    """The probe's repro: a NUL in a cancel reason made the registry and archive consumers fail forever."""
+    names = stack.runtime.names
+    run = await client.submit("sleep 20")
+    await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
+    reason = "bad\x00reason"
+    event = state_changed_pb(run.id, 1, RunState.CANCELLED, None, reason).SerializeToString()
+    end = log_pb2.LogChunk(
+        run_id=run.id, attempt=1, end=log_end_to_pb(LogEnd(state=RunState.CANCELLED, reason=reason))
+    ).SerializeToString()
+    await _publish(stack, names.run_log(run.id), end, f"test-end:{run.id}")
+    await _publish(stack, names.run_state(RunState.CANCELLED), event, f"test-state:{run.id}")
+
+    async def cancelled() -> bool:
+        current = await client.get(run.id)
+        return current.state == run_pb2.RUN_STATE_CANCELLED and current.reason == "badreason"
+
+    await wait_until(cancelled, timeout=20, message="the run to be cancelled with its reason cleaned")
+
+    async def archived() -> bool:
+        async with stack.runtime.pool.acquire() as conn:
+            value = await conn.fetchval("SELECT reason FROM log_ends WHERE run_id = $1::uuid", run.id)
+        return bool(value == "badreason")
+
+    await wait_until(archived, timeout=20, message="the end to be archived with its reason cleaned")
+    assert await _letters(rest) == []
+
+
+_REFUSE_UPDATES = """
+CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id = '{run_id}'::uuid AND {condition} THEN
+        RAISE EXCEPTION 'update refused by the test' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_refuse BEFORE UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION test_refuse();
+"""
+_ALLOW_UPDATES = "DROP TRIGGER test_refuse ON runs; DROP FUNCTION test_refuse();"
+
+
+@pytest.mark.slow
+async def test_a_dead_lettered_final_event_is_replayed_and_ends_the_run(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient
+) -> None:
+    names = stack.runtime.names
+    run = await client.submit("sleep 20")
+    await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
+    async with stack.runtime.pool.acquire() as conn:
+        # A data error on every write of this run: neither the handler nor its dead-letter fallback can apply.
+        await conn.execute(_REFUSE_UPDATES.format(run_id=run.id, condition="true"))
+    try:
+        event = state_changed_pb(run.id, 1, RunState.FAILED, 3, "boom").SerializeToString()
+        await _publish(stack, names.run_state(RunState.FAILED), event, f"test-failed:{run.id}")
+        letters = await wait_until(lambda: _letters(rest), timeout=30, message="the final event to be dead-lettered")
+    finally:
+        async with stack.runtime.pool.acquire() as conn:
+            await conn.execute(_ALLOW_UPDATES)
+    (letter,) = letters
+    assert letter["consumer"] == API_REGISTRY and letter["subject"] == names.run_state(RunState.FAILED)
+    assert letter["failures"] == 5 and letter["reason"].startswith("CheckViolationError: update refused")
+    assert (await client.get(run.id)).state == run_pb2.RUN_STATE_RUNNING
+
+    replayed = await rest.post(f"/v1/admin/deadletters/{letter['id']}/replay")
+    assert replayed.status_code == 200, replayed.text
+
+    async def failed() -> bool:
+        current = await client.get(run.id)
+        return current.state == run_pb2.RUN_STATE_FAILED and current.exit_code == 3 and current.reason == "boom"
+
+    await wait_until(failed, timeout=20, message="the replayed event to end the run")
+    assert await _letters(rest) == []
+    again = await rest.post(f"/v1/admin/deadletters/{letter['id']}/replay")
+    assert again.status_code == 404 and "not found" in again.json()["error"]
+
+
+@pytest.mark.slow
+async def test_a_final_event_dead_lettered_for_its_reason_still_ends_the_run_in_its_own_state(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient
+) -> None:
+    names = stack.runtime.names
+    run = await client.submit("sleep 20")
+    await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
+    async with stack.runtime.pool.acquire() as conn:
+        await conn.execute(_REFUSE_UPDATES.format(run_id=run.id, condition="NEW.reason LIKE '%unstorable%'"))
+    try:
+        event = state_changed_pb(run.id, 1, RunState.TIMED_OUT, None, "unstorable text").SerializeToString()
+        await _publish(stack, names.run_state(RunState.TIMED_OUT), event, f"test-timeout:{run.id}")
+
+        async def timed_out() -> run_pb2.Run | None:
+            current = await client.get(run.id)
+            return current if current.state == run_pb2.RUN_STATE_TIMED_OUT else None
+
+        current = await wait_until(timed_out, timeout=30, message="the dead-letter fallback to end the run")
+    finally:
+        async with stack.runtime.pool.acquire() as conn:
+            await conn.execute(_ALLOW_UPDATES)
+    assert current.reason.startswith("(reason not recorded: CheckViolationError: update refused")
+    (letter,) = await _letters(rest)
+    assert letter["consumer"] == API_REGISTRY
+
+
+async def test_admin_endpoints_refuse_bad_input(rest: httpx.AsyncClient) -> None:
+    assert (await rest.get("/v1/admin/deadletters", params={"limit": 0})).status_code == 422
+    assert (await rest.get("/v1/admin/deadletters", params={"after": -1})).status_code == 422
+    assert (await rest.post("/v1/admin/deadletters/0/replay")).status_code == 422
+    assert (await rest.post("/v1/admin/deadletters/abc/replay")).status_code == 422
+    missing = await rest.post("/v1/admin/deadletters/12345/replay")
+    assert missing.status_code == 404 and missing.json()["error"]
