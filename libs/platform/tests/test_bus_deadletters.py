@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from ame_platform.bus.connection import connect
+from ame_platform.bus.connection import FOLLOWER_HEARTBEAT, connect
 from ame_platform.bus.consumer import ConsumerSpec, Handler, Poison, PullConsumer
 from ame_platform.bus.deadletters import DeadLetter, DeadLetterNotFound, DeadLetterQueue
 from ame_platform.bus.publisher import MSG_ID, publish_until_stored
@@ -276,3 +276,33 @@ async def test_a_consumer_deleted_under_it_is_declared_again(
     await wait_until(lambda: consumer.subscriptions >= 2, timeout=15, message="the consumer to be declared again")
     await wait_until(lambda: b"second" in seen, timeout=15, message="the message published after the loss")
     await consumer.drain()
+
+
+@pytest.mark.slow
+async def test_an_ordered_consumer_like_a_log_follower_resumes_after_a_restart(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    await server.start()
+    try:
+        settings = NatsSettings(url=server.url, prefix="ordered")
+        names = BusNames("ordered")
+        client = await connect(settings, "ordered-test")
+        js = client.jetstream()
+        await declare_streams(js, names, settings)
+        subject = names.run_log("run-1")
+        await publish_until_stored(js, subject, b"0", msg_id="0")
+        # As api's LogFollower subscribes: ordered, from the start; the heartbeat bounds how soon a consumer
+        # lost with the server's memory is noticed and re-created from the last sequence seen.
+        sub = await js.subscribe(
+            subject, ordered_consumer=True, stream=names.logs_stream, idle_heartbeat=FOLLOWER_HEARTBEAT
+        )
+        assert (await sub.next_msg(timeout=5)).data == b"0"
+        await server.stop()
+        await server.start()
+        for n in range(1, 4):
+            await publish_until_stored(js, subject, str(n).encode(), msg_id=str(n))
+        received = [(await sub.next_msg(timeout=30)).data for _ in range(3)]
+        assert received == [b"1", b"2", b"3"]
+        await sub.unsubscribe()
+        await client.close()
+    finally:
+        await server.stop()

@@ -11,6 +11,7 @@ follow instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ from ame.domain import LogEnd, LogLine
 from ame_api import convert
 from ame_api.repositories import runs as runs_repo
 from ame_api.settings import ApiSettings
+from ame_platform.bus.connection import FOLLOWER_HEARTBEAT
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class LogFollower:
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
             stream=self._rt.names.logs_stream,
+            # Resumes within a few seconds after a NATS restart lost the consumer (see FOLLOWER_HEARTBEAT).
+            idle_heartbeat=FOLLOWER_HEARTBEAT,
         )
         terminal_since: float | None = None
         loop = asyncio.get_running_loop()
@@ -96,7 +100,9 @@ class LogFollower:
                     yield end
                     return
         finally:
-            await sub.unsubscribe()
+            # The connection may be away (reconnecting): the follow is over either way.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _history(
         self, run_id: str, from_seq: int, until: int | None = None

@@ -11,6 +11,11 @@ from ame_platform.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
+# Idle heartbeat of ordered consumers (live log followers). nats-py re-creates an ordered consumer from the
+# last sequence it saw once two heartbeats are missed, which is how a follower resumes after the server
+# restarted and forgot its (in-memory) consumer; the client's default of 5 s would leave it silent for 10 s.
+FOLLOWER_HEARTBEAT = 1.0
+
 
 async def connect(settings: NatsSettings, name: str) -> Client:
     """Connect with reconnects on; the first connect must succeed within the configured timeout."""
