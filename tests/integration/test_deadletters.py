@@ -66,7 +66,11 @@ async def test_poison_in_every_consumer_is_dead_lettered_and_the_work_behind_it_
     run = await client.submit("echo behind the poison")
     followed = await client.follow(run.id)
     assert followed.texts == ["behind the poison"]
-    assert (await client.get(run.id)).state == run_pb2.RUN_STATE_SUCCEEDED
+
+    async def succeeded() -> bool:
+        return (await client.get(run.id)).state == run_pb2.RUN_STATE_SUCCEEDED
+
+    await wait_until(succeeded, timeout=20, message="the registry to record the run's success")
 
     async def four_letters() -> list[dict[str, Any]]:
         letters = await _letters(rest)
@@ -89,7 +93,7 @@ async def test_a_nul_in_a_final_reason_is_cleaned_and_the_run_ends(
 ) -> None:
     """The probe's repro: a NUL in a cancel reason made the registry and archive consumers fail forever."""
     names = stack.runtime.names
-    run = await client.submit("sleep 20")
+    run = await client.submit("sleep 300")
     await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
     reason = "bad\x00reason"
     event = state_changed_pb(run.id, 1, RunState.CANCELLED, None, reason).SerializeToString()
@@ -132,7 +136,7 @@ async def test_a_dead_lettered_final_event_is_replayed_and_ends_the_run(
     stack: Stack, client: Grpc, rest: httpx.AsyncClient
 ) -> None:
     names = stack.runtime.names
-    run = await client.submit("sleep 20")
+    run = await client.submit("sleep 300")
     await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
     async with stack.runtime.pool.acquire() as conn:
         # A data error on every write of this run: neither the handler nor its dead-letter fallback can apply.
@@ -167,7 +171,7 @@ async def test_a_final_event_dead_lettered_for_its_reason_still_ends_the_run_in_
     stack: Stack, client: Grpc, rest: httpx.AsyncClient
 ) -> None:
     names = stack.runtime.names
-    run = await client.submit("sleep 20")
+    run = await client.submit("sleep 300")
     await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
     async with stack.runtime.pool.acquire() as conn:
         await conn.execute(_REFUSE_UPDATES.format(run_id=run.id, condition="NEW.reason LIKE '%unstorable%'"))

@@ -229,7 +229,9 @@ class RunService:
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                log.warning("run %s: applying dead-lettered %s failed: %s", event.run_id, event.state.value, exc)
+                log.warning(
+                    "run %s: could not apply its dead-lettered %s event: %s", event.run_id, event.state.value, exc
+                )
 
     async def apply_schedule_fired(self, msg: Msg) -> None:
         """Triggers consumer: a schedule slot came due; start its run once, whatever the redeliveries."""
