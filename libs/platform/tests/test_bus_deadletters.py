@@ -306,3 +306,21 @@ async def test_an_ordered_consumer_like_a_log_follower_resumes_after_a_restart(t
         await client.close()
     finally:
         await server.stop()
+
+
+async def test_a_restarted_consumer_binds_again_and_consumes(
+    js: JetStreamContext, names: BusNames, dlq: DeadLetterQueue, supervisor: Supervisor
+) -> None:
+    seen: list[bytes] = []
+
+    async def handler(msg: Msg) -> None:
+        seen.append(msg.data)
+
+    consumer = await _start(js, names, handler, dlq, supervisor)
+    await consumer.drain()
+    # What the supervisor does with a component whose task died: drain, then start again.
+    await consumer.start(supervisor)
+    await _publish(js, f"{names.prefix}.evt.run.launching", b"after-restart")
+    await wait_until(lambda: seen == [b"after-restart"], message="the restarted consumer to take the message")
+    assert consumer.subscriptions == 2
+    await consumer.drain()

@@ -236,3 +236,30 @@ async def test_a_crash_loop_stops_the_process_with_a_clear_message() -> None:
     assert supervisor.gave_up.startswith("component looping failed 3 times within 60s; giving up")
     assert "ConnectionResetError: the consumer loop died" in supervisor.gave_up
     assert healthy.loop_cancelled
+
+
+class RestartsIntoAnOutage(CrashesOnce):
+    """Crashes once; its next starts fail while 'the database' is away, then it starts."""
+
+    def __init__(self, name: str, recorder: Recorder, outage_starts: int) -> None:
+        super().__init__(name, recorder, crashes=1)
+        self.outage_starts = outage_starts
+        self.failed_starts = 0
+
+    async def start(self, supervisor: Supervisor) -> None:
+        if self.starts >= 1 and self.failed_starts < self.outage_starts:
+            self.failed_starts += 1
+            raise ConnectionRefusedError("database unreachable")
+        await super().start(supervisor)
+
+
+async def test_a_restart_into_an_outage_keeps_trying_without_counting_towards_a_crash_loop() -> None:
+    recorder = Recorder()
+    part = RestartsIntoAnOutage("consumer", recorder, outage_starts=_FAST.max_failures * 2)
+    supervisor = Supervisor()
+    run = asyncio.create_task(run_components([part], graceful_timeout=5, supervisor=supervisor, restart=_FAST))
+    await wait_until(lambda: supervisor.restarts.get("consumer") == 1, message="the restart after the outage")
+    assert part.failed_starts == _FAST.max_failures * 2
+    assert part.loop is not None and not part.loop.done() and supervisor.gave_up is None
+    supervisor.stop.set()
+    assert await asyncio.wait_for(run, timeout=10) == 0

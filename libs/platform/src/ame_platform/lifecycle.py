@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ame_platform.faults import is_transient
+
 if TYPE_CHECKING:
     from ame_platform.settings import LifecycleSettings
 
@@ -139,17 +141,25 @@ class Supervisor:
         except Exception as exc:
             log.warning("%s did not drain cleanly before its restart: %s", component.name, exc)
         await self._cancel([t for t, owner in self._owners.items() if owner is component])
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), timeout=delay)
-        if self.stop.is_set():
-            self._restarting.discard(component.name)
-            return
-        try:
-            await self.start_component(component)
-        except Exception as exc:
-            self._restarting.discard(component.name)
-            self._component_failed(component, "start", exc)
-            return
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=delay)
+            if self.stop.is_set():
+                self._restarting.discard(component.name)
+                return
+            try:
+                await self.start_component(component)
+            except Exception as exc:
+                if is_transient(exc):
+                    # NATS or PostgreSQL still away: not the component's fault, so it does not count towards
+                    # a crash loop; keep trying at the longest delay until they are back.
+                    log.warning("%s could not start again (%s: %s); retrying", component.name, type(exc).__name__, exc)
+                    delay = self.policy.max_delay
+                    continue
+                self._restarting.discard(component.name)
+                self._component_failed(component, "start", exc)
+                return
+            break
         self._restarting.discard(component.name)
         self.restarts[component.name] = self.restarts.get(component.name, 0) + 1
         log.warning("%s restarted", component.name)

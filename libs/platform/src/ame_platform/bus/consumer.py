@@ -124,9 +124,12 @@ class PullConsumer:
         self.subscriptions = 0
 
     async def start(self, supervisor: Supervisor) -> None:
-        # The first bind must succeed: a consumer that cannot be declared at start is a configuration fault.
-        self._stopping.clear()  # started again after a restart
-        await self._subscribe()
+        restarted = self.subscriptions > 0
+        self._stopping.clear()
+        if not restarted:
+            # The first bind must succeed: a consumer that cannot be declared at start is a configuration
+            # fault. After a restart the fetch loop binds, riding out a broker that is still away.
+            await self._subscribe()
         self._loop_task = supervisor.spawn(f"consume:{self._spec.durable}", self._fetch_loop())
 
     async def drain(self) -> None:
