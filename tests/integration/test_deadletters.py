@@ -199,3 +199,41 @@ async def test_admin_endpoints_refuse_bad_input(rest: httpx.AsyncClient) -> None
     assert (await rest.post("/v1/admin/deadletters/abc/replay")).status_code == 422
     missing = await rest.post("/v1/admin/deadletters/12345/replay")
     assert missing.status_code == 404 and missing.json()["error"]
+
+
+_REFUSE_LEASES = """
+CREATE FUNCTION test_refuse_lease() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.task = 'refused-task' THEN
+        RAISE EXCEPTION 'lease refused by the test' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_refuse_lease BEFORE INSERT ON leases FOR EACH ROW EXECUTE FUNCTION test_refuse_lease();
+"""
+_ALLOW_LEASES = "DROP TRIGGER test_refuse_lease ON leases; DROP FUNCTION test_refuse_lease();"
+
+
+@pytest.mark.slow
+async def test_a_dead_lettered_launch_command_fails_its_run_instead_of_leaving_it_queued(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient
+) -> None:
+    async with stack.runtime.pool.acquire() as conn:
+        await conn.execute(_REFUSE_LEASES)
+    try:
+        run = await client.submit("echo never", task="refused-task")
+
+        async def failed() -> run_pb2.Run | None:
+            current = await client.get(run.id)
+            return current if current.state == run_pb2.RUN_STATE_FAILED else None
+
+        current = await wait_until(failed, timeout=40, message="the run to fail once its launch is dead-lettered")
+    finally:
+        async with stack.runtime.pool.acquire() as conn:
+            await conn.execute(_ALLOW_LEASES)
+    assert current.reason.startswith("the launch command could not be processed: CheckViolationError: lease refused")
+    (letter,) = await _letters(rest)
+    assert letter["consumer"] == LAUNCHER_LAUNCH and letter["subject"] == stack.runtime.names.run_launch
+    # Work behind it is not blocked.
+    followed = await client.follow((await client.submit("echo after")).id)
+    assert followed.texts == ["after"]

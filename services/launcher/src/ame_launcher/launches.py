@@ -32,6 +32,7 @@ from ame_launcher.settings import LauncherSettings
 from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer, Redeliver
 from ame_platform.bus.publisher import publish_until_stored
 from ame_platform.bus.subjects import LAUNCHER_LAUNCH
+from ame_platform.faults import clean_text
 from ame_platform.lifecycle import Periodic, Supervisor
 from ame_platform.runtime import Runtime
 
@@ -86,6 +87,7 @@ class Launcher:
             self.handle_launch,
             name="launch",
             deadletters=runtime.deadletters,
+            on_dead_letter=self.fail_dead_lettered_launch,
             tracer=runtime.telemetry.tracer("ame_launcher"),
         )
 
@@ -344,3 +346,16 @@ class Launcher:
                 active.request_cancel(reason or "cancelled by request")
         # Only once every run was checked: a failed pass (NATS away again) is retried on the next one.
         self._reconnects_seen = reconnects
+
+    async def fail_dead_lettered_launch(self, msg: Msg, why: str) -> None:
+        """A launch command no launcher could process ends its run `failed`, rather than leaving it queued.
+
+        A permanent failure happens before a lease is claimed (a claimed run is acknowledged), so no launcher
+        holds the run; an undecodable command names no run, and there is nothing to report.
+        """
+        try:
+            command = convert.parse_launch(msg.data)
+        except convert.DecodeError:
+            return
+        reason = clean_text(f"the launch command could not be processed: {why}", 1000)
+        await self._publish_state(command, RunState.FAILED, reason=reason, attempts=_RECONCILE_PUBLISH_ATTEMPTS)

@@ -254,6 +254,9 @@ class PullConsumer:
             await self._settle(msg, "nak", msg.nak(delay=delay))
             return
         count = self._count_failure(msg, poison=isinstance(exc, Poison))
+        # Paced by this process's own count, not by deliveries: replicas share the message, and transient
+        # redeliveries before it must not stretch the few tries a permanent fault gets.
+        delay = min(self._spec.redeliver_delay * 2 ** min(count - 1, 30), self._spec.max_redeliver_delay)
         if count < self._deadletters.max_failures:
             log.error(
                 "%s: handler failed on %s (delivery %d, failure %d of %d); redelivering in %.1fs",
