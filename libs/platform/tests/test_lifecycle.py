@@ -263,3 +263,25 @@ async def test_a_restart_into_an_outage_keeps_trying_without_counting_towards_a_
     assert part.loop is not None and not part.loop.done() and supervisor.gave_up is None
     supervisor.stop.set()
     assert await asyncio.wait_for(run, timeout=10) == 0
+
+
+class CannotStartAgain(CrashesOnce):
+    """Crashes once; every later start fails with a socket error of its own (its port is gone)."""
+
+    async def start(self, supervisor: Supervisor) -> None:
+        if self.starts >= 1:
+            self.starts += 1
+            raise OSError(98, "address already in use")
+        await super().start(supervisor)
+
+
+async def test_a_component_that_cannot_start_again_for_its_own_reasons_is_a_crash_loop() -> None:
+    recorder = Recorder()
+    part = CannotStartAgain("rest", recorder, crashes=1)
+    supervisor = Supervisor()
+    code = await asyncio.wait_for(
+        run_components([part], graceful_timeout=5, supervisor=supervisor, restart=_FAST), timeout=10
+    )
+    assert code == 1
+    assert supervisor.gave_up is not None and "component rest failed 3 times" in supervisor.gave_up
+    assert "address already in use" in supervisor.gave_up

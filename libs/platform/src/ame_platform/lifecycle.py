@@ -150,7 +150,7 @@ class Supervisor:
             try:
                 await self.start_component(component)
             except Exception as exc:
-                if is_transient(exc):
+                if _infrastructure_away(exc):
                     # NATS or PostgreSQL still away: not the component's fault, so it does not count towards
                     # a crash loop; keep trying at the longest delay until they are back.
                     log.warning("%s could not start again (%s: %s); retrying", component.name, type(exc).__name__, exc)
@@ -173,6 +173,14 @@ class Supervisor:
     async def cancel_all(self) -> None:
         await self._cancel(list(self._restart_tasks))
         await self._cancel(list(self._tasks))
+
+
+def _infrastructure_away(exc: BaseException) -> bool:
+    # A socket error of the component's own (a port in use, a closed listening socket) is transient to the
+    # fault classifier but no wait fixes it: only a lost connection to NATS or PostgreSQL is worth waiting out.
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+        return False
+    return is_transient(exc)
 
 
 class Component(Protocol):
