@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -17,11 +18,16 @@ from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
 from ame_platform.bus.consumer import Poison
 from ame_platform.bus.publisher import headers_for
+from ame_platform.db import Connection
+from ame_platform.db.retry import with_connection
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Conflict", "InvalidRequest", "NotFound", "OutboxRelay", "RunService"]
+
+# Below the registry consumer's ack wait (30 s), so the event is not redelivered while it is still retried here.
+_REGISTRY_RETRY_SECONDS = 20.0
 
 
 class InvalidRequest(ValueError):
@@ -181,7 +187,8 @@ class RunService:
             event = convert.parse_state_changed(msg.data)
         except ValueError as exc:
             raise Poison(str(exc)) from exc
-        async with self._rt.pool.acquire() as conn:
+
+        async def apply(conn: Connection) -> None:
             await runs_repo.apply_state(
                 conn,
                 run_id=event.run_id,
@@ -191,6 +198,21 @@ class RunService:
                 reason=event.reason,
                 at=event.at,
             )
+
+        async def still_in_hand(exc: BaseException) -> None:
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+        # While the database is away the event waits here and is applied as soon as it
+        # is back; past the deadline it goes back to JetStream (which redelivers it with a growing delay), so a
+        # draining api is not held up for long.
+        await with_connection(
+            self._rt.pool,
+            apply,
+            what=f"applying {event.state.value} of run {event.run_id}",
+            give_up_after=_REGISTRY_RETRY_SECONDS,
+            on_fault=still_in_hand,
+        )
 
     async def apply_schedule_fired(self, msg: Msg) -> None:
         """Triggers consumer: a schedule slot came due; start its run once, whatever the redeliveries."""
