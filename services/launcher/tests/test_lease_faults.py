@@ -115,7 +115,8 @@ async def test_a_claim_repeated_by_its_launcher_holds_and_no_other_launcher_take
         await leases.finish_lease(conn, run_id=run_id, attempt=1, final_state="failed")
         assert not await claim("launcher-a")
         row = await conn.fetchrow("SELECT state, final_state FROM leases WHERE run_id = $1::uuid", run_id)
-        assert tuple(row) == ("finished", "succeeded")
+        assert row is not None
+        assert (row["state"], row["final_state"]) == ("finished", "succeeded")
 
         # A lease given back unstarted is free for any launcher; only its holder can give it back.
         other = new_run_id()
@@ -156,7 +157,7 @@ async def test_a_redelivery_after_a_committed_claim_runs_the_run(
         async def finished() -> bool:
             lease = await _lease(runtime, run_id)
             assert lease is not None
-            return lease["state"] == "finished"
+            return bool(lease["state"] == "finished")
 
         await wait_until(finished, message="the redelivered run to finish")
         lease = await _lease(runtime, run_id)
