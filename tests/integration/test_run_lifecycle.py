@@ -166,7 +166,10 @@ async def test_cancel_stops_a_running_run(client: Grpc, stack: Stack) -> None:
     assert rest[0].end.state == run_pb2.RUN_STATE_CANCELLED
     assert rest[0].end.reason == "enough"
     await wait_until(lambda: _state(client, run.id, run_pb2.RUN_STATE_CANCELLED), message="cancelled")
-    assert all(launcher.active_runs == 0 for launcher in stack.launchers)
+    # The launcher finishes the lease after publishing the end, concurrently with the registry applying it.
+    await wait_until(
+        lambda: all(launcher.active_runs == 0 for launcher in stack.launchers), message="the launchers to let go"
+    )
 
 
 async def test_timeout_ends_the_run_as_timed_out(client: Grpc) -> None:

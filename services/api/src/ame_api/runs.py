@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from ame_api.settings import ApiSettings
 from ame_platform.bus.consumer import Poison
 from ame_platform.bus.deadletters import DeadLetterQueue
 from ame_platform.bus.publisher import headers_for
+from ame_platform.db import Connection
+from ame_platform.db.retry import with_connection
 from ame_platform.faults import clean_text, is_transient
 from ame_platform.runtime import Runtime
 
@@ -27,6 +30,9 @@ log = logging.getLogger(__name__)
 REASON_LIMIT = 4096
 
 __all__ = ["Conflict", "InvalidRequest", "NotFound", "OutboxRelay", "RunService"]
+
+# Below the registry consumer's ack wait (30 s), so the event is not redelivered while it is still retried here.
+_REGISTRY_RETRY_SECONDS = 20.0
 
 
 class InvalidRequest(ValueError):
@@ -190,7 +196,8 @@ class RunService:
             event = convert.parse_state_changed(msg.data)
         except ValueError as exc:
             raise Poison(str(exc)) from exc
-        async with self._rt.pool.acquire() as conn:
+
+        async def apply(conn: Connection) -> None:
             await runs_repo.apply_state(
                 conn,
                 run_id=event.run_id,
@@ -201,6 +208,21 @@ class RunService:
                 reason=clean_text(event.reason, REASON_LIMIT),
                 at=event.at,
             )
+
+        async def still_in_hand(exc: BaseException) -> None:
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+        # While the database is away the event waits here and is applied as soon as it
+        # is back; past the deadline it goes back to JetStream (which redelivers it with a growing delay), so a
+        # draining api is not held up for long.
+        await with_connection(
+            self._rt.pool,
+            apply,
+            what=f"applying {event.state.value} of run {event.run_id}",
+            give_up_after=_REGISTRY_RETRY_SECONDS,
+            on_fault=still_in_hand,
+        )
 
     async def apply_dead_lettered_event(self, msg: Msg, why: str) -> None:
         """The registry gave up on a state event: still move the run to that state, so it never stays running.

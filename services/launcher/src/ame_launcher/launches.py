@@ -9,13 +9,23 @@ by another process), so no run stays `running` forever.
 
 A run is registered as in hand before anything else, so a cancel that arrives at any point of the launch is
 seen: either by the check of the run's cancel subject, or by the cancel subscription.
+
+The database never decides a run's outcome. Claiming the lease, recording the process and finishing the lease
+retry a passing database fault with backoff (the claim meanwhile tells JetStream the command is still in hand),
+and recording the process happens beside the run rather than in its way. A claim whose response was lost is
+claimed again by the same launcher, successfully. After this launcher has seen the database fail, its
+reconciler waits a whole lease TTL before it reports anyone's lease expired, so every live launcher has had
+its heartbeats in first; and it never reports the runs it holds itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -32,7 +42,9 @@ from ame_launcher.settings import LauncherSettings
 from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer, Redeliver
 from ame_platform.bus.publisher import publish_until_stored
 from ame_platform.bus.subjects import LAUNCHER_LAUNCH
-from ame_platform.faults import clean_text
+from ame_platform.db import Connection
+from ame_platform.db.retry import with_connection
+from ame_platform.faults import clean_text, is_transient
 from ame_platform.lifecycle import Periodic, Supervisor
 from ame_platform.runtime import Runtime
 
@@ -41,6 +53,8 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_REASON = "the launcher stopped while the run was in progress"
 # Publishing from the reconciler holds row locks; give up after a few tries and retry on the next pass.
 _RECONCILE_PUBLISH_ATTEMPTS = 3
+# How long a stopping launcher tries to give back a lease it claimed but did not start.
+_RELEASE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -69,6 +83,8 @@ class Launcher:
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._stopping = asyncio.Event()
         self._machine = this_machine()
+        # When this launcher last saw the database fail (monotonic); None: not since it started.
+        self._db_fault_at: float | None = None
         self._loops = [
             Periodic("lease-heartbeats", settings.heartbeat_interval, self.heartbeat),
             Periodic("lease-reconciler", settings.reconcile_interval, self.reconcile),
@@ -138,28 +154,72 @@ class Launcher:
         try:
             if await self._cancel_requested(command.run_id):
                 active.request_cancel("cancelled before it was launched")
-            async with self._rt.pool.acquire() as conn:
-                claimed = await leases.claim_lease(
-                    conn,
-                    run_id=command.run_id,
-                    attempt=command.attempt,
-                    launcher_id=self.launcher_id,
-                    backend=self._backend.name,
-                    project=command.spec.project,
-                    task=command.spec.task,
-                    ttl_seconds=self._settings.lease_ttl,
-                )
+            claimed = await self._claim(command, msg)
             if not claimed:
-                log.info("run %s attempt %d is already held; skipping", command.run_id, command.attempt)
+                log.info("run %s attempt %d is held by another launcher; skipping", command.run_id, command.attempt)
                 return
-            if not active.cancel.is_set():
-                await self._publish_state(command, RunState.LAUNCHING)
-            active.task = asyncio.create_task(self._execute(active), name=f"run:{command.run_id}")
-            launched = True
+            try:
+                if not active.cancel.is_set():
+                    await self._publish_state(command, RunState.LAUNCHING)
+                active.task = asyncio.create_task(self._execute(active), name=f"run:{command.run_id}")
+                launched = True
+            finally:
+                if not launched:
+                    await self._release_unstarted(command)
         finally:
             if not launched:
                 self._active.pop(key, None)
                 self._slots.release()
+
+    async def _claim(self, command: convert.LaunchCommand, msg: Msg) -> bool:
+        async def claim(conn: Connection) -> bool:
+            return await leases.claim_lease(
+                conn,
+                run_id=command.run_id,
+                attempt=command.attempt,
+                launcher_id=self.launcher_id,
+                backend=self._backend.name,
+                project=command.spec.project,
+                task=command.spec.task,
+                ttl_seconds=self._settings.lease_ttl,
+            )
+
+        async def still_in_hand(exc: BaseException) -> None:
+            self._db_fault_at = time.monotonic()
+            # Without this JetStream would hand the command to another launcher while this one waits.
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+        try:
+            return await with_connection(
+                self._rt.pool,
+                claim,
+                what=f"claiming run {command.run_id}",
+                stop=self._stopping,
+                on_fault=still_in_hand,
+            )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Stopping while the database is away: the claim may have committed unseen. Give it back so the
+            # launcher that takes the command next is not told it is held by one that will never run it.
+            await self._release_unstarted(command)
+            raise Redeliver("the launcher is stopping") from exc
+
+    async def _release_unstarted(self, command: convert.LaunchCommand) -> None:
+        async def release(conn: Connection) -> None:
+            await leases.release_unstarted(
+                conn, run_id=command.run_id, attempt=command.attempt, launcher_id=self.launcher_id
+            )
+
+        try:
+            await asyncio.wait_for(
+                with_connection(self._rt.pool, release, what=f"releasing run {command.run_id}"),
+                timeout=_RELEASE_TIMEOUT,
+            )
+        except Exception:
+            # The lease then expires and the reconciler reports the run; nothing better is possible here.
+            log.warning("could not give back the lease of run %s", command.run_id, exc_info=True)
 
     async def _acquire_slot(self, msg: Msg) -> None:
         # While every slot is busy, keep telling JetStream the command is in hand so it is not redelivered;
@@ -196,8 +256,10 @@ class Launcher:
         )
         output.start()
 
+        recording: asyncio.Task[None] | None = None
+
         async def record_process(pgid: int) -> None:
-            async with self._rt.pool.acquire() as conn:
+            async def update(conn: Connection) -> None:
                 await leases.update_process(
                     conn,
                     run_id=command.run_id,
@@ -207,11 +269,18 @@ class Launcher:
                     pgid=pgid,
                 )
 
+            try:
+                await self._with_db(update, what=f"recording the process of run {command.run_id}")
+            except Exception:
+                # Only a crashed launcher's orphans need it; the run goes on without.
+                log.exception("could not record the process of run %s", command.run_id)
+
         async def on_started(pgid: int | None) -> None:
-            if pgid is None:
-                await self._publish_state(command, RunState.RUNNING)
-            else:
-                await asyncio.gather(record_process(pgid), self._publish_state(command, RunState.RUNNING))
+            nonlocal recording
+            if pgid is not None:
+                # Beside the run, not in its way: the runner reads no output until this returns.
+                recording = asyncio.create_task(record_process(pgid), name=f"record:{command.run_id}")
+            await self._publish_state(command, RunState.RUNNING)
 
         try:
             if active.cancel.is_set():
@@ -224,19 +293,39 @@ class Launcher:
         if result.state == RunState.CANCELLED and active.cancel_reason:
             result = RunResult(result.state, result.exit_code, active.cancel_reason)
         try:
+            if recording is not None and not recording.done():
+                # The process has ended: where it ran no longer matters, and a late update must not follow
+                # the finish.
+                recording.cancel()
+                await asyncio.gather(recording, return_exceptions=True)
             # Output first, so that once the registry says the run ended its log is complete.
             await output.close(LogEnd(state=result.state, exit_code=result.exit_code, reason=result.reason))
             await self._publish_state(command, result.state, exit_code=result.exit_code, reason=result.reason)
-            async with self._rt.pool.acquire() as conn:
+
+            async def finish(conn: Connection) -> None:
                 await leases.finish_lease(
                     conn, run_id=command.run_id, attempt=command.attempt, final_state=result.state.value
                 )
+
+            # Held in hand (and heartbeated) until the database takes it: an unfinished lease would expire
+            # and have a run that ended reported lost.
+            await self._with_db(finish, what=f"finishing the lease of run {command.run_id}")
         except Exception:
             # The lease stays active and expires; the reconciler then reports the run.
             log.exception("could not report the end of run %s", command.run_id)
         finally:
             self._active.pop((command.run_id, command.attempt), None)
             self._slots.release()
+
+    async def _with_db(self, action: Callable[[Connection], Awaitable[None]], *, what: str) -> None:
+        async def note_fault(exc: BaseException) -> None:
+            self._db_fault_at = time.monotonic()
+
+        await with_connection(self._rt.pool, action, what=what, on_fault=note_fault)
+
+    def _db_fault(self, exc: BaseException) -> None:
+        if is_transient(exc):
+            self._db_fault_at = time.monotonic()
 
     async def _publish_state(
         self,
@@ -281,15 +370,34 @@ class Launcher:
         held = [run_id for run_id, _ in self._active]
         if not held:
             return
-        async with self._rt.pool.acquire() as conn:
-            await leases.update_heartbeats(
-                conn, launcher_id=self.launcher_id, run_ids=held, ttl_seconds=self._settings.lease_ttl
-            )
+        try:
+            async with self._rt.pool.acquire() as conn:
+                await leases.update_heartbeats(
+                    conn, launcher_id=self.launcher_id, run_ids=held, ttl_seconds=self._settings.lease_ttl
+                )
+        except Exception as exc:
+            self._db_fault(exc)
+            raise
 
     async def reconcile(self) -> int:
         """Report runs whose launcher vanished as lost; returns how many were reported."""
+        try:
+            return await self._reconcile()
+        except Exception as exc:
+            self._db_fault(exc)
+            raise
+
+    async def _reconcile(self) -> int:
+        if self._db_fault_at is not None and time.monotonic() - self._db_fault_at < self._settings.lease_ttl:
+            # Leases expire during an outage, of live launchers too. Once the database is back, give every live
+            # launcher a whole TTL to renew its own before judging any of them (a 5 s heartbeat within a 30 s TTL
+            # means an outage long enough to expire a lease is always seen by this loop too).
+            async with self._rt.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+            return 0
+        held = [run_id for run_id, _ in self._active]
         async with self._rt.pool.acquire() as conn, conn.transaction():
-            expired = await leases.claim_expired_leases(conn, limit=100)
+            expired = await leases.claim_expired_leases(conn, limit=100, launcher_id=self.launcher_id, held=held)
             for lease in expired:
                 reason = f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
                 if lease.pgid is not None and kill_orphaned_group(

@@ -42,17 +42,20 @@ ORDER BY id DESC
 LIMIT $6
 """
 
-# Forward-only: the WHERE clause lists the states the new one may replace, so a stale or repeated event
-# changes nothing, whatever order events arrive in.
+# Forward-only: $8 lists the states the new one may replace, so a stale or repeated event changes no state,
+# whatever order events arrive in. One exception keeps the record whole: a `running` event that arrives after
+# the run already ended (the registry applies events concurrently) still gives the run its start time, and
+# changes nothing else. (SET expressions see the row as it was before the update.)
 _APPLY_STATE = f"""
 UPDATE runs SET
-    state = $3,
-    exit_code = COALESCE($4, exit_code),
-    reason = CASE WHEN $5 = '' THEN reason ELSE $5 END,
-    started_at = CASE WHEN $3 = 'running' THEN $6 ELSE started_at END,
-    finished_at = CASE WHEN $3 = ANY($7::text[]) THEN $6 ELSE finished_at END,
+    state = CASE WHEN state = ANY($8::text[]) THEN $3 ELSE state END,
+    exit_code = CASE WHEN state = ANY($8::text[]) THEN COALESCE($4, exit_code) ELSE exit_code END,
+    reason = CASE WHEN state = ANY($8::text[]) AND $5 <> '' THEN $5 ELSE reason END,
+    started_at = CASE WHEN $3 = 'running' THEN COALESCE(started_at, $6) ELSE started_at END,
+    finished_at = CASE WHEN state = ANY($8::text[]) AND $3 = ANY($7::text[]) THEN $6 ELSE finished_at END,
     updated_at = now()
-WHERE id = $1 AND attempt = $2 AND state = ANY($8::text[])
+WHERE id = $1 AND attempt = $2
+  AND (state = ANY($8::text[]) OR ($3 = 'running' AND started_at IS NULL))
 RETURNING {_COLUMNS}
 """
 
@@ -162,7 +165,9 @@ async def apply_state(
     reason: str,
     at: datetime,
 ) -> Run | None:
-    """Move the run to `state` if that is a forward transition; returns the updated run or None."""
+    """Move the run to `state` if that is a forward transition; returns the updated run or None.
+
+    A `running` event for a run that moved past it without a start time records the time only."""
     replaceable = [s.value for s in RunState if not s.terminal and s.rank < state.rank]
     parsed = _parse_id(run_id)
     if parsed is None or not replaceable:

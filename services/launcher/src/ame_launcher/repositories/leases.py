@@ -1,4 +1,8 @@
-"""Leases on run attempts. Uniqueness of (run_id, attempt) is what makes a launch happen once."""
+"""Leases on run attempts. Uniqueness of (run_id, attempt) is what makes a launch happen once.
+
+Every statement here is idempotent, because a caller retries it when the database goes away: a statement that
+committed before its response was lost runs again and must come to the same result.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +35,18 @@ async def claim_lease(
     task: str,
     ttl_seconds: float,
 ) -> bool:
-    """True if this launcher now holds the attempt; False if any launcher ever held it."""
+    """True if this launcher now holds the attempt; False if another launcher holds or held it, or if this one
+    already finished it.
+
+    Claiming again what this launcher holds is a success (and renews the lease): the first claim may have
+    committed while its response was lost, and the retry must then go on to run the attempt, not skip it.
+    """
     row = await conn.fetchval(
         """INSERT INTO leases (run_id, attempt, launcher_id, backend, project, task, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
-           ON CONFLICT (run_id, attempt) DO NOTHING
+           ON CONFLICT (run_id, attempt) DO UPDATE
+               SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
+               WHERE leases.launcher_id = EXCLUDED.launcher_id AND leases.state = 'active'
            RETURNING 1""",
         uuid.UUID(run_id),
         attempt,
@@ -60,12 +71,23 @@ async def update_process(conn: Connection, *, run_id: str, attempt: int, host: s
 
 
 async def finish_lease(conn: Connection, *, run_id: str, attempt: int, final_state: str) -> None:
+    # Only an active lease: a repeated finish keeps the first one's time and state.
     await conn.execute(
         """UPDATE leases SET state = 'finished', finished_at = now(), final_state = $3
-           WHERE run_id = $1 AND attempt = $2""",
+           WHERE run_id = $1 AND attempt = $2 AND state = 'active'""",
         uuid.UUID(run_id),
         attempt,
         final_state,
+    )
+
+
+async def release_unstarted(conn: Connection, *, run_id: str, attempt: int, launcher_id: str) -> None:
+    """Give up a lease this launcher claimed and never started, so another launcher can take the attempt."""
+    await conn.execute(
+        "DELETE FROM leases WHERE run_id = $1 AND attempt = $2 AND launcher_id = $3 AND state = 'active'",
+        uuid.UUID(run_id),
+        attempt,
+        launcher_id,
     )
 
 
@@ -80,13 +102,22 @@ async def update_heartbeats(conn: Connection, *, launcher_id: str, run_ids: list
     )
 
 
-async def claim_expired_leases(conn: Connection, *, limit: int) -> list[ExpiredLease]:
-    """Active leases whose holder stopped heartbeating; locked so one reconciler handles each."""
+async def claim_expired_leases(
+    conn: Connection, *, limit: int, launcher_id: str, held: list[str]
+) -> list[ExpiredLease]:
+    """Active leases whose holder stopped heartbeating; locked so one reconciler handles each.
+
+    `launcher_id` and `held` are the calling launcher and the runs it holds right now: those are alive whatever
+    their expiry says (its own heartbeat may simply not have run yet since the database came back).
+    """
     rows = await conn.fetch(
         """SELECT run_id, attempt, launcher_id, project, task, host, boot_id, pgid FROM leases
            WHERE state = 'active' AND expires_at < now()
+             AND NOT (launcher_id = $2 AND run_id = ANY($3::uuid[]))
            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
+        launcher_id,
+        [uuid.UUID(r) for r in held],
     )
     return [
         ExpiredLease(
