@@ -121,6 +121,8 @@ async def settle_and_check(
         "executions_of_unknown_runs": len(executed_unknown),
         "runs_without_exactly_one_lease": len(lease_anomalies),
         "settle_seconds": round(settle_seconds, 1),
+        # With a service gone the wait is not taken, so the run counts are a snapshot, not a final tally.
+        "settle_cut_short_by_exit": bool(exited),
     }
 
     failures = outcome.failures
