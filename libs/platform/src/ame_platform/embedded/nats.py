@@ -1,4 +1,4 @@
-"""A real nats-server with JetStream, run as a child process (dev mode and tests)."""
+"""A real nats-server with JetStream, run as a child process (dev mode and tests), alone or as a cluster."""
 
 from __future__ import annotations
 
@@ -11,10 +11,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 from urllib.parse import urlsplit
 
-from ame_platform.embedded._process import EmbeddedProcess, EmbeddedServerError, log_tail, spawn, wait_exit
+import nats
+from nats.errors import Error as NatsError
+from nats.js.errors import Error as JetStreamError
+
+from ame_platform.embedded._process import (
+    EmbeddedProcess,
+    EmbeddedServerError,
+    free_tcp_port,
+    log_tail,
+    spawn,
+    stop_process,
+    wait_exit,
+)
 
 _RANDOM_PORT = -1  # nats-server's own "pick a free port", reported back through the ports file
 _POLL_INTERVAL = 0.02
@@ -68,13 +83,29 @@ class EmbeddedNats(EmbeddedProcess):
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
         extra_args: tuple[str, ...] = (),
+        server_name: str | None = None,
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
     ) -> None:
-        """`monitor_port=None` disables HTTP monitoring; 0 picks a free port."""
+        """`monitor_port=None` disables HTTP monitoring; 0 picks a free port.
+
+        With `cluster_name` and `cluster_port` the server joins a JetStream cluster through `routes` (the
+        cluster URLs of every member, itself included is fine); clustered JetStream needs a `server_name`.
+        """
         super().__init__(data_dir, host=host, port=port, stop_timeout=stop_timeout)
         self._monitor_port = monitor_port
         self._executable = executable
         self._start_timeout = start_timeout
         self._extra_args = extra_args
+        self.server_name = server_name
+        self._cluster_name = cluster_name
+        self._cluster_port = cluster_port
+        self._routes = tuple(routes)
+        if (cluster_name is None) != (cluster_port is None):
+            raise ValueError("a clustered nats-server needs both cluster_name and cluster_port")
+        if cluster_name is not None and server_name is None:
+            raise ValueError("a clustered nats-server needs a server_name")
 
     @property
     def url(self) -> str:
@@ -107,6 +138,12 @@ class EmbeddedNats(EmbeddedProcess):
         ]
         if self._monitor_port is not None:
             argv += ["--http_port", str(self._monitor_port or _RANDOM_PORT)]
+        if self.server_name is not None:
+            argv += ["--server_name", self.server_name]
+        if self._cluster_name is not None:
+            argv += ["--cluster_name", self._cluster_name, "--cluster", f"nats://{self.host}:{self._cluster_port}"]
+            if self._routes:
+                argv += ["--routes", ",".join(self._routes)]
         argv += self._extra_args
 
         self._log_handle = self.log_path.open("ab")
@@ -119,6 +156,16 @@ class EmbeddedNats(EmbeddedProcess):
             if isinstance(exc, EmbeddedServerError):
                 raise EmbeddedServerError(f"{exc}\n--- nats-server log ---\n{self._tail(log_offset)}") from None
             raise
+
+    async def kill(self) -> None:
+        """End the server abruptly (SIGKILL, no shutdown work), as a crashed machine would; `start` brings it
+        back on the same port and store."""
+        process, self._process = self._process, None
+        if process is not None:
+            await stop_process(process, graceful_signal=signal.SIGKILL, timeout=self._stop_timeout)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
 
     def _tail(self, offset: int) -> str:
         return log_tail(self.log_path, offset)
@@ -167,3 +214,110 @@ class EmbeddedNats(EmbeddedProcess):
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
         return greeting.startswith(b"INFO ")
+
+
+class NatsCluster:
+    """A JetStream cluster of `size` nats-servers on one host (tests of leader loss), named n1, n2, ...
+
+    Each node keeps its client and cluster ports across restarts. Clients get every node through `url`
+    (comma-separated, as AME_NATS_URL takes it). Use as `async with NatsCluster(dir) as cluster: cluster.url`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        size: int = 3,
+        host: str = "127.0.0.1",
+        name: str = "ame",
+        start_timeout: float = 30.0,
+        executable: Path | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a cluster has at least one node")
+        self.data_dir = data_dir
+        self._start_timeout = start_timeout
+        # Routes must be known before any node starts, so these ports cannot be left to nats-server to pick.
+        cluster_ports = [free_tcp_port(host) for _ in range(size)]
+        routes = [f"nats://{host}:{port}" for port in cluster_ports]
+        self.nodes = [
+            EmbeddedNats(
+                data_dir / f"n{i}",
+                port=free_tcp_port(host),
+                host=host,
+                executable=executable,
+                start_timeout=start_timeout,
+                server_name=f"n{i}",
+                cluster_name=name,
+                cluster_port=cluster_port,
+                routes=[route for route in routes if route != f"nats://{host}:{cluster_port}"],
+            )
+            for i, cluster_port in enumerate(cluster_ports, start=1)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    @property
+    def running(self) -> list[EmbeddedNats]:
+        return [node for node in self.nodes if node.pid is not None]
+
+    def node(self, server_name: str) -> EmbeddedNats:
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        raise KeyError(f"no node named {server_name!r} in this cluster")
+
+    async def start(self) -> None:
+        """Start every node and return once JetStream answers through the cluster (a meta leader exists)."""
+        for node in self.nodes:
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await asyncio.gather(*(node.start() for node in self.nodes if node.pid is None))
+            await self.wait_jetstream_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+
+    async def wait_jetstream_ready(self) -> None:
+        deadline = time.monotonic() + self._start_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                nc = await nats.connect(servers=[node.url for node in self.running], allow_reconnect=False)
+            except (OSError, NatsError) as exc:
+                last_error = exc
+            else:
+                try:
+                    await nc.jetstream().account_info()
+                    return
+                except (NatsError, JetStreamError) as exc:  # no meta leader elected yet
+                    last_error = exc
+                finally:
+                    await nc.close()
+            await asyncio.sleep(_POLL_INTERVAL * 10)
+        raise EmbeddedServerError(f"JetStream cluster not ready within {self._start_timeout}s: {last_error!r}")
+
+    async def stream_leader(self, stream: str) -> EmbeddedNats:
+        """The node that currently leads `stream` (its RAFT group's leader)."""
+        nc = await nats.connect(servers=[node.url for node in self.running], allow_reconnect=False)
+        try:
+            info = await nc.jetstream().stream_info(stream)
+        finally:
+            await nc.close()
+        if info.cluster is None or not info.cluster.leader:
+            raise EmbeddedServerError(f"stream {stream} has no leader right now")
+        return self.node(info.cluster.leader)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
