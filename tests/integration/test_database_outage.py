@@ -7,6 +7,7 @@ shutdown, so open connections are cut) and started again on the same port.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -31,7 +32,7 @@ def _local_port(response: httpx.Response) -> int:
 
 async def _refused_over_grpc(client: Grpc, run_id: str) -> list[tuple[grpc.StatusCode, str]]:
     stub = client.stub
-    calls = [
+    calls: list[Awaitable[object]] = [
         stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), idempotency_key="g")),
         stub.GetRun(ame_service_pb2.GetRunRequest(run_id=run_id)),
         stub.ListRuns(ame_service_pb2.ListRunsRequest()),
@@ -87,7 +88,7 @@ async def test_the_api_answers_503_with_retry_after_while_the_database_is_away(
                     assert "Traceback" not in response.text
                 assert over_grpc == [(grpc.StatusCode.UNAVAILABLE, _RETRY_AFTER)] * 5
 
-                async def submitted() -> httpx.Response | None:
+                async def submitted() -> httpx.Response | None:  # None: not yet
                     response = await rest.post(
                         "/v1/runs", json={"command": "true"}, headers={"Idempotency-Key": "during"}
                     )
@@ -95,7 +96,7 @@ async def test_the_api_answers_503_with_retry_after_while_the_database_is_away(
                     return response if response.status_code == 201 else None
 
                 # The refused submission, retried with its idempotency key, is accepted once the database is back.
-                accepted = await wait_until(submitted, timeout=30, message="the database to be back")
+                accepted: httpx.Response = await wait_until(submitted, timeout=30, message="the database to be back")
                 again = await rest.post("/v1/runs", json={"command": "true"}, headers={"Idempotency-Key": "during"})
                 assert again.json()["id"] == accepted.json()["id"]
                 assert (await rest.get(f"/v1/runs/{run_id}")).json()["state"] == "queued"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -180,7 +180,7 @@ async def test_a_client_request_id_is_echoed_and_a_strange_one_replaced(rest: ht
 
 async def _raw(client: Grpc, method: str, payload: bytes) -> grpc.StatusCode:
     """The status of a call with `payload` as the request's bytes; a refusal must say why."""
-    call = client.channel.unary_unary(f"{_SERVICE}/{method}")
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = client.channel.unary_unary(f"{_SERVICE}/{method}")
     try:
         await call(payload, timeout=10)
     except grpc.aio.AioRpcError as exc:
@@ -227,7 +227,7 @@ async def test_grpc_refuses_unknown_fields_at_every_depth(client: Grpc) -> None:
     resources = _with_unknown_field(run_pb2.Resources(cpu_millis=100).SerializeToString(), 15)
     spec = run_pb2.RunSpec(command="true").SerializeToString() + _nested(7, resources)
     request = _nested(1, spec)
-    call = client.channel.unary_unary(f"{_SERVICE}/SubmitRun")
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = client.channel.unary_unary(f"{_SERVICE}/SubmitRun")
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await call(request, timeout=10)
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -251,7 +251,7 @@ async def test_undecodable_grpc_requests_are_invalid_argument_not_unknown(client
     for method in ("GetRun", "ListRuns", "CancelRun", "SubmitRun"):
         assert await _raw(client, method, bad_utf8) == grpc.StatusCode.INVALID_ARGUMENT
         assert await _raw(client, method, truncated) == grpc.StatusCode.INVALID_ARGUMENT
-    stream = client.channel.unary_stream(f"{_SERVICE}/FollowLogs")
+    stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = client.channel.unary_stream(f"{_SERVICE}/FollowLogs")
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         async for _ in stream(bad_utf8, timeout=10):
             pass
@@ -260,11 +260,11 @@ async def test_undecodable_grpc_requests_are_invalid_argument_not_unknown(client
 
 async def test_grpc_requests_follow_the_rest_limits(client: Grpc) -> None:
     stub = client.stub
-    calls = [
+    calls: list[Awaitable[object]] = [
         stub.ListRuns(ame_service_pb2.ListRunsRequest(project="a\u0000b")),
         stub.ListRuns(ame_service_pb2.ListRunsRequest(task="a\u0000b")),
         stub.ListRuns(ame_service_pb2.ListRunsRequest(page_token="\u0000")),
-        stub.ListRuns(ame_service_pb2.ListRunsRequest(states=[99])),
+        stub.ListRuns(ame_service_pb2.ListRunsRequest(states=[99])),  # type: ignore[list-item]
         stub.ListRuns(ame_service_pb2.ListRunsRequest(page_size=-1)),
         stub.GetRun(ame_service_pb2.GetRunRequest(run_id="a\u0000b")),
         stub.GetRun(ame_service_pb2.GetRunRequest(run_id="")),
