@@ -21,7 +21,7 @@ from tests.integration.clients import Grpc
 from tests.stack_fixtures import running_api
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.nats, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
 _RETRY_AFTER = "2"  # ApiSettings.retry_after's default
 

@@ -113,6 +113,17 @@ async def test_path_and_query_parameters_are_validated(rest: httpx.AsyncClient, 
     assert response.json()["error"]
 
 
+async def test_an_empty_filter_means_any_over_rest_and_grpc(rest: httpx.AsyncClient, client: Grpc) -> None:
+    created = await rest.post("/v1/runs", json={"project": "p1", "command": "true"})
+    assert created.status_code == 201
+    listed = await rest.get("/v1/runs?project=&task=")
+    assert listed.status_code == 200, listed.text
+    assert [r["id"] for r in listed.json()["runs"]] == [created.json()["id"]]
+    over_grpc = await client.stub.ListRuns(ame_service_pb2.ListRunsRequest(project="", task=""))
+    assert [r.id for r in over_grpc.runs] == [created.json()["id"]]
+    assert (await rest.get("/v1/runs?project=p2")).json()["runs"] == []
+
+
 async def test_a_cancel_reason_is_capped_and_its_body_strict(rest: httpx.AsyncClient) -> None:
     run = await rest.post("/v1/runs", json={"command": "sleep 1"})
     assert run.status_code == 201, run.text

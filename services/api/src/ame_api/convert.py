@@ -17,7 +17,7 @@ from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.contracts.trigger.v1 import trigger_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind, errors
-from ame.domain.limits import MAX_PAGE_SIZE, IdempotencyKey, LogSeq, Name, PageToken, Reason, RunIdText
+from ame.domain.limits import MAX_PAGE_SIZE, IdempotencyKey, LogSeq, NameFilter, PageToken, Reason, RunIdText
 
 __all__ = ["DecodeError", "StateEvent"]
 
@@ -86,7 +86,7 @@ _CLIENT_TRIGGERS = {TriggerKind.API, TriggerKind.CLI}
 _KNOWN_TRIGGERS = frozenset(run_pb2.TriggerKind.values())
 
 _RUN_ID: TypeAdapter[str] = TypeAdapter(RunIdText)
-_NAME: TypeAdapter[str] = TypeAdapter(Name)
+_NAME_FILTER: TypeAdapter[str] = TypeAdapter(NameFilter)
 _REASON: TypeAdapter[str] = TypeAdapter(Reason)
 _PAGE_TOKEN: TypeAdapter[str] = TypeAdapter(PageToken)
 _IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
@@ -142,8 +142,8 @@ def list_request(request: ame_service_pb2.ListRunsRequest) -> RunQuery:
     if not 0 <= request.page_size <= MAX_PAGE_SIZE:
         raise DecodeError(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
     return RunQuery(
-        project=_checked(_NAME, request.project, "project") if request.project else None,
-        task=_checked(_NAME, request.task, "task") if request.task else None,
+        project=_checked(_NAME_FILTER, request.project, "project") or None,
+        task=_checked(_NAME_FILTER, request.task, "task") or None,
         states=states_from_pb(list(request.states)),
         page_size=request.page_size or None,
         page_token=_checked(_PAGE_TOKEN, request.page_token, "page_token") if request.page_token else None,

@@ -70,7 +70,8 @@ def printable(value: str) -> str:
 # A string that can be stored and sent anywhere; give it a length cap where it is used (Field(max_length=...)).
 CleanText = Annotated[str, AfterValidator(_clean)]
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)]
+# A filter by name: a name, or empty for "any" (the gRPC default of an unset string).
+NameFilter = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS, pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*)?$")]
 Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_CHARS), AfterValidator(_clean)]
 RunIdText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_RUN_ID_CHARS), AfterValidator(_clean)]
 IdempotencyKey = Annotated[

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
-from ame.domain.limits import IdempotencyKey, LogSeq, Name, PageSize, PageToken, Reason, RunIdText
+from ame.domain.limits import IdempotencyKey, LogSeq, NameFilter, PageSize, PageToken, Reason, RunIdText
 from ame_api.follow import LogFollower
 from ame_api.runs import RunService
 
@@ -43,8 +43,8 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
 
     @api.get("", response_model=RunList, summary="List runs, newest first")
     async def list_runs(
-        project: Annotated[Name | None, Query()] = None,
-        task: Annotated[Name | None, Query()] = None,
+        project: Annotated[NameFilter | None, Query()] = None,
+        task: Annotated[NameFilter | None, Query()] = None,
         state: Annotated[list[RunState] | None, Query()] = None,
         page_size: Annotated[PageSize | None, Query()] = None,
         page_token: Annotated[PageToken | None, Query()] = None,
