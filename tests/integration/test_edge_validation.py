@@ -287,7 +287,10 @@ async def test_grpc_requests_follow_the_rest_limits(client: Grpc) -> None:
         stub.SubmitRun(
             ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), idempotency_key="k" * 201)
         ),
-        stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), trigger=99)),  # type: ignore[arg-type]
+        stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), trigger=99)),
+        stub.SubmitRun(
+            ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), parent_run_id="p" * 100_000)
+        ),  # type: ignore[arg-type]
     ]
     for call in calls:
         with pytest.raises(grpc.aio.AioRpcError) as failed:

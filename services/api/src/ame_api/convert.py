@@ -126,10 +126,12 @@ def submit_request(request: ame_service_pb2.SubmitRunRequest) -> Submission:
     if trigger not in _CLIENT_TRIGGERS:
         raise DecodeError(f"trigger must be one of {sorted(t.value for t in _CLIENT_TRIGGERS)}")
     if request.parent_run_id:
+        # Checked for size first: the message echoes it, and gRPC carries messages in a bounded trailer.
+        parent = _checked(_RUN_ID, request.parent_run_id, "parent_run_id")
         try:
-            uuid.UUID(request.parent_run_id)
+            uuid.UUID(parent)
         except ValueError:
-            raise DecodeError(f"parent_run_id {request.parent_run_id!r} is not a run id") from None
+            raise DecodeError(f"parent_run_id {parent!r} is not a run id") from None
     key = _checked(_IDEMPOTENCY_KEY, request.idempotency_key, "idempotency_key") if request.idempotency_key else None
     return Submission(spec, trigger, request.parent_run_id, key)
 
