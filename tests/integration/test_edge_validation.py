@@ -290,6 +290,12 @@ async def test_grpc_requests_follow_the_rest_limits(client: Grpc) -> None:
         stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), trigger=99)),
         stub.SubmitRun(
             ame_service_pb2.SubmitRunRequest(spec=run_pb2.RunSpec(command="true"), parent_run_id="p" * 100_000)
+        ),
+        # Hundreds of problems make a long message; it must still fit the status trailer.
+        stub.SubmitRun(
+            ame_service_pb2.SubmitRunRequest(
+                spec=run_pb2.RunSpec(command="true", environment=[run_pb2.EnvVar(key="1") for _ in range(500)])
+            )
         ),  # type: ignore[arg-type]
     ]
     for call in calls:

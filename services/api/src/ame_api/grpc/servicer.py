@@ -25,14 +25,22 @@ _Context = ServicerContext[object, object]
 _R = TypeVar("_R")
 
 
+# Kept short: a status message travels in a trailer, whose size peers may limit (grpc.max_metadata_size).
+_MAX_DETAILS = 2000
+
+
+def _details(text: str) -> str:
+    return text if len(text) <= _MAX_DETAILS else f"{text[: _MAX_DETAILS - 20]}… ({len(text)} characters)"
+
+
 def _status(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
     """The status a domain error maps to; None for an unexpected error."""
     if isinstance(exc, NotFound):
-        return grpc.StatusCode.NOT_FOUND, str(exc.args[0] if exc.args else exc)
+        return grpc.StatusCode.NOT_FOUND, _details(str(exc.args[0] if exc.args else exc))
     if isinstance(exc, convert.DecodeError | InvalidRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        return grpc.StatusCode.INVALID_ARGUMENT, _details(str(exc))
     if isinstance(exc, Conflict):
-        return grpc.StatusCode.ALREADY_EXISTS, str(exc)
+        return grpc.StatusCode.ALREADY_EXISTS, _details(str(exc))
     return None
 
 
@@ -66,7 +74,7 @@ def _unary(
     async def wrapper(self: AmeServicer, request: Any, context: _Context) -> _R:
         try:
             if isinstance(request, Refused):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _details(request.message))
             return await method(self, request, context)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
@@ -139,7 +147,7 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
     ) -> AsyncIterator[ame_service_pb2.FollowLogsResponse]:
         try:
             if isinstance(request, Refused):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _details(request.message))
             run_id, from_seq = convert.follow_request(request)
             await self._runs.get(run_id)
             async for event in self._follower.follow(run_id, from_seq):
