@@ -132,7 +132,8 @@ class ApiStack:
 async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncIterator[ApiStack]:
     """REST and gRPC of the api on free ports against `pg_dsn` (migrated here), until the block ends."""
     await migrate_all(pg_dsn)
-    nats = NatsSettings(url=nats_url, prefix=bus_prefix)
+    # JetStream reserves a stream's max_bytes up front; these stacks never log much, and many run per session.
+    nats = NatsSettings(url=nats_url, prefix=bus_prefix, logs_max_bytes=8 * 1024 * 1024)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
         api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **_shared(nats, postgres)), runtime)  # type: ignore[arg-type]
@@ -156,6 +157,8 @@ async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncItera
         finally:
             supervisor.stop.set()
             await task
+            for stream in (runtime.names.commands_stream, runtime.names.events_stream, runtime.names.logs_stream):
+                await runtime.js.delete_stream(stream)
             assert supervisor.failure is None, f"an api task failed: {supervisor.failure!r}"
 
 
