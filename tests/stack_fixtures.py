@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,3 +117,53 @@ async def rest(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the stack's REST api."""
     async with httpx.AsyncClient(base_url=stack.rest_url) as c:
         yield c
+
+
+@dataclass
+class ApiStack:
+    """The api's front doors alone: no launcher takes the runs submitted to it, so they stay queued."""
+
+    runtime: Runtime
+    rest_url: str
+    grpc_target: str
+
+
+@asynccontextmanager
+async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncIterator[ApiStack]:
+    """REST and gRPC of the api on free ports against `pg_dsn` (migrated here), until the block ends."""
+    await migrate_all(pg_dsn)
+    # JetStream reserves a stream's max_bytes up front; these stacks never log much, and many run per session.
+    nats = NatsSettings(url=nats_url, prefix=bus_prefix, logs_max_bytes=8 * 1024 * 1024)
+    postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
+    async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
+        api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **_shared(nats, postgres)), runtime)  # type: ignore[arg-type]
+        supervisor = Supervisor()
+        ready = asyncio.Event()
+
+        async def on_ready() -> None:
+            ready.set()
+
+        task = asyncio.create_task(
+            run_components([api.rest, api.grpc], graceful_timeout=5.0, supervisor=supervisor, on_ready=on_ready())
+        )
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            task.result()
+            raise RuntimeError("api stopped during start")
+        try:
+            yield ApiStack(runtime, api.rest.url, api.grpc.target)
+        finally:
+            supervisor.stop.set()
+            await task
+            for stream in (runtime.names.commands_stream, runtime.names.events_stream, runtime.names.logs_stream):
+                await runtime.js.delete_stream(stream)
+            assert supervisor.failure is None, f"an api task failed: {supervisor.failure!r}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api_stack(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncIterator[ApiStack]:
+    """The api's REST and gRPC servers alone, for tests that send what no launcher should ever run."""
+    async with running_api(nats_url, pg_dsn, bus_prefix) as api:
+        yield api

@@ -29,7 +29,8 @@ from ame.domain import (
 # environment and PostgreSQL can carry (no NUL, no lone surrogates).
 _names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}", fullmatch=True)
 _env_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,19}", fullmatch=True)
-_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_text = st.text(_chars, max_size=40)
 _int64 = st.integers(min_value=1, max_value=2**63 - 1)
 
 run_specs = st.builds(
@@ -42,12 +43,12 @@ run_specs = st.builds(
     executor=st.builds(
         ExecutorRef,
         kind=st.sampled_from(["pip", "poetry", "pipenv", "mlflow", "custom"]),
-        python_version=st.text(max_size=32),
+        python_version=st.text(_chars, max_size=32),
         image=_text,
     ),
     environment=st.lists(st.builds(EnvVar, key=_env_keys, value=_text), max_size=5),
     secrets=st.lists(
-        st.builds(SecretRef, key=st.text(min_size=1, max_size=20), inject_as=_env_keys, vault=_text),
+        st.builds(SecretRef, key=st.text(_chars, min_size=1, max_size=20), inject_as=_env_keys, vault=_text),
         max_size=5,
     ),
     resources=st.builds(

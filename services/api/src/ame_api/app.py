@@ -64,13 +64,16 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         deadletters=runtime.deadletters,
         tracer=runtime.telemetry.tracer("ame_api"),
     )
+    # Both front doors tell clients the same wait while the database is away.
+    rest_app = create_app(runs, follower, retry_after_seconds=settings.retry_after)
+    servicer = AmeServicer(runs, follower, retry_after_seconds=settings.retry_after)
     return ApiService(
         runs=runs,
         registry=registry,
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
-        rest=RestServer(create_app(runs, follower), settings.rest_host, settings.rest_port),
-        grpc=GrpcServer(AmeServicer(runs, follower), settings.grpc_host, settings.grpc_port),
+        rest=RestServer(rest_app, settings.rest_host, settings.rest_port),
+        grpc=GrpcServer(servicer, settings.grpc_host, settings.grpc_port),
     )
 
 

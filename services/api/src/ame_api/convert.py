@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 from ame import codecs
 from ame.codecs import DecodeError, StateEvent
@@ -11,9 +16,12 @@ from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.contracts.trigger.v1 import trigger_pb2
-from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind
+from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind, errors
+from ame.domain.limits import MAX_PAGE_SIZE, IdempotencyKey, LogSeq, NameFilter, PageToken, Reason, RunIdText
 
 __all__ = ["DecodeError", "StateEvent"]
+
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -71,25 +79,88 @@ def run_to_pb(run: Run) -> run_pb2.Run:
     return pb
 
 
+# gRPC requests, validated with the same limits as the REST schemas (ame.domain.limits) -----------------
+
 # Triggers a client may claim for itself; schedule and pipeline runs are created by AME only.
 _CLIENT_TRIGGERS = {TriggerKind.API, TriggerKind.CLI}
+_KNOWN_TRIGGERS = frozenset(run_pb2.TriggerKind.values())
+
+_RUN_ID: TypeAdapter[str] = TypeAdapter(RunIdText)
+_NAME_FILTER: TypeAdapter[str] = TypeAdapter(NameFilter)
+_REASON: TypeAdapter[str] = TypeAdapter(Reason)
+_PAGE_TOKEN: TypeAdapter[str] = TypeAdapter(PageToken)
+_IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
+_LOG_SEQ: TypeAdapter[int] = TypeAdapter(LogSeq)
 
 
-def submit_request(request: ame_service_pb2.SubmitRunRequest) -> tuple[RunSpec, TriggerKind, str]:
-    """Spec, trigger and parent run id; raises DecodeError with a readable message when any is invalid."""
+def _checked(adapter: TypeAdapter[_T], value: Any, field: str) -> _T:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise DecodeError("; ".join(f"{field}: {p['message']}" for p in errors.problems(exc.errors()))) from None
+
+
+@dataclass(frozen=True)
+class Submission:
+    spec: RunSpec
+    trigger: TriggerKind
+    parent_run_id: str
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    project: str | None
+    task: str | None
+    states: list[RunState]
+    page_size: int | None
+    page_token: str | None
+
+
+def submit_request(request: ame_service_pb2.SubmitRunRequest) -> Submission:
+    """The run asked for; raises DecodeError with a readable message when any part is invalid."""
     spec = codecs.run_spec_from_pb(request.spec)
+    if request.trigger not in _KNOWN_TRIGGERS:
+        raise DecodeError(f"trigger: unknown trigger kind {request.trigger}")
     trigger = codecs.trigger_from_pb(request.trigger) if request.trigger else TriggerKind.API
     if trigger not in _CLIENT_TRIGGERS:
         raise DecodeError(f"trigger must be one of {sorted(t.value for t in _CLIENT_TRIGGERS)}")
     if request.parent_run_id:
+        # Checked for size first: the message echoes it, and gRPC carries messages in a bounded trailer.
+        parent = _checked(_RUN_ID, request.parent_run_id, "parent_run_id")
         try:
-            uuid.UUID(request.parent_run_id)
+            uuid.UUID(parent)
         except ValueError:
-            raise DecodeError(f"parent_run_id {request.parent_run_id!r} is not a run id") from None
-    return spec, trigger, request.parent_run_id
+            raise DecodeError(f"parent_run_id {parent!r} is not a run id") from None
+    key = _checked(_IDEMPOTENCY_KEY, request.idempotency_key, "idempotency_key") if request.idempotency_key else None
+    return Submission(spec, trigger, request.parent_run_id, key)
 
 
-def states_from_pb(values: list[int]) -> list[RunState]:
+def run_id_request(run_id: str) -> str:
+    return _checked(_RUN_ID, run_id, "run_id")
+
+
+def list_request(request: ame_service_pb2.ListRunsRequest) -> RunQuery:
+    if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+        raise DecodeError(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
+    return RunQuery(
+        project=_checked(_NAME_FILTER, request.project, "project") or None,
+        task=_checked(_NAME_FILTER, request.task, "task") or None,
+        states=states_from_pb(list(request.states)),
+        page_size=request.page_size or None,
+        page_token=_checked(_PAGE_TOKEN, request.page_token, "page_token") if request.page_token else None,
+    )
+
+
+def cancel_request(request: ame_service_pb2.CancelRunRequest) -> tuple[str, str]:
+    return run_id_request(request.run_id), _checked(_REASON, request.reason, "reason")
+
+
+def follow_request(request: ame_service_pb2.FollowLogsRequest) -> tuple[str, int]:
+    return run_id_request(request.run_id), _checked(_LOG_SEQ, request.from_seq, "from_seq")
+
+
+def states_from_pb(values: Sequence[int]) -> list[RunState]:
     return [codecs.state_from_pb(v) for v in values]
 
 

@@ -25,6 +25,9 @@ class ApiSettings(BaseSettings):
     history_timeout: Duration = Field(
         1.0, description="How long a log follower waits for the logs service's archive before using the bus."
     )
+    retry_after: int = Field(
+        2, ge=1, le=3600, description="Seconds clients are told to wait (Retry-After) while the database is away."
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

@@ -7,9 +7,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ame.domain.limits import printable
+
 
 def where(loc: Sequence[int | str]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # A location may hold a client's dict key; escaped, so the error itself can always be sent back.
+    parts = [printable(str(p)) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "request"
 
 
@@ -18,7 +21,7 @@ def problems(errors: Sequence[Any]) -> list[dict[str, str]]:
     found = []
     for error in errors:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        found.append({"field": where(tuple(error.get("loc", ()))), "message": message})
+        found.append({"field": where(tuple(error.get("loc", ()))), "message": printable(message)})
     return found
 
 

@@ -10,26 +10,38 @@ from enum import StrEnum
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ame.domain.limits import (
+    ENV_KEY_PATTERN,
+    INT32_MAX,
+    INT64_MAX,
+    MAX_ARTIFACT_PATHS,
+    MAX_COMMAND_BYTES,
+    MAX_ENV_KEY_CHARS,
+    MAX_ENV_VALUE_BYTES,
+    MAX_ENV_VARS,
+    MAX_IMAGE_CHARS,
+    MAX_LABEL_KEY_CHARS,
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LABELS,
+    MAX_NAME_CHARS,
+    MAX_PROJECT_VERSION_ID_CHARS,
+    MAX_PYTHON_VERSION_CHARS,
+    MAX_RETRIES,
+    MAX_SECRET_KEY_CHARS,
+    MAX_TIMEOUT_SECONDS,
+    MAX_VAULT_CHARS,
+    NAME_PATTERN,
+    ArtifactPath,
+    CleanText,
+    check_text,
+)
 from ame.domain.run_states import RunState
 
-# Limits keep every run small enough to travel as one bus message (1 MiB) with room to spare.
-MAX_COMMAND_BYTES = 128 * 1024
-MAX_ENV_VARS = 500
-MAX_ENV_VALUE_BYTES = 32 * 1024
-MAX_LABELS = 64
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
+__all__ = ["MAX_COMMAND_BYTES", "MAX_ENV_VALUE_BYTES", "MAX_ENV_VARS", "MAX_LABELS", "check_text"]
 
-
-def check_text(value: str, what: str) -> str:
-    """Refuse text a process environment, PostgreSQL or UTF-8 cannot carry: NUL bytes and lone surrogates."""
-    if "\x00" in value:
-        raise ValueError(f"{what} must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} must be valid Unicode text (it holds a lone surrogate)") from None
-    return value
+# Every model a client writes refuses unknown fields at every depth: a misspelt `comand` or `kinds` must not
+# pass silently. Runs read back from the registry were written by this model, so they always validate.
+_STRICT = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
 
 class TriggerKind(StrEnum):
@@ -42,9 +54,9 @@ class TriggerKind(StrEnum):
 
 
 class EnvVar(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = _STRICT
 
-    key: str = Field(min_length=1, max_length=256, pattern=_ENV_KEY)
+    key: str = Field(min_length=1, max_length=MAX_ENV_KEY_CHARS, pattern=ENV_KEY_PATTERN)
     # `val` is the ame.yml spelling; `value` reads better in JSON. Both are accepted.
     value: str = Field(validation_alias=AliasChoices("value", "val"), max_length=MAX_ENV_VALUE_BYTES)
 
@@ -57,56 +69,61 @@ class EnvVar(BaseModel):
 class SecretRef(BaseModel):
     """A reference to a secret; its value is looked up where the run executes and never travels with it."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = _STRICT
 
-    key: str = Field(min_length=1, max_length=1024)
+    key: CleanText = Field(min_length=1, max_length=MAX_SECRET_KEY_CHARS)
     inject_as: str = Field(
-        min_length=1, max_length=256, pattern=_ENV_KEY, validation_alias=AliasChoices("inject_as", "injectAs")
+        min_length=1,
+        max_length=MAX_ENV_KEY_CHARS,
+        pattern=ENV_KEY_PATTERN,
+        validation_alias=AliasChoices("inject_as", "injectAs"),
     )
-    vault: str = Field("", max_length=256, description="Empty for AME's own secret store.")
+    vault: CleanText = Field("", max_length=MAX_VAULT_CHARS, description="Empty for AME's own secret store.")
 
 
 class Resources(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Bounded by the proto fields that carry them (int64, int32 for gpus).
+    model_config = _STRICT
 
-    cpu_millis: int | None = Field(None, ge=1)
-    memory_bytes: int | None = Field(None, ge=1)
-    storage_bytes: int | None = Field(None, ge=1)
-    gpus: int | None = Field(None, ge=0)
+    cpu_millis: int | None = Field(None, ge=1, le=INT64_MAX)
+    memory_bytes: int | None = Field(None, ge=1, le=INT64_MAX)
+    storage_bytes: int | None = Field(None, ge=1, le=INT64_MAX)
+    gpus: int | None = Field(None, ge=0, le=INT32_MAX)
 
 
 class ExecutorRef(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = _STRICT
 
     kind: str = Field("custom", pattern=r"^(pip|poetry|pipenv|mlflow|custom)$")
-    python_version: str = Field("", max_length=32, validation_alias=AliasChoices("python_version", "pythonVersion"))
-    image: str = Field("", max_length=1024)
+    python_version: CleanText = Field(
+        "", max_length=MAX_PYTHON_VERSION_CHARS, validation_alias=AliasChoices("python_version", "pythonVersion")
+    )
+    image: CleanText = Field("", max_length=MAX_IMAGE_CHARS)
 
 
 class ArtifactsSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = _STRICT
 
-    paths: list[str] = Field(default_factory=list, max_length=1000)
+    paths: list[ArtifactPath] = Field(default_factory=list, max_length=MAX_ARTIFACT_PATHS)
     save_changed_files: bool = Field(False, validation_alias=AliasChoices("save_changed_files", "saveChangedFiles"))
 
 
 class RunSpec(BaseModel):
     """Everything needed to execute a run, wherever it runs."""
 
-    # Unknown fields are refused: a misspelt `comand` or `timeout_second` must not pass silently.
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+    model_config = _STRICT
 
-    project: str = Field("default", min_length=1, max_length=200, pattern=_NAME)
-    task: str = Field("adhoc", min_length=1, max_length=200, pattern=_NAME)
+    project: str = Field("default", min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)
+    task: str = Field("adhoc", min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)
     command: str = Field(description="Shell command to run; must not be empty.", max_length=MAX_COMMAND_BYTES)
     executor: ExecutorRef = Field(default_factory=ExecutorRef)
     environment: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV_VARS)
     secrets: list[SecretRef] = Field(default_factory=list, max_length=MAX_ENV_VARS)
     resources: Resources = Field(default_factory=Resources)
-    timeout_seconds: float | None = Field(None, gt=0, le=30 * 86400, allow_inf_nan=False)
-    retries: int = Field(0, ge=0, le=100)
+    timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)
+    retries: int = Field(0, ge=0, le=MAX_RETRIES)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
-    project_version_id: str = Field("", max_length=64)
+    project_version_id: CleanText = Field("", max_length=MAX_PROJECT_VERSION_ID_CHARS)
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("command")
@@ -120,8 +137,11 @@ class RunSpec(BaseModel):
     @classmethod
     def _small_labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, label in value.items():
-            if len(key) > 63 or len(label) > 256:
-                raise ValueError("label keys are at most 63 characters and values at most 256")
+            if len(key) > MAX_LABEL_KEY_CHARS or len(label) > MAX_LABEL_VALUE_CHARS:
+                raise ValueError(
+                    f"label keys are at most {MAX_LABEL_KEY_CHARS} characters and values at most "
+                    f"{MAX_LABEL_VALUE_CHARS}"
+                )
             check_text(key, "a label")
             check_text(label, "a label")
         return value

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ame.domain.limits import MAX_RETRIES
 from ame.spec.durations import parse_duration_seconds
 from ame.spec.quantities import parse_bytes, parse_cpu_millis, parse_gpus
 from ame.spec.yaml_tree import LocDict, Mark
@@ -280,7 +281,7 @@ class Task(SpecModel):
     data_sets: list[DataSetRef] | None = Field(None, alias="dataSets")
     triggers: Triggers | None = None
     timeout_seconds: TimeoutSeconds = Field(None, alias="timeout")
-    retries: Annotated[int, Field(ge=0, le=100)] | None = None
+    retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
     from_template: TemplateRef | None = Field(None, alias="fromTemplate")
     task_ref: TaskRef | None = Field(None, alias="taskRef")
     pipeline: list[list[Task]] | None = None

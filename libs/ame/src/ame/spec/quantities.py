@@ -14,6 +14,8 @@ import math
 import re
 from fractions import Fraction
 
+from ame.domain.limits import INT32_MAX, INT64_MAX
+
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL: dict[str, Fraction] = {
     "m": Fraction(1, 1000),
@@ -73,7 +75,7 @@ _BINARY_NAMES["Ei"] = "exbibytes"
 # Nothing a scheduler can place is larger than this; it also keeps "1e999999" from building
 # a million-digit integer.
 _MAX_EXPONENT = 30
-_MAX_VALUE = 2**63 - 1
+_MAX_VALUE = INT64_MAX  # what the wire and the database carry
 
 
 class QuantityError(ValueError):
@@ -139,6 +141,8 @@ def parse_gpus(value: object) -> int:
         raise QuantityError(
             f"{_show(value)} is not a whole number: GPUs cannot be shared, request 1 or more whole GPUs"
         )
+    if amount > INT32_MAX:
+        raise QuantityError(f"{_show(value)} is out of range: at most {INT32_MAX} GPUs")
     return int(amount)
 
 

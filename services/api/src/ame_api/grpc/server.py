@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
+from ame.contracts.api.v1 import ame_service_pb2
+from ame_api.grpc.decoding import strict_parser
 from ame_api.grpc.servicer import AmeServicer
 from ame_platform.lifecycle import Supervisor
 
-SERVICE_NAME = ame_service_pb2.DESCRIPTOR.services_by_name["AmeService"].full_name
+_SERVICE = ame_service_pb2.DESCRIPTOR.services_by_name["AmeService"]
+SERVICE_NAME = _SERVICE.full_name
+
+
+def _handlers(servicer: AmeServicer) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """What the generated `add_AmeServiceServicer_to_server` registers, with strict request decoding."""
+    handlers = {}
+    for method in _SERVICE.methods:
+        request = getattr(ame_service_pb2, method.input_type.name)
+        response = getattr(ame_service_pb2, method.output_type.name)
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=strict_parser(request),
+            response_serializer=response.SerializeToString,
+        )
+    return handlers
 
 
 class GrpcServer:
@@ -19,7 +38,9 @@ class GrpcServer:
     def __init__(self, servicer: AmeServicer, host: str, port: int) -> None:
         # A run spec is at most a few hundred KiB; refuse anything far larger before decoding it.
         self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
-        ame_service_pb2_grpc.add_AmeServiceServicer_to_server(servicer, self._server)
+        handlers = _handlers(servicer)
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        self._server.add_registered_method_handlers(SERVICE_NAME, handlers)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)

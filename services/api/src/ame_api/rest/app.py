@@ -17,13 +17,13 @@ from ame_api.runs import RunService
 from ame_platform.lifecycle import Supervisor
 
 
-def create_app(run_service: RunService, follower: LogFollower) -> FastAPI:
+def create_app(run_service: RunService, follower: LogFollower, *, retry_after_seconds: int = 2) -> FastAPI:
     app = FastAPI(
         title="AME",
         version=ame.__version__,
         description="Submit runs, read the run registry and follow run output.",
     )
-    errors.install(app)
+    errors.install(app, retry_after_seconds=retry_after_seconds)
     app.include_router(runs.router(run_service, follower))
     app.include_router(admin.router(run_service.deadletters))
 

@@ -6,11 +6,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame.domain.limits import IdempotencyKey, LogSeq, NameFilter, PageSize, PageToken, Reason, RunIdText
 from ame_api.follow import LogFollower
 from ame_api.runs import RunService
 
@@ -21,7 +22,13 @@ class RunList(BaseModel):
 
 
 class CancelBody(BaseModel):
-    reason: str = ""
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason = Field("", description="Why; shown with the run. Empty for a standard reason.")
+
+
+# Path and query parameters, with the limits the gRPC edge applies too.
+RunIdPath = Annotated[RunIdText, Path(description="The run's id.")]
 
 
 def router(runs: RunService, follower: LogFollower) -> APIRouter:
@@ -30,27 +37,27 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
     @api.post("", status_code=201, response_model=Run, summary="Submit a run; it is returned queued")
     async def submit_run(
         spec: RunSpec,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
     ) -> Run:
         return await runs.submit(spec, idempotency_key=idempotency_key)
 
     @api.get("", response_model=RunList, summary="List runs, newest first")
     async def list_runs(
-        project: str | None = None,
-        task: str | None = None,
+        project: Annotated[NameFilter | None, Query()] = None,
+        task: Annotated[NameFilter | None, Query()] = None,
         state: Annotated[list[RunState] | None, Query()] = None,
-        page_size: Annotated[int | None, Query(ge=1, le=1000)] = None,
-        page_token: str | None = None,
+        page_size: Annotated[PageSize | None, Query()] = None,
+        page_token: Annotated[PageToken | None, Query()] = None,
     ) -> RunList:
         page = await runs.list(project=project, task=task, states=state, page_size=page_size, page_token=page_token)
         return RunList(runs=page.runs, next_page_token=page.next_page_token)
 
     @api.get("/{run_id}", response_model=Run, summary="Get one run")
-    async def get_run(run_id: str) -> Run:
+    async def get_run(run_id: RunIdPath) -> Run:
         return await runs.get(run_id)
 
     @api.post("/{run_id}/cancel", response_model=Run, summary="Cancel a run that has not ended")
-    async def cancel_run(run_id: str, body: CancelBody | None = None) -> Run:
+    async def cancel_run(run_id: RunIdPath, body: CancelBody | None = None) -> Run:
         return await runs.cancel(run_id, body.reason if body else "")
 
     @api.get(
@@ -61,7 +68,7 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
         response_class=StreamingResponse,
     )
     async def follow_logs(
-        request: Request, run_id: str, from_seq: Annotated[int, Query(ge=0)] = 0
+        request: Request, run_id: RunIdPath, from_seq: Annotated[LogSeq, Query()] = 0
     ) -> StreamingResponse:
         await runs.get(run_id)  # 404 before the stream starts
 
