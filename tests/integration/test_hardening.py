@@ -10,9 +10,13 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from nats.js.errors import NotFoundError
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame.domain import RunState
+from ame_platform.embedded import EmbeddedPostgres
+from tests.db_outage import database_outage
 from tests.integration.clients import Grpc, py
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
@@ -52,21 +56,25 @@ async def test_a_run_cancelled_right_after_submit_never_executes(client: Grpc, s
     assert {r["final_state"] for r in finals} <= {"cancelled"}
 
 
-async def test_registry_catches_up_after_a_database_outage(client: Grpc, stack: Stack) -> None:
-    run = await client.submit(py("import time; time.sleep(1.5); print('done')"))
+async def test_registry_catches_up_after_a_database_outage(
+    client: Grpc, stack: Stack, postgres_server: EmbeddedPostgres, pg_dsn: str, tmp_path: Path
+) -> None:
+    done = tmp_path / "done"
+    run = await client.submit(f"sleep 1.5; touch {done}; echo done")
     await wait_until(lambda: _is(client, run.id, run_pb2.RUN_STATE_RUNNING), message="running")
-    async with stack.runtime.pool.acquire() as conn:
-        await conn.execute("ALTER TABLE runs RENAME TO runs_away")
+    succeeded = stack.runtime.names.run_state(RunState.SUCCEEDED)
+
+    async def success_published() -> bool:
         try:
+            await stack.runtime.js.get_last_msg(stack.runtime.names.events_stream, succeeded)
+        except NotFoundError:
+            return False
+        return True
 
-            async def finished_in_leases() -> bool:
-                value = await conn.fetchval("SELECT final_state FROM leases WHERE run_id = $1::uuid", run.id)
-                return value == "succeeded"
-
-            # The run ends while the registry cannot be written: its events must wait, not be dropped.
-            await wait_until(finished_in_leases, timeout=30, message="the run to end during the outage")
-        finally:
-            await conn.execute("ALTER TABLE runs_away RENAME TO runs")
+    async with database_outage(postgres_server, pg_dsn):
+        # The run ends while the registry cannot be written: its events must wait, not be dropped.
+        await wait_until(done.exists, timeout=30, message="the run to end during the outage")
+        await wait_until(success_published, timeout=30, message="its end to be published during the outage")
     await wait_until(lambda: _is(client, run.id, run_pb2.RUN_STATE_SUCCEEDED), timeout=40, message="succeeded")
 
 

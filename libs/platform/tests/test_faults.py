@@ -26,9 +26,10 @@ def _pg(cls: type[asyncpg.PostgresError], sqlstate: str) -> asyncpg.PostgresErro
         _pg(asyncpg.exceptions.SerializationError, "40001"),
         _pg(asyncpg.exceptions.DeadlockDetectedError, "40P01"),
         _pg(asyncpg.exceptions.AdminShutdownError, "57P01"),
-        # The schema is not what the code expects (an outage, a migration under way): not the message's fault.
-        _pg(asyncpg.exceptions.UndefinedTableError, "42P01"),
         ConnectionResetError("reset by peer"),
+        ConnectionRefusedError(111, "Connect call failed"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed, [Errno 99] Cannot assign"),
+        nats.errors.NoServersError(),
         TimeoutError(),  # a pool acquire that timed out
         nats.errors.ConnectionClosedError(),
         nats.errors.NoRespondersError(),
@@ -51,6 +52,10 @@ def test_transient_faults(exc: BaseException) -> None:
         _pg(asyncpg.exceptions.UniqueViolationError, "23505"),
         _pg(asyncpg.exceptions.CheckViolationError, "23514"),
         _pg(asyncpg.exceptions.ProgramLimitExceededError, "54000"),
+        # Services refuse to start unmigrated: a statement that does not fit the schema is a bug.
+        _pg(asyncpg.exceptions.UndefinedTableError, "42P01"),
+        FileNotFoundError(2, "No such file"),
+        PermissionError(13, "Permission denied"),
         asyncpg.exceptions.DataError("invalid input for query argument $1"),
         Poison("undecodable"),
         KeyError("a bug"),

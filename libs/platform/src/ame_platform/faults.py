@@ -2,13 +2,14 @@
 
 Every retry decision in AME goes through `classify`:
 
-* TRANSIENT: the infrastructure is away or busy (a lost connection, NATS reconnecting or JetStream
-  unavailable, PostgreSQL restarting, a serialisation failure or deadlock, a pool acquire timeout, any
-  other server-side SQL error: it is about the database, not the message). Retrying
-  with backoff will succeed once it is back, however long that takes, so these never count towards a limit.
-* PERMANENT: retrying the same input gives the same answer (SQLSTATE class 22 data exceptions, 23
-  integrity violations and 54 program limits, an undecodable message, any unexpected exception: a bug
-  does not fix itself). These count, and a message that keeps failing so is dead-lettered.
+* TRANSIENT: the infrastructure is away or busy (a lost or refused connection, NATS reconnecting or JetStream
+  unavailable, PostgreSQL restarting or refusing connections, too many clients, a serialisation failure or
+  deadlock, a pool acquire timeout). Retrying with backoff will succeed once it is back, however long that
+  takes, so these never count towards a limit; the front doors answer them with 503 + Retry-After.
+* PERMANENT: retrying the same input gives the same answer (SQLSTATE class 22 data exceptions, 23 integrity
+  violations, 42 a statement that does not fit the schema, 54 program limits, an undecodable message, a file
+  error, any unexpected exception: a bug does not fix itself). These count, and a message that keeps failing
+  so is dead-lettered (and can be replayed once the cause is fixed).
 
 An exception chained with `raise ... from cause` is transient when its cause is, so wrapping an error to add
 context does not change how it is retried.
@@ -35,13 +36,13 @@ class Poison(Exception):
     """The message can never be processed (undecodable, or refers to nothing): it is dead-lettered at once."""
 
 
-# A server error is about this message only when it is a data exception (class 22: a NUL in text, a value
-# out of range), an integrity violation (class 23) or a program limit (class 54: a value too large to
-# index). Every other SQLSTATE is about the database, not the message: a connection exception (08),
-# insufficient resources (53), a serialisation failure or deadlock (40), a shutdown (57), and also a schema
-# that does not match the code (42: an undefined table during a migration or an outage). Those hit every
-# message alike, so they are retried without limit instead of dead-lettering the whole stream.
-_PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+# Server errors a retry can get past: a connection exception (08), a transaction to simply run again
+# (40: serialisation failure, deadlock), insufficient resources (53: too many clients), operator intervention
+# (57: shutdown, starting up, a statement cancelled by a timeout), and 55000 "not currently accepting
+# connections" (a database closed for a restart). Every other SQLSTATE is about what was sent: it is counted.
+# Services refuse to start on an unmigrated schema, so a class 42 error is a bug, not a migration under way.
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+_NOT_ACCEPTING = "not currently accepting connections"
 
 # The client library reports a lost or busy connection as an InterfaceError; these subclasses instead say
 # that what we sent is wrong, which no retry fixes.
@@ -72,9 +73,9 @@ def _classify_one(exc: BaseException) -> Fault | None:
         return Fault.PERMANENT
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = str(getattr(exc, "sqlstate", "") or "")
-        if sqlstate[:2] in _PERMANENT_SQLSTATE_CLASSES:
-            return Fault.PERMANENT
-        return Fault.TRANSIENT
+        if sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or (sqlstate == "55000" and _NOT_ACCEPTING in str(exc)):
+            return Fault.TRANSIENT
+        return Fault.PERMANENT
     if isinstance(exc, _PERMANENT_INTERFACE_ERRORS):
         return Fault.PERMANENT
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
@@ -83,9 +84,11 @@ def _classify_one(exc: BaseException) -> Fault | None:
         return Fault.TRANSIENT
     if isinstance(exc, nats.js.errors.APIError) and exc.code == 503:
         return Fault.TRANSIENT
-    # OSError covers ConnectionError, refused and reset sockets; TimeoutError covers a pool acquire or a
-    # request that got no answer in time (asyncio.TimeoutError is TimeoutError on 3.11).
-    if isinstance(exc, OSError | TimeoutError):
+    # ConnectionError covers refused and reset sockets; TimeoutError a pool acquire or a request that got no
+    # answer in time (asyncio.TimeoutError is TimeoutError on 3.11); asyncio reports a failed connect to several
+    # addresses as a bare OSError("Multiple exceptions: ..."). A file error is an OSError subclass too, and is
+    # not an outage.
+    if isinstance(exc, ConnectionError | TimeoutError) or type(exc) is OSError:
         return Fault.TRANSIENT
     return None
 

@@ -13,11 +13,12 @@ import grpc
 from grpc.aio import ServicerContext
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
-from ame_api import convert, outages
+from ame_api import convert
 from ame_api.follow import LogFollower
 from ame_api.grpc.decoding import Refused
 from ame_api.runs import Conflict, InvalidRequest, NotFound, RunService
 from ame_platform import telemetry
+from ame_platform.faults import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ async def _abort(context: _Context, exc: Exception, retry_after_seconds: int, me
     mapped = _status(exc)
     if mapped is not None:
         await context.abort(*mapped)
-    if outages.is_transient(exc):
+    if is_transient(exc):
         log.warning("%s: a dependency is unavailable: %r", method, exc)
         await context.abort(
             grpc.StatusCode.UNAVAILABLE,

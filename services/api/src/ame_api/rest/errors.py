@@ -20,9 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ame.domain import errors
-from ame_api import outages
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import Conflict, InvalidRequest
+from ame_platform.faults import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ErrorGuard:
             await response(scope, receive, send_with_id)
 
     def _response_for(self, exc: Exception, where: str, rid: str) -> JSONResponse:
-        if outages.is_transient(exc):
+        if is_transient(exc):
             log.warning("%s: a dependency is unavailable (request id %s): %r", where, rid, exc)
             return JSONResponse(
                 status_code=503,
