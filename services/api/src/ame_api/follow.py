@@ -6,6 +6,9 @@ the start with an ordered consumer, skipping lines it already sent. If the strea
 (they aged out), the gap is filled from the archive. The end of the output carries the final state and exit
 code; if it never comes (a run ended without output, e.g. lost), the registry's terminal state ends the
 follow instead.
+
+Lines travel in batches (`LineBatch`: a bus chunk or a page of history, in wire form), so a follower's cost is
+per batch, not per line: a chatty run prints tens of thousands of lines a second.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from collections.abc import AsyncIterator
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
 
-from ame.domain import LogEnd, LogLine
+from ame.domain import LogEnd
 from ame_api import convert
+from ame_api.convert import LineBatch
 from ame_api.repositories import runs as runs_repo
 from ame_api.settings import ApiSettings
 from ame_platform.runtime import Runtime
@@ -35,18 +39,19 @@ class LogFollower:
         self._rt = runtime
         self._settings = settings
 
-    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[LogLine | LogEnd]:
-        """Yields lines from `from_seq` on, then one LogEnd. Raises NotFound for an unknown run."""
+    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[LineBatch | LogEnd]:
+        """Yields batches of consecutive lines from `from_seq` on, then one LogEnd. Raises NotFound for an unknown
+        run. Batches are never empty."""
         async with self._rt.pool.acquire() as conn:
             run = await runs_repo.get_run(conn, run_id)
         attempt = run.attempt
         next_seq = from_seq
 
         archived_end: LogEnd | None = None
-        async for line, end in self._history(run.id, next_seq):
-            if line is not None:
-                yield line
-                next_seq = line.seq + 1
+        async for batch, end in self._history(run.id, next_seq):
+            if batch is not None:
+                yield batch
+                next_seq = batch.last_seq + 1
             archived_end = end
         if archived_end is not None:
             yield archived_end
@@ -74,7 +79,7 @@ class LogFollower:
                             return
                     continue
                 try:
-                    _, chunk_attempt, lines, end = convert.chunk_events(msg.data)
+                    chunk_attempt, batch, end = convert.chunk_events(msg.data)
                 except convert.DecodeError:
                     log.warning("skipping undecodable log chunk on %s", msg.subject)
                     continue
@@ -83,15 +88,15 @@ class LogFollower:
                 if chunk_attempt > attempt:
                     # A retry started: its output follows the previous attempt's, numbered from 0 again.
                     attempt, next_seq = chunk_attempt, 0
-                for line in lines:
-                    if line.seq < next_seq:
-                        continue
-                    if line.seq > next_seq:
-                        async for missing, _ in self._history(run.id, next_seq, until=line.seq):
+                batch = batch.since(next_seq)
+                if batch:
+                    if batch.first_seq > next_seq:
+                        # The stream no longer holds these lines (they aged out); the archive does.
+                        async for missing, _ in self._history(run.id, next_seq, until=batch.first_seq):
                             if missing is not None:
                                 yield missing
-                    yield line
-                    next_seq = line.seq + 1
+                    yield batch
+                    next_seq = batch.last_seq + 1
                 if end is not None:
                     yield end
                     return
@@ -100,8 +105,9 @@ class LogFollower:
 
     async def _history(
         self, run_id: str, from_seq: int, until: int | None = None
-    ) -> AsyncIterator[tuple[LogLine | None, LogEnd | None]]:
-        """Archived lines from `from_seq` (below `until`), with the archived end once the archive is complete."""
+    ) -> AsyncIterator[tuple[LineBatch | None, LogEnd | None]]:
+        """Archived lines from `from_seq` (below `until`), a page at a time, with the archived end once the archive
+        is complete."""
         seq = from_seq
         while True:
             try:
@@ -110,17 +116,19 @@ class LogFollower:
                     convert.history_request(run_id, seq),
                     timeout=self._settings.history_timeout,
                 )
-                _, lines, end, has_more = convert.history_reply(reply.data)
+                batch, end, has_more = convert.history_reply(reply.data)
             except Exception as exc:
                 # The bus still holds recent output; the archive only matters for output older than that.
                 log.debug("log archive unavailable for %s: %s", run_id, exc)
                 return
-            for line in lines:
-                if until is not None and line.seq >= until:
-                    return
-                yield line, None
-                seq = line.seq + 1
-            if not has_more:
+            if until is not None:
+                batch = batch.before(until)
+            if batch:
+                yield batch, None
+                seq = batch.last_seq + 1
+            if until is not None and seq >= until:
+                return
+            if not has_more or not batch:
                 if end is not None and until is None:
                     yield None, end
                 return
