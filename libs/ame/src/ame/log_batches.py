@@ -39,17 +39,25 @@ def line_pb(seq: int, stream: LogStreamName, text: str, at_ns: int) -> log_pb2.L
 
 def lines_from_pb(lines: Iterable[log_pb2.LogLine]) -> list[LogLine]:
     """Domain lines, equal to `codecs.log_line_from_pb` of each (times truncated to microseconds)."""
-    construct = LogLine.model_construct
     streams = _STREAM_FROM_PB
-    return [
-        construct(
-            seq=pb.seq,
-            stream=streams.get(pb.stream, "stdout"),
-            text=pb.text,
-            at=_EPOCH + timedelta(seconds=pb.at.seconds, microseconds=pb.at.nanos // 1000),
+    out = []
+    last_second = -1
+    second = _EPOCH
+    for pb in lines:
+        at = pb.at
+        if at.seconds != last_second:
+            # Lines come many to a second; build that second's datetime once.
+            last_second = at.seconds
+            second = datetime.fromtimestamp(last_second, UTC)
+        out.append(
+            LogLine(
+                seq=pb.seq,
+                stream=streams.get(pb.stream, "stdout"),
+                text=pb.text,
+                at=second.replace(microsecond=at.nanos // 1000),
+            )
         )
-        for pb in lines
-    ]
+    return out
 
 
 def lines_json(lines: Iterable[log_pb2.LogLine]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 
@@ -117,8 +118,9 @@ class HistoryResponder:
             attempt = await archive.find_latest_attempt(conn, run_id)
             if attempt is None:
                 return convert.empty_history()
-            async with conn.transaction():
-                async for payload in archive.iter_chunks(conn, run_id=run_id, attempt=attempt, from_seq=from_seq):
+            chunks = archive.iter_chunks(conn, run_id=run_id, attempt=attempt, from_seq=from_seq)
+            async with conn.transaction(), contextlib.aclosing(chunks):
+                async for payload in chunks:
                     if not page.add(payload):
                         exhausted = False
                         break

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from ame_platform.db import Connection
@@ -66,7 +66,7 @@ async def find_latest_attempt(conn: Connection, run_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
-async def iter_chunks(conn: Connection, *, run_id: str, attempt: int, from_seq: int) -> AsyncIterator[bytes]:
+async def iter_chunks(conn: Connection, *, run_id: str, attempt: int, from_seq: int) -> AsyncGenerator[bytes, None]:
     """Payloads of the chunks holding lines >= from_seq, in order, read through a server-side cursor (in a
     transaction) so that a reader that stops after a page has not fetched the rest of a long output."""
     cursor = conn.cursor(
