@@ -26,8 +26,9 @@ _STREAM_FROM_PB: dict[int, LogStreamName] = {
     log_pb2.LOG_STREAM_STDERR: "stderr",
     log_pb2.LOG_STREAM_SYSTEM: "system",
 }
-# json.dumps of one string, minus the call overhead (the C encoder; non-ASCII stays as it is, as pydantic writes it).
-_quote = json.encoder.encode_basestring
+# json.dumps of one string, minus the call overhead (the C encoder). Non-ASCII is escaped, as json.dumps does by
+# default: an SSE client that splits lines on U+2028 or U+0085 (Python's str.splitlines does) must not see one.
+_quote = json.encoder.encode_basestring_ascii
 
 
 def line_pb(seq: int, stream: LogStreamName, text: str, at_ns: int) -> log_pb2.LogLine:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # How long a terminal run may go without an end marker on the bus before the registry's state ends the follow.
 _END_GRACE = 3.0
 _IDLE_CHECK = 1.0
+# How long a follower waits for the archive to fill a gap in the bus's copy of a run's output, and how often it asks.
+_GAP_WAIT = 10.0
+_GAP_POLL = 0.2
 
 
 class LogFollower:
@@ -91,10 +94,8 @@ class LogFollower:
                 batch = batch.since(next_seq)
                 if batch:
                     if batch.first_seq > next_seq:
-                        # The stream no longer holds these lines (they aged out); the archive does.
-                        async for missing, _ in self._history(run.id, next_seq, until=batch.first_seq):
-                            if missing is not None:
-                                yield missing
+                        async for missing in self._fill_gap(run.id, next_seq, batch.first_seq):
+                            yield missing
                     yield batch
                     next_seq = batch.last_seq + 1
                 if end is not None:
@@ -103,32 +104,62 @@ class LogFollower:
         finally:
             await sub.unsubscribe()
 
+    async def _fill_gap(self, run_id: str, from_seq: int, until: int) -> AsyncIterator[LineBatch]:
+        """Lines the bus no longer holds (they aged out), from the archive. The archiver may not have written them
+        yet, so wait for it a while before going on without them."""
+        log.info("lines %d-%d of run %s are not on the bus; reading them from the archive", from_seq, until - 1, run_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _GAP_WAIT
+        while True:
+            async for missing, _ in self._history(run_id, from_seq, until=until):
+                if missing is not None:
+                    yield missing
+                    from_seq = missing.last_seq + 1
+            if from_seq >= until or loop.time() >= deadline:
+                break
+            await asyncio.sleep(_GAP_POLL)
+        if from_seq < until:
+            log.warning("lines %d-%d of run %s are neither on the bus nor in the archive", from_seq, until - 1, run_id)
+
     async def _history(
         self, run_id: str, from_seq: int, until: int | None = None
     ) -> AsyncIterator[tuple[LineBatch | None, LogEnd | None]]:
         """Archived lines from `from_seq` (below `until`), a page at a time, with the archived end once the archive
-        is complete."""
+        is complete. The next page is asked for while the current one goes to the client, so that the archive's
+        read overlaps the sending."""
         seq = from_seq
-        while True:
-            try:
-                reply = await self._rt.nc.request(
-                    self._rt.names.logs_history,
-                    convert.history_request(run_id, seq),
-                    timeout=self._settings.history_timeout,
-                )
-                batch, end, has_more = convert.history_reply(reply.data)
-            except Exception as exc:
-                # The bus still holds recent output; the archive only matters for output older than that.
-                log.debug("log archive unavailable for %s: %s", run_id, exc)
-                return
-            if until is not None:
-                batch = batch.before(until)
-            if batch:
-                yield batch, None
-                seq = batch.last_seq + 1
-            if until is not None and seq >= until:
-                return
-            if not has_more or not batch:
-                if end is not None and until is None:
-                    yield None, end
-                return
+        pending = asyncio.ensure_future(self._page(run_id, seq))
+        try:
+            while True:
+                try:
+                    batch, end, has_more = await pending
+                except Exception as exc:
+                    # The bus still holds recent output; the archive only matters for output older than that.
+                    log.debug("log archive unavailable for %s: %s", run_id, exc)
+                    return
+                if until is not None:
+                    batch = batch.before(until)
+                if batch:
+                    seq = batch.last_seq + 1
+                last = (until is not None and seq >= until) or not has_more or not batch
+                if not last:
+                    pending = asyncio.ensure_future(self._page(run_id, seq))
+                if batch:
+                    yield batch, None
+                if last:
+                    if end is not None and until is None and not has_more:
+                        yield None, end
+                    return
+        finally:
+            # The follower stopped early (client gone): drop the page asked for ahead, and its error if it failed.
+            pending.cancel()
+            if pending.done() and not pending.cancelled():
+                pending.exception()
+
+    async def _page(self, run_id: str, from_seq: int) -> tuple[LineBatch, LogEnd | None, bool]:
+        reply = await self._rt.nc.request(
+            self._rt.names.logs_history,
+            convert.history_request(run_id, from_seq),
+            timeout=self._settings.history_timeout,
+        )
+        return convert.history_reply(reply.data)
