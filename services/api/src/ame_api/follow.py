@@ -78,9 +78,26 @@ class LogFollower:
                     if current.state.terminal:
                         terminal_since = terminal_since or loop.time()
                         if loop.time() - terminal_since >= _END_GRACE:
-                            yield LogEnd(state=current.state, exit_code=current.exit_code, reason=current.reason)
-                            return
+                            # The end marker goes out before the final state, so it is normally here by now; the
+                            # archive may have it (and lines) when this subscription stalled.
+                            found_end: LogEnd | None = None
+                            caught_up = next_seq
+                            async for missing, archived in self._history(run.id, next_seq):
+                                if missing is not None:
+                                    yield missing
+                                    next_seq = missing.last_seq + 1
+                                found_end = archived or found_end
+                            if found_end is not None:
+                                yield found_end
+                                return
+                            if next_seq == caught_up:
+                                yield LogEnd(state=current.state, exit_code=current.exit_code, reason=current.reason)
+                                return
+                            # The archive had more: this follower was behind, not the output unfinished.
+                            terminal_since = None
                     continue
+                # Output is still arriving: the grace before the registry's state ends the follow starts over.
+                terminal_since = None
                 try:
                     chunk_attempt, batch, end = convert.chunk_events(msg.data)
                 except convert.DecodeError:
