@@ -47,13 +47,16 @@ class Grpc:
     async def get(self, run_id: str) -> run_pb2.Run:
         return (await self.stub.GetRun(ame_service_pb2.GetRunRequest(run_id=run_id))).run
 
-    async def follow(self, run_id: str, from_seq: int = 0) -> Followed:
+    async def follow(self, run_id: str, from_seq: int = 0, *, batched: bool = True) -> Followed:
         lines: list[tuple[int, str, str]] = []
         end = None
-        call = self.stub.FollowLogs(ame_service_pb2.FollowLogsRequest(run_id=run_id, from_seq=from_seq))
-        async for event in call:
-            if event.HasField("line"):
+        request = ame_service_pb2.FollowLogsRequest(run_id=run_id, from_seq=from_seq, batched=batched)
+        async for event in self.stub.FollowLogs(request):
+            kind = event.WhichOneof("event")
+            if kind == "line":
                 lines.append((event.line.seq, _STREAMS[event.line.stream], event.line.text))
+            elif kind == "chunk":
+                lines.extend((line.seq, _STREAMS[line.stream], line.text) for line in event.chunk.lines)
             else:
                 end = event
         return Followed(lines, end)

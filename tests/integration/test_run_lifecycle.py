@@ -98,7 +98,11 @@ async def test_rest_submit_get_list_and_sse_follow(rest: httpx.AsyncClient) -> N
     run = created.json()
     assert run["state"] == "queued"
     events = [e async for e in sse_events(rest, f"/v1/runs/{run['id']}/logs")]
-    assert events[0] == ("line", {"seq": 0, "stream": "stdout", "text": "hi", "at": events[0][1]["at"]})
+    kind, data = events[0]
+    assert kind == "lines"
+    line = data["lines"][0]  # type: ignore[index]
+    assert data == {"lines": [{"seq": 0, "stream": "stdout", "text": "hi", "at": line["at"]}]}
+    assert str(line["at"]).endswith("Z")
     assert events[-1][0] == "end"
     assert events[-1][1]["state"] == "succeeded"
     assert events[-1][1]["exit_code"] == 0

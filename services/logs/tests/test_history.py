@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from ame import codecs
 from ame.contracts.log.v1 import log_pb2
 from ame.domain import LogLine, new_run_id
-from ame_logs import convert
 from ame_logs.archive import HistoryResponder
 from ame_logs.repositories import archive
 from ame_logs.settings import LogsSettings
@@ -34,13 +34,15 @@ async def test_history_pages_through_everything_even_when_the_total_is_unknown(
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn))
     async with open_runtime(name="history", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as rt:
-        responder = HistoryResponder(rt, LogsSettings(nats=nats, postgres=postgres))
+        # Pages smaller than the output, so that it takes several.
+        responder = HistoryResponder(rt, LogsSettings(nats=nats, postgres=postgres, history_page_lines=5000))
         run_id = new_run_id()
         now = datetime.now(UTC)
         async with rt.pool.acquire() as conn:
             for first in range(0, 12000, 256):
                 lines = [
-                    LogLine(seq=s, stream="stdout", text=f"l{s}", at=now) for s in range(first, min(first + 256, 12000))
+                    codecs.log_line_to_pb(LogLine(seq=s, stream="stdout", text=f"l{s}", at=now))
+                    for s in range(first, min(first + 256, 12000))
                 ]
                 await archive.create_chunk(
                     conn,
@@ -48,7 +50,7 @@ async def test_history_pages_through_everything_even_when_the_total_is_unknown(
                     attempt=1,
                     first_seq=lines[0].seq,
                     last_seq=lines[-1].seq,
-                    payload=convert.lines_payload(lines),
+                    payload=log_pb2.LogChunk(lines=lines).SerializeToString(),
                 )
             await archive.create_end(
                 conn, run_id=run_id, attempt=1, state="lost", exit_code=None, reason="gone", total_lines=total_in_end

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from ame import codecs
+from ame import codecs, log_batches
 from ame.codecs import DecodeError, StateEvent
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.log.v1 import log_pb2
@@ -164,29 +164,82 @@ def states_from_pb(values: Sequence[int]) -> list[RunState]:
     return [codecs.state_from_pb(v) for v in values]
 
 
-def follow_event_pb(event: LogLine | LogEnd) -> ame_service_pb2.FollowLogsResponse:
-    if isinstance(event, LogLine):
-        return ame_service_pb2.FollowLogsResponse(line=codecs.log_line_to_pb(event))
-    return ame_service_pb2.FollowLogsResponse(end=codecs.log_end_to_pb(event))
+class LineBatch:
+    """Consecutive lines of one run attempt, kept in their wire form from the bus or the archive to the follower's
+    client: a chatty run's followers pass tens of thousands of lines a second, and turning each into a domain
+    LogLine and back cost more than everything else they do."""
+
+    __slots__ = ("attempt", "lines")
+
+    def __init__(self, attempt: int, lines: Sequence[log_pb2.LogLine]) -> None:
+        self.attempt = attempt
+        self.lines = lines
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @property
+    def first_seq(self) -> int:
+        return self.lines[0].seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.lines[-1].seq
+
+    def since(self, seq: int) -> LineBatch:
+        """The lines numbered `seq` and after."""
+        if not self.lines or self.first_seq >= seq:
+            return self
+        return LineBatch(self.attempt, [line for line in self.lines if line.seq >= seq])
+
+    def before(self, seq: int) -> LineBatch:
+        """The lines numbered below `seq`."""
+        if not self.lines or self.last_seq < seq:
+            return self
+        return LineBatch(self.attempt, [line for line in self.lines if line.seq < seq])
+
+    def to_domain(self) -> list[LogLine]:
+        return log_batches.lines_from_pb(self.lines)
+
+    def to_json(self) -> str:
+        """A JSON array of the lines in their REST form (LogLine's JSON)."""
+        return log_batches.lines_json(self.lines)
 
 
-def chunk_events(data: bytes) -> tuple[str, int, list[LogLine], LogEnd | None]:
+def follow_end_pb(end: LogEnd) -> ame_service_pb2.FollowLogsResponse:
+    return ame_service_pb2.FollowLogsResponse(end=codecs.log_end_to_pb(end))
+
+
+def follow_chunk_pb(run_id: str, batch: LineBatch) -> ame_service_pb2.FollowLogsResponse:
+    response = ame_service_pb2.FollowLogsResponse()
+    response.chunk.run_id = run_id
+    response.chunk.attempt = batch.attempt
+    response.chunk.lines.extend(batch.lines)
+    return response
+
+
+def follow_lines_pb(batch: LineBatch) -> list[ame_service_pb2.FollowLogsResponse]:
+    """One `line` event per line, for clients that did not ask for batches."""
+    return [ame_service_pb2.FollowLogsResponse(line=line) for line in batch.lines]
+
+
+def chunk_events(data: bytes) -> tuple[int, LineBatch, LogEnd | None]:
     chunk = codecs.parse_log_chunk(data)
     end = codecs.log_end_from_pb(chunk.end) if chunk.HasField("end") else None
-    return chunk.run_id, chunk.attempt, [codecs.log_line_from_pb(line) for line in chunk.lines], end
+    return chunk.attempt, LineBatch(chunk.attempt, chunk.lines), end
 
 
 def history_request(run_id: str, from_seq: int) -> bytes:
     return log_pb2.HistoryRequest(run_id=run_id, from_seq=from_seq).SerializeToString()
 
 
-def history_reply(data: bytes) -> tuple[int, list[LogLine], LogEnd | None, bool]:
+def history_reply(data: bytes) -> tuple[LineBatch, LogEnd | None, bool]:
     reply = log_pb2.HistoryReply()
     reply.ParseFromString(data)
     if reply.error:
         raise DecodeError(reply.error)
     end = codecs.log_end_from_pb(reply.end) if reply.HasField("end") else None
-    return reply.attempt, [codecs.log_line_from_pb(line) for line in reply.lines], end, reply.has_more
+    return LineBatch(reply.attempt, reply.lines), end, reply.has_more
 
 
 def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:

@@ -6,6 +6,9 @@ the start with an ordered consumer, skipping lines it already sent. If the strea
 (they aged out), the gap is filled from the archive. The end of the output carries the final state and exit
 code; if it never comes (a run ended without output, e.g. lost), the registry's terminal state ends the
 follow instead.
+
+Lines travel in batches (`LineBatch`: a bus chunk or a page of history, in wire form), so a follower's cost is
+per batch, not per line: a chatty run prints tens of thousands of lines a second.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import AsyncIterator
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
 
-from ame.domain import LogEnd, LogLine
+from ame.domain import LogEnd
 from ame_api import convert
+from ame_api.convert import LineBatch
 from ame_api.repositories import runs as runs_repo
 from ame_api.settings import ApiSettings
 from ame_platform.bus.connection import FOLLOWER_HEARTBEAT
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 # How long a terminal run may go without an end marker on the bus before the registry's state ends the follow.
 _END_GRACE = 3.0
 _IDLE_CHECK = 1.0
+# How long a follower waits for the archive to fill a gap in the bus's copy of a run's output, and how often it asks.
+_GAP_WAIT = 10.0
+_GAP_POLL = 0.2
 
 
 class LogFollower:
@@ -37,18 +44,19 @@ class LogFollower:
         self._rt = runtime
         self._settings = settings
 
-    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[LogLine | LogEnd]:
-        """Yields lines from `from_seq` on, then one LogEnd. Raises NotFound for an unknown run."""
+    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[LineBatch | LogEnd]:
+        """Yields batches of consecutive lines from `from_seq` on, then one LogEnd. Raises NotFound for an unknown
+        run. Batches are never empty."""
         async with self._rt.pool.acquire() as conn:
             run = await runs_repo.get_run(conn, run_id)
         attempt = run.attempt
         next_seq = from_seq
 
         archived_end: LogEnd | None = None
-        async for line, end in self._history(run.id, next_seq):
-            if line is not None:
-                yield line
-                next_seq = line.seq + 1
+        async for batch, end in self._history(run.id, next_seq):
+            if batch is not None:
+                yield batch
+                next_seq = batch.last_seq + 1
             archived_end = end
         if archived_end is not None:
             yield archived_end
@@ -74,11 +82,28 @@ class LogFollower:
                     if current.state.terminal:
                         terminal_since = terminal_since or loop.time()
                         if loop.time() - terminal_since >= _END_GRACE:
-                            yield LogEnd(state=current.state, exit_code=current.exit_code, reason=current.reason)
-                            return
+                            # The end marker goes out before the final state, so it is normally here by now; the
+                            # archive may have it (and lines) when this subscription stalled.
+                            found_end: LogEnd | None = None
+                            caught_up = next_seq
+                            async for missing, archived in self._history(run.id, next_seq):
+                                if missing is not None:
+                                    yield missing
+                                    next_seq = missing.last_seq + 1
+                                found_end = archived or found_end
+                            if found_end is not None:
+                                yield found_end
+                                return
+                            if next_seq == caught_up:
+                                yield LogEnd(state=current.state, exit_code=current.exit_code, reason=current.reason)
+                                return
+                            # The archive had more: this follower was behind, not the output unfinished.
+                            terminal_since = None
                     continue
+                # Output is still arriving: the grace before the registry's state ends the follow starts over.
+                terminal_since = None
                 try:
-                    _, chunk_attempt, lines, end = convert.chunk_events(msg.data)
+                    chunk_attempt, batch, end = convert.chunk_events(msg.data)
                 except convert.DecodeError:
                     log.warning("skipping undecodable log chunk on %s", msg.subject)
                     continue
@@ -87,15 +112,13 @@ class LogFollower:
                 if chunk_attempt > attempt:
                     # A retry started: its output follows the previous attempt's, numbered from 0 again.
                     attempt, next_seq = chunk_attempt, 0
-                for line in lines:
-                    if line.seq < next_seq:
-                        continue
-                    if line.seq > next_seq:
-                        async for missing, _ in self._history(run.id, next_seq, until=line.seq):
-                            if missing is not None:
-                                yield missing
-                    yield line
-                    next_seq = line.seq + 1
+                batch = batch.since(next_seq)
+                if batch:
+                    if batch.first_seq > next_seq:
+                        async for missing in self._fill_gap(run.id, next_seq, batch.first_seq):
+                            yield missing
+                    yield batch
+                    next_seq = batch.last_seq + 1
                 if end is not None:
                     yield end
                     return
@@ -104,29 +127,62 @@ class LogFollower:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _fill_gap(self, run_id: str, from_seq: int, until: int) -> AsyncIterator[LineBatch]:
+        """Lines the bus no longer holds (they aged out), from the archive. The archiver may not have written them
+        yet, so wait for it a while before going on without them."""
+        log.info("lines %d-%d of run %s are not on the bus; reading them from the archive", from_seq, until - 1, run_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _GAP_WAIT
+        while True:
+            async for missing, _ in self._history(run_id, from_seq, until=until):
+                if missing is not None:
+                    yield missing
+                    from_seq = missing.last_seq + 1
+            if from_seq >= until or loop.time() >= deadline:
+                break
+            await asyncio.sleep(_GAP_POLL)
+        if from_seq < until:
+            log.warning("lines %d-%d of run %s are neither on the bus nor in the archive", from_seq, until - 1, run_id)
+
     async def _history(
         self, run_id: str, from_seq: int, until: int | None = None
-    ) -> AsyncIterator[tuple[LogLine | None, LogEnd | None]]:
-        """Archived lines from `from_seq` (below `until`), with the archived end once the archive is complete."""
+    ) -> AsyncIterator[tuple[LineBatch | None, LogEnd | None]]:
+        """Archived lines from `from_seq` (below `until`), a page at a time, with the archived end once the archive
+        is complete. The next page is asked for while the current one goes to the client, so that the archive's
+        read overlaps the sending."""
         seq = from_seq
-        while True:
-            try:
-                reply = await self._rt.nc.request(
-                    self._rt.names.logs_history,
-                    convert.history_request(run_id, seq),
-                    timeout=self._settings.history_timeout,
-                )
-                _, lines, end, has_more = convert.history_reply(reply.data)
-            except Exception as exc:
-                # The bus still holds recent output; the archive only matters for output older than that.
-                log.debug("log archive unavailable for %s: %s", run_id, exc)
-                return
-            for line in lines:
-                if until is not None and line.seq >= until:
+        pending = asyncio.ensure_future(self._page(run_id, seq))
+        try:
+            while True:
+                try:
+                    batch, end, has_more = await pending
+                except Exception as exc:
+                    # The bus still holds recent output; the archive only matters for output older than that.
+                    log.debug("log archive unavailable for %s: %s", run_id, exc)
                     return
-                yield line, None
-                seq = line.seq + 1
-            if not has_more:
-                if end is not None and until is None:
-                    yield None, end
-                return
+                if until is not None:
+                    batch = batch.before(until)
+                if batch:
+                    seq = batch.last_seq + 1
+                last = (until is not None and seq >= until) or not has_more or not batch
+                if not last:
+                    pending = asyncio.ensure_future(self._page(run_id, seq))
+                if batch:
+                    yield batch, None
+                if last:
+                    if end is not None and until is None and not has_more:
+                        yield None, end
+                    return
+        finally:
+            # The follower stopped early (client gone): drop the page asked for ahead, and its error if it failed.
+            pending.cancel()
+            if pending.done() and not pending.cancelled():
+                pending.exception()
+
+    async def _page(self, run_id: str, from_seq: int) -> tuple[LineBatch, LogEnd | None, bool]:
+        reply = await self._rt.nc.request(
+            self._rt.names.logs_history,
+            convert.history_request(run_id, from_seq),
+            timeout=self._settings.history_timeout,
+        )
+        return convert.history_reply(reply.data)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
-from ame import codecs
+from ame import codecs, log_batches
 from ame.codecs import DecodeError
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
-from ame.domain import LogEnd, LogLine, RunSpec, RunState
+from ame.domain import LogEnd, LogStreamName, RunSpec, RunState
 
 __all__ = ["DecodeError", "LaunchCommand", "RunSpec"]
 
@@ -67,9 +68,14 @@ def state_changed(
     ).SerializeToString()
 
 
-def log_chunk(run_id: str, attempt: int, lines: list[LogLine], end: LogEnd | None) -> tuple[bytes, str]:
+# A line of output waiting to be published: seq, stream, text, and when it was read (time.time_ns()).
+BufferedLine: TypeAlias = tuple[int, LogStreamName, str, int]
+
+
+def log_chunk(run_id: str, attempt: int, lines: list[BufferedLine], end: LogEnd | None) -> tuple[bytes, str]:
     """The chunk's payload and its Nats-Msg-Id."""
-    chunk = log_pb2.LogChunk(run_id=run_id, attempt=attempt, lines=[codecs.log_line_to_pb(x) for x in lines])
+    chunk = log_pb2.LogChunk(run_id=run_id, attempt=attempt)
+    chunk.lines.extend([log_batches.line_pb(*line) for line in lines])
     if end is not None:
         chunk.end.CopyFrom(codecs.log_end_to_pb(end))
     return chunk.SerializeToString(), codecs.log_chunk_msg_id(run_id, attempt, chunk)

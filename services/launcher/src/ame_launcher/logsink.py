@@ -6,7 +6,9 @@ lines per second, while the byte cap keeps every chunk well under the server's m
 default; a line is at most 64 KiB). Chunks are published one at a time, in order, each with a Nats-Msg-Id
 derived from its first line's number, so a retried publish is dropped by the server. When publishing falls
 behind, writers wait (bounded buffer), which slows the read side of the pipe and so, eventually, the process
-itself — output is never dropped.
+itself — output is never dropped. Lines wait in the buffer as plain tuples and become wire messages a chunk at
+a time: the launcher takes in a chatty run's lines at tens of thousands a second, on the same event loop as
+everything else it does.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+import time
 
 from nats.js import JetStreamContext
 
-from ame.domain import LogEnd, LogLine, LogStreamName
+from ame.domain import LogEnd, LogStreamName
 from ame_launcher import convert
 from ame_platform.bus.publisher import publish_until_stored
 
@@ -49,7 +51,7 @@ class ChunkPublisher:
         self._max_bytes = max_bytes
         self._flush_interval = flush_interval
         self._publish_attempts = publish_attempts
-        self._buffer: list[LogLine] = []
+        self._buffer: list[convert.BufferedLine] = []
         self._buffered_bytes = 0
         self._next_seq = 0
         self._wake = asyncio.Event()
@@ -66,7 +68,7 @@ class ChunkPublisher:
             self._room.clear()
             self._wake.set()
             await self._room.wait()
-        self._buffer.append(LogLine(seq=self._next_seq, stream=stream, text=text, at=datetime.now(UTC)))
+        self._buffer.append((self._next_seq, stream, text, time.time_ns()))
         self._buffered_bytes += len(text.encode()) + _LINE_OVERHEAD
         self._next_seq += 1
         if len(self._buffer) >= self._max_lines or self._buffered_bytes >= self._max_bytes:
@@ -83,13 +85,13 @@ class ChunkPublisher:
             await self._publish(batch, None)
         await self._publish(batches[-1], end.model_copy(update={"total_lines": self._next_seq}))
 
-    def _take_batches(self) -> list[list[LogLine]]:
+    def _take_batches(self) -> list[list[convert.BufferedLine]]:
         """Split the buffer into chunks within both caps, emptying it."""
-        batches: list[list[LogLine]] = []
-        current: list[LogLine] = []
+        batches: list[list[convert.BufferedLine]] = []
+        current: list[convert.BufferedLine] = []
         size = 0
         for line in self._buffer:
-            cost = len(line.text.encode()) + _LINE_OVERHEAD
+            cost = len(line[2].encode()) + _LINE_OVERHEAD
             if current and (len(current) >= self._max_lines or size + cost > self._max_bytes):
                 batches.append(current)
                 current, size = [], 0
@@ -111,7 +113,7 @@ class ChunkPublisher:
                 await self._publish(batch, None)
             self._room.set()
 
-    async def _publish(self, lines: list[LogLine], end: LogEnd | None) -> None:
+    async def _publish(self, lines: list[convert.BufferedLine], end: LogEnd | None) -> None:
         if not lines and end is None:
             return
         payload, msg_id = convert.log_chunk(self._run_id, self._attempt, lines, end)

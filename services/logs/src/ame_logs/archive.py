@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ame.domain import LogLine
 from ame_logs import convert
 from ame_logs.repositories import archive
 from ame_logs.settings import LogsSettings
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # Longest end reason archived; a longer one from the bus is cut, not refused.
 _REASON_LIMIT = 4096
+_REPLY_HEADROOM = 4096
 
 
 class Archiver:
@@ -53,30 +54,30 @@ class Archiver:
 
     async def archive(self, msg: Msg) -> None:
         try:
-            run_id, attempt, lines, end = convert.parse_chunk(msg.data)
-            uuid.UUID(run_id)
+            chunk = convert.parse_chunk(msg.data)
+            uuid.UUID(chunk.run_id)
         except ValueError as exc:
             raise Poison(str(exc)) from exc
         async with self._rt.pool.acquire() as conn, conn.transaction():
-            if lines:
+            if chunk.payload is not None:
                 await archive.create_chunk(
                     conn,
-                    run_id=run_id,
-                    attempt=attempt,
-                    first_seq=lines[0].seq,
-                    last_seq=lines[-1].seq,
-                    payload=convert.lines_payload(lines),
+                    run_id=chunk.run_id,
+                    attempt=chunk.attempt,
+                    first_seq=chunk.first_seq,
+                    last_seq=chunk.last_seq,
+                    payload=chunk.payload,
                 )
-            if end is not None:
+            if chunk.end is not None:
                 await archive.create_end(
                     conn,
-                    run_id=run_id,
-                    attempt=attempt,
-                    state=end.state.value,
-                    exit_code=end.exit_code,
+                    run_id=chunk.run_id,
+                    attempt=chunk.attempt,
+                    state=chunk.end.state.value,
+                    exit_code=chunk.end.exit_code,
                     # A NUL or a lone surrogate must not make the chunk unarchivable.
-                    reason=clean_text(end.reason, _REASON_LIMIT),
-                    total_lines=end.total_lines,
+                    reason=clean_text(chunk.end.reason, _REASON_LIMIT),
+                    total_lines=chunk.end.total_lines,
                 )
 
 
@@ -104,7 +105,7 @@ class HistoryResponder:
             reply = await self.history(msg.data)
         except Exception as exc:
             log.exception("history request failed")
-            reply = convert.history_reply(attempt=0, lines=[], end=None, has_more=False, error=str(exc))
+            reply = convert.history_error(str(exc))
         await msg.respond(reply)
 
     async def history(self, data: bytes) -> bytes:
@@ -112,41 +113,29 @@ class HistoryResponder:
             run_id, from_seq, limit = convert.parse_history_request(data)
             uuid.UUID(run_id)
         except ValueError as exc:
-            return convert.history_reply(attempt=0, lines=[], end=None, has_more=False, error=str(exc))
+            return convert.history_error(str(exc))
         limit = min(limit or self._settings.history_page_lines, self._settings.history_page_lines)
+        # The reply is one NATS message: leave room under the server's limit for the reply's other fields.
+        max_bytes = min(self._settings.history_page_bytes, self._rt.nc.max_payload - _REPLY_HEADROOM)
+        page = convert.HistoryPage(from_seq, limit, max_bytes)
+        exhausted = True
         async with self._rt.pool.acquire() as conn:
             attempt = await archive.find_latest_attempt(conn, run_id)
             if attempt is None:
-                return convert.history_reply(attempt=0, lines=[], end=None, has_more=False)
-            chunk_limit = max(1, limit // 16 + 1)
-            payloads = await archive.list_chunks(
-                conn, run_id=run_id, attempt=attempt, from_seq=from_seq, limit=chunk_limit
-            )
+                return convert.empty_history()
+            chunks = archive.iter_chunks(conn, run_id=run_id, attempt=attempt, from_seq=from_seq)
+            async with conn.transaction(), contextlib.aclosing(chunks):
+                async for payload in chunks:
+                    if not page.add(payload):
+                        exhausted = False
+                        break
             archived_end = await archive.find_end(conn, run_id=run_id, attempt=attempt)
-        lines: list[LogLine] = []
-        expected = from_seq
-        gap = False
-        for payload in payloads:
-            for line in convert.lines_from_payload(payload):
-                if line.seq < expected:
-                    continue
-                if line.seq > expected:
-                    # Chunks are archived concurrently; stop at a hole rather than skip lines.
-                    gap = True
-                    break
-                lines.append(line)
-                expected += 1
-            if gap or len(lines) >= limit:
-                break
-        lines = lines[:limit]
-        next_seq = lines[-1].seq + 1 if lines else from_seq
-        more_pages = not gap and (len(lines) >= limit or len(payloads) >= chunk_limit)
+        more_pages = not page.gap and not exhausted
         end = None
         # The end goes with the last page only. Its total_lines is 0 when the output's producer vanished
         # (a lost run), so "every line up to total_lines was returned" alone is not enough.
-        if archived_end is not None and not gap and not more_pages and next_seq >= archived_end.total_lines:
+        if archived_end is not None and not page.gap and not more_pages and page.next_seq >= archived_end.total_lines:
             end = convert.end_from_archive(
                 archived_end.state, archived_end.exit_code, archived_end.reason, archived_end.total_lines
             )
-        has_more = more_pages and end is None
-        return convert.history_reply(attempt=attempt, lines=lines, end=end, has_more=has_more)
+        return page.reply(attempt=attempt, end=end, has_more=more_pages and end is None)

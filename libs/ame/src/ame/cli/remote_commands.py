@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from ame.domain import Run, RunSpec
+    from ame.domain import LogLine, Run, RunSpec
     from ame.sdk import Client
 
 # Exit codes of runs that did not end on their own, as shells and `timeout(1)` report them.
@@ -30,24 +30,36 @@ def _fail(exc: Exception) -> click.ClickException:
 
 def follow(client: Client, run_id: str, *, from_seq: int = 0, quiet_end: bool = False) -> int:
     """Print a run's output (stdout to stdout, stderr and AME's own lines to stderr) and return its exit code."""
-    from ame.domain import LogEnd, LogLine
+    from ame.domain import LogEnd
 
-    for event in client.follow_logs(run_id, from_seq):
-        if isinstance(event, LogLine):
-            if event.stream == "stdout":
-                sys.stdout.write(event.text + "\n")
-                sys.stdout.flush()
-            else:
-                prefix = "ame: " if event.stream == "system" and not event.text.startswith("ame:") else ""
-                sys.stderr.write(prefix + event.text + "\n")
-                sys.stderr.flush()
-        elif isinstance(event, LogEnd):
-            code = _STATE_EXIT.get(event.state.value, event.exit_code if event.exit_code is not None else 1)
-            if not quiet_end and (event.state.value != "succeeded" or event.reason):
-                detail = f" ({event.reason})" if event.reason else ""
-                click.echo(f"ame: run {run_id} {event.state.value}{detail}", err=True)
+    for batch in client.follow_log_batches(run_id, from_seq):
+        if isinstance(batch, LogEnd):
+            code = _STATE_EXIT.get(batch.state.value, batch.exit_code if batch.exit_code is not None else 1)
+            if not quiet_end and (batch.state.value != "succeeded" or batch.reason):
+                detail = f" ({batch.reason})" if batch.reason else ""
+                click.echo(f"ame: run {run_id} {batch.state.value}{detail}", err=True)
             return code
+        _print_lines(batch)
     return 1
+
+
+def _print_lines(lines: list[LogLine]) -> None:
+    """Write a batch of lines with one write and one flush per run of lines bound for the same stream (a chatty run
+    sends thousands at once), keeping their order across stdout and stderr."""
+    pending: list[str] = []
+    target = sys.stdout
+    for line in lines:
+        out = sys.stdout if line.stream == "stdout" else sys.stderr
+        if out is not target and pending:
+            target.write("".join(pending))
+            target.flush()
+            pending = []
+        target = out
+        prefix = "ame: " if line.stream == "system" and not line.text.startswith("ame:") else ""
+        pending.append(prefix + line.text + "\n")
+    if pending:
+        target.write("".join(pending))
+        target.flush()
 
 
 def _print_run(run: Run, as_json: bool) -> None:

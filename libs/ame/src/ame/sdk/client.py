@@ -115,10 +115,20 @@ class Client:
 
     def follow_logs(self, run_id: str, from_seq: int = 0) -> Iterator[LogLine | LogEnd]:
         """Every line from `from_seq` on, in order, then the LogEnd; blocks while the run is going."""
-        stream = self._stub.FollowLogs(ame_service_pb2.FollowLogsRequest(run_id=run_id, from_seq=from_seq))
+        for batch in self.follow_log_batches(run_id, from_seq):
+            if isinstance(batch, LogEnd):
+                yield batch
+            else:
+                yield from batch
+
+    def follow_log_batches(self, run_id: str, from_seq: int = 0) -> Iterator[list[LogLine] | LogEnd]:
+        """Like `follow_logs`, with the lines in lists of consecutive lines: as many as the server had ready at
+        once. Cheaper for a chatty run (thousands of lines a second): one message per list, not per line."""
+        request = ame_service_pb2.FollowLogsRequest(run_id=run_id, from_seq=from_seq, batched=True)
+        stream = self._stub.FollowLogs(request)
         try:
             for event in stream:
-                yield convert.follow_event(event)
+                yield convert.follow_batch(event)
         except grpc.RpcError as exc:
             raise _translate(self.target, exc) from None
         finally:

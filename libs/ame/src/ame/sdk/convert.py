@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ame import codecs
+from ame import codecs, log_batches
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
@@ -46,7 +46,11 @@ def list_request(
     )
 
 
-def follow_event(pb: ame_service_pb2.FollowLogsResponse) -> LogLine | LogEnd:
-    if pb.HasField("line"):
-        return codecs.log_line_from_pb(pb.line)
+def follow_batch(pb: ame_service_pb2.FollowLogsResponse) -> list[LogLine] | LogEnd:
+    """A follow event as a list of lines (one for a server that sends a `line` per line) or the end."""
+    kind = pb.WhichOneof("event")
+    if kind == "chunk":
+        return log_batches.lines_from_pb(pb.chunk.lines)
+    if kind == "line":
+        return [codecs.log_line_from_pb(pb.line)]
     return codecs.log_end_from_pb(pb.end)

@@ -14,6 +14,7 @@ from grpc.aio import ServicerContext
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame_api import convert
+from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
 from ame_api.grpc.decoding import Refused
 from ame_api.runs import Conflict, InvalidRequest, NotFound, RunService
@@ -152,7 +153,14 @@ class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
             run_id, from_seq = convert.follow_request(request)
             await self._runs.get(run_id)
             async for event in self._follower.follow(run_id, from_seq):
-                yield convert.follow_event_pb(event)
+                if not isinstance(event, LineBatch):
+                    yield convert.follow_end_pb(event)
+                elif request.batched:
+                    yield convert.follow_chunk_pb(run_id, event)
+                else:
+                    # A client from before batching: one message per line, as it expects.
+                    for response in convert.follow_lines_pb(event):
+                        yield response
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame.domain import LogEnd, Run, RunSpec, RunState
 from ame.domain.limits import IdempotencyKey, LogSeq, NameFilter, PageSize, PageToken, Reason, RunIdText
+from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
 from ame_api.runs import RunService
 
@@ -63,8 +64,9 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
     @api.get(
         "/{run_id}/logs",
         summary="Follow a run's output as server-sent events",
-        description="Events `line` (JSON: seq, stream, text, at) from `from_seq` on, history first, then one "
-        "`end` (JSON: state, exit_code, reason) when the run has ended; the stream then closes.",
+        description='Events `lines` (JSON: {"lines": [{seq, stream, text, at}, ...]}: consecutive lines, as many '
+        "as are ready, with the last one's seq as the event id) from `from_seq` on, history first, then one `end` "
+        "(JSON: state, exit_code, reason, total_lines) when the run has ended; the stream then closes.",
         response_class=StreamingResponse,
     )
     async def follow_logs(
@@ -87,8 +89,9 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
     return api
 
 
-def _sse(event: LogLine | LogEnd) -> str:
-    kind = "line" if isinstance(event, LogLine) else "end"
+def _sse(event: LineBatch | LogEnd) -> str:
+    # One event per batch: a chatty run's lines cost one event, one write and one disconnect check per batch.
+    if isinstance(event, LineBatch):
+        return f'event: lines\nid: {event.last_seq}\ndata: {{"lines":{event.to_json()}}}\n\n'
     data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
-    seq = f"id: {event.seq}\n" if isinstance(event, LogLine) else ""
-    return f"event: {kind}\n{seq}data: {data}\n\n"
+    return f"event: end\ndata: {data}\n\n"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from ame_platform.db import Connection
+
+# Rows per round trip of a cursor: a chunk holds up to a few hundred lines.
+_CURSOR_PREFETCH = 64
 
 
 @dataclass(frozen=True)
@@ -62,17 +66,19 @@ async def find_latest_attempt(conn: Connection, run_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
-async def list_chunks(conn: Connection, *, run_id: str, attempt: int, from_seq: int, limit: int) -> list[bytes]:
-    """Payloads of the chunks holding lines >= from_seq, in order, at most `limit` chunks."""
-    rows = await conn.fetch(
+async def iter_chunks(conn: Connection, *, run_id: str, attempt: int, from_seq: int) -> AsyncGenerator[bytes, None]:
+    """Payloads of the chunks holding lines >= from_seq, in order, read through a server-side cursor (in a
+    transaction) so that a reader that stops after a page has not fetched the rest of a long output."""
+    cursor = conn.cursor(
         """SELECT payload FROM log_chunks WHERE run_id = $1 AND attempt = $2 AND last_seq >= $3
-           ORDER BY first_seq LIMIT $4""",
+           ORDER BY first_seq""",
         uuid.UUID(run_id),
         attempt,
         from_seq,
-        limit,
+        prefetch=_CURSOR_PREFETCH,
     )
-    return [bytes(r["payload"]) for r in rows]
+    async for row in cursor:
+        yield bytes(row["payload"])
 
 
 async def find_end(conn: Connection, *, run_id: str, attempt: int) -> ArchivedEnd | None:

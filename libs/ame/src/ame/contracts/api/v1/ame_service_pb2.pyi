@@ -214,18 +214,25 @@ class FollowLogsRequest(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     FROM_SEQ_FIELD_NUMBER: _builtins.int
+    BATCHED_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     from_seq: _builtins.int
     """Start at this line; 0 for the beginning."""
+    batched: _builtins.bool
+    """Receive lines in batches (`chunk` events: every line that is ready, in order) instead of one `line` event
+    per line. Servers that predate batching ignore it and send `line` events, so a client that sets it must
+    accept both.
+    """
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
         from_seq: _builtins.int = ...,
+        batched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_seq", b"from_seq", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batched", b"batched", "from_seq", b"from_seq", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -237,21 +244,27 @@ class FollowLogsResponse(_message.Message):
 
     LINE_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def line(self) -> _log_pb2.LogLine: ...
     @_builtins.property
     def end(self) -> _log_pb2.LogEnd: ...
+    @_builtins.property
+    def chunk(self) -> _log_pb2.LogChunk:
+        """Consecutive lines (run_id, attempt and lines set; never the end, which comes as its own event)."""
+
     def __init__(
         self,
         *,
         line: _log_pb2.LogLine | None = ...,
         end: _log_pb2.LogEnd | None = ...,
+        chunk: _log_pb2.LogChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "line", b"line"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "end", b"end", "event", b"event", "line", b"line"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "line", b"line"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "end", b"end", "event", b"event", "line", b"line"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["line", "end"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["line", "end", "chunk"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
