@@ -34,7 +34,7 @@ def entry(path: str, sha: str = SHA, size: int = 1, mode: int = MODE_FILE) -> Ma
     ["../x", "a/../../x", "/etc/passwd", "a//b", "./a", "a/.", "a\\b", "a\x00b", "a\nb", "", "a/", "..", "\ud800"],
 )
 def test_paths_that_escape_or_are_ambiguous_are_refused(path: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ManifestError):
         check_path(path)
     with pytest.raises(ValidationError):
         entry(path)

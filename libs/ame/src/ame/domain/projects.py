@@ -36,7 +36,10 @@ def check_path(path: str) -> str:
     """Return `path` if it is a relative POSIX path that stays inside the project, else raise ManifestError."""
     if not path:
         raise ManifestError("a manifest path cannot be empty")
-    check_text(path, "a manifest path")
+    try:
+        check_text(path, "a manifest path")
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     if len(path.encode("utf-8")) > MAX_PATH_BYTES:
         raise ManifestError(f"path {path[:80]!r}... is longer than {MAX_PATH_BYTES} bytes")
     if _CONTROL.search(path) or "\\" in path:
