@@ -15,5 +15,9 @@ class InvalidArgument(AmeError):
     pass
 
 
+class Conflict(AmeError):
+    """The request contradicts the server's state (e.g. a commit before its blobs are uploaded)."""
+
+
 class Unavailable(AmeError):
     """The server cannot be reached."""

@@ -16,9 +16,12 @@ SERVICE_NAME = ame_service_pb2.DESCRIPTOR.services_by_name["AmeService"].full_na
 class GrpcServer:
     name = "grpc"
 
-    def __init__(self, servicer: AmeServicer, host: str, port: int) -> None:
-        # A run spec is at most a few hundred KiB; refuse anything far larger before decoding it.
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
+    def __init__(
+        self, servicer: AmeServicer, host: str, port: int, *, max_receive_bytes: int = 2 * 1024 * 1024
+    ) -> None:
+        # A run spec is at most a few hundred KiB and a blob arrives in 1 MiB chunks; only a project's manifest
+        # is larger, so the limit follows the project file limit and anything far beyond it is refused undecoded.
+        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_receive_bytes)])
         ame_service_pb2_grpc.add_AmeServiceServicer_to_server(servicer, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -14,6 +14,8 @@ from grpc.aio import ServicerContext
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame_api import convert
 from ame_api.follow import LogFollower
+from ame_api.grpc.projects import ProjectMethods
+from ame_api.projects import ProjectService
 from ame_api.runs import Conflict, InvalidRequest, NotFound, RunService
 from ame_platform import telemetry
 
@@ -66,10 +68,11 @@ def _caller_trace(context: _Context) -> AbstractContextManager[None]:
     return telemetry.extracted(metadata)
 
 
-class AmeServicer(ame_service_pb2_grpc.AmeServiceServicer):
-    def __init__(self, runs: RunService, follower: LogFollower) -> None:
+class AmeServicer(ProjectMethods, ame_service_pb2_grpc.AmeServiceServicer):
+    def __init__(self, runs: RunService, follower: LogFollower, projects: ProjectService) -> None:
         self._runs = runs
         self._follower = follower
+        self._projects = projects
 
     @_unary
     async def SubmitRun(  # noqa: N802 - gRPC method names are fixed by the proto

@@ -12,12 +12,16 @@ from fastapi import FastAPI
 
 import ame
 from ame_api.follow import LogFollower
-from ame_api.rest import errors, runs
+from ame_api.projects import ProjectService
+from ame_api.rest import errors, projects, runs
 from ame_api.runs import RunService
+from ame_api.settings import ApiSettings
 from ame_platform.lifecycle import Supervisor
 
 
-def create_app(run_service: RunService, follower: LogFollower) -> FastAPI:
+def create_app(
+    run_service: RunService, follower: LogFollower, project_service: ProjectService, settings: ApiSettings
+) -> FastAPI:
     app = FastAPI(
         title="AME",
         version=ame.__version__,
@@ -25,6 +29,7 @@ def create_app(run_service: RunService, follower: LogFollower) -> FastAPI:
     )
     errors.install(app)
     app.include_router(runs.router(run_service, follower))
+    projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ame.domain import errors
 from ame_api.repositories.runs import NotFound
+from ame_api.rest.projects import STREAMED_PREFIX
 from ame_api.runs import Conflict, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ MAX_BODY_BYTES = 1024 * 1024
 def install(app: FastAPI) -> None:
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path.startswith(STREAMED_PREFIX):
+            return await call_next(request)  # project pushes stream blobs and bound their own bodies
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
             return JSONResponse(status_code=413, content={"error": f"request body over {MAX_BODY_BYTES} bytes"})
