@@ -23,8 +23,9 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "artifacts": ("local_commands",),
     "secret": ("local_commands",),
     "runs": ("remote_commands",),
+    "project": ("project_commands",),
 }
-_ALL_MODULES = ("spec_commands", "local_commands", "remote_commands")
+_ALL_MODULES = ("spec_commands", "local_commands", "remote_commands", "project_commands")
 
 
 class _LazyGroup(click.Group):
