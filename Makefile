@@ -46,3 +46,4 @@ bench: bootstrap
 	$(UV) run --no-sync python bench/bench_runs.py
 	$(UV) run --no-sync python bench/bench_validate.py
 	$(UV) run --no-sync python bench/bench_env_cache.py
+	$(UV) run --no-sync python bench/bench_push.py

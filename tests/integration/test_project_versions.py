@@ -273,3 +273,23 @@ async def test_a_new_version_is_announced_on_the_bus(rest: httpx.AsyncClient, st
     assert message.headers is not None
     assert message.headers.get("Nats-Msg-Id") == f"project:{event.project.id}:{version['id']}"
     assert json.loads(json.dumps(version))["file_count"] == event.version.file_count
+
+
+async def test_hostile_strings_over_grpc_are_refused_not_internal_errors(
+    client: Grpc, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    assert (await rest_push(rest, make_project(tmp_path / "p"))).status_code == 201
+    refused = [
+        client.stub.ListProjectVersions(ame_service_pb2.ListProjectVersionsRequest(project="demo\x00")),
+        client.stub.FindMissingBlobs(ame_service_pb2.FindMissingBlobsRequest(project="x" * 201)),
+        client.stub.DownloadBlob(ame_service_pb2.DownloadBlobRequest(project="demo", sha256="\x00" * 64)).read(),
+    ]
+    for call in refused:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.stub.GetProjectVersion(
+            ame_service_pb2.GetProjectVersionRequest(project="demo", version_id="v\x00" * 10)
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND

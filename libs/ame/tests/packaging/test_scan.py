@@ -90,3 +90,15 @@ def test_a_tree_over_the_limit_is_refused_naming_the_biggest_files(tmp_path: Pat
     assert message.index("models/huge.bin") < message.index("data/big.csv") < message.index("small.txt")
     with pytest.raises(ProjectTooLarge, match="3 files, over the 2 limit"):
         scan_project(tmp_path, PackSettings(max_files=2))
+
+
+def test_names_a_manifest_cannot_carry_are_left_out_and_reported(tmp_path: Path) -> None:
+    write(tmp_path, "good.txt")
+    write(tmp_path, "back\\slash")
+    write(tmp_path, "new\nline")
+    write(tmp_path, "x")
+    with open(os.path.join(os.fsencode(tmp_path), b"latin1-\xe9.txt"), "w") as f:
+        f.write("x")
+    scan = scan_project(tmp_path)
+    assert [f.path for f in scan.files] == ["good.txt", "x"]
+    assert sorted(scan.unpackable) == sorted(["back\\slash", "new\nline", "latin1-\ufffd.txt"])

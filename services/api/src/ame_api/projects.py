@@ -49,6 +49,7 @@ from ame_platform.storage import ObjectNotFound, ObjectStore, open_object_store
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(PROJECT_NAME)
+_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -202,7 +203,14 @@ class ProjectService:
         self._project_name(project)
         self._check_manifest(files)
         files = sorted(files, key=lambda f: f.path.encode("utf-8"))
+        version_id = manifest_digest(files)
         async with self._rt.pool.acquire() as conn:
+            # A version is immutable and was checked when it was first committed: a re-push ends here.
+            project_id = await repo.find_project_id(conn, organisation=org, name=project)
+            if project_id is not None:
+                existing = await repo.get_version(conn, project_id=project_id, version_id=version_id)
+                if existing is not None:
+                    return existing, False
             missing = await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
         if missing:
             first = next(f.path for f in files if f.sha256 == missing[0])
@@ -212,7 +220,6 @@ class ProjectService:
             )
         await self._check_spec(org, project, files)
         await self._check_symlinks(org, files)
-        version_id = manifest_digest(files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             project_id = await repo.ensure_project(conn, organisation=org, name=project)
             version, created = await repo.add_version(conn, project_id=project_id, version_id=version_id, files=files)
@@ -314,6 +321,8 @@ class ProjectService:
     ) -> tuple[ProjectVersion, list[ManifestEntry]]:
         org = self._organisation(organisation)
         project_id = await self._project_id(org, project)
+        if not _VERSION_ID.match(version_id):
+            raise NotFound(f"version {version_id[:80]!r} of project {project!r} not found")
         async with self._rt.pool.acquire() as conn:
             version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
             files = await repo.get_manifest(conn, project_id=project_id, version_id=version_id)

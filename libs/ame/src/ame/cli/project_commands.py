@@ -41,9 +41,11 @@ def push(client: Client, project_dir: Path, project: str) -> PushResult:
     except ProjectTooLarge as exc:
         raise click.ClickException(str(exc)) from None
     except AmeError as exc:
-        raise click.ClickException(f"push of project {project!r} refused:\n{exc}") from None
+        raise click.ClickException(f"push of project {project!r} failed:\n{exc}") from None
     for link in result.escaping_links:
         click.echo(f"ame: left out {link}: a symbolic link that points out of the project", err=True)
+    for name in result.unpackable:
+        click.echo(f"ame: left out {name}: the name is not UTF-8, or holds a control character or backslash", err=True)
     return result
 
 

@@ -3,6 +3,7 @@
 One JSON file per project directory under `$AME_HOME/cache/push-index/`. A file whose stat matches its entry
 is taken as unchanged. An entry is only written for a file last modified well before hashing began: a file
 changed twice within the filesystem's timestamp granularity would otherwise keep a stale hash ("racy git").
+The margin is 50 ms on filesystems with sub-second timestamps and 2 s on those with whole seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 from ame.packaging.scan import ScannedFile
 
 _FORMAT = 1
-# Coarser than any filesystem's mtime granularity that AME runs on (FAT's is 2 s, ext4's a few ms).
+# Coarser than the timestamp granularity of filesystems that keep whole seconds (FAT's is 2 s, HFS+'s 1 s).
 RACY_MARGIN_NS = 2_000_000_000
+# Filesystems with sub-second timestamps (ext4, xfs, btrfs, tmpfs, APFS) advance them at least every few ms.
+FINE_RACY_MARGIN_NS = 50_000_000
 _CHUNK = 1024 * 1024
 
 _Key = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
@@ -42,7 +45,7 @@ def hash_scanned(file: ScannedFile) -> str:
 
 
 class HashIndex:
-    def __init__(self, path: Path, *, racy_margin_ns: int = RACY_MARGIN_NS) -> None:
+    def __init__(self, path: Path, *, racy_margin_ns: int | None = None) -> None:
         self.path = path
         self._racy_margin_ns = racy_margin_ns
         self._entries: dict[str, tuple[_Key, str]] = {}
@@ -51,7 +54,7 @@ class HashIndex:
         self._pending: dict[str, tuple[_Key, str]] | None = None
 
     @classmethod
-    def for_project(cls, root: Path, cache_dir: Path, *, racy_margin_ns: int = RACY_MARGIN_NS) -> HashIndex:
+    def for_project(cls, root: Path, cache_dir: Path, *, racy_margin_ns: int | None = None) -> HashIndex:
         name = hashlib.sha256(str(root.absolute()).encode("utf-8", errors="surrogateescape")).hexdigest()[:32]
         index = cls(cache_dir / "push-index" / f"{name}.json", racy_margin_ns=racy_margin_ns)
         index.load()
@@ -89,10 +92,16 @@ class HashIndex:
                     self.hashed_bytes += file.size
         fresh: dict[str, tuple[_Key, str]] = {}
         for file in files:
-            if max(file.mtime_ns, file.ctime_ns) < started_ns - self._racy_margin_ns:
+            if max(file.mtime_ns, file.ctime_ns) < started_ns - self._margin(file):
                 fresh[file.path] = (_key(file), result[file.path])
         self._pending = fresh
         return result
+
+    def _margin(self, file: ScannedFile) -> int:
+        if self._racy_margin_ns is not None:
+            return self._racy_margin_ns
+        # A whole-second mtime means a coarse filesystem (or, rarely, a fine one that hit .000000000: harmless).
+        return RACY_MARGIN_NS if file.mtime_ns % 1_000_000_000 == 0 else FINE_RACY_MARGIN_NS
 
     def save(self) -> None:
         """Keep the entries of the last `digests` call (files gone since are dropped)."""

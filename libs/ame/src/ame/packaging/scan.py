@@ -8,6 +8,7 @@ A symbolic link is recorded as a link, never followed, and one that points out o
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,12 @@ import pathspec
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ame.domain.projects import MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, check_path, symlink_escapes
+from ame.domain.projects import MAX_PATH_BYTES, MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, symlink_escapes
 
 IGNORE_FILES = (".gitignore", ".ameignore")
-# Version control, AME's own state and bytecode never belong to a version.
-ALWAYS_IGNORED = (".git/", ".ame/", "__pycache__/", ".hg/", ".svn/")
+# Version control, AME's own state and bytecode never belong to a version, whatever the ignore files say.
+ALWAYS_IGNORED_DIRS = frozenset({".git", ".ame", "__pycache__", ".hg", ".svn"})
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
 _GIB = 1024**3
 
 
@@ -56,6 +58,8 @@ class Scan:
     files: list[ScannedFile] = field(default_factory=list)
     # Links left out because they point out of the tree; the CLI warns about them.
     escaping_links: list[str] = field(default_factory=list)
+    # Names a manifest cannot carry (not UTF-8, control characters, backslashes); left out with a warning.
+    unpackable: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -75,8 +79,7 @@ def scan_project(root: Path, settings: PackSettings | None = None) -> Scan:
     root = root.absolute()
     scan = Scan(root=root)
     real_root = os.path.realpath(root)
-    base_rules: _Rules = [("", pathspec.GitIgnoreSpec.from_lines(ALWAYS_IGNORED))]
-    _walk(root, "", base_rules, scan, real_root)
+    _walk(root, "", [], scan, real_root)
     scan.files.sort(key=lambda f: f.path.encode("utf-8"))
     _check_limits(scan, settings)
     return scan
@@ -98,7 +101,10 @@ def _walk(directory: Path, prefix: str, rules: _Rules, scan: Scan, real_root: st
         rel = prefix + entry.name
         is_link = entry.is_symlink()
         is_dir = not is_link and entry.is_dir(follow_symlinks=False)
-        if _ignored(rules, rel, is_dir):
+        if (is_dir and entry.name in ALWAYS_IGNORED_DIRS) or (rules and _ignored(rules, rel, is_dir)):
+            continue
+        if not _packable(entry.name) or len(rel.encode("utf-8")) > MAX_PATH_BYTES:
+            scan.unpackable.append(rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
             continue
         if is_link:
             _add_link(entry, rel, scan, real_root)
@@ -109,6 +115,17 @@ def _walk(directory: Path, prefix: str, rules: _Rules, scan: Scan, real_root: st
             mode = MODE_EXECUTABLE if st.st_mode & 0o111 else MODE_FILE
             scan.files.append(_scanned(rel, Path(entry.path), mode, st))
         # Sockets, pipes and devices are not project content.
+
+
+def _packable(name: str) -> bool:
+    # scandir never yields '', '.', '..' or a '/', so the name alone decides whether the path is a valid one.
+    if _BAD_NAME.search(name):
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ignored(rules: _Rules, rel: str, is_dir: bool) -> bool:
@@ -149,7 +166,6 @@ def _add_link(entry: os.DirEntry[str], rel: str, scan: Scan, real_root: str) -> 
 
 
 def _scanned(rel: str, absolute: Path, mode: int, st: os.stat_result) -> ScannedFile:
-    check_path(rel)
     return ScannedFile(
         path=rel,
         absolute=absolute,

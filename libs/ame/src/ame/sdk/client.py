@@ -24,7 +24,7 @@ from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.sdk import convert
-from ame.sdk.errors import AmeError, Conflict, InvalidArgument, NotFound, Unavailable
+from ame.sdk.errors import AmeError, Conflict, InvalidArgument, MissingBlobs, NotFound, Unavailable
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -51,7 +51,9 @@ def _translate(target: str, exc: grpc.RpcError) -> AmeError:
         return NotFound(details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(details)
-    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return MissingBlobs(details)  # the api's only FAILED_PRECONDITION: a commit before its blobs
+    if code == grpc.StatusCode.ALREADY_EXISTS:
         return Conflict(details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"cannot reach the AME server at {target} ({details}); is `ame server` running?")
