@@ -1,4 +1,4 @@
-"""`ame project push` of a generated project: the first push, then an unchanged re-push (target: <= 2 s, 0 bytes).
+"""`ame project push` of a generated project: the first push, then unchanged re-pushes (target: <= 2 s, 0 bytes).
 
 Starts `ame server` (its own nats-server, PostgreSQL and local object store in a temporary data directory) as a
 subprocess, generates a project of `--files` files totalling `--size` bytes (default 1 GiB in 10,000 files) in a
@@ -107,15 +107,19 @@ def main() -> int:
                 f"uploaded {first['uploaded_files']} files, "
                 f"{int(str(first['uploaded_bytes'])) / 1024**2:.0f} MiB, hashed {first['hashed_files']} files"
             )
-            again_s, again_cpu, again = push(project, env)
+            # The median of three re-pushes: on a shared machine one figure can catch another job's burst.
+            repushes = [push(project, env) for _ in range(3)]
+            repushes.sort(key=lambda r: r[0])
+            again_s, again_cpu, again = repushes[1]
             print(
                 f"unchanged push: {again_s:6.2f} s (CLI CPU {again_cpu:.2f} s)  "
                 f"uploaded {again['uploaded_files']} files, "
                 f"{again['uploaded_bytes']} bytes, hashed {again['hashed_files']} files "
-                f"(target <= {TARGET_REPUSH_SECONDS:.0f} s, 0 bytes)"
+                f"(median of 3: {', '.join(f'{r[0]:.2f}' for r in repushes)} s; target <= "
+                f"{TARGET_REPUSH_SECONDS:.0f} s, 0 bytes)"
             )
             print(f"load average before the pushes: {load:.1f} on {os.cpu_count()} cores")
-            ok = again["uploaded_bytes"] == 0 and again_s <= TARGET_REPUSH_SECONDS
+            ok = all(r[2]["uploaded_bytes"] == 0 for r in repushes) and again_s <= TARGET_REPUSH_SECONDS
             print("PASS" if ok else "FAIL")
             return 0 if ok else 1
         finally:
