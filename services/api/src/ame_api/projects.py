@@ -29,6 +29,7 @@ from ame.domain.projects import (
     ProjectVersion,
     check_manifest,
     check_sha256,
+    digest_rows,
     manifest_digest,
     symlink_escapes,
 )
@@ -194,6 +195,28 @@ class ProjectService:
             _discard(spool)
         async with self._rt.pool.acquire() as conn:
             return await repo.add_blob(conn, organisation=org, sha256=sha256, size=size)
+
+    async def committed(
+        self, organisation: str, project: str, rows: Sequence[tuple[str, int, str, int]]
+    ) -> ProjectVersion | None:
+        """The version these unvalidated (path, mode, sha256, size) rows commit to, if it exists already.
+
+        A re-push of an unchanged project then skips validating every entry again: the stored version was
+        validated when it was created, and the rows hash to its id only if they are its manifest.
+        """
+        org = self._organisation(organisation)
+        self._project_name(project)
+        if len(rows) > self._settings.project_max_files:
+            return None
+        try:
+            version_id = digest_rows(rows)
+        except UnicodeEncodeError:
+            return None
+        async with self._rt.pool.acquire() as conn:
+            project_id = await repo.find_project_id(conn, organisation=org, name=project)
+            if project_id is None:
+                return None
+            return await repo.get_version(conn, project_id=project_id, version_id=version_id)
 
     async def commit(
         self, organisation: str, project: str, files: Sequence[ManifestEntry]

@@ -30,14 +30,11 @@ def project_name(project_dir: Path) -> str:
 
 def push(client: Client, project_dir: Path, project: str) -> PushResult:
     """Push the directory, warning about links left out; errors become ClickExceptions."""
-    from ame.packaging import PackSettings, ProjectTooLarge, push_project
-    from ame.runner.home import AmeHome
+    from ame.packaging import PackSettings, ProjectTooLarge, default_cache_dir, push_project
     from ame.sdk import AmeError
 
     try:
-        result = push_project(
-            project_dir, project, client, cache_dir=AmeHome.from_env().root / "cache", settings=PackSettings()
-        )
+        result = push_project(project_dir, project, client, cache_dir=default_cache_dir(), settings=PackSettings())
     except ProjectTooLarge as exc:
         raise click.ClickException(str(exc)) from None
     except AmeError as exc:

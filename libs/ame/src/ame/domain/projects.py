@@ -122,9 +122,14 @@ def manifest_digest(entries: Iterable[ManifestEntry]) -> str:
 
     Paths never hold a newline (check_path refuses control characters), so the encoding is unambiguous.
     """
+    return digest_rows((e.path, e.mode, e.sha256, e.size) for e in entries)
+
+
+def digest_rows(rows: Iterable[tuple[str, int, str, int]]) -> str:
+    """`manifest_digest` over plain (path, mode, sha256, size) rows, for callers that have not validated them."""
     digest = hashlib.sha256()
-    for entry in sorted(entries, key=lambda e: e.path.encode("utf-8")):
-        digest.update(f"{entry.mode:o} {entry.sha256} {entry.size} {entry.path}\n".encode())
+    for path, mode, sha256, size in sorted(rows, key=lambda row: row[0].encode("utf-8")):
+        digest.update(f"{mode:o} {sha256} {size} {path}\n".encode())
     return digest.hexdigest()
 
 

@@ -29,6 +29,13 @@ _CHUNK = 1024 * 1024
 _Key = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
 
+def default_cache_dir() -> Path:
+    """`$AME_HOME/cache` (default `~/.ame/cache`), as `ame.runner.home.AmeHome` lays it out; resolved here
+    so a push does not import the runner."""
+    configured = os.environ.get("AME_HOME")
+    return (Path(configured).expanduser() if configured else Path.home() / ".ame").absolute() / "cache"
+
+
 def _key(file: ScannedFile) -> _Key:
     return (file.size, file.mtime_ns, file.ctime_ns, file.inode)
 
@@ -106,8 +113,8 @@ class HashIndex:
     def save(self) -> None:
         """Keep the entries of the last `digests` call (files gone since are dropped)."""
         pending = self._pending
-        if pending is None:
-            return
+        if pending is None or pending == self._entries:
+            return  # nothing new to remember: skip rewriting 10,000 entries
         self._entries = pending
         payload = {
             "format": _FORMAT,

@@ -88,6 +88,10 @@ class ProjectMethods:
     async def CommitProjectVersion(  # noqa: N802
         self, request: ame_service_pb2.CommitProjectVersionRequest, context: _Context
     ) -> ame_service_pb2.CommitProjectVersionResponse:
+        rows = [(f.path, f.mode, f.sha256, f.size) for f in request.files]
+        existing = await self._projects.committed(request.organisation, request.project, rows)
+        if existing is not None:
+            return ame_service_pb2.CommitProjectVersionResponse(version=convert.version_to_pb(existing), created=False)
         files = convert.manifest_from_pb(request.files)
         version, created = await self._projects.commit(request.organisation, request.project, files)
         return ame_service_pb2.CommitProjectVersionResponse(version=convert.version_to_pb(version), created=created)
