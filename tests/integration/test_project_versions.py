@@ -293,3 +293,33 @@ async def test_hostile_strings_over_grpc_are_refused_not_internal_errors(
             ame_service_pb2.GetProjectVersionRequest(project="demo", version_id="v\x00" * 10)
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_grpc_upload_cut_off_halfway_stores_nothing_and_a_retry_completes_it(client: Grpc) -> None:
+    data = bytes(range(256)) * 8192
+    digest = sha(data)
+
+    # The client goes away after half the bytes (the call is cancelled, as when the process dies).
+    call = client.stub.UploadBlob()
+    await call.write(
+        ame_service_pb2.UploadBlobRequest(
+            header=ame_service_pb2.BlobHeader(project="demo", sha256=digest, size=len(data))
+        )
+    )
+    await call.write(ame_service_pb2.UploadBlobRequest(chunk=data[: len(data) // 2]))
+    assert call.cancel()
+    entry = project_pb2.ManifestEntry(path="data.bin", mode=0o100644, sha256=digest, size=len(data))
+    missing = await client.stub.FindMissingBlobs(ame_service_pb2.FindMissingBlobsRequest(project="demo", files=[entry]))
+    assert list(missing.missing_sha256) == [digest]
+
+    async def whole() -> AsyncIterator[ame_service_pb2.UploadBlobRequest]:
+        yield ame_service_pb2.UploadBlobRequest(
+            header=ame_service_pb2.BlobHeader(project="demo", sha256=digest, size=len(data))
+        )
+        for start in range(0, len(data), 1024 * 1024):
+            yield ame_service_pb2.UploadBlobRequest(chunk=data[start : start + 1024 * 1024])
+
+    stored = await client.stub.UploadBlob(whole())
+    assert (stored.sha256, stored.size, stored.created) == (digest, len(data), True)
+    missing = await client.stub.FindMissingBlobs(ame_service_pb2.FindMissingBlobsRequest(project="demo", files=[entry]))
+    assert list(missing.missing_sha256) == []
