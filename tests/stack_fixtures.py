@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
@@ -25,6 +26,7 @@ from ame_logs.settings import LogsSettings
 from ame_platform.lifecycle import Component, Supervisor, run_components
 from ame_platform.runtime import Runtime, open_runtime
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_platform.storage import StorageSettings
 from ame_scheduler import app as scheduler_app
 from ame_scheduler.settings import SchedulerSettings
 from ame_server.server import migrate_all
@@ -57,8 +59,16 @@ def _shared(nats: NatsSettings, postgres: PostgresSettings) -> dict[str, object]
     }
 
 
+@pytest.fixture
+def api_storage(tmp_path: Path) -> StorageSettings:
+    """The api's object store (project blobs): a local directory. A test module overrides it to use S3."""
+    return StorageSettings(local_root=tmp_path / "objects")
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def stack(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path, api_storage: StorageSettings
+) -> AsyncIterator[Stack]:
     """api (REST and gRPC on free ports), two launcher replicas, logs and scheduler, all started."""
     await migrate_all(pg_dsn)
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
@@ -66,7 +76,10 @@ async def stack(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> 
     telemetry = TelemetrySettings(exporter="memory")
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=telemetry) as runtime:
         shared = _shared(nats, postgres)
-        api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **shared), runtime)  # type: ignore[arg-type]
+        api = api_app.build(
+            ApiSettings(rest_port=0, grpc_port=0, storage=api_storage, **shared),  # type: ignore[arg-type]
+            runtime,
+        )
         launchers = [
             launcher_app.build(
                 LauncherSettings(work_dir=tmp_path / f"launcher{i}", grace_period=2.0, **shared),  # type: ignore[arg-type]

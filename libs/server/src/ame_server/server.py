@@ -30,6 +30,7 @@ from ame_platform.embedded import EmbeddedNats, EmbeddedPostgres
 from ame_platform.lifecycle import Component, RestartPolicy, Supervisor, run_components
 from ame_platform.runtime import Runtime, open_runtime
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_platform.storage import StorageSettings
 from ame_scheduler import app as scheduler_app
 from ame_scheduler.settings import SchedulerSettings
 from ame_server.settings import ServerSettings
@@ -110,6 +111,14 @@ async def migrate_all(dsn: str) -> int:
         await conn.close()
 
 
+def _storage(settings: ServerSettings) -> StorageSettings:
+    """AME_STORAGE_* as set; a local store without a configured root keeps its objects in the data directory."""
+    storage = StorageSettings()
+    if storage.backend == "local" and "AME_STORAGE_LOCAL_ROOT" not in os.environ:
+        storage = storage.model_copy(update={"local_root": settings.data_dir / "objects"})
+    return storage
+
+
 def build_components(
     settings: ServerSettings, runtime: Runtime, nats: NatsSettings, postgres: PostgresSettings
 ) -> tuple[list[Component], str, str]:
@@ -126,6 +135,7 @@ def build_components(
             postgres=postgres,
             telemetry=telemetry,
             lifecycle=lifecycle,
+            storage=_storage(settings),
         ),
         runtime,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ame_api.follow import LogFollower
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
+from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.runs import OutboxRelay, RunService
 from ame_api.settings import ApiSettings
@@ -22,6 +23,8 @@ MIGRATIONS = "ame_api"
 @dataclass
 class ApiService:
     runs: RunService
+    projects: ProjectService
+    store: StoreComponent
     registry: PullConsumer
     triggers: PullConsumer
     relay: Periodic
@@ -31,12 +34,14 @@ class ApiService:
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
-        return [self.registry, self.triggers, self.relay, self.rest, self.grpc]
+        return [self.registry, self.triggers, self.relay, self.store, self.rest, self.grpc]
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     runs = RunService(runtime, settings)
     follower = LogFollower(runtime, settings)
+    store = StoreComponent(settings)
+    projects = ProjectService(runtime, settings, store)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -65,15 +70,22 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, retry_after_seconds=settings.retry_after)
-    servicer = AmeServicer(runs, follower, retry_after_seconds=settings.retry_after)
+    rest_app = create_app(runs, follower, projects, settings)
+    servicer = AmeServicer(runs, follower, projects, retry_after_seconds=settings.retry_after)
     return ApiService(
         runs=runs,
+        projects=projects,
+        store=store,
         registry=registry,
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         rest=RestServer(rest_app, settings.rest_host, settings.rest_port),
-        grpc=GrpcServer(servicer, settings.grpc_host, settings.grpc_port),
+        grpc=GrpcServer(
+            servicer,
+            settings.grpc_host,
+            settings.grpc_port,
+            max_receive_bytes=max(2 * 1024 * 1024, settings.project_max_files * 512),
+        ),
     )
 
 

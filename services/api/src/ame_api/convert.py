@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from ame import codecs, log_batches
+from ame import codecs, log_batches, project_codecs
 from ame.codecs import DecodeError, StateEvent
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.log.v1 import log_pb2
+from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.contracts.trigger.v1 import trigger_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind, errors
 from ame.domain.limits import MAX_PAGE_SIZE, IdempotencyKey, LogSeq, NameFilter, PageToken, Reason, RunIdText
+from ame.domain.projects import ManifestEntry, ProjectVersion
 
 __all__ = ["DecodeError", "StateEvent"]
 
@@ -252,3 +254,26 @@ def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:
     if not pb.schedule.id:
         raise DecodeError("schedule event without a schedule id")
     return codecs.run_spec_from_pb(pb.schedule.spec), f"cron:{pb.schedule.id}:{pb.slot.seconds}"
+
+
+# Project versions.
+
+
+def project_version_created(project_id: str, version: ProjectVersion) -> bytes:
+    return project_pb2.ProjectVersionCreated(
+        project=project_pb2.Project(id=project_id, organisation=version.organisation, name=version.project),
+        version=project_codecs.version_to_pb(version, project_id),
+    ).SerializeToString()
+
+
+def manifest_from_pb(entries: Iterable[project_pb2.ManifestEntry]) -> list[ManifestEntry]:
+    """Raises DecodeError for a bad entry."""
+    return project_codecs.entries_from_pb(entries)
+
+
+def version_to_pb(version: ProjectVersion) -> project_pb2.ProjectVersion:
+    return project_codecs.version_to_pb(version)
+
+
+def manifest_to_pb(entries: Iterable[ManifestEntry]) -> list[project_pb2.ManifestEntry]:
+    return project_codecs.entries_to_pb(entries)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_platform.storage import StorageSettings
+
+_GIB = 1024**3
 
 
 class ApiSettings(BaseSettings):
@@ -32,3 +37,10 @@ class ApiSettings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    # Project versions (ame project push).
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")
+    project_max_bytes: int = Field(5 * _GIB, ge=1, description="Largest project version accepted, in bytes.")
+    project_max_files: int = Field(100_000, ge=1, description="Most files a project version may hold.")
+    project_spool_dir: Path | None = Field(
+        None, description="Where uploads are checked before they enter the object store; unset: the system temp."
+    )

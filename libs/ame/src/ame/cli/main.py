@@ -24,8 +24,9 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "secret": ("local_commands",),
     "runs": ("remote_commands",),
     "admin": ("admin_commands",),
+    "project": ("project_commands",),
 }
-_ALL_MODULES = ("spec_commands", "local_commands", "remote_commands", "admin_commands")
+_ALL_MODULES = ("spec_commands", "local_commands", "remote_commands", "admin_commands", "project_commands")
 
 
 class _LazyGroup(click.Group):

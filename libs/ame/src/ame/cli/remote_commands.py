@@ -125,8 +125,19 @@ def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
         ),
         timeout_seconds=task.timeout_seconds,
         retries=task.retries,
+        project_version_id=_push_version(project_dir, project.name or project_dir.resolve().name),
     )
     return submit_and_follow(spec, target=None, follow_output=follow)
+
+
+def _push_version(project_dir: Path, project: str) -> str:
+    """Push the directory first, so the run names the exact files it runs with (uploads only what changed)."""
+    from ame.cli.project_commands import describe, push
+
+    with _client(None) as client:
+        result = push(client, project_dir, project)
+    click.echo(describe(result), err=True)
+    return result.version.id
 
 
 def register(cli: click.Group) -> None:

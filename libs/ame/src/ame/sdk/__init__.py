@@ -1,6 +1,6 @@
 """The Python SDK: talk to an AME server over gRPC."""
 
 from ame.sdk.client import Client
-from ame.sdk.errors import AmeError, InvalidArgument, NotFound, Unavailable
+from ame.sdk.errors import AmeError, Conflict, InvalidArgument, NotFound, Unavailable
 
-__all__ = ["AmeError", "Client", "InvalidArgument", "NotFound", "Unavailable"]
+__all__ = ["AmeError", "Client", "Conflict", "InvalidArgument", "NotFound", "Unavailable"]

@@ -22,8 +22,9 @@ import grpc
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.sdk import convert
-from ame.sdk.errors import AmeError, InvalidArgument, NotFound, Unavailable
+from ame.sdk.errors import AmeError, Conflict, InvalidArgument, MissingBlobs, NotFound, Unavailable
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -50,6 +51,10 @@ def _translate(target: str, exc: grpc.RpcError) -> AmeError:
         return NotFound(details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return MissingBlobs(details)  # the api's only FAILED_PRECONDITION: a commit before its blobs
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return Conflict(details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"cannot reach the AME server at {target} ({details}); is `ame server` running?")
     return AmeError(details)
@@ -129,6 +134,61 @@ class Client:
         try:
             for event in stream:
                 yield convert.follow_batch(event)
+        except grpc.RpcError as exc:
+            raise _translate(self.target, exc) from None
+        finally:
+            stream.cancel()
+
+    # Project versions: `ame.packaging.push_project` drives the first three through the PushTransport protocol.
+
+    def find_missing_blobs(self, project: str, files: list[ManifestEntry]) -> list[str]:
+        request = ame_service_pb2.FindMissingBlobsRequest(project=project, files=convert.manifest_to_pb(files))
+        response = self._call(self._stub.FindMissingBlobs, request, timeout=self._timeout)
+        return list(response.missing_sha256)
+
+    def upload_blob(self, project: str, sha256: str, size: int, chunks: Iterator[bytes]) -> bool:
+        """Stream one blob; True if the server stored it, False if it held it already."""
+
+        def requests() -> Iterator[ame_service_pb2.UploadBlobRequest]:
+            header = ame_service_pb2.BlobHeader(project=project, sha256=sha256, size=size)
+            yield ame_service_pb2.UploadBlobRequest(header=header)
+            for chunk in chunks:
+                yield ame_service_pb2.UploadBlobRequest(chunk=chunk)
+
+        # No deadline: a large blob on a slow link takes as long as it takes.
+        response = self._call(self._stub.UploadBlob, requests())
+        return bool(response.created)
+
+    def commit_version(self, project: str, files: list[ManifestEntry]) -> ProjectVersion:
+        request = ame_service_pb2.CommitProjectVersionRequest(project=project, files=convert.manifest_to_pb(files))
+        response = self._call(self._stub.CommitProjectVersion, request, timeout=self._timeout)
+        return convert.version_from_pb(response.version)
+
+    def list_versions(self, project: str, *, limit: int = 50) -> list[ProjectVersion]:
+        """Newest first, at most `limit`."""
+        versions: list[ProjectVersion] = []
+        token = ""
+        while len(versions) < limit:
+            request = ame_service_pb2.ListProjectVersionsRequest(
+                project=project, page_size=min(limit - len(versions), 1000), page_token=token
+            )
+            response = self._call(self._stub.ListProjectVersions, request, timeout=self._timeout)
+            versions.extend(convert.version_from_pb(v) for v in response.versions)
+            token = response.next_page_token
+            if not token:
+                break
+        return versions
+
+    def get_version(self, project: str, version_id: str) -> tuple[ProjectVersion, list[ManifestEntry]]:
+        request = ame_service_pb2.GetProjectVersionRequest(project=project, version_id=version_id)
+        response = self._call(self._stub.GetProjectVersion, request, timeout=self._timeout)
+        return convert.version_from_pb(response.version), convert.manifest_from_pb(response.files)
+
+    def download_blob(self, project: str, sha256: str) -> Iterator[bytes]:
+        stream = self._stub.DownloadBlob(ame_service_pb2.DownloadBlobRequest(project=project, sha256=sha256))
+        try:
+            for part in stream:
+                yield part.chunk
         except grpc.RpcError as exc:
             raise _translate(self.target, exc) from None
         finally:

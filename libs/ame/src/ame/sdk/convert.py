@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from ame import codecs, log_batches
+from collections.abc import Iterable
+
+from ame import codecs, log_batches, project_codecs
 from ame.contracts.api.v1 import ame_service_pb2
+from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame.domain.projects import ManifestEntry, ProjectVersion
 
 
 def run_from_pb(pb: run_pb2.Run) -> Run:
@@ -54,3 +58,15 @@ def follow_batch(pb: ame_service_pb2.FollowLogsResponse) -> list[LogLine] | LogE
     if kind == "line":
         return [codecs.log_line_from_pb(pb.line)]
     return codecs.log_end_from_pb(pb.end)
+
+
+def manifest_to_pb(entries: Iterable[ManifestEntry]) -> list[project_pb2.ManifestEntry]:
+    return project_codecs.entries_to_pb(entries)
+
+
+def manifest_from_pb(entries: Iterable[project_pb2.ManifestEntry]) -> list[ManifestEntry]:
+    return project_codecs.entries_from_pb(entries)
+
+
+def version_from_pb(pb: project_pb2.ProjectVersion) -> ProjectVersion:
+    return project_codecs.version_from_pb(pb)

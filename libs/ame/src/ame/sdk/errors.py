@@ -15,5 +15,13 @@ class InvalidArgument(AmeError):
     pass
 
 
+class Conflict(AmeError):
+    """The request contradicts the server's state (e.g. a commit before its blobs are uploaded)."""
+
+
+class MissingBlobs(Conflict):
+    """A version was committed before all its blobs were uploaded."""
+
+
 class Unavailable(AmeError):
     """The server cannot be reached."""

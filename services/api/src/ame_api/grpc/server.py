@@ -17,13 +17,21 @@ _SERVICE = ame_service_pb2.DESCRIPTOR.services_by_name["AmeService"]
 SERVICE_NAME = _SERVICE.full_name
 
 
+_MAKERS: dict[tuple[bool, bool], Any] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
 def _handlers(servicer: AmeServicer) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """What the generated `add_AmeServiceServicer_to_server` registers, with strict request decoding."""
     handlers = {}
     for method in _SERVICE.methods:
         request = getattr(ame_service_pb2, method.input_type.name)
         response = getattr(ame_service_pb2, method.output_type.name)
-        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        make = _MAKERS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=strict_parser(request),
@@ -35,9 +43,12 @@ def _handlers(servicer: AmeServicer) -> dict[str, grpc.RpcMethodHandler[Any, Any
 class GrpcServer:
     name = "grpc"
 
-    def __init__(self, servicer: AmeServicer, host: str, port: int) -> None:
-        # A run spec is at most a few hundred KiB; refuse anything far larger before decoding it.
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
+    def __init__(
+        self, servicer: AmeServicer, host: str, port: int, *, max_receive_bytes: int = 2 * 1024 * 1024
+    ) -> None:
+        # A run spec is at most a few hundred KiB and a blob arrives in 1 MiB chunks; only a project's manifest
+        # is larger, so the limit follows the project file limit and anything far beyond it is refused undecoded.
+        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_receive_bytes)])
         handlers = _handlers(servicer)
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         self._server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -12,20 +12,25 @@ from fastapi import FastAPI
 
 import ame
 from ame_api.follow import LogFollower
-from ame_api.rest import admin, errors, runs
+from ame_api.projects import ProjectService
+from ame_api.rest import admin, errors, projects, runs
 from ame_api.runs import RunService
+from ame_api.settings import ApiSettings
 from ame_platform.lifecycle import Supervisor
 
 
-def create_app(run_service: RunService, follower: LogFollower, *, retry_after_seconds: int = 2) -> FastAPI:
+def create_app(
+    run_service: RunService, follower: LogFollower, project_service: ProjectService, settings: ApiSettings
+) -> FastAPI:
     app = FastAPI(
         title="AME",
         version=ame.__version__,
         description="Submit runs, read the run registry and follow run output.",
     )
-    errors.install(app, retry_after_seconds=retry_after_seconds)
+    errors.install(app, retry_after_seconds=settings.retry_after)
     app.include_router(runs.router(run_service, follower))
     app.include_router(admin.router(run_service.deadletters))
+    projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

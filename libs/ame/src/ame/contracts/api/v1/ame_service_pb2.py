@@ -23,36 +23,63 @@ _sym_db = _symbol_database.Default()
 
 
 from ame.contracts.log.v1 import log_pb2 as ame_dot_contracts_dot_log_dot_v1_dot_log__pb2
+from ame.contracts.project.v1 import project_pb2 as ame_dot_contracts_dot_project_dot_v1_dot_project__pb2
 from ame.contracts.run.v1 import run_pb2 as ame_dot_contracts_dot_run_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/api/v1/ame_service.proto\x12\x14\x61me.contracts.api.v1\x1a\x1e\x61me/contracts/log/v1/log.proto\x1a\x1e\x61me/contracts/run/v1/run.proto\"\xa3\x01\n\x10SubmitRunRequest\x12+\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x32\n\x07trigger\x18\x03 \x01(\x0e\x32!.ame.contracts.run.v1.TriggerKind\x12\x15\n\rparent_run_id\x18\x04 \x01(\t\";\n\x11SubmitRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"8\n\x0eGetRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\x87\x01\n\x0fListRunsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12.\n\x06states\x18\x03 \x03(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"T\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.ame.contracts.run.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11\x43\x61ncelRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"F\n\x11\x46ollowLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0f\n\x07\x62\x61tched\x18\x03 \x01(\x08\"\xaa\x01\n\x12\x46ollowLogsResponse\x12-\n\x04line\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.log.v1.LogLineH\x00\x12+\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1c.ame.contracts.log.v1.LogEndH\x00\x12/\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1e.ame.contracts.log.v1.LogChunkH\x00\x42\x07\n\x05\x65vent2\xdb\x03\n\nAmeService\x12\\\n\tSubmitRun\x12&.ame.contracts.api.v1.SubmitRunRequest\x1a\'.ame.contracts.api.v1.SubmitRunResponse\x12S\n\x06GetRun\x12#.ame.contracts.api.v1.GetRunRequest\x1a$.ame.contracts.api.v1.GetRunResponse\x12Y\n\x08ListRuns\x12%.ame.contracts.api.v1.ListRunsRequest\x1a&.ame.contracts.api.v1.ListRunsResponse\x12\\\n\tCancelRun\x12&.ame.contracts.api.v1.CancelRunRequest\x1a\'.ame.contracts.api.v1.CancelRunResponse\x12\x61\n\nFollowLogs\x12\'.ame.contracts.api.v1.FollowLogsRequest\x1a(.ame.contracts.api.v1.FollowLogsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/api/v1/ame_service.proto\x12\x14\x61me.contracts.api.v1\x1a\x1e\x61me/contracts/log/v1/log.proto\x1a&ame/contracts/project/v1/project.proto\x1a\x1e\x61me/contracts/run/v1/run.proto\"\xa3\x01\n\x10SubmitRunRequest\x12+\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x32\n\x07trigger\x18\x03 \x01(\x0e\x32!.ame.contracts.run.v1.TriggerKind\x12\x15\n\rparent_run_id\x18\x04 \x01(\t\";\n\x11SubmitRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"8\n\x0eGetRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\x87\x01\n\x0fListRunsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12.\n\x06states\x18\x03 \x03(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"T\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.ame.contracts.run.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11\x43\x61ncelRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"F\n\x11\x46ollowLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0f\n\x07\x62\x61tched\x18\x03 \x01(\x08\"\xaa\x01\n\x12\x46ollowLogsResponse\x12-\n\x04line\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.log.v1.LogLineH\x00\x12+\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1c.ame.contracts.log.v1.LogEndH\x00\x12/\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1e.ame.contracts.log.v1.LogChunkH\x00\x42\x07\n\x05\x65vent\"x\n\x17\x46indMissingBlobsRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x36\n\x05\x66iles\x18\x03 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"2\n\x18\x46indMissingBlobsResponse\x12\x16\n\x0emissing_sha256\x18\x01 \x03(\t\"Q\n\nBlobHeader\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"`\n\x11UploadBlobRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .ame.contracts.api.v1.BlobHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"C\n\x12UploadBlobResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"|\n\x1b\x43ommitProjectVersionRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x36\n\x05\x66iles\x18\x03 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"j\n\x1c\x43ommitProjectVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"j\n\x1aListProjectVersionsRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"r\n\x1bListProjectVersionsResponse\x12:\n\x08versions\x18\x01 \x03(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x18GetProjectVersionRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x12\n\nversion_id\x18\x03 \x01(\t\"\x8e\x01\n\x19GetProjectVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x36\n\x05\x66iles\x18\x02 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"L\n\x13\x44ownloadBlobRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"%\n\x14\x44ownloadBlobResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x32\x8b\t\n\nAmeService\x12\\\n\tSubmitRun\x12&.ame.contracts.api.v1.SubmitRunRequest\x1a\'.ame.contracts.api.v1.SubmitRunResponse\x12S\n\x06GetRun\x12#.ame.contracts.api.v1.GetRunRequest\x1a$.ame.contracts.api.v1.GetRunResponse\x12Y\n\x08ListRuns\x12%.ame.contracts.api.v1.ListRunsRequest\x1a&.ame.contracts.api.v1.ListRunsResponse\x12\\\n\tCancelRun\x12&.ame.contracts.api.v1.CancelRunRequest\x1a\'.ame.contracts.api.v1.CancelRunResponse\x12\x61\n\nFollowLogs\x12\'.ame.contracts.api.v1.FollowLogsRequest\x1a(.ame.contracts.api.v1.FollowLogsResponse0\x01\x12q\n\x10\x46indMissingBlobs\x12-.ame.contracts.api.v1.FindMissingBlobsRequest\x1a..ame.contracts.api.v1.FindMissingBlobsResponse\x12\x61\n\nUploadBlob\x12\'.ame.contracts.api.v1.UploadBlobRequest\x1a(.ame.contracts.api.v1.UploadBlobResponse(\x01\x12}\n\x14\x43ommitProjectVersion\x12\x31.ame.contracts.api.v1.CommitProjectVersionRequest\x1a\x32.ame.contracts.api.v1.CommitProjectVersionResponse\x12z\n\x13ListProjectVersions\x12\x30.ame.contracts.api.v1.ListProjectVersionsRequest\x1a\x31.ame.contracts.api.v1.ListProjectVersionsResponse\x12t\n\x11GetProjectVersion\x12..ame.contracts.api.v1.GetProjectVersionRequest\x1a/.ame.contracts.api.v1.GetProjectVersionResponse\x12g\n\x0c\x44ownloadBlob\x12).ame.contracts.api.v1.DownloadBlobRequest\x1a*.ame.contracts.api.v1.DownloadBlobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ame.contracts.api.v1.ame_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITRUNREQUEST']._serialized_start=129
-  _globals['_SUBMITRUNREQUEST']._serialized_end=292
-  _globals['_SUBMITRUNRESPONSE']._serialized_start=294
-  _globals['_SUBMITRUNRESPONSE']._serialized_end=353
-  _globals['_GETRUNREQUEST']._serialized_start=355
-  _globals['_GETRUNREQUEST']._serialized_end=386
-  _globals['_GETRUNRESPONSE']._serialized_start=388
-  _globals['_GETRUNRESPONSE']._serialized_end=444
-  _globals['_LISTRUNSREQUEST']._serialized_start=447
-  _globals['_LISTRUNSREQUEST']._serialized_end=582
-  _globals['_LISTRUNSRESPONSE']._serialized_start=584
-  _globals['_LISTRUNSRESPONSE']._serialized_end=668
-  _globals['_CANCELRUNREQUEST']._serialized_start=670
-  _globals['_CANCELRUNREQUEST']._serialized_end=720
-  _globals['_CANCELRUNRESPONSE']._serialized_start=722
-  _globals['_CANCELRUNRESPONSE']._serialized_end=781
-  _globals['_FOLLOWLOGSREQUEST']._serialized_start=783
-  _globals['_FOLLOWLOGSREQUEST']._serialized_end=853
-  _globals['_FOLLOWLOGSRESPONSE']._serialized_start=856
-  _globals['_FOLLOWLOGSRESPONSE']._serialized_end=1026
-  _globals['_AMESERVICE']._serialized_start=1029
-  _globals['_AMESERVICE']._serialized_end=1504
+  _globals['_SUBMITRUNREQUEST']._serialized_start=169
+  _globals['_SUBMITRUNREQUEST']._serialized_end=332
+  _globals['_SUBMITRUNRESPONSE']._serialized_start=334
+  _globals['_SUBMITRUNRESPONSE']._serialized_end=393
+  _globals['_GETRUNREQUEST']._serialized_start=395
+  _globals['_GETRUNREQUEST']._serialized_end=426
+  _globals['_GETRUNRESPONSE']._serialized_start=428
+  _globals['_GETRUNRESPONSE']._serialized_end=484
+  _globals['_LISTRUNSREQUEST']._serialized_start=487
+  _globals['_LISTRUNSREQUEST']._serialized_end=622
+  _globals['_LISTRUNSRESPONSE']._serialized_start=624
+  _globals['_LISTRUNSRESPONSE']._serialized_end=708
+  _globals['_CANCELRUNREQUEST']._serialized_start=710
+  _globals['_CANCELRUNREQUEST']._serialized_end=760
+  _globals['_CANCELRUNRESPONSE']._serialized_start=762
+  _globals['_CANCELRUNRESPONSE']._serialized_end=821
+  _globals['_FOLLOWLOGSREQUEST']._serialized_start=823
+  _globals['_FOLLOWLOGSREQUEST']._serialized_end=893
+  _globals['_FOLLOWLOGSRESPONSE']._serialized_start=896
+  _globals['_FOLLOWLOGSRESPONSE']._serialized_end=1066
+  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_start=1068
+  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_end=1188
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_start=1190
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_end=1240
+  _globals['_BLOBHEADER']._serialized_start=1242
+  _globals['_BLOBHEADER']._serialized_end=1323
+  _globals['_UPLOADBLOBREQUEST']._serialized_start=1325
+  _globals['_UPLOADBLOBREQUEST']._serialized_end=1421
+  _globals['_UPLOADBLOBRESPONSE']._serialized_start=1423
+  _globals['_UPLOADBLOBRESPONSE']._serialized_end=1490
+  _globals['_COMMITPROJECTVERSIONREQUEST']._serialized_start=1492
+  _globals['_COMMITPROJECTVERSIONREQUEST']._serialized_end=1616
+  _globals['_COMMITPROJECTVERSIONRESPONSE']._serialized_start=1618
+  _globals['_COMMITPROJECTVERSIONRESPONSE']._serialized_end=1724
+  _globals['_LISTPROJECTVERSIONSREQUEST']._serialized_start=1726
+  _globals['_LISTPROJECTVERSIONSREQUEST']._serialized_end=1832
+  _globals['_LISTPROJECTVERSIONSRESPONSE']._serialized_start=1834
+  _globals['_LISTPROJECTVERSIONSRESPONSE']._serialized_end=1948
+  _globals['_GETPROJECTVERSIONREQUEST']._serialized_start=1950
+  _globals['_GETPROJECTVERSIONREQUEST']._serialized_end=2035
+  _globals['_GETPROJECTVERSIONRESPONSE']._serialized_start=2038
+  _globals['_GETPROJECTVERSIONRESPONSE']._serialized_end=2180
+  _globals['_DOWNLOADBLOBREQUEST']._serialized_start=2182
+  _globals['_DOWNLOADBLOBREQUEST']._serialized_end=2258
+  _globals['_DOWNLOADBLOBRESPONSE']._serialized_start=2260
+  _globals['_DOWNLOADBLOBRESPONSE']._serialized_end=2297
+  _globals['_AMESERVICE']._serialized_start=2300
+  _globals['_AMESERVICE']._serialized_end=3463
 # @@protoc_insertion_point(module_scope)

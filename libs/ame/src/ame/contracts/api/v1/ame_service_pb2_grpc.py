@@ -59,6 +59,36 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FollowLogsRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FollowLogsResponse.FromString,
                 _registered_method=True)
+        self.FindMissingBlobs = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/FindMissingBlobs',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FindMissingBlobsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FindMissingBlobsResponse.FromString,
+                _registered_method=True)
+        self.UploadBlob = channel.stream_unary(
+                '/ame.contracts.api.v1.AmeService/UploadBlob',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadBlobRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadBlobResponse.FromString,
+                _registered_method=True)
+        self.CommitProjectVersion = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/CommitProjectVersion',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CommitProjectVersionRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CommitProjectVersionResponse.FromString,
+                _registered_method=True)
+        self.ListProjectVersions = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListProjectVersions',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectVersionsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetProjectVersion = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/GetProjectVersion',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetProjectVersionRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetProjectVersionResponse.FromString,
+                _registered_method=True)
+        self.DownloadBlob = channel.unary_stream(
+                '/ame.contracts.api.v1.AmeService/DownloadBlob',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -98,6 +128,51 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindMissingBlobs(self, request, context):
+        """Project versions. A push is: FindMissingBlobs, UploadBlob for each missing one, CommitProjectVersion.
+        The sha256s of the manifest's blobs the server does not hold yet. INVALID_ARGUMENT for a bad manifest
+        (an escaping path, a duplicate, over the size limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadBlob(self, request_iterator, context):
+        """A header, then the bytes in chunks. INVALID_ARGUMENT when the bytes do not match the sha256 or size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitProjectVersion(self, request, context):
+        """Records the version (idempotent: the same manifest gives the same version). FAILED_PRECONDITION while a
+        blob is missing; INVALID_ARGUMENT with `file:line:col: message` lines for an invalid ame.yml.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProjectVersions(self, request, context):
+        """Newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProjectVersion(self, request, context):
+        """The version and its manifest. NOT_FOUND for an unknown project or version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadBlob(self, request, context):
+        """A blob's bytes in chunks. NOT_FOUND when the organisation holds no such blob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +200,36 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.FollowLogs,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FollowLogsRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FollowLogsResponse.SerializeToString,
+            ),
+            'FindMissingBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMissingBlobs,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FindMissingBlobsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FindMissingBlobsResponse.SerializeToString,
+            ),
+            'UploadBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadBlob,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadBlobRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadBlobResponse.SerializeToString,
+            ),
+            'CommitProjectVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitProjectVersion,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CommitProjectVersionRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CommitProjectVersionResponse.SerializeToString,
+            ),
+            'ListProjectVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjectVersions,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectVersionsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectVersionsResponse.SerializeToString,
+            ),
+            'GetProjectVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProjectVersion,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetProjectVersionRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetProjectVersionResponse.SerializeToString,
+            ),
+            'DownloadBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadBlob,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +367,168 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/FollowLogs',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FollowLogsRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FollowLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMissingBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/FindMissingBlobs',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FindMissingBlobsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.FindMissingBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ame.contracts.api.v1.AmeService/UploadBlob',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadBlobRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitProjectVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/CommitProjectVersion',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CommitProjectVersionRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CommitProjectVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjectVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListProjectVersions',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectVersionsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProjectVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/GetProjectVersion',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetProjectVersionRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetProjectVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/DownloadBlob',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,23 @@ class AmeServiceStub:
     """Cancels a run that has not ended; an ended run is returned unchanged."""
     FollowLogs: _grpc.UnaryStreamMultiCallable[_ame_service_pb2.FollowLogsRequest, _ame_service_pb2.FollowLogsResponse]
     """Every line of the run's output in order (history first), then the end."""
+    FindMissingBlobs: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.FindMissingBlobsRequest, _ame_service_pb2.FindMissingBlobsResponse]
+    """Project versions. A push is: FindMissingBlobs, UploadBlob for each missing one, CommitProjectVersion.
+    The sha256s of the manifest's blobs the server does not hold yet. INVALID_ARGUMENT for a bad manifest
+    (an escaping path, a duplicate, over the size limit).
+    """
+    UploadBlob: _grpc.StreamUnaryMultiCallable[_ame_service_pb2.UploadBlobRequest, _ame_service_pb2.UploadBlobResponse]
+    """A header, then the bytes in chunks. INVALID_ARGUMENT when the bytes do not match the sha256 or size."""
+    CommitProjectVersion: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.CommitProjectVersionRequest, _ame_service_pb2.CommitProjectVersionResponse]
+    """Records the version (idempotent: the same manifest gives the same version). FAILED_PRECONDITION while a
+    blob is missing; INVALID_ARGUMENT with `file:line:col: message` lines for an invalid ame.yml.
+    """
+    ListProjectVersions: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListProjectVersionsRequest, _ame_service_pb2.ListProjectVersionsResponse]
+    """Newest first."""
+    GetProjectVersion: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.GetProjectVersionRequest, _ame_service_pb2.GetProjectVersionResponse]
+    """The version and its manifest. NOT_FOUND for an unknown project or version."""
+    DownloadBlob: _grpc.UnaryStreamMultiCallable[_ame_service_pb2.DownloadBlobRequest, _ame_service_pb2.DownloadBlobResponse]
+    """A blob's bytes in chunks. NOT_FOUND when the organisation holds no such blob."""
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -53,6 +70,23 @@ class AmeServiceAsyncStub(AmeServiceStub):
     """Cancels a run that has not ended; an ended run is returned unchanged."""
     FollowLogs: _aio.UnaryStreamMultiCallable[_ame_service_pb2.FollowLogsRequest, _ame_service_pb2.FollowLogsResponse]  # type: ignore[assignment]
     """Every line of the run's output in order (history first), then the end."""
+    FindMissingBlobs: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.FindMissingBlobsRequest, _ame_service_pb2.FindMissingBlobsResponse]  # type: ignore[assignment]
+    """Project versions. A push is: FindMissingBlobs, UploadBlob for each missing one, CommitProjectVersion.
+    The sha256s of the manifest's blobs the server does not hold yet. INVALID_ARGUMENT for a bad manifest
+    (an escaping path, a duplicate, over the size limit).
+    """
+    UploadBlob: _aio.StreamUnaryMultiCallable[_ame_service_pb2.UploadBlobRequest, _ame_service_pb2.UploadBlobResponse]  # type: ignore[assignment]
+    """A header, then the bytes in chunks. INVALID_ARGUMENT when the bytes do not match the sha256 or size."""
+    CommitProjectVersion: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.CommitProjectVersionRequest, _ame_service_pb2.CommitProjectVersionResponse]  # type: ignore[assignment]
+    """Records the version (idempotent: the same manifest gives the same version). FAILED_PRECONDITION while a
+    blob is missing; INVALID_ARGUMENT with `file:line:col: message` lines for an invalid ame.yml.
+    """
+    ListProjectVersions: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListProjectVersionsRequest, _ame_service_pb2.ListProjectVersionsResponse]  # type: ignore[assignment]
+    """Newest first."""
+    GetProjectVersion: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.GetProjectVersionRequest, _ame_service_pb2.GetProjectVersionResponse]  # type: ignore[assignment]
+    """The version and its manifest. NOT_FOUND for an unknown project or version."""
+    DownloadBlob: _aio.UnaryStreamMultiCallable[_ame_service_pb2.DownloadBlobRequest, _ame_service_pb2.DownloadBlobResponse]  # type: ignore[assignment]
+    """A blob's bytes in chunks. NOT_FOUND when the organisation holds no such blob."""
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +127,58 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ame_service_pb2.FollowLogsResponse], _abc.AsyncIterator[_ame_service_pb2.FollowLogsResponse]]:
         """Every line of the run's output in order (history first), then the end."""
+
+    @_abc_1.abstractmethod
+    def FindMissingBlobs(
+        self,
+        request: _ame_service_pb2.FindMissingBlobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.FindMissingBlobsResponse, _abc.Awaitable[_ame_service_pb2.FindMissingBlobsResponse]]:
+        """Project versions. A push is: FindMissingBlobs, UploadBlob for each missing one, CommitProjectVersion.
+        The sha256s of the manifest's blobs the server does not hold yet. INVALID_ARGUMENT for a bad manifest
+        (an escaping path, a duplicate, over the size limit).
+        """
+
+    @_abc_1.abstractmethod
+    def UploadBlob(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ame_service_pb2.UploadBlobRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.UploadBlobResponse, _abc.Awaitable[_ame_service_pb2.UploadBlobResponse]]:
+        """A header, then the bytes in chunks. INVALID_ARGUMENT when the bytes do not match the sha256 or size."""
+
+    @_abc_1.abstractmethod
+    def CommitProjectVersion(
+        self,
+        request: _ame_service_pb2.CommitProjectVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.CommitProjectVersionResponse, _abc.Awaitable[_ame_service_pb2.CommitProjectVersionResponse]]:
+        """Records the version (idempotent: the same manifest gives the same version). FAILED_PRECONDITION while a
+        blob is missing; INVALID_ARGUMENT with `file:line:col: message` lines for an invalid ame.yml.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProjectVersions(
+        self,
+        request: _ame_service_pb2.ListProjectVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListProjectVersionsResponse, _abc.Awaitable[_ame_service_pb2.ListProjectVersionsResponse]]:
+        """Newest first."""
+
+    @_abc_1.abstractmethod
+    def GetProjectVersion(
+        self,
+        request: _ame_service_pb2.GetProjectVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.GetProjectVersionResponse, _abc.Awaitable[_ame_service_pb2.GetProjectVersionResponse]]:
+        """The version and its manifest. NOT_FOUND for an unknown project or version."""
+
+    @_abc_1.abstractmethod
+    def DownloadBlob(
+        self,
+        request: _ame_service_pb2.DownloadBlobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ame_service_pb2.DownloadBlobResponse], _abc.AsyncIterator[_ame_service_pb2.DownloadBlobResponse]]:
+        """A blob's bytes in chunks. NOT_FOUND when the organisation holds no such blob."""
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

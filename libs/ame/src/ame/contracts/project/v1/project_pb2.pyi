@@ -50,23 +50,57 @@ class Project(_message.Message):
 Global___Project: _TypeAlias = Project  # noqa: Y015
 
 @_typing.final
+class ManifestEntry(_message.Message):
+    """One file of a project version. The blob is the file's bytes (for a symbolic link, its target's text)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """POSIX path relative to the project root; never absolute, never with '..'."""
+    mode: _builtins.int
+    """0o100644 file, 0o100755 executable, 0o120000 symbolic link."""
+    sha256: _builtins.str
+    """Hex sha256 of the blob."""
+    size: _builtins.int
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        mode: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "path", b"path", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManifestEntry: _TypeAlias = ManifestEntry  # noqa: Y015
+
+@_typing.final
 class ProjectVersion(_message.Message):
-    """An immutable upload of a project directory (an archive in the object store)."""
+    """An immutable, content-addressed version of a project: `id` is the sha256 of its manifest."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     PROJECT_ID_FIELD_NUMBER: _builtins.int
-    DIGEST_FIELD_NUMBER: _builtins.int
-    ARCHIVE_KEY_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    FILE_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     project_id: _builtins.str
-    digest: _builtins.str
-    """sha256 of the archive, so an unchanged upload is recognised."""
-    archive_key: _builtins.str
     size_bytes: _builtins.int
+    project: _builtins.str
+    organisation: _builtins.str
+    file_count: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -74,14 +108,15 @@ class ProjectVersion(_message.Message):
         *,
         id: _builtins.str = ...,
         project_id: _builtins.str = ...,
-        digest: _builtins.str = ...,
-        archive_key: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        project: _builtins.str = ...,
+        organisation: _builtins.str = ...,
+        file_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_key", b"archive_key", "created_at", b"created_at", "digest", b"digest", "id", b"id", "project_id", b"project_id", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "file_count", b"file_count", "id", b"id", "organisation", b"organisation", "project", b"project", "project_id", b"project_id", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

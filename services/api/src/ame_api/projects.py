@@ -1,0 +1,396 @@
+"""Project-version use cases shared by REST and gRPC: find missing blobs, upload one, commit, list, fetch.
+
+A version is a manifest (path, mode, sha256, size) whose sha256 is its id; each file's bytes are a blob in the
+object store under the organisation, stored once however many versions and projects hold it. A blob is
+recorded in `project_blobs` only once it is whole in the store, so a commit that finds every blob recorded
+never makes a half version, whatever uploads were cut off before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ame.domain.projects import (
+    MAX_SYMLINK_TARGET_BYTES,
+    MODE_SYMLINK,
+    PROJECT_NAME,
+    ManifestEntry,
+    ManifestError,
+    ProjectVersion,
+    check_manifest,
+    check_sha256,
+    digest_rows,
+    manifest_digest,
+    symlink_escapes,
+)
+from ame.spec import SpecError, load_project_text
+from ame.spec.loader import PROJECT_FILE_NAMES
+from ame.spec.yaml_tree import Limits
+from ame_api import convert
+from ame_api.repositories import projects as repo
+from ame_api.repositories import runs as runs_repo
+from ame_api.repositories.runs import NotFound
+from ame_api.runs import Conflict, InvalidRequest
+from ame_api.settings import ApiSettings
+from ame_platform.bus.publisher import headers_for
+from ame_platform.lifecycle import Supervisor
+from ame_platform.runtime import Runtime
+from ame_platform.storage import ObjectNotFound, ObjectStore, open_object_store
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(PROJECT_NAME)
+_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
+_DOWNLOAD_CHUNK = 1024 * 1024
+
+
+class TooLarge(InvalidRequest):
+    """Over the project size or file-count limit (413 / INVALID_ARGUMENT); the message names the limit."""
+
+
+class MissingBlobs(Conflict):
+    """A commit named blobs that are not uploaded yet (409 / FAILED_PRECONDITION)."""
+
+
+class InvalidSpec(InvalidRequest):
+    """The version's ame.yml is invalid; `problems` are `file:line:col: message` lines, as `ame validate` prints."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StoreComponent:
+    """Opens the object store at start and closes it at the end of the drain (after the front doors)."""
+
+    name = "object-store"
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self._settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self._store: ObjectStore | None = None
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            raise RuntimeError("the object store is not open yet")
+        return self._store
+
+    async def start(self, supervisor: Supervisor) -> None:
+        self._store = await self._stack.enter_async_context(open_object_store(self._settings.storage))
+
+    async def drain(self) -> None:
+        await self._stack.aclose()
+
+
+def blob_key(organisation: str, sha256: str) -> str:
+    return f"orgs/{organisation}/blobs/{sha256[:2]}/{sha256}"
+
+
+@dataclass(frozen=True)
+class VersionPage:
+    versions: list[ProjectVersion]
+    next_page_token: str
+
+
+class ProjectService:
+    def __init__(self, runtime: Runtime, settings: ApiSettings, store: StoreComponent) -> None:
+        self._rt = runtime
+        self._settings = settings
+        self._store = store
+
+    def _organisation(self, organisation: str) -> str:
+        # Tokens will choose the organisation; until then only the server's own exists.
+        if organisation and organisation != self._settings.organisation:
+            raise NotFound(f"organisation {organisation!r} not found")
+        return self._settings.organisation
+
+    @staticmethod
+    def _project_name(project: str) -> str:
+        if not (1 <= len(project) <= 200) or not _NAME.match(project):
+            raise InvalidRequest(
+                f"project name {project[:200]!r} must be 1-200 letters, digits, '_', '.' or '-', starting with a "
+                "letter or digit"
+            )
+        return project
+
+    def _check_manifest(self, files: Sequence[ManifestEntry]) -> None:
+        if len(files) > self._settings.project_max_files:
+            raise TooLarge(
+                f"the project has {len(files)} files, over the server's limit of {self._settings.project_max_files} "
+                "files (AME_API_PROJECT_MAX_FILES)"
+            )
+        total = sum(f.size for f in files)
+        if total > self._settings.project_max_bytes:
+            raise TooLarge(
+                f"the project is {total} bytes, over the server's limit of {self._settings.project_max_bytes} bytes "
+                "(AME_API_PROJECT_MAX_BYTES)"
+            )
+        try:
+            check_manifest(files)
+        except ManifestError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    async def find_missing(self, organisation: str, project: str, files: Sequence[ManifestEntry]) -> list[str]:
+        """The manifest's blobs the organisation does not hold yet."""
+        org = self._organisation(organisation)
+        self._project_name(project)
+        self._check_manifest(files)
+        async with self._rt.pool.acquire() as conn:
+            return await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
+
+    async def upload_blob(
+        self, organisation: str, project: str, sha256: str, size: int, chunks: AsyncIterator[bytes]
+    ) -> bool:
+        """Store a blob after checking its bytes against `sha256` and `size`; False when it was held already."""
+        org = self._organisation(organisation)
+        self._project_name(project)
+        try:
+            check_sha256(sha256)
+        except ManifestError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if size < 0:
+            raise InvalidRequest("a blob's size cannot be negative")
+        if size > self._settings.project_max_bytes:
+            raise TooLarge(
+                f"the blob is {size} bytes, over the server's limit of {self._settings.project_max_bytes} bytes "
+                "(AME_API_PROJECT_MAX_BYTES)"
+            )
+        async with self._rt.pool.acquire() as conn:
+            if await repo.has_blob(conn, organisation=org, sha256=sha256):
+                return False
+        spool_dir = self._settings.project_spool_dir
+        if spool_dir is not None:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix="blob-", dir=spool_dir)
+        spool = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                digest = hashlib.sha256()
+                received = 0
+                async for chunk in chunks:
+                    received += len(chunk)
+                    if received > size:
+                        raise InvalidRequest(f"the blob is larger than the {size} bytes its header declares")
+                    await asyncio.to_thread(_absorb, out, digest, chunk)
+            if received != size:
+                raise InvalidRequest(f"the blob ended after {received} of the {size} bytes its header declares")
+            actual = digest.hexdigest()
+            if actual != sha256:
+                raise InvalidRequest(
+                    f"the uploaded bytes have sha256 {actual}, not {sha256}; was the file changed while it was pushed?"
+                )
+            await self._store.store.put_file(blob_key(org, sha256), spool)
+        finally:
+            _discard(spool)
+        async with self._rt.pool.acquire() as conn:
+            return await repo.add_blob(conn, organisation=org, sha256=sha256, size=size)
+
+    async def committed(
+        self, organisation: str, project: str, rows: Sequence[tuple[str, int, str, int]]
+    ) -> ProjectVersion | None:
+        """The version these unvalidated (path, mode, sha256, size) rows commit to, if it exists already.
+
+        A re-push of an unchanged project then skips validating every entry again: the stored version was
+        validated when it was created, and the rows hash to its id only if they are its manifest.
+        """
+        org = self._organisation(organisation)
+        self._project_name(project)
+        if len(rows) > self._settings.project_max_files:
+            return None
+        try:
+            version_id = digest_rows(rows)
+        except UnicodeEncodeError:
+            return None
+        async with self._rt.pool.acquire() as conn:
+            project_id = await repo.find_project_id(conn, organisation=org, name=project)
+            if project_id is None:
+                return None
+            return await repo.get_version(conn, project_id=project_id, version_id=version_id)
+
+    async def commit(
+        self, organisation: str, project: str, files: Sequence[ManifestEntry]
+    ) -> tuple[ProjectVersion, bool]:
+        """Record the version whose blobs are all uploaded and whose ame.yml is valid; idempotent."""
+        org = self._organisation(organisation)
+        self._project_name(project)
+        self._check_manifest(files)
+        files = sorted(files, key=lambda f: f.path.encode("utf-8"))
+        version_id = manifest_digest(files)
+        async with self._rt.pool.acquire() as conn:
+            # A version is immutable and was checked when it was first committed: a re-push ends here.
+            project_id = await repo.find_project_id(conn, organisation=org, name=project)
+            if project_id is not None:
+                existing = await repo.get_version(conn, project_id=project_id, version_id=version_id)
+                if existing is not None:
+                    return existing, False
+            missing = await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
+        if missing:
+            first = next(f.path for f in files if f.sha256 == missing[0])
+            raise MissingBlobs(
+                f"{len(missing)} of the version's blobs are not uploaded yet (the first is {first}, sha256 "
+                f"{missing[0]}); upload them and commit again"
+            )
+        await self._check_spec(org, project, files)
+        await self._check_symlinks(org, files)
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            project_id = await repo.ensure_project(conn, organisation=org, name=project)
+            version, created = await repo.add_version(conn, project_id=project_id, version_id=version_id, files=files)
+            outbox_id = None
+            if created:
+                msg_id = f"project:{project_id}:{version_id}"
+                outbox_id = await runs_repo.add_outbox(
+                    conn,
+                    msg_id=msg_id,
+                    subject=self._rt.names.project_version_created,
+                    payload=convert.project_version_created(project_id, version),
+                    headers=headers_for(msg_id),
+                )
+        if outbox_id is not None:
+            await self._publish_now(outbox_id, project_id, version)
+        return version, created
+
+    async def _publish_now(self, outbox_id: int, project_id: str, version: ProjectVersion) -> None:
+        # The outbox relay publishes it later if this fails; Nats-Msg-Id makes a double publish harmless.
+        msg_id = f"project:{project_id}:{version.id}"
+        try:
+            await self._rt.js.publish(
+                self._rt.names.project_version_created,
+                convert.project_version_created(project_id, version),
+                headers=headers_for(msg_id),
+                timeout=5.0,
+            )
+        except Exception:
+            log.warning("version event for %s failed; the outbox relay will retry", version.id, exc_info=True)
+            return
+        async with self._rt.pool.acquire() as conn:
+            await runs_repo.delete_outbox(conn, outbox_id)
+
+    async def _check_spec(self, org: str, project: str, files: Sequence[ManifestEntry]) -> None:
+        """The same checks as `ame validate` in the project's directory, with the same messages."""
+        found = [f for f in files if f.path in PROJECT_FILE_NAMES]
+        if not found:
+            raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
+        if len(found) > 1:
+            raise InvalidSpec([f"{found[1].path}: both ame.yml and ame.yaml exist; keep one of them"])
+        entry = found[0]
+        if entry.mode == MODE_SYMLINK:
+            raise InvalidSpec([f"{entry.path}: the project file must be a regular file, not a symbolic link"])
+        limits = Limits()
+        if entry.size > limits.max_bytes:
+            raise InvalidSpec(
+                [f"{entry.path}: file is larger than the {limits.max_bytes // 1024} KiB limit for AME files"]
+            )
+        data = await self._store.store.get_bytes(blob_key(org, entry.sha256))
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+            raise InvalidSpec([f"{entry.path}:{line}:{column}: the file is not UTF-8 text"]) from None
+        try:
+            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=limits)
+        except SpecError as error:
+            raise InvalidSpec([str(p) for p in error.problems]) from None
+        if spec.name and spec.name != project:
+            raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
+
+    async def _check_symlinks(self, org: str, files: Sequence[ManifestEntry]) -> None:
+        for entry in files:
+            if entry.mode != MODE_SYMLINK:
+                continue
+            if entry.size > MAX_SYMLINK_TARGET_BYTES:
+                raise InvalidRequest(f"symbolic link {entry.path!r} has a target over {MAX_SYMLINK_TARGET_BYTES} bytes")
+            target = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8", "replace")
+            if symlink_escapes(entry.path, target):
+                raise InvalidRequest(f"symbolic link {entry.path!r} points out of the project ({target!r})")
+
+    async def _project_id(self, org: str, project: str) -> str:
+        self._project_name(project)
+        async with self._rt.pool.acquire() as conn:
+            project_id = await repo.find_project_id(conn, organisation=org, name=project)
+        if project_id is None:
+            raise NotFound(f"project {project!r} not found")
+        return project_id
+
+    async def list_versions(
+        self, organisation: str, project: str, *, page_size: int | None = None, page_token: str | None = None
+    ) -> VersionPage:
+        org = self._organisation(organisation)
+        project_id = await self._project_id(org, project)
+        limit = min(page_size or self._settings.list_page_size, 1000)
+        if page_token and not page_token.isdigit():
+            raise InvalidRequest("page_token is not one this server handed out")
+        async with self._rt.pool.acquire() as conn:
+            rows = await repo.list_versions(
+                conn, project_id=project_id, before_seq=int(page_token) if page_token else None, limit=limit + 1
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return VersionPage([v for _, v in rows], str(rows[-1][0]) if more else "")
+
+    async def get_version(
+        self, organisation: str, project: str, version_id: str
+    ) -> tuple[ProjectVersion, list[ManifestEntry]]:
+        org = self._organisation(organisation)
+        project_id = await self._project_id(org, project)
+        if not _VERSION_ID.match(version_id):
+            raise NotFound(f"version {version_id[:80]!r} of project {project!r} not found")
+        async with self._rt.pool.acquire() as conn:
+            version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
+            files = await repo.get_manifest(conn, project_id=project_id, version_id=version_id)
+        if version is None or files is None:
+            raise NotFound(f"version {version_id[:80]!r} of project {project!r} not found")
+        return version, files
+
+    async def read_blob(self, organisation: str, project: str, sha256: str) -> AsyncIterator[bytes]:
+        """The blob's bytes in chunks, read from a spooled copy so the store's client is not held while sending."""
+        org = self._organisation(organisation)
+        self._project_name(project)
+        try:
+            check_sha256(sha256)
+        except ManifestError as exc:
+            raise InvalidRequest(str(exc)) from None
+        async with self._rt.pool.acquire() as conn:
+            if not await repo.has_blob(conn, organisation=org, sha256=sha256):
+                raise NotFound(f"blob {sha256} not found")
+        handle, name = tempfile.mkstemp(prefix="blob-", dir=self._settings.project_spool_dir)
+        os.close(handle)
+        spool = Path(name)
+        try:
+            await self._store.store.get_file(blob_key(org, sha256), spool)
+        except ObjectNotFound:
+            _discard(spool)
+            raise NotFound(f"blob {sha256} not found") from None
+        except BaseException:
+            _discard(spool)
+            raise
+        return _read_and_remove(spool)
+
+
+def _absorb(out: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
+    digest.update(chunk)
+    out.write(chunk)
+
+
+async def _read_and_remove(path: Path) -> AsyncIterator[bytes]:
+    try:
+        with path.open("rb") as stream:
+            while chunk := await asyncio.to_thread(stream.read, _DOWNLOAD_CHUNK):
+                yield chunk
+    finally:
+        _discard(path)
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)

@@ -1,0 +1,162 @@
+"""/v1/projects/{project}: push a version (missing blobs, blob upload, commit), list versions, fetch them.
+
+These routes read their own bodies: a manifest may be larger than the app-wide body limit, and a blob is
+streamed to the object store without ever being held in memory. `STREAMED_PREFIX` tells the body-limit
+middleware to leave them alone.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ame.domain.projects import ManifestEntry, ProjectVersion, VersionManifest
+from ame_api.projects import InvalidSpec, ProjectService, TooLarge
+from ame_api.settings import ApiSettings
+
+STREAMED_PREFIX = "/v1/projects/"
+
+_ProjectName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+_Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[ManifestEntry] = Field(description="Every file of the version.")
+
+
+class MissingBlobs(BaseModel):
+    missing: list[str] = Field(description="sha256 of each blob to upload before the commit.")
+
+
+class BlobStored(BaseModel):
+    sha256: str
+    size: int
+    created: bool = Field(description="False when the server held the blob already.")
+
+
+class VersionList(BaseModel):
+    versions: list[ProjectVersion]
+    next_page_token: str = Field("", description="Pass as page_token for the next page; empty on the last.")
+
+
+def _manifest_limit(settings: ApiSettings) -> int:
+    # About 120 bytes per entry in JSON; generous, so only a body far beyond the file limit is cut off.
+    return max(1024 * 1024, settings.project_max_files * 1024)
+
+
+async def _read_manifest(request: Request, limit: int) -> list[ManifestEntry]:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise TooLarge(f"the manifest is over the server's limit of {limit} bytes")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise TooLarge(f"the manifest is over the server's limit of {limit} bytes")
+    try:
+        return Manifest.model_validate_json(bytes(body)).files
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def router(projects: ProjectService, settings: ApiSettings) -> APIRouter:
+    api = APIRouter(prefix="/v1/projects", tags=["projects"])
+    manifest_limit = _manifest_limit(settings)
+    manifest_body = {
+        "requestBody": {"content": {"application/json": {"schema": Manifest.model_json_schema()}}, "required": True}
+    }
+
+    @api.post(
+        "/{project}/missing-blobs",
+        response_model=MissingBlobs,
+        summary="Which of a manifest's blobs the server lacks",
+        openapi_extra=manifest_body,
+    )
+    async def missing_blobs(request: Request, project: _ProjectName) -> MissingBlobs:
+        files = await _read_manifest(request, manifest_limit)
+        return MissingBlobs(missing=await projects.find_missing("", project, files))
+
+    @api.put(
+        "/{project}/blobs/{sha256}",
+        status_code=201,
+        response_model=BlobStored,
+        summary="Upload one blob (the raw bytes); refused unless they match the sha256",
+        description="Content-Length is required. 200 instead of 201 when the blob was held already.",
+    )
+    async def upload_blob(request: Request, response: Response, project: _ProjectName, sha256: _Sha256) -> BlobStored:
+        declared = request.headers.get("content-length")
+        if declared is None or not declared.isdigit():
+            return JSONResponse(  # type: ignore[return-value]
+                status_code=411, content={"error": "Content-Length is required: it is the blob's size"}
+            )
+        size = int(declared)
+        created = await projects.upload_blob("", project, sha256, size, request.stream())
+        if not created:
+            response.status_code = 200
+        return BlobStored(sha256=sha256, size=size, created=created)
+
+    @api.get(
+        "/{project}/blobs/{sha256}",
+        summary="Download one blob's bytes",
+        response_class=StreamingResponse,
+    )
+    async def download_blob(project: _ProjectName, sha256: _Sha256) -> StreamingResponse:
+        chunks = await projects.read_blob("", project, sha256)
+        return StreamingResponse(chunks, media_type="application/octet-stream")
+
+    @api.post(
+        "/{project}/versions",
+        status_code=201,
+        response_model=ProjectVersion,
+        summary="Commit a version whose blobs are uploaded; 200 when it existed",
+        description="409 while a blob is missing; 422 with `file:line:col: message` problems for an invalid "
+        "ame.yml; 413 over the size limit.",
+        openapi_extra=manifest_body,
+    )
+    async def commit_version(request: Request, response: Response, project: _ProjectName) -> ProjectVersion:
+        files = await _read_manifest(request, manifest_limit)
+        version, created = await projects.commit("", project, files)
+        if not created:
+            response.status_code = 200
+        return version
+
+    @api.get("/{project}/versions", response_model=VersionList, summary="List a project's versions, newest first")
+    async def list_versions(
+        project: _ProjectName,
+        page_size: Annotated[int | None, Query(ge=1, le=1000)] = None,
+        page_token: Annotated[str | None, Query(max_length=32)] = None,
+    ) -> VersionList:
+        page = await projects.list_versions("", project, page_size=page_size, page_token=page_token)
+        return VersionList(versions=page.versions, next_page_token=page.next_page_token)
+
+    @api.get(
+        "/{project}/versions/{version_id}",
+        response_model=VersionManifest,
+        summary="One version and its manifest",
+    )
+    async def get_version(
+        project: _ProjectName, version_id: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+    ) -> VersionManifest:
+        version, files = await projects.get_version("", project, version_id)
+        return VersionManifest(version=version, files=files)
+
+    return api
+
+
+def install(app: FastAPI, projects: ProjectService, settings: ApiSettings) -> None:
+    """Mount the routes and their error mappings."""
+    app.include_router(router(projects, settings))
+
+    @app.exception_handler(TooLarge)
+    async def _too_large(_: Request, exc: TooLarge) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"error": str(exc)})
+
+    @app.exception_handler(InvalidSpec)
+    async def _invalid_spec(_: Request, exc: InvalidSpec) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"error": str(exc), "problems": exc.problems})
