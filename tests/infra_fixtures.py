@@ -36,6 +36,20 @@ def infra_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# JetStream reserves each stream's max_bytes on disk when the stream is created, and the session's nats-server
+# serves hundreds of test stacks: with the production cap (1 GiB per LOGS stream) it runs out of reservable
+# storage part-way through the suite. Every NatsSettings a test builds, in this process or in the processes it
+# starts, reads this instead; the chattiest test (100,000 lines) needs well under it.
+TEST_LOGS_MAX_BYTES = 64 * 1024 * 1024
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _small_logs_streams() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AME_NATS_LOGS_MAX_BYTES", str(TEST_LOGS_MAX_BYTES))
+        yield
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def nats_server(infra_dir: Path) -> AsyncIterator[EmbeddedNats]:
     """A nats-server with JetStream for the whole session; tests namespace their streams with `bus_prefix`."""

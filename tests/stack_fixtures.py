@@ -50,6 +50,13 @@ class Stack:
         return await self.task
 
 
+async def _delete_streams(runtime: Runtime) -> None:
+    """Give the test's streams back: the session's nats-server serves every test."""
+    names = runtime.names
+    for stream in (names.commands_stream, names.events_stream, names.logs_stream, names.deadletter_stream):
+        await runtime.js.delete_stream(stream)
+
+
 def _shared(nats: NatsSettings, postgres: PostgresSettings) -> dict[str, object]:
     return {
         "nats": nats,
@@ -82,7 +89,13 @@ async def stack(
         )
         launchers = [
             launcher_app.build(
-                LauncherSettings(work_dir=tmp_path / f"launcher{i}", grace_period=2.0, **shared),  # type: ignore[arg-type]
+                LauncherSettings(
+                    work_dir=tmp_path / f"launcher{i}",
+                    grace_period=2.0,
+                    # Tests that report abandoned leases do so right after the stack starts.
+                    reconcile_grace=0.0,
+                    **shared,
+                ),  # type: ignore[arg-type]
                 runtime,
             )
             for i in range(2)
@@ -114,6 +127,7 @@ async def stack(
         finally:
             if not result.task.done():
                 await result.stop()
+            await _delete_streams(runtime)
             assert supervisor.failure is None, f"a service task failed: {supervisor.failure!r}"
 
 
@@ -145,8 +159,7 @@ class ApiStack:
 async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncIterator[ApiStack]:
     """REST and gRPC of the api on free ports against `pg_dsn` (migrated here), until the block ends."""
     await migrate_all(pg_dsn)
-    # JetStream reserves a stream's max_bytes up front; these stacks never log much, and many run per session.
-    nats = NatsSettings(url=nats_url, prefix=bus_prefix, logs_max_bytes=8 * 1024 * 1024)
+    nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
         api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **_shared(nats, postgres)), runtime)  # type: ignore[arg-type]
@@ -170,8 +183,7 @@ async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncItera
         finally:
             supervisor.stop.set()
             await task
-            for stream in (runtime.names.commands_stream, runtime.names.events_stream, runtime.names.logs_stream):
-                await runtime.js.delete_stream(stream)
+            await _delete_streams(runtime)
             assert supervisor.failure is None, f"an api task failed: {supervisor.failure!r}"
 
 

@@ -4,6 +4,7 @@ that PostgreSQL refuses is cleaned; a run whose final event is dead-lettered sti
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -204,7 +205,7 @@ async def test_admin_endpoints_refuse_bad_input(rest: httpx.AsyncClient) -> None
 _REFUSE_LEASES = """
 CREATE FUNCTION test_refuse_lease() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.task = 'refused-task' THEN
+    IF NEW.task = 'refused-task' AND NEW.state = 'active' THEN
         RAISE EXCEPTION 'lease refused by the test' USING ERRCODE = 'check_violation';
     END IF;
     RETURN NEW;
@@ -215,13 +216,14 @@ _ALLOW_LEASES = "DROP TRIGGER test_refuse_lease ON leases; DROP FUNCTION test_re
 
 
 @pytest.mark.slow
-async def test_a_dead_lettered_launch_command_fails_its_run_instead_of_leaving_it_queued(
-    stack: Stack, client: Grpc, rest: httpx.AsyncClient
+async def test_a_dead_lettered_launch_command_fails_its_run_and_a_replay_does_not_run_it(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    marker = tmp_path / "ran"
     async with stack.runtime.pool.acquire() as conn:
         await conn.execute(_REFUSE_LEASES)
     try:
-        run = await client.submit("echo never", task="refused-task")
+        run = await client.submit(f"touch {marker}", task="refused-task")
 
         async def failed() -> run_pb2.Run | None:
             current = await client.get(run.id)
@@ -237,3 +239,20 @@ async def test_a_dead_lettered_launch_command_fails_its_run_instead_of_leaving_i
     # Work behind it is not blocked.
     followed = await client.follow((await client.submit("echo after")).id)
     assert followed.texts == ["after"]
+
+    # Replaying the letter once leases are allowed again must not execute a run already reported failed.
+    replayed = await rest.post(f"/v1/admin/deadletters/{letter['id']}/replay")
+    assert replayed.status_code == 200, replayed.text
+
+    async def launches_settled() -> bool:
+        info = await stack.runtime.js.consumer_info(stack.runtime.names.commands_stream, LAUNCHER_LAUNCH)
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq >= 3
+
+    await wait_until(launches_settled, timeout=30, message="the replayed launch command to be consumed")
+    followed = await client.follow((await client.submit("echo behind the replay")).id)
+    assert followed.texts == ["behind the replay"]
+    assert not marker.exists()
+    assert (await client.get(run.id)).state == run_pb2.RUN_STATE_FAILED
+    async with stack.runtime.pool.acquire() as conn:
+        lease = await conn.fetchrow("SELECT state, final_state FROM leases WHERE run_id = $1::uuid", run.id)
+    assert lease is not None and (lease["state"], lease["final_state"]) == ("finished", "failed")

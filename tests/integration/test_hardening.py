@@ -78,6 +78,32 @@ async def test_registry_catches_up_after_a_database_outage(
     await wait_until(lambda: _is(client, run.id, run_pb2.RUN_STATE_SUCCEEDED), timeout=40, message="succeeded")
 
 
+async def test_a_follower_rides_out_a_database_outage(
+    client: Grpc, stack: Stack, postgres_server: EmbeddedPostgres, pg_dsn: str, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    # Prints, waits (quietly, so the follower checks the registry) until the outage is over, then prints more.
+    run = await client.submit(
+        py(
+            "import os, time\n"
+            "print('before', flush=True)\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+            "print('after', flush=True)"
+        )
+    )
+    await wait_until(lambda: _is(client, run.id, run_pb2.RUN_STATE_RUNNING), message="running")
+    follow = asyncio.create_task(client.follow(run.id))
+    async with database_outage(postgres_server, pg_dsn):
+        # Longer than the follower's idle check: it asks the registry about the run while the database is away.
+        idle_checks = asyncio.create_task(asyncio.sleep(3))
+        done, _ = await asyncio.wait([follow, idle_checks], return_when=asyncio.FIRST_COMPLETED)
+        assert follow not in done, "the follow ended during the outage"
+    go.touch()
+    followed = await asyncio.wait_for(follow, timeout=60)
+    assert followed.texts == ["before", "after"]
+    assert followed.end is not None and followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
+
+
 async def _is(client: Grpc, run_id: str, state: int) -> bool:
     return await _state(client, run_id) == state
 

@@ -51,6 +51,10 @@ async def test_rest_push_list_and_fetch(rest: httpx.AsyncClient, tmp_path: Path)
         await rest.get("/v1/projects/demo/versions", params={"page_size": 1, "page_token": page["next_page_token"]})
     ).json()
     assert [v["id"] for v in rest_page["versions"]] == [version["id"]]
+    # Tokens this server never hands out: a digit that int() refuses, and one past a bigint.
+    for token in ("\u00b2", "9" * 32, "-1"):
+        refused = await rest.get("/v1/projects/demo/versions", params={"page_token": token})
+        assert refused.status_code == 422, (token, refused.text)
 
     fetched = (await rest.get(f"/v1/projects/demo/versions/{version['id']}")).json()
     assert fetched["files"] == [e.model_dump() for e in entries]
@@ -273,6 +277,15 @@ async def test_a_new_version_is_announced_on_the_bus(rest: httpx.AsyncClient, st
     assert message.headers is not None
     assert message.headers.get("Nats-Msg-Id") == f"project:{event.project.id}:{version['id']}"
     assert json.loads(json.dumps(version))["file_count"] == event.version.file_count
+
+
+async def test_a_page_token_never_handed_out_is_invalid_over_grpc(client: Grpc) -> None:
+    for token in ("\u00b2", "9" * 32):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.stub.ListProjectVersions(
+                ame_service_pb2.ListProjectVersionsRequest(project="demo", page_token=token)
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token
 
 
 async def test_hostile_strings_over_grpc_are_refused_not_internal_errors(

@@ -26,6 +26,8 @@ def _pg(cls: type[asyncpg.PostgresError], sqlstate: str) -> asyncpg.PostgresErro
         _pg(asyncpg.exceptions.SerializationError, "40001"),
         _pg(asyncpg.exceptions.DeadlockDetectedError, "40P01"),
         _pg(asyncpg.exceptions.AdminShutdownError, "57P01"),
+        _pg(asyncpg.exceptions.ReadOnlySQLTransactionError, "25006"),
+        asyncpg.exceptions.InterfaceError("connection is closed"),
         ConnectionResetError("reset by peer"),
         ConnectionRefusedError(111, "Connect call failed"),
         OSError("Multiple exceptions: [Errno 111] Connect call failed, [Errno 99] Cannot assign"),
@@ -55,6 +57,8 @@ def test_transient_faults(exc: BaseException) -> None:
         # Services refuse to start unmigrated: a statement that does not fit the schema is a bug.
         _pg(asyncpg.exceptions.UndefinedTableError, "42P01"),
         FileNotFoundError(2, "No such file"),
+        asyncpg.exceptions.InterfaceError("the server expects 2 arguments for this query, 1 was passed"),
+        asyncpg.exceptions.InterfaceError("pool is closed"),
         PermissionError(13, "Permission denied"),
         asyncpg.exceptions.DataError("invalid input for query argument $1"),
         Poison("undecodable"),

@@ -24,6 +24,8 @@ import asyncpg
 import nats.errors
 import nats.js.errors
 
+from ame.domain.limits import MAX_STORED_REASON_CHARS
+
 __all__ = ["Fault", "Poison", "classify", "clean_text", "is_transient"]
 
 
@@ -42,6 +44,9 @@ class Poison(Exception):
 # connections" (a database closed for a restart). Every other SQLSTATE is about what was sent: it is counted.
 # Services refuse to start on an unmigrated schema, so a class 42 error is a bug, not a migration under way.
 _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+# 25006: a write reached a primary that was just demoted (a failover under way).
+_TRANSIENT_SQLSTATES = frozenset({"25006"})
+_BROKEN_CONNECTION = ("connection is closed", "connection was closed", "another operation is in progress")
 _NOT_ACCEPTING = "not currently accepting connections"
 
 # The client library reports a lost or busy connection as an InterfaceError; these subclasses instead say
@@ -73,13 +78,22 @@ def _classify_one(exc: BaseException) -> Fault | None:
         return Fault.PERMANENT
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = str(getattr(exc, "sqlstate", "") or "")
-        if sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or (sqlstate == "55000" and _NOT_ACCEPTING in str(exc)):
+        if (
+            sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+            or sqlstate in _TRANSIENT_SQLSTATES
+            or (sqlstate == "55000" and _NOT_ACCEPTING in str(exc))
+        ):
             return Fault.TRANSIENT
         return Fault.PERMANENT
     if isinstance(exc, _PERMANENT_INTERFACE_ERRORS):
         return Fault.PERMANENT
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
-        return Fault.TRANSIENT
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return Fault.TRANSIENT  # a pool failing to reset a connection the server has just closed
+    if isinstance(exc, asyncpg.InterfaceError):
+        # The client's word for a lost or broken connection; the rest of its InterfaceErrors (wrong argument
+        # counts, a closed pool at shutdown) are mistakes of the caller that no retry fixes.
+        text = str(exc)
+        return Fault.TRANSIENT if any(m in text for m in _BROKEN_CONNECTION) else Fault.PERMANENT
     if isinstance(exc, _TRANSIENT_NATS_ERRORS):
         return Fault.TRANSIENT
     if isinstance(exc, nats.js.errors.APIError) and exc.code == 503:
@@ -115,7 +129,7 @@ _LINE_BREAKS = re.compile(r"[\r\n]+")
 _ELLIPSIS = "…"
 
 
-def clean_text(text: str, limit: int = 4096, *, single_line: bool = False) -> str:
+def clean_text(text: str, limit: int = MAX_STORED_REASON_CHARS, *, single_line: bool = False) -> str:
     """Text PostgreSQL and NATS headers accept: no NUL, lone surrogates replaced, at most `limit` characters.
 
     PostgreSQL refuses NUL in text (CharacterNotInRepertoireError) and UTF-8 cannot encode a lone surrogate;

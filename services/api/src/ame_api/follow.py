@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from ame.domain import LogEnd
 from ame_api import convert
@@ -27,6 +28,7 @@ from ame_api.convert import LineBatch
 from ame_api.repositories import runs as runs_repo
 from ame_api.settings import ApiSettings
 from ame_platform.bus.connection import FOLLOWER_HEARTBEAT
+from ame_platform.faults import is_transient
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,13 @@ class LogFollower:
                 try:
                     msg = await sub.next_msg(timeout=_IDLE_CHECK)
                 except (TimeoutError, NatsTimeoutError):
-                    async with self._rt.pool.acquire() as conn:
-                        current = await runs_repo.get_run(conn, run.id)
+                    try:
+                        async with self._rt.pool.acquire() as conn:
+                            current = await runs_repo.get_run(conn, run.id)
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        continue  # the database is away: the follower waits for output or for it to return
                     if current.state.terminal:
                         terminal_since = terminal_since or loop.time()
                         if loop.time() - terminal_since >= _END_GRACE:
@@ -94,7 +101,7 @@ class LogFollower:
                             if found_end is not None:
                                 yield found_end
                                 return
-                            if next_seq == caught_up:
+                            if next_seq == caught_up and not await self._bus_is_ahead(run.id, attempt, next_seq):
                                 yield LogEnd(state=current.state, exit_code=current.exit_code, reason=current.reason)
                                 return
                             # The archive had more: this follower was behind, not the output unfinished.
@@ -126,6 +133,22 @@ class LogFollower:
             # The connection may be away (reconnecting): the follow is over either way.
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _bus_is_ahead(self, run_id: str, attempt: int, next_seq: int) -> bool:
+        """Whether the bus holds output of this attempt past `next_seq`: then this subscription stalled (as after
+        a NATS restart, until the ordered consumer is re-created) and the follow must wait, not end early."""
+        try:
+            last = await self._rt.js.get_last_msg(self._rt.names.logs_stream, self._rt.names.run_log(run_id))
+            last_attempt, batch, end = convert.chunk_events(last.data or b"")
+        except NotFoundError:
+            return False
+        except convert.DecodeError:
+            return False
+        except Exception as exc:
+            if is_transient(exc):
+                return True  # cannot tell now; look again on the next idle check
+            raise
+        return last_attempt > attempt or (last_attempt == attempt and (end is not None or bool(batch.since(next_seq))))
 
     async def _fill_gap(self, run_id: str, from_seq: int, until: int) -> AsyncIterator[LineBatch]:
         """Lines the bus no longer holds (they aged out), from the archive. The archiver may not have written them

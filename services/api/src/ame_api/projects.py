@@ -49,6 +49,9 @@ from ame_platform.storage import ObjectNotFound, ObjectStore, open_object_store
 
 log = logging.getLogger(__name__)
 
+# What list_versions hands out: a version's sequence number, which fits a bigint.
+_PAGE_TOKEN = re.compile(r"[0-9]{1,18}")
+
 _NAME = re.compile(PROJECT_NAME)
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 _DOWNLOAD_CHUNK = 1024 * 1024
@@ -326,11 +329,11 @@ class ProjectService:
     async def list_versions(
         self, organisation: str, project: str, *, page_size: int | None = None, page_token: str | None = None
     ) -> VersionPage:
+        if page_token and not _PAGE_TOKEN.fullmatch(page_token):
+            raise InvalidRequest("page_token is not one this server handed out")
         org = self._organisation(organisation)
         project_id = await self._project_id(org, project)
         limit = min(page_size or self._settings.list_page_size, 1000)
-        if page_token and not page_token.isdigit():
-            raise InvalidRequest("page_token is not one this server handed out")
         async with self._rt.pool.acquire() as conn:
             rows = await repo.list_versions(
                 conn, project_id=project_id, before_seq=int(page_token) if page_token else None, limit=limit + 1

@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
 from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
+from ame.domain.limits import MAX_STORED_REASON_CHARS
 from ame_api import convert
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
@@ -25,9 +26,6 @@ from ame_platform.faults import clean_text, is_transient
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-# Longest reason the registry stores; a longer one from the bus is cut (with an ellipsis), not refused.
-REASON_LIMIT = 4096
 
 __all__ = ["Conflict", "InvalidRequest", "NotFound", "OutboxRelay", "RunService"]
 
@@ -144,7 +142,7 @@ class RunService:
 
     async def cancel(self, run_id: str, reason: str = "") -> Run:
         """Cancel a run that has not ended. A queued run is cancelled here; a launched one by its launcher."""
-        reason = clean_text(reason, REASON_LIMIT) or "cancelled by request"
+        reason = clean_text(reason, MAX_STORED_REASON_CHARS) or "cancelled by request"
         run = await self.get(run_id)
         if run.state.terminal:
             return run
@@ -205,7 +203,7 @@ class RunService:
                 state=event.state,
                 exit_code=event.exit_code,
                 # A NUL or a lone surrogate from any producer must not make the event unappliable.
-                reason=clean_text(event.reason, REASON_LIMIT),
+                reason=clean_text(event.reason, MAX_STORED_REASON_CHARS),
                 at=event.at,
             )
 
@@ -234,7 +232,7 @@ class RunService:
             event = convert.parse_state_changed(msg.data)
         except ValueError:
             return  # nothing in it can be trusted
-        reasons = [clean_text(event.reason, REASON_LIMIT), clean_text(f"(reason not recorded: {why})", 500)]
+        reasons = [clean_text(event.reason, MAX_STORED_REASON_CHARS), clean_text(f"(reason not recorded: {why})", 500)]
         for reason in reasons:
             try:
                 async with self._rt.pool.acquire() as conn:

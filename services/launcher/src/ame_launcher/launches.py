@@ -111,6 +111,9 @@ class Launcher:
 
     async def start(self, supervisor: Supervisor) -> None:
         self._stopping.clear()  # started again after a restart
+        # A launcher that starts (or restarts) cannot know whether the database was just away: leases of live
+        # launchers may have expired meanwhile. Judge none before every live launcher had a TTL to renew.
+        self._db_fault_at = time.monotonic()
         self._reconnects_seen = self._rt.nc.stats["reconnects"]
         self._cancel_sub = await self._rt.nc.subscribe(self._rt.names.run_cancel_wildcard, cb=self._on_cancel)
         for loop in self._loops:
@@ -388,7 +391,8 @@ class Launcher:
             raise
 
     async def _reconcile(self) -> int:
-        if self._db_fault_at is not None and time.monotonic() - self._db_fault_at < self._settings.lease_ttl:
+        grace = self._settings.lease_ttl if self._settings.reconcile_grace is None else self._settings.reconcile_grace
+        if self._db_fault_at is not None and time.monotonic() - self._db_fault_at < grace:
             # Leases expire during an outage, of live launchers too. Once the database is back, give every live
             # launcher a whole TTL to renew its own before judging any of them (a 5 s heartbeat within a 30 s TTL
             # means an outage long enough to expire a lease is always seen by this loop too).
@@ -396,7 +400,13 @@ class Launcher:
                 await conn.fetchval("SELECT 1")
             return 0
         held = [run_id for run_id, _ in self._active]
+        began = time.monotonic()
         async with self._rt.pool.acquire() as conn, conn.transaction():
+            if time.monotonic() - began > self._settings.reconcile_interval:
+                # Getting a connection hung (a failover, a black-holed network) rather than failing: that was an
+                # outage too, and live launchers have not renewed yet.
+                self._db_fault_at = time.monotonic()
+                return 0
             expired = await leases.claim_expired_leases(conn, limit=100, launcher_id=self.launcher_id, held=held)
             for lease in expired:
                 reason = f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
@@ -458,12 +468,34 @@ class Launcher:
     async def fail_dead_lettered_launch(self, msg: Msg, why: str) -> None:
         """A launch command no launcher could process ends its run `failed`, rather than leaving it queued.
 
-        A permanent failure happens before a lease is claimed (a claimed run is acknowledged), so no launcher
-        holds the run; an undecodable command names no run, and there is nothing to report.
+        A permanent failure normally happens before a lease is claimed (a launched run is acknowledged), so no
+        launcher holds the run; the attempt is recorded finished so that replaying the dead letter cannot
+        execute it after all. An undecodable command names no run, and there is nothing to report.
         """
         try:
             command = convert.parse_launch(msg.data)
         except convert.DecodeError:
             return
         reason = clean_text(f"the launch command could not be processed: {why}", 1000)
+        # A finished lease first: a replay of this dead letter must not execute a run already reported failed.
+        try:
+            await with_connection(
+                self._rt.pool,
+                lambda conn: leases.record_refused(
+                    conn,
+                    run_id=command.run_id,
+                    attempt=command.attempt,
+                    launcher_id=self.launcher_id,
+                    backend=self._backend.name,
+                    project=command.spec.project,
+                    task=command.spec.task,
+                ),
+                what=f"recording the refused launch of run {command.run_id}",
+                stop=self._stopping,
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # The same fault that refused the claim may refuse this record: the run is still reported.
+            log.warning("run %s: could not record its refused launch: %s", command.run_id, exc)
         await self._publish_state(command, RunState.FAILED, reason=reason, attempts=_RECONCILE_PUBLISH_ATTEMPTS)

@@ -25,6 +25,11 @@ class LauncherSettings(BaseSettings):
     lease_ttl: Duration = Field(30.0, description="A lease not renewed for this long is considered abandoned.")
     heartbeat_interval: Duration = Field(5.0, description="How often held leases are renewed.")
     reconcile_interval: Duration = Field(5.0, description="How often abandoned leases are looked for.")
+    reconcile_grace: Duration | None = Field(
+        None,
+        description="After this launcher starts or sees the database fail, how long it waits before reporting any "
+        "expired lease, so that live launchers renew theirs first; default: one lease TTL.",
+    )
     inherit_env: list[str] = Field(
         default_factory=lambda: [
             "PATH",

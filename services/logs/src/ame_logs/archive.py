@@ -9,6 +9,7 @@ import uuid
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ame.domain.limits import MAX_STORED_REASON_CHARS
 from ame_logs import convert
 from ame_logs.repositories import archive
 from ame_logs.settings import LogsSettings
@@ -20,8 +21,6 @@ from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Longest end reason archived; a longer one from the bus is cut, not refused.
-_REASON_LIMIT = 4096
 _REPLY_HEADROOM = 4096
 
 
@@ -76,7 +75,7 @@ class Archiver:
                     state=chunk.end.state.value,
                     exit_code=chunk.end.exit_code,
                     # A NUL or a lone surrogate must not make the chunk unarchivable.
-                    reason=clean_text(chunk.end.reason, _REASON_LIMIT),
+                    reason=clean_text(chunk.end.reason, MAX_STORED_REASON_CHARS),
                     total_lines=chunk.end.total_lines,
                 )
 

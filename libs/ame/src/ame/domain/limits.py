@@ -36,6 +36,9 @@ MAX_ARTIFACT_PATH_CHARS = 4096  # PATH_MAX on Linux
 MAX_PROJECT_VERSION_ID_CHARS = 64
 # A cancel reason is shown in listings and carried by every event of the run's end.
 MAX_REASON_CHARS = 2000
+# The longest reason stored for a run's end (the registry, the log archive): a launcher's or the reconciler's
+# reason may be longer than one a person types; longer ones arriving on the bus are cut, not refused.
+MAX_STORED_REASON_CHARS = 4096
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 # Run ids are UUIDs (36 characters); anything longer cannot name a run.
 MAX_RUN_ID_CHARS = 64

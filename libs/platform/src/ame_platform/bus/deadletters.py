@@ -24,13 +24,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import metrics
 
+from ame.domain.limits import MAX_REASON_CHARS
 from ame_platform import telemetry
+from ame_platform.bus.publisher import MSG_ID
 from ame_platform.bus.subjects import BusNames
 from ame_platform.faults import clean_text
 
 log = logging.getLogger(__name__)
 
-MSG_ID = "Nats-Msg-Id"
 _PREFIX = "Ame-Dlq-"
 H_SUBJECT = f"{_PREFIX}Subject"
 H_STREAM = f"{_PREFIX}Stream"
@@ -44,7 +45,7 @@ H_MSG_ID = f"{_PREFIX}Msg-Id"
 H_PAYLOAD_DROPPED = f"{_PREFIX}Payload-Dropped"
 
 # A reason is for people: the first few kilobytes of an error say all there is to say.
-REASON_LIMIT = 2000
+REASON_LIMIT = MAX_REASON_CHARS
 
 
 class DeadLetterNotFound(LookupError):

@@ -12,7 +12,6 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from ame_platform.bus.deadletters import DeadLetter, DeadLetterNotFound, DeadLetterQueue, NotReplayable
-from ame_platform.faults import is_transient
 
 _MAX_SEQ = 2**63 - 1
 
@@ -52,12 +51,6 @@ def _out(letter: DeadLetter) -> DeadLetterOut:
     )
 
 
-def _unavailable(exc: Exception) -> HTTPException:
-    return HTTPException(
-        status_code=503, detail=f"the bus is unavailable ({type(exc).__name__}); retry", headers={"Retry-After": "2"}
-    )
-
-
 def router(deadletters: DeadLetterQueue) -> APIRouter:
     api = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -66,12 +59,8 @@ def router(deadletters: DeadLetterQueue) -> APIRouter:
         after: Annotated[int, Query(ge=0, le=_MAX_SEQ, description="Only ids above this.")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> DeadLetterList:
-        try:
-            letters = await deadletters.list(after=after, limit=limit + 1)
-        except Exception as exc:
-            if is_transient(exc):
-                raise _unavailable(exc) from exc
-            raise
+        # An outage of the bus is answered 503 + Retry-After by the app's error guard, like every route's.
+        letters = await deadletters.list(after=after, limit=limit + 1)
         more = len(letters) > limit
         letters = letters[:limit]
         return DeadLetterList(deadletters=[_out(x) for x in letters], next_after=letters[-1].id if more else 0)
@@ -88,9 +77,5 @@ def router(deadletters: DeadLetterQueue) -> APIRouter:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         except NotReplayable as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
-        except Exception as exc:
-            if is_transient(exc):
-                raise _unavailable(exc) from exc
-            raise
 
     return api

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ame.domain import errors
 from ame_api.repositories.runs import NotFound
-from ame_api.rest.projects import STREAMED_PREFIX
+from ame_api.rest.projects import reads_own_body
 from ame_api.runs import Conflict, InvalidRequest
 from ame_platform.faults import is_transient
 
@@ -108,7 +108,7 @@ def _incoming_request_id(scope: Scope) -> str | None:
 def install(app: FastAPI, *, retry_after_seconds: int = 2) -> None:
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path.startswith(STREAMED_PREFIX):
+        if reads_own_body(request.method, request.url.path):
             return await call_next(request)  # project pushes stream blobs and bound their own bodies
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):

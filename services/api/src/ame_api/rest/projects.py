@@ -1,12 +1,13 @@
 """/v1/projects/{project}: push a version (missing blobs, blob upload, commit), list versions, fetch them.
 
 These routes read their own bodies: a manifest may be larger than the app-wide body limit, and a blob is
-streamed to the object store without ever being held in memory. `STREAMED_PREFIX` tells the body-limit
-middleware to leave them alone.
+streamed to the object store without ever being held in memory. `reads_own_body` tells the body-limit
+middleware which requests to leave alone (only those; every other route keeps the app-wide limit).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
@@ -18,7 +19,15 @@ from ame.domain.projects import ManifestEntry, ProjectVersion, VersionManifest
 from ame_api.projects import InvalidSpec, ProjectService, TooLarge
 from ame_api.settings import ApiSettings
 
-STREAMED_PREFIX = "/v1/projects/"
+# The requests that read (and bound) their own bodies: a manifest (missing blobs, commit) and a blob upload.
+_OWN_BODY = re.compile(
+    r"^(POST /v1/projects/[^/]+/(missing-blobs|versions)|PUT /v1/projects/[^/]+/blobs/[0-9a-f]{64})$"
+)
+
+
+def reads_own_body(method: str, path: str) -> bool:
+    return _OWN_BODY.match(f"{method} {path}") is not None
+
 
 _ProjectName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 _Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]

@@ -81,6 +81,24 @@ async def finish_lease(conn: Connection, *, run_id: str, attempt: int, final_sta
     )
 
 
+async def record_refused(
+    conn: Connection, *, run_id: str, attempt: int, launcher_id: str, backend: str, project: str, task: str
+) -> None:
+    """Record an attempt no launcher could take as finished `failed`, so no later claim can execute it."""
+    await conn.execute(
+        """INSERT INTO leases (run_id, attempt, launcher_id, backend, project, task, expires_at, state,
+                               finished_at, final_state)
+           VALUES ($1, $2, $3, $4, $5, $6, now(), 'finished', now(), 'failed')
+           ON CONFLICT (run_id, attempt) DO NOTHING""",
+        uuid.UUID(run_id),
+        attempt,
+        launcher_id,
+        backend,
+        project,
+        task,
+    )
+
+
 async def release_unstarted(conn: Connection, *, run_id: str, attempt: int, launcher_id: str) -> None:
     """Give up a lease this launcher claimed and never started, so another launcher can take the attempt."""
     await conn.execute(
