@@ -93,6 +93,33 @@ async def test_one_gpu_runs_get_disjoint_devices_and_a_third_waits_saying_why(cl
                 await log.task
 
 
+@pytest.mark.slow
+async def test_a_run_waiting_for_gpus_can_be_cancelled(client: Grpc, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    holder = await client.submit(_holds_a_gpu(release), resources=run_pb2.Resources(gpus=2))
+    holder_log = _Log(client, holder.id)
+    waiter = await client.submit(_holds_a_gpu(release), resources=run_pb2.Resources(gpus=1))
+    waiter_log = _Log(client, waiter.id)
+    try:
+        await wait_until(lambda: holder_log.has("gpu=0,1"), timeout=30, message="the holder to take both GPUs")
+        await wait_until(
+            lambda: waiter_log.has("ame: waiting for 1 GPU, 0 of 2 free"), timeout=30, message="the waiter's reason"
+        )
+        await client.stub.CancelRun(ame_service_pb2.CancelRunRequest(run_id=waiter.id, reason="no longer needed"))
+        end = await waiter_log.ended()
+        assert end.end.state == run_pb2.RUN_STATE_CANCELLED
+        assert end.end.reason == "no longer needed"
+        assert not waiter_log.has("gpu=")
+        release.touch()
+        assert (await holder_log.ended()).end.state == run_pb2.RUN_STATE_SUCCEEDED
+    finally:
+        release.touch()
+        for log in (holder_log, waiter_log):
+            log.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await log.task
+
+
 async def test_a_run_without_gpus_sees_none_on_the_gpu_host(client: Grpc) -> None:
     run = await client.submit('echo "gpu=[$CUDA_VISIBLE_DEVICES]"')
     followed = await client.follow(run.id)

@@ -5,6 +5,7 @@ refused, cpu a share."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,12 @@ tasks:
         echo "gpu=$CUDA_VISIBLE_DEVICES nv=$NVIDIA_VISIBLE_DEVICES";
         while [ ! -e release ]; do sleep 0.05; done
     resources: {nvidia.com/gpu: 1}
+  - name: both_gpus
+    executor: !custom
+      command: >-
+        echo "pgid=$$";
+        while [ ! -e release ]; do sleep 0.05; done
+    resources: {nvidia.com/gpu: 2}
   - name: three_gpus
     executor: !custom
       command: 'echo should not run'
@@ -132,6 +139,38 @@ def test_one_gpu_runs_in_separate_cli_processes_get_disjoint_devices_and_a_third
         assert third.wait(timeout=30) == 0
         assert third_out.has("gpu=0") or third_out.has("gpu=1")
     finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.slow
+def test_gpus_stay_taken_while_a_killed_clis_run_lives_and_free_up_when_it_is_gone(
+    ame_home: AmeHome, make_project: ProjectFactory
+) -> None:
+    project = make_project(GPU_PROJECT)
+    procs = []
+    try:
+        holder = _ame(project, "both_gpus", ame_home)
+        procs.append(holder)
+        holder_out = _Lines(holder, "stdout")
+        _wait_for(lambda: holder_out.has("pgid="), "the holder to start")
+        pgid = int(next(line for line in holder_out.lines if line.startswith("pgid=")).removeprefix("pgid="))
+        holder.kill()  # the CLI dies; its run's processes, in their own session, go on
+        holder.wait()
+
+        waiter = _ame(project, "one_gpu", ame_home)
+        procs.append(waiter)
+        waiter_out, waiter_err = _Lines(waiter, "stdout"), _Lines(waiter, "stderr")
+        _wait_for(lambda: waiter_err.has("waiting for 1 GPU, 0 of 2 free"), "the next run to wait")
+
+        os.killpg(pgid, signal.SIGKILL)  # the last process holding the devices is gone
+        _wait_for(lambda: waiter_out.has("gpu="), "the next run to get a GPU")
+        (project / "release").touch()
+        assert waiter.wait(timeout=30) == 0
+    finally:
+        (project / "release").touch()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()

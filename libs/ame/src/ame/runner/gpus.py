@@ -101,6 +101,12 @@ class GpuLease:
     def environment(self) -> dict[str, str]:
         return gpu_environment(self.devices)
 
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """The locked descriptors; a run's processes inherit them, so a device stays taken while any of them
+        lives, even if the process that took it was killed."""
+        return tuple(self._files)
+
     def release(self) -> None:
         files, self._files = self._files, []
         for fd in files:

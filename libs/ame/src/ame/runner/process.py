@@ -61,6 +61,8 @@ class ProcessSpec:
     # Enforced on the whole process group (see memory_limits); going over ends the run with exit code 137.
     memory_limit_bytes: int | None = None
     memory_enforcement: MemoryEnforcement = "auto"
+    # Descriptors the child keeps open (GPU lock files: held until the last process of the run is gone).
+    pass_fds: Sequence[int] = field(default=())
 
 
 class OutputSink(Protocol):
@@ -147,6 +149,7 @@ async def _run_guarded(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            pass_fds=tuple(spec.pass_fds),
         )
     except OSError as exc:
         return ProcessOutcome(

@@ -223,6 +223,7 @@ class _Execution:
                         secret_values=self.masked,
                         memory_limit_bytes=task.resources.memory_bytes,
                         memory_enforcement=settings.memory_enforcement,
+                        pass_fds=gpus.fds,
                     )
                     return await self._run_with_retries(task, name, spec, sink, cancel)
                 finally:
