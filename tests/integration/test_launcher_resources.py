@@ -19,8 +19,10 @@ pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_s
 
 
 @pytest.fixture
-def launcher_overrides(tmp_path: Path) -> dict[str, object]:
-    return {"gpus": "0,1", "gpu_lock_dir": tmp_path / "gpu-locks", "memory_enforcement": "auto"}
+def launcher_overrides(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, object]:
+    """A pretend two-GPU host; a test may pick the memory enforcement by parametrizing this fixture."""
+    enforcement = getattr(request, "param", "auto")
+    return {"gpus": "0,1", "gpu_lock_dir": tmp_path / "gpu-locks", "memory_enforcement": enforcement}
 
 
 class _Log:
@@ -154,6 +156,8 @@ async def test_an_image_is_refused_by_the_local_backend(client: Grpc) -> None:
 _ALLOCATE = "import time; held = b'x' * ({mib} << 20); time.sleep(1.5); print('allocated {mib}')"
 
 
+# auto: a cgroup where this host allows one (it falls back to the watchdog elsewhere); watchdog: always.
+@pytest.mark.parametrize("launcher_overrides", ["auto", "watchdog"], indirect=True)
 async def test_memory_limit_ends_a_greedy_run_and_spares_a_modest_one(client: Grpc) -> None:
     limit = run_pb2.Resources(memory_bytes=100 << 20)
     greedy = await client.submit(py(_ALLOCATE.format(mib=400)), resources=limit)
@@ -167,3 +171,12 @@ async def test_memory_limit_ends_a_greedy_run_and_spares_a_modest_one(client: Gr
     assert modest_log.end is not None
     assert modest_log.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
     assert modest_log.texts == ["allocated 20"]
+
+
+async def test_cpu_beyond_the_host_is_a_share_with_a_note(client: Grpc) -> None:
+    run = await client.submit("echo ran", task="wide", resources=run_pb2.Resources(cpu_millis=512_000))
+    followed = await client.follow(run.id)
+    assert followed.end is not None
+    assert followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
+    assert followed.texts[-1] == "ran"
+    assert any("wide: asks for 512 CPUs and this host has" in text for text in followed.texts)
