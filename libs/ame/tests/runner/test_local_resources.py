@@ -186,6 +186,16 @@ def test_more_gpus_than_the_host_has_is_refused(ame_home: AmeHome, make_project:
     assert "should not run" not in out
 
 
+def test_a_malformed_gpu_list_is_a_clear_error(ame_home: AmeHome, make_project: ProjectFactory) -> None:
+    project = make_project(GPU_PROJECT)
+    proc = _ame(project, "no_gpu", ame_home, AME_GPUS="0,0")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "GPU list '0,0' names a device twice" in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
 def test_a_task_without_gpus_sees_none_on_a_gpu_host(ame_home: AmeHome, make_project: ProjectFactory) -> None:
     project = make_project(GPU_PROJECT)
     proc = _ame(project, "no_gpu", ame_home)
