@@ -72,9 +72,20 @@ def api_storage(tmp_path: Path) -> StorageSettings:
     return StorageSettings(local_root=tmp_path / "objects")
 
 
+@pytest.fixture
+def launcher_overrides() -> dict[str, object]:
+    """Settings both launcher replicas get beyond the defaults; a test module overrides it (e.g. pretend GPUs)."""
+    return {}
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(
-    nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path, api_storage: StorageSettings
+    nats_url: str,
+    pg_dsn: str,
+    bus_prefix: str,
+    tmp_path: Path,
+    api_storage: StorageSettings,
+    launcher_overrides: dict[str, object],
 ) -> AsyncIterator[Stack]:
     """api (REST and gRPC on free ports), two launcher replicas, logs and scheduler, all started."""
     await migrate_all(pg_dsn)
@@ -94,8 +105,8 @@ async def stack(
                     grace_period=2.0,
                     # Tests that report abandoned leases do so right after the stack starts.
                     reconcile_grace=0.0,
-                    **shared,
-                ),  # type: ignore[arg-type]
+                    **{**shared, **launcher_overrides},  # type: ignore[arg-type]
+                ),
                 runtime,
             )
             for i in range(2)

@@ -36,6 +36,7 @@ from ame.domain import LogEnd, RunState
 from ame_launcher import convert
 from ame_launcher.backends import Backend, RunResult
 from ame_launcher.backends.orphans import ProcessPlace, kill_orphaned_group, this_machine
+from ame_launcher.capacity import Capacity
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.repositories import leases
 from ame_launcher.settings import LauncherSettings
@@ -77,6 +78,7 @@ class Launcher:
         self._rt = runtime
         self._settings = settings
         self._backend = backend
+        self._capacity = Capacity(settings)
         # Unique per process: a restarted launcher must not renew the leases its previous life held.
         self.launcher_id = f"{settings.lifecycle.instance_id}-{uuid.uuid4().hex[:8]}"
         self._active: dict[tuple[str, int], _Active] = {}
@@ -289,7 +291,7 @@ class Launcher:
             if active.cancel.is_set():
                 result = RunResult(RunState.CANCELLED, None, active.cancel_reason)
             else:
-                result = await self._backend.execute(command, output, active.cancel, on_started)
+                result = await self._place_and_execute(active, output, on_started)
         except Exception as exc:
             log.exception("run %s failed in the launcher", command.run_id)
             result = RunResult(RunState.FAILED, None, f"launcher error: {exc}")
@@ -319,6 +321,29 @@ class Launcher:
         finally:
             self._active.pop((command.run_id, command.attempt), None)
             self._slots.release()
+
+    async def _place_and_execute(
+        self, active: _Active, output: ChunkPublisher, on_started: Callable[[int | None], Awaitable[None]]
+    ) -> RunResult:
+        """Refuse what this host can never run, wait for the GPUs (see capacity), then run on the backend."""
+        command = active.command
+        refusal = self._capacity.refusal(command.spec)
+        if refusal is not None:
+            await output.write("system", f"ame: {refusal}")
+            return RunResult(RunState.FAILED, None, refusal)
+        if note := self._capacity.note(command.spec):
+            await output.write("system", f"ame: {note}")
+
+        async def waiting(reason: str) -> None:
+            await output.write("system", f"ame: {reason}")
+
+        placement = await self._capacity.place(command.spec, active.cancel, waiting)
+        if placement is None:
+            return RunResult(RunState.CANCELLED, None, active.cancel_reason or "cancelled while waiting for GPUs")
+        try:
+            return await self._backend.execute(placement.apply(command), output, active.cancel, on_started)
+        finally:
+            placement.release()
 
     async def _with_db(self, action: Callable[[Connection], Awaitable[None]], *, what: str) -> None:
         async def note_fault(exc: BaseException) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
+from ame.runner.gpus import parse_gpu_list
+from ame.runner.memory_limits import MemoryEnforcement
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 
 
@@ -44,9 +46,33 @@ class LauncherSettings(BaseSettings):
         ],
         description="Variables of the launcher's own environment a local run inherits; nothing else leaks in.",
     )
+    gpus: str | None = Field(
+        None,
+        description=(
+            'GPU ids this launcher hands out, whole ("0,1"); unset: counted with `nvidia-smi -L`; empty: none.'
+        ),
+    )
+    gpu_lock_dir: Path | None = Field(
+        None,
+        description=(
+            "Where the per-GPU lock files live (default: work_dir/gpus); launchers and `ame task run -l` that "
+            "share it never share a GPU."
+        ),
+    )
+    memory_enforcement: MemoryEnforcement = Field(
+        "auto",
+        description="How a run's memory limit is enforced: a cgroup where possible (auto), only one, or a watchdog.",
+    )
     log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")
     log_flush_interval: Duration = Field(0.02, description="Longest a line waits before it is published.")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_gpu_list(value)  # refuses a malformed list at start, not at the first GPU run
+        return value

@@ -118,6 +118,7 @@ def _run_remote(project_dir: Path, name: str, follow: bool) -> int:
 def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int | None) -> int:
     from ame.runner.artifacts import LocalArtifactStore
     from ame.runner.console import TerminalOutput
+    from ame.runner.gpus import GpuPool, HostResourceSettings
     from ame.runner.home import AmeHome
     from ame.runner.secret_sources import LocalSecretStore, vault_source_from_env
     from ame.runner.task_runs import LocalRunner, RunSettings
@@ -128,6 +129,11 @@ def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int
     except SpecError as exc:
         raise click.ClickException(str(exc)) from exc
     home = AmeHome.from_env()
+    try:
+        host = HostResourceSettings()
+        gpus = GpuPool.for_host(home.gpu_locks, host.gpus)
+    except ValueError as exc:
+        raise click.ClickException(f"AME_GPUS / AME_MEMORY_ENFORCEMENT: {exc}") from exc
     source = Path(project.source_file) if project.source_file else None
     root = source.parent.resolve() if source is not None and source.is_file() else project_dir.resolve()
     settings = RunSettings(
@@ -139,6 +145,8 @@ def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int
         vault=vault_source_from_env,
         artifacts=LocalArtifactStore(home.artifacts),
         max_parallel=max_parallel or os.cpu_count() or 1,
+        gpus=gpus,
+        memory_enforcement=host.memory_enforcement,
     )
     output = TerminalOutput(sys.stdout, sys.stderr, step_names=_step_labels(task))
     return asyncio.run(_run_with_signals(LocalRunner(settings), task, output))
@@ -155,6 +163,7 @@ def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
 
 async def _run_with_signals(runner: LocalRunner, task: ResolvedTask, output: TerminalOutput) -> int:
     from ame.domain.ids import new_run_id
+    from ame.runner.local_resources import UnrunnableError
     from ame.runner.secret_sources import SecretError
 
     loop = asyncio.get_running_loop()
@@ -179,7 +188,7 @@ async def _run_with_signals(runner: LocalRunner, task: ResolvedTask, output: Ter
     await output.notice(f"run {run_id}: task {task.name} (local)")
     try:
         result = await runner.run(task, output, run_id=run_id, cancel=cancel)
-    except SecretError as exc:
+    except (SecretError, UnrunnableError) as exc:
         raise click.ClickException(str(exc)) from exc
     except asyncio.CancelledError:
         sys.stderr.write("ame: killed\n")

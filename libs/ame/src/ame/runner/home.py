@@ -46,3 +46,8 @@ class AmeHome:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def gpu_locks(self) -> Path:
+        """One lock file per GPU, shared by every `ame task run -l` of this home (see ame.runner.gpus)."""
+        return self.root / "gpus"

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from ame.runner.memory_limits import MemoryEnforcement, MemoryGuard, open_memory_guard, over_limit_reason
+
 __all__ = [
     "MAX_LINE_BYTES",
     "CapturedOutput",
@@ -56,6 +58,11 @@ class ProcessSpec:
     timeout_seconds: float | None = None
     grace_seconds: float = 10.0
     secret_values: Sequence[str] = field(default=())
+    # Enforced on the whole process group (see memory_limits); going over ends the run with exit code 137.
+    memory_limit_bytes: int | None = None
+    memory_enforcement: MemoryEnforcement = "auto"
+    # Descriptors the child keeps open (GPU lock files: held until the last process of the run is gone).
+    pass_fds: Sequence[int] = field(default=())
 
 
 class OutputSink(Protocol):
@@ -113,15 +120,36 @@ async def run_process(spec: ProcessSpec, sink: OutputSink, *, cancel: asyncio.Ev
     CancelledError propagates.
     """
     started_at = time.time()
+    guard: MemoryGuard | None = None
+    argv = list(spec.argv)
+    if spec.memory_limit_bytes is not None and argv:
+        guard = await asyncio.to_thread(open_memory_guard, spec.memory_limit_bytes, spec.memory_enforcement)
+        argv = guard.wrap(argv)
+    try:
+        return await _run_guarded(spec, argv, sink, cancel, guard, started_at)
+    finally:
+        if guard is not None:
+            await guard.close()
+
+
+async def _run_guarded(
+    spec: ProcessSpec,
+    argv: list[str],
+    sink: OutputSink,
+    cancel: asyncio.Event | None,
+    guard: MemoryGuard | None,
+    started_at: float,
+) -> ProcessOutcome:
     try:
         proc = await asyncio.create_subprocess_exec(
-            *spec.argv,
+            *argv,
             cwd=spec.cwd,
             env=dict(spec.env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            pass_fds=tuple(spec.pass_fds),
         )
     except OSError as exc:
         return ProcessOutcome(
@@ -137,6 +165,8 @@ async def run_process(spec: ProcessSpec, sink: OutputSink, *, cancel: asyncio.Ev
     patterns = _mask_patterns(spec.secret_values)
     readers: list[asyncio.Task[None]] = []
     try:
+        if guard is not None:
+            guard.watch(pgid)
         await sink.started(proc.pid)
         # Both pipes were requested above; asyncio types them as optional.
         assert proc.stdout is not None
@@ -166,6 +196,11 @@ async def run_process(spec: ProcessSpec, sink: OutputSink, *, cancel: asyncio.Ev
     if stop == "timed_out":
         reason = f"timed out after {spec.timeout_seconds:g} s"
         return ProcessOutcome("timed_out", exit_code, started_at, finished_at, reason)
+    if guard is not None and guard.exceeded():
+        # A run that went over its limit failed, even if a shell around the killed process exited 0; reported
+        # as the kernel's OOM killer would be: SIGKILL, 137.
+        reason = over_limit_reason(guard.limit_bytes)
+        return ProcessOutcome("failed", 128 + signal.SIGKILL, started_at, finished_at, reason)
     if returncode == 0:
         return ProcessOutcome("succeeded", 0, started_at, finished_at)
     reason = f"killed by signal {_signal_name(-returncode)}" if returncode < 0 else f"exited with code {returncode}"

@@ -27,8 +27,11 @@ from ame.runner.artifacts import (
     snapshot_files,
 )
 from ame.runner.executors import prepare_command
+from ame.runner.gpus import GpuLease, GpuPool
 from ame.runner.home import AmeHome
 from ame.runner.interpreters import InterpreterNotFoundError
+from ame.runner.local_resources import check_runnable, cpu_note
+from ame.runner.memory_limits import MemoryEnforcement
 from ame.runner.pipelines import run_pipeline
 from ame.runner.process import OutputSink, ProcessOutcome, ProcessSpec, run_process
 from ame.runner.results import RunResult, RunState, StepResult
@@ -69,6 +72,9 @@ class RunSettings:
     max_parallel: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_seconds: float = 10.0
     record_runs: bool = True
+    # The host's GPUs (None: GPU requests are not enforced) and how memory limits are enforced.
+    gpus: GpuPool | None = None
+    memory_enforcement: MemoryEnforcement = "auto"
 
 
 class LocalRunner:
@@ -83,8 +89,19 @@ class LocalRunner:
         run_id: str | None = None,
         cancel: asyncio.Event | None = None,
     ) -> RunResult:
-        """Run `task` to completion. Raises SecretError before starting anything if a secret is missing."""
+        """Run `task` to completion.
+
+        Raises SecretError if a secret is missing, and UnrunnableError if a step can never run here (an image,
+        more GPUs than the host has), before starting anything.
+        """
         settings = self.settings
+        for part in task.steps():
+            check_runnable(
+                name=part.name,
+                image=part.executor.image if part.executor else None,
+                gpus=part.resources.gpus,
+                pool=settings.gpus,
+            )
         run_id = run_id or new_run_id()
         cancel = cancel or asyncio.Event()
         started_at = time.time()
@@ -189,21 +206,49 @@ class _Execution:
             async with prepare_command(executor.kind, executor.command, executor.python_version, setup) as command:
                 if command.environment_built:
                     await self.output.notice(f"{name}: built environment {command.environment_key}")
-                child_env = command.apply({**env, **self.secrets.get(task.name, {})})
-                spec = ProcessSpec(
-                    argv=command.argv,
-                    cwd=settings.project_dir,
-                    env=child_env,
-                    timeout_seconds=task.timeout_seconds,
-                    grace_seconds=settings.grace_seconds,
-                    secret_values=self.masked,
-                )
-                return await self._run_with_retries(task, name, spec, sink, cancel)
+                gpus = await self._take_gpus(task, name, cancel)
+                if gpus is None:
+                    return StepResult(name, "cancelled", EXIT_CANCELLED, started_at, time.time(), "cancelled")
+                try:
+                    pool = settings.gpus
+                    # On a host with GPUs, a step that asks for none sees none, so it cannot use another run's.
+                    gpu_env = gpus.environment() if pool is not None and pool.total > 0 else {}
+                    child_env = command.apply({**env, **gpu_env, **self.secrets.get(task.name, {})})
+                    spec = ProcessSpec(
+                        argv=command.argv,
+                        cwd=settings.project_dir,
+                        env=child_env,
+                        timeout_seconds=task.timeout_seconds,
+                        grace_seconds=settings.grace_seconds,
+                        secret_values=self.masked,
+                        memory_limit_bytes=task.resources.memory_bytes,
+                        memory_enforcement=settings.memory_enforcement,
+                        pass_fds=gpus.fds,
+                    )
+                    return await self._run_with_retries(task, name, spec, sink, cancel)
+                finally:
+                    gpus.release()
         except SetupCancelledError:
             return StepResult(name, "cancelled", EXIT_CANCELLED, started_at, time.time(), "cancelled during setup")
         except (SetupError, InterpreterNotFoundError) as exc:
             await self.output.notice(f"{name}: {exc}")
             return StepResult(name, "failed", EXIT_SETUP_FAILED, started_at, time.time(), str(exc))
+
+    async def _take_gpus(self, task: ResolvedTask, name: str, cancel: asyncio.Event) -> GpuLease | None:
+        """The step's GPUs, waited for while others hold them (None: cancelled while waiting)."""
+        if note := cpu_note(name, task.resources.cpu_millis):
+            await self.output.notice(note)
+        pool = self.settings.gpus
+        if pool is None or not task.resources.gpus:
+            return GpuLease(())
+
+        async def on_wait(reason: str) -> None:
+            await self.output.notice(f"{name}: {reason}")
+
+        lease_or_none = await pool.acquire(task.resources.gpus, cancel=cancel, on_wait=on_wait)
+        if lease_or_none is not None:
+            await self.output.notice(f"{name}: using GPU {','.join(lease_or_none.devices)}")
+        return lease_or_none
 
     async def _run_with_retries(
         self, task: ResolvedTask, name: str, spec: ProcessSpec, sink: OutputSink, cancel: asyncio.Event

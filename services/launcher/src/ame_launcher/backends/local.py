@@ -84,6 +84,8 @@ class LocalBackend:
                     env=self._environment(command),
                     timeout_seconds=spec.timeout_seconds,
                     grace_seconds=self._settings.grace_period,
+                    memory_limit_bytes=spec.resources.memory_bytes,
+                    memory_enforcement=self._settings.memory_enforcement,
                 ),
                 _Sink(output, on_started),
                 cancel=cancel,

@@ -1,0 +1,49 @@
+"""What the local backend can and cannot do with a task's resources, worded once for `-l` and the launcher.
+
+GPUs are handed out whole (ame.runner.gpus) and memory is a hard limit (ame.runner.memory_limits). CPU is a
+share, not a reservation: a local run is never refused or held back for its `cpu`, it runs with what the host
+has, and a request beyond the host's cores earns a note. A container image cannot be honoured by a process
+on this host, so a task that names one is refused rather than run in the wrong environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ame.runner.gpus import GpuPool
+from ame.spec.quantities import format_cpu
+
+__all__ = ["UnrunnableError", "check_runnable", "cpu_note", "image_refusal"]
+
+
+class UnrunnableError(Exception):
+    """A task the local backend can never run as written (an image, more GPUs than the host has)."""
+
+
+def image_refusal(image: str) -> str:
+    return (
+        f"the task names the container image {image!r}, and the local backend runs tasks as processes on this "
+        "host; remove `image:` to run it here, or run it where a container backend is configured"
+    )
+
+
+def check_runnable(*, name: str, image: str | None, gpus: int | None, pool: GpuPool | None) -> None:
+    """Raise UnrunnableError with the reason when `name` can never run here."""
+    if image:
+        raise UnrunnableError(f"{name}: {image_refusal(image)}")
+    if gpus and pool is not None and gpus > pool.total:
+        have = f"{pool.total} GPU{'s' if pool.total != 1 else ''}" if pool.total else "no GPU"
+        raise UnrunnableError(
+            f"{name}: the task asks for {gpus} GPU{'s' if gpus != 1 else ''} and this host has {have}"
+        )
+
+
+def cpu_note(name: str, cpu_millis: int | None, host_cpus: int | None = None) -> str | None:
+    """A note when the task asks for more CPUs than the host has (it runs anyway)."""
+    cores = host_cpus or os.cpu_count() or 1
+    if cpu_millis is None or cpu_millis <= cores * 1000:
+        return None
+    return (
+        f"{name}: asks for {format_cpu(cpu_millis)} CPUs and this host has {cores}; on the local backend cpu is a "
+        "share, not a reservation, so the task runs with the cores there are"
+    )

@@ -1,0 +1,105 @@
+"""The host-wide GPU pool: lists, whole devices, waiting with a reason, cancel, and settings."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ame.runner.gpus import GpuPool, GpuRequestError, HostResourceSettings, gpu_environment, parse_gpu_list
+
+
+def test_gpu_lists_are_parsed_and_bad_ones_refused() -> None:
+    assert parse_gpu_list("0, 1,,2") == ["0", "1", "2"]
+    assert parse_gpu_list("") == []
+    with pytest.raises(ValueError, match="names a device twice"):
+        parse_gpu_list("0,0")
+    with pytest.raises(ValueError, match="may contain only"):
+        parse_gpu_list("0;rm -rf")
+
+
+def test_settings_read_the_host_description(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AME_GPUS", "0,1")
+    monkeypatch.setenv("AME_MEMORY_ENFORCEMENT", "watchdog")
+    settings = HostResourceSettings()
+    assert settings.gpus == "0,1"
+    assert settings.memory_enforcement == "watchdog"
+    monkeypatch.setenv("AME_MEMORY_ENFORCEMENT", "sometimes")
+    with pytest.raises(ValueError, match="memory_enforcement"):
+        HostResourceSettings()
+
+
+def test_two_pools_on_one_directory_never_hand_out_a_device_twice(tmp_path: Path) -> None:
+    # Two pools stand for two processes: flock locks belong to the open file, not the process.
+    first, second = GpuPool(["0", "1"], tmp_path), GpuPool(["0", "1"], tmp_path)
+    a = first.try_acquire(1)
+    b = second.try_acquire(1)
+    assert a is not None and b is not None
+    assert {*a.devices, *b.devices} == {"0", "1"}
+    assert first.free() == 0
+    assert second.try_acquire(1) is None
+    a.release()
+    assert second.free() == 1
+    c = second.try_acquire(1)
+    assert c is not None and c.devices == a.devices
+    assert c.environment() == {"CUDA_VISIBLE_DEVICES": c.devices[0], "NVIDIA_VISIBLE_DEVICES": c.devices[0]}
+    b.release()
+    c.release()
+
+
+def test_a_request_takes_all_its_devices_or_none(tmp_path: Path) -> None:
+    pool = GpuPool(["0", "1"], tmp_path)
+    one = pool.try_acquire(1)
+    assert one is not None
+    assert pool.try_acquire(2) is None
+    assert pool.free() == 1  # the failed request gave back what it had taken
+    one.release()
+    both = pool.try_acquire(2)
+    assert both is not None and both.devices == ("0", "1")
+    both.release()
+
+
+def test_an_impossible_request_is_refused_with_the_count(tmp_path: Path) -> None:
+    with pytest.raises(GpuRequestError, match="asks for 3 GPUs and this host has 2 GPUs"):
+        GpuPool(["0", "1"], tmp_path).check(3)
+    with pytest.raises(GpuRequestError, match="asks for 1 GPU and this host has no GPU"):
+        GpuPool([], tmp_path).try_acquire(1)
+
+
+async def test_a_waiting_request_says_why_and_gets_the_device_when_it_is_freed(tmp_path: Path) -> None:
+    pool = GpuPool(["0", "1"], tmp_path)
+    held = pool.try_acquire(2)
+    assert held is not None
+    reasons: list[str] = []
+
+    async def on_wait(reason: str) -> None:
+        reasons.append(reason)
+
+    waiter = asyncio.create_task(pool.acquire(1, on_wait=on_wait))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not reasons:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    assert reasons == ["waiting for 1 GPU, 0 of 2 free"]
+    assert not waiter.done()
+    held.release()
+    lease = await asyncio.wait_for(waiter, timeout=10)
+    assert lease is not None and len(lease.devices) == 1
+    lease.release()
+
+
+async def test_a_cancelled_wait_takes_nothing(tmp_path: Path) -> None:
+    pool = GpuPool(["0"], tmp_path)
+    held = pool.try_acquire(1)
+    assert held is not None
+    cancel = asyncio.Event()
+    waiter = asyncio.create_task(pool.acquire(1, cancel=cancel))
+    cancel.set()
+    assert await asyncio.wait_for(waiter, timeout=10) is None
+    held.release()
+    assert pool.free() == 1
+
+
+def test_no_devices_hides_the_hosts() -> None:
+    assert gpu_environment(()) == {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "none"}
