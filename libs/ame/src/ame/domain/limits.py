@@ -83,7 +83,7 @@ ArtifactPath = Annotated[str, StringConstraints(max_length=MAX_ARTIFACT_PATH_CHA
 PageToken = Annotated[str, StringConstraints(max_length=MAX_RUN_ID_CHARS), AfterValidator(_clean)]
 PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
 LogSeq = Annotated[int, Field(ge=0, le=MAX_LOG_SEQ)]
-# A run id prefix as typed: hex digits, with or without the id's hyphens (checked by ame.domain.ids.prefix_digits).
-RunIdPrefix = Annotated[str, StringConstraints(max_length=MAX_RUN_ID_CHARS, pattern=r"^[0-9A-Fa-f-]*$")]
+# A run id prefix as typed; its digits are checked where it is used (ame.domain.ids.prefix_digits says why not).
+RunIdPrefix = Annotated[str, StringConstraints(max_length=MAX_RUN_ID_CHARS), AfterValidator(_clean)]
 # A task listing's page token: the project name and the task's position the page ended at.
 TaskPageToken = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS + 16), AfterValidator(_clean)]
