@@ -190,6 +190,12 @@ async def test_task_logs_by_run_id_prefix_and_what_matches_nothing(
     by_id = await ame(stack, home, "task", "logs", first.id)
     assert (by_id.exit_code, by_id.stdout) == (0, "first run\n")
     assert (await ame(stack, home, "task", "logs", "hello")).stdout == "second run\n"  # the task's latest
+    assert (await ame(stack, home, "task", "logs")).stdout == "second run\n"  # no argument, no project: the latest
+    monkeypatch.chdir(write_project(tmp_path / "fresh", "fresh", ["hello"]))
+    none_here = await ame(stack, home, "task", "logs")
+    assert none_here.exit_code == 2
+    assert "project 'fresh' has no runs yet" in none_here.stderr
+    monkeypatch.chdir(tmp_path)
 
     # Two runs made moments apart share their first digits (a UUIDv7 starts with its time); the rest differ.
     shared = next(i for i, (a, b) in enumerate(zip(first.id, second.id, strict=True)) if a != b)
