@@ -6,6 +6,7 @@ Each test gets its own database (`pg_dsn`) and bus namespace (`bus_prefix`), so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
 from ame_api import app as api_app
@@ -114,7 +116,17 @@ async def stack(
         finally:
             if not result.task.done():
                 await result.stop()
+            await _delete_streams(runtime)
             assert supervisor.failure is None, f"a service task failed: {supervisor.failure!r}"
+
+
+async def _delete_streams(runtime: Runtime) -> None:
+    """JetStream reserves each stream's max_bytes for as long as it exists; a session runs hundreds of stacks on
+    one nats-server, so a stack's streams go with it (its storage would otherwise run out mid-session)."""
+    names = runtime.names
+    for stream in (names.commands_stream, names.events_stream, names.logs_stream, names.deadletter_stream):
+        with contextlib.suppress(NotFoundError):
+            await runtime.js.delete_stream(stream)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
