@@ -6,6 +6,7 @@ Each test gets its own database (`pg_dsn`) and bus namespace (`bus_prefix`), so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
 from ame_api import app as api_app
@@ -48,13 +50,6 @@ class Stack:
         self.supervisor.stop.set()
         assert self.task is not None
         return await self.task
-
-
-async def _delete_streams(runtime: Runtime) -> None:
-    """Give the test's streams back: the session's nats-server serves every test."""
-    names = runtime.names
-    for stream in (names.commands_stream, names.events_stream, names.logs_stream, names.deadletter_stream):
-        await runtime.js.delete_stream(stream)
 
 
 def _shared(nats: NatsSettings, postgres: PostgresSettings) -> dict[str, object]:
@@ -140,6 +135,15 @@ async def stack(
                 await result.stop()
             await _delete_streams(runtime)
             assert supervisor.failure is None, f"a service task failed: {supervisor.failure!r}"
+
+
+async def _delete_streams(runtime: Runtime) -> None:
+    """JetStream reserves each stream's max_bytes for as long as it exists; a session runs hundreds of stacks on
+    one nats-server, so a stack's streams go with it (its storage would otherwise run out mid-session)."""
+    names = runtime.names
+    for stream in (names.commands_stream, names.events_stream, names.logs_stream, names.deadletter_stream):
+        with contextlib.suppress(NotFoundError):
+            await runtime.js.delete_stream(stream)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

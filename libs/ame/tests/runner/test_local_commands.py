@@ -85,6 +85,28 @@ def test_without_local_flag_hands_over_to_the_remote_runner(
     assert calls == [(project, "other", False)]
 
 
+def test_the_picker_chooses_the_task_of_a_remote_run_too(
+    ame_home: AmeHome, make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ame.cli.local_commands as local
+    import ame.cli.remote_commands as remote
+
+    calls: list[tuple[Path, str, bool]] = []
+
+    def fake_run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
+        calls.append((project_dir, task_name, follow))
+        return 0
+
+    monkeypatch.setattr(remote, "run_remote", fake_run_remote)
+    monkeypatch.setattr(local, "_stdin_is_terminal", lambda: True)
+    project = make_project(PROJECT)
+    code, _, err = _invoke("task", "run", "-p", str(project), input="2\n")
+    assert code == 0
+    assert "1. hello" in err
+    assert "2. other" in err
+    assert calls == [(project, "other", True)]
+
+
 def test_secret_commands_never_print_values(ame_home: AmeHome) -> None:
     assert _invoke("secret", "add", "a", "--value-stdin", input="value-a\n")[0] == 0
     code, out, _ = _invoke("secret", "list")

@@ -11,6 +11,7 @@ from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.runs import OutboxRelay, RunService
 from ame_api.settings import ApiSettings
+from ame_api.tasks import TaskService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
 from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
 from ame_platform.lifecycle import Component, Periodic
@@ -42,6 +43,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     follower = LogFollower(runtime, settings)
     store = StoreComponent(settings)
     projects = ProjectService(runtime, settings, store)
+    tasks = TaskService(runtime, settings)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -70,8 +72,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, settings)
-    servicer = AmeServicer(runs, follower, projects, retry_after_seconds=settings.retry_after)
+    rest_app = create_app(runs, follower, projects, tasks, settings)
+    servicer = AmeServicer(runs, follower, projects, tasks, retry_after_seconds=settings.retry_after)
     return ApiService(
         runs=runs,
         projects=projects,

@@ -18,8 +18,19 @@ from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.contracts.trigger.v1 import trigger_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind, errors
-from ame.domain.limits import MAX_PAGE_SIZE, IdempotencyKey, LogSeq, NameFilter, PageToken, Reason, RunIdText
+from ame.domain.limits import (
+    MAX_PAGE_SIZE,
+    IdempotencyKey,
+    LogSeq,
+    NameFilter,
+    PageToken,
+    Reason,
+    RunIdPrefix,
+    RunIdText,
+    TaskPageToken,
+)
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.tasks import TaskSummary
 
 __all__ = ["DecodeError", "StateEvent"]
 
@@ -91,6 +102,8 @@ _RUN_ID: TypeAdapter[str] = TypeAdapter(RunIdText)
 _NAME_FILTER: TypeAdapter[str] = TypeAdapter(NameFilter)
 _REASON: TypeAdapter[str] = TypeAdapter(Reason)
 _PAGE_TOKEN: TypeAdapter[str] = TypeAdapter(PageToken)
+_RUN_ID_PREFIX: TypeAdapter[str] = TypeAdapter(RunIdPrefix)
+_TASK_PAGE_TOKEN: TypeAdapter[str] = TypeAdapter(TaskPageToken)
 _IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 _LOG_SEQ: TypeAdapter[int] = TypeAdapter(LogSeq)
 
@@ -115,6 +128,16 @@ class RunQuery:
     project: str | None
     task: str | None
     states: list[RunState]
+    page_size: int | None
+    page_token: str | None
+    id_prefix: str | None = None
+    organisation: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    organisation: str | None
+    project: str | None
     page_size: int | None
     page_token: str | None
 
@@ -151,7 +174,32 @@ def list_request(request: ame_service_pb2.ListRunsRequest) -> RunQuery:
         states=states_from_pb(list(request.states)),
         page_size=request.page_size or None,
         page_token=_checked(_PAGE_TOKEN, request.page_token, "page_token") if request.page_token else None,
+        id_prefix=_checked(_RUN_ID_PREFIX, request.id_prefix, "id_prefix") or None,
+        organisation=_checked(_NAME_FILTER, request.organisation, "organisation") or None,
     )
+
+
+def tasks_request(request: ame_service_pb2.ListTasksRequest) -> TaskQuery:
+    if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+        raise DecodeError(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
+    return TaskQuery(
+        organisation=_checked(_NAME_FILTER, request.organisation, "organisation") or None,
+        project=_checked(_NAME_FILTER, request.project, "project") or None,
+        page_size=request.page_size or None,
+        page_token=_checked(_TASK_PAGE_TOKEN, request.page_token, "page_token") if request.page_token else None,
+    )
+
+
+def task_to_pb(task: TaskSummary) -> ame_service_pb2.TaskSummary:
+    pb = ame_service_pb2.TaskSummary(
+        organisation=task.organisation,
+        project=task.project,
+        name=task.name,
+        project_version_id=task.project_version_id,
+    )
+    if task.last_run is not None:
+        pb.last_run.CopyFrom(run_to_pb(task.last_run))
+    return pb
 
 
 def cancel_request(request: ame_service_pb2.CancelRunRequest) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from ame.domain.projects import (
 from ame.spec import SpecError, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
-from ame_api import convert
+from ame_api import convert, organisations
 from ame_api.repositories import projects as repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
@@ -113,10 +113,7 @@ class ProjectService:
         self._store = store
 
     def _organisation(self, organisation: str) -> str:
-        # Tokens will choose the organisation; until then only the server's own exists.
-        if organisation and organisation != self._settings.organisation:
-            raise NotFound(f"organisation {organisation!r} not found")
-        return self._settings.organisation
+        return organisations.resolve(self._settings, organisation)
 
     @staticmethod
     def _project_name(project: str) -> str:
@@ -219,7 +216,10 @@ class ProjectService:
             project_id = await repo.find_project_id(conn, organisation=org, name=project)
             if project_id is None:
                 return None
-            return await repo.get_version(conn, project_id=project_id, version_id=version_id)
+            version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
+            if version is not None:
+                await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
+            return version
 
     async def commit(
         self, organisation: str, project: str, files: Sequence[ManifestEntry]
@@ -236,6 +236,7 @@ class ProjectService:
             if project_id is not None:
                 existing = await repo.get_version(conn, project_id=project_id, version_id=version_id)
                 if existing is not None:
+                    await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
                     return existing, False
             missing = await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
         if missing:
@@ -244,11 +245,14 @@ class ProjectService:
                 f"{len(missing)} of the version's blobs are not uploaded yet (the first is {first}, sha256 "
                 f"{missing[0]}); upload them and commit again"
             )
-        await self._check_spec(org, project, files)
+        task_names = await self._check_spec(org, project, files)
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             project_id = await repo.ensure_project(conn, organisation=org, name=project)
-            version, created = await repo.add_version(conn, project_id=project_id, version_id=version_id, files=files)
+            version, created = await repo.add_version(
+                conn, project_id=project_id, version_id=version_id, files=files, task_names=task_names
+            )
+            await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
             outbox_id = None
             if created:
                 msg_id = f"project:{project_id}:{version_id}"
@@ -279,8 +283,9 @@ class ProjectService:
         async with self._rt.pool.acquire() as conn:
             await runs_repo.delete_outbox(conn, outbox_id)
 
-    async def _check_spec(self, org: str, project: str, files: Sequence[ManifestEntry]) -> None:
-        """The same checks as `ame validate` in the project's directory, with the same messages."""
+    async def _check_spec(self, org: str, project: str, files: Sequence[ManifestEntry]) -> list[str]:
+        """The same checks as `ame validate` in the project's directory, with the same messages; returns the
+        names of the project's tasks, in file order."""
         found = [f for f in files if f.path in PROJECT_FILE_NAMES]
         if not found:
             raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
@@ -307,6 +312,7 @@ class ProjectService:
             raise InvalidSpec([str(p) for p in error.problems]) from None
         if spec.name and spec.name != project:
             raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
+        return spec.task_names()
 
     async def _check_symlinks(self, org: str, files: Sequence[ManifestEntry]) -> None:
         for entry in files:

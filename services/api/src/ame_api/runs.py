@@ -12,8 +12,9 @@ from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
 from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
+from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
-from ame_api import convert
+from ame_api import convert, organisations
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
@@ -122,19 +123,30 @@ class RunService:
         states: Sequence[RunState] | None = None,
         page_size: int | None = None,
         page_token: str | None = None,
+        id_prefix: str | None = None,
+        organisation: str | None = None,
     ) -> Page:
+        """Newest first; `id_prefix` (at least 4 hex digits, hyphens ignored) keeps the runs whose id starts so."""
+        org = organisations.resolve(self._settings, organisation)
         limit = min(page_size or self._settings.list_page_size, 1000)
         if page_token and not runs_repo.is_run_id(page_token):
             raise InvalidRequest("page_token is not one this server handed out")
+        digits = None
+        if id_prefix:
+            try:
+                digits = prefix_digits(id_prefix)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
         async with self._rt.pool.acquire() as conn:
             runs = await runs_repo.list_runs(
                 conn,
-                organisation=self._settings.organisation,
+                organisation=org,
                 project=project or None,
                 task=task or None,
                 states=states,
                 before_id=page_token or None,
                 limit=limit + 1,
+                id_prefix=digits,
             )
         more = len(runs) > limit
         runs = runs[:limit]

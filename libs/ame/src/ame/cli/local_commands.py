@@ -93,13 +93,17 @@ def _pick_task(project: Project) -> str:
     names = list(project.tasks)
     if not names:
         raise click.ClickException("the project has no tasks")
-    if not sys.stdin.isatty():
+    if not _stdin_is_terminal():
         listing = "\n  ".join(names)
         raise click.UsageError(f"name the task to run (stdin is not a terminal to pick one); tasks:\n  {listing}")
     for number, name in enumerate(names, start=1):
         click.echo(f"  {number:>2}. {name}", err=True)
     choice: int = click.prompt("Task to run", type=click.IntRange(1, len(names)), err=True)
     return names[choice - 1]
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _run_remote(project_dir: Path, name: str, follow: bool) -> int:

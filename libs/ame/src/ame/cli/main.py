@@ -18,7 +18,7 @@ import ame
 # `ame validate` does not pay for the runner, the gRPC client or the entry-point scan.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
     "validate": ("spec_commands",),
-    "task": ("spec_commands", "local_commands", "remote_commands"),
+    "task": ("spec_commands", "local_commands", "remote_commands", "task_commands"),
     "cache": ("local_commands",),
     "artifacts": ("local_commands",),
     "secret": ("local_commands",),
@@ -26,7 +26,14 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "admin": ("admin_commands",),
     "project": ("project_commands",),
 }
-_ALL_MODULES = ("spec_commands", "local_commands", "remote_commands", "admin_commands", "project_commands")
+_ALL_MODULES = (
+    "spec_commands",
+    "local_commands",
+    "remote_commands",
+    "task_commands",
+    "admin_commands",
+    "project_commands",
+)
 
 
 class _LazyGroup(click.Group):

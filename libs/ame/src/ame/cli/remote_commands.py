@@ -280,23 +280,6 @@ def register(cli: click.Group) -> None:
         except AmeError as exc:
             raise _fail(exc) from None
 
-    task_group = cli.commands.get("task")
-    if isinstance(task_group, click.Group):
-
-        @task_group.command("logs")
-        @click.argument("run_id")
-        @target_option
-        def task_logs(run_id: str, target: str | None) -> None:
-            """Print a run's output and follow it (same as `ame runs follow`)."""
-            from ame.sdk import AmeError
-
-            try:
-                with _client(target) as client:
-                    code = follow(client, run_id)
-            except AmeError as exc:
-                raise _fail(exc) from None
-            sys.exit(code)
-
 
 def _command_line(args: tuple[str, ...]) -> str:
     """One argument is a shell command line as typed (`"make train && make eval"`); several are an argv,

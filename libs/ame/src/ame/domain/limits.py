@@ -42,6 +42,8 @@ MAX_STORED_REASON_CHARS = 4096
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 # Run ids are UUIDs (36 characters); anything longer cannot name a run.
 MAX_RUN_ID_CHARS = 64
+# A run id prefix (`ame task logs 0190ab`) needs enough digits to be worth a lookup.
+MIN_RUN_ID_PREFIX_DIGITS = 4
 
 # Numbers.
 MAX_TIMEOUT_SECONDS = 30 * 86400.0
@@ -84,3 +86,7 @@ ArtifactPath = Annotated[str, StringConstraints(max_length=MAX_ARTIFACT_PATH_CHA
 PageToken = Annotated[str, StringConstraints(max_length=MAX_RUN_ID_CHARS), AfterValidator(_clean)]
 PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
 LogSeq = Annotated[int, Field(ge=0, le=MAX_LOG_SEQ)]
+# A run id prefix as typed; its digits are checked where it is used (ame.domain.ids.prefix_digits says why not).
+RunIdPrefix = Annotated[str, StringConstraints(max_length=MAX_RUN_ID_CHARS), AfterValidator(_clean)]
+# A task listing's page token: the project name and the task's position the page ended at.
+TaskPageToken = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS + 16), AfterValidator(_clean)]

@@ -23,6 +23,7 @@ import grpc
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.tasks import TaskSummary
 from ame.sdk import convert
 from ame.sdk.errors import AmeError, Conflict, InvalidArgument, MissingBlobs, NotFound, Unavailable
 
@@ -100,18 +101,36 @@ class Client:
         task: str | None = None,
         states: list[RunState] | None = None,
         limit: int = 50,
+        id_prefix: str | None = None,
     ) -> list[Run]:
-        """Newest first, at most `limit` runs (following pages as needed)."""
+        """Newest first, at most `limit` runs (following pages as needed). `id_prefix` (at least 4 hex digits,
+        hyphens ignored) keeps the runs whose id starts with it."""
         runs: list[Run] = []
         token = ""
         while len(runs) < limit:
-            request = convert.list_request(project, task, states, min(limit - len(runs), 1000), token)
+            request = convert.list_request(project, task, states, min(limit - len(runs), 1000), token, id_prefix)
             response = self._call(self._stub.ListRuns, request, timeout=self._timeout)
             runs.extend(convert.run_from_pb(r) for r in response.runs)
             token = response.next_page_token
             if not token:
                 break
         return runs
+
+    def list_tasks(self, *, project: str | None = None, limit: int = 10_000) -> list[TaskSummary]:
+        """The tasks of each project's latest pushed version with their last run, by project, then in ame.yml
+        order; at most `limit` (following pages as needed)."""
+        tasks: list[TaskSummary] = []
+        token = ""
+        while len(tasks) < limit:
+            request = ame_service_pb2.ListTasksRequest(
+                project=project or "", page_size=min(limit - len(tasks), 1000), page_token=token
+            )
+            response = self._call(self._stub.ListTasks, request, timeout=self._timeout)
+            tasks.extend(convert.task_from_pb(t) for t in response.tasks)
+            token = response.next_page_token
+            if not token:
+                break
+        return tasks
 
     def cancel_run(self, run_id: str, reason: str = "") -> Run:
         request = ame_service_pb2.CancelRunRequest(run_id=run_id, reason=reason)

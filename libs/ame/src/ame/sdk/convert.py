@@ -10,6 +10,7 @@ from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.tasks import TaskSummary
 
 
 def run_from_pb(pb: run_pb2.Run) -> Run:
@@ -39,7 +40,12 @@ def submit_request(spec: RunSpec, idempotency_key: str | None) -> ame_service_pb
 
 
 def list_request(
-    project: str | None, task: str | None, states: list[RunState] | None, page_size: int, page_token: str
+    project: str | None,
+    task: str | None,
+    states: list[RunState] | None,
+    page_size: int,
+    page_token: str,
+    id_prefix: str | None = None,
 ) -> ame_service_pb2.ListRunsRequest:
     return ame_service_pb2.ListRunsRequest(
         project=project or "",
@@ -47,6 +53,17 @@ def list_request(
         states=[codecs.state_to_pb(s) for s in states or []],
         page_size=page_size,
         page_token=page_token,
+        id_prefix=id_prefix or "",
+    )
+
+
+def task_from_pb(pb: ame_service_pb2.TaskSummary) -> TaskSummary:
+    return TaskSummary(
+        organisation=pb.organisation,
+        project=pb.project,
+        name=pb.name,
+        project_version_id=pb.project_version_id,
+        last_run=run_from_pb(pb.last_run) if pb.HasField("last_run") else None,
     )
 
 

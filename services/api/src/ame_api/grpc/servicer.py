@@ -17,6 +17,7 @@ from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
+from ame_api.tasks import TaskService
 from ame_platform import telemetry
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,18 @@ def _caller_trace(context: Context) -> AbstractContextManager[None]:
 
 class AmeServicer(ProjectMethods, ame_service_pb2_grpc.AmeServiceServicer):
     def __init__(
-        self, runs: RunService, follower: LogFollower, projects: ProjectService, *, retry_after_seconds: int = 2
+        self,
+        runs: RunService,
+        follower: LogFollower,
+        projects: ProjectService,
+        tasks: TaskService,
+        *,
+        retry_after_seconds: int = 2,
     ) -> None:
         self._runs = runs
         self._follower = follower
         self._projects = projects
+        self._tasks = tasks
         self.retry_after_seconds = retry_after_seconds
 
     @unary
@@ -69,9 +77,26 @@ class AmeServicer(ProjectMethods, ame_service_pb2_grpc.AmeServiceServicer):
             states=query.states,
             page_size=query.page_size,
             page_token=query.page_token,
+            id_prefix=query.id_prefix,
+            organisation=query.organisation,
         )
         return ame_service_pb2.ListRunsResponse(
             runs=[convert.run_to_pb(r) for r in page.runs], next_page_token=page.next_page_token
+        )
+
+    @unary
+    async def ListTasks(  # noqa: N802
+        self, request: ame_service_pb2.ListTasksRequest, context: Context
+    ) -> ame_service_pb2.ListTasksResponse:
+        query = convert.tasks_request(request)
+        page = await self._tasks.list(
+            organisation=query.organisation,
+            project=query.project,
+            page_size=query.page_size,
+            page_token=query.page_token,
+        )
+        return ame_service_pb2.ListTasksResponse(
+            tasks=[convert.task_to_pb(t) for t in page.tasks], next_page_token=page.next_page_token
         )
 
     @unary

@@ -78,18 +78,24 @@ async def has_blob(conn: Connection, *, organisation: str, sha256: str) -> bool:
 
 
 async def add_version(
-    conn: Connection, *, project_id: str, version_id: str, files: Sequence[ManifestEntry]
+    conn: Connection,
+    *,
+    project_id: str,
+    version_id: str,
+    files: Sequence[ManifestEntry],
+    task_names: Sequence[str] = (),
 ) -> tuple[ProjectVersion, bool]:
     """Insert the version unless it exists; returns it and whether it was created."""
     manifest = json.dumps([[f.path, f.mode, f.sha256, f.size] for f in files], separators=(",", ":"))
     created = await conn.fetchval(
-        """INSERT INTO project_versions (project_id, id, file_count, size_bytes, manifest)
-           VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING RETURNING true""",
+        """INSERT INTO project_versions (project_id, id, file_count, size_bytes, manifest, task_names)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::text[]) ON CONFLICT DO NOTHING RETURNING true""",
         uuid.UUID(project_id),
         version_id,
         len(files),
         sum(f.size for f in files),
         manifest,
+        list(task_names),
     )
     version = await get_version(conn, project_id=project_id, version_id=version_id)
     assert version is not None
@@ -131,3 +137,12 @@ async def list_versions(
         limit,
     )
     return [(int(row["seq"]), _row_to_version(row)) for row in rows]
+
+
+async def mark_latest(conn: Connection, *, project_id: str, version_id: str) -> None:
+    """Make the version the project's latest push (its tasks are the ones `ame task list` shows)."""
+    await conn.execute(
+        "UPDATE projects SET latest_version_id = $2, latest_pushed_at = now() WHERE id = $1",
+        uuid.UUID(project_id),
+        version_id,
+    )

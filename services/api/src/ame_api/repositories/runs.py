@@ -38,6 +38,7 @@ WHERE organisation_id = $1
   AND ($3::text IS NULL OR task = $3)
   AND ($4::text[] IS NULL OR state = ANY($4))
   AND ($5::uuid IS NULL OR id < $5)
+  AND ($7::uuid IS NULL OR id BETWEEN $7 AND $8)
 ORDER BY id DESC
 LIMIT $6
 """
@@ -142,7 +143,13 @@ async def list_runs(
     states: Sequence[RunState] | None,
     before_id: str | None,
     limit: int,
+    id_prefix: str | None = None,
 ) -> list[Run]:
+    """Newest first. `id_prefix` (hex digits, hyphens dropped) keeps the runs whose id starts with it: a range
+    of the primary key, so a prefix lookup reads the index, not every id as text."""
+    low = high = None
+    if id_prefix:
+        low, high = uuid.UUID(id_prefix.ljust(32, "0")), uuid.UUID(id_prefix.ljust(32, "f"))
     rows = await conn.fetch(
         _LIST,
         organisation,
@@ -151,8 +158,16 @@ async def list_runs(
         [s.value for s in states] if states else None,
         _parse_id(before_id) if before_id else None,
         limit,
+        low,
+        high,
     )
     return [_row_to_run(row) for row in rows]
+
+
+async def get_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, Run]:
+    """The runs with these ids, by id."""
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM runs WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in run_ids])
+    return {str(row["id"]): _row_to_run(row) for row in rows}
 
 
 async def apply_state(

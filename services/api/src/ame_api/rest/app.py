@@ -13,14 +13,19 @@ from fastapi import FastAPI
 import ame
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, errors, projects, runs
+from ame_api.rest import admin, errors, projects, runs, tasks
 from ame_api.runs import RunService
 from ame_api.settings import ApiSettings
+from ame_api.tasks import TaskService
 from ame_platform.lifecycle import Supervisor
 
 
 def create_app(
-    run_service: RunService, follower: LogFollower, project_service: ProjectService, settings: ApiSettings
+    run_service: RunService,
+    follower: LogFollower,
+    project_service: ProjectService,
+    task_service: TaskService,
+    settings: ApiSettings,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -30,6 +35,7 @@ def create_app(
     errors.install(app, retry_after_seconds=settings.retry_after)
     app.include_router(runs.router(run_service, follower))
     app.include_router(admin.router(run_service.deadletters))
+    app.include_router(tasks.router(task_service))
     projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

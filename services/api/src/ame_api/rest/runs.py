@@ -11,7 +11,16 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ame.domain import LogEnd, Run, RunSpec, RunState
-from ame.domain.limits import IdempotencyKey, LogSeq, NameFilter, PageSize, PageToken, Reason, RunIdText
+from ame.domain.limits import (
+    IdempotencyKey,
+    LogSeq,
+    NameFilter,
+    PageSize,
+    PageToken,
+    Reason,
+    RunIdPrefix,
+    RunIdText,
+)
 from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
 from ame_api.runs import RunService
@@ -49,8 +58,14 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
         state: Annotated[list[RunState] | None, Query()] = None,
         page_size: Annotated[PageSize | None, Query()] = None,
         page_token: Annotated[PageToken | None, Query()] = None,
+        id_prefix: Annotated[
+            RunIdPrefix | None,
+            Query(description="Only runs whose id starts with this: at least 4 hex digits, hyphens ignored."),
+        ] = None,
     ) -> RunList:
-        page = await runs.list(project=project, task=task, states=state, page_size=page_size, page_token=page_token)
+        page = await runs.list(
+            project=project, task=task, states=state, page_size=page_size, page_token=page_token, id_prefix=id_prefix
+        )
         return RunList(runs=page.runs, next_page_token=page.next_page_token)
 
     @api.get("/{run_id}", response_model=Run, summary="Get one run")

@@ -89,6 +89,11 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.FromString,
                 _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListTasks',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -173,6 +178,14 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTasks(self, request, context):
+        """The tasks of each project's latest pushed version, each with its last run: by project name, then in
+        ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +243,11 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.DownloadBlob,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTasksRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -529,6 +547,33 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/DownloadBlob',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListTasks',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTasksRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,10 @@ class AmeServiceStub:
     """The version and its manifest. NOT_FOUND for an unknown project or version."""
     DownloadBlob: _grpc.UnaryStreamMultiCallable[_ame_service_pb2.DownloadBlobRequest, _ame_service_pb2.DownloadBlobResponse]
     """A blob's bytes in chunks. NOT_FOUND when the organisation holds no such blob."""
+    ListTasks: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListTasksRequest, _ame_service_pb2.ListTasksResponse]
+    """The tasks of each project's latest pushed version, each with its last run: by project name, then in
+    ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+    """
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -87,6 +91,10 @@ class AmeServiceAsyncStub(AmeServiceStub):
     """The version and its manifest. NOT_FOUND for an unknown project or version."""
     DownloadBlob: _aio.UnaryStreamMultiCallable[_ame_service_pb2.DownloadBlobRequest, _ame_service_pb2.DownloadBlobResponse]  # type: ignore[assignment]
     """A blob's bytes in chunks. NOT_FOUND when the organisation holds no such blob."""
+    ListTasks: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListTasksRequest, _ame_service_pb2.ListTasksResponse]  # type: ignore[assignment]
+    """The tasks of each project's latest pushed version, each with its last run: by project name, then in
+    ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+    """
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -180,5 +188,15 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ame_service_pb2.DownloadBlobResponse], _abc.AsyncIterator[_ame_service_pb2.DownloadBlobResponse]]:
         """A blob's bytes in chunks. NOT_FOUND when the organisation holds no such blob."""
+
+    @_abc_1.abstractmethod
+    def ListTasks(
+        self,
+        request: _ame_service_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListTasksResponse, _abc.Awaitable[_ame_service_pb2.ListTasksResponse]]:
+        """The tasks of each project's latest pushed version, each with its last run: by project name, then in
+        ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+        """
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
