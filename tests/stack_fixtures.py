@@ -82,7 +82,13 @@ async def stack(
         )
         launchers = [
             launcher_app.build(
-                LauncherSettings(work_dir=tmp_path / f"launcher{i}", grace_period=2.0, **shared),  # type: ignore[arg-type]
+                LauncherSettings(
+                    work_dir=tmp_path / f"launcher{i}",
+                    grace_period=2.0,
+                    storage=api_storage,
+                    fetch_backoff=0.1,
+                    **shared,  # type: ignore[arg-type]
+                ),
                 runtime,
             )
             for i in range(2)

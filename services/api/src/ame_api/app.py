@@ -38,10 +38,10 @@ class ApiService:
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
-    runs = RunService(runtime, settings)
-    follower = LogFollower(runtime, settings)
     store = StoreComponent(settings)
     projects = ProjectService(runtime, settings, store)
+    runs = RunService(runtime, settings, project_sources=projects.launch_source)
+    follower = LogFollower(runtime, settings)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_platform.storage import StorageSettings
 
 
 class LauncherSettings(BaseSettings):
@@ -39,9 +40,36 @@ class LauncherSettings(BaseSettings):
         ],
         description="Variables of the launcher's own environment a local run inherits; nothing else leaks in.",
     )
+    home_dir: Path | None = Field(
+        None,
+        description="The runner's home on this machine: task environments, tools, interpreters' shims "
+        "(default: <work_dir>/home). Shared by every run of this launcher, so an environment is built once.",
+    )
+    content_cache_dir: Path | None = Field(
+        None, description="Where project files are cached by sha256 (default: <work_dir>/content)."
+    )
+    placement: Literal["auto", "reflink", "link", "copy"] = Field(
+        "auto",
+        description="How a run's files come out of the content cache: auto clones (reflink) where the filesystem "
+        "can and hard-links read-only files otherwise; copy writes each run its own copy.",
+    )
+    fetch_attempts: int = Field(5, ge=1, description="Tries of each object-store read before the run fails.")
+    fetch_backoff: Duration = Field(0.5, description="Wait before the second try of a read; doubles, up to 10 s.")
+    fetch_timeout: Duration = Field(600.0, description="Longest one object-store read (one blob) may take.")
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="The object store holding project versions (the api's)."
+    )
     log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")
     log_flush_interval: Duration = Field(0.02, description="Longest a line waits before it is published.")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+
+    @property
+    def runner_home(self) -> Path:
+        return (self.home_dir or self.work_dir / "home").resolve()
+
+    @property
+    def content_dir(self) -> Path:
+        return (self.content_cache_dir or self.work_dir / "content").resolve()
