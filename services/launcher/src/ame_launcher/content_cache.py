@@ -96,7 +96,15 @@ class ContentCache:
             wanted[(entry.sha256, executable)] = entry.size
         # Plain blobs first (the executable form is made from the plain one, never fetched twice).
         plain = {sha: size for (sha, _), size in wanted.items()}
-        results = await asyncio.gather(*(self._ensure(sha, size, fetch) for sha, size in plain.items()))
+        tasks = [asyncio.ensure_future(self._ensure(sha, size, fetch)) for sha, size in plain.items()]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            # One blob failed (or the run was cancelled): stop fetching the rest before saying so.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         placed.fetched = sum(results)
         for (sha, executable), size in wanted.items():
             if executable:
