@@ -94,9 +94,13 @@ class ContentCache:
         for entry in entries:
             executable = entry.mode == MODE_EXECUTABLE
             wanted[(entry.sha256, executable)] = entry.size
-        # Plain blobs first (the executable form is made from the plain one, never fetched twice).
+        # Plain blobs first (the executable form is made from the plain one, never fetched twice). One pass in
+        # one thread finds what is missing: a warm cache then costs a stat per blob and nothing else.
         plain = {sha: size for (sha, _), size in wanted.items()}
-        tasks = [asyncio.ensure_future(self._ensure(sha, size, fetch)) for sha, size in plain.items()]
+        missing = await asyncio.to_thread(
+            lambda: [(sha, size) for sha, size in plain.items() if not _sealed(self.blob_path(sha), size)]
+        )
+        tasks = [asyncio.ensure_future(self._ensure(sha, size, fetch)) for sha, size in missing]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException:
@@ -106,9 +110,8 @@ class ContentCache:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         placed.fetched = sum(results)
-        for (sha, executable), size in wanted.items():
-            if executable:
-                await asyncio.to_thread(self._ensure_executable, sha, size)
+        executables = [(sha, size) for (sha, executable), size in wanted.items() if executable]
+        await asyncio.to_thread(self._ensure_executables, executables)
         await asyncio.to_thread(self._place_all, entries, dest, placed)
         return placed
 
@@ -117,8 +120,6 @@ class ContentCache:
     async def _ensure(self, sha256: str, size: int, fetch: Fetch) -> bool:
         """Make the plain blob present and sealed; True if this call fetched it."""
         path = self.blob_path(sha256)
-        if await asyncio.to_thread(_sealed, path, size):
-            return False
         pending = self._inflight.get(sha256)
         if pending is not None:
             await asyncio.shield(pending)
@@ -151,6 +152,10 @@ class ContentCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+
+    def _ensure_executables(self, blobs: list[tuple[str, int]]) -> None:
+        for sha256, size in blobs:
+            self._ensure_executable(sha256, size)
 
     def _ensure_executable(self, sha256: str, size: int) -> None:
         path = self.blob_path(sha256, executable=True)

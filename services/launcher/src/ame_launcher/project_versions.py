@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ame.domain.projects import manifest_digest
+from ame.domain.projects import ManifestEntry, manifest_digest
 from ame_launcher import convert
 from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed
 from ame_launcher.settings import LauncherSettings
@@ -25,6 +26,8 @@ __all__ = ["VersionReader"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# Parsed manifests kept in memory, most recently used first out last (a 100,000-file one is some tens of MB).
+_KEPT_MANIFESTS = 16
 
 
 class VersionReader:
@@ -36,6 +39,7 @@ class VersionReader:
         self._stack = contextlib.AsyncExitStack()
         self._store: ObjectStore | None = None
         self._opening = asyncio.Lock()
+        self._manifests: OrderedDict[tuple[str, str], list[ManifestEntry]] = OrderedDict()
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -52,6 +56,23 @@ class VersionReader:
 
     async def materialise(self, version_id: str, source: convert.ProjectSource, dest: Path) -> Placed:
         store = await self._open()
+        entries = await self._manifest(store, version_id, source)
+
+        async def fetch(sha256: str, temp: Path) -> None:
+            key = f"{source.blob_prefix}{sha256[:2]}/{sha256}"
+            await self._retrying(f"blob {sha256}", lambda: store.get_file(key, temp))
+
+        return await self.cache.materialise(entries, dest, fetch)
+
+    async def _manifest(
+        self, store: ObjectStore, version_id: str, source: convert.ProjectSource
+    ) -> list[ManifestEntry]:
+        # A version never changes, and what is kept was checked against its id: many runs of one version
+        # read and parse its manifest once.
+        kept = self._manifests.get((source.manifest_key, version_id))
+        if kept is not None:
+            self._manifests.move_to_end((source.manifest_key, version_id))
+            return kept
         data = await self._retrying(
             f"the manifest of version {version_id}", lambda: store.get_bytes(source.manifest_key)
         )
@@ -62,12 +83,10 @@ class VersionReader:
         # The manifest hashes to its version id, so what was read is exactly the version the run names.
         if stored_id != version_id or manifest_digest(entries) != version_id:
             raise MaterialiseError(f"the object store's manifest at {source.manifest_key} is not version {version_id}")
-
-        async def fetch(sha256: str, temp: Path) -> None:
-            key = f"{source.blob_prefix}{sha256[:2]}/{sha256}"
-            await self._retrying(f"blob {sha256}", lambda: store.get_file(key, temp))
-
-        return await self.cache.materialise(entries, dest, fetch)
+        self._manifests[(source.manifest_key, version_id)] = entries
+        while len(self._manifests) > _KEPT_MANIFESTS:
+            self._manifests.popitem(last=False)
+        return entries
 
     async def _retrying(self, what: str, action: Callable[[], Awaitable[_T]]) -> _T:
         settings = self._settings
