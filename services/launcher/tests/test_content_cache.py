@@ -230,3 +230,44 @@ async def test_a_symlink_out_of_the_project_is_refused(tmp_path: Path) -> None:
     run_dir.mkdir()
     with pytest.raises(MaterialiseError, match="points out of the project"):
         await ContentCache(tmp_path / "cache").materialise([entry], run_dir, store.fetch)
+
+
+_CONCURRENT_CHILD = textwrap.dedent(
+    """
+    import asyncio, hashlib, sys
+    from pathlib import Path
+    from ame.domain.projects import ManifestEntry
+    from ame_launcher.content_cache import ContentCache
+
+    blobs = {hashlib.sha256(bytes([i]) * 50_000).hexdigest(): bytes([i]) * 50_000 for i in range(40)}
+
+    async def fetch(sha256, dest):
+        await asyncio.sleep(0.005)
+        dest.write_bytes(blobs[sha256])
+
+    entries = [ManifestEntry(path=f"f{n}.bin", mode=0o100644, sha256=s, size=50_000) for n, s in enumerate(blobs)]
+    run_dir = Path(sys.argv[2])
+    run_dir.mkdir()
+    asyncio.run(ContentCache(Path(sys.argv[1]), "link").materialise(entries, run_dir, fetch))
+    """
+)
+
+
+def test_launchers_materialising_one_version_at_once_share_one_cache(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    children = [
+        subprocess.Popen([sys.executable, "-c", _CONCURRENT_CHILD, str(cache_dir), str(tmp_path / f"run{i}")])
+        for i in range(4)
+    ]
+    assert [child.wait(timeout=60) for child in children] == [0, 0, 0, 0]
+    for i in range(4):
+        files = sorted((tmp_path / f"run{i}").iterdir())
+        assert len(files) == 40
+        for path in files:
+            data = path.read_bytes()
+            assert len(data) == 50_000 and data == data[:1] * 50_000
+    blobs = [p for p in (cache_dir / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) == 40
+    # Every run's file is a link to the one cached inode (whichever process's fetch won the rename).
+    assert all(p.stat().st_nlink >= 2 for p in blobs)
+    assert sum(p.stat().st_nlink - 1 for p in blobs) == 4 * 40

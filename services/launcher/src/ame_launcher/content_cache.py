@@ -6,9 +6,10 @@ Layout under the cache root:
     blobs/<sha[:2]>/<sha>.x    the same bytes as an executable (0555): a hard link shares its inode's mode
     tmp/                       downloads in progress; renamed into blobs/ only once whole and verified
 
-A blob enters the cache by rename, after its sha256 and size were checked, so a launcher killed at any point
-leaves either no entry or a whole one (plus a stray temp file, removed when it is an hour old); the next
-launcher uses what is there. A run's files are placed from the cache:
+A blob enters the cache by an atomic hard link from its temp file, after its sha256 and size were checked, so a
+launcher killed at any point leaves either no entry or a whole one (plus a stray temp file, removed once its
+ctime is an hour old); the next launcher uses what is there. The first launcher to publish a blob wins; others
+racing it drop their copy, so every run links to one inode. A run's files are placed from the cache:
 
 * `reflink` (copy-on-write clone, btrfs/XFS): the run gets its own writable copy that shares the blocks;
 * `link` (hard link): no data is written; the run's file is the cache's read-only inode, so a task that edits a
@@ -148,7 +149,7 @@ class ContentCache:
         try:
             await fetch(sha256, temp)
             await asyncio.to_thread(_verify_and_seal, temp, sha256, size, 0o444)
-            await asyncio.to_thread(_publish, temp, path)
+            await asyncio.to_thread(_publish, temp, path, size)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
@@ -166,7 +167,7 @@ class ContentCache:
         try:
             shutil.copyfile(self.blob_path(sha256), temp)
             _verify_and_seal(temp, sha256, size, 0o555)
-            _publish(temp, path)
+            _publish(temp, path, size)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
@@ -180,7 +181,8 @@ class ContentCache:
         cutoff = time.time() - _STALE_TMP_SECONDS
         for path in leftovers:
             with contextlib.suppress(OSError):
-                if path.lstat().st_mtime < cutoff:
+                # ctime, not mtime: a download being sealed by another launcher already has the seal's old mtime.
+                if path.lstat().st_ctime < cutoff:
                     path.unlink()
 
     # The run's directory -----------------------------------------------------------------------------
@@ -261,8 +263,17 @@ def _verify_and_seal(path: Path, sha256: str, size: int, mode: int) -> None:
     os.utime(path, ns=(_SEAL_NS, _SEAL_NS))
 
 
-def _publish(temp: Path, path: Path) -> None:
+def _publish(temp: Path, path: Path, size: int) -> None:
+    """Put the verified blob in place unless another launcher already did: the first entry stays, so every run
+    links to the same inode (a replaced entry would leave earlier runs holding a second copy)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            os.link(temp, path)
+            return
+        except FileExistsError:
+            if _sealed(path, size):  # a broken entry is removed here, and the link is tried again
+                return
     os.replace(temp, path)
 
 
