@@ -47,6 +47,13 @@ tasks:
   - name: fails
     executor: !custom
       command: python -c 'import sys; print("about to fail", flush=True); sys.exit(3)'
+  - name: needs_secret
+    executor: !custom
+      command: echo should not run
+    secrets:
+      - !ame
+        key: token
+        injectAs: TOKEN
 """
 
 READ_PY = """\
@@ -205,3 +212,14 @@ async def test_a_blob_missing_from_the_store_fails_the_run_with_the_reason(
     assert stdout == []
     assert detail.startswith("RUN_STATE_FAILED")
     assert f"blob {gone.name} is not in the object store" in detail
+
+
+async def test_a_task_needing_a_secret_fails_before_it_starts_saying_why(
+    stack: Stack, client: Grpc, tmp_path: Path
+) -> None:
+    root = _project(tmp_path / "project")
+    version = await _push(stack, root, tmp_path)
+    stdout, _, detail = await _run_remotely(stack, client, root, version, "needs_secret")
+    assert stdout == []
+    assert detail.startswith("RUN_STATE_FAILED")
+    assert "secret 'token' cannot be resolved: the server has no secret store configured" in detail
