@@ -6,6 +6,7 @@ Each test gets its own database (`pg_dsn`) and bus namespace (`bus_prefix`), so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -120,6 +121,16 @@ async def stack(
         finally:
             if not result.task.done():
                 await result.stop()
+            # JetStream reserves each stream's max_bytes up front (1 GiB of logs per stack): give it back, or a
+            # session of many stacks runs out of storage.
+            for stream in (
+                runtime.names.commands_stream,
+                runtime.names.events_stream,
+                runtime.names.logs_stream,
+                runtime.names.deadletter_stream,
+            ):
+                with contextlib.suppress(Exception):
+                    await runtime.js.delete_stream(stream)
             assert supervisor.failure is None, f"a service task failed: {supervisor.failure!r}"
 
 
