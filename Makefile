@@ -48,3 +48,4 @@ bench: bootstrap
 	$(UV) run --no-sync python bench/bench_env_cache.py
 	$(UV) run --no-sync python bench/bench_logs.py
 	$(UV) run --no-sync python bench/bench_push.py
+	$(UV) run --no-sync python bench/bench_materialise.py

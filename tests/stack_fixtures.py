@@ -100,6 +100,8 @@ async def stack(
                     grace_period=2.0,
                     # Tests that report abandoned leases do so right after the stack starts.
                     reconcile_grace=0.0,
+                    storage=api_storage,
+                    fetch_backoff=0.1,
                     **{**shared, **launcher_overrides},  # type: ignore[arg-type]
                 ),
                 runtime,

@@ -54,3 +54,18 @@ def version_from_pb(pb: project_pb2.ProjectVersion) -> ProjectVersion:
         size_bytes=pb.size_bytes,
         created_at=from_timestamp(pb.created_at),
     )
+
+
+def manifest_object(version_id: str, entries: Iterable[ManifestEntry]) -> bytes:
+    """The manifest as the api stores it beside the blobs (a ProjectManifest), for launchers to read."""
+    return project_pb2.ProjectManifest(version_id=version_id, entries=entries_to_pb(entries)).SerializeToString()
+
+
+def parse_manifest_object(data: bytes) -> tuple[str, list[ManifestEntry]]:
+    """(version id, entries); raises DecodeError for bytes that are not a manifest or hold a bad entry."""
+    pb = project_pb2.ProjectManifest()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable project manifest: {exc}") from None
+    return pb.version_id, entries_from_pb(pb.entries)

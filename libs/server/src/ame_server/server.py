@@ -142,6 +142,7 @@ def build_components(
     launcher = launcher_app.build_components(
         LauncherSettings(
             work_dir=settings.data_dir / "launcher",
+            storage=_storage(settings),
             nats=nats,
             postgres=postgres,
             telemetry=telemetry,

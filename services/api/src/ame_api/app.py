@@ -39,11 +39,11 @@ class ApiService:
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
-    runs = RunService(runtime, settings)
-    follower = LogFollower(runtime, settings)
     store = StoreComponent(settings)
     projects = ProjectService(runtime, settings, store)
     tasks = TaskService(runtime, settings)
+    runs = RunService(runtime, settings, project_sources=projects.launch_source)
+    follower = LogFollower(runtime, settings)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(

@@ -41,14 +41,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def launch_command(run_id: str, attempt: int, organisation: str, spec: RunSpec) -> bytes:
-    return run_pb2.LaunchRun(
+def launch_command(
+    run_id: str, attempt: int, organisation: str, spec: RunSpec, source: tuple[str, str] | None = None
+) -> bytes:
+    """`source`: the (manifest key, blob prefix) of the run's project version in the object store."""
+    pb = run_pb2.LaunchRun(
         run_id=run_id,
         attempt=attempt,
         organisation=organisation,
         spec=codecs.run_spec_to_pb(spec),
         requested_at=codecs.now_pb(),
-    ).SerializeToString()
+    )
+    if source is not None:
+        pb.project_source.CopyFrom(run_pb2.ProjectSource(manifest_key=source[0], blob_prefix=source[1]))
+    return pb.SerializeToString()
 
 
 def cancel_requested(run_id: str, attempt: int, reason: str) -> bytes:
@@ -321,6 +327,10 @@ def manifest_from_pb(entries: Iterable[project_pb2.ManifestEntry]) -> list[Manif
 
 def version_to_pb(version: ProjectVersion) -> project_pb2.ProjectVersion:
     return project_codecs.version_to_pb(version)
+
+
+def manifest_object(version_id: str, entries: Iterable[ManifestEntry]) -> bytes:
+    return project_codecs.manifest_object(version_id, entries)
 
 
 def manifest_to_pb(entries: Iterable[ManifestEntry]) -> list[project_pb2.ManifestEntry]:

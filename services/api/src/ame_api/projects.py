@@ -96,8 +96,17 @@ class StoreComponent:
         await self._stack.aclose()
 
 
+def blob_prefix(organisation: str) -> str:
+    return f"orgs/{organisation}/blobs/"
+
+
 def blob_key(organisation: str, sha256: str) -> str:
-    return f"orgs/{organisation}/blobs/{sha256[:2]}/{sha256}"
+    return f"{blob_prefix(organisation)}{sha256[:2]}/{sha256}"
+
+
+def manifest_key(organisation: str, version_id: str) -> str:
+    """Where a version's manifest lies for launchers (a ProjectManifest): content-addressed like the blobs."""
+    return f"orgs/{organisation}/manifests/{version_id[:2]}/{version_id}"
 
 
 @dataclass(frozen=True)
@@ -361,6 +370,30 @@ class ProjectService:
         if version is None or files is None:
             raise NotFound(f"version {version_id[:80]!r} of project {project!r} not found")
         return version, files
+
+    async def launch_source(self, organisation: str, project: str, version_id: str) -> tuple[str, str]:
+        """The (manifest key, blob prefix) a launcher materialises the run's version from.
+
+        Refuses a version the project does not have. The manifest object is written the first time a run names
+        the version (idempotent: every writer writes the same bytes), so a version committed before launchers read
+        manifests from the store runs too, and a version nobody runs costs nothing.
+        """
+        org = self._organisation(organisation)
+        missing = InvalidRequest(f"project {project!r} has no version {version_id[:80]!r}; push it first")
+        async with self._rt.pool.acquire() as conn:
+            project_id = await repo.find_project_id(conn, organisation=org, name=project)
+            if project_id is None or not _VERSION_ID.match(version_id):
+                raise missing
+            if await repo.get_version(conn, project_id=project_id, version_id=version_id) is None:
+                raise missing
+        key = manifest_key(org, version_id)
+        if not await self._store.store.exists(key):
+            async with self._rt.pool.acquire() as conn:
+                files = await repo.get_manifest(conn, project_id=project_id, version_id=version_id)
+            if files is None:
+                raise missing
+            await self._store.store.put_bytes(key, convert.manifest_object(version_id, files))
+        return key, blob_prefix(org)
 
     async def read_blob(self, organisation: str, project: str, sha256: str) -> AsyncIterator[bytes]:
         """The blob's bytes in chunks, read from a spooled copy so the store's client is not held while sending."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -48,10 +48,15 @@ class Page:
     next_page_token: str
 
 
+# (organisation, project, version id) -> the version's (manifest key, blob prefix) in the object store.
+ProjectSources = Callable[[str, str, str], Awaitable[tuple[str, str]]]
+
+
 class RunService:
-    def __init__(self, runtime: Runtime, settings: ApiSettings) -> None:
+    def __init__(self, runtime: Runtime, settings: ApiSettings, project_sources: ProjectSources | None = None) -> None:
         self._rt = runtime
         self._settings = settings
+        self._project_sources = project_sources
         self._tracer = runtime.telemetry.tracer("ame_api")
 
     async def submit(
@@ -70,7 +75,12 @@ class RunService:
     async def _submit(
         self, run_id: str, spec: RunSpec, trigger: TriggerKind, parent_run_id: str, idempotency_key: str | None
     ) -> Run:
-        command = convert.launch_command(run_id, 1, self._settings.organisation, spec)
+        source = None
+        if spec.project_version_id:
+            if self._project_sources is None:
+                raise InvalidRequest("this server does not run project versions")
+            source = await self._project_sources(self._settings.organisation, spec.project, spec.project_version_id)
+        command = convert.launch_command(run_id, 1, self._settings.organisation, spec, source)
         # RunSpec's own limits keep this far below the server's message size; this guards a changed limit.
         if len(command) > self._rt.nc.max_payload - 4096:
             raise InvalidRequest(

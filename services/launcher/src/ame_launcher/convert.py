@@ -5,13 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from ame import codecs, log_batches
+from ame import codecs, log_batches, project_codecs
 from ame.codecs import DecodeError
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogStreamName, RunSpec, RunState
+from ame.domain.projects import ManifestEntry
 
-__all__ = ["DecodeError", "LaunchCommand", "RunSpec"]
+__all__ = ["DecodeError", "LaunchCommand", "ProjectSource", "RunSpec"]
+
+
+@dataclass(frozen=True)
+class ProjectSource:
+    """Where the run's project version lies in the object store (keys chosen by the api)."""
+
+    manifest_key: str
+    blob_prefix: str
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,7 @@ class LaunchCommand:
     attempt: int
     organisation: str
     spec: RunSpec
+    project_source: ProjectSource | None = None
 
 
 def parse_launch(data: bytes) -> LaunchCommand:
@@ -35,7 +45,17 @@ def parse_launch(data: bytes) -> LaunchCommand:
         attempt=pb.attempt,
         organisation=pb.organisation,
         spec=codecs.run_spec_from_pb(pb.spec),
+        project_source=(
+            ProjectSource(pb.project_source.manifest_key, pb.project_source.blob_prefix)
+            if pb.HasField("project_source")
+            else None
+        ),
     )
+
+
+def parse_manifest(data: bytes) -> tuple[str, list[ManifestEntry]]:
+    """A version's manifest object: (version id, entries); raises DecodeError."""
+    return project_codecs.parse_manifest_object(data)
 
 
 def placeholder_spec(project: str, task: str) -> RunSpec:

@@ -136,6 +136,7 @@ class Launcher:
         await asyncio.gather(*(loop.drain() for loop in self._loops))
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
+        await self._backend.close()
 
     @property
     def active_runs(self) -> int:
@@ -280,12 +281,18 @@ class Launcher:
                 # Only a crashed launcher's orphans need it; the run goes on without.
                 log.exception("could not record the process of run %s", command.run_id)
 
+        running_published = False
+
         async def on_started(pgid: int | None) -> None:
-            nonlocal recording
+            nonlocal recording, running_published
             if pgid is not None:
+                if recording is not None and not recording.done():
+                    recording.cancel()  # an in-run retry started a new process: only the newest one matters
                 # Beside the run, not in its way: the runner reads no output until this returns.
                 recording = asyncio.create_task(record_process(pgid), name=f"record:{command.run_id}")
-            await self._publish_state(command, RunState.RUNNING)
+            if not running_published:
+                running_published = True
+                await self._publish_state(command, RunState.RUNNING)
 
         try:
             if active.cancel.is_set():

@@ -12,6 +12,7 @@ from ame.domain.durations import Duration
 from ame.runner.gpus import parse_gpu_list
 from ame.runner.memory_limits import MemoryEnforcement
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
+from ame_platform.storage import StorageSettings
 
 
 class LauncherSettings(BaseSettings):
@@ -43,8 +44,51 @@ class LauncherSettings(BaseSettings):
             "USER",
             "LOGNAME",
             "SHELL",
+            # What installing a task's dependencies needs to reach a package index from this machine.
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "all_proxy",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE",
+            "PIP_INDEX_URL",
+            "PIP_EXTRA_INDEX_URL",
+            "PIP_FIND_LINKS",
+            "PIP_CERT",
+            "UV_INDEX_URL",
+            "UV_EXTRA_INDEX_URL",
+            "UV_DEFAULT_INDEX",
+            "UV_NATIVE_TLS",
+            "UV_CACHE_DIR",
+            "PYENV_ROOT",
+            "PYENV_VERSION",
         ],
-        description="Variables of the launcher's own environment a local run inherits; nothing else leaks in.",
+        description="Variables of the launcher's own environment a local run (and its environment's set-up) "
+        "inherits; nothing else leaks in.",
+    )
+    home_dir: Path | None = Field(
+        None,
+        description="The runner's home on this machine: task environments, tools, interpreters' shims "
+        "(default: <work_dir>/home). Shared by every run of this launcher, so an environment is built once.",
+    )
+    content_cache_dir: Path | None = Field(
+        None, description="Where project files are cached by sha256 (default: <work_dir>/content)."
+    )
+    placement: Literal["auto", "reflink", "link", "copy"] = Field(
+        "auto",
+        description="How a run's files come out of the content cache: auto clones (reflink) where the filesystem "
+        "can and hard-links read-only files otherwise; copy writes each run its own copy.",
+    )
+    fetch_attempts: int = Field(5, ge=1, description="Tries of each object-store read before the run fails.")
+    fetch_backoff: Duration = Field(0.5, description="Wait before the second try of a read; doubles, up to 10 s.")
+    fetch_timeout: Duration = Field(600.0, description="Longest one object-store read (one blob) may take.")
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="The object store holding project versions (the api's)."
     )
     gpus: str | None = Field(
         None,
@@ -76,3 +120,11 @@ class LauncherSettings(BaseSettings):
         if value is not None:
             parse_gpu_list(value)  # refuses a malformed list at start, not at the first GPU run
         return value
+
+    @property
+    def runner_home(self) -> Path:
+        return (self.home_dir or self.work_dir / "home").resolve()
+
+    @property
+    def content_dir(self) -> Path:
+        return (self.content_cache_dir or self.work_dir / "content").resolve()

@@ -95,8 +95,8 @@ def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool)
 
 
 def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
-    """`ame task run NAME` without -l: run the task's command on the server."""
-    from ame.domain import EnvVar, ExecutorRef, Resources, RunSpec, SecretRef
+    """`ame task run NAME` without -l: push the project, then run the task on the server from that version."""
+    from ame.run_specs import run_spec_for_task
     from ame.spec import SpecError, load_project, resolve_task
 
     try:
@@ -108,25 +108,8 @@ def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
         raise click.ClickException(
             f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
         )
-    r = task.resources
-    spec = RunSpec(
-        project=project.name or project_dir.resolve().name,
-        task=task.name,
-        command=task.executor.command,
-        executor=ExecutorRef(
-            kind=task.executor.kind,
-            python_version=task.executor.python_version or "",
-            image=task.executor.image or "",
-        ),
-        environment=[EnvVar(key=e.key, value=e.val) for e in task.environment],
-        secrets=[SecretRef(key=s.key, inject_as=s.inject_as, vault=getattr(s, "vault", "")) for s in task.secrets],
-        resources=Resources(
-            cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes, gpus=r.gpus
-        ),
-        timeout_seconds=task.timeout_seconds,
-        retries=task.retries,
-        project_version_id=_push_version(project_dir, project.name or project_dir.resolve().name),
-    )
+    name = project.name or project_dir.resolve().name
+    spec = run_spec_for_task(task, project=name, project_version_id=_push_version(project_dir, name))
     return submit_and_follow(spec, target=None, follow_output=follow)
 
 

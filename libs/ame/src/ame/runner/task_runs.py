@@ -128,7 +128,13 @@ class LocalRunner:
         else:
             step = await execution.run_step(task, None, cancel)
             steps, state = [step], step.state
-            exit_code = EXIT_CANCELLED if state == "cancelled" else (step.exit_code or 0)
+            if state == "cancelled":
+                exit_code = EXIT_CANCELLED
+            elif state == "timed_out":
+                # As timeout(1) reports it, whatever signal ended the process; remote runs exit the same.
+                exit_code = EXIT_TIMED_OUT
+            else:
+                exit_code = step.exit_code or 0
             if state != "succeeded" and exit_code == 0:
                 exit_code = EXIT_SETUP_FAILED
             reason = step.reason

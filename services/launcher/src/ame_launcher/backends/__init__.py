@@ -30,4 +30,8 @@ class Backend(Protocol):
         on_started: Callable[[int | None], Awaitable[None]],
     ) -> RunResult:
         """Run the attempt to its end; `cancel` set means stop it. Calls `on_started` once it is running, with
-        the process group id of a local run (None where there is none)."""
+        the process group id of a local run (None where there is none); again for each process it starts
+        anew (an in-run retry)."""
+
+    async def close(self) -> None:
+        """Release what the backend opened (object-store clients); called once the launcher has drained."""

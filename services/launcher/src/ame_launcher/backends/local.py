@@ -1,4 +1,11 @@
-"""The local backend: each run is a process group on this machine (the embedded default)."""
+"""The local backend: each run is the task `ame task run -l` would run, in a process group on this machine.
+
+A run with a project version gets the version's files in its own directory (from the content cache) and runs
+there through `ame.runner.LocalRunner`, the runner behind `-l`: the same executors and environment cache (kept
+under the launcher's runner home, so an environment is built once for every run that needs it), the same
+`pythonVersion`, environment variables and timeout (a timed-out run ends with 124). A run without a version
+(`ame runs submit`) runs its command in an empty directory, through the same runner.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,21 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ame.domain import RunState
-from ame.runner import ProcessSpec, StreamName, run_process
+from ame.run_specs import task_for_run_spec
+from ame.runner import LocalArtifactStore, LocalRunner, RunSettings, SecretError, StreamName
+from ame.runner.home import AmeHome
+from ame.runner.process import OutputSink
 from ame_launcher.backends import RunResult
+from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.convert import LaunchCommand
 from ame_launcher.logsink import ChunkPublisher
+from ame_launcher.project_versions import VersionReader
 from ame_launcher.settings import LauncherSettings
+
+_T = TypeVar("_T")
 
 _STATES = {
     "succeeded": RunState.SUCCEEDED,
@@ -36,22 +51,47 @@ class _Sink:
         await self._output.write(stream, text)
 
 
+class _Output:
+    """The runner's output for a remote run: the task's lines and AME's notices, onto the run's log."""
+
+    def __init__(self, output: ChunkPublisher, on_started: Callable[[int | None], Awaitable[None]]) -> None:
+        self._output = output
+        self._sink = _Sink(output, on_started)
+
+    def sink(self, step: str | None) -> OutputSink:
+        return self._sink
+
+    async def notice(self, text: str) -> None:
+        await self._output.write("system", text)
+
+
+class _NoSecretStore:
+    """The server has no secret store yet: a run that needs a secret fails before it starts, saying so."""
+
+    def __init__(self, what: str = "the server has no secret store configured") -> None:
+        self._what = what
+
+    async def get_secret(self, key: str) -> str | None:
+        raise SecretError(f"secret {key!r} cannot be resolved: {self._what}")
+
+
 class LocalBackend:
     name = "local"
 
     def __init__(self, settings: LauncherSettings) -> None:
         self._settings = settings
         self._work_dir = settings.work_dir.resolve()
+        self._home = AmeHome(settings.runner_home)
+        self._versions = VersionReader(settings)
+        # Remote runs' artifacts stay on this machine until they are uploaded per run (not built yet).
+        self._artifacts = LocalArtifactStore(self._home.artifacts)
+
+    async def close(self) -> None:
+        await self._versions.close()
 
     def _environment(self, command: LaunchCommand) -> dict[str, str]:
         env = {k: os.environ[k] for k in self._settings.inherit_env if k in os.environ}
-        env.update({e.key: e.value for e in command.spec.environment})
-        env.update(
-            AME_RUN_ID=command.run_id,
-            AME_RUN_ATTEMPT=str(command.attempt),
-            AME_PROJECT=command.spec.project,
-            AME_TASK_NAME=command.spec.task,
-        )
+        env.update(AME_RUN_ATTEMPT=str(command.attempt))
         return env
 
     async def execute(
@@ -62,38 +102,75 @@ class LocalBackend:
         on_started: Callable[[int | None], Awaitable[None]],
     ) -> RunResult:
         spec = command.spec
-        if spec.secrets:
-            names = ", ".join(s.inject_as for s in spec.secrets)
-            reason = f"secrets ({names}) cannot be resolved: the server has no secret store configured"
-            await output.write("system", f"ame: {reason}")
-            return RunResult(RunState.FAILED, None, reason)
-        if spec.executor.kind != "custom":
-            reason = (
-                f"the {spec.executor.kind!r} executor needs the project's files, and this run has no uploaded "
-                "project version; use the 'custom' executor or run the task from its project"
-            )
-            await output.write("system", f"ame: {reason}")
-            return RunResult(RunState.FAILED, None, reason)
         workdir = self._work_dir / "runs" / f"{command.run_id}-{command.attempt}"
-        await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         try:
-            outcome = await run_process(
-                ProcessSpec(
-                    argv=["/bin/sh", "-c", spec.command],
-                    cwd=workdir,
-                    env=self._environment(command),
-                    timeout_seconds=spec.timeout_seconds,
+            await asyncio.to_thread(_fresh_directory, workdir)
+            if spec.project_version_id:
+                if command.project_source is None:
+                    return await _fail(
+                        output, f"the launch command does not say where version {spec.project_version_id} lies"
+                    )
+                outcome = await _unless_cancelled(
+                    self._versions.materialise(spec.project_version_id, command.project_source, workdir), cancel
+                )
+                if outcome is None:
+                    return RunResult(RunState.CANCELLED, None, "cancelled while its project files were fetched")
+                if outcome.fetched:
+                    await output.write(
+                        "system", f"fetched {outcome.fetched} file(s) of version {spec.project_version_id[:12]}"
+                    )
+            runner = LocalRunner(
+                RunSettings(
+                    home=self._home,
+                    project_dir=workdir,
+                    project_name=spec.project,
+                    base_env=self._environment(command),
+                    secrets=_NoSecretStore(),
+                    vault=lambda name: _NoSecretStore(f"the server has no access to vault {name!r}"),
+                    artifacts=self._artifacts,
                     grace_seconds=self._settings.grace_period,
-                    memory_limit_bytes=spec.resources.memory_bytes,
+                    record_runs=False,
+                    # GPUs were placed by the launcher (capacity.py) and arrive in the spec's environment.
                     memory_enforcement=self._settings.memory_enforcement,
-                ),
-                _Sink(output, on_started),
-                cancel=cancel,
+                )
             )
+            result = await runner.run(
+                task_for_run_spec(spec), _Output(output, on_started), run_id=command.run_id, cancel=cancel
+            )
+        except (MaterialiseError, SecretError) as exc:
+            return await _fail(output, str(exc))
         finally:
             if not self._settings.keep_workdirs:
                 await asyncio.to_thread(_remove, workdir)
-        return RunResult(_STATES[outcome.state], outcome.exit_code, outcome.reason or "")
+        state = _STATES.get(result.state, RunState.FAILED)
+        reason = "" if state == RunState.SUCCEEDED else (result.reason or "")
+        return RunResult(state, result.exit_code, reason)
+
+
+async def _fail(output: ChunkPublisher, reason: str) -> RunResult:
+    await output.write("system", f"ame: {reason}")
+    return RunResult(RunState.FAILED, None, reason)
+
+
+async def _unless_cancelled(work: Awaitable[_T], cancel: asyncio.Event) -> _T | None:
+    """`work`'s result, or None once `cancel` is set first (the work is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(cancel.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
+
+
+def _fresh_directory(path: Path) -> None:
+    # A redelivered attempt after a crash may find what its first try left: start from nothing.
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
 
 
 def _remove(path: Path) -> None:

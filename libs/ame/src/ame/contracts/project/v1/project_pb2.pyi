@@ -3,9 +3,11 @@
 isort:skip_file
 Projects: named collections of tasks and their uploaded versions."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -147,3 +149,31 @@ class ProjectVersionCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProjectVersionCreated: _TypeAlias = ProjectVersionCreated  # noqa: Y015
+
+@_typing.final
+class ProjectManifest(_message.Message):
+    """A version's manifest as the api stores it in the object store, for launchers to materialise the version from.
+    Entries are in path order; they hash to `version_id` (see ame.domain.projects.manifest_digest), so a reader
+    checks what it read.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ManifestEntry]: ...
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        entries: _abc.Iterable[Global___ManifestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectManifest: _TypeAlias = ProjectManifest  # noqa: Y015

@@ -367,6 +367,7 @@ class LaunchRun(_message.Message):
     ORGANISATION_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    PROJECT_SOURCE_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     attempt: _builtins.int
     organisation: _builtins.str
@@ -374,6 +375,10 @@ class LaunchRun(_message.Message):
     def spec(self) -> Global___RunSpec: ...
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def project_source(self) -> Global___ProjectSource:
+        """Where the launcher finds spec.project_version_id in the object store; unset for runs without a version."""
+
     def __init__(
         self,
         *,
@@ -382,14 +387,41 @@ class LaunchRun(_message.Message):
         organisation: _builtins.str = ...,
         spec: Global___RunSpec | None = ...,
         requested_at: _timestamp_pb2.Timestamp | None = ...,
+        project_source: Global___ProjectSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project_source", b"project_source", "requested_at", b"requested_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "organisation", b"organisation", "requested_at", b"requested_at", "run_id", b"run_id", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "organisation", b"organisation", "project_source", b"project_source", "requested_at", b"requested_at", "run_id", b"run_id", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LaunchRun: _TypeAlias = LaunchRun  # noqa: Y015
+
+@_typing.final
+class ProjectSource(_message.Message):
+    """Object-store keys of a project version, chosen by the api (which owns the layout) so launchers need not know it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_KEY_FIELD_NUMBER: _builtins.int
+    BLOB_PREFIX_FIELD_NUMBER: _builtins.int
+    manifest_key: _builtins.str
+    """The object holding the version's ProjectManifest (ame.contracts.project.v1)."""
+    blob_prefix: _builtins.str
+    """A blob lies at blob_prefix + sha256[0:2] + "/" + sha256."""
+    def __init__(
+        self,
+        *,
+        manifest_key: _builtins.str = ...,
+        blob_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_prefix", b"blob_prefix", "manifest_key", b"manifest_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectSource: _TypeAlias = ProjectSource  # noqa: Y015
 
 @_typing.final
 class RunCancelRequested(_message.Message):

@@ -1,0 +1,78 @@
+"""A resolved task as a run spec and back: what `ame task run NAME` sends, and what a launcher runs from it.
+
+The two directions live together so they cannot drift: a remote run is the task `-l` would run, carried in a
+`RunSpec` and turned back into the same `ResolvedTask` where it executes (a round trip keeps every field a run
+spec carries; tests hold it to that).
+"""
+
+from __future__ import annotations
+
+from ame.domain import ArtifactsSpec, EnvVar, ExecutorRef, Resources, RunSpec, SecretRef
+from ame.spec import AmeSecret, Artifacts, Executor, ResolvedTask, VaultSecret
+from ame.spec import EnvVar as SpecEnvVar
+from ame.spec import Resources as SpecResources
+
+__all__ = ["run_spec_for_task", "task_for_run_spec"]
+
+
+def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: str = "") -> RunSpec:
+    """The spec of a remote run of `task` (a plain task: pipelines do not run remotely yet)."""
+    if task.executor is None:
+        raise ValueError(f"task {task.name!r} is a pipeline; a run spec carries one command")
+    r = task.resources
+    return RunSpec(
+        project=project,
+        task=task.name,
+        command=task.executor.command,
+        executor=ExecutorRef(
+            kind=task.executor.kind,
+            python_version=task.executor.python_version or "",
+            image=task.executor.image or "",
+        ),
+        environment=[EnvVar(key=e.key, value=e.val) for e in task.environment],
+        secrets=[
+            SecretRef(key=s.key, inject_as=s.inject_as, vault=s.vault if isinstance(s, VaultSecret) else "")
+            for s in task.secrets
+        ],
+        resources=Resources(
+            cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes, gpus=r.gpus
+        ),
+        timeout_seconds=task.timeout_seconds,
+        retries=task.retries,
+        artifacts=ArtifactsSpec(paths=list(task.artifacts.paths), save_changed_files=task.artifacts.save_changed_files),
+        project_version_id=project_version_id,
+    )
+
+
+def task_for_run_spec(spec: RunSpec) -> ResolvedTask:
+    """The task a launcher runs for `spec`, through the same runner as `ame task run -l`."""
+    executor = Executor.model_validate(
+        {
+            "kind": spec.executor.kind,
+            "command": spec.command,
+            "pythonVersion": spec.executor.python_version or None,
+            "image": spec.executor.image or None,
+        }
+    )
+    secrets: list[AmeSecret | VaultSecret] = [
+        VaultSecret.model_validate({"vault": s.vault, "key": s.key, "injectAs": s.inject_as})
+        if s.vault
+        else AmeSecret.model_validate({"key": s.key, "injectAs": s.inject_as})
+        for s in spec.secrets
+    ]
+    r = spec.resources
+    return ResolvedTask(
+        name=spec.task,
+        project=spec.project,
+        executor=executor,
+        resources=SpecResources(
+            cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes, gpus=r.gpus
+        ),
+        environment=[SpecEnvVar.model_validate({"key": e.key, "val": e.value}) for e in spec.environment],
+        secrets=secrets,
+        artifacts=Artifacts.model_validate(
+            {"paths": list(spec.artifacts.paths), "saveChangedFiles": spec.artifacts.save_changed_files}
+        ),
+        timeout_seconds=spec.timeout_seconds,
+        retries=spec.retries,
+    )

@@ -1,0 +1,110 @@
+"""Reading a run's project version from the object store: its manifest, then its blobs into the content cache.
+
+The launcher reads the store directly (the api's keys travel in the launch command's `ProjectSource`), so a run
+does not depend on the api being up, and blobs do not pass through it. Every read is bounded by a timeout and
+retried with backoff; an object that is not there, or bytes that do not match their digest, fail at once. A run
+that cannot get its files fails with a reason naming what could not be read, never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ame.domain.projects import ManifestEntry, manifest_digest
+from ame_launcher import convert
+from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed
+from ame_launcher.settings import LauncherSettings
+from ame_platform.storage import InvalidKeyError, ObjectNotFound, ObjectStore, open_object_store
+
+__all__ = ["VersionReader"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+# Parsed manifests kept in memory, most recently used first out last (a 100,000-file one is some tens of MB).
+_KEPT_MANIFESTS = 16
+
+
+class VersionReader:
+    """Materialises versions into run directories; opens the object store on first use, closes it on `close`."""
+
+    def __init__(self, settings: LauncherSettings) -> None:
+        self._settings = settings
+        self.cache = ContentCache(settings.content_dir, settings.placement)
+        self._stack = contextlib.AsyncExitStack()
+        self._store: ObjectStore | None = None
+        self._opening = asyncio.Lock()
+        self._manifests: OrderedDict[tuple[str, str], list[ManifestEntry]] = OrderedDict()
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._store = None
+
+    async def _open(self) -> ObjectStore:
+        async with self._opening:
+            if self._store is None:
+                self._store = await self._retrying(
+                    "opening the object store",
+                    lambda: self._stack.enter_async_context(open_object_store(self._settings.storage)),
+                )
+            return self._store
+
+    async def materialise(self, version_id: str, source: convert.ProjectSource, dest: Path) -> Placed:
+        store = await self._open()
+        entries = await self._manifest(store, version_id, source)
+
+        async def fetch(sha256: str, temp: Path) -> None:
+            key = f"{source.blob_prefix}{sha256[:2]}/{sha256}"
+            await self._retrying(f"blob {sha256}", lambda: store.get_file(key, temp))
+
+        return await self.cache.materialise(entries, dest, fetch)
+
+    async def _manifest(
+        self, store: ObjectStore, version_id: str, source: convert.ProjectSource
+    ) -> list[ManifestEntry]:
+        # A version never changes, and what is kept was checked against its id: many runs of one version
+        # read and parse its manifest once.
+        kept = self._manifests.get((source.manifest_key, version_id))
+        if kept is not None:
+            self._manifests.move_to_end((source.manifest_key, version_id))
+            return kept
+        data = await self._retrying(
+            f"the manifest of version {version_id}", lambda: store.get_bytes(source.manifest_key)
+        )
+        try:
+            stored_id, entries = convert.parse_manifest(data)
+        except convert.DecodeError as exc:
+            raise MaterialiseError(f"the manifest of version {version_id} is unreadable: {exc}") from None
+        # The manifest hashes to its version id, so what was read is exactly the version the run names.
+        if stored_id != version_id or manifest_digest(entries) != version_id:
+            raise MaterialiseError(f"the object store's manifest at {source.manifest_key} is not version {version_id}")
+        self._manifests[(source.manifest_key, version_id)] = entries
+        while len(self._manifests) > _KEPT_MANIFESTS:
+            self._manifests.popitem(last=False)
+        return entries
+
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[_T]]) -> _T:
+        settings = self._settings
+        delay = settings.fetch_backoff
+        for attempt in range(1, settings.fetch_attempts + 1):
+            try:
+                return await asyncio.wait_for(action(), timeout=settings.fetch_timeout)
+            except (ObjectNotFound, InvalidKeyError) as exc:
+                raise MaterialiseError(f"{what} is not in the object store ({exc})") from None
+            except MaterialiseError:
+                raise
+            except Exception as exc:
+                detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                if attempt == settings.fetch_attempts:
+                    raise MaterialiseError(
+                        f"could not read {what} from the object store after {attempt} tries: {detail}"
+                    ) from None
+                log.warning("reading %s from the object store failed (%s); retrying in %.1f s", what, detail, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
