@@ -14,12 +14,13 @@ import argparse
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from embedded import ServerDidNotStart, embedded_server
 
 TARGET_REPUSH_SECONDS = 2.0
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -82,50 +83,35 @@ def main() -> int:
         started = time.perf_counter()
         generate(project, total, args.files)
         print(f"generated {args.files} files, {total / 1024**2:.0f} MiB in {time.perf_counter() - started:.1f} s")
-        info_file = home / "server" / "server.json"
-        home.mkdir()
-        log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below, after the server
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ame.cli.main", "server", "--rest-port", "0", "--grpc-port", "0"],
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
         try:
-            deadline = time.monotonic() + 60
-            while not info_file.exists():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    print((home / "server.log").read_text(), file=sys.stderr)
-                    return 1
-                time.sleep(0.05)
-            env["AME_GRPC_TARGET"] = json.loads(info_file.read_text())["grpc_target"]
-            print(f"machine: {os.cpu_count()} cores; embedded server, local object store")
-            load = os.getloadavg()[0]
-            first_s, first_cpu, first = push(project, env)
-            print(
-                f"first push:     {first_s:6.2f} s (CLI CPU {first_cpu:.2f} s)  "
-                f"uploaded {first['uploaded_files']} files, "
-                f"{int(str(first['uploaded_bytes'])) / 1024**2:.0f} MiB, hashed {first['hashed_files']} files"
-            )
-            # The median of three re-pushes: on a shared machine one figure can catch another job's burst.
-            repushes = [push(project, env) for _ in range(3)]
-            repushes.sort(key=lambda r: r[0])
-            again_s, again_cpu, again = repushes[1]
-            print(
-                f"unchanged push: {again_s:6.2f} s (CLI CPU {again_cpu:.2f} s)  "
-                f"uploaded {again['uploaded_files']} files, "
-                f"{again['uploaded_bytes']} bytes, hashed {again['hashed_files']} files "
-                f"(median of 3: {', '.join(f'{r[0]:.2f}' for r in repushes)} s; target <= "
-                f"{TARGET_REPUSH_SECONDS:.0f} s, 0 bytes)"
-            )
-            print(f"load average before the pushes: {load:.1f} on {os.cpu_count()} cores")
-            ok = all(r[2]["uploaded_bytes"] == 0 for r in repushes) and again_s <= TARGET_REPUSH_SECONDS
-            print("PASS" if ok else "FAIL")
-            return 0 if ok else 1
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=60)
-            log.close()
+            with embedded_server(home, env, stop_timeout=60) as info:
+                env["AME_GRPC_TARGET"] = info["grpc_target"]
+                print(f"machine: {os.cpu_count()} cores; embedded server, local object store")
+                load = os.getloadavg()[0]
+                first_s, first_cpu, first = push(project, env)
+                print(
+                    f"first push:     {first_s:6.2f} s (CLI CPU {first_cpu:.2f} s)  "
+                    f"uploaded {first['uploaded_files']} files, "
+                    f"{int(str(first['uploaded_bytes'])) / 1024**2:.0f} MiB, hashed {first['hashed_files']} files"
+                )
+                # The median of three re-pushes: on a shared machine one figure can catch another job's burst.
+                repushes = [push(project, env) for _ in range(3)]
+                repushes.sort(key=lambda r: r[0])
+                again_s, again_cpu, again = repushes[1]
+                print(
+                    f"unchanged push: {again_s:6.2f} s (CLI CPU {again_cpu:.2f} s)  "
+                    f"uploaded {again['uploaded_files']} files, "
+                    f"{again['uploaded_bytes']} bytes, hashed {again['hashed_files']} files "
+                    f"(median of 3: {', '.join(f'{r[0]:.2f}' for r in repushes)} s; target <= "
+                    f"{TARGET_REPUSH_SECONDS:.0f} s, 0 bytes)"
+                )
+                print(f"load average before the pushes: {load:.1f} on {os.cpu_count()} cores")
+                ok = all(r[2]["uploaded_bytes"] == 0 for r in repushes) and again_s <= TARGET_REPUSH_SECONDS
+                print("PASS" if ok else "FAIL")
+                return 0 if ok else 1
+        except ServerDidNotStart as exc:
+            print(exc, file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

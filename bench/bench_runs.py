@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +27,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import nats
+from embedded import ServerDidNotStart, embedded_server
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.contracts.run.v1 import run_pb2
@@ -166,31 +164,17 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ame-bench-") as home:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AME_")} | {"AME_HOME": home}
-        info_file = Path(home) / "server" / "server.json"
-        log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 - closed below, after the server
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ame.cli.main", "server", "--rest-port", "0", "--grpc-port", "0"],
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AME_")}
         try:
-            deadline = time.monotonic() + 60
-            while not info_file.exists():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    print((Path(home) / "server.log").read_text(), file=sys.stderr)
-                    return 1
-                time.sleep(0.05)
-            info = json.loads(info_file.read_text())
-            print(
-                f"machine: {os.cpu_count()} cores; embedded server (nats-server + PostgreSQL + 4 services, 1 process)"
-            )
-            return asyncio.run(measure(info, args.runs, args.burst))
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=60)
-            log.close()
+            with embedded_server(Path(home), env, stop_timeout=60) as info:
+                print(
+                    f"machine: {os.cpu_count()} cores; embedded server (nats-server + PostgreSQL + 4 services, "
+                    "1 process)"
+                )
+                return asyncio.run(measure(info, args.runs, args.burst))
+        except ServerDidNotStart as exc:
+            print(exc, file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":
