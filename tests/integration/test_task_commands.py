@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -259,3 +260,103 @@ async def test_task_logs_follows_a_running_task_until_it_ends(stack: Stack, clie
     assert rest_of_output == b"released\n"
     assert proc.returncode == 4, errors.decode()
     assert f"run {run.id}: demo/slow (" in errors.decode()
+
+
+async def _start_remote_task_run(stack: Stack, tmp_path: Path, release: Path) -> asyncio.subprocess.Process:
+    """`ame task run wait` (on the server) in a project whose task prints, then waits for `release`."""
+    root = tmp_path / "waiting"
+    root.mkdir()
+    (root / "wait.py").write_text(
+        "import pathlib, time\n"
+        "print('started', flush=True)\n"
+        f"while not pathlib.Path({str(release)!r}).exists(): time.sleep(0.05)\n"
+        "print('released')\n"
+    )
+    (root / "ame.yml").write_text(
+        "project: waiting\ntasks:\n  - name: wait\n    executor: !custom\n      command: python wait.py\n"
+    )
+    env = {"AME_GRPC_TARGET": stack.grpc_target, "AME_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ame.cli.main",
+        "task",
+        "run",
+        "wait",
+        cwd=root,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _read_until(stream: asyncio.StreamReader, needle: bytes) -> bytes:
+    seen = b""
+    while needle not in seen:
+        line = await asyncio.wait_for(stream.readline(), timeout=60)
+        assert line, f"stream ended before {needle!r}: {seen.decode()}"
+        seen += line
+    return seen
+
+
+async def _the_run(client: Grpc) -> run_pb2.Run:
+    (run,) = (await client.stub.ListRuns(ame_service_pb2.ListRunsRequest(project="waiting"))).runs
+    return run
+
+
+async def test_ctrl_c_detaches_from_a_remote_run_which_goes_on(stack: Stack, client: Grpc, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    proc = await _start_remote_task_run(stack, tmp_path, release)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), timeout=60) == b"started\n"
+        proc.send_signal(signal.SIGINT)
+        detached = await _read_until(proc.stderr, b"detached from run")
+        assert b"ame task logs" in detached
+        _, rest = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, rest.decode()
+    run = await _the_run(client)
+    assert run.state == run_pb2.RUN_STATE_RUNNING  # the run went on without its follower
+    release.touch()
+    followed = await asyncio.wait_for(client.follow(run.id), timeout=60)
+    assert [text for _, stream, text in followed.lines if stream == "stdout"] == ["started", "released"]
+    assert followed.end is not None and followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
+
+
+async def test_a_second_ctrl_c_cancels_the_remote_run(stack: Stack, client: Grpc, tmp_path: Path) -> None:
+    proc = await _start_remote_task_run(stack, tmp_path, tmp_path / "never")
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), timeout=60) == b"started\n"
+        proc.send_signal(signal.SIGINT)
+        await _read_until(proc.stderr, b"Ctrl-C again")
+        proc.send_signal(signal.SIGINT)
+        _, rest = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130, rest.decode()
+    run = await _the_run(client)
+
+    async def cancelled() -> bool:
+        return (await client.get(run.id)).state == run_pb2.RUN_STATE_CANCELLED
+
+    await wait_until(cancelled, timeout=30, message="the run to be cancelled")
+    assert "Ctrl-C" in (await client.get(run.id)).reason
+
+
+async def test_detach_starts_the_run_and_returns_its_id(stack: Stack, client: Grpc, tmp_path: Path) -> None:
+    root = write_project(tmp_path / "detached", "detached", ["hello"])
+    result = await ame(stack, tmp_path / "home", "task", "run", "hello", "--detach", "--project-dir", str(root))
+    assert result.exit_code == 0, result.output
+    run_id = result.stdout.strip()
+    followed = await asyncio.wait_for(client.follow(run_id), timeout=60)
+    assert followed.end is not None and followed.end.end.state == run_pb2.RUN_STATE_SUCCEEDED
+    assert [text for _, stream, text in followed.lines if stream == "stdout"] == ["hello"]
+    refused = await ame(stack, tmp_path / "home", "task", "run", "-l", "hello", "--detach", "--project-dir", str(root))
+    assert refused.exit_code == 2 and "--detach is for runs on the server" in refused.output

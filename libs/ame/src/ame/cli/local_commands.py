@@ -59,6 +59,7 @@ def register(cli: click.Group) -> None:
     help="Pipeline steps run at once in a parallel group (local runs; default: CPU count).",
 )
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Remote runs: stream output.")
+@click.option("--detach", is_flag=True, help="Remote runs: start the run, print its id and return (as --no-follow).")
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -67,16 +68,20 @@ def run_command(
     project_dir: Path,
     max_parallel: int | None,
     follow: bool,
+    detach: bool,
 ) -> None:
     """Run task NAME of the project here (-l) or on the AME server; without NAME, pick one.
 
-    The exit code is the task's. Ctrl-C stops the task (SIGTERM to all its processes, SIGKILL after
-    a grace period); a second Ctrl-C kills it at once.
+    The exit code is the task's. With -l, Ctrl-C stops the task (SIGTERM to all its processes, SIGKILL
+    after a grace period); a second Ctrl-C kills it at once. On the server, Ctrl-C detaches: the run goes
+    on and `ame task logs` follows it again; a second Ctrl-C within 3 s cancels it.
     """
+    if local and detach:
+        raise click.UsageError("--detach is for runs on the server; a local run (-l) ends with this command")
     project = _load_project(project_dir)
     name = name or _pick_task(project)
     if not local:
-        ctx.exit(_run_remote(project_dir, name, follow))
+        ctx.exit(_run_remote(project_dir, name, follow and not detach))
     ctx.exit(_run_local(project, project_dir, name, max_parallel))
 
 

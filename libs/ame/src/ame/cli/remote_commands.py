@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 # Exit codes of runs that did not end on their own, as shells and `timeout(1)` report them.
 _STATE_EXIT = {"cancelled": 130, "timed_out": 124, "lost": 1}
+# After Ctrl-C detaches from a run, how long a second Ctrl-C still cancels it.
+CANCEL_WINDOW_SECONDS = 3.0
 
 
 def _client(target: str | None) -> Client:
@@ -89,9 +92,30 @@ def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool)
             if not follow_output:
                 click.echo(run.id)
                 return 0
-            return follow(client, run.id)
+            return _follow_or_detach(client, run.id)
     except AmeError as exc:
         raise _fail(exc) from None
+
+
+def _follow_or_detach(client: Client, run_id: str) -> int:
+    """Follow the run; Ctrl-C detaches (the run goes on, exit 0) and a second Ctrl-C soon after cancels it."""
+    try:
+        return follow(client, run_id)
+    except KeyboardInterrupt:
+        pass
+    click.echo(
+        f"\name: detached from run {run_id}; it goes on (`ame task logs {run_id}` follows it again). "
+        f"Ctrl-C again within {CANCEL_WINDOW_SECONDS:.0f} s cancels it.",
+        err=True,
+    )
+    try:
+        # Not synchronisation: the time a person gets to press Ctrl-C a second time.
+        time.sleep(CANCEL_WINDOW_SECONDS)
+    except KeyboardInterrupt:
+        run = client.cancel_run(run_id, reason="cancelled with Ctrl-C")
+        click.echo(f"ame: run {run_id} {run.state.value}", err=True)
+        return _STATE_EXIT["cancelled"]
+    return 0
 
 
 def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
