@@ -119,17 +119,25 @@ async def test_a_nul_in_a_final_reason_is_cleaned_and_the_run_ends(
     assert await _letters(rest) == []
 
 
-_REFUSE_UPDATES = """
-CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+def _refusing(table: str, event: str, condition: str, what: str) -> str:
+    """A trigger that fails matching writes on `table` with a check violation: a data error no retry cures."""
+    return f"""
+CREATE FUNCTION test_refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.id = '{run_id}'::uuid AND {condition} THEN
-        RAISE EXCEPTION 'update refused by the test' USING ERRCODE = 'check_violation';
+    IF {condition} THEN
+        RAISE EXCEPTION '{what} refused by the test' USING ERRCODE = 'check_violation';
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER test_refuse BEFORE UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION test_refuse();
+CREATE TRIGGER test_refuse_{table} BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION test_refuse_{table}();
 """
-_ALLOW_UPDATES = "DROP TRIGGER test_refuse ON runs; DROP FUNCTION test_refuse();"
+
+
+def _allowing(table: str) -> str:
+    return f"DROP TRIGGER test_refuse_{table} ON {table}; DROP FUNCTION test_refuse_{table}();"
+
+
+_ALLOW_UPDATES = _allowing("runs")
 
 
 @pytest.mark.slow
@@ -141,7 +149,7 @@ async def test_a_dead_lettered_final_event_is_replayed_and_ends_the_run(
     await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
     async with stack.runtime.pool.acquire() as conn:
         # A data error on every write of this run: neither the handler nor its dead-letter fallback can apply.
-        await conn.execute(_REFUSE_UPDATES.format(run_id=run.id, condition="true"))
+        await conn.execute(_refusing("runs", "UPDATE", f"NEW.id = '{run.id}'::uuid", "update"))
     try:
         event = state_changed_pb(run.id, 1, RunState.FAILED, 3, "boom").SerializeToString()
         await _publish(stack, names.run_state(RunState.FAILED), event, f"test-failed:{run.id}")
@@ -175,7 +183,9 @@ async def test_a_final_event_dead_lettered_for_its_reason_still_ends_the_run_in_
     run = await client.submit("sleep 300")
     await wait_until(lambda: _running(client, run.id), timeout=20, message="the run to be running")
     async with stack.runtime.pool.acquire() as conn:
-        await conn.execute(_REFUSE_UPDATES.format(run_id=run.id, condition="NEW.reason LIKE '%unstorable%'"))
+        await conn.execute(
+            _refusing("runs", "UPDATE", f"NEW.id = '{run.id}'::uuid AND NEW.reason LIKE '%unstorable%'", "update")
+        )
     try:
         event = state_changed_pb(run.id, 1, RunState.TIMED_OUT, None, "unstorable text").SerializeToString()
         await _publish(stack, names.run_state(RunState.TIMED_OUT), event, f"test-timeout:{run.id}")
@@ -202,17 +212,8 @@ async def test_admin_endpoints_refuse_bad_input(rest: httpx.AsyncClient) -> None
     assert missing.status_code == 404 and missing.json()["error"]
 
 
-_REFUSE_LEASES = """
-CREATE FUNCTION test_refuse_lease() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.task = 'refused-task' AND NEW.state = 'active' THEN
-        RAISE EXCEPTION 'lease refused by the test' USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER test_refuse_lease BEFORE INSERT ON leases FOR EACH ROW EXECUTE FUNCTION test_refuse_lease();
-"""
-_ALLOW_LEASES = "DROP TRIGGER test_refuse_lease ON leases; DROP FUNCTION test_refuse_lease();"
+_REFUSE_LEASES = _refusing("leases", "INSERT", "NEW.task = 'refused-task' AND NEW.state = 'active'", "lease")
+_ALLOW_LEASES = _allowing("leases")
 
 
 @pytest.mark.slow

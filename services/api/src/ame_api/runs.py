@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +17,7 @@ from ame_api import convert, organisations
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
-from ame_platform.bus.consumer import Poison
+from ame_platform.bus.consumer import Poison, keep_in_hand
 from ame_platform.bus.deadletters import DeadLetterQueue
 from ame_platform.bus.publisher import headers_for
 from ame_platform.db import Connection
@@ -230,8 +229,7 @@ class RunService:
             )
 
         async def still_in_hand(exc: BaseException) -> None:
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            await keep_in_hand(msg)
 
         # While the database is away the event waits here and is applied as soon as it
         # is back; past the deadline it goes back to JetStream (which redelivers it with a growing delay), so a

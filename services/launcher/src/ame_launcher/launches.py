@@ -21,7 +21,6 @@ its heartbeats in first; and it never reports the runs it holds itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -40,7 +39,7 @@ from ame_launcher.capacity import Capacity
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.repositories import leases
 from ame_launcher.settings import LauncherSettings
-from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer, Redeliver
+from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer, Redeliver, keep_in_hand
 from ame_platform.bus.publisher import publish_until_stored
 from ame_platform.bus.subjects import LAUNCHER_LAUNCH
 from ame_platform.db import Connection
@@ -193,8 +192,7 @@ class Launcher:
         async def still_in_hand(exc: BaseException) -> None:
             self._db_fault_at = time.monotonic()
             # Without this JetStream would hand the command to another launcher while this one waits.
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            await keep_in_hand(msg)
 
         try:
             return await with_connection(
@@ -236,7 +234,7 @@ class Launcher:
             try:
                 await asyncio.wait_for(self._slots.acquire(), timeout=1.0)
             except TimeoutError:
-                await msg.in_progress()
+                await keep_in_hand(msg)
                 continue
             if self._stopping.is_set():
                 self._slots.release()

@@ -55,6 +55,14 @@ class Redeliver(Exception):
     """Hand the message back now, for this or another replica; not an error."""
 
 
+async def keep_in_hand(msg: Msg) -> None:
+    """Tell JetStream a handler still works on `msg` (its ack wait starts over), so it is not handed to another
+    replica meanwhile. With the connection away this cannot be said; the message may then be redelivered, which
+    every handler tolerates, so that is not an error here."""
+    with contextlib.suppress(Exception):
+        await msg.in_progress()
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     stream: str
