@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from ame import bus_messages
 from ame.domain import RunSpec, new_run_id
-from ame_api import convert as api_convert
 from ame_launcher import app as launcher_app
 from ame_launcher.settings import LauncherSettings
 from ame_platform.bus.publisher import headers_for
@@ -44,7 +44,7 @@ async def test_drain_with_every_slot_busy_ends_runs_and_hands_back_commands(
         await launcher.start(supervisor)
         run_ids = [new_run_id(), new_run_id()]
         for run_id in run_ids:
-            payload = api_convert.launch_command(run_id, 1, "default", RunSpec(command="sleep 300"))
+            payload = bus_messages.encode_launch(run_id, 1, "default", RunSpec(command="sleep 300"))
             await runtime.js.publish(runtime.names.run_launch, payload, headers=headers_for(f"launch:{run_id}:1"))
         await wait_until(lambda: launcher.active_runs == 1, message="the first run to hold the only slot")
 

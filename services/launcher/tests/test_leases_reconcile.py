@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from ame import bus_messages, codecs
 from ame.codecs import parse_log_chunk
-from ame.domain import RunSpec, RunState, TriggerKind, new_run_id
-from ame_api import convert as api_convert
-from ame_api.repositories import runs as runs_repo
+from ame.contracts.run.v1 import run_pb2
+from ame.domain import RunSpec, RunState
 from ame_platform.bus.publisher import headers_for
 from tests.integration.clients import Grpc, py
+from tests.registry_rows import insert_queued_run
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
 
@@ -21,18 +22,8 @@ pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_s
 
 
 async def _create_run(stack: Stack, task: str) -> str:
-    run_id = new_run_id()
     async with stack.runtime.pool.acquire() as conn:
-        await runs_repo.create_run(
-            conn,
-            run_id=run_id,
-            organisation="default",
-            spec=RunSpec(project="leases", task=task, command="true"),
-            trigger=TriggerKind.API,
-            parent_run_id="",
-            idempotency_key=None,
-        )
-    return run_id
+        return await insert_queued_run(conn, RunSpec(project="leases", task=task, command="true"))
 
 
 async def _insert_lease(stack: Stack, run_id: str, task: str, *, launcher_id: str, expires_in: timedelta) -> None:
@@ -54,9 +45,16 @@ async def _lease(stack: Stack, run_id: str) -> tuple[str, str | None]:
     return row["state"], row["final_state"]
 
 
+async def _get(stack: Stack, run_id: str) -> run_pb2.Run:
+    client = Grpc(stack.grpc_target)
+    try:
+        return await client.get(run_id)
+    finally:
+        await client.close()
+
+
 async def _state(stack: Stack, run_id: str) -> RunState:
-    async with stack.runtime.pool.acquire() as conn:
-        return (await runs_repo.get_run(conn, run_id)).state
+    return codecs.state_from_pb((await _get(stack, run_id)).state)
 
 
 async def test_an_expired_lease_is_reported_lost_and_finished(stack: Stack) -> None:
@@ -71,9 +69,8 @@ async def test_an_expired_lease_is_reported_lost_and_finished(stack: Stack) -> N
     assert sum(found) <= 1
 
     async def lost_in_registry() -> bool:
-        async with stack.runtime.pool.acquire() as conn:
-            run = await runs_repo.get_run(conn, abandoned)
-        return run.state == RunState.LOST and "launcher-gone" in run.reason
+        run = await _get(stack, abandoned)
+        return codecs.state_from_pb(run.state) == RunState.LOST and "launcher-gone" in run.reason
 
     await wait_until(lost_in_registry, message="the registry to record the run as lost")
     assert await _lease(stack, abandoned) == ("finished", "lost")
@@ -104,9 +101,8 @@ async def test_a_redelivered_launch_command_is_not_executed_twice(stack: Stack, 
 
     # The same command again, as JetStream redelivers it when an ack is lost (a fresh Nats-Msg-Id, so the
     # stream's duplicate window does not hide it): only the lease can stop a second execution.
-    async with stack.runtime.pool.acquire() as conn:
-        spec = (await runs_repo.get_run(conn, run.id)).spec
-    payload = api_convert.launch_command(run.id, 1, "default", spec)
+    spec = codecs.run_spec_from_pb((await client.get(run.id)).spec)
+    payload = bus_messages.encode_launch(run.id, 1, "default", spec)
     names = stack.runtime.names
     ack = await stack.runtime.js.publish(names.run_launch, payload, headers=headers_for(f"redelivery:{run.id}"))
     assert not ack.duplicate

@@ -224,9 +224,3 @@ def parse_log_chunk(data: bytes) -> log_pb2.LogChunk:
     except Exception as exc:
         raise DecodeError(f"undecodable log chunk: {exc}") from exc
     return chunk
-
-
-def log_chunk_msg_id(run_id: str, attempt: int, chunk: log_pb2.LogChunk) -> str:
-    if chunk.HasField("end"):
-        return f"log:{run_id}:{attempt}:end"
-    return f"log:{run_id}:{attempt}:{chunk.lines[0].seq if chunk.lines else 0}"

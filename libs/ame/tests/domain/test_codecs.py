@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ame import codecs
+from ame import bus_messages, codecs
 from ame.codecs import DecodeError
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
@@ -255,8 +255,8 @@ def test_log_chunk_round_trip_and_message_ids() -> None:
     chunk = log_pb2.LogChunk(run_id="r", attempt=2, lines=[codecs.log_line_to_pb(x) for x in lines])
     parsed = codecs.parse_log_chunk(chunk.SerializeToString())
     assert [codecs.log_line_from_pb(x) for x in parsed.lines] == lines
-    assert codecs.log_chunk_msg_id("r", 2, parsed) == "log:r:2:7"
+    assert bus_messages.log_chunk_msg_id("r", 2, parsed) == "log:r:2:7"
     end = log_pb2.LogChunk(run_id="r", attempt=2, end=codecs.log_end_to_pb(LogEnd(state=RunState.SUCCEEDED)))
-    assert codecs.log_chunk_msg_id("r", 2, end) == "log:r:2:end"
+    assert bus_messages.log_chunk_msg_id("r", 2, end) == "log:r:2:end"
     with pytest.raises(DecodeError, match="undecodable log chunk"):
         codecs.parse_log_chunk(b"\xff\xff\xff")

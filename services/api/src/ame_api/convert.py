@@ -10,14 +10,13 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from ame import codecs, log_batches, project_codecs
+from ame import bus_messages, codecs, log_batches, project_codecs
 from ame.codecs import DecodeError, StateEvent
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
-from ame.contracts.trigger.v1 import trigger_pb2
-from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState, TriggerKind, errors
+from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState, TriggerKind, errors
 from ame.domain.limits import (
     MAX_PAGE_SIZE,
     IdempotencyKey,
@@ -45,22 +44,19 @@ def launch_command(
     run_id: str, attempt: int, organisation: str, spec: RunSpec, source: tuple[str, str] | None = None
 ) -> bytes:
     """`source`: the (manifest key, blob prefix) of the run's project version in the object store."""
-    pb = run_pb2.LaunchRun(
-        run_id=run_id,
-        attempt=attempt,
-        organisation=organisation,
-        spec=codecs.run_spec_to_pb(spec),
-        requested_at=codecs.now_pb(),
-    )
-    if source is not None:
-        pb.project_source.CopyFrom(run_pb2.ProjectSource(manifest_key=source[0], blob_prefix=source[1]))
-    return pb.SerializeToString()
+    where = bus_messages.ProjectSource(*source) if source is not None else None
+    return bus_messages.encode_launch(run_id, attempt, organisation, spec, where)
 
 
 def cancel_requested(run_id: str, attempt: int, reason: str) -> bytes:
-    return run_pb2.RunCancelRequested(
-        run_id=run_id, attempt=attempt, reason=reason, requested_at=codecs.now_pb()
-    ).SerializeToString()
+    return bus_messages.encode_cancel(run_id, attempt, reason)
+
+
+def retry_requested(run_id: str, attempt: int, previous_state: RunState, first_launch: bytes) -> bytes:
+    """The scheduler's cue for attempt `attempt`, carrying that attempt's launch command (made from the first's)."""
+    return bus_messages.encode_retry_requested(
+        run_id, attempt, previous_state, bus_messages.relaunch(first_launch, attempt)
+    )
 
 
 def state_changed(run_id: str, attempt: int, state: RunState, exit_code: int | None, reason: str) -> bytes:
@@ -95,6 +91,24 @@ def run_to_pb(run: Run) -> run_pb2.Run:
         pb.started_at.CopyFrom(codecs.timestamp(run.started_at))
     if run.finished_at is not None:
         pb.finished_at.CopyFrom(codecs.timestamp(run.finished_at))
+    pb.attempts.extend(attempt_to_pb(a) for a in run.attempts)
+    return pb
+
+
+def attempt_to_pb(attempt: RunAttempt) -> run_pb2.RunAttempt:
+    pb = run_pb2.RunAttempt(
+        attempt=attempt.attempt,
+        state=codecs.state_to_pb(attempt.state),
+        reason=attempt.reason,
+        launcher_id=attempt.launcher_id,
+        created_at=codecs.timestamp(attempt.created_at),
+    )
+    if attempt.exit_code is not None:
+        pb.exit_code = attempt.exit_code
+    if attempt.started_at is not None:
+        pb.started_at.CopyFrom(codecs.timestamp(attempt.started_at))
+    if attempt.finished_at is not None:
+        pb.finished_at.CopyFrom(codecs.timestamp(attempt.finished_at))
     return pb
 
 
@@ -300,14 +314,7 @@ def history_reply(data: bytes) -> tuple[LineBatch, LogEnd | None, bool]:
 
 def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:
     """The run a schedule slot asks for, and the idempotency key that makes it one run per slot."""
-    pb = trigger_pb2.ScheduleFired()
-    try:
-        pb.ParseFromString(data)
-    except Exception as exc:
-        raise DecodeError(f"undecodable schedule event: {exc}") from exc
-    if not pb.schedule.id:
-        raise DecodeError("schedule event without a schedule id")
-    return codecs.run_spec_from_pb(pb.schedule.spec), f"cron:{pb.schedule.id}:{pb.slot.seconds}"
+    return bus_messages.parse_schedule_fired(data)
 
 
 # Project versions.

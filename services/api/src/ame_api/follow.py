@@ -7,6 +7,10 @@ the start with an ordered consumer, skipping lines it already sent. If the strea
 code; if it never comes (a run ended without output, e.g. lost), the registry's terminal state ends the
 follow instead.
 
+A run with retries has one output per attempt (numbered from 0 each time). A follower goes through them in turn:
+the end of an attempt that another follows (`retry_follows`, the registry's own rule) is not the end of the
+follow, which goes on with the next attempt's output and ends with the last attempt's end and exit code.
+
 Lines travel in batches (`LineBatch`: a bus chunk or a page of history, in wire form), so a follower's cost is
 per batch, not per line: a chatty run prints tens of thousands of lines a second.
 """
@@ -22,7 +26,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from ame.domain import LogEnd
+from ame.domain import LogEnd, retry_follows
 from ame_api import convert
 from ame_api.convert import LineBatch
 from ame_api.repositories import runs as runs_repo
@@ -51,18 +55,23 @@ class LogFollower:
         run. Batches are never empty."""
         async with self._rt.pool.acquire() as conn:
             run = await runs_repo.get_run(conn, run_id)
+        retries = run.spec.retries
         attempt = run.attempt
         next_seq = from_seq
 
         archived_end: LogEnd | None = None
-        async for batch, end in self._history(run.id, next_seq):
+        async for batch, end, archived_attempt in self._history(run.id, next_seq):
             if batch is not None:
                 yield batch
                 next_seq = batch.last_seq + 1
+            attempt = archived_attempt or attempt
             archived_end = end
         if archived_end is not None:
-            yield archived_end
-            return
+            if not retry_follows(archived_end.state, attempt, retries):
+                yield archived_end
+                return
+            # That attempt ended and another follows: go on with its output, live.
+            attempt, next_seq = attempt + 1, 0
 
         sub = await self._rt.js.subscribe(
             self._rt.names.run_log(run.id),
@@ -93,7 +102,7 @@ class LogFollower:
                             # archive may have it (and lines) when this subscription stalled.
                             found_end: LogEnd | None = None
                             caught_up = next_seq
-                            async for missing, archived in self._history(run.id, next_seq):
+                            async for missing, archived, _ in self._history(run.id, next_seq):
                                 if missing is not None:
                                     yield missing
                                     next_seq = missing.last_seq + 1
@@ -127,6 +136,9 @@ class LogFollower:
                     yield batch
                     next_seq = batch.last_seq + 1
                 if end is not None:
+                    if retry_follows(end.state, attempt, retries):
+                        attempt, next_seq = attempt + 1, 0
+                        continue
                     yield end
                     return
         finally:
@@ -157,7 +169,7 @@ class LogFollower:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _GAP_WAIT
         while True:
-            async for missing, _ in self._history(run_id, from_seq, until=until):
+            async for missing, _, _ in self._history(run_id, from_seq, until=until):
                 if missing is not None:
                     yield missing
                     from_seq = missing.last_seq + 1
@@ -169,10 +181,11 @@ class LogFollower:
 
     async def _history(
         self, run_id: str, from_seq: int, until: int | None = None
-    ) -> AsyncIterator[tuple[LineBatch | None, LogEnd | None]]:
-        """Archived lines from `from_seq` (below `until`), a page at a time, with the archived end once the archive
-        is complete. The next page is asked for while the current one goes to the client, so that the archive's
-        read overlaps the sending."""
+    ) -> AsyncIterator[tuple[LineBatch | None, LogEnd | None, int]]:
+        """Archived lines of the run's latest archived attempt from `from_seq` (below `until`), a page at a time, with
+        the archived end once the archive is complete, each with the attempt's number (0: none archived). The next
+        page is asked for while the current one goes to the client, so that the archive's read overlaps the
+        sending."""
         seq = from_seq
         pending = asyncio.ensure_future(self._page(run_id, seq))
         try:
@@ -191,10 +204,10 @@ class LogFollower:
                 if not last:
                     pending = asyncio.ensure_future(self._page(run_id, seq))
                 if batch:
-                    yield batch, None
+                    yield batch, None, batch.attempt
                 if last:
                     if end is not None and until is None and not has_more:
-                        yield None, end
+                        yield None, end, batch.attempt
                     return
         finally:
             # The follower stopped early (client gone): drop the page asked for ahead, and its error if it failed.

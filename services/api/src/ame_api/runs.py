@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
+from ame import bus_messages
+from ame.codecs import StateEvent
 from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
@@ -89,7 +91,7 @@ class RunService:
             async with self._rt.pool.acquire() as conn:
                 if await runs_repo.find_run(conn, parent_run_id) is None:
                     raise InvalidRequest(f"parent run {parent_run_id!r} not found")
-        msg_id = f"launch:{run_id}:1"
+        msg_id = bus_messages.launch_msg_id(run_id, 1)
         # Carries this span's context to the launcher, so the run's spans form one trace.
         headers = headers_for(msg_id)
         async with self._rt.pool.acquire() as conn, conn.transaction():
@@ -101,6 +103,7 @@ class RunService:
                 trigger=trigger,
                 parent_run_id=parent_run_id,
                 idempotency_key=idempotency_key,
+                launch_command=command,
             )
             if not created:
                 if run.spec != spec:
@@ -171,7 +174,7 @@ class RunService:
         await self._rt.js.publish(
             self._rt.names.run_cancel_requested(run.id),
             payload,
-            headers=headers_for(f"cancel:{run.id}:{run.attempt}"),
+            headers=headers_for(bus_messages.cancel_msg_id(run.id, run.attempt)),
         )
         if run.state == RunState.QUEUED:
             # No launcher may hold it yet; launchers also skip launch commands of runs cancelled meanwhile.
@@ -181,8 +184,7 @@ class RunService:
             await self._rt.js.publish(
                 self._rt.names.run_log(run.id),
                 end_chunk,
-                # Its own msg id: the launcher's end (with the run's last lines) must not be dropped as a duplicate.
-                headers=headers_for(f"log:{run.id}:{run.attempt}:end-cancelled"),
+                headers=headers_for(bus_messages.log_end_msg_id(run.id, run.attempt, "cancelled")),
             )
             async with self._rt.pool.acquire() as conn:
                 updated = await runs_repo.apply_state(
@@ -195,14 +197,14 @@ class RunService:
                     at=convert.utcnow(),
                 )
             if updated is not None:
-                return updated
+                return await self.get(run_id)
         return await self.get(run_id)
 
     async def _publish_state(self, run_id: str, attempt: int, state: RunState, payload: bytes) -> None:
         await self._rt.js.publish(
             self._rt.names.run_state(state),
             payload,
-            headers=headers_for(f"state:{run_id}:{attempt}:{state.value}"),
+            headers=headers_for(bus_messages.state_msg_id(run_id, attempt, state)),
         )
 
     @property
@@ -216,17 +218,8 @@ class RunService:
         except ValueError as exc:
             raise Poison(str(exc)) from exc
 
-        async def apply(conn: Connection) -> None:
-            await runs_repo.apply_state(
-                conn,
-                run_id=event.run_id,
-                attempt=event.attempt,
-                state=event.state,
-                exit_code=event.exit_code,
-                # A NUL or a lone surrogate from any producer must not make the event unappliable.
-                reason=clean_text(event.reason, MAX_STORED_REASON_CHARS),
-                at=event.at,
-            )
+        async def apply(conn: Connection) -> int | None:
+            return await self._apply(conn, event, clean_text(event.reason, MAX_STORED_REASON_CHARS))
 
         async def still_in_hand(exc: BaseException) -> None:
             await keep_in_hand(msg)
@@ -234,13 +227,61 @@ class RunService:
         # While the database is away the event waits here and is applied as soon as it
         # is back; past the deadline it goes back to JetStream (which redelivers it with a growing delay), so a
         # draining api is not held up for long.
-        await with_connection(
+        outbox_id = await with_connection(
             self._rt.pool,
             apply,
             what=f"applying {event.state.value} of run {event.run_id}",
             give_up_after=_REGISTRY_RETRY_SECONDS,
             on_fault=still_in_hand,
         )
+        if outbox_id is not None:
+            await self._publish_outboxed(outbox_id)
+
+    async def _apply(self, conn: Connection, event: StateEvent, reason: str) -> int | None:
+        """Apply the event; when it ended an attempt that another follows, also write the scheduler's cue to the
+        outbox in the same transaction (so a crash cannot lose a retry) and return the outbox row's id."""
+        async with conn.transaction():
+            applied = await runs_repo.apply_state(
+                conn,
+                run_id=event.run_id,
+                attempt=event.attempt,
+                state=event.state,
+                exit_code=event.exit_code,
+                reason=reason,
+                at=event.at,
+                launcher_id=event.launcher_id,
+            )
+            if applied is None or applied.retry_attempt is None or applied.retry_launch is None:
+                return None
+            msg_id = bus_messages.retry_msg_id(event.run_id, applied.retry_attempt)
+            payload = convert.retry_requested(event.run_id, applied.retry_attempt, event.state, applied.retry_launch)
+            log.info(
+                "run %s: attempt %d %s; attempt %d follows",
+                event.run_id,
+                event.attempt,
+                event.state.value,
+                applied.retry_attempt,
+            )
+            return await runs_repo.add_outbox(
+                conn,
+                msg_id=msg_id,
+                subject=self._rt.names.run_retry_requested,
+                payload=payload,
+                headers=headers_for(msg_id),
+            )
+
+    async def _publish_outboxed(self, outbox_id: int) -> None:
+        """Publish an outbox row now; if that fails the relay publishes it later (the msg id dedupes a double)."""
+        try:
+            async with self._rt.pool.acquire() as conn:
+                row = await runs_repo.get_outbox(conn, outbox_id)
+            if row is None:
+                return  # the relay was first
+            await self._rt.js.publish(row["subject"], row["payload"], headers=json.loads(row["headers"]), timeout=5.0)
+            async with self._rt.pool.acquire() as conn:
+                await runs_repo.delete_outbox(conn, outbox_id)
+        except Exception:
+            log.warning("publishing outbox message %d failed; the outbox relay will retry", outbox_id, exc_info=True)
 
     async def apply_dead_lettered_event(self, msg: Msg, why: str) -> None:
         """The registry gave up on a state event: still move the run to that state, so it never stays running.
@@ -256,15 +297,9 @@ class RunService:
         for reason in reasons:
             try:
                 async with self._rt.pool.acquire() as conn:
-                    await runs_repo.apply_state(
-                        conn,
-                        run_id=event.run_id,
-                        attempt=event.attempt,
-                        state=event.state,
-                        exit_code=event.exit_code,
-                        reason=reason,
-                        at=event.at,
-                    )
+                    outbox_id = await self._apply(conn, event, reason)
+                if outbox_id is not None:
+                    await self._publish_outboxed(outbox_id)
                 return
             except Exception as exc:
                 if is_transient(exc):

@@ -2,55 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TypeAlias
 
-from ame import codecs, log_batches, project_codecs
-from ame.codecs import DecodeError
+from ame import bus_messages, codecs, log_batches, project_codecs
+from ame.bus_messages import DecodeError, LaunchCommand, ProjectSource
 from ame.contracts.log.v1 import log_pb2
-from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogStreamName, RunSpec, RunState
 from ame.domain.projects import ManifestEntry
 
 __all__ = ["DecodeError", "LaunchCommand", "ProjectSource", "RunSpec"]
 
 
-@dataclass(frozen=True)
-class ProjectSource:
-    """Where the run's project version lies in the object store (keys chosen by the api)."""
-
-    manifest_key: str
-    blob_prefix: str
-
-
-@dataclass(frozen=True)
-class LaunchCommand:
-    run_id: str
-    attempt: int
-    organisation: str
-    spec: RunSpec
-    project_source: ProjectSource | None = None
-
-
 def parse_launch(data: bytes) -> LaunchCommand:
-    pb = run_pb2.LaunchRun()
-    try:
-        pb.ParseFromString(data)
-    except Exception as exc:
-        raise DecodeError(f"undecodable launch command: {exc}") from exc
-    if not pb.run_id or pb.attempt < 1:
-        raise DecodeError("launch command without run id or attempt")
-    return LaunchCommand(
-        run_id=pb.run_id,
-        attempt=pb.attempt,
-        organisation=pb.organisation,
-        spec=codecs.run_spec_from_pb(pb.spec),
-        project_source=(
-            ProjectSource(pb.project_source.manifest_key, pb.project_source.blob_prefix)
-            if pb.HasField("project_source")
-            else None
-        ),
-    )
+    return bus_messages.parse_launch(data)
 
 
 def parse_manifest(data: bytes) -> tuple[str, list[ManifestEntry]]:
@@ -64,12 +28,7 @@ def placeholder_spec(project: str, task: str) -> RunSpec:
 
 
 def parse_cancel(data: bytes) -> tuple[str, int, str]:
-    pb = run_pb2.RunCancelRequested()
-    try:
-        pb.ParseFromString(data)
-    except Exception as exc:
-        raise DecodeError(f"undecodable cancel request: {exc}") from exc
-    return pb.run_id, pb.attempt, pb.reason
+    return bus_messages.parse_cancel(data)
 
 
 def state_changed(
@@ -98,4 +57,8 @@ def log_chunk(run_id: str, attempt: int, lines: list[BufferedLine], end: LogEnd 
     chunk.lines.extend([log_batches.line_pb(*line) for line in lines])
     if end is not None:
         chunk.end.CopyFrom(codecs.log_end_to_pb(end))
-    return chunk.SerializeToString(), codecs.log_chunk_msg_id(run_id, attempt, chunk)
+    return chunk.SerializeToString(), bus_messages.log_chunk_msg_id(run_id, attempt, chunk)
+
+
+def state_msg_id(run_id: str, attempt: int, state: RunState) -> str:
+    return bus_messages.state_msg_id(run_id, attempt, state)

@@ -259,6 +259,9 @@ class Launcher:
             flush_interval=self._settings.log_flush_interval,
         )
         output.start()
+        if command.attempt > 1:
+            # Followers show every attempt's output in turn; this says where one ends and the next begins.
+            await output.write("system", f"ame: attempt {command.attempt} of {1 + command.spec.retries}")
 
         recording: asyncio.Task[None] | None = None
 
@@ -383,7 +386,7 @@ class Launcher:
             self._rt.js,
             self._rt.names.run_state(state),
             payload,
-            msg_id=f"state:{command.run_id}:{command.attempt}:{state.value}",
+            msg_id=convert.state_msg_id(command.run_id, command.attempt, state),
             attempts=attempts,
         )
 

@@ -1,9 +1,12 @@
-"""The scheduler service assembled: the cron ticker."""
+"""The scheduler service assembled: the cron ticker, and retries (their requests and their launches)."""
 
 from __future__ import annotations
 
+from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
+from ame_platform.bus.subjects import SCHEDULER_RETRIES
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
+from ame_scheduler.retries import Retrier
 from ame_scheduler.settings import SchedulerSettings
 from ame_scheduler.ticker import Ticker
 
@@ -12,4 +15,22 @@ MIGRATIONS = "ame_scheduler"
 
 
 def build_components(settings: SchedulerSettings, runtime: Runtime) -> list[Component]:
-    return [Periodic("ticker", settings.tick_interval, Ticker(runtime, settings).tick)]
+    retrier = Retrier(runtime, settings)
+    requests = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=SCHEDULER_RETRIES,
+            filter_subject=runtime.names.run_retry_requested,
+            concurrency=8,
+        ),
+        retrier.handle_request,
+        name="retry-requests",
+        deadletters=runtime.deadletters,
+        tracer=runtime.telemetry.tracer("ame_scheduler"),
+    )
+    return [
+        requests,
+        Periodic("retry-launcher", settings.retry_poll_interval, retrier.launch_due),
+        Periodic("ticker", settings.tick_interval, Ticker(runtime, settings).tick),
+    ]

@@ -16,6 +16,16 @@ class SchedulerSettings(BaseSettings):
     catch_up_window: Duration = Field(
         3600.0, description="A slot older than this when first seen is recorded as missed instead of fired."
     )
+    retry_backoff: Duration = Field(
+        2.0, gt=0, description="How long after an attempt failed, timed out or was lost its first retry starts."
+    )
+    retry_backoff_factor: float = Field(
+        2.0, ge=1.0, description="Each further retry of a run waits this many times longer than the one before."
+    )
+    retry_backoff_max: Duration = Field(300.0, gt=0, description="The longest wait before a retry.")
+    retry_poll_interval: Duration = Field(
+        0.5, gt=0, description="How often retries whose backoff is over are looked for and launched."
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

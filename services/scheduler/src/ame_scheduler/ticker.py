@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from ame import bus_messages
 from ame_platform.bus.publisher import headers_for
 from ame_platform.runtime import Runtime
 from ame_scheduler import convert, planner
@@ -42,7 +43,7 @@ class Ticker:
                     log.warning("schedule %s missed slot %s (older than the catch-up window)", due.id, slot)
                 for slot in plan.fire:
                     if await schedules.create_fire(conn, schedule_id=due.id, slot=slot, missed=False):
-                        msg_id = f"cron:{due.id}:{int(slot.timestamp())}"
+                        msg_id = bus_messages.cron_msg_id(due.id, int(slot.timestamp()))
                         await self._rt.js.publish(
                             self._rt.names.schedule_fired,
                             convert.schedule_fired(due.id, due.organisation, due.cron, due.spec, slot),

@@ -72,6 +72,18 @@ def _print_run(run: Run, as_json: bool) -> None:
     code = "" if run.exit_code is None else f" exit={run.exit_code}"
     reason = f" ({run.reason})" if run.reason else ""
     click.echo(f"{run.id}  {run.spec.project}/{run.spec.task}  {run.state.value}{code}{reason}")
+    if len(run.attempts) > 1 or run.spec.retries:
+        click.echo(f"  {'ATTEMPT':>7}  {'STATE':10}  {'EXIT':>4}  {'STARTED':20}  {'FINISHED':20}  REASON")
+        for a in run.attempts:
+            exit_code = "" if a.exit_code is None else str(a.exit_code)
+            click.echo(
+                f"  {a.attempt:>7}  {a.state.value:10}  {exit_code:>4}  {_when(a.started_at):20}  "
+                f"{_when(a.finished_at):20}  {a.reason}".rstrip()
+            )
+
+
+def _when(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at is not None else "-"
 
 
 def _age(at: datetime) -> str:

@@ -46,3 +46,13 @@ _RANK = {
 def is_forward_transition(current: RunState, new: RunState) -> bool:
     """True when `new` may replace `current`: strictly later in the lifecycle, and never out of a terminal state."""
     return not current.terminal and new.rank > current.rank
+
+
+# An attempt that ended so is followed by another while the run has retries left; a cancelled one never is.
+RETRYABLE_STATES = frozenset({RunState.FAILED, RunState.TIMED_OUT, RunState.LOST})
+
+
+def retry_follows(state: RunState, attempt: int, retries: int) -> bool:
+    """Whether attempt `attempt` ending in `state` is followed by another, for a run allowed `retries` retries
+    (so `1 + retries` attempts in all). The registry and the log followers decide by this same rule."""
+    return state in RETRYABLE_STATES and attempt < 1 + max(0, retries)

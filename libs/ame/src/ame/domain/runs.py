@@ -154,8 +154,26 @@ class RunSpec(BaseModel):
         return self
 
 
+class RunAttempt(BaseModel):
+    """One attempt of a run. A retry is a new attempt of the same run, with its own state, times, exit code and
+    log (the log archive keys output by run and attempt)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    state: RunState
+    exit_code: int | None = None
+    reason: str = ""
+    launcher_id: str = ""
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 class Run(BaseModel):
-    """A run as the registry knows it."""
+    """A run as the registry knows it: `state` is the run's overall state (terminal only once its last attempt
+    is), `attempt` the newest attempt's number, and `attempts` every attempt so far (filled where one run is
+    read, empty in lists)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -172,3 +190,4 @@ class Run(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime
+    attempts: tuple[RunAttempt, ...] = ()

@@ -8,7 +8,7 @@ from ame import codecs, log_batches, project_codecs
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
-from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.tasks import TaskSummary
 
@@ -28,6 +28,20 @@ def run_from_pb(pb: run_pb2.Run) -> Run:
         started_at=codecs.from_timestamp(pb.started_at) if pb.HasField("started_at") else None,
         finished_at=codecs.from_timestamp(pb.finished_at) if pb.HasField("finished_at") else None,
         updated_at=codecs.from_timestamp(pb.updated_at),
+        attempts=tuple(attempt_from_pb(a) for a in pb.attempts),
+    )
+
+
+def attempt_from_pb(pb: run_pb2.RunAttempt) -> RunAttempt:
+    return RunAttempt(
+        attempt=pb.attempt,
+        state=codecs.state_from_pb(pb.state),
+        exit_code=pb.exit_code if pb.HasField("exit_code") else None,
+        reason=pb.reason,
+        launcher_id=pb.launcher_id,
+        created_at=codecs.from_timestamp(pb.created_at),
+        started_at=codecs.from_timestamp(pb.started_at) if pb.HasField("started_at") else None,
+        finished_at=codecs.from_timestamp(pb.finished_at) if pb.HasField("finished_at") else None,
     )
 
 

@@ -25,6 +25,7 @@ API_REGISTRY = "api-registry"
 API_TRIGGERS = "api-triggers"
 LOGS_ARCHIVE = "logs-archive"
 SCHEDULER_RUN_EVENTS = "scheduler-run-events"
+SCHEDULER_RETRIES = "scheduler-retries"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ class BusNames:
     @property
     def run_cancel_wildcard(self) -> str:
         return f"{self.prefix}.evt.runcancel.*"
+
+    @property
+    def run_retry_requested(self) -> str:
+        # Not under `evt.run.*`: that wildcard is the registry's, and carries state changes only.
+        return f"{self.prefix}.evt.runretry.requested"
 
     @property
     def schedule_fired(self) -> str:

@@ -1,15 +1,31 @@
-"""The run registry. Handlers open the transaction and pass the connection in."""
+"""The run registry: runs and their attempts. Handlers open the transaction and pass the connection in.
+
+A run's attempts each keep their own state, times, exit code and reason (`run_attempts`); the run row keeps the
+run's overall state and the newest attempt's number. An attempt that ends failed, timed_out or lost while the run
+has retries left does not end the run: the run goes back to `queued` for its next attempt, whose launch the
+scheduler publishes after a backoff (see `apply_state`).
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from ame.domain import TERMINAL_STATES, Run, RunSpec, RunState, TriggerKind
+from ame.domain import (
+    TERMINAL_STATES,
+    Run,
+    RunAttempt,
+    RunSpec,
+    RunState,
+    TriggerKind,
+    is_forward_transition,
+    retry_follows,
+)
 from ame_platform.db import Connection
 
 
@@ -21,8 +37,9 @@ _COLUMNS = """id, organisation_id, spec, state, attempt, exit_code, reason, trig
               created_at, started_at, finished_at, updated_at"""
 
 _INSERT = f"""
-INSERT INTO runs (id, organisation_id, project, task, spec, state, trigger, parent_run_id, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)
+INSERT INTO runs (id, organisation_id, project, task, spec, state, trigger, parent_run_id, idempotency_key,
+                  launch_command)
+VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)
 ON CONFLICT (organisation_id, idempotency_key) DO NOTHING
 RETURNING {_COLUMNS}
 """
@@ -61,6 +78,55 @@ RETURNING {_COLUMNS}
 """
 
 
+# The attempt's own record, forward-only like the run's ($8: whether the event moves the attempt forward; when it
+# does not, only a late start time is recorded).
+_APPLY_TO_ATTEMPT = """
+UPDATE run_attempts SET
+    state = CASE WHEN $8 THEN $3 ELSE state END,
+    exit_code = CASE WHEN $8 THEN COALESCE($4, exit_code) ELSE exit_code END,
+    reason = CASE WHEN $8 AND $5 <> '' THEN $5 ELSE reason END,
+    launcher_id = CASE WHEN $7 <> '' THEN $7 ELSE launcher_id END,
+    started_at = CASE WHEN $3 = 'running' THEN COALESCE(started_at, $6) ELSE started_at END,
+    finished_at = CASE WHEN $8 AND $3 = ANY($9::text[]) THEN $6 ELSE finished_at END,
+    updated_at = now()
+WHERE run_id = $1 AND attempt = $2
+"""
+
+# The attempt that ended is followed by another: the run waits for it, queued again.
+_BEGIN_RETRY = f"""
+UPDATE runs SET
+    state = 'queued', attempt = $2, exit_code = COALESCE($3, exit_code), reason = $4, finished_at = NULL,
+    updated_at = now()
+WHERE id = $1
+RETURNING {_COLUMNS}
+"""
+
+_ATTEMPT_COLUMNS = "attempt, state, exit_code, reason, launcher_id, created_at, started_at, finished_at"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a state event did to its run."""
+
+    run: Run
+    # Set when the event ended an attempt that another follows: the new attempt's number and its launch command.
+    retry_attempt: int | None = None
+    retry_launch: bytes | None = None
+
+
+def _row_to_attempt(row: asyncpg.Record) -> RunAttempt:
+    return RunAttempt(
+        attempt=row["attempt"],
+        state=RunState(row["state"]),
+        exit_code=row["exit_code"],
+        reason=row["reason"],
+        launcher_id=row["launcher_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
 def _row_to_run(row: asyncpg.Record) -> Run:
     return Run(
         id=str(row["id"]),
@@ -88,8 +154,10 @@ async def create_run(
     trigger: TriggerKind,
     parent_run_id: str,
     idempotency_key: str | None,
+    launch_command: bytes | None = None,
 ) -> tuple[Run, bool]:
-    """Insert a queued run; with an idempotency key already used, returns the existing run and False."""
+    """Insert a queued run and its first attempt; with an idempotency key already used, returns the existing run
+    and False. `launch_command` (the first attempt's) is kept to make the command of each retry from."""
     row = await conn.fetchrow(
         _INSERT,
         uuid.UUID(run_id),
@@ -100,8 +168,14 @@ async def create_run(
         trigger.value,
         uuid.UUID(parent_run_id) if parent_run_id else None,
         idempotency_key,
+        launch_command,
     )
     if row is not None:
+        await conn.execute(
+            "INSERT INTO run_attempts (run_id, attempt, state, created_at) VALUES ($1, 1, 'queued', $2)",
+            row["id"],
+            row["created_at"],
+        )
         return _row_to_run(row), True
     existing = await conn.fetchrow(_GET_BY_IDEMPOTENCY_KEY, organisation, idempotency_key)
     assert existing is not None
@@ -128,10 +202,14 @@ async def find_run(conn: Connection, run_id: str) -> Run | None:
 
 
 async def get_run(conn: Connection, run_id: str) -> Run:
+    """The run with all its attempts."""
     run = await find_run(conn, run_id)
     if run is None:
         raise NotFound(f"run {run_id!r} not found")
-    return run
+    rows = await conn.fetch(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM run_attempts WHERE run_id = $1 ORDER BY attempt", uuid.UUID(run.id)
+    )
+    return run.model_copy(update={"attempts": tuple(_row_to_attempt(r) for r in rows)})
 
 
 async def list_runs(
@@ -179,26 +257,68 @@ async def apply_state(
     exit_code: int | None,
     reason: str,
     at: datetime,
-) -> Run | None:
-    """Move the run to `state` if that is a forward transition; returns the updated run or None.
+    launcher_id: str = "",
+) -> Applied | None:
+    """Move attempt `attempt` of the run to `state` if that is a forward transition, and the run with it when it is
+    the run's newest attempt. Returns what changed, or None when nothing did (a stale or repeated event).
 
-    A `running` event for a run that moved past it without a start time records the time only."""
-    replaceable = [s.value for s in RunState if not s.terminal and s.rank < state.rank]
+    An attempt that ends failed, timed_out or lost while the run has retries left does not end the run: the run
+    goes back to `queued` for attempt n+1 (recorded here, queued), and the result carries the launch command of
+    that attempt, for the scheduler to publish after its backoff. A `running` event that arrives after its attempt
+    ended (events are applied concurrently) still records the start time, and changes nothing else."""
     parsed = _parse_id(run_id)
-    if parsed is None or not replaceable:
+    if parsed is None:
         return None
-    row = await conn.fetchrow(
-        _APPLY_STATE,
-        parsed,
-        attempt,
-        state.value,
-        exit_code,
-        reason,
-        at,
-        [s.value for s in TERMINAL_STATES],
-        replaceable,
-    )
-    return _row_to_run(row) if row is not None else None
+    async with conn.transaction():
+        # The run's row lock orders the events of one run, whichever attempt they are for.
+        run_row = await conn.fetchrow(
+            """SELECT attempt, COALESCE((spec->>'retries')::int, 0) AS retries, launch_command
+               FROM runs WHERE id = $1 FOR UPDATE""",
+            parsed,
+        )
+        if run_row is None:
+            return None
+        current = await conn.fetchrow(
+            "SELECT state, started_at FROM run_attempts WHERE run_id = $1 AND attempt = $2", parsed, attempt
+        )
+        if current is None:
+            return None
+        moves = is_forward_transition(RunState(current["state"]), state)
+        if not moves and not (state == RunState.RUNNING and current["started_at"] is None):
+            return None
+        terminal = [s.value for s in TERMINAL_STATES]
+        await conn.execute(
+            _APPLY_TO_ATTEMPT, parsed, attempt, state.value, exit_code, reason, at, launcher_id, moves, terminal
+        )
+        newest = attempt == run_row["attempt"]
+        launch = run_row["launch_command"]
+        if newest and moves and launch is not None and retry_follows(state, attempt, run_row["retries"]):
+            following = attempt + 1
+            await conn.execute(
+                """INSERT INTO run_attempts (run_id, attempt, state) VALUES ($1, $2, 'queued')
+                   ON CONFLICT DO NOTHING""",
+                parsed,
+                following,
+            )
+            code = f" with exit code {exit_code}" if exit_code is not None else ""
+            note = f"retrying (attempt {following} of {1 + run_row['retries']}): attempt {attempt} {state.value}{code}"
+            row = await conn.fetchrow(_BEGIN_RETRY, parsed, following, exit_code, note)
+            assert row is not None
+            return Applied(_row_to_run(row), retry_attempt=following, retry_launch=bytes(launch))
+        if newest:
+            replaceable = [s.value for s in RunState if not s.terminal and s.rank < state.rank]
+            row = await conn.fetchrow(
+                _APPLY_STATE, parsed, attempt, state.value, exit_code, reason, at, terminal, replaceable
+            )
+        else:
+            # An older attempt's late start: the run started when its first attempt did.
+            row = await conn.fetchrow(
+                f"""UPDATE runs SET started_at = COALESCE(started_at, $2) WHERE id = $1 AND $3 RETURNING {_COLUMNS}""",
+                parsed,
+                at,
+                state == RunState.RUNNING,
+            )
+        return Applied(_row_to_run(row)) if row is not None else None
 
 
 async def add_outbox(conn: Connection, *, msg_id: str, subject: str, payload: bytes, headers: dict[str, str]) -> int:
@@ -225,3 +345,7 @@ async def claim_outbox(conn: Connection, *, older_than_seconds: float, limit: in
         older_than_seconds,
         limit,
     )
+
+
+async def get_outbox(conn: Connection, outbox_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT id, msg_id, subject, payload, headers FROM outbox WHERE id = $1", outbox_id)

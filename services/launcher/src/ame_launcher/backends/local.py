@@ -134,9 +134,10 @@ class LocalBackend:
                     memory_enforcement=self._settings.memory_enforcement,
                 )
             )
-            result = await runner.run(
-                task_for_run_spec(spec), _Output(output, on_started), run_id=command.run_id, cancel=cancel
-            )
+            # One attempt here: a retry is a new attempt of the run, launched by the scheduler after its backoff, so
+            # the runner's own retry loop (what `-l` uses) must not run it again in place.
+            task = task_for_run_spec(spec).model_copy(update={"retries": 0})
+            result = await runner.run(task, _Output(output, on_started), run_id=command.run_id, cancel=cancel)
         except (MaterialiseError, SecretError) as exc:
             return await _fail(output, str(exc))
         finally:

@@ -1,0 +1,248 @@
+"""Every bus message that one service publishes and another consumes: its encoder, its decoder and its
+`Nats-Msg-Id`, defined once here so producer and consumer cannot drift (and no service, nor its tests, needs
+another service's code to speak to it).
+
+Decoders are tolerant (proto3 ignores fields it does not know, "strict at the edge, tolerant on the bus") and
+raise `DecodeError` for a payload nothing can be done with. Message ids make a republish harmless:
+
+* `launch:<run>:<attempt>`     LaunchRun (api for attempt 1, scheduler for retries)
+* `cancel:<run>:<attempt>`     RunCancelRequested (api)
+* `state:<run>:<attempt>:<state>`  RunStateChanged (launcher, api)
+* `log:<run>:<attempt>:<seq>` / `log:<run>:<attempt>:end`  LogChunk (launcher; api for a run cancelled unlaunched)
+* `cron:<schedule>:<slot epoch seconds>`  ScheduleFired (scheduler); also the idempotency key of its run
+* `retry:<run>:<attempt>`      RunRetryRequested (api's registry -> scheduler), attempt being the new one
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ame import codecs
+from ame.codecs import DecodeError
+from ame.contracts.log.v1 import log_pb2
+from ame.contracts.run.v1 import run_pb2
+from ame.contracts.trigger.v1 import trigger_pb2
+from ame.domain import RunSpec, RunState
+
+__all__ = [
+    "DecodeError",
+    "LaunchCommand",
+    "ProjectSource",
+    "RetryRequest",
+    "cancel_msg_id",
+    "cron_msg_id",
+    "encode_cancel",
+    "encode_launch",
+    "encode_retry_requested",
+    "encode_schedule_fired",
+    "launch_msg_id",
+    "log_chunk_msg_id",
+    "log_end_msg_id",
+    "parse_cancel",
+    "parse_launch",
+    "parse_retry_requested",
+    "parse_schedule_fired",
+    "relaunch",
+    "retry_msg_id",
+    "state_msg_id",
+]
+
+
+# Message ids ---------------------------------------------------------------------------------------------
+
+
+def launch_msg_id(run_id: str, attempt: int) -> str:
+    return f"launch:{run_id}:{attempt}"
+
+
+def cancel_msg_id(run_id: str, attempt: int) -> str:
+    return f"cancel:{run_id}:{attempt}"
+
+
+def state_msg_id(run_id: str, attempt: int, state: RunState) -> str:
+    return f"state:{run_id}:{attempt}:{state.value}"
+
+
+def retry_msg_id(run_id: str, attempt: int) -> str:
+    return f"retry:{run_id}:{attempt}"
+
+
+def cron_msg_id(schedule_id: str, slot_epoch_seconds: int) -> str:
+    return f"cron:{schedule_id}:{slot_epoch_seconds}"
+
+
+def log_chunk_msg_id(run_id: str, attempt: int, chunk: log_pb2.LogChunk) -> str:
+    if chunk.HasField("end"):
+        return f"log:{run_id}:{attempt}:end"
+    return f"log:{run_id}:{attempt}:{chunk.lines[0].seq if chunk.lines else 0}"
+
+
+def log_end_msg_id(run_id: str, attempt: int, producer: str) -> str:
+    """An end published by someone other than the launcher (`producer`), e.g. the api for a run cancelled while
+    queued: its own id, so that the launcher's end (with the attempt's last lines) is not dropped as a duplicate."""
+    return f"log:{run_id}:{attempt}:end-{producer}"
+
+
+# Launch commands -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectSource:
+    """Where the run's project version lies in the object store (keys chosen by the api)."""
+
+    manifest_key: str
+    blob_prefix: str
+
+
+@dataclass(frozen=True)
+class LaunchCommand:
+    run_id: str
+    attempt: int
+    organisation: str
+    spec: RunSpec
+    project_source: ProjectSource | None = None
+
+
+def encode_launch(
+    run_id: str, attempt: int, organisation: str, spec: RunSpec, source: ProjectSource | None = None
+) -> bytes:
+    pb = run_pb2.LaunchRun(
+        run_id=run_id,
+        attempt=attempt,
+        organisation=organisation,
+        spec=codecs.run_spec_to_pb(spec),
+        requested_at=codecs.now_pb(),
+    )
+    if source is not None:
+        pb.project_source.CopyFrom(
+            run_pb2.ProjectSource(manifest_key=source.manifest_key, blob_prefix=source.blob_prefix)
+        )
+    return pb.SerializeToString()
+
+
+def _launch_pb(data: bytes) -> run_pb2.LaunchRun:
+    pb = run_pb2.LaunchRun()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable launch command: {exc}") from exc
+    if not pb.run_id or pb.attempt < 1:
+        raise DecodeError("launch command without run id or attempt")
+    return pb
+
+
+def parse_launch(data: bytes) -> LaunchCommand:
+    pb = _launch_pb(data)
+    return LaunchCommand(
+        run_id=pb.run_id,
+        attempt=pb.attempt,
+        organisation=pb.organisation,
+        spec=codecs.run_spec_from_pb(pb.spec),
+        project_source=(
+            ProjectSource(pb.project_source.manifest_key, pb.project_source.blob_prefix)
+            if pb.HasField("project_source")
+            else None
+        ),
+    )
+
+
+def relaunch(data: bytes, attempt: int) -> bytes:
+    """The launch command `data` again, for another attempt of the same run (fields this code does not know are
+    kept as they were)."""
+    pb = _launch_pb(data)
+    pb.attempt = attempt
+    pb.requested_at.CopyFrom(codecs.now_pb())
+    return pb.SerializeToString()
+
+
+# Cancels -------------------------------------------------------------------------------------------------
+
+
+def encode_cancel(run_id: str, attempt: int, reason: str) -> bytes:
+    return run_pb2.RunCancelRequested(
+        run_id=run_id, attempt=attempt, reason=reason, requested_at=codecs.now_pb()
+    ).SerializeToString()
+
+
+def parse_cancel(data: bytes) -> tuple[str, int, str]:
+    """(run id, attempt (0: any), reason)."""
+    pb = run_pb2.RunCancelRequested()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable cancel request: {exc}") from exc
+    return pb.run_id, pb.attempt, pb.reason
+
+
+# Schedule fires ------------------------------------------------------------------------------------------
+
+
+def encode_schedule_fired(schedule_id: str, organisation: str, cron: str, spec: RunSpec, slot: datetime) -> bytes:
+    return trigger_pb2.ScheduleFired(
+        schedule=trigger_pb2.Schedule(
+            id=schedule_id,
+            organisation=organisation,
+            project=spec.project,
+            task=spec.task,
+            cron=cron,
+            enabled=True,
+            spec=codecs.run_spec_to_pb(spec),
+        ),
+        slot=codecs.timestamp(slot),
+        fired_at=codecs.now_pb(),
+    ).SerializeToString()
+
+
+def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:
+    """The run a schedule slot asks for, and the idempotency key that makes it one run per slot (its msg id)."""
+    pb = trigger_pb2.ScheduleFired()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable schedule event: {exc}") from exc
+    if not pb.schedule.id:
+        raise DecodeError("schedule event without a schedule id")
+    return codecs.run_spec_from_pb(pb.schedule.spec), cron_msg_id(pb.schedule.id, pb.slot.seconds)
+
+
+# Retries -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryRequest:
+    run_id: str
+    attempt: int
+    previous_state: RunState
+    # The LaunchRun payload for `attempt`, published as is when the backoff is over.
+    launch: bytes
+
+
+def encode_retry_requested(run_id: str, attempt: int, previous_state: RunState, launch: bytes) -> bytes:
+    pb = run_pb2.RunRetryRequested(
+        run_id=run_id,
+        attempt=attempt,
+        previous_state=codecs.state_to_pb(previous_state),
+        requested_at=codecs.now_pb(),
+    )
+    pb.launch.CopyFrom(_launch_pb(launch))
+    return pb.SerializeToString()
+
+
+def parse_retry_requested(data: bytes) -> RetryRequest:
+    pb = run_pb2.RunRetryRequested()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable retry request: {exc}") from exc
+    if not pb.run_id or pb.attempt < 2:
+        raise DecodeError("retry request without run id or with an attempt below 2")
+    if pb.launch.run_id != pb.run_id or pb.launch.attempt != pb.attempt:
+        raise DecodeError("retry request whose launch command is for another run or attempt")
+    try:
+        previous = codecs.state_from_pb(pb.previous_state)
+    except DecodeError:
+        previous = RunState.FAILED  # a state this version does not know: it ended, not successfully
+    return RetryRequest(
+        run_id=pb.run_id, attempt=pb.attempt, previous_state=previous, launch=pb.launch.SerializeToString()
+    )
