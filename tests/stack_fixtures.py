@@ -73,6 +73,12 @@ def launcher_overrides() -> dict[str, object]:
     return {}
 
 
+@pytest.fixture
+def scheduler_overrides() -> dict[str, object]:
+    """Settings the scheduler gets beyond the defaults; a test module overrides it (e.g. a short retry backoff)."""
+    return {}
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(
     nats_url: str,
@@ -81,6 +87,7 @@ async def stack(
     tmp_path: Path,
     api_storage: StorageSettings,
     launcher_overrides: dict[str, object],
+    scheduler_overrides: dict[str, object],
 ) -> AsyncIterator[Stack]:
     """api (REST and gRPC on free ports), two launcher replicas, logs and scheduler, all started."""
     await migrate_all(pg_dsn)
@@ -111,7 +118,10 @@ async def stack(
         components: list[Component] = [
             *logs_app.build_components(LogsSettings(**shared), runtime),  # type: ignore[arg-type]
             *launchers,
-            *scheduler_app.build_components(SchedulerSettings(**shared), runtime),  # type: ignore[arg-type]
+            *scheduler_app.build_components(
+                SchedulerSettings(**{**shared, **scheduler_overrides}),  # type: ignore[arg-type]
+                runtime,
+            ),
             *api.components,
         ]
         supervisor = Supervisor()

@@ -68,7 +68,8 @@ _APPLY_STATE = f"""
 UPDATE runs SET
     state = CASE WHEN state = ANY($8::text[]) THEN $3 ELSE state END,
     exit_code = CASE WHEN state = ANY($8::text[]) THEN COALESCE($4, exit_code) ELSE exit_code END,
-    reason = CASE WHEN state = ANY($8::text[]) AND $5 <> '' THEN $5 ELSE reason END,
+    -- From attempt 2 on, the run's reason is the retry's note until its new attempt moves: then it is that attempt's.
+    reason = CASE WHEN state = ANY($8::text[]) AND ($5 <> '' OR attempt > 1) THEN $5 ELSE reason END,
     started_at = CASE WHEN $3 = 'running' THEN COALESCE(started_at, $6) ELSE started_at END,
     finished_at = CASE WHEN state = ANY($8::text[]) AND $3 = ANY($7::text[]) THEN $6 ELSE finished_at END,
     updated_at = now()
