@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -71,6 +72,21 @@ def test_seed_pip_and_custom_tasks_run_remotely_as_locally(server: Server, tmp_p
     assert local.returncode == 3, local.stderr
     assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout), remote.stderr
     assert "failed" in remote.stderr
+
+    # `retries: 1`: on the server a second attempt of the same run (launched by the scheduler after a backoff), with
+    # -l the runner's own retry; both print the task's output twice and exit with the last attempt's code.
+    (pip_project / "ame.yml").write_text((pip_project / "ame.yml").read_text() + "    retries: 1\n")
+    remote, local = _both(server, pip_project, "train_my_model")
+    assert local.returncode == 3, local.stderr
+    assert local.stdout == expected * 2
+    assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout), remote.stderr
+    newest = json.loads(server.ame("runs", "list", "--json", "--limit", "1").stdout)[0]
+    shown = json.loads(server.ame("runs", "get", newest["id"], "--json").stdout)
+    assert (shown["state"], shown["attempt"]) == ("failed", 2)
+    assert [(a["attempt"], a["state"], a["exit_code"]) for a in shown["attempts"]] == [
+        (1, "failed", 3),
+        (2, "failed", 3),
+    ]
 
     # The custom executor with pythonVersion: the project's files are there, six is not (no environment set-up).
     custom_project = _seed_project(tmp_path / "seedcustom", "07_executor_custom.yml")
