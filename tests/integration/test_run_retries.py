@@ -207,10 +207,19 @@ async def test_a_run_lost_with_its_launcher_is_retried(stack: Stack, client: Grp
         return (await client.get(run.id)).state == run_pb2.RUN_STATE_RUNNING
 
     await wait_until(running, timeout=30, message="attempt 1 to run")
-    # Its launcher vanishes (as far as leases tell): the lease stops being renewed and expires.
+
+    async def process_recorded() -> bool:
+        async with stack.runtime.pool.acquire() as conn:
+            pgid = await conn.fetchval("SELECT pgid FROM leases WHERE run_id = $1::uuid AND attempt = 1", run.id)
+        return pgid is not None
+
+    await wait_until(process_recorded, timeout=30, message="the launcher to record attempt 1's process")
+    # Its launcher vanishes (as far as leases tell): the lease stops being renewed and expires. Its process is
+    # forgotten too, so the reconciler reports the attempt lost without ending it (the launcher that still runs it
+    # would otherwise report it failed first); the attempt's late end changes nothing.
     async with stack.runtime.pool.acquire() as conn:
         await conn.execute(
-            """UPDATE leases SET launcher_id = 'launcher-gone', expires_at = now() - interval '1 minute'
+            """UPDATE leases SET launcher_id = 'launcher-gone', expires_at = now() - interval '1 minute', pgid = NULL
                WHERE run_id = $1::uuid AND attempt = 1""",
             run.id,
         )
@@ -226,3 +235,12 @@ async def test_a_run_lost_with_its_launcher_is_retried(stack: Stack, client: Grp
     ]
     assert "launcher-gone" in final.attempts[0].reason
     release.touch()
+
+    async def attempt_1_process_ended() -> bool:
+        return all(launcher.active_runs == 0 for launcher in stack.launchers)
+
+    await wait_until(attempt_1_process_ended, timeout=30, message="attempt 1's process to end once released")
+    assert [(a.attempt, a.state) for a in (await client.get(run.id)).attempts] == [
+        (1, run_pb2.RUN_STATE_LOST),
+        (2, run_pb2.RUN_STATE_SUCCEEDED),
+    ]
