@@ -10,6 +10,7 @@ from ame_api.grpc.servicer import AmeServicer
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.runs import OutboxRelay, RunService
+from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
@@ -44,6 +45,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     tasks = TaskService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
     follower = LogFollower(runtime, settings)
+    secrets = SecretService(runtime, settings)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -72,8 +74,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, settings)
-    servicer = AmeServicer(runs, follower, projects, tasks, retry_after_seconds=settings.retry_after)
+    rest_app = create_app(runs, follower, projects, tasks, settings, secrets)
+    servicer = AmeServicer(runs, follower, projects, tasks, secrets, retry_after_seconds=settings.retry_after)
     return ApiService(
         runs=runs,
         projects=projects,
