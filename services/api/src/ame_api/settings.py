@@ -8,8 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
-from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_api.secrets.settings import SecretsSettings
+from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
 _GIB = 1024**3

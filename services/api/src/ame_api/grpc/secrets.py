@@ -51,6 +51,4 @@ class SecretMethods:
             resolved = await self._secrets.resolve_for_run(run_id, request.attempt)
         except AttemptNotActive as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, details(str(exc)))
-        return ame_service_pb2.ResolveRunSecretsResponse(
-            secrets=[convert.resolved_secret_pb(r) for r in resolved]
-        )
+        return ame_service_pb2.ResolveRunSecretsResponse(secrets=[convert.resolved_secret_pb(r) for r in resolved])
