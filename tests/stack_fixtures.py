@@ -71,14 +71,18 @@ def api_storage(tmp_path: Path) -> StorageSettings:
     return StorageSettings(local_root=tmp_path / "objects")
 
 
-@pytest.fixture
-def api_secrets() -> SecretsSettings:
-    """The api's secret store: a fresh key and launcher credential (as `ame server` generates); a test module
-    overrides it to add vaults or keys."""
+def _fresh_secrets() -> SecretsSettings:
+    """A fresh key and launcher credential, as `ame server` generates them."""
     return SecretsSettings(
         keys={"k1": SecretStr(base64.b64encode(os.urandom(32)).decode())},
         launcher_token=SecretStr(secrets.token_urlsafe(24)),
     )
+
+
+@pytest.fixture
+def api_secrets() -> SecretsSettings:
+    """The api's secret store; a test module overrides it to add vaults or keys."""
+    return _fresh_secrets()
 
 
 @pytest.fixture
@@ -196,7 +200,8 @@ async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncItera
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
-        api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **_shared(nats, postgres)), runtime)  # type: ignore[arg-type]
+        settings = ApiSettings(rest_port=0, grpc_port=0, secrets=_fresh_secrets(), **_shared(nats, postgres))  # type: ignore[arg-type]
+        api = api_app.build(settings, runtime)
         supervisor = Supervisor()
         ready = asyncio.Event()
 
