@@ -27,6 +27,7 @@ class ApiService:
     runs: RunService
     projects: ProjectService
     store: StoreComponent
+    secrets: SecretService
     registry: PullConsumer
     triggers: PullConsumer
     relay: Periodic
@@ -36,7 +37,7 @@ class ApiService:
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
-        return [self.registry, self.triggers, self.relay, self.store, self.rest, self.grpc]
+        return [self.registry, self.triggers, self.relay, self.store, self.secrets, self.rest, self.grpc]
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
@@ -80,6 +81,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         runs=runs,
         projects=projects,
         store=store,
+        secrets=secrets,
         registry=registry,
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),

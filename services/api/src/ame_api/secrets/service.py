@@ -22,6 +22,7 @@ from ame_api.runs import InvalidRequest, NotFound
 from ame_api.secrets.cipher import KeyUnavailable, SecretCipher
 from ame_api.secrets.vault import VaultClient, VaultError
 from ame_api.settings import ApiSettings
+from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ def check_name(name: str) -> str:
 
 
 class SecretService:
+    """Also a lifecycle component, so that the vault clients it opened close when the api drains."""
+
+    name = "secrets"
+
     def __init__(self, runtime: Runtime, settings: ApiSettings) -> None:
         self._rt = runtime
         self._settings = settings
@@ -63,8 +68,12 @@ class SecretService:
     def launcher_token(self) -> SecretStr | None:
         return self._settings.secrets.launcher_token
 
-    async def close(self) -> None:
-        for client in self._vaults.values():
+    async def start(self, supervisor: Supervisor) -> None:
+        pass
+
+    async def drain(self) -> None:
+        clients, self._vaults = list(self._vaults.values()), {}
+        for client in clients:
             await client.close()
 
     async def put(self, name: str, value: str, *, organisation: str | None = None) -> tuple[SecretRow, bool]:
