@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 
 import grpc
@@ -168,7 +171,22 @@ async def test_rotation_re_encrypts_so_the_old_key_can_be_removed(stack: Stack, 
         for name, value in values.items():
             await secrets_repo.put(conn, "default", name, old.seal("default", name, value))
     both = SecretsSettings(keys={"k1": api_secrets.keys["k1"], "k2": _key()}, active_key="k2")
-    assert await rotate_all(ApiSettings(postgres=stack.postgres, secrets=both)) == 5
+    keys_json = json.dumps({k: v.get_secret_value() for k, v in both.keys.items()})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AME_")}
+    env.update(
+        AME_POSTGRES_DSN=stack.postgres.dsn.get_secret_value(), AME_SECRETS_KEYS=keys_json, AME_SECRETS_ACTIVE_KEY="k2"
+    )
+    command = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ame_api", "rotate-secrets-key"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert command.returncode == 0, command.stderr
+    assert "re-encrypted 5 secret(s) under key 'k2'" in command.stdout
+    assert not any(v in command.stdout + command.stderr for v in values.values())
     assert await rotate_all(ApiSettings(postgres=stack.postgres, secrets=both)) == 0  # nothing left under k1
     only_new = SecretCipher({"k2": both.key_bytes()["k2"]}, "k2")
     async with stack.runtime.pool.acquire() as conn:

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class VaultConfig(BaseModel):
     """One HashiCorp Vault that `!vault` entries name: KV v2 under `mount`, a token or AppRole."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     address: str = Field(description="Base URL, e.g. https://vault.example.com:8200.")
     mount: str = Field("secret", description="Mount path of the KV v2 engine.")
@@ -31,7 +31,8 @@ class VaultConfig(BaseModel):
 
 
 class SecretsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AME_SECRETS_", extra="forbid")
+    # An invalid setting is reported without its input: the input is a key or a token.
+    model_config = SettingsConfigDict(env_prefix="AME_SECRETS_", extra="forbid", hide_input_in_errors=True)
 
     keys: dict[str, SecretStr] = Field(
         default_factory=dict,
