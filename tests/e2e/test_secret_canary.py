@@ -124,9 +124,16 @@ async def test_a_canary_secret_appears_only_masked(home: Path, tmp_path: Path) -
         assert "never-added" in missing.stderr and "token:" not in missing.stdout
 
         async with httpx.AsyncClient(base_url=info["rest_url"], timeout=30) as rest:
-            runs = (await rest.get("/v1/runs")).json()["runs"]
-            show = next(r for r in runs if r["spec"]["task"] == "show")
-            failed = next(r for r in runs if r["spec"]["task"] == "needs_missing")
+            # The CLI returns at the log's end; the registry applies the final state a moment later.
+            deadline = time.monotonic() + 30
+            while True:
+                runs = (await rest.get("/v1/runs")).json()["runs"]
+                show = next(r for r in runs if r["spec"]["task"] == "show")
+                failed = next(r for r in runs if r["spec"]["task"] == "needs_missing")
+                if show["state"] == "succeeded" and failed["state"] not in ("queued", "launching", "running"):
+                    break
+                assert time.monotonic() < deadline, (show["state"], failed["state"])
+                await asyncio.sleep(0.1)
             assert failed["state"] == "failed" and "never-added" in failed["reason"]
             assert failed["started_at"] is None, "a run missing a secret must fail before it starts"
             responses = [
