@@ -18,6 +18,8 @@ from ame.runner import SecretError
 
 # The metadata key the api's launcher check reads (ame_api.secrets.launcher_auth).
 _AUTHORIZATION = "authorization"
+# Tries after the first when the api is unavailable (0.5, 1, 2 s apart).
+_RETRIES = 3
 
 
 class RunSecrets:
@@ -56,11 +58,17 @@ class RunSecrets:
         metadata = ((_AUTHORIZATION, f"Bearer {self._token.get_secret_value()}"),)
         async with grpc.aio.insecure_channel(self._target) as channel:
             stub = ame_service_pb2_grpc.AmeServiceStub(channel)
-            try:
-                response = await stub.ResolveRunSecrets(request, metadata=metadata, timeout=self._timeout)
-            except grpc.aio.AioRpcError as exc:
-                # The api's details name secrets and states, never values.
-                raise SecretError(f"the api refused to resolve this run's secrets: {exc.details()}") from None
+            for retry in range(_RETRIES + 1):
+                try:
+                    response = await stub.ResolveRunSecrets(request, metadata=metadata, timeout=self._timeout)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    # An api restarting, or its database away: worth a few tries before the run fails.
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE and retry < _RETRIES:
+                        await asyncio.sleep(0.5 * 2**retry)
+                        continue
+                    # The api's details name secrets and states, never values.
+                    raise SecretError(f"the api refused to resolve this run's secrets: {exc.details()}") from None
         return {(s.vault, s.key): (s.value if s.found else None, s.problem) for s in response.secrets}
 
 
