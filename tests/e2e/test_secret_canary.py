@@ -176,6 +176,12 @@ async def test_a_canary_secret_appears_only_masked(home: Path, tmp_path: Path) -
         assert dump.returncode == 0, dump.stderr
         assert b"canary-token" in dump.stdout  # the secret's row is there, by name
         assert not any(n in dump.stdout for n in needles)
+
+        removed = await asyncio.to_thread(_ame, server, None, "secret", "rm", "canary-token")
+        assert removed.returncode == 0, removed.stderr
+        assert (await asyncio.to_thread(_ame, server, None, "secret", "list")).stdout == ""
+        again = await asyncio.to_thread(_ame, server, None, "secret", "rm", "canary-token")
+        assert again.returncode == 1 and "secret 'canary-token' not found" in again.stderr
     finally:
         if nc is not None:
             await nc.close()
