@@ -6,7 +6,10 @@ Each test gets its own database (`pg_dsn`) and bus namespace (`bus_prefix`), so 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
 from ame_api import app as api_app
+from ame_api.secrets.settings import SecretsSettings
 from ame_api.settings import ApiSettings
 from ame_launcher import app as launcher_app
 from ame_launcher.launches import Launcher
@@ -67,6 +71,20 @@ def api_storage(tmp_path: Path) -> StorageSettings:
     return StorageSettings(local_root=tmp_path / "objects")
 
 
+def _fresh_secrets() -> SecretsSettings:
+    """A fresh key and launcher credential, as `ame server` generates them."""
+    return SecretsSettings(
+        keys={"k1": SecretStr(base64.b64encode(os.urandom(32)).decode())},
+        launcher_token=SecretStr(secrets.token_urlsafe(24)),
+    )
+
+
+@pytest.fixture
+def api_secrets() -> SecretsSettings:
+    """The api's secret store; a test module overrides it to add vaults or keys."""
+    return _fresh_secrets()
+
+
 @pytest.fixture
 def launcher_overrides() -> dict[str, object]:
     """Settings both launcher replicas get beyond the defaults; a test module overrides it (e.g. pretend GPUs)."""
@@ -88,6 +106,7 @@ async def stack(
     api_storage: StorageSettings,
     launcher_overrides: dict[str, object],
     scheduler_overrides: dict[str, object],
+    api_secrets: SecretsSettings,
 ) -> AsyncIterator[Stack]:
     """api (REST and gRPC on free ports), two launcher replicas, logs and scheduler, all started."""
     await migrate_all(pg_dsn)
@@ -97,7 +116,7 @@ async def stack(
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=telemetry) as runtime:
         shared = _shared(nats, postgres)
         api = api_app.build(
-            ApiSettings(rest_port=0, grpc_port=0, storage=api_storage, **shared),  # type: ignore[arg-type]
+            ApiSettings(rest_port=0, grpc_port=0, storage=api_storage, secrets=api_secrets, **shared),  # type: ignore[arg-type]
             runtime,
         )
         launchers = [
@@ -109,6 +128,8 @@ async def stack(
                     reconcile_grace=0.0,
                     storage=api_storage,
                     fetch_backoff=0.1,
+                    api_target=api.grpc.target,
+                    api_token=api_secrets.launcher_token,
                     **{**shared, **launcher_overrides},  # type: ignore[arg-type]
                 ),
                 runtime,
@@ -189,7 +210,8 @@ async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncItera
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
-        api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **_shared(nats, postgres)), runtime)  # type: ignore[arg-type]
+        settings = ApiSettings(rest_port=0, grpc_port=0, secrets=_fresh_secrets(), **_shared(nats, postgres))  # type: ignore[arg-type]
+        api = api_app.build(settings, runtime)
         supervisor = Supervisor()
         ready = asyncio.Event()
 

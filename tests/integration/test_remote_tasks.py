@@ -222,4 +222,4 @@ async def test_a_task_needing_a_secret_fails_before_it_starts_saying_why(
     stdout, _, detail = await _run_remotely(stack, client, root, version, "needs_secret")
     assert stdout == []
     assert detail.startswith("RUN_STATE_FAILED")
-    assert "secret 'token' cannot be resolved: the server has no secret store configured" in detail
+    assert "TOKEN: secret 'token' not found in AME's secret store (add it with `ame secret add`)" in detail

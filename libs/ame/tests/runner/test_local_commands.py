@@ -35,7 +35,7 @@ def test_local_run_streams_masks_and_exits_with_the_tasks_code(
     ame_home: AmeHome, make_project: ProjectFactory, tmp_path: Path
 ) -> None:
     project = make_project(PROJECT)
-    assert _invoke("secret", "add", "tok", "--value-stdin", input="sekrit\n")[0] == 0
+    assert _invoke("secret", "add", "-l", "tok", "--value-stdin", input="sekrit\n")[0] == 0
     code, out, err = _invoke("task", "run", "-l", "hello", "-p", str(project))
     assert code == 3
     assert out == "out ***\n"
@@ -108,11 +108,11 @@ def test_the_picker_chooses_the_task_of_a_remote_run_too(
 
 
 def test_secret_commands_never_print_values(ame_home: AmeHome) -> None:
-    assert _invoke("secret", "add", "a", "--value-stdin", input="value-a\n")[0] == 0
-    code, out, _ = _invoke("secret", "list")
+    assert _invoke("secret", "add", "-l", "a", "--value-stdin", input="value-a\n")[0] == 0
+    code, out, _ = _invoke("secret", "list", "-l")
     assert (code, out) == (0, "a\n")
-    assert _invoke("secret", "remove", "a")[0] == 0
-    assert _invoke("secret", "remove", "a")[0] == 1
+    assert _invoke("secret", "remove", "-l", "a")[0] == 0
+    assert _invoke("secret", "remove", "-l", "a")[0] == 1
 
 
 def test_cache_list_and_prune_on_an_empty_home(ame_home: AmeHome) -> None:

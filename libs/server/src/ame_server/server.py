@@ -33,6 +33,7 @@ from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSetti
 from ame_platform.storage import StorageSettings
 from ame_scheduler import app as scheduler_app
 from ame_scheduler.settings import SchedulerSettings
+from ame_server.secret_material import secrets_settings
 from ame_server.settings import ServerSettings
 
 DATABASE = "ame"
@@ -125,6 +126,7 @@ def build_components(
     """All four services' components, and the REST URL and gRPC target the api listens on."""
     telemetry = TelemetrySettings()
     lifecycle = LifecycleSettings(graceful_timeout=settings.graceful_timeout)
+    secrets = secrets_settings(settings.data_dir)
     api = api_app.build(
         ApiSettings(
             rest_host=settings.host,
@@ -136,6 +138,7 @@ def build_components(
             telemetry=telemetry,
             lifecycle=lifecycle,
             storage=_storage(settings),
+            secrets=secrets,
         ),
         runtime,
     )
@@ -143,6 +146,8 @@ def build_components(
         LauncherSettings(
             work_dir=settings.data_dir / "launcher",
             storage=_storage(settings),
+            api_target=api.grpc.target,
+            api_token=secrets.launcher_token,
             nats=nats,
             postgres=postgres,
             telemetry=telemetry,

@@ -1,6 +1,8 @@
-"""`ame-api` / `python -m ame_api`: serve | migrate | check-config."""
+"""`ame-api` / `python -m ame_api`: serve | migrate | check-config | rotate-secrets-key."""
 
 from __future__ import annotations
+
+import sys
 
 from ame_api.app import MIGRATIONS, SERVICE, build_components
 from ame_api.settings import ApiSettings
@@ -13,6 +15,10 @@ DEFINITION = ServiceDefinition(
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["rotate-secrets-key"]:
+        from ame_api.secrets.rotation import main as rotate_main
+
+        return rotate_main(sys.argv[2:])
     return service_main(DEFINITION)
 
 

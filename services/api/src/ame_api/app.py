@@ -10,6 +10,7 @@ from ame_api.grpc.servicer import AmeServicer
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.runs import OutboxRelay, RunService
+from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
@@ -26,6 +27,7 @@ class ApiService:
     runs: RunService
     projects: ProjectService
     store: StoreComponent
+    secrets: SecretService
     registry: PullConsumer
     triggers: PullConsumer
     relay: Periodic
@@ -35,7 +37,7 @@ class ApiService:
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
-        return [self.registry, self.triggers, self.relay, self.store, self.rest, self.grpc]
+        return [self.registry, self.triggers, self.relay, self.store, self.secrets, self.rest, self.grpc]
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
@@ -44,6 +46,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     tasks = TaskService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
     follower = LogFollower(runtime, settings)
+    secrets = SecretService(runtime, settings)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -72,12 +75,13 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, settings)
-    servicer = AmeServicer(runs, follower, projects, tasks, retry_after_seconds=settings.retry_after)
+    rest_app = create_app(runs, follower, projects, tasks, settings, secrets)
+    servicer = AmeServicer(runs, follower, projects, tasks, secrets, retry_after_seconds=settings.retry_after)
     return ApiService(
         runs=runs,
         projects=projects,
         store=store,
+        secrets=secrets,
         registry=registry,
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),

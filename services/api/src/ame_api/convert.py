@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -30,6 +30,10 @@ from ame.domain.limits import (
 )
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.tasks import TaskSummary
+
+if TYPE_CHECKING:
+    from ame_api.repositories.secrets import SecretRow
+    from ame_api.secrets.service import Resolved
 
 __all__ = ["DecodeError", "StateEvent"]
 
@@ -342,3 +346,21 @@ def manifest_object(version_id: str, entries: Iterable[ManifestEntry]) -> bytes:
 
 def manifest_to_pb(entries: Iterable[ManifestEntry]) -> list[project_pb2.ManifestEntry]:
     return project_codecs.entries_to_pb(entries)
+
+
+def secret_info_pb(row: SecretRow) -> ame_service_pb2.SecretInfo:
+    """A secret as listings show it: its name and times, never its value."""
+    info = ame_service_pb2.SecretInfo(name=row.name)
+    info.created_at.FromDatetime(row.created_at)
+    info.updated_at.FromDatetime(row.updated_at)
+    return info
+
+
+def resolved_secret_pb(resolved: Resolved) -> ame_service_pb2.ResolvedSecret:
+    return ame_service_pb2.ResolvedSecret(
+        vault=resolved.vault,
+        key=resolved.key,
+        value=resolved.value or "",
+        found=resolved.value is not None,
+        problem=resolved.problem,
+    )

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
+from ame_api.secrets.settings import SecretsSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
@@ -37,6 +38,7 @@ class ApiSettings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="The secret store.")
     # Project versions (ame project push).
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")
     project_max_bytes: int = Field(5 * _GIB, ge=1, description="Largest project version accepted, in bytes.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
@@ -107,6 +107,13 @@ class LauncherSettings(BaseSettings):
         "auto",
         description="How a run's memory limit is enforced: a cgroup where possible (auto), only one, or a watchdog.",
     )
+    api_target: str | None = Field(
+        None, description="gRPC address of the api, which resolves a run's secrets when it starts; unset: none."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="The launcher credential the api expects (its AME_SECRETS_LAUNCHER_TOKEN)."
+    )
+    api_timeout: Duration = Field(15.0, description="Longest the api may take to resolve a run's secrets.")
     log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")
     log_flush_interval: Duration = Field(0.02, description="Longest a line waits before it is published.")
     nats: NatsSettings = Field(default_factory=NatsSettings)

@@ -1,4 +1,4 @@
-"""Commands that work on this machine: `task run` (-l runs locally), `cache`, `artifacts`, `secret`.
+"""Commands that work on this machine: `task run` (-l runs locally), `cache`, `artifacts` (`secret`: secret_commands).
 
 Heavy imports (the runner, the spec) stay inside the commands so `ame --help` starts fast.
 """
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from ame.runner.console import TerminalOutput
     from ame.runner.home import AmeHome
     from ame.runner.results import RunResult
-    from ame.runner.secret_sources import LocalSecretStore
     from ame.runner.task_runs import LocalRunner
     from ame.spec import Project, ResolvedTask
 
@@ -35,7 +34,6 @@ def register(cli: click.Group) -> None:
     task_group.add_command(run_command)
     cli.add_command(cache_group)
     cli.add_command(artifacts_group)
-    cli.add_command(secret_group)
 
 
 # --- ame task run -------------------------------------------------------------------------------
@@ -338,54 +336,6 @@ def _run_prefix(home: AmeHome, run_id: str) -> str:
         return find_run_record(home.runs, run_id).artifact_prefix
     except RunRecordNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-# --- ame secret ---------------------------------------------------------------------------------
-
-
-@click.group("secret")
-def secret_group() -> None:
-    """Secrets for `!ame` entries of local runs, kept in a 0600 file under the AME home."""
-
-
-@secret_group.command("add")
-@click.argument("key", required=False)
-@click.option("--value-stdin", is_flag=True, help="Read the value from stdin instead of prompting.")
-def secret_add(key: str | None, value_stdin: bool) -> None:
-    """Store a secret; prompts for the key (unless given) and the value (hidden)."""
-    store = _secret_store()
-    key = key or click.prompt("Key")
-    if value_stdin:
-        value = sys.stdin.read().rstrip("\n")
-    else:
-        value = click.prompt("Value", hide_input=True, confirmation_prompt=True)
-    if not value:
-        raise click.ClickException("the value is empty")
-    store.add(key, value)
-    click.echo(f"stored secret {key!r}")
-
-
-@secret_group.command("list")
-def secret_list() -> None:
-    """List the keys of stored secrets (never their values)."""
-    for key in _secret_store().list_keys():
-        click.echo(key)
-
-
-@secret_group.command("remove")
-@click.argument("key")
-def secret_remove(key: str) -> None:
-    """Delete a stored secret."""
-    if not _secret_store().remove(key):
-        raise click.ClickException(f"no secret {key!r}")
-    click.echo(f"removed secret {key!r}")
-
-
-def _secret_store() -> LocalSecretStore:
-    from ame.runner.home import AmeHome
-    from ame.runner.secret_sources import LocalSecretStore
-
-    return LocalSecretStore(AmeHome.from_env().secrets_file)
 
 
 # --- formatting ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "task": ("spec_commands", "local_commands", "remote_commands", "task_commands"),
     "cache": ("local_commands",),
     "artifacts": ("local_commands",),
-    "secret": ("local_commands",),
+    "secret": ("secret_commands",),
     "runs": ("remote_commands",),
     "admin": ("admin_commands",),
     "project": ("project_commands",),
@@ -33,6 +33,7 @@ _ALL_MODULES = (
     "task_commands",
     "admin_commands",
     "project_commands",
+    "secret_commands",
 )
 
 

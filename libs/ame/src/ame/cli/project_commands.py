@@ -43,7 +43,19 @@ def push(client: Client, project_dir: Path, project: str) -> PushResult:
         click.echo(f"ame: left out {link}: a symbolic link that points out of the project", err=True)
     for name in result.unpackable:
         click.echo(f"ame: left out {name}: the name is not UTF-8, or holds a control character or backslash", err=True)
+    _warn_missing_secrets(client, project_dir)
     return result
+
+
+def _warn_missing_secrets(client: Client, project_dir: Path) -> None:
+    from ame.cli.secret_commands import warn_missing
+    from ame.spec import SpecError, load_project
+
+    try:
+        project = load_project(project_dir)
+    except SpecError:
+        return  # the push itself reported the ame.yml's problems
+    warn_missing(client, project)
 
 
 def describe(result: PushResult) -> str:

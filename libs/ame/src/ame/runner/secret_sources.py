@@ -53,6 +53,8 @@ class SecretRequest:
 class LocalSecretStore:
     """`!ame` secrets on this machine: a JSON object in a 0600 file under the AME home."""
 
+    where = "this machine's secret store (add it with `ame secret add -l`)"
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
@@ -192,7 +194,8 @@ async def resolve_secrets(
         try:
             if request.kind == "ame":
                 value = await ame.get_secret(request.key)
-                where = "AME's secret store (add it with `ame secret add`)"
+                # A source may say where it looks; the server's store is the default.
+                where = getattr(ame, "where", "AME's secret store (add it with `ame secret add`)")
             else:
                 name = request.vault or ""
                 if name not in vaults:

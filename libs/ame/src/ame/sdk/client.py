@@ -23,6 +23,7 @@ import grpc
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
 from ame.sdk import convert
 from ame.sdk.errors import AmeError, Conflict, InvalidArgument, MissingBlobs, NotFound, Unavailable
@@ -157,6 +158,21 @@ class Client:
             raise _translate(self.target, exc) from None
         finally:
             stream.cancel()
+
+    # The server's secret store: values go in, never come back.
+
+    def put_secret(self, name: str, value: str) -> bool:
+        """Store (create or replace) a secret; True when it was created."""
+        request = ame_service_pb2.PutSecretRequest(name=name, value=value)
+        return bool(self._call(self._stub.PutSecret, request, timeout=self._timeout).created)
+
+    def list_secrets(self) -> list[SecretInfo]:
+        response = self._call(self._stub.ListSecrets, ame_service_pb2.ListSecretsRequest(), timeout=self._timeout)
+        return [convert.secret_from_pb(s) for s in response.secrets]
+
+    def delete_secret(self, name: str) -> None:
+        request = ame_service_pb2.DeleteSecretRequest(name=name)
+        self._call(self._stub.DeleteSecret, request, timeout=self._timeout)
 
     # Project versions: `ame.packaging.push_project` drives the first three through the PushTransport protocol.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC
 
 from ame import codecs, log_batches, project_codecs
 from ame.contracts.api.v1 import ame_service_pb2
@@ -10,6 +11,7 @@ from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
 
 
@@ -101,3 +103,11 @@ def manifest_from_pb(entries: Iterable[project_pb2.ManifestEntry]) -> list[Manif
 
 def version_from_pb(pb: project_pb2.ProjectVersion) -> ProjectVersion:
     return project_codecs.version_from_pb(pb)
+
+
+def secret_from_pb(pb: ame_service_pb2.SecretInfo) -> SecretInfo:
+    return SecretInfo(
+        name=pb.name,
+        created_at=pb.created_at.ToDatetime(tzinfo=UTC),
+        updated_at=pb.updated_at.ToDatetime(tzinfo=UTC),
+    )

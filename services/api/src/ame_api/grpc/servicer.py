@@ -15,8 +15,10 @@ from ame_api.follow import LogFollower
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
+from ame_api.grpc.secrets import SecretMethods
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
+from ame_api.secrets.service import SecretService
 from ame_api.tasks import TaskService
 from ame_platform import telemetry
 
@@ -29,13 +31,14 @@ def _caller_trace(context: Context) -> AbstractContextManager[None]:
     return telemetry.extracted(metadata)
 
 
-class AmeServicer(ProjectMethods, ame_service_pb2_grpc.AmeServiceServicer):
+class AmeServicer(ProjectMethods, SecretMethods, ame_service_pb2_grpc.AmeServiceServicer):
     def __init__(
         self,
         runs: RunService,
         follower: LogFollower,
         projects: ProjectService,
         tasks: TaskService,
+        secrets: SecretService,
         *,
         retry_after_seconds: int = 2,
     ) -> None:
@@ -43,6 +46,7 @@ class AmeServicer(ProjectMethods, ame_service_pb2_grpc.AmeServiceServicer):
         self._follower = follower
         self._projects = projects
         self._tasks = tasks
+        self._secrets = secrets
         self.retry_after_seconds = retry_after_seconds
 
     @unary

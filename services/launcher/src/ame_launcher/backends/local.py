@@ -26,6 +26,7 @@ from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.convert import LaunchCommand
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.project_versions import VersionReader
+from ame_launcher.run_secrets import RunSecrets
 from ame_launcher.settings import LauncherSettings
 
 _T = TypeVar("_T")
@@ -63,16 +64,6 @@ class _Output:
 
     async def notice(self, text: str) -> None:
         await self._output.write("system", text)
-
-
-class _NoSecretStore:
-    """The server has no secret store yet: a run that needs a secret fails before it starts, saying so."""
-
-    def __init__(self, what: str = "the server has no secret store configured") -> None:
-        self._what = what
-
-    async def get_secret(self, key: str) -> str | None:
-        raise SecretError(f"secret {key!r} cannot be resolved: {self._what}")
 
 
 class LocalBackend:
@@ -119,14 +110,22 @@ class LocalBackend:
                     await output.write(
                         "system", f"fetched {outcome.fetched} file(s) of version {spec.project_version_id[:12]}"
                     )
+            # Resolved by the api on first use (only runs that declare secrets call it), for this attempt only.
+            secrets = RunSecrets(
+                self._settings.api_target,
+                self._settings.api_token,
+                command.run_id,
+                command.attempt,
+                self._settings.api_timeout,
+            )
             runner = LocalRunner(
                 RunSettings(
                     home=self._home,
                     project_dir=workdir,
                     project_name=spec.project,
                     base_env=self._environment(command),
-                    secrets=_NoSecretStore(),
-                    vault=lambda name: _NoSecretStore(f"the server has no access to vault {name!r}"),
+                    secrets=secrets.ame(),
+                    vault=secrets.vault,
                     artifacts=self._artifacts,
                     grace_seconds=self._settings.grace_period,
                     record_runs=False,

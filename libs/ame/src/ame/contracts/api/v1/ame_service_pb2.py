@@ -22,70 +22,91 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ame.contracts.log.v1 import log_pb2 as ame_dot_contracts_dot_log_dot_v1_dot_log__pb2
 from ame.contracts.project.v1 import project_pb2 as ame_dot_contracts_dot_project_dot_v1_dot_project__pb2
 from ame.contracts.run.v1 import run_pb2 as ame_dot_contracts_dot_run_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/api/v1/ame_service.proto\x12\x14\x61me.contracts.api.v1\x1a\x1e\x61me/contracts/log/v1/log.proto\x1a&ame/contracts/project/v1/project.proto\x1a\x1e\x61me/contracts/run/v1/run.proto\"\xa3\x01\n\x10SubmitRunRequest\x12+\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x32\n\x07trigger\x18\x03 \x01(\x0e\x32!.ame.contracts.run.v1.TriggerKind\x12\x15\n\rparent_run_id\x18\x04 \x01(\t\";\n\x11SubmitRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"8\n\x0eGetRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\xb0\x01\n\x0fListRunsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12.\n\x06states\x18\x03 \x03(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x11\n\tid_prefix\x18\x06 \x01(\t\x12\x14\n\x0corganisation\x18\x07 \x01(\t\"T\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.ame.contracts.run.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11\x43\x61ncelRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"F\n\x11\x46ollowLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0f\n\x07\x62\x61tched\x18\x03 \x01(\x08\"\xaa\x01\n\x12\x46ollowLogsResponse\x12-\n\x04line\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.log.v1.LogLineH\x00\x12+\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1c.ame.contracts.log.v1.LogEndH\x00\x12/\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1e.ame.contracts.log.v1.LogChunkH\x00\x42\x07\n\x05\x65vent\"x\n\x17\x46indMissingBlobsRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x36\n\x05\x66iles\x18\x03 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"2\n\x18\x46indMissingBlobsResponse\x12\x16\n\x0emissing_sha256\x18\x01 \x03(\t\"Q\n\nBlobHeader\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"`\n\x11UploadBlobRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .ame.contracts.api.v1.BlobHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"C\n\x12UploadBlobResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"|\n\x1b\x43ommitProjectVersionRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x36\n\x05\x66iles\x18\x03 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"j\n\x1c\x43ommitProjectVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"j\n\x1aListProjectVersionsRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"r\n\x1bListProjectVersionsResponse\x12:\n\x08versions\x18\x01 \x03(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x18GetProjectVersionRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x12\n\nversion_id\x18\x03 \x01(\t\"\x8e\x01\n\x19GetProjectVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x36\n\x05\x66iles\x18\x02 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"L\n\x13\x44ownloadBlobRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"%\n\x14\x44ownloadBlobResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"`\n\x10ListTasksRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x8b\x01\n\x0bTaskSummary\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1a\n\x12project_version_id\x18\x04 \x01(\t\x12+\n\x08last_run\x18\x05 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"^\n\x11ListTasksResponse\x12\x30\n\x05tasks\x18\x01 \x03(\x0b\x32!.ame.contracts.api.v1.TaskSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe9\t\n\nAmeService\x12\\\n\tSubmitRun\x12&.ame.contracts.api.v1.SubmitRunRequest\x1a\'.ame.contracts.api.v1.SubmitRunResponse\x12S\n\x06GetRun\x12#.ame.contracts.api.v1.GetRunRequest\x1a$.ame.contracts.api.v1.GetRunResponse\x12Y\n\x08ListRuns\x12%.ame.contracts.api.v1.ListRunsRequest\x1a&.ame.contracts.api.v1.ListRunsResponse\x12\\\n\tCancelRun\x12&.ame.contracts.api.v1.CancelRunRequest\x1a\'.ame.contracts.api.v1.CancelRunResponse\x12\x61\n\nFollowLogs\x12\'.ame.contracts.api.v1.FollowLogsRequest\x1a(.ame.contracts.api.v1.FollowLogsResponse0\x01\x12q\n\x10\x46indMissingBlobs\x12-.ame.contracts.api.v1.FindMissingBlobsRequest\x1a..ame.contracts.api.v1.FindMissingBlobsResponse\x12\x61\n\nUploadBlob\x12\'.ame.contracts.api.v1.UploadBlobRequest\x1a(.ame.contracts.api.v1.UploadBlobResponse(\x01\x12}\n\x14\x43ommitProjectVersion\x12\x31.ame.contracts.api.v1.CommitProjectVersionRequest\x1a\x32.ame.contracts.api.v1.CommitProjectVersionResponse\x12z\n\x13ListProjectVersions\x12\x30.ame.contracts.api.v1.ListProjectVersionsRequest\x1a\x31.ame.contracts.api.v1.ListProjectVersionsResponse\x12t\n\x11GetProjectVersion\x12..ame.contracts.api.v1.GetProjectVersionRequest\x1a/.ame.contracts.api.v1.GetProjectVersionResponse\x12g\n\x0c\x44ownloadBlob\x12).ame.contracts.api.v1.DownloadBlobRequest\x1a*.ame.contracts.api.v1.DownloadBlobResponse0\x01\x12\\\n\tListTasks\x12&.ame.contracts.api.v1.ListTasksRequest\x1a\'.ame.contracts.api.v1.ListTasksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/api/v1/ame_service.proto\x12\x14\x61me.contracts.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1e\x61me/contracts/log/v1/log.proto\x1a&ame/contracts/project/v1/project.proto\x1a\x1e\x61me/contracts/run/v1/run.proto\"\xa3\x01\n\x10SubmitRunRequest\x12+\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x32\n\x07trigger\x18\x03 \x01(\x0e\x32!.ame.contracts.run.v1.TriggerKind\x12\x15\n\rparent_run_id\x18\x04 \x01(\t\";\n\x11SubmitRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"8\n\x0eGetRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"\xb0\x01\n\x0fListRunsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12.\n\x06states\x18\x03 \x03(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x11\n\tid_prefix\x18\x06 \x01(\t\x12\x14\n\x0corganisation\x18\x07 \x01(\t\"T\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.ame.contracts.run.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11\x43\x61ncelRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"F\n\x11\x46ollowLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0f\n\x07\x62\x61tched\x18\x03 \x01(\x08\"\xaa\x01\n\x12\x46ollowLogsResponse\x12-\n\x04line\x18\x01 \x01(\x0b\x32\x1d.ame.contracts.log.v1.LogLineH\x00\x12+\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1c.ame.contracts.log.v1.LogEndH\x00\x12/\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1e.ame.contracts.log.v1.LogChunkH\x00\x42\x07\n\x05\x65vent\"x\n\x17\x46indMissingBlobsRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x36\n\x05\x66iles\x18\x03 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"2\n\x18\x46indMissingBlobsResponse\x12\x16\n\x0emissing_sha256\x18\x01 \x03(\t\"Q\n\nBlobHeader\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"`\n\x11UploadBlobRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .ame.contracts.api.v1.BlobHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"C\n\x12UploadBlobResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"|\n\x1b\x43ommitProjectVersionRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x36\n\x05\x66iles\x18\x03 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"j\n\x1c\x43ommitProjectVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"j\n\x1aListProjectVersionsRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"r\n\x1bListProjectVersionsResponse\x12:\n\x08versions\x18\x01 \x03(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x18GetProjectVersionRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x12\n\nversion_id\x18\x03 \x01(\t\"\x8e\x01\n\x19GetProjectVersionResponse\x12\x39\n\x07version\x18\x01 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\x12\x36\n\x05\x66iles\x18\x02 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntry\"L\n\x13\x44ownloadBlobRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"%\n\x14\x44ownloadBlobResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"`\n\x10ListTasksRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x8b\x01\n\x0bTaskSummary\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1a\n\x12project_version_id\x18\x04 \x01(\t\x12+\n\x08last_run\x18\x05 \x01(\x0b\x32\x19.ame.contracts.run.v1.Run\"^\n\x11ListTasksResponse\x12\x30\n\x05tasks\x18\x01 \x03(\x0b\x32!.ame.contracts.api.v1.TaskSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\nSecretInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x10PutSecretRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x14\n\x0corganisation\x18\x03 \x01(\t\"V\n\x11PutSecretResponse\x12\x30\n\x06secret\x18\x01 \x01(\x0b\x32 .ame.contracts.api.v1.SecretInfo\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"*\n\x12ListSecretsRequest\x12\x14\n\x0corganisation\x18\x01 \x01(\t\"H\n\x13ListSecretsResponse\x12\x31\n\x07secrets\x18\x01 \x03(\x0b\x32 .ame.contracts.api.v1.SecretInfo\"9\n\x13\x44\x65leteSecretRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteSecretResponse\";\n\x18ResolveRunSecretsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"[\n\x0eResolvedSecret\x12\r\n\x05vault\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\x12\x0f\n\x07problem\x18\x05 \x01(\t\"R\n\x19ResolveRunSecretsResponse\x12\x35\n\x07secrets\x18\x01 \x03(\x0b\x32$.ame.contracts.api.v1.ResolvedSecret2\x88\r\n\nAmeService\x12\\\n\tSubmitRun\x12&.ame.contracts.api.v1.SubmitRunRequest\x1a\'.ame.contracts.api.v1.SubmitRunResponse\x12S\n\x06GetRun\x12#.ame.contracts.api.v1.GetRunRequest\x1a$.ame.contracts.api.v1.GetRunResponse\x12Y\n\x08ListRuns\x12%.ame.contracts.api.v1.ListRunsRequest\x1a&.ame.contracts.api.v1.ListRunsResponse\x12\\\n\tCancelRun\x12&.ame.contracts.api.v1.CancelRunRequest\x1a\'.ame.contracts.api.v1.CancelRunResponse\x12\x61\n\nFollowLogs\x12\'.ame.contracts.api.v1.FollowLogsRequest\x1a(.ame.contracts.api.v1.FollowLogsResponse0\x01\x12q\n\x10\x46indMissingBlobs\x12-.ame.contracts.api.v1.FindMissingBlobsRequest\x1a..ame.contracts.api.v1.FindMissingBlobsResponse\x12\x61\n\nUploadBlob\x12\'.ame.contracts.api.v1.UploadBlobRequest\x1a(.ame.contracts.api.v1.UploadBlobResponse(\x01\x12}\n\x14\x43ommitProjectVersion\x12\x31.ame.contracts.api.v1.CommitProjectVersionRequest\x1a\x32.ame.contracts.api.v1.CommitProjectVersionResponse\x12z\n\x13ListProjectVersions\x12\x30.ame.contracts.api.v1.ListProjectVersionsRequest\x1a\x31.ame.contracts.api.v1.ListProjectVersionsResponse\x12t\n\x11GetProjectVersion\x12..ame.contracts.api.v1.GetProjectVersionRequest\x1a/.ame.contracts.api.v1.GetProjectVersionResponse\x12g\n\x0c\x44ownloadBlob\x12).ame.contracts.api.v1.DownloadBlobRequest\x1a*.ame.contracts.api.v1.DownloadBlobResponse0\x01\x12\\\n\tListTasks\x12&.ame.contracts.api.v1.ListTasksRequest\x1a\'.ame.contracts.api.v1.ListTasksResponse\x12\\\n\tPutSecret\x12&.ame.contracts.api.v1.PutSecretRequest\x1a\'.ame.contracts.api.v1.PutSecretResponse\x12\x62\n\x0bListSecrets\x12(.ame.contracts.api.v1.ListSecretsRequest\x1a).ame.contracts.api.v1.ListSecretsResponse\x12\x65\n\x0c\x44\x65leteSecret\x12).ame.contracts.api.v1.DeleteSecretRequest\x1a*.ame.contracts.api.v1.DeleteSecretResponse\x12t\n\x11ResolveRunSecrets\x12..ame.contracts.api.v1.ResolveRunSecretsRequest\x1a/.ame.contracts.api.v1.ResolveRunSecretsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ame.contracts.api.v1.ame_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITRUNREQUEST']._serialized_start=169
-  _globals['_SUBMITRUNREQUEST']._serialized_end=332
-  _globals['_SUBMITRUNRESPONSE']._serialized_start=334
-  _globals['_SUBMITRUNRESPONSE']._serialized_end=393
-  _globals['_GETRUNREQUEST']._serialized_start=395
-  _globals['_GETRUNREQUEST']._serialized_end=426
-  _globals['_GETRUNRESPONSE']._serialized_start=428
-  _globals['_GETRUNRESPONSE']._serialized_end=484
-  _globals['_LISTRUNSREQUEST']._serialized_start=487
-  _globals['_LISTRUNSREQUEST']._serialized_end=663
-  _globals['_LISTRUNSRESPONSE']._serialized_start=665
-  _globals['_LISTRUNSRESPONSE']._serialized_end=749
-  _globals['_CANCELRUNREQUEST']._serialized_start=751
-  _globals['_CANCELRUNREQUEST']._serialized_end=801
-  _globals['_CANCELRUNRESPONSE']._serialized_start=803
-  _globals['_CANCELRUNRESPONSE']._serialized_end=862
-  _globals['_FOLLOWLOGSREQUEST']._serialized_start=864
-  _globals['_FOLLOWLOGSREQUEST']._serialized_end=934
-  _globals['_FOLLOWLOGSRESPONSE']._serialized_start=937
-  _globals['_FOLLOWLOGSRESPONSE']._serialized_end=1107
-  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_start=1109
-  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_end=1229
-  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_start=1231
-  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_end=1281
-  _globals['_BLOBHEADER']._serialized_start=1283
-  _globals['_BLOBHEADER']._serialized_end=1364
-  _globals['_UPLOADBLOBREQUEST']._serialized_start=1366
-  _globals['_UPLOADBLOBREQUEST']._serialized_end=1462
-  _globals['_UPLOADBLOBRESPONSE']._serialized_start=1464
-  _globals['_UPLOADBLOBRESPONSE']._serialized_end=1531
-  _globals['_COMMITPROJECTVERSIONREQUEST']._serialized_start=1533
-  _globals['_COMMITPROJECTVERSIONREQUEST']._serialized_end=1657
-  _globals['_COMMITPROJECTVERSIONRESPONSE']._serialized_start=1659
-  _globals['_COMMITPROJECTVERSIONRESPONSE']._serialized_end=1765
-  _globals['_LISTPROJECTVERSIONSREQUEST']._serialized_start=1767
-  _globals['_LISTPROJECTVERSIONSREQUEST']._serialized_end=1873
-  _globals['_LISTPROJECTVERSIONSRESPONSE']._serialized_start=1875
-  _globals['_LISTPROJECTVERSIONSRESPONSE']._serialized_end=1989
-  _globals['_GETPROJECTVERSIONREQUEST']._serialized_start=1991
-  _globals['_GETPROJECTVERSIONREQUEST']._serialized_end=2076
-  _globals['_GETPROJECTVERSIONRESPONSE']._serialized_start=2079
-  _globals['_GETPROJECTVERSIONRESPONSE']._serialized_end=2221
-  _globals['_DOWNLOADBLOBREQUEST']._serialized_start=2223
-  _globals['_DOWNLOADBLOBREQUEST']._serialized_end=2299
-  _globals['_DOWNLOADBLOBRESPONSE']._serialized_start=2301
-  _globals['_DOWNLOADBLOBRESPONSE']._serialized_end=2338
-  _globals['_LISTTASKSREQUEST']._serialized_start=2340
-  _globals['_LISTTASKSREQUEST']._serialized_end=2436
-  _globals['_TASKSUMMARY']._serialized_start=2439
-  _globals['_TASKSUMMARY']._serialized_end=2578
-  _globals['_LISTTASKSRESPONSE']._serialized_start=2580
-  _globals['_LISTTASKSRESPONSE']._serialized_end=2674
-  _globals['_AMESERVICE']._serialized_start=2677
-  _globals['_AMESERVICE']._serialized_end=3934
+  _globals['_SUBMITRUNREQUEST']._serialized_start=202
+  _globals['_SUBMITRUNREQUEST']._serialized_end=365
+  _globals['_SUBMITRUNRESPONSE']._serialized_start=367
+  _globals['_SUBMITRUNRESPONSE']._serialized_end=426
+  _globals['_GETRUNREQUEST']._serialized_start=428
+  _globals['_GETRUNREQUEST']._serialized_end=459
+  _globals['_GETRUNRESPONSE']._serialized_start=461
+  _globals['_GETRUNRESPONSE']._serialized_end=517
+  _globals['_LISTRUNSREQUEST']._serialized_start=520
+  _globals['_LISTRUNSREQUEST']._serialized_end=696
+  _globals['_LISTRUNSRESPONSE']._serialized_start=698
+  _globals['_LISTRUNSRESPONSE']._serialized_end=782
+  _globals['_CANCELRUNREQUEST']._serialized_start=784
+  _globals['_CANCELRUNREQUEST']._serialized_end=834
+  _globals['_CANCELRUNRESPONSE']._serialized_start=836
+  _globals['_CANCELRUNRESPONSE']._serialized_end=895
+  _globals['_FOLLOWLOGSREQUEST']._serialized_start=897
+  _globals['_FOLLOWLOGSREQUEST']._serialized_end=967
+  _globals['_FOLLOWLOGSRESPONSE']._serialized_start=970
+  _globals['_FOLLOWLOGSRESPONSE']._serialized_end=1140
+  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_start=1142
+  _globals['_FINDMISSINGBLOBSREQUEST']._serialized_end=1262
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_start=1264
+  _globals['_FINDMISSINGBLOBSRESPONSE']._serialized_end=1314
+  _globals['_BLOBHEADER']._serialized_start=1316
+  _globals['_BLOBHEADER']._serialized_end=1397
+  _globals['_UPLOADBLOBREQUEST']._serialized_start=1399
+  _globals['_UPLOADBLOBREQUEST']._serialized_end=1495
+  _globals['_UPLOADBLOBRESPONSE']._serialized_start=1497
+  _globals['_UPLOADBLOBRESPONSE']._serialized_end=1564
+  _globals['_COMMITPROJECTVERSIONREQUEST']._serialized_start=1566
+  _globals['_COMMITPROJECTVERSIONREQUEST']._serialized_end=1690
+  _globals['_COMMITPROJECTVERSIONRESPONSE']._serialized_start=1692
+  _globals['_COMMITPROJECTVERSIONRESPONSE']._serialized_end=1798
+  _globals['_LISTPROJECTVERSIONSREQUEST']._serialized_start=1800
+  _globals['_LISTPROJECTVERSIONSREQUEST']._serialized_end=1906
+  _globals['_LISTPROJECTVERSIONSRESPONSE']._serialized_start=1908
+  _globals['_LISTPROJECTVERSIONSRESPONSE']._serialized_end=2022
+  _globals['_GETPROJECTVERSIONREQUEST']._serialized_start=2024
+  _globals['_GETPROJECTVERSIONREQUEST']._serialized_end=2109
+  _globals['_GETPROJECTVERSIONRESPONSE']._serialized_start=2112
+  _globals['_GETPROJECTVERSIONRESPONSE']._serialized_end=2254
+  _globals['_DOWNLOADBLOBREQUEST']._serialized_start=2256
+  _globals['_DOWNLOADBLOBREQUEST']._serialized_end=2332
+  _globals['_DOWNLOADBLOBRESPONSE']._serialized_start=2334
+  _globals['_DOWNLOADBLOBRESPONSE']._serialized_end=2371
+  _globals['_LISTTASKSREQUEST']._serialized_start=2373
+  _globals['_LISTTASKSREQUEST']._serialized_end=2469
+  _globals['_TASKSUMMARY']._serialized_start=2472
+  _globals['_TASKSUMMARY']._serialized_end=2611
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2613
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2707
+  _globals['_SECRETINFO']._serialized_start=2709
+  _globals['_SECRETINFO']._serialized_end=2831
+  _globals['_PUTSECRETREQUEST']._serialized_start=2833
+  _globals['_PUTSECRETREQUEST']._serialized_end=2902
+  _globals['_PUTSECRETRESPONSE']._serialized_start=2904
+  _globals['_PUTSECRETRESPONSE']._serialized_end=2990
+  _globals['_LISTSECRETSREQUEST']._serialized_start=2992
+  _globals['_LISTSECRETSREQUEST']._serialized_end=3034
+  _globals['_LISTSECRETSRESPONSE']._serialized_start=3036
+  _globals['_LISTSECRETSRESPONSE']._serialized_end=3108
+  _globals['_DELETESECRETREQUEST']._serialized_start=3110
+  _globals['_DELETESECRETREQUEST']._serialized_end=3167
+  _globals['_DELETESECRETRESPONSE']._serialized_start=3169
+  _globals['_DELETESECRETRESPONSE']._serialized_end=3191
+  _globals['_RESOLVERUNSECRETSREQUEST']._serialized_start=3193
+  _globals['_RESOLVERUNSECRETSREQUEST']._serialized_end=3252
+  _globals['_RESOLVEDSECRET']._serialized_start=3254
+  _globals['_RESOLVEDSECRET']._serialized_end=3345
+  _globals['_RESOLVERUNSECRETSRESPONSE']._serialized_start=3347
+  _globals['_RESOLVERUNSECRETSRESPONSE']._serialized_end=3429
+  _globals['_AMESERVICE']._serialized_start=3432
+  _globals['_AMESERVICE']._serialized_end=5104
 # @@protoc_insertion_point(module_scope)

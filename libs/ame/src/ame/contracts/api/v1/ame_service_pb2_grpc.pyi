@@ -61,6 +61,19 @@ class AmeServiceStub:
     """The tasks of each project's latest pushed version, each with its last run: by project name, then in
     ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
     """
+    PutSecret: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.PutSecretRequest, _ame_service_pb2.PutSecretResponse]
+    """The server's secret store, per organisation. No method ever returns a value, and errors never echo one.
+    Stores (creates or replaces) a secret. INVALID_ARGUMENT for a bad name or an empty value.
+    """
+    ListSecrets: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListSecretsRequest, _ame_service_pb2.ListSecretsResponse]
+    """Names and times only, by name."""
+    DeleteSecret: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.DeleteSecretRequest, _ame_service_pb2.DeleteSecretResponse]
+    """NOT_FOUND for an unknown name."""
+    ResolveRunSecrets: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ResolveRunSecretsRequest, _ame_service_pb2.ResolveRunSecretsResponse]
+    """For launchers only (authenticated by the launcher credential in the `authorization` metadata): the values
+    of the secrets the run's spec declares, only while that attempt is launching or running.
+    PERMISSION_DENIED otherwise; FAILED_PRECONDITION when the attempt is not launching or running.
+    """
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -94,6 +107,19 @@ class AmeServiceAsyncStub(AmeServiceStub):
     ListTasks: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListTasksRequest, _ame_service_pb2.ListTasksResponse]  # type: ignore[assignment]
     """The tasks of each project's latest pushed version, each with its last run: by project name, then in
     ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+    """
+    PutSecret: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.PutSecretRequest, _ame_service_pb2.PutSecretResponse]  # type: ignore[assignment]
+    """The server's secret store, per organisation. No method ever returns a value, and errors never echo one.
+    Stores (creates or replaces) a secret. INVALID_ARGUMENT for a bad name or an empty value.
+    """
+    ListSecrets: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListSecretsRequest, _ame_service_pb2.ListSecretsResponse]  # type: ignore[assignment]
+    """Names and times only, by name."""
+    DeleteSecret: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.DeleteSecretRequest, _ame_service_pb2.DeleteSecretResponse]  # type: ignore[assignment]
+    """NOT_FOUND for an unknown name."""
+    ResolveRunSecrets: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ResolveRunSecretsRequest, _ame_service_pb2.ResolveRunSecretsResponse]  # type: ignore[assignment]
+    """For launchers only (authenticated by the launcher credential in the `authorization` metadata): the values
+    of the secrets the run's spec declares, only while that attempt is launching or running.
+    PERMISSION_DENIED otherwise; FAILED_PRECONDITION when the attempt is not launching or running.
     """
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +223,43 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ame_service_pb2.ListTasksResponse, _abc.Awaitable[_ame_service_pb2.ListTasksResponse]]:
         """The tasks of each project's latest pushed version, each with its last run: by project name, then in
         ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+        """
+
+    @_abc_1.abstractmethod
+    def PutSecret(
+        self,
+        request: _ame_service_pb2.PutSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.PutSecretResponse, _abc.Awaitable[_ame_service_pb2.PutSecretResponse]]:
+        """The server's secret store, per organisation. No method ever returns a value, and errors never echo one.
+        Stores (creates or replaces) a secret. INVALID_ARGUMENT for a bad name or an empty value.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSecrets(
+        self,
+        request: _ame_service_pb2.ListSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListSecretsResponse, _abc.Awaitable[_ame_service_pb2.ListSecretsResponse]]:
+        """Names and times only, by name."""
+
+    @_abc_1.abstractmethod
+    def DeleteSecret(
+        self,
+        request: _ame_service_pb2.DeleteSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.DeleteSecretResponse, _abc.Awaitable[_ame_service_pb2.DeleteSecretResponse]]:
+        """NOT_FOUND for an unknown name."""
+
+    @_abc_1.abstractmethod
+    def ResolveRunSecrets(
+        self,
+        request: _ame_service_pb2.ResolveRunSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ResolveRunSecretsResponse, _abc.Awaitable[_ame_service_pb2.ResolveRunSecretsResponse]]:
+        """For launchers only (authenticated by the launcher credential in the `authorization` metadata): the values
+        of the secrets the run's spec declares, only while that attempt is launching or running.
+        PERMISSION_DENIED otherwise; FAILED_PRECONDITION when the attempt is not launching or running.
         """
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
