@@ -125,13 +125,13 @@ def _run_remote(project_dir: Path, name: str, follow: bool) -> int:
 
 
 def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int | None) -> int:
-    from ame.runner.artifacts import LocalArtifactStore
     from ame.runner.console import TerminalOutput
     from ame.runner.gpus import GpuPool, HostResourceSettings
     from ame.runner.home import AmeHome
     from ame.runner.secret_sources import LocalSecretStore, vault_source_from_env
     from ame.runner.task_runs import LocalRunner, RunSettings
     from ame.spec import SpecError, resolve_task
+    from ame.storage import LocalObjectStore
 
     try:
         task = resolve_task(project, name)
@@ -152,7 +152,7 @@ def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int
         base_env=dict(os.environ),
         secrets=LocalSecretStore(home.secrets_file),
         vault=vault_source_from_env,
-        artifacts=LocalArtifactStore(home.artifacts),
+        artifacts=LocalObjectStore(home.artifacts),
         max_parallel=max_parallel or os.cpu_count() or 1,
         gpus=gpus,
         memory_enforcement=host.memory_enforcement,
@@ -280,12 +280,12 @@ def artifacts_group() -> None:
 @click.argument("run_id")
 def artifacts_list(run_id: str) -> None:
     """List the artifacts of run RUN_ID (an id, a unique prefix of one, or project/task/run)."""
-    from ame.runner.artifacts import LocalArtifactStore
     from ame.runner.home import AmeHome
+    from ame.storage import LocalObjectStore
 
     home = AmeHome.from_env()
     prefix = _run_prefix(home, run_id)
-    objects = asyncio.run(LocalArtifactStore(home.artifacts).list(prefix))
+    objects = asyncio.run(LocalObjectStore(home.artifacts).list(prefix))
     if not objects:
         click.echo(f"no artifacts under {prefix}")
         return
@@ -306,12 +306,12 @@ def artifacts_list(run_id: str) -> None:
 )
 def artifacts_get(run_id: str, path: str | None, dest: Path) -> None:
     """Download the artifacts of RUN_ID (or only PATH, a file or directory) into --dest."""
-    from ame.runner.artifacts import LocalArtifactStore
     from ame.runner.home import AmeHome
+    from ame.storage import LocalObjectStore
 
     home = AmeHome.from_env()
     prefix = _run_prefix(home, run_id)
-    store = LocalArtifactStore(home.artifacts)
+    store = LocalObjectStore(home.artifacts)
     wanted = path.strip("/") if path else ""
 
     async def download() -> int:

@@ -18,7 +18,6 @@ import pathspec
 
 from ame.domain.ids import new_run_id
 from ame.runner.artifacts import (
-    ArtifactStore,
     artifact_prefix,
     changed_files,
     explicit_files,
@@ -38,6 +37,7 @@ from ame.runner.results import RunResult, RunState, StepResult
 from ame.runner.run_records import RunRecord, StepRecord, write_run_record
 from ame.runner.secret_sources import SecretRequest, SecretSource, resolve_secrets
 from ame.runner.setup_steps import SetupCancelledError, SetupContext, SetupError
+from ame.storage import ObjectStore
 
 if TYPE_CHECKING:
     from ame.spec.resolved import ResolvedTask
@@ -68,7 +68,7 @@ class RunSettings:
     base_env: Mapping[str, str]
     secrets: SecretSource
     vault: Callable[[str], SecretSource]
-    artifacts: ArtifactStore
+    artifacts: ObjectStore
     max_parallel: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_seconds: float = 10.0
     record_runs: bool = True
