@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ame_api.artifacts import ArtifactService
 from ame_api.follow import LogFollower
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
@@ -42,6 +43,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     store = StoreComponent(settings)
     projects = ProjectService(runtime, settings, store)
     tasks = TaskService(runtime, settings)
+    artifacts = ArtifactService(runtime, settings, store)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
     follower = LogFollower(runtime, settings)
     registry = PullConsumer(
@@ -72,8 +74,10 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, settings)
-    servicer = AmeServicer(runs, follower, projects, tasks, retry_after_seconds=settings.retry_after)
+    rest_app = create_app(runs, follower, projects, tasks, settings, artifacts)
+    servicer = AmeServicer(
+        runs, follower, projects, tasks, artifacts=artifacts, retry_after_seconds=settings.retry_after
+    )
     return ApiService(
         runs=runs,
         projects=projects,

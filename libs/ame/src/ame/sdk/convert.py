@@ -9,6 +9,7 @@ from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.tasks import TaskSummary
 
@@ -87,3 +88,7 @@ def manifest_from_pb(entries: Iterable[project_pb2.ManifestEntry]) -> list[Manif
 
 def version_from_pb(pb: project_pb2.ProjectVersion) -> ProjectVersion:
     return project_codecs.version_from_pb(pb)
+
+
+def artifact_from_pb(pb: run_pb2.Artifact) -> Artifact:
+    return codecs.artifact_from_pb(pb)

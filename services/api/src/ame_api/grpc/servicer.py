@@ -10,8 +10,10 @@ import grpc
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame_api import convert
+from ame_api.artifacts import ArtifactService
 from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
+from ame_api.grpc.artifacts import ArtifactMethods
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
@@ -29,7 +31,7 @@ def _caller_trace(context: Context) -> AbstractContextManager[None]:
     return telemetry.extracted(metadata)
 
 
-class AmeServicer(ProjectMethods, ame_service_pb2_grpc.AmeServiceServicer):
+class AmeServicer(ProjectMethods, ArtifactMethods, ame_service_pb2_grpc.AmeServiceServicer):
     def __init__(
         self,
         runs: RunService,
@@ -37,8 +39,10 @@ class AmeServicer(ProjectMethods, ame_service_pb2_grpc.AmeServiceServicer):
         projects: ProjectService,
         tasks: TaskService,
         *,
+        artifacts: ArtifactService,
         retry_after_seconds: int = 2,
     ) -> None:
+        self._artifacts = artifacts
         self._runs = runs
         self._follower = follower
         self._projects = projects

@@ -11,9 +11,10 @@ import uvicorn
 from fastapi import FastAPI
 
 import ame
+from ame_api.artifacts import ArtifactService
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, errors, projects, runs, tasks
+from ame_api.rest import admin, artifacts, errors, projects, runs, tasks
 from ame_api.runs import RunService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
@@ -26,6 +27,7 @@ def create_app(
     project_service: ProjectService,
     task_service: TaskService,
     settings: ApiSettings,
+    artifact_service: ArtifactService,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -36,6 +38,7 @@ def create_app(
     app.include_router(runs.router(run_service, follower))
     app.include_router(admin.router(run_service.deadletters))
     app.include_router(tasks.router(task_service))
+    app.include_router(artifacts.router(artifact_service))
     projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

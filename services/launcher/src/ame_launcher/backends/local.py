@@ -18,9 +18,10 @@ from typing import TypeVar
 
 from ame.domain import RunState
 from ame.run_specs import task_for_run_spec
-from ame.runner import LocalArtifactStore, LocalRunner, RunSettings, SecretError, StreamName
+from ame.runner import LocalRunner, RunSettings, SecretError, StreamName, artifact_prefix
 from ame.runner.home import AmeHome
 from ame.runner.process import OutputSink
+from ame_launcher.artifact_uploads import ArtifactStoreError, AttemptArtifacts
 from ame_launcher.backends import RunResult
 from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.convert import LaunchCommand
@@ -83,8 +84,6 @@ class LocalBackend:
         self._work_dir = settings.work_dir.resolve()
         self._home = AmeHome(settings.runner_home)
         self._versions = VersionReader(settings)
-        # Remote runs' artifacts stay on this machine until they are uploaded per run (not built yet).
-        self._artifacts = LocalArtifactStore(self._home.artifacts)
 
     async def close(self) -> None:
         await self._versions.close()
@@ -119,6 +118,16 @@ class LocalBackend:
                     await output.write(
                         "system", f"fetched {outcome.fetched} file(s) of version {spec.project_version_id[:12]}"
                     )
+            task = task_for_run_spec(spec)
+            # What the attempt saves goes to the object store under the run and attempt, for the api to serve.
+            artifacts = AttemptArtifacts(
+                self._versions.store,
+                self._settings,
+                organisation=command.organisation,
+                run_id=command.run_id,
+                attempt=command.attempt,
+                runner_prefix=artifact_prefix(spec.project, task.name, command.run_id),
+            )
             runner = LocalRunner(
                 RunSettings(
                     home=self._home,
@@ -127,16 +136,17 @@ class LocalBackend:
                     base_env=self._environment(command),
                     secrets=_NoSecretStore(),
                     vault=lambda name: _NoSecretStore(f"the server has no access to vault {name!r}"),
-                    artifacts=self._artifacts,
+                    artifacts=artifacts,
                     grace_seconds=self._settings.grace_period,
                     record_runs=False,
                     # GPUs were placed by the launcher (capacity.py) and arrive in the spec's environment.
                     memory_enforcement=self._settings.memory_enforcement,
                 )
             )
-            result = await runner.run(
-                task_for_run_spec(spec), _Output(output, on_started), run_id=command.run_id, cancel=cancel
-            )
+            result = await runner.run(task, _Output(output, on_started), run_id=command.run_id, cancel=cancel)
+            await artifacts.finish()
+        except ArtifactStoreError as exc:
+            return await _fail(output, f"the run's artifacts could not be stored: {exc}")
         except (MaterialiseError, SecretError) as exc:
             return await _fail(output, str(exc))
         finally:

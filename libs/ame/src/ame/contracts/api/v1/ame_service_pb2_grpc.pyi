@@ -61,6 +61,12 @@ class AmeServiceStub:
     """The tasks of each project's latest pushed version, each with its last run: by project name, then in
     ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
     """
+    ListRunArtifacts: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListRunArtifactsRequest, _ame_service_pb2.ListRunArtifactsResponse]
+    """Artifacts of a run, every attempt's, in (path, attempt) order. NOT_FOUND for an unknown run."""
+    DownloadArtifact: _grpc.UnaryStreamMultiCallable[_ame_service_pb2.DownloadArtifactRequest, _ame_service_pb2.DownloadArtifactResponse]
+    """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
+    or path, INVALID_ARGUMENT for a path that is not a plain relative path.
+    """
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -94,6 +100,12 @@ class AmeServiceAsyncStub(AmeServiceStub):
     ListTasks: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListTasksRequest, _ame_service_pb2.ListTasksResponse]  # type: ignore[assignment]
     """The tasks of each project's latest pushed version, each with its last run: by project name, then in
     ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+    """
+    ListRunArtifacts: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListRunArtifactsRequest, _ame_service_pb2.ListRunArtifactsResponse]  # type: ignore[assignment]
+    """Artifacts of a run, every attempt's, in (path, attempt) order. NOT_FOUND for an unknown run."""
+    DownloadArtifact: _aio.UnaryStreamMultiCallable[_ame_service_pb2.DownloadArtifactRequest, _ame_service_pb2.DownloadArtifactResponse]  # type: ignore[assignment]
+    """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
+    or path, INVALID_ARGUMENT for a path that is not a plain relative path.
     """
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +209,24 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ame_service_pb2.ListTasksResponse, _abc.Awaitable[_ame_service_pb2.ListTasksResponse]]:
         """The tasks of each project's latest pushed version, each with its last run: by project name, then in
         ame.yml order. NOT_FOUND for an unknown organisation; an unknown project filter gives no tasks.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRunArtifacts(
+        self,
+        request: _ame_service_pb2.ListRunArtifactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListRunArtifactsResponse, _abc.Awaitable[_ame_service_pb2.ListRunArtifactsResponse]]:
+        """Artifacts of a run, every attempt's, in (path, attempt) order. NOT_FOUND for an unknown run."""
+
+    @_abc_1.abstractmethod
+    def DownloadArtifact(
+        self,
+        request: _ame_service_pb2.DownloadArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ame_service_pb2.DownloadArtifactResponse], _abc.AsyncIterator[_ame_service_pb2.DownloadArtifactResponse]]:
+        """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
+        or path, INVALID_ARGUMENT for a path that is not a plain relative path.
         """
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
