@@ -35,7 +35,7 @@ def test_local_run_streams_masks_and_exits_with_the_tasks_code(
     ame_home: AmeHome, make_project: ProjectFactory, tmp_path: Path
 ) -> None:
     project = make_project(PROJECT)
-    assert _invoke("secret", "add", "tok", "--value-stdin", input="sekrit\n")[0] == 0
+    assert _invoke("secret", "add", "tok", "--value-stdin", "-l", input="sekrit\n")[0] == 0
     code, out, err = _invoke("task", "run", "-l", "hello", "-p", str(project))
     assert code == 3
     assert out == "out ***\n"
@@ -43,10 +43,10 @@ def test_local_run_streams_masks_and_exits_with_the_tasks_code(
     assert "sekrit" not in out + err
 
     run_id = next(ame_home.runs.glob("*.json")).stem
-    code, out, _ = _invoke("artifacts", "list", run_id[:20])
+    code, out, _ = _invoke("artifacts", "list", "-l", run_id[:20])
     assert code == 0
     assert "result.txt" in out
-    code, _, _ = _invoke("artifacts", "get", run_id, "result.txt", "--dest", str(tmp_path / "dl"))
+    code, _, _ = _invoke("artifacts", "get", "-l", run_id, "result.txt", "--dest", str(tmp_path / "dl"))
     assert code == 0
     assert (tmp_path / "dl" / "result.txt").read_text() == "artifact\n"
 
@@ -74,7 +74,7 @@ def test_without_local_flag_hands_over_to_the_remote_runner(
 
     calls: list[tuple[Path, str, bool]] = []
 
-    def fake_run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
+    def fake_run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
         calls.append((project_dir, task_name, follow))
         return 5
 
@@ -93,7 +93,7 @@ def test_the_picker_chooses_the_task_of_a_remote_run_too(
 
     calls: list[tuple[Path, str, bool]] = []
 
-    def fake_run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
+    def fake_run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
         calls.append((project_dir, task_name, follow))
         return 0
 
@@ -108,11 +108,11 @@ def test_the_picker_chooses_the_task_of_a_remote_run_too(
 
 
 def test_secret_commands_never_print_values(ame_home: AmeHome) -> None:
-    assert _invoke("secret", "add", "a", "--value-stdin", input="value-a\n")[0] == 0
-    code, out, _ = _invoke("secret", "list")
+    assert _invoke("secret", "add", "a", "--value-stdin", "-l", input="value-a\n")[0] == 0
+    code, out, _ = _invoke("secret", "list", "-l")
     assert (code, out) == (0, "a\n")
-    assert _invoke("secret", "remove", "a")[0] == 0
-    assert _invoke("secret", "remove", "a")[0] == 1
+    assert _invoke("secret", "remove", "a", "-l")[0] == 0
+    assert _invoke("secret", "remove", "a", "-l")[0] == 1
 
 
 def test_cache_list_and_prune_on_an_empty_home(ame_home: AmeHome) -> None:

@@ -1,4 +1,4 @@
-"""Commands that work on this machine: `task run` (-l runs locally), `cache`, `artifacts`, `secret`.
+"""Commands that work on this machine: `task run` (-l runs locally), `cache`, `artifacts -l`, `secret -l`.
 
 Heavy imports (the runner, the spec) stay inside the commands so `ame --help` starts fast.
 """
@@ -34,7 +34,6 @@ def register(cli: click.Group) -> None:
         raise RuntimeError("the `task` group must exist before local commands are registered")
     task_group.add_command(run_command)
     cli.add_command(cache_group)
-    cli.add_command(artifacts_group)
     cli.add_command(secret_group)
 
 
@@ -60,6 +59,12 @@ def register(cli: click.Group) -> None:
 )
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Remote runs: stream output.")
 @click.option("--detach", is_flag=True, help="Remote runs: start the run, print its id and return (as --no-follow).")
+@click.option(
+    "--download/--no-download",
+    default=True,
+    show_default=True,
+    help="Remote runs: bring the run's artifacts into the project directory when it ends.",
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -69,19 +74,22 @@ def run_command(
     max_parallel: int | None,
     follow: bool,
     detach: bool,
+    download: bool,
 ) -> None:
     """Run task NAME of the project here (-l) or on the AME server; without NAME, pick one.
 
     The exit code is the task's. With -l, Ctrl-C stops the task (SIGTERM to all its processes, SIGKILL
     after a grace period); a second Ctrl-C kills it at once. On the server, Ctrl-C detaches: the run goes
-    on and `ame task logs` follows it again; a second Ctrl-C within 3 s cancels it.
+    on and `ame task logs` follows it again; a second Ctrl-C within 3 s cancels it. When a run on the server
+    ends, its artifacts are downloaded into the project directory (--no-download skips this); a file edited here
+    since the push is not overwritten: the artifact is saved beside it as NAME.ame-<run id>.
     """
     if local and detach:
         raise click.UsageError("--detach is for runs on the server; a local run (-l) ends with this command")
     project = _load_project(project_dir)
     name = name or _pick_task(project)
     if not local:
-        ctx.exit(_run_remote(project_dir, name, follow and not detach))
+        ctx.exit(_run_remote(project_dir, name, follow and not detach, download))
     ctx.exit(_run_local(project, project_dir, name, max_parallel))
 
 
@@ -111,7 +119,7 @@ def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def _run_remote(project_dir: Path, name: str, follow: bool) -> int:
+def _run_remote(project_dir: Path, name: str, follow: bool, download: bool) -> int:
     try:
         remote = importlib.import_module("ame.cli.remote_commands")
     except ModuleNotFoundError as exc:
@@ -120,7 +128,7 @@ def _run_remote(project_dir: Path, name: str, follow: bool) -> int:
         raise click.ClickException(
             "remote runs are not available in this installation; use -l to run the task locally"
         ) from exc
-    code: int = remote.run_remote(project_dir, name, follow)
+    code: int = remote.run_remote(project_dir, name, follow, download)
     return code
 
 
@@ -268,18 +276,11 @@ def cache_prune(days: float, prune_all: bool) -> None:
     click.echo(f"{removed} removed, {_size(freed)} freed")
 
 
-# --- ame artifacts ------------------------------------------------------------------------------
+# --- ame artifacts -l (the group, with the server side, is in artifact_commands) ---------------------
 
 
-@click.group("artifacts")
-def artifacts_group() -> None:
-    """Artifacts saved by local runs."""
-
-
-@artifacts_group.command("list")
-@click.argument("run_id")
-def artifacts_list(run_id: str) -> None:
-    """List the artifacts of run RUN_ID (an id, a unique prefix of one, or project/task/run)."""
+def local_artifacts_list(run_id: str) -> None:
+    """List the artifacts of local run RUN_ID (an id, a unique prefix of one, or project/task/run)."""
     from ame.runner.home import AmeHome
     from ame.storage import LocalObjectStore
 
@@ -294,31 +295,21 @@ def artifacts_list(run_id: str) -> None:
     _echo_table(rows)
 
 
-@artifacts_group.command("get")
-@click.argument("run_id")
-@click.argument("path", required=False)
-@click.option(
-    "--dest",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Directory to download into; paths inside the run are kept.",
-)
-def artifacts_get(run_id: str, path: str | None, dest: Path) -> None:
-    """Download the artifacts of RUN_ID (or only PATH, a file or directory) into --dest."""
+def local_artifacts_get(run_id: str, paths: Sequence[str], dest: Path) -> None:
+    """Copy the artifacts of local run RUN_ID (or only PATHs, files or directories) into `dest`."""
     from ame.runner.home import AmeHome
     from ame.storage import LocalObjectStore
 
     home = AmeHome.from_env()
     prefix = _run_prefix(home, run_id)
     store = LocalObjectStore(home.artifacts)
-    wanted = path.strip("/") if path else ""
+    wanted = [path.strip("/") for path in paths if path.strip("/")]
 
     async def download() -> int:
         count = 0
         for info in await store.list(prefix):
             relative = info.key[len(prefix) :]
-            if wanted and relative != wanted and not relative.startswith(wanted + "/"):
+            if wanted and not any(relative == w or relative.startswith(w + "/") for w in wanted):
                 continue
             await store.get_file(info.key, dest / relative)
             click.echo(str(dest / relative))
@@ -326,14 +317,19 @@ def artifacts_get(run_id: str, path: str | None, dest: Path) -> None:
         return count
 
     if asyncio.run(download()) == 0:
-        raise click.ClickException(f"no artifacts matching {wanted or '*'} under {prefix}")
+        raise click.ClickException(f"no artifacts matching {' '.join(wanted) or '*'} under {prefix}")
 
 
 def _run_prefix(home: AmeHome, run_id: str) -> str:
     from ame.runner.run_records import RunRecordNotFoundError, find_run_record
 
     if run_id.count("/") >= 2:
-        return run_id.rstrip("/") + "/"
+        from ame.storage import InvalidKeyError, validate_prefix
+
+        try:
+            return validate_prefix(run_id.rstrip("/") + "/")
+        except InvalidKeyError as exc:
+            raise click.ClickException(f"{run_id!r} is not a run id or project/task/run: {exc}") from None
     try:
         return find_run_record(home.runs, run_id).artifact_prefix
     except RunRecordNotFoundError as exc:
@@ -342,17 +338,31 @@ def _run_prefix(home: AmeHome, run_id: str) -> str:
 
 # --- ame secret ---------------------------------------------------------------------------------
 
+_LOCAL_SECRETS = click.option(
+    "-l", "--local", is_flag=True, help="The secrets of local runs (the only ones there are for now)."
+)
+
+
+def _local_only(local: bool, command: str) -> None:
+    if not local:
+        raise click.ClickException(
+            "secrets on the AME server are not available yet; "
+            f"`ame secret {command} -l` manages the secrets of local runs (`ame task run -l`)"
+        )
+
 
 @click.group("secret")
 def secret_group() -> None:
-    """Secrets for `!ame` entries of local runs, kept in a 0600 file under the AME home."""
+    """Secrets for `!ame` entries: -l for local runs (kept in a 0600 file under the AME home)."""
 
 
 @secret_group.command("add")
 @click.argument("key", required=False)
 @click.option("--value-stdin", is_flag=True, help="Read the value from stdin instead of prompting.")
-def secret_add(key: str | None, value_stdin: bool) -> None:
+@_LOCAL_SECRETS
+def secret_add(key: str | None, value_stdin: bool, local: bool) -> None:
     """Store a secret; prompts for the key (unless given) and the value (hidden)."""
+    _local_only(local, "add")
     store = _secret_store()
     key = key or click.prompt("Key")
     if value_stdin:
@@ -366,16 +376,20 @@ def secret_add(key: str | None, value_stdin: bool) -> None:
 
 
 @secret_group.command("list")
-def secret_list() -> None:
+@_LOCAL_SECRETS
+def secret_list(local: bool) -> None:
     """List the keys of stored secrets (never their values)."""
+    _local_only(local, "list")
     for key in _secret_store().list_keys():
         click.echo(key)
 
 
 @secret_group.command("remove")
 @click.argument("key")
-def secret_remove(key: str) -> None:
+@_LOCAL_SECRETS
+def secret_remove(key: str, local: bool) -> None:
     """Delete a stored secret."""
+    _local_only(local, "remove")
     if not _secret_store().remove(key):
         raise click.ClickException(f"no secret {key!r}")
     click.echo(f"removed secret {key!r}")
