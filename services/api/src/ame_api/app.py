@@ -10,6 +10,7 @@ from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
+from ame_api.retention import Retention
 from ame_api.runs import OutboxRelay, RunService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
@@ -32,11 +33,13 @@ class ApiService:
     relay: Periodic
     rest: RestServer
     grpc: GrpcServer
+    retention: Periodic | None = None
 
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
-        return [self.registry, self.triggers, self.relay, self.store, self.rest, self.grpc]
+        periodic = [self.retention] if self.retention is not None else []
+        return [self.registry, self.triggers, self.relay, self.store, *periodic, self.rest, self.grpc]
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
@@ -78,6 +81,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     servicer = AmeServicer(
         runs, follower, projects, tasks, artifacts=artifacts, retry_after_seconds=settings.retry_after
     )
+    retention = Retention(runtime, settings, store)
     return ApiService(
         runs=runs,
         projects=projects,
@@ -91,6 +95,9 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
             settings.grpc_host,
             settings.grpc_port,
             max_receive_bytes=max(2 * 1024 * 1024, settings.project_max_files * 512),
+        ),
+        retention=(
+            Periodic("retention", settings.retention_interval, retention.run_once) if retention.enabled else None
         ),
     )
 

@@ -89,6 +89,12 @@ class LauncherSettings(BaseSettings):
     fetch_timeout: Duration = Field(
         600.0, description="Longest one object-store read or write (one blob, one artifact) may take."
     )
+    content_cache_retention: Duration | None = Field(
+        None,
+        description="Remove cached project files that no run directory uses once unused for this long (e.g. '7d'); "
+        "unset keeps them.",
+    )
+    retention_interval: Duration = Field(3600.0, gt=0, description="How often the content cache is pruned.")
     storage: StorageSettings = Field(
         default_factory=StorageSettings, description="The object store holding project versions (the api's)."
     )

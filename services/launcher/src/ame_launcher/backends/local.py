@@ -88,6 +88,12 @@ class LocalBackend:
     async def close(self) -> None:
         await self._versions.close()
 
+    async def prune_content_cache(self) -> int:
+        """One pass of the content cache's retention (`content_cache_retention`); returns the blobs removed."""
+        if self._settings.content_cache_retention is None:
+            return 0
+        return await self._versions.cache.prune(self._settings.content_cache_retention)
+
     def _environment(self, command: LaunchCommand) -> dict[str, str]:
         env = {k: os.environ[k] for k in self._settings.inherit_env if k in os.environ}
         env.update(AME_RUN_ATTEMPT=str(command.attempt))
