@@ -192,7 +192,7 @@ async def resolve_secrets(
         try:
             if request.kind == "ame":
                 value = await ame.get_secret(request.key)
-                where = "AME's secret store (add it with `ame secret add`)"
+                where = "AME's secret store (add it with `ame secret add -l`)"
             else:
                 name = request.vault or ""
                 if name not in vaults:
