@@ -85,9 +85,9 @@ async def test_retention_removes_old_unreferenced_things_and_keeps_the_rest(
 
     settings = ApiSettings(
         storage=api_storage,
-        retention_versions_after="30d",  # type: ignore[arg-type]
-        retention_blobs_after="1d",  # type: ignore[arg-type]
-        retention_artifacts_after="30d",  # type: ignore[arg-type]
+        retention_versions_after="30d",
+        retention_blobs_after="1d",
+        retention_artifacts_after="30d",
     )
     store = StoreComponent(settings)
     await store.start(Supervisor())
