@@ -11,6 +11,7 @@ from ame.runner.artifacts import (
     explicit_files,
     load_ignore_rules,
     snapshot_files,
+    storable_names,
 )
 from ame.storage import InvalidKeyError, LocalObjectStore
 
@@ -60,3 +61,10 @@ def test_explicit_paths_files_dirs_and_globs(tmp_path: Path) -> None:
     files, unmatched = explicit_files(tmp_path, ["out", "metrics.json", "*.csv", "missing"])
     assert files == ["metrics.json", "out/sub/m.bin", "r1.csv", "r2.csv"]
     assert unmatched == ["missing"]
+
+
+def test_names_the_object_store_cannot_key_are_set_apart() -> None:
+    assert storable_names(["a.txt", "dir/b.bin", "odd\\name", "bell\x07", "x.ame-partial"]) == (
+        ["a.txt", "dir/b.bin"],
+        ["odd\\name", "bell\x07", "x.ame-partial"],
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pathspec
 
-from ame.storage import ObjectStore
+from ame.storage import InvalidKeyError, ObjectStore, validate_key
 
 __all__ = [
     "FileSnapshot",
@@ -23,6 +23,7 @@ __all__ = [
     "load_ignore_rules",
     "save_artifacts",
     "snapshot_files",
+    "storable_names",
 ]
 
 # Never artifacts: VCS data and bytecode the run itself produces by importing modules.
@@ -83,6 +84,21 @@ def explicit_files(project_dir: Path, patterns: list[str], skip: tuple[Path, ...
         if not found:
             unmatched.append(pattern)
     return sorted(files), unmatched
+
+
+def storable_names(files: list[str]) -> tuple[list[str], list[str]]:
+    """`files` split into those the object store can key and those it cannot (a backslash, a control character,
+    the store's reserved partial suffix), so one odd name does not lose a run's other artifacts."""
+    good: list[str] = []
+    bad: list[str] = []
+    for name in files:
+        try:
+            validate_key(name)
+        except InvalidKeyError:
+            bad.append(name)
+        else:
+            good.append(name)
+    return good, bad
 
 
 async def save_artifacts(store: ObjectStore, project_dir: Path, prefix: str, files: list[str]) -> list[str]:

@@ -24,6 +24,7 @@ from ame.runner.artifacts import (
     load_ignore_rules,
     save_artifacts,
     snapshot_files,
+    storable_names,
 )
 from ame.runner.executors import prepare_command
 from ame.runner.gpus import GpuLease, GpuPool
@@ -307,7 +308,10 @@ class _Execution:
         if config.save_changed_files:
             after = await asyncio.to_thread(snapshot_files, project_dir, ignore, skip)
             files.update(changed_files(before, after))
-        keys = await save_artifacts(self.settings.artifacts, project_dir, self.prefix, sorted(files))
+        storable, unstorable = storable_names(sorted(files))
+        for bad in unstorable:
+            await self.output.notice(f"{name}: artifact {bad!r} not saved: its name cannot be an object key")
+        keys = await save_artifacts(self.settings.artifacts, project_dir, self.prefix, storable)
         if keys:
             await self.output.notice(f"{name}: saved {len(keys)} artifact(s) under {self.prefix}")
         return keys
