@@ -15,7 +15,7 @@ import pytest
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
-from ame.domain.artifacts import index_key, run_artifacts_prefix
+from ame.domain.artifacts import index_key, run_prefix
 from ame.sdk import Client
 from ame_api.projects import StoreComponent, blob_key, manifest_key
 from ame_api.retention import Retention
@@ -115,8 +115,8 @@ async def test_retention_removes_old_unreferenced_things_and_keeps_the_rest(
         # Files every version shares stay, though recorded 40 days ago.
         assert await objects.exists(blob_key(ORG, _sha(TRAIN_PY.encode())))
 
-        assert await objects.list(run_artifacts_prefix(ORG, old_run.id)) == []
-        assert len(await objects.list(run_artifacts_prefix(ORG, recent_run.id))) == 4  # 3 files and the index
+        assert await objects.list(run_prefix(ORG, old_run.id)) == []
+        assert len(await objects.list(run_prefix(ORG, recent_run.id))) == 4  # 3 files and the index
         listed = await client.stub.ListRunArtifacts(ame_service_pb2.ListRunArtifactsRequest(run_id=old_run.id))
         assert list(listed.artifacts) == []
         listed = await client.stub.ListRunArtifacts(ame_service_pb2.ListRunArtifactsRequest(run_id=recent_run.id))

@@ -115,4 +115,6 @@ def test_artifact_paths_must_be_plain_and_relative(path: str) -> None:
 
 def test_index_keys_name_their_attempt() -> None:
     assert index_attempt(index_key("default", "r1", 3)) == 3
-    assert index_attempt("orgs/default/runs/r1/artifacts/3/files/index") is None
+    # An artifact whose own path looks like an index is still an artifact.
+    assert index_attempt("orgs/default/runs/r1/artifacts/3/artifact-indexes/4") is None
+    assert index_attempt("orgs/default/runs/r1/artifacts/3/index") is None

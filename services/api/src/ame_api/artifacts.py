@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ame import codecs
+from ame.domain import Run
 from ame.domain.artifacts import (
     Artifact,
     ArtifactPathError,
     artifact_key,
     check_artifact_path,
     index_attempt,
+    index_prefix,
     latest_by_path,
-    run_artifacts_prefix,
 )
 from ame.storage import ObjectNotFound
 from ame_api import organisations
@@ -33,6 +36,10 @@ from ame_api.settings import ApiSettings
 from ame_platform.runtime import Runtime
 
 _DOWNLOAD_CHUNK = 1024 * 1024
+# Listings of ended runs kept in memory, so a client downloading a run's 10,000 artifacts one by one does not
+# read every index 10,000 times. Kept briefly, since retention may remove them.
+_KEPT_LISTINGS = 32
+_KEPT_SECONDS = 60.0
 
 
 class ArtifactService:
@@ -40,31 +47,42 @@ class ArtifactService:
         self._rt = runtime
         self._settings = settings
         self._store = store
+        self._kept: OrderedDict[tuple[str, str], tuple[float, list[Artifact]]] = OrderedDict()
 
-    async def _run_organisation(self, organisation: str, run_id: str) -> str:
+    async def _run(self, organisation: str, run_id: str) -> Run:
         org = organisations.resolve(self._settings, organisation)
         async with self._rt.pool.acquire() as conn:
             run = await runs_repo.find_run(conn, run_id)
         if run is None or run.organisation != org:
             raise NotFound(f"run {run_id[:80]!r} not found")
-        return org
+        return run
 
     async def list_artifacts(self, organisation: str, run_id: str) -> list[Artifact]:
         """Every attempt's artifacts, by path then attempt. NotFound for a run the organisation does not have."""
-        org = await self._run_organisation(organisation, run_id)
-        return await self._listed(org, run_id)
+        return await self._listed(await self._run(organisation, run_id))
 
-    async def _listed(self, org: str, run_id: str) -> list[Artifact]:
+    async def _listed(self, run: Run) -> list[Artifact]:
+        key = (run.organisation, run.id)
+        kept = self._kept.get(key)
+        if kept is not None and time.monotonic() - kept[0] < _KEPT_SECONDS:
+            return kept[1]
         store = self._store.store
         found: list[Artifact] = []
-        for info in await store.list(run_artifacts_prefix(org, run_id)):
+        for info in await store.list(index_prefix(run.organisation, run.id)):
             if index_attempt(info.key) is None:
                 continue
             try:
                 found.extend(codecs.artifact_index_from_bytes(await store.get_bytes(info.key)))
             except ObjectNotFound:
                 continue  # removed by retention while we listed
-        return sorted(found, key=lambda artifact: (artifact.path, artifact.attempt))
+        found.sort(key=lambda artifact: (artifact.path, artifact.attempt))
+        # A run that has not ended may add an attempt (or rewrite one redelivered after a crash): never kept.
+        if run.state.terminal:
+            self._kept[key] = (time.monotonic(), found)
+            self._kept.move_to_end(key)
+            while len(self._kept) > _KEPT_LISTINGS:
+                self._kept.popitem(last=False)
+        return found
 
     async def open_artifact(
         self, organisation: str, run_id: str, path: str, attempt: int | None = None
@@ -80,8 +98,9 @@ class ArtifactService:
             raise InvalidRequest(str(exc)) from None
         if attempt is not None and attempt < 1:
             raise InvalidRequest("attempt must be 1 or more")
-        org = await self._run_organisation(organisation, run_id)
-        listed = await self._listed(org, run_id)
+        run = await self._run(organisation, run_id)
+        org = run.organisation
+        listed = await self._listed(run)
         if attempt is None:
             chosen = latest_by_path(listed).get(path)
         else:

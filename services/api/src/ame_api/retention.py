@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ame.domain.artifacts import index_attempt, run_artifacts_prefix
+from ame.domain.artifacts import index_attempt, run_prefix, runs_prefix
 from ame_api.projects import StoreComponent, blob_key, manifest_key
 from ame_api.repositories import retention as repo
 from ame_api.settings import ApiSettings
@@ -105,7 +105,7 @@ class Retention:
 
     async def _artifacts(self, org: str, before: datetime) -> tuple[int, int]:
         store = self._store.store
-        prefix = f"orgs/{org}/runs/"
+        prefix = runs_prefix(org)
         by_run: dict[str, list[str]] = {}
         for info in await store.list(prefix):
             run_id = info.key[len(prefix) :].split("/", 1)[0]
@@ -116,7 +116,7 @@ class Retention:
             expired = await repo.runs_past(conn, organisation=org, run_ids=list(by_run), before=before)
         objects = 0
         for run_id in sorted(expired):
-            keys = [k for k in by_run[run_id] if k.startswith(run_artifacts_prefix(org, run_id))]
+            keys = [k for k in by_run[run_id] if k.startswith(run_prefix(org, run_id))]
             # Indexes first: a listing never shows an artifact whose bytes are already gone.
             keys.sort(key=lambda key: index_attempt(key) is None)
             for key in keys:

@@ -2,10 +2,11 @@
 
 The launcher writes and the api reads, so the key layout is defined here once:
 
-    orgs/<organisation>/runs/<run_id>/artifacts/<attempt>/files/<path>   the bytes
-    orgs/<organisation>/runs/<run_id>/artifacts/<attempt>/index          an ArtifactIndex, written last
+    orgs/<organisation>/runs/<run_id>/artifacts/<attempt>/<path>       the bytes
+    orgs/<organisation>/runs/<run_id>/artifact-indexes/<attempt>       an ArtifactIndex, written last
 
-An attempt's artifacts are listed from its index only, so a listed artifact is whole in the store.
+An attempt's artifacts are listed from its index only, so a listed artifact is whole in the store; the indexes
+have a prefix of their own, so finding them never lists the files.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
-_INDEX_KEY = re.compile(r"/artifacts/([0-9]{1,9})/index$")
+_INDEX_KEY = re.compile(r"^orgs/[^/]+/runs/[^/]+/artifact-indexes/([0-9]{1,9})$")
 
 
 class ArtifactPathError(ValueError):
@@ -43,25 +44,30 @@ def check_artifact_path(path: str) -> str:
     return path
 
 
-def run_artifacts_prefix(organisation: str, run_id: str) -> str:
-    return f"orgs/{organisation}/runs/{run_id}/artifacts/"
+def runs_prefix(organisation: str) -> str:
+    return f"orgs/{organisation}/runs/"
 
 
-def attempt_prefix(organisation: str, run_id: str, attempt: int) -> str:
-    return f"{run_artifacts_prefix(organisation, run_id)}{attempt}/"
+def run_prefix(organisation: str, run_id: str) -> str:
+    """Everything the object store holds for one run (its artifacts and their indexes)."""
+    return f"{runs_prefix(organisation)}{run_id}/"
+
+
+def index_prefix(organisation: str, run_id: str) -> str:
+    return f"{run_prefix(organisation, run_id)}artifact-indexes/"
 
 
 def artifact_key(organisation: str, run_id: str, attempt: int, path: str) -> str:
-    return f"{attempt_prefix(organisation, run_id, attempt)}files/{check_artifact_path(path)}"
+    return f"{run_prefix(organisation, run_id)}artifacts/{attempt}/{check_artifact_path(path)}"
 
 
 def index_key(organisation: str, run_id: str, attempt: int) -> str:
-    return f"{attempt_prefix(organisation, run_id, attempt)}index"
+    return f"{index_prefix(organisation, run_id)}{attempt}"
 
 
 def index_attempt(key: str) -> int | None:
     """The attempt an index key belongs to, or None when `key` is not an index key."""
-    found = _INDEX_KEY.search(key)
+    found = _INDEX_KEY.match(key)
     return int(found.group(1)) if found else None
 
 
