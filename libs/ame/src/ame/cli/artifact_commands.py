@@ -45,7 +45,7 @@ def artifacts_list(run_id: str, local: bool, target: str | None) -> None:
         with Client(target) as client:
             found = client.list_run_artifacts(run_id)
     except AmeError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_explained(exc)) from None
     if not found:
         click.echo(f"run {run_id} has no artifacts")
         return
@@ -93,8 +93,16 @@ def artifacts_get(run_id: str, paths: tuple[str, ...], dest: Path, local: bool, 
                 run_id=run_id,
             )
     except (AmeError, DownloadError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_explained(exc)) from None
     for path in [*report.written, *report.unchanged]:
         click.echo(str(dest / path))
     for existing, beside in report.kept_local:
         click.echo(f"{dest / beside} ({existing} is a directory here)", err=True)
+
+
+def _explained(exc: Exception) -> str:
+    from ame.sdk import NotFound
+
+    if isinstance(exc, NotFound):
+        return f"{exc} on the server (for a local run's artifacts, add -l)"
+    return str(exc)
