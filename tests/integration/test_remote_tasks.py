@@ -18,10 +18,11 @@ from ame import codecs
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.run_specs import run_spec_for_task
-from ame.runner import LocalArtifactStore, LocalRunner, LocalSecretStore, RunSettings, vault_source_from_env
+from ame.runner import LocalRunner, LocalSecretStore, RunSettings, vault_source_from_env
 from ame.runner.home import AmeHome
 from ame.runner.process import OutputSink, StreamName
 from ame.spec import load_project, resolve_task
+from ame.storage import LocalObjectStore
 from tests.integration.clients import Grpc
 from tests.integration.project_support import sdk_push
 from tests.stack_fixtures import Stack
@@ -106,7 +107,7 @@ async def _run_locally(root: Path, home: Path, task: str) -> tuple[list[str], in
         base_env=dict(os.environ),
         secrets=LocalSecretStore(ame_home.secrets_file),
         vault=vault_source_from_env,
-        artifacts=LocalArtifactStore(ame_home.artifacts),
+        artifacts=LocalObjectStore(ame_home.artifacts),
         grace_seconds=2.0,
     )
     output = _Recording()

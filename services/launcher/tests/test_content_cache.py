@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,3 +272,28 @@ def test_launchers_materialising_one_version_at_once_share_one_cache(tmp_path: P
     # Every run's file is a link to the one cached inode (whichever process's fetch won the rename).
     assert all(p.stat().st_nlink >= 2 for p in blobs)
     assert sum(p.stat().st_nlink - 1 for p in blobs) == 4 * 40
+
+
+async def test_prune_removes_unused_blobs_and_keeps_those_a_run_directory_links(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path / "cache", "link")
+    store = Store({"ame.yml": b"project: demo\n", "old.txt": b"an old file\n"})
+    kept_run, gone_run = tmp_path / "kept", tmp_path / "gone"
+    kept_run.mkdir()
+    gone_run.mkdir()
+    await cache.materialise(_manifest({"ame.yml": b"project: demo\n"}), kept_run, store.fetch)
+    await cache.materialise(_manifest({"old.txt": b"an old file\n"}), gone_run, store.fetch)
+    shutil.rmtree(gone_run)
+    # Nothing is old enough yet: a fresh blob stays even when no run links it.
+    assert await cache.prune(3600) == 0
+    # An hour on: the blobs only the removed run used go (and the symlink's target text, which a link is made
+    # from, not linked to); those the live run links stay.
+    assert await cache.prune(3600, now=time.time() + 7200) == 2
+    assert not cache.blob_path(_sha(b"an old file\n")).exists()
+    assert cache.blob_path(_sha(b"project: demo\n")).exists()
+    assert not cache.blob_path(_sha(b"data/input.txt")).exists()
+    # A pruned blob is fetched again the next time a run needs it.
+    again = tmp_path / "again"
+    again.mkdir()
+    await cache.materialise(_manifest({"old.txt": b"an old file\n"}), again, store.fetch)
+    assert (again / "old.txt").read_bytes() == b"an old file\n"
+    assert store.fetches[_sha(b"an old file\n")] == 2

@@ -26,6 +26,7 @@ from ame.domain import (
     TriggerKind,
     errors,
 )
+from ame.domain.artifacts import Artifact
 
 _STATE_TO_PB = {state: run_pb2.RunState.Value(f"RUN_STATE_{state.name}") for state in RunState}
 _STATE_FROM_PB = {value: state for state, value in _STATE_TO_PB.items()}
@@ -224,3 +225,31 @@ def parse_log_chunk(data: bytes) -> log_pb2.LogChunk:
     except Exception as exc:
         raise DecodeError(f"undecodable log chunk: {exc}") from exc
     return chunk
+
+
+def artifact_to_pb(artifact: Artifact) -> run_pb2.Artifact:
+    return run_pb2.Artifact(path=artifact.path, size=artifact.size, sha256=artifact.sha256, attempt=artifact.attempt)
+
+
+def artifact_from_pb(pb: run_pb2.Artifact) -> Artifact:
+    try:
+        return Artifact(path=pb.path, size=pb.size, sha256=pb.sha256, attempt=pb.attempt)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid artifact: {exc}") from exc
+
+
+def artifact_index_to_bytes(run_id: str, attempt: int, artifacts: list[Artifact]) -> bytes:
+    index = run_pb2.ArtifactIndex(
+        run_id=run_id, attempt=attempt, artifacts=[artifact_to_pb(artifact) for artifact in artifacts]
+    )
+    return index.SerializeToString(deterministic=True)
+
+
+def artifact_index_from_bytes(data: bytes) -> list[Artifact]:
+    """The artifacts of an attempt's index object; raises DecodeError."""
+    index = run_pb2.ArtifactIndex()
+    try:
+        index.ParseFromString(data)
+    except Exception as exc:
+        raise DecodeError(f"undecodable artifact index: {exc}") from exc
+    return [artifact_from_pb(pb) for pb in index.artifacts]

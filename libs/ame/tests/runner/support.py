@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ame.runner.artifacts import LocalArtifactStore
 from ame.runner.home import AmeHome
 from ame.runner.process import OutputSink, StreamName
 from ame.runner.secret_sources import LocalSecretStore, SecretSource, vault_source_from_env
 from ame.runner.task_runs import RunSettings
 from ame.spec import ResolvedTask, load_project, resolve_task
+from ame.storage import LocalObjectStore
 
 ProjectFactory = Callable[..., Path]
 
@@ -37,7 +37,7 @@ def run_settings(
         base_env=dict(os.environ),
         secrets=secrets or LocalSecretStore(home.secrets_file),
         vault=vault_source_from_env,
-        artifacts=LocalArtifactStore(home.artifacts),
+        artifacts=LocalObjectStore(home.artifacts),
         max_parallel=max_parallel,
         grace_seconds=grace_seconds,
     )

@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 
 from ame.runner.artifacts import (
-    LocalArtifactStore,
     changed_files,
     explicit_files,
     load_ignore_rules,
     snapshot_files,
+    storable_names,
 )
+from ame.storage import InvalidKeyError, LocalObjectStore
 
 
 async def test_local_store_put_list_get(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path / "artifacts")
+    store = LocalObjectStore(tmp_path / "artifacts")
     source = tmp_path / "model.bin"
     source.write_bytes(b"weights")
     await store.put_file("p/t/run1/out/model.bin", source)
@@ -25,7 +26,7 @@ async def test_local_store_put_list_get(tmp_path: Path) -> None:
     assert [(info.key, info.size) for info in listed] == [("p/t/run1/out/model.bin", 7)]
     await store.get_file("p/t/run1/out/model.bin", tmp_path / "dl" / "model.bin")
     assert (tmp_path / "dl" / "model.bin").read_bytes() == b"weights"
-    with pytest.raises(ValueError, match="invalid artifact key"):
+    with pytest.raises(InvalidKeyError):
         await store.put_file("../escape", source)
 
 
@@ -60,3 +61,10 @@ def test_explicit_paths_files_dirs_and_globs(tmp_path: Path) -> None:
     files, unmatched = explicit_files(tmp_path, ["out", "metrics.json", "*.csv", "missing"])
     assert files == ["metrics.json", "out/sub/m.bin", "r1.csv", "r2.csv"]
     assert unmatched == ["missing"]
+
+
+def test_names_the_object_store_cannot_key_are_set_apart() -> None:
+    assert storable_names(["a.txt", "dir/b.bin", "odd\\name", "bell\x07", "x.ame-partial"]) == (
+        ["a.txt", "dir/b.bin"],
+        ["odd\\name", "bell\x07", "x.ame-partial"],
+    )

@@ -43,10 +43,10 @@ def test_local_run_streams_masks_and_exits_with_the_tasks_code(
     assert "sekrit" not in out + err
 
     run_id = next(ame_home.runs.glob("*.json")).stem
-    code, out, _ = _invoke("artifacts", "list", run_id[:20])
+    code, out, _ = _invoke("artifacts", "list", "-l", run_id[:20])
     assert code == 0
     assert "result.txt" in out
-    code, _, _ = _invoke("artifacts", "get", run_id, "result.txt", "--dest", str(tmp_path / "dl"))
+    code, _, _ = _invoke("artifacts", "get", "-l", run_id, "result.txt", "--dest", str(tmp_path / "dl"))
     assert code == 0
     assert (tmp_path / "dl" / "result.txt").read_text() == "artifact\n"
 
@@ -74,7 +74,7 @@ def test_without_local_flag_hands_over_to_the_remote_runner(
 
     calls: list[tuple[Path, str, bool]] = []
 
-    def fake_run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
+    def fake_run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
         calls.append((project_dir, task_name, follow))
         return 5
 
@@ -93,7 +93,7 @@ def test_the_picker_chooses_the_task_of_a_remote_run_too(
 
     calls: list[tuple[Path, str, bool]] = []
 
-    def fake_run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
+    def fake_run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
         calls.append((project_dir, task_name, follow))
         return 0
 
@@ -121,3 +121,11 @@ def test_cache_list_and_prune_on_an_empty_home(ame_home: AmeHome) -> None:
     assert "no cached environments" in out
     code, out, _ = _invoke("cache", "prune", "--all")
     assert (code, out) == (0, "0 removed, 0 B freed\n")
+
+
+def test_secret_commands_without_local_flag_say_the_server_has_none_yet(ame_home: AmeHome) -> None:
+    code, _, err = _invoke("secret", "add", "a", "--value-stdin", input="value-a\n")
+    assert code == 1
+    assert "secrets on the AME server are not available yet" in err
+    assert "ame secret add -l" in err
+    assert _invoke("secret", "list", "-l") == (0, "", "")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ame_api.artifacts import ArtifactService
 from ame_api.follow import LogFollower
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
+from ame_api.retention import Retention
 from ame_api.runs import OutboxRelay, RunService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
@@ -33,17 +35,20 @@ class ApiService:
     relay: Periodic
     rest: RestServer
     grpc: GrpcServer
+    retention: Periodic | None = None
 
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
-        return [self.registry, self.triggers, self.relay, self.store, self.secrets, self.rest, self.grpc]
+        periodic = [self.retention] if self.retention is not None else []
+        return [self.registry, self.triggers, self.relay, self.store, self.secrets, *periodic, self.rest, self.grpc]
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     store = StoreComponent(settings)
     projects = ProjectService(runtime, settings, store)
     tasks = TaskService(runtime, settings)
+    artifacts = ArtifactService(runtime, settings, store)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
@@ -75,8 +80,11 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, settings, secrets)
-    servicer = AmeServicer(runs, follower, projects, tasks, secrets, retry_after_seconds=settings.retry_after)
+    rest_app = create_app(runs, follower, projects, tasks, settings, secrets, artifacts)
+    servicer = AmeServicer(
+        runs, follower, projects, tasks, secrets, artifacts=artifacts, retry_after_seconds=settings.retry_after
+    )
+    retention = Retention(runtime, settings, store)
     return ApiService(
         runs=runs,
         projects=projects,
@@ -91,6 +99,9 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
             settings.grpc_host,
             settings.grpc_port,
             max_receive_bytes=max(2 * 1024 * 1024, settings.project_max_files * 512),
+        ),
+        retention=(
+            Periodic("retention", settings.retention_interval, retention.run_once) if retention.enabled else None
         ),
     )
 

@@ -38,6 +38,7 @@ from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations
 from ame_api.repositories import projects as repo
+from ame_api.repositories import retention as retention_repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import Conflict, InvalidRequest
@@ -199,11 +200,17 @@ class ProjectService:
                 raise InvalidRequest(
                     f"the uploaded bytes have sha256 {actual}, not {sha256}; was the file changed while it was pushed?"
                 )
-            await self._store.store.put_file(blob_key(org, sha256), spool)
+            key = blob_key(org, sha256)
+            await self._store.store.put_file(key, spool)
+            async with self._rt.pool.acquire() as conn, conn.transaction():
+                await retention_repo.lock_blobs_shared(conn, org)
+                # Retention may have removed an unreferenced copy between the put and the lock: put it back
+                # while the lock holds retention off, so a recorded blob is always whole in the store.
+                if not await self._store.store.exists(key):
+                    await self._store.store.put_file(key, spool)
+                return await repo.add_blob(conn, organisation=org, sha256=sha256, size=size)
         finally:
             _discard(spool)
-        async with self._rt.pool.acquire() as conn:
-            return await repo.add_blob(conn, organisation=org, sha256=sha256, size=size)
 
     async def committed(
         self, organisation: str, project: str, rows: Sequence[tuple[str, int, str, int]]
@@ -257,6 +264,15 @@ class ProjectService:
         task_names = await self._check_spec(org, project, files)
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
+            # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the
+            # blobs stay until the version that lists them is committed.
+            await retention_repo.lock_blobs_shared(conn, org)
+            gone = await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
+            if gone:
+                raise MissingBlobs(
+                    f"{len(gone)} of the version's blobs were removed meanwhile (sha256 {gone[0]}); upload them and "
+                    "commit again"
+                )
             project_id = await repo.ensure_project(conn, organisation=org, name=project)
             version, created = await repo.add_version(
                 conn, project_id=project_id, version_id=version_id, files=files, task_names=task_names

@@ -34,6 +34,21 @@ class ApiSettings(BaseSettings):
     retry_after: int = Field(
         2, ge=1, le=3600, description="Seconds clients are told to wait (Retry-After) while the database is away."
     )
+    # Retention (ame_api.retention): each part is off while its setting is unset.
+    retention_interval: Duration = Field(3600.0, gt=0, description="How often the retention job runs.")
+    retention_versions_after: Duration | None = Field(
+        None,
+        description="Remove project versions older than this (e.g. '30d'), except each project's latest and those "
+        "a recent or unfinished run names; unset keeps every version.",
+    )
+    retention_blobs_after: Duration | None = Field(
+        None,
+        description="Remove blobs no version lists once they are this old (e.g. '1d': longer than any push "
+        "takes); unset keeps them.",
+    )
+    retention_artifacts_after: Duration | None = Field(
+        None, description="Remove the artifacts of runs that ended longer ago than this (e.g. '30d'); unset keeps them."
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

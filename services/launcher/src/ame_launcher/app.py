@@ -5,7 +5,7 @@ from __future__ import annotations
 from ame_launcher.backends.local import LocalBackend
 from ame_launcher.launches import Launcher
 from ame_launcher.settings import LauncherSettings
-from ame_platform.lifecycle import Component
+from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
 
 SERVICE = "launcher"
@@ -17,4 +17,8 @@ def build(settings: LauncherSettings, runtime: Runtime) -> Launcher:
 
 
 def build_components(settings: LauncherSettings, runtime: Runtime) -> list[Component]:
-    return [build(settings, runtime)]
+    backend = LocalBackend(settings)
+    components: list[Component] = [Launcher(runtime, settings, backend)]
+    if settings.content_cache_retention is not None:
+        components.append(Periodic("content-cache-retention", settings.retention_interval, backend.prune_content_cache))
+    return components

@@ -80,12 +80,48 @@ class ContentCache:
         self._fetch_slots = asyncio.Semaphore(max_fetches)
         self._reflink_works: bool | None = None
         self._tidied = False
+        # Materialisations in flight, and a lock `prune` holds while it removes blobs (new ones wait for it).
+        self._users = 0
+        self._pruning = asyncio.Lock()
 
     def blob_path(self, sha256: str, executable: bool = False) -> Path:
         return self._blobs / sha256[:2] / (f"{sha256}.x" if executable else sha256)
 
     async def materialise(self, entries: Iterable[ManifestEntry], dest: Path, fetch: Fetch) -> Placed:
         """Place every entry under `dest` (an empty directory), fetching only the blobs the cache lacks."""
+        async with self._pruning:
+            self._users += 1
+        try:
+            return await self._materialise(entries, dest, fetch)
+        finally:
+            self._users -= 1
+
+    async def prune(self, unused_for: float, now: float | None = None) -> int:
+        """Remove cached blobs that no run directory links to and that nothing placed for `unused_for` seconds;
+        returns how many. Skipped (0) while a materialisation runs in this process; the next pass tries again.
+
+        A blob's age is its ctime, which a hard link into a run directory renews (a clone or a copy does not, so
+        a blob only ever cloned may be fetched again after `unused_for`). Launchers sharing one cache directory
+        must prune from one of them only.
+        """
+        cutoff = (time.time() if now is None else now) - unused_for
+        async with self._pruning:
+            if self._users:
+                return 0
+            return await asyncio.to_thread(self._prune, cutoff)
+
+    def _prune(self, cutoff: float) -> int:
+        removed = 0
+        for directory in sorted(self._blobs.glob("??")):
+            for path in directory.iterdir():
+                with contextlib.suppress(OSError):
+                    info = path.lstat()
+                    if info.st_nlink == 1 and info.st_ctime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
+
+    async def _materialise(self, entries: Iterable[ManifestEntry], dest: Path, fetch: Fetch) -> Placed:
         entries = list(entries)
         if not self._tidied:
             await asyncio.to_thread(self._tidy)

@@ -45,6 +45,10 @@ class VersionReader:
         await self._stack.aclose()
         self._store = None
 
+    async def store(self) -> ObjectStore:
+        """The object store, opened on first use (artifacts of runs are written to it as well)."""
+        return await self._open()
+
     async def _open(self) -> ObjectStore:
         async with self._opening:
             if self._store is None:

@@ -84,9 +84,17 @@ class LauncherSettings(BaseSettings):
         description="How a run's files come out of the content cache: auto clones (reflink) where the filesystem "
         "can and hard-links read-only files otherwise; copy writes each run its own copy.",
     )
-    fetch_attempts: int = Field(5, ge=1, description="Tries of each object-store read before the run fails.")
-    fetch_backoff: Duration = Field(0.5, description="Wait before the second try of a read; doubles, up to 10 s.")
-    fetch_timeout: Duration = Field(600.0, description="Longest one object-store read (one blob) may take.")
+    fetch_attempts: int = Field(5, ge=1, description="Tries of each object-store read or write before the run fails.")
+    fetch_backoff: Duration = Field(0.5, description="Wait before the second try; doubles, up to 10 s.")
+    fetch_timeout: Duration = Field(
+        600.0, description="Longest one object-store read or write (one blob, one artifact) may take."
+    )
+    content_cache_retention: Duration | None = Field(
+        None,
+        description="Remove cached project files that no run directory uses once unused for this long (e.g. '7d'); "
+        "unset keeps them.",
+    )
+    retention_interval: Duration = Field(3600.0, gt=0, description="How often the content cache is pruned.")
     storage: StorageSettings = Field(
         default_factory=StorageSettings, description="The object store holding project versions (the api's)."
     )

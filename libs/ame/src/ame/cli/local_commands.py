@@ -1,4 +1,5 @@
-"""Commands that work on this machine: `task run` (-l runs locally), `cache`, `artifacts` (`secret`: secret_commands).
+"""Commands that work on this machine: `task run` (-l runs locally) and `cache` (`artifacts`: artifact_commands,
+`secret`: secret_commands).
 
 Heavy imports (the runner, the spec) stay inside the commands so `ame --help` starts fast.
 """
@@ -33,7 +34,6 @@ def register(cli: click.Group) -> None:
         raise RuntimeError("the `task` group must exist before local commands are registered")
     task_group.add_command(run_command)
     cli.add_command(cache_group)
-    cli.add_command(artifacts_group)
 
 
 # --- ame task run -------------------------------------------------------------------------------
@@ -58,6 +58,12 @@ def register(cli: click.Group) -> None:
 )
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Remote runs: stream output.")
 @click.option("--detach", is_flag=True, help="Remote runs: start the run, print its id and return (as --no-follow).")
+@click.option(
+    "--download/--no-download",
+    default=True,
+    show_default=True,
+    help="Remote runs: bring the run's artifacts into the project directory when it ends.",
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -67,19 +73,22 @@ def run_command(
     max_parallel: int | None,
     follow: bool,
     detach: bool,
+    download: bool,
 ) -> None:
     """Run task NAME of the project here (-l) or on the AME server; without NAME, pick one.
 
     The exit code is the task's. With -l, Ctrl-C stops the task (SIGTERM to all its processes, SIGKILL
     after a grace period); a second Ctrl-C kills it at once. On the server, Ctrl-C detaches: the run goes
-    on and `ame task logs` follows it again; a second Ctrl-C within 3 s cancels it.
+    on and `ame task logs` follows it again; a second Ctrl-C within 3 s cancels it. When a run on the server
+    ends, its artifacts are downloaded into the project directory (--no-download skips this); a file edited here
+    since the push is not overwritten: the artifact is saved beside it as NAME.ame-<run id>.
     """
     if local and detach:
         raise click.UsageError("--detach is for runs on the server; a local run (-l) ends with this command")
     project = _load_project(project_dir)
     name = name or _pick_task(project)
     if not local:
-        ctx.exit(_run_remote(project_dir, name, follow and not detach))
+        ctx.exit(_run_remote(project_dir, name, follow and not detach, download))
     ctx.exit(_run_local(project, project_dir, name, max_parallel))
 
 
@@ -109,7 +118,7 @@ def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def _run_remote(project_dir: Path, name: str, follow: bool) -> int:
+def _run_remote(project_dir: Path, name: str, follow: bool, download: bool) -> int:
     try:
         remote = importlib.import_module("ame.cli.remote_commands")
     except ModuleNotFoundError as exc:
@@ -118,18 +127,18 @@ def _run_remote(project_dir: Path, name: str, follow: bool) -> int:
         raise click.ClickException(
             "remote runs are not available in this installation; use -l to run the task locally"
         ) from exc
-    code: int = remote.run_remote(project_dir, name, follow)
+    code: int = remote.run_remote(project_dir, name, follow, download)
     return code
 
 
 def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int | None) -> int:
-    from ame.runner.artifacts import LocalArtifactStore
     from ame.runner.console import TerminalOutput
     from ame.runner.gpus import GpuPool, HostResourceSettings
     from ame.runner.home import AmeHome
     from ame.runner.secret_sources import LocalSecretStore, vault_source_from_env
     from ame.runner.task_runs import LocalRunner, RunSettings
     from ame.spec import SpecError, resolve_task
+    from ame.storage import LocalObjectStore
 
     try:
         task = resolve_task(project, name)
@@ -150,7 +159,7 @@ def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int
         base_env=dict(os.environ),
         secrets=LocalSecretStore(home.secrets_file),
         vault=vault_source_from_env,
-        artifacts=LocalArtifactStore(home.artifacts),
+        artifacts=LocalObjectStore(home.artifacts),
         max_parallel=max_parallel or os.cpu_count() or 1,
         gpus=gpus,
         memory_enforcement=host.memory_enforcement,
@@ -266,24 +275,17 @@ def cache_prune(days: float, prune_all: bool) -> None:
     click.echo(f"{removed} removed, {_size(freed)} freed")
 
 
-# --- ame artifacts ------------------------------------------------------------------------------
+# --- ame artifacts -l (the group, with the server side, is in artifact_commands) ---------------------
 
 
-@click.group("artifacts")
-def artifacts_group() -> None:
-    """Artifacts saved by local runs."""
-
-
-@artifacts_group.command("list")
-@click.argument("run_id")
-def artifacts_list(run_id: str) -> None:
-    """List the artifacts of run RUN_ID (an id, a unique prefix of one, or project/task/run)."""
-    from ame.runner.artifacts import LocalArtifactStore
+def local_artifacts_list(run_id: str) -> None:
+    """List the artifacts of local run RUN_ID (an id, a unique prefix of one, or project/task/run)."""
     from ame.runner.home import AmeHome
+    from ame.storage import LocalObjectStore
 
     home = AmeHome.from_env()
     prefix = _run_prefix(home, run_id)
-    objects = asyncio.run(LocalArtifactStore(home.artifacts).list(prefix))
+    objects = asyncio.run(LocalObjectStore(home.artifacts).list(prefix))
     if not objects:
         click.echo(f"no artifacts under {prefix}")
         return
@@ -292,31 +294,21 @@ def artifacts_list(run_id: str) -> None:
     _echo_table(rows)
 
 
-@artifacts_group.command("get")
-@click.argument("run_id")
-@click.argument("path", required=False)
-@click.option(
-    "--dest",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Directory to download into; paths inside the run are kept.",
-)
-def artifacts_get(run_id: str, path: str | None, dest: Path) -> None:
-    """Download the artifacts of RUN_ID (or only PATH, a file or directory) into --dest."""
-    from ame.runner.artifacts import LocalArtifactStore
+def local_artifacts_get(run_id: str, paths: Sequence[str], dest: Path) -> None:
+    """Copy the artifacts of local run RUN_ID (or only PATHs, files or directories) into `dest`."""
     from ame.runner.home import AmeHome
+    from ame.storage import LocalObjectStore
 
     home = AmeHome.from_env()
     prefix = _run_prefix(home, run_id)
-    store = LocalArtifactStore(home.artifacts)
-    wanted = path.strip("/") if path else ""
+    store = LocalObjectStore(home.artifacts)
+    wanted = [path.strip("/") for path in paths if path.strip("/")]
 
     async def download() -> int:
         count = 0
         for info in await store.list(prefix):
             relative = info.key[len(prefix) :]
-            if wanted and relative != wanted and not relative.startswith(wanted + "/"):
+            if wanted and not any(relative == w or relative.startswith(w + "/") for w in wanted):
                 continue
             await store.get_file(info.key, dest / relative)
             click.echo(str(dest / relative))
@@ -324,14 +316,19 @@ def artifacts_get(run_id: str, path: str | None, dest: Path) -> None:
         return count
 
     if asyncio.run(download()) == 0:
-        raise click.ClickException(f"no artifacts matching {wanted or '*'} under {prefix}")
+        raise click.ClickException(f"no artifacts matching {' '.join(wanted) or '*'} under {prefix}")
 
 
 def _run_prefix(home: AmeHome, run_id: str) -> str:
     from ame.runner.run_records import RunRecordNotFoundError, find_run_record
 
     if run_id.count("/") >= 2:
-        return run_id.rstrip("/") + "/"
+        from ame.storage import InvalidKeyError, validate_prefix
+
+        try:
+            return validate_prefix(run_id.rstrip("/") + "/")
+        except InvalidKeyError as exc:
+            raise click.ClickException(f"{run_id!r} is not a run id or project/task/run: {exc}") from None
     try:
         return find_run_record(home.runs, run_id).artifact_prefix
     except RunRecordNotFoundError as exc:

@@ -20,7 +20,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "validate": ("spec_commands",),
     "task": ("spec_commands", "local_commands", "remote_commands", "task_commands"),
     "cache": ("local_commands",),
-    "artifacts": ("local_commands",),
+    "artifacts": ("artifact_commands",),
     "secret": ("secret_commands",),
     "runs": ("remote_commands",),
     "admin": ("admin_commands",),
@@ -34,6 +34,7 @@ _ALL_MODULES = (
     "admin_commands",
     "project_commands",
     "secret_commands",
+    "artifact_commands",
 )
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ame.domain import LogLine, Run, RunSpec
     from ame.sdk import Client
 
@@ -109,12 +111,19 @@ def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool)
         raise _fail(exc) from None
 
 
-def _follow_or_detach(client: Client, run_id: str) -> int:
-    """Follow the run; Ctrl-C detaches (the run goes on, exit 0) and a second Ctrl-C soon after cancels it."""
+def _follow_or_detach(client: Client, run_id: str, on_end: Callable[[], None] | None = None) -> int:
+    """Follow the run; Ctrl-C detaches (the run goes on, exit 0) and a second Ctrl-C soon after cancels it.
+
+    `on_end` is called once the run has ended while followed (not after a detach).
+    """
     try:
-        return follow(client, run_id)
+        code = follow(client, run_id)
     except KeyboardInterrupt:
         pass
+    else:
+        if on_end is not None:
+            on_end()
+        return code
     click.echo(
         f"\name: detached from run {run_id}; it goes on (`ame task logs {run_id}` follows it again). "
         f"Ctrl-C again within {CANCEL_WINDOW_SECONDS:.0f} s cancels it.",
@@ -130,8 +139,9 @@ def _follow_or_detach(client: Client, run_id: str) -> int:
     return 0
 
 
-def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
-    """`ame task run NAME` without -l: push the project, then run the task on the server from that version."""
+def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
+    """`ame task run NAME` without -l: push the project, run the task on the server from that version, and (unless
+    `download` is off) bring the run's artifacts back into the project directory when it ends."""
     from ame.run_specs import run_spec_for_task
     from ame.spec import SpecError, load_project, resolve_task
 
@@ -145,8 +155,56 @@ def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
             f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
         )
     name = project.name or project_dir.resolve().name
-    spec = run_spec_for_task(task, project=name, project_version_id=_push_version(project_dir, name))
-    return submit_and_follow(spec, target=None, follow_output=follow)
+    pushed_at = time.time()
+    version_id = _push_version(project_dir, name)
+    spec = run_spec_for_task(task, project=name, project_version_id=version_id)
+    if not download or not follow:
+        return submit_and_follow(spec, target=None, follow_output=follow)
+    from ame.sdk import AmeError
+
+    try:
+        with _client(None) as client:
+            run = client.submit_run(spec)
+            click.echo(f"ame: run {run.id} queued", err=True)
+
+            def bring_back() -> None:
+                _bring_back(client, run.id, project_dir, name, version_id, pushed_at)
+
+            return _follow_or_detach(client, run.id, on_end=bring_back)
+    except AmeError as exc:
+        raise _fail(exc) from None
+
+
+def _bring_back(
+    client: Client, run_id: str, project_dir: Path, project: str, version_id: str, pushed_at: float
+) -> None:
+    """Download the ended run's artifacts into the project; a file edited here since the push is kept."""
+    from ame.cli.artifact_downloads import DownloadError, Protection, download, select
+    from ame.sdk import AmeError
+
+    def manifest() -> dict[str, str]:
+        return {entry.path: entry.sha256 for entry in client.get_version(project, version_id)[1]}
+
+    try:
+        artifacts = select(client.list_run_artifacts(run_id))
+        if not artifacts:
+            return
+        report = download(
+            artifacts,
+            lambda artifact: client.download_artifact(run_id, artifact.path, attempt=artifact.attempt),
+            project_dir,
+            run_id=run_id,
+            protect=Protection(manifest, pushed_at),
+        )
+    except (AmeError, DownloadError, OSError) as exc:
+        click.echo(
+            f"ame: the run's artifacts could not be downloaded ({exc}); `ame artifacts get {run_id}` retries", err=True
+        )
+        return
+    if report.written:
+        click.echo(f"ame: {len(report.written)} artifact(s) downloaded: {', '.join(report.written[:10])}", err=True)
+    for local, beside in report.kept_local:
+        click.echo(f"ame: {local} changed here since the push and was kept; the run's version is in {beside}", err=True)
 
 
 def _push_version(project_dir: Path, project: str) -> str:

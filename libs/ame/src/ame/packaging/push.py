@@ -46,9 +46,17 @@ class PushResult:
 
 
 class PushProgress:
-    """A progress line on a terminal, shown only once an upload has taken more than `delay` seconds."""
+    """A progress line on a terminal, shown only once a transfer (upload, download) has taken more than `delay` s."""
 
-    def __init__(self, total_files: int, total_bytes: int, stream: TextIO | None = None, delay: float = 0.5) -> None:
+    def __init__(
+        self,
+        total_files: int,
+        total_bytes: int,
+        stream: TextIO | None = None,
+        delay: float = 0.5,
+        verb: str = "uploading",
+    ) -> None:
+        self._verb = verb
         self._stream = stream if stream is not None else sys.stderr
         self._enabled = self._stream.isatty()
         self._total_files = total_files
@@ -73,7 +81,7 @@ class PushProgress:
             share = self._bytes / self._total_bytes if self._total_bytes else 1.0
             bar = "#" * int(share * 30)
             self._stream.write(
-                f"\rame: uploading [{bar:<30}] {self._files}/{self._total_files} files, "
+                f"\rame: {self._verb} [{bar:<30}] {self._files}/{self._total_files} files, "
                 f"{human_bytes(self._bytes)} of {human_bytes(self._total_bytes)}"
             )
             self._stream.flush()

@@ -5,7 +5,7 @@ SIGTERM-grace-SIGKILL to the group). `LocalRunner` runs a resolved task or pipel
 for both `ame task run -l` and the launcher's local backend.
 """
 
-from ame.runner.artifacts import ArtifactStore, LocalArtifactStore, ObjectInfo, artifact_prefix
+from ame.runner.artifacts import artifact_prefix
 from ame.runner.env_cache import CacheEntry, EnvironmentCache
 from ame.runner.executors import PreparedCommand, prepare_command
 from ame.runner.home import AmeHome
@@ -38,16 +38,13 @@ from ame.runner.task_runs import LocalRunner, RunOutput, RunSettings
 __all__ = [
     "MAX_LINE_BYTES",
     "AmeHome",
-    "ArtifactStore",
     "CacheEntry",
     "CapturedOutput",
     "EnvironmentCache",
     "Interpreter",
     "InterpreterNotFoundError",
-    "LocalArtifactStore",
     "LocalRunner",
     "LocalSecretStore",
-    "ObjectInfo",
     "OutputSink",
     "PreparedCommand",
     "ProcessOutcome",

@@ -1,33 +1,29 @@
-"""Saving a run's artifacts: the store protocol, its local implementation, and what to save.
+"""Saving a run's artifacts: what to save, and saving it through the object-store port (`ame.storage`).
 
-Keys are `<project>/<task>/<run_id>/<path relative to the project>`. The platform library adds
-an S3 store against the same `ArtifactStore` protocol.
+Local runs keep them in a `LocalObjectStore` under `<AME_HOME>/artifacts`, keyed
+`<project>/<task>/<run_id>/<path relative to the project>`; the launcher hands the runner a store that puts them
+in the service object store per run and attempt instead (see `ame.domain.artifacts`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import builtins
 import os
-import shutil
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pathspec
 
+from ame.storage import InvalidKeyError, ObjectStore, validate_key
+
 __all__ = [
-    "ArtifactStore",
     "FileSnapshot",
-    "LocalArtifactStore",
-    "ObjectInfo",
     "artifact_prefix",
     "changed_files",
     "explicit_files",
     "load_ignore_rules",
     "save_artifacts",
     "snapshot_files",
+    "storable_names",
 ]
 
 # Never artifacts: VCS data and bytecode the run itself produces by importing modules.
@@ -35,69 +31,8 @@ _ALWAYS_IGNORED = (".git/", "__pycache__/", ".ame/")
 IGNORE_FILE = ".ameignore"
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-    modified_at: float
-
-
-class ArtifactStore(Protocol):
-    async def put_file(self, key: str, path: Path) -> None: ...
-
-    async def list(self, prefix: str) -> list[ObjectInfo]: ...
-
-    async def get_file(self, key: str, dest: Path) -> None: ...
-
-
-class LocalArtifactStore:
-    """Artifacts as plain files under `<AME_HOME>/artifacts/<key>`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    async def put_file(self, key: str, path: Path) -> None:
-        target = self._path(key)
-        await asyncio.to_thread(_copy_atomically, path, target)
-
-    async def list(self, prefix: str) -> builtins.list[ObjectInfo]:
-        return await asyncio.to_thread(self._list, prefix)
-
-    async def get_file(self, key: str, dest: Path) -> None:
-        source = self._path(key)
-        if not source.is_file():
-            raise FileNotFoundError(f"no artifact {key!r}")
-        await asyncio.to_thread(_copy_atomically, source, dest)
-
-    def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
-        # Walk from the deepest directory the prefix names, then filter by the full prefix.
-        directory = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
-        if not directory.is_dir():
-            return []
-        objects: builtins.list[ObjectInfo] = []
-        for path in _walk_files(directory):
-            key = path.relative_to(self.root).as_posix()
-            if key.startswith(prefix):
-                stat = path.stat()
-                objects.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
-        return sorted(objects, key=lambda info: info.key)
-
-    def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"invalid artifact key {key!r}")
-        return self.root.joinpath(*parts)
-
-
 def artifact_prefix(project: str, task: str, run_id: str) -> str:
     return f"{project}/{task}/{run_id}/"
-
-
-def _copy_atomically(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.part")
-    shutil.copy2(source, staging)
-    os.replace(staging, target)
 
 
 FileSnapshot = Mapping[str, tuple[int, int]]
@@ -151,7 +86,22 @@ def explicit_files(project_dir: Path, patterns: list[str], skip: tuple[Path, ...
     return sorted(files), unmatched
 
 
-async def save_artifacts(store: ArtifactStore, project_dir: Path, prefix: str, files: list[str]) -> list[str]:
+def storable_names(files: list[str]) -> tuple[list[str], list[str]]:
+    """`files` split into those the object store can key and those it cannot (a backslash, a control character,
+    the store's reserved partial suffix), so one odd name does not lose a run's other artifacts."""
+    good: list[str] = []
+    bad: list[str] = []
+    for name in files:
+        try:
+            validate_key(name)
+        except InvalidKeyError:
+            bad.append(name)
+        else:
+            good.append(name)
+    return good, bad
+
+
+async def save_artifacts(store: ObjectStore, project_dir: Path, prefix: str, files: list[str]) -> list[str]:
     """Upload each file under `prefix`; return the keys written."""
     keys: list[str] = []
     for name in files:

@@ -18,13 +18,13 @@ import pathspec
 
 from ame.domain.ids import new_run_id
 from ame.runner.artifacts import (
-    ArtifactStore,
     artifact_prefix,
     changed_files,
     explicit_files,
     load_ignore_rules,
     save_artifacts,
     snapshot_files,
+    storable_names,
 )
 from ame.runner.executors import prepare_command
 from ame.runner.gpus import GpuLease, GpuPool
@@ -38,6 +38,7 @@ from ame.runner.results import RunResult, RunState, StepResult
 from ame.runner.run_records import RunRecord, StepRecord, write_run_record
 from ame.runner.secret_sources import SecretRequest, SecretSource, resolve_secrets
 from ame.runner.setup_steps import SetupCancelledError, SetupContext, SetupError
+from ame.storage import ObjectStore
 
 if TYPE_CHECKING:
     from ame.spec.resolved import ResolvedTask
@@ -68,7 +69,7 @@ class RunSettings:
     base_env: Mapping[str, str]
     secrets: SecretSource
     vault: Callable[[str], SecretSource]
-    artifacts: ArtifactStore
+    artifacts: ObjectStore
     max_parallel: int = field(default_factory=lambda: os.cpu_count() or 1)
     grace_seconds: float = 10.0
     record_runs: bool = True
@@ -307,7 +308,10 @@ class _Execution:
         if config.save_changed_files:
             after = await asyncio.to_thread(snapshot_files, project_dir, ignore, skip)
             files.update(changed_files(before, after))
-        keys = await save_artifacts(self.settings.artifacts, project_dir, self.prefix, sorted(files))
+        storable, unstorable = storable_names(sorted(files))
+        for bad in unstorable:
+            await self.output.notice(f"{name}: artifact {bad!r} not saved: its name cannot be an object key")
+        keys = await save_artifacts(self.settings.artifacts, project_dir, self.prefix, storable)
         if keys:
             await self.output.notice(f"{name}: saved {len(keys)} artifact(s) under {self.prefix}")
         return keys

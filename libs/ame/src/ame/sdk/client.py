@@ -22,6 +22,7 @@ import grpc
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
+from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
@@ -224,6 +225,25 @@ class Client:
         try:
             for part in stream:
                 yield part.chunk
+        except grpc.RpcError as exc:
+            raise _translate(self.target, exc) from None
+        finally:
+            stream.cancel()
+
+    def list_run_artifacts(self, run_id: str) -> list[Artifact]:
+        """Every attempt's artifacts of a remote run, by path then attempt."""
+        request = ame_service_pb2.ListRunArtifactsRequest(run_id=run_id)
+        response = self._call(self._stub.ListRunArtifacts, request, timeout=self._timeout)
+        return [convert.artifact_from_pb(pb) for pb in response.artifacts]
+
+    def download_artifact(self, run_id: str, path: str, *, attempt: int | None = None) -> Iterator[bytes]:
+        """The artifact's bytes in chunks (the latest attempt's unless `attempt` is given)."""
+        request = ame_service_pb2.DownloadArtifactRequest(run_id=run_id, path=path, attempt=attempt or 0)
+        stream = self._stub.DownloadArtifact(request)
+        try:
+            for part in stream:
+                if not part.HasField("artifact"):
+                    yield part.chunk
         except grpc.RpcError as exc:
             raise _translate(self.target, exc) from None
         finally:

@@ -10,6 +10,7 @@ from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState
+from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
@@ -111,3 +112,7 @@ def secret_from_pb(pb: ame_service_pb2.SecretInfo) -> SecretInfo:
         created_at=pb.created_at.ToDatetime(tzinfo=UTC),
         updated_at=pb.updated_at.ToDatetime(tzinfo=UTC),
     )
+
+
+def artifact_from_pb(pb: run_pb2.Artifact) -> Artifact:
+    return codecs.artifact_from_pb(pb)

@@ -1,15 +1,15 @@
-"""Object storage: one port, a local-filesystem adapter and an S3 adapter."""
+"""Object storage for services: the port and local adapter from `ame.storage`, the S3 adapter, settings, factory."""
 
-from ame_platform.storage.factory import open_object_store
-from ame_platform.storage.local import LocalObjectStore
-from ame_platform.storage.port import (
+from ame.storage import (
     InvalidKeyError,
+    LocalObjectStore,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
     StorageError,
     validate_key,
 )
+from ame_platform.storage.factory import open_object_store
 from ame_platform.storage.s3 import S3ObjectStore
 from ame_platform.storage.settings import StorageSettings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from ame_platform.storage.local import LocalObjectStore
-from ame_platform.storage.port import ObjectStore
+from ame.storage.local import LocalObjectStore
+from ame.storage.port import ObjectStore
 from ame_platform.storage.s3 import S3ObjectStore
 from ame_platform.storage.settings import StorageSettings
 

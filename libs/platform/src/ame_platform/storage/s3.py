@@ -15,7 +15,7 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from ame_platform.storage.port import (
+from ame.storage.port import (
     PARTIAL_SUFFIX,
     ObjectInfo,
     ObjectNotFound,

@@ -10,8 +10,10 @@ import grpc
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame_api import convert
+from ame_api.artifacts import ArtifactService
 from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
+from ame_api.grpc.artifacts import ArtifactMethods
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
@@ -31,7 +33,7 @@ def _caller_trace(context: Context) -> AbstractContextManager[None]:
     return telemetry.extracted(metadata)
 
 
-class AmeServicer(ProjectMethods, SecretMethods, ame_service_pb2_grpc.AmeServiceServicer):
+class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb2_grpc.AmeServiceServicer):
     def __init__(
         self,
         runs: RunService,
@@ -40,8 +42,10 @@ class AmeServicer(ProjectMethods, SecretMethods, ame_service_pb2_grpc.AmeService
         tasks: TaskService,
         secrets: SecretService,
         *,
+        artifacts: ArtifactService,
         retry_after_seconds: int = 2,
     ) -> None:
+        self._artifacts = artifacts
         self._runs = runs
         self._follower = follower
         self._projects = projects

@@ -11,9 +11,10 @@ import uvicorn
 from fastapi import FastAPI
 
 import ame
+from ame_api.artifacts import ArtifactService
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, errors, projects, runs, secrets, tasks
+from ame_api.rest import admin, artifacts, errors, projects, runs, secrets, tasks
 from ame_api.runs import RunService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
@@ -28,6 +29,7 @@ def create_app(
     task_service: TaskService,
     settings: ApiSettings,
     secret_service: SecretService,
+    artifact_service: ArtifactService,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -39,6 +41,7 @@ def create_app(
     app.include_router(admin.router(run_service.deadletters))
     app.include_router(tasks.router(task_service))
     app.include_router(secrets.router(secret_service))
+    app.include_router(artifacts.router(artifact_service))
     projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

@@ -18,9 +18,10 @@ from typing import TypeVar
 
 from ame.domain import RunState
 from ame.run_specs import task_for_run_spec
-from ame.runner import LocalArtifactStore, LocalRunner, RunSettings, SecretError, StreamName
+from ame.runner import LocalRunner, RunSettings, SecretError, StreamName, artifact_prefix
 from ame.runner.home import AmeHome
 from ame.runner.process import OutputSink
+from ame_launcher.artifact_uploads import ArtifactStoreError, AttemptArtifacts
 from ame_launcher.backends import RunResult
 from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.convert import LaunchCommand
@@ -74,11 +75,15 @@ class LocalBackend:
         self._work_dir = settings.work_dir.resolve()
         self._home = AmeHome(settings.runner_home)
         self._versions = VersionReader(settings)
-        # Remote runs' artifacts stay on this machine until they are uploaded per run (not built yet).
-        self._artifacts = LocalArtifactStore(self._home.artifacts)
 
     async def close(self) -> None:
         await self._versions.close()
+
+    async def prune_content_cache(self) -> int:
+        """One pass of the content cache's retention (`content_cache_retention`); returns the blobs removed."""
+        if self._settings.content_cache_retention is None:
+            return 0
+        return await self._versions.cache.prune(self._settings.content_cache_retention)
 
     def _environment(self, command: LaunchCommand) -> dict[str, str]:
         env = {k: os.environ[k] for k in self._settings.inherit_env if k in os.environ}
@@ -118,6 +123,18 @@ class LocalBackend:
                 command.attempt,
                 self._settings.api_timeout,
             )
+            # One attempt here: a retry is a new attempt of the run, launched by the scheduler after its backoff, so
+            # the runner's own retry loop (what `-l` uses) must not run it again in place.
+            task = task_for_run_spec(spec).model_copy(update={"retries": 0})
+            # What the attempt saves goes to the object store under the run and attempt, for the api to serve.
+            artifacts = AttemptArtifacts(
+                self._versions.store,
+                self._settings,
+                organisation=command.organisation,
+                run_id=command.run_id,
+                attempt=command.attempt,
+                runner_prefix=artifact_prefix(spec.project, task.name, command.run_id),
+            )
             runner = LocalRunner(
                 RunSettings(
                     home=self._home,
@@ -126,17 +143,17 @@ class LocalBackend:
                     base_env=self._environment(command),
                     secrets=secrets.ame(),
                     vault=secrets.vault,
-                    artifacts=self._artifacts,
+                    artifacts=artifacts,
                     grace_seconds=self._settings.grace_period,
                     record_runs=False,
                     # GPUs were placed by the launcher (capacity.py) and arrive in the spec's environment.
                     memory_enforcement=self._settings.memory_enforcement,
                 )
             )
-            # One attempt here: a retry is a new attempt of the run, launched by the scheduler after its backoff, so
-            # the runner's own retry loop (what `-l` uses) must not run it again in place.
-            task = task_for_run_spec(spec).model_copy(update={"retries": 0})
             result = await runner.run(task, _Output(output, on_started), run_id=command.run_id, cancel=cancel)
+            await artifacts.finish()
+        except ArtifactStoreError as exc:
+            return await _fail(output, f"the run's artifacts could not be stored: {exc}")
         except (MaterialiseError, SecretError) as exc:
             return await _fail(output, str(exc))
         finally:

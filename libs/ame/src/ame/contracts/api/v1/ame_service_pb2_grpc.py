@@ -114,6 +114,16 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ResolveRunSecretsRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ResolveRunSecretsResponse.FromString,
                 _registered_method=True)
+        self.ListRunArtifacts = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListRunArtifacts',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListRunArtifactsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListRunArtifactsResponse.FromString,
+                _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/ame.contracts.api.v1.AmeService/DownloadArtifact',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -237,6 +247,21 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRunArtifacts(self, request, context):
+        """Artifacts of a run, every attempt's, in (path, attempt) order. NOT_FOUND for an unknown run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifact(self, request, context):
+        """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
+        or path, INVALID_ARGUMENT for a path that is not a plain relative path.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +344,16 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.ResolveRunSecrets,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ResolveRunSecretsRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ResolveRunSecretsResponse.SerializeToString,
+            ),
+            'ListRunArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRunArtifacts,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListRunArtifactsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListRunArtifactsResponse.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -753,6 +788,60 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/ResolveRunSecrets',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ResolveRunSecretsRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ResolveRunSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRunArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListRunArtifacts',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListRunArtifactsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListRunArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/DownloadArtifact',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

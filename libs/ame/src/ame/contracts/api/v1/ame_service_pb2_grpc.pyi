@@ -74,6 +74,12 @@ class AmeServiceStub:
     of the secrets the run's spec declares, only while that attempt is launching or running.
     PERMISSION_DENIED otherwise; FAILED_PRECONDITION when the attempt is not launching or running.
     """
+    ListRunArtifacts: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListRunArtifactsRequest, _ame_service_pb2.ListRunArtifactsResponse]
+    """Artifacts of a run, every attempt's, in (path, attempt) order. NOT_FOUND for an unknown run."""
+    DownloadArtifact: _grpc.UnaryStreamMultiCallable[_ame_service_pb2.DownloadArtifactRequest, _ame_service_pb2.DownloadArtifactResponse]
+    """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
+    or path, INVALID_ARGUMENT for a path that is not a plain relative path.
+    """
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -120,6 +126,12 @@ class AmeServiceAsyncStub(AmeServiceStub):
     """For launchers only (authenticated by the launcher credential in the `authorization` metadata): the values
     of the secrets the run's spec declares, only while that attempt is launching or running.
     PERMISSION_DENIED otherwise; FAILED_PRECONDITION when the attempt is not launching or running.
+    """
+    ListRunArtifacts: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListRunArtifactsRequest, _ame_service_pb2.ListRunArtifactsResponse]  # type: ignore[assignment]
+    """Artifacts of a run, every attempt's, in (path, attempt) order. NOT_FOUND for an unknown run."""
+    DownloadArtifact: _aio.UnaryStreamMultiCallable[_ame_service_pb2.DownloadArtifactRequest, _ame_service_pb2.DownloadArtifactResponse]  # type: ignore[assignment]
+    """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
+    or path, INVALID_ARGUMENT for a path that is not a plain relative path.
     """
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -260,6 +272,24 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         """For launchers only (authenticated by the launcher credential in the `authorization` metadata): the values
         of the secrets the run's spec declares, only while that attempt is launching or running.
         PERMISSION_DENIED otherwise; FAILED_PRECONDITION when the attempt is not launching or running.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRunArtifacts(
+        self,
+        request: _ame_service_pb2.ListRunArtifactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListRunArtifactsResponse, _abc.Awaitable[_ame_service_pb2.ListRunArtifactsResponse]]:
+        """Artifacts of a run, every attempt's, in (path, attempt) order. NOT_FOUND for an unknown run."""
+
+    @_abc_1.abstractmethod
+    def DownloadArtifact(
+        self,
+        request: _ame_service_pb2.DownloadArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ame_service_pb2.DownloadArtifactResponse], _abc.AsyncIterator[_ame_service_pb2.DownloadArtifactResponse]]:
+        """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
+        or path, INVALID_ARGUMENT for a path that is not a plain relative path.
         """
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

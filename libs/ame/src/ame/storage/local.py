@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ame_platform.storage.port import (
+from ame.storage.port import (
     PARTIAL_SUFFIX,
     ObjectInfo,
     ObjectNotFound,

@@ -1,0 +1,135 @@
+"""Remote runs' artifacts as clients see them: list a run's, download one (streamed), shared by REST and gRPC.
+
+The launcher stores each attempt's files and then its index in the object store (keys in `ame.domain.artifacts`);
+this reads the indexes, so only whole artifacts are listed. The run is looked up within the caller's organisation
+first, so another organisation's run is as unknown as a run that never existed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ame import codecs
+from ame.domain import Run
+from ame.domain.artifacts import (
+    Artifact,
+    ArtifactPathError,
+    artifact_key,
+    check_artifact_path,
+    index_attempt,
+    index_prefix,
+    latest_by_path,
+)
+from ame.storage import ObjectNotFound
+from ame_api import organisations
+from ame_api.projects import StoreComponent
+from ame_api.repositories import runs as runs_repo
+from ame_api.repositories.runs import NotFound
+from ame_api.runs import InvalidRequest
+from ame_api.settings import ApiSettings
+from ame_platform.runtime import Runtime
+
+_DOWNLOAD_CHUNK = 1024 * 1024
+# Listings of ended runs kept in memory, so a client downloading a run's 10,000 artifacts one by one does not
+# read every index 10,000 times. Kept briefly, since retention may remove them.
+_KEPT_LISTINGS = 32
+_KEPT_SECONDS = 60.0
+
+
+class ArtifactService:
+    def __init__(self, runtime: Runtime, settings: ApiSettings, store: StoreComponent) -> None:
+        self._rt = runtime
+        self._settings = settings
+        self._store = store
+        self._kept: OrderedDict[tuple[str, str], tuple[float, list[Artifact]]] = OrderedDict()
+
+    async def _run(self, organisation: str, run_id: str) -> Run:
+        org = organisations.resolve(self._settings, organisation)
+        async with self._rt.pool.acquire() as conn:
+            run = await runs_repo.find_run(conn, run_id)
+        if run is None or run.organisation != org:
+            raise NotFound(f"run {run_id[:80]!r} not found")
+        return run
+
+    async def list_artifacts(self, organisation: str, run_id: str) -> list[Artifact]:
+        """Every attempt's artifacts, by path then attempt. NotFound for a run the organisation does not have."""
+        return await self._listed(await self._run(organisation, run_id))
+
+    async def _listed(self, run: Run) -> list[Artifact]:
+        key = (run.organisation, run.id)
+        kept = self._kept.get(key)
+        if kept is not None and time.monotonic() - kept[0] < _KEPT_SECONDS:
+            return kept[1]
+        store = self._store.store
+        found: list[Artifact] = []
+        for info in await store.list(index_prefix(run.organisation, run.id)):
+            if index_attempt(info.key) is None:
+                continue
+            try:
+                found.extend(codecs.artifact_index_from_bytes(await store.get_bytes(info.key)))
+            except ObjectNotFound:
+                continue  # removed by retention while we listed
+        found.sort(key=lambda artifact: (artifact.path, artifact.attempt))
+        # A run that has not ended may add an attempt (or rewrite one redelivered after a crash): never kept.
+        if run.state.terminal:
+            self._kept[key] = (time.monotonic(), found)
+            self._kept.move_to_end(key)
+            while len(self._kept) > _KEPT_LISTINGS:
+                self._kept.popitem(last=False)
+        return found
+
+    async def open_artifact(
+        self, organisation: str, run_id: str, path: str, attempt: int | None = None
+    ) -> tuple[Artifact, AsyncIterator[bytes]]:
+        """The artifact (the latest attempt's unless `attempt` is given) and its bytes in chunks.
+
+        The bytes are spooled to a temporary file first, as blobs are, so the store's client is not held while a
+        slow client reads; nothing is held in memory.
+        """
+        try:
+            check_artifact_path(path)
+        except ArtifactPathError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if attempt is not None and attempt < 1:
+            raise InvalidRequest("attempt must be 1 or more")
+        run = await self._run(organisation, run_id)
+        org = run.organisation
+        listed = await self._listed(run)
+        if attempt is None:
+            chosen = latest_by_path(listed).get(path)
+        else:
+            chosen = next((a for a in listed if a.path == path and a.attempt == attempt), None)
+        if chosen is None:
+            which = f" of attempt {attempt}" if attempt is not None else ""
+            raise NotFound(f"run {run_id} has no artifact {path[:200]!r}{which}")
+        handle, name = tempfile.mkstemp(prefix="artifact-", dir=self._settings.project_spool_dir)
+        os.close(handle)
+        spool = Path(name)
+        try:
+            await self._store.store.get_file(artifact_key(org, run_id, chosen.attempt, path), spool)
+        except ObjectNotFound:
+            _discard(spool)
+            raise NotFound(f"run {run_id} has no artifact {path[:200]!r} any more") from None
+        except BaseException:
+            _discard(spool)
+            raise
+        return chosen, _read_and_remove(spool)
+
+
+async def _read_and_remove(path: Path) -> AsyncIterator[bytes]:
+    try:
+        with path.open("rb") as stream:
+            while chunk := await asyncio.to_thread(stream.read, _DOWNLOAD_CHUNK):
+                yield chunk
+    finally:
+        _discard(path)
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
