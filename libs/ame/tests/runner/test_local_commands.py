@@ -121,11 +121,3 @@ def test_cache_list_and_prune_on_an_empty_home(ame_home: AmeHome) -> None:
     assert "no cached environments" in out
     code, out, _ = _invoke("cache", "prune", "--all")
     assert (code, out) == (0, "0 removed, 0 B freed\n")
-
-
-def test_secret_commands_without_local_flag_say_the_server_has_none_yet(ame_home: AmeHome) -> None:
-    code, _, err = _invoke("secret", "add", "a", "--value-stdin", input="value-a\n")
-    assert code == 1
-    assert "secrets on the AME server are not available yet" in err
-    assert "ame secret add -l" in err
-    assert _invoke("secret", "list", "-l") == (0, "", "")
