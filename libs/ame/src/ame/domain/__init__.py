@@ -1,13 +1,16 @@
 """Pure domain rules shared by the CLI, the SDK and the services (no I/O)."""
 
+from ame.domain.durations import Duration, DurationError, Timeout, format_duration, parse_duration, parse_timeout
+from ame.domain.executors import EXECUTOR_KINDS, ExecutorKind
 from ame.domain.ids import new_run_id
 from ame.domain.logs import LogEnd, LogLine, LogStreamName
+from ame.domain.resources import GPU_RESOURCE, Resources
 from ame.domain.run_states import TERMINAL_STATES, RunState, is_forward_transition
 from ame.domain.runs import (
     ArtifactsSpec,
+    DataSetRef,
     EnvVar,
     ExecutorRef,
-    Resources,
     Run,
     RunSpec,
     SecretRef,
@@ -15,9 +18,15 @@ from ame.domain.runs import (
 )
 
 __all__ = [
+    "EXECUTOR_KINDS",
+    "GPU_RESOURCE",
     "TERMINAL_STATES",
     "ArtifactsSpec",
+    "DataSetRef",
+    "Duration",
+    "DurationError",
     "EnvVar",
+    "ExecutorKind",
     "ExecutorRef",
     "LogEnd",
     "LogLine",
@@ -27,7 +36,11 @@ __all__ = [
     "RunSpec",
     "RunState",
     "SecretRef",
+    "Timeout",
     "TriggerKind",
+    "format_duration",
     "is_forward_transition",
     "new_run_id",
+    "parse_duration",
+    "parse_timeout",
 ]
