@@ -17,6 +17,7 @@ from ame.domain import (
     ArtifactsSpec,
     DataSetRef,
     EnvVar,
+    ExecutorKind,
     ExecutorRef,
     LogEnd,
     LogLine,
@@ -107,7 +108,7 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             task=pb.task or "adhoc",
             command=pb.command,
             executor=ExecutorRef(
-                kind=pb.executor.kind or "custom",
+                kind=pb.executor.kind or ExecutorKind.CUSTOM,
                 python_version=pb.executor.python_version,
                 image=pb.executor.image,
             ),

@@ -83,20 +83,16 @@ def _age(at: datetime) -> str:
 
 
 def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool) -> int:
-    with _client(target) as client:
-        return _submit_and_follow(client, spec, follow_output)
-
-
-def _submit_and_follow(client: Client, spec: RunSpec, follow_output: bool) -> int:
     from ame.sdk import AmeError
 
     try:
-        run = client.submit_run(spec)
-        click.echo(f"ame: run {run.id} queued", err=True)
-        if not follow_output:
-            click.echo(run.id)
-            return 0
-        return _follow_or_detach(client, run.id)
+        with _client(target) as client:
+            run = client.submit_run(spec)
+            click.echo(f"ame: run {run.id} queued", err=True)
+            if not follow_output:
+                click.echo(run.id)
+                return 0
+            return _follow_or_detach(client, run.id)
     except AmeError as exc:
         raise _fail(exc) from None
 
@@ -137,18 +133,16 @@ def run_remote(project_dir: Path, task_name: str, follow: bool) -> int:
             f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
         )
     name = project.name or project_dir.resolve().name
-    # One connection for the push, the submit and the follow: each new channel is a connection set-up more
-    # before the first line of output.
-    with _client(None) as client:
-        spec = run_spec_for_task(task, project=name, project_version_id=_push_version(client, project_dir, name))
-        return _submit_and_follow(client, spec, follow)
+    spec = run_spec_for_task(task, project=name, project_version_id=_push_version(project_dir, name))
+    return submit_and_follow(spec, target=None, follow_output=follow)
 
 
-def _push_version(client: Client, project_dir: Path, project: str) -> str:
+def _push_version(project_dir: Path, project: str) -> str:
     """Push the directory first, so the run names the exact files it runs with (uploads only what changed)."""
     from ame.cli.project_commands import describe, push
 
-    result = push(client, project_dir, project)
+    with _client(None) as client:
+        result = push(client, project_dir, project)
     click.echo(describe(result), err=True)
     return result.version.id
 
