@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -26,17 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BURST = int(os.environ.get("AME_TEST_BURST", "2000"))
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "home")
-    s.home.mkdir()
-    yield s
-    if s.proc is not None and s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
-
-
-def test_every_run_of_a_2000_run_burst_has_its_start_and_end(server: Server) -> None:
+def test_every_run_of_a_2000_run_burst_has_its_start_and_end(ame_server: Server) -> None:
+    server = ame_server
     info = server.start()
     started = time.monotonic()
     with Client(info["grpc_target"], timeout=60) as client:
