@@ -40,9 +40,10 @@ import six
 print("six", six.__version__)
 print("rows:", len(Path("data/train.csv").read_text().splitlines()))
 print("python", sys.version_info[0], sys.version_info[1])
+print("SOME_VAR", os.environ.get("SOME_VAR", "-"))
 sys.exit(int(os.environ.get("EXIT_CODE", "0")))
 """
-EXPECTED = "six 1.16.0\nrows: 3\npython 3 11\n"
+EXPECTED = "six 1.16.0\nrows: 3\npython 3 11\nSOME_VAR -\n"
 
 MLPROJECT = """\
 name: seed
@@ -117,9 +118,9 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             server.proc.wait()
 
 
-def _seed_project(root: Path, kind: str) -> Path:
+def _seed_project(root: Path, kind: str, seed: str | None = None) -> Path:
     (root / "data").mkdir(parents=True)
-    shutil.copy(SEEDS / SEED_FILES[kind], root / "ame.yml")
+    shutil.copy(SEEDS / (seed or SEED_FILES[kind]), root / "ame.yml")
     (root / "train.py").write_text(TRAIN_PY)
     (root / "data" / "train.csv").write_text("a,b\n1,2\n3,4\n")
     if kind == "pip":
@@ -159,6 +160,22 @@ def test_every_executor_runs_remotely_as_locally(cli: Cli, tmp_path: Path, kind:
     assert local.stdout == expected
     assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout), remote.stderr
     assert "failed" in remote.stderr
+
+
+@pytest.mark.parametrize(
+    ("seed", "some_var"),
+    [("00_minimal.yml", "-"), ("01_resources.yml", "-"), ("24_environment.yml", "SOME_VAL")],
+)
+def test_the_other_runnable_seed_examples_run_remotely_as_locally(
+    cli: Cli, tmp_path: Path, seed: str, some_var: str
+) -> None:
+    """The guide's minimal task, its resources (10G memory, 4 cpu on 2 cores, 1 of the 2 pretend GPUs) and
+    its environment variable, all `!poetry` tasks."""
+    project = _seed_project(tmp_path / "seed", "poetry", seed)
+    remote, local = cli.both(project, "train_my_model")
+    assert local.returncode == 0, local.stderr
+    assert local.stdout == EXPECTED.replace("SOME_VAR -", f"SOME_VAR {some_var}")
+    assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout), remote.stderr
 
 
 @pytest.mark.parametrize("task", ["hello", "train", "prepare_a"])
