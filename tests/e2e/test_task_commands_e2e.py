@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,6 @@ from tests.e2e.test_ame_server import Server
 pytestmark = [pytest.mark.e2e]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
-
-
-@pytest.fixture
-def ame_server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "home")
-    s.home.mkdir()
-    yield s
-    if s.proc is not None and s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
 
 
 def test_task_list_and_logs_after_a_remote_run(ame_server: Server, tmp_path: Path) -> None:

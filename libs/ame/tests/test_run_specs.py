@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from ame.codecs import run_spec_from_pb, run_spec_to_pb
 from ame.run_specs import run_spec_for_task, task_for_run_spec
 from ame.spec import load_project_text, resolve_task
 
 AME_YML = """\
 project: demo
+dataSets:
+  - name: images
+    path: data/images
 tasks:
   - name: train
     executor: !poetry
@@ -30,6 +34,13 @@ tasks:
       memory: 1Gi
       storage: 10Gi
       nvidia.com/gpu: 1
+      vram: 16Gi
+    dataSets:
+      - ref:
+          name: images
+      - ref:
+          name: labels
+          project: shared
     artifacts:
       paths: [out/model.bin]
       saveChangedFiles: true
@@ -67,6 +78,30 @@ def test_the_spec_carries_what_the_runner_needs() -> None:
     assert (spec.timeout_seconds, spec.retries) == (90.0, 2)
     assert spec.artifacts.paths == ["out/model.bin"] and spec.artifacts.save_changed_files
     assert [(s.key, s.inject_as, s.vault) for s in spec.secrets] == [("token", "TOKEN", ""), ("db", "DB", "prod")]
+    r = spec.resources
+    assert (r.cpu_millis, r.memory_bytes, r.storage_bytes, r.gpus, r.gpu_memory_bytes) == (
+        2000,
+        2**30,
+        10 * 2**30,
+        1,
+        16 * 2**30,
+    )
+    assert [(d.name, d.project) for d in spec.data_sets] == [("images", ""), ("labels", "shared")]
+
+
+@pytest.mark.parametrize("name", ["train", "plain", "flow"])
+def test_the_wire_keeps_every_field_of_a_task_run_spec(name: str) -> None:
+    spec = run_spec_for_task(resolve_task(load_project_text(AME_YML, "ame.yml"), name), project="demo")
+    assert run_spec_from_pb(run_spec_to_pb(spec)) == spec
+
+
+def test_resources_give_the_kubernetes_form() -> None:
+    task = resolve_task(load_project_text(AME_YML, "ame.yml"), "train")
+    assert task.resources.to_kubernetes() == {
+        "requests": {"cpu": "2", "memory": "1Gi", "ephemeral-storage": "10Gi", "nvidia.com/gpu": "1"},
+        "limits": {"memory": "1Gi", "ephemeral-storage": "10Gi", "nvidia.com/gpu": "1"},
+    }
+    assert resolve_task(load_project_text(AME_YML, "ame.yml"), "plain").resources.to_kubernetes() == {}
 
 
 def test_a_pipeline_has_no_single_run_spec() -> None:

@@ -15,7 +15,9 @@ from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import (
     ArtifactsSpec,
+    DataSetRef,
     EnvVar,
+    ExecutorKind,
     ExecutorRef,
     LogEnd,
     LogLine,
@@ -87,12 +89,14 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
             memory_bytes=r.memory_bytes or 0,
             storage_bytes=r.storage_bytes or 0,
             gpus=r.gpus or 0,
+            gpu_memory_bytes=r.gpu_memory_bytes or 0,
         ),
         timeout_seconds=spec.timeout_seconds or 0.0,
         retries=spec.retries,
         artifacts=run_pb2.Artifacts(paths=spec.artifacts.paths, save_changed_files=spec.artifacts.save_changed_files),
         project_version_id=spec.project_version_id,
         labels=spec.labels,
+        data_sets=[run_pb2.DataSetRef(name=d.name, project=d.project) for d in spec.data_sets],
     )
 
 
@@ -105,7 +109,7 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             task=pb.task or "adhoc",
             command=pb.command,
             executor=ExecutorRef(
-                kind=pb.executor.kind or "custom",
+                kind=pb.executor.kind or ExecutorKind.CUSTOM,
                 python_version=pb.executor.python_version,
                 image=pb.executor.image,
             ),
@@ -116,12 +120,14 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
                 memory_bytes=r.memory_bytes or None,
                 storage_bytes=r.storage_bytes or None,
                 gpus=r.gpus or None,
+                gpu_memory_bytes=r.gpu_memory_bytes or None,
             ),
             timeout_seconds=pb.timeout_seconds or None,
             retries=pb.retries,
             artifacts=ArtifactsSpec(paths=list(pb.artifacts.paths), save_changed_files=pb.artifacts.save_changed_files),
             project_version_id=pb.project_version_id,
             labels=dict(pb.labels),
+            data_sets=[DataSetRef(name=d.name, project=d.project) for d in pb.data_sets],
         )
     except ValidationError as exc:
         raise DecodeError(errors.describe(exc)) from exc

@@ -1,16 +1,18 @@
 """A resolved task as a run spec and back: what `ame task run NAME` sends, and what a launcher runs from it.
 
 The two directions live together so they cannot drift: a remote run is the task `-l` would run, carried in a
-`RunSpec` and turned back into the same `ResolvedTask` where it executes (a round trip keeps every field a run
-spec carries; tests hold it to that).
+`RunSpec` and turned back into the same `ResolvedTask` where it executes. A round trip keeps every field a run
+spec carries (command, executor, environment, secrets, every resource including `gpu_memory_bytes`, timeout,
+retries, artifacts, data sets); tests hold it to that. The CLI, the SDK and the services build run specs for
+tasks here and nowhere else.
 """
 
 from __future__ import annotations
 
-from ame.domain import ArtifactsSpec, EnvVar, ExecutorRef, Resources, RunSpec, SecretRef
+from ame.domain import ArtifactsSpec, DataSetRef, EnvVar, ExecutorRef, RunSpec, SecretRef
 from ame.spec import AmeSecret, Artifacts, Executor, ResolvedTask, VaultSecret
+from ame.spec import DataSetRef as SpecDataSetRef
 from ame.spec import EnvVar as SpecEnvVar
-from ame.spec import Resources as SpecResources
 
 __all__ = ["run_spec_for_task", "task_for_run_spec"]
 
@@ -19,7 +21,6 @@ def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: s
     """The spec of a remote run of `task` (a plain task: pipelines do not run remotely yet)."""
     if task.executor is None:
         raise ValueError(f"task {task.name!r} is a pipeline; a run spec carries one command")
-    r = task.resources
     return RunSpec(
         project=project,
         task=task.name,
@@ -34,12 +35,11 @@ def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: s
             SecretRef(key=s.key, inject_as=s.inject_as, vault=s.vault if isinstance(s, VaultSecret) else "")
             for s in task.secrets
         ],
-        resources=Resources(
-            cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes, gpus=r.gpus
-        ),
+        resources=task.resources,
         timeout_seconds=task.timeout_seconds,
         retries=task.retries,
         artifacts=ArtifactsSpec(paths=list(task.artifacts.paths), save_changed_files=task.artifacts.save_changed_files),
+        data_sets=[DataSetRef(name=d.name, project=d.project or "") for d in task.data_sets],
         project_version_id=project_version_id,
     )
 
@@ -60,19 +60,19 @@ def task_for_run_spec(spec: RunSpec) -> ResolvedTask:
         else AmeSecret.model_validate({"key": s.key, "injectAs": s.inject_as})
         for s in spec.secrets
     ]
-    r = spec.resources
     return ResolvedTask(
         name=spec.task,
         project=spec.project,
         executor=executor,
-        resources=SpecResources(
-            cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, storage_bytes=r.storage_bytes, gpus=r.gpus
-        ),
+        resources=spec.resources,
         environment=[SpecEnvVar.model_validate({"key": e.key, "val": e.value}) for e in spec.environment],
         secrets=secrets,
         artifacts=Artifacts.model_validate(
             {"paths": list(spec.artifacts.paths), "saveChangedFiles": spec.artifacts.save_changed_files}
         ),
+        data_sets=[
+            SpecDataSetRef.model_validate({"name": d.name, "project": d.project or None}) for d in spec.data_sets
+        ],
         timeout_seconds=spec.timeout_seconds,
         retries=spec.retries,
     )

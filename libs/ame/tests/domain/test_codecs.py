@@ -13,7 +13,9 @@ from ame.codecs import DecodeError
 from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import (
+    EXECUTOR_KINDS,
     ArtifactsSpec,
+    DataSetRef,
     EnvVar,
     ExecutorRef,
     LogEnd,
@@ -24,6 +26,7 @@ from ame.domain import (
     SecretRef,
     TriggerKind,
 )
+from ame.domain.limits import MAX_TIMEOUT_SECONDS
 
 # What RunSpec accepts: names as in ame.yml, environment keys as a shell takes them, and text a process
 # environment and PostgreSQL can carry (no NUL, no lone surrogates).
@@ -42,7 +45,7 @@ run_specs = st.builds(
     ).filter(lambda s: s.strip() != ""),
     executor=st.builds(
         ExecutorRef,
-        kind=st.sampled_from(["pip", "poetry", "pipenv", "mlflow", "custom"]),
+        kind=st.sampled_from(EXECUTOR_KINDS),
         python_version=st.text(_chars, max_size=32),
         image=_text,
     ),
@@ -57,10 +60,13 @@ run_specs = st.builds(
         memory_bytes=st.none() | _int64,
         storage_bytes=st.none() | _int64,
         gpus=st.none() | st.integers(min_value=1, max_value=2**31 - 1),
+        gpu_memory_bytes=st.none() | _int64,
     ),
-    timeout_seconds=st.none() | st.floats(min_value=0, max_value=30 * 86400, exclude_min=True, allow_nan=False),
+    timeout_seconds=st.none()
+    | st.floats(min_value=0, max_value=MAX_TIMEOUT_SECONDS, exclude_min=True, allow_nan=False),
     retries=st.integers(min_value=0, max_value=100),
     artifacts=st.builds(ArtifactsSpec, paths=st.lists(_text, max_size=4), save_changed_files=st.booleans()),
+    data_sets=st.lists(st.builds(DataSetRef, name=_names, project=st.just("") | _names), max_size=3),
     project_version_id=_text,
     labels=st.dictionaries(_text, _text, max_size=5),
 )

@@ -1,8 +1,4 @@
-"""Durations in settings: seconds or Go-style strings.
-
-(Named test_domain_durations.py because libs/ame/tests/spec/test_durations.py covers ame.spec.durations and
-test basenames must be unique in the workspace.)
-"""
+"""Durations, one type for settings, `ame.yml` timeouts, run specs and the CLI: seconds or Go-style strings."""
 
 from __future__ import annotations
 
@@ -11,7 +7,8 @@ import math
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from ame.domain.durations import Duration, parse_duration
+from ame.domain.durations import Duration, DurationError, format_duration, parse_duration, parse_timeout
+from ame.domain.limits import MAX_TIMEOUT_SECONDS
 
 
 class _Settings(BaseModel):
@@ -80,3 +77,28 @@ def test_settings_report_a_bad_duration_as_a_validation_error() -> None:
         _Settings(timeout="10 parsecs")
     with pytest.raises(ValidationError, match="negative"):
         _Settings(timeout=-3)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(90, 90.0), ("90", 90.0), ("30s", 30.0), ("5m", 300.0), ("1H30M", 5400.0), ("1d", 86400.0), ("500ms", 0.5)],
+)
+def test_timeouts_accept_seconds_and_durations(value: object, seconds: float) -> None:
+    assert parse_timeout(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["0", 0, "0s", "-5", "5 minutes", "1h30", "8d", True, None, "m"])
+def test_bad_timeouts_are_refused(value: object) -> None:
+    with pytest.raises(DurationError):
+        parse_timeout(value)
+
+
+def test_the_timeout_limit_is_the_one_the_run_spec_holds() -> None:
+    assert parse_timeout("7d") == MAX_TIMEOUT_SECONDS
+    with pytest.raises(DurationError, match="7d maximum"):
+        parse_timeout(MAX_TIMEOUT_SECONDS + 1)
+
+
+@pytest.mark.parametrize("seconds", [5400.0, 30.0, 0.5, 86400.0, 1.5, 3661.0, 0.0])
+def test_formatted_durations_read_back(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds

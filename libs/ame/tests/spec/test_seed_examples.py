@@ -49,11 +49,9 @@ def test_resources_are_normalised_to_base_units() -> None:
     assert task.resources.memory_bytes == 10**10
     assert task.resources.storage_bytes == 30 * 10**9
     assert task.resources.gpus == 1
-    assert task.resources.to_k8s() == {
-        "cpu": "4",
-        "memory": "10G",
-        "ephemeral-storage": "30G",
-        "nvidia.com/gpu": "1",
+    assert task.resources.to_kubernetes() == {
+        "requests": {"cpu": "4", "memory": "10G", "ephemeral-storage": "30G", "nvidia.com/gpu": "1"},
+        "limits": {"memory": "10G", "ephemeral-storage": "30G", "nvidia.com/gpu": "1"},
     }
 
 

@@ -58,13 +58,13 @@ class Capacity:
     def refusal(self, spec: RunSpec) -> str | None:
         """Why this host can never run `spec`, or None."""
         try:
-            check_runnable(name=spec.task, image=spec.executor.image, gpus=spec.resources.gpus, pool=self.gpus)
+            check_runnable(name=spec.task, image=spec.executor.image, resources=spec.resources, pool=self.gpus)
         except UnrunnableError as exc:
             return str(exc)
         return None
 
     def note(self, spec: RunSpec) -> str | None:
-        return cpu_note(spec.task, spec.resources.cpu_millis)
+        return cpu_note(spec.task, spec.resources)
 
     async def place(
         self, spec: RunSpec, cancel: asyncio.Event, on_wait: Callable[[str], Awaitable[None]]

@@ -369,6 +369,6 @@ def _command_line(args: tuple[str, ...]) -> str:
 def _parse_timeout(value: str | None) -> float | None:
     if value is None:
         return None
-    from ame.domain.durations import parse_duration
+    from ame.domain.durations import parse_timeout
 
-    return parse_duration(value)
+    return parse_timeout(value)

@@ -32,6 +32,7 @@ MAX_LABEL_VALUE_CHARS = 256
 MAX_IMAGE_CHARS = 1024
 MAX_PYTHON_VERSION_CHARS = 32
 MAX_ARTIFACT_PATHS = 1000
+MAX_DATA_SETS = 100
 MAX_ARTIFACT_PATH_CHARS = 4096  # PATH_MAX on Linux
 MAX_PROJECT_VERSION_ID_CHARS = 64
 # A cancel reason is shown in listings and carried by every event of the run's end.
@@ -46,7 +47,8 @@ MAX_RUN_ID_CHARS = 64
 MIN_RUN_ID_PREFIX_DIGITS = 4
 
 # Numbers.
-MAX_TIMEOUT_SECONDS = 30 * 86400.0
+# A week is far beyond any sensible single run; larger values are almost always a unit slip.
+MAX_TIMEOUT_SECONDS = 7 * 86400.0
 MAX_RETRIES = 100
 MAX_PAGE_SIZE = 1000
 MAX_LOG_SEQ = INT64_MAX  # line numbers are bigint in the archive

@@ -10,12 +10,13 @@ from enum import StrEnum
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ame.domain.durations import Timeout
+from ame.domain.executors import ExecutorKind
 from ame.domain.limits import (
     ENV_KEY_PATTERN,
-    INT32_MAX,
-    INT64_MAX,
     MAX_ARTIFACT_PATHS,
     MAX_COMMAND_BYTES,
+    MAX_DATA_SETS,
     MAX_ENV_KEY_CHARS,
     MAX_ENV_VALUE_BYTES,
     MAX_ENV_VARS,
@@ -28,16 +29,16 @@ from ame.domain.limits import (
     MAX_PYTHON_VERSION_CHARS,
     MAX_RETRIES,
     MAX_SECRET_KEY_CHARS,
-    MAX_TIMEOUT_SECONDS,
     MAX_VAULT_CHARS,
     NAME_PATTERN,
     ArtifactPath,
     CleanText,
     check_text,
 )
+from ame.domain.resources import Resources
 from ame.domain.run_states import RunState
 
-__all__ = ["MAX_COMMAND_BYTES", "MAX_ENV_VALUE_BYTES", "MAX_ENV_VARS", "MAX_LABELS", "check_text"]
+__all__ = ["MAX_COMMAND_BYTES", "MAX_ENV_VALUE_BYTES", "MAX_ENV_VARS", "MAX_LABELS", "Resources", "check_text"]
 
 # Every model a client writes refuses unknown fields at every depth: a misspelt `comand` or `kinds` must not
 # pass silently. Runs read back from the registry were written by this model, so they always validate.
@@ -81,20 +82,10 @@ class SecretRef(BaseModel):
     vault: CleanText = Field("", max_length=MAX_VAULT_CHARS, description="Empty for AME's own secret store.")
 
 
-class Resources(BaseModel):
-    # Bounded by the proto fields that carry them (int64, int32 for gpus).
-    model_config = _STRICT
-
-    cpu_millis: int | None = Field(None, ge=1, le=INT64_MAX)
-    memory_bytes: int | None = Field(None, ge=1, le=INT64_MAX)
-    storage_bytes: int | None = Field(None, ge=1, le=INT64_MAX)
-    gpus: int | None = Field(None, ge=0, le=INT32_MAX)
-
-
 class ExecutorRef(BaseModel):
     model_config = _STRICT
 
-    kind: str = Field("custom", pattern=r"^(pip|poetry|pipenv|mlflow|custom)$")
+    kind: ExecutorKind = ExecutorKind.CUSTOM
     python_version: CleanText = Field(
         "", max_length=MAX_PYTHON_VERSION_CHARS, validation_alias=AliasChoices("python_version", "pythonVersion")
     )
@@ -106,6 +97,15 @@ class ArtifactsSpec(BaseModel):
 
     paths: list[ArtifactPath] = Field(default_factory=list, max_length=MAX_ARTIFACT_PATHS)
     save_changed_files: bool = Field(False, validation_alias=AliasChoices("save_changed_files", "saveChangedFiles"))
+
+
+class DataSetRef(BaseModel):
+    """A data set the run reads (`dataSets` in ame.yml); an empty project means the run's own project."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)
+    project: str = Field("", max_length=MAX_NAME_CHARS, pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
 class RunSpec(BaseModel):
@@ -120,9 +120,12 @@ class RunSpec(BaseModel):
     environment: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV_VARS)
     secrets: list[SecretRef] = Field(default_factory=list, max_length=MAX_ENV_VARS)
     resources: Resources = Field(default_factory=Resources)
-    timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)
+    timeout_seconds: Timeout | None = None
     retries: int = Field(0, ge=0, le=MAX_RETRIES)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+    data_sets: list[DataSetRef] = Field(
+        default_factory=list, max_length=MAX_DATA_SETS, validation_alias=AliasChoices("data_sets", "dataSets")
+    )
     project_version_id: CleanText = Field("", max_length=MAX_PROJECT_VERSION_ID_CHARS)
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
 

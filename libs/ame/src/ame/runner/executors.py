@@ -17,16 +17,15 @@ import shlex
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from ame.domain.executors import ExecutorKind
 from ame.runner.env_cache import Builder, EnvironmentCache
 from ame.runner.interpreters import Interpreter, find_interpreter
 from ame.runner.setup_steps import SetupContext, SetupError, run_setup_step
 from ame.runner.tools import PINNED_TOOLS, provision_tool, uv_executable
 
 __all__ = ["MLFLOW_REQUIREMENT", "ExecutorKind", "PreparedCommand", "prepare_command"]
-
-ExecutorKind = Literal["poetry", "pip", "pipenv", "mlflow", "custom"]
 
 # Bump when the way environments are built changes, so old entries are not reused.
 _BUILD_LAYOUT = "1"

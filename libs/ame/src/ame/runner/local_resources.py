@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 
-from ame.runner.gpus import GpuPool
-from ame.spec.quantities import format_cpu
+from ame.domain.quantities import format_cpu
+from ame.domain.resources import Resources
+from ame.runner.gpus import GpuPool, GpuRequestError
 
 __all__ = ["UnrunnableError", "check_runnable", "cpu_note", "image_refusal"]
 
@@ -27,20 +28,21 @@ def image_refusal(image: str) -> str:
     )
 
 
-def check_runnable(*, name: str, image: str | None, gpus: int | None, pool: GpuPool | None) -> None:
+def check_runnable(*, name: str, image: str | None, resources: Resources, pool: GpuPool | None) -> None:
     """Raise UnrunnableError with the reason when `name` can never run here."""
     if image:
         raise UnrunnableError(f"{name}: {image_refusal(image)}")
-    if gpus and pool is not None and gpus > pool.total:
-        have = f"{pool.total} GPU{'s' if pool.total != 1 else ''}" if pool.total else "no GPU"
-        raise UnrunnableError(
-            f"{name}: the task asks for {gpus} GPU{'s' if gpus != 1 else ''} and this host has {have}"
-        )
+    if resources.gpus and pool is not None:
+        try:
+            pool.check(resources.gpus)
+        except GpuRequestError as exc:
+            raise UnrunnableError(f"{name}: {exc}") from None
 
 
-def cpu_note(name: str, cpu_millis: int | None, host_cpus: int | None = None) -> str | None:
+def cpu_note(name: str, resources: Resources, host_cpus: int | None = None) -> str | None:
     """A note when the task asks for more CPUs than the host has (it runs anyway)."""
     cores = host_cpus or os.cpu_count() or 1
+    cpu_millis = resources.cpu_millis
     if cpu_millis is None or cpu_millis <= cores * 1000:
         return None
     return (

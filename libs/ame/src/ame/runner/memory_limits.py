@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ame.spec.quantities import format_bytes
+from ame.domain.quantities import format_bytes
 
 __all__ = [
     "MemoryEnforcement",

@@ -100,7 +100,7 @@ class LocalRunner:
             check_runnable(
                 name=part.name,
                 image=part.executor.image if part.executor else None,
-                gpus=part.resources.gpus,
+                resources=part.resources,
                 pool=settings.gpus,
             )
         run_id = run_id or new_run_id()
@@ -243,7 +243,7 @@ class _Execution:
 
     async def _take_gpus(self, task: ResolvedTask, name: str, cancel: asyncio.Event) -> GpuLease | None:
         """The step's GPUs, waited for while others hold them (None: cancelled while waiting)."""
-        if note := cpu_note(name, task.resources.cpu_millis):
+        if note := cpu_note(name, task.resources):
             await self.output.notice(note)
         pool = self.settings.gpus
         if pool is None or not task.resources.gpus:

@@ -11,6 +11,7 @@ Pure domain code: no I/O library is imported here (files are read with the stand
 library only, YAML parsing is imported on first use).
 """
 
+from ame.domain.executors import ExecutorKind
 from ame.spec.errors import Problem, SpecError
 from ame.spec.loader import (
     PROJECT_FILE_NAMES,
@@ -27,7 +28,6 @@ from ame.spec.model import (
     Deployment,
     EnvVar,
     Executor,
-    ExecutorKind,
     MlModel,
     Project,
     ResourceRequests,
@@ -40,7 +40,7 @@ from ame.spec.model import (
     VaultSecret,
 )
 from ame.spec.resolve import ExternalTemplates, check_project, external_template_refs, resolve_task
-from ame.spec.resolved import ResolvedTask, Resources
+from ame.spec.resolved import ResolvedTask
 from ame.spec.yaml_tree import Limits
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "Project",
     "ResolvedTask",
     "ResourceRequests",
-    "Resources",
     "SpecError",
     "Task",
     "TaskRef",

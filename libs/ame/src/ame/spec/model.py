@@ -30,13 +30,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ame.domain.durations import parse_timeout
+from ame.domain.executors import ExecutorKind
 from ame.domain.limits import MAX_RETRIES
-from ame.spec.durations import parse_duration_seconds
-from ame.spec.quantities import parse_bytes, parse_cpu_millis, parse_gpus
+from ame.domain.quantities import parse_bytes, parse_cpu_millis, parse_gpus
 from ame.spec.yaml_tree import LocDict, Mark
 
-ExecutorKind = Literal["poetry", "pip", "pipenv", "mlflow", "custom"]
-EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("poetry", "pip", "pipenv", "mlflow", "custom")
 # What `!mlflow` runs when no command is given: the MLproject in the project directory.
 MLFLOW_DEFAULT_COMMAND = "mlflow run ."
 
@@ -101,7 +100,7 @@ CpuMillis = Annotated[int | None, BeforeValidator(_optional(parse_cpu_millis))]
 Bytes = Annotated[int | None, BeforeValidator(_optional(parse_bytes))]
 StorageBytes = Annotated[int | None, BeforeValidator(_optional(lambda v: parse_bytes(v, resource="storage")))]
 Gpus = Annotated[int | None, BeforeValidator(_optional(parse_gpus))]
-TimeoutSeconds = Annotated[float | None, BeforeValidator(_optional(parse_duration_seconds))]
+TimeoutSeconds = Annotated[float | None, BeforeValidator(_optional(parse_timeout))]
 
 
 class SpecModel(BaseModel):

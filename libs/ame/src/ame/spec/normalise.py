@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ame.domain.executors import EXECUTOR_KINDS
 from ame.spec.errors import Problem
-from ame.spec.model import EXECUTOR_KINDS
 from ame.spec.suggestions import did_you_mean
 from ame.spec.yaml_tree import LocDict, LocList, Mark, mark_of
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ame.domain.resources import Resources
 from ame.spec.errors import Problem, SpecError
 from ame.spec.model import (
     AmeSecret,
@@ -38,7 +39,7 @@ from ame.spec.model import (
     TemplateRef,
     VaultSecret,
 )
-from ame.spec.resolved import ResolvedTask, Resources
+from ame.spec.resolved import ResolvedTask
 from ame.spec.suggestions import did_you_mean
 
 ExternalTemplates = Callable[[str, str], Template]

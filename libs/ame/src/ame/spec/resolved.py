@@ -12,50 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ame.spec.durations import format_duration
+from ame.domain.durations import format_duration
+from ame.domain.resources import Resources
 from ame.spec.model import AmeSecret, Artifacts, DataSetRef, EnvVar, Executor, VaultSecret
-from ame.spec.quantities import format_bytes, format_cpu
-
-
-class Resources(BaseModel):
-    """Resource requests in base units; ``None`` means "not requested"."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    cpu_millis: int | None = None
-    memory_bytes: int | None = None
-    storage_bytes: int | None = None
-    gpus: int | None = None
-    # Minimum memory per GPU (old README `vram`). Not a Kubernetes resource: a launcher can
-    # only honour it through node selection, so it is not part of :meth:`to_k8s`.
-    gpu_memory_bytes: int | None = None
-
-    def to_k8s(self) -> dict[str, str]:
-        """Canonical Kubernetes resource quantities, keyed by Kubernetes resource name.
-
-        ``storage`` becomes ``ephemeral-storage``, the container resource that means
-        "local disk for this container".
-        """
-        return self._quantities(storage_key="ephemeral-storage")
-
-    def to_spec(self) -> dict[str, str]:
-        """The same requests with ``ame.yml`` keys, as ``ame task view`` prints them."""
-        quantities = self._quantities(storage_key="storage")
-        if self.gpu_memory_bytes is not None:
-            quantities["vram"] = format_bytes(self.gpu_memory_bytes)
-        return quantities
-
-    def _quantities(self, *, storage_key: str) -> dict[str, str]:
-        quantities: dict[str, str] = {}
-        if self.cpu_millis is not None:
-            quantities["cpu"] = format_cpu(self.cpu_millis)
-        if self.memory_bytes is not None:
-            quantities["memory"] = format_bytes(self.memory_bytes)
-        if self.storage_bytes is not None:
-            quantities[storage_key] = format_bytes(self.storage_bytes)
-        if self.gpus is not None:
-            quantities["nvidia.com/gpu"] = str(self.gpus)
-        return quantities
 
 
 class ResolvedTask(BaseModel):

@@ -136,10 +136,13 @@ class Resources(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     STORAGE_BYTES_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     cpu_millis: _builtins.int
     memory_bytes: _builtins.int
     storage_bytes: _builtins.int
     gpus: _builtins.int
+    gpu_memory_bytes: _builtins.int
+    """Minimum memory per GPU (ame.yml `vram`); a backend honours it by choosing a node. 0 means not requested."""
     def __init__(
         self,
         *,
@@ -147,14 +150,39 @@ class Resources(_message.Message):
         memory_bytes: _builtins.int = ...,
         storage_bytes: _builtins.int = ...,
         gpus: _builtins.int = ...,
+        gpu_memory_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "gpus", b"gpus", "memory_bytes", b"memory_bytes", "storage_bytes", b"storage_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "gpu_memory_bytes", b"gpu_memory_bytes", "gpus", b"gpus", "memory_bytes", b"memory_bytes", "storage_bytes", b"storage_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class DataSetRef(_message.Message):
+    """A data set a task reads (ame.yml `dataSets`); an empty project means the run's own project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    project: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        project: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSetRef: _TypeAlias = DataSetRef  # noqa: Y015
 
 @_typing.final
 class Executor(_message.Message):
@@ -246,6 +274,7 @@ class RunSpec(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _builtins.int
     PROJECT_VERSION_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    DATA_SETS_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     task: _builtins.str
     command: _builtins.str
@@ -268,6 +297,8 @@ class RunSpec(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels (for example the trigger that created the run), copied onto pods."""
 
+    @_builtins.property
+    def data_sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataSetRef]: ...
     def __init__(
         self,
         *,
@@ -283,10 +314,11 @@ class RunSpec(_message.Message):
         artifacts: Global___Artifacts | None = ...,
         project_version_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        data_sets: _abc.Iterable[Global___DataSetRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "executor", b"executor", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "command", b"command", "environment", b"environment", "executor", b"executor", "labels", b"labels", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

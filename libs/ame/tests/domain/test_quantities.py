@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from ame.spec.quantities import (
+from ame.domain.quantities import (
     QuantityError,
     format_bytes,
     format_cpu,
