@@ -92,6 +92,7 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
         artifacts=run_pb2.Artifacts(paths=spec.artifacts.paths, save_changed_files=spec.artifacts.save_changed_files),
         project_version_id=spec.project_version_id,
         labels=spec.labels,
+        loop=spec.loop,
     )
 
 
@@ -121,6 +122,7 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             artifacts=ArtifactsSpec(paths=list(pb.artifacts.paths), save_changed_files=pb.artifacts.save_changed_files),
             project_version_id=pb.project_version_id,
             labels=dict(pb.labels),
+            loop=pb.loop,
         )
     except ValidationError as exc:
         raise DecodeError(errors.describe(exc)) from exc

@@ -29,13 +29,14 @@ class ApiService:
     registry: PullConsumer
     triggers: PullConsumer
     relay: Periodic
+    admission: Periodic
     rest: RestServer
     grpc: GrpcServer
 
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
-        return [self.registry, self.triggers, self.relay, self.store, self.rest, self.grpc]
+        return [self.registry, self.triggers, self.relay, self.admission, self.store, self.rest, self.grpc]
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
@@ -81,6 +82,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         registry=registry,
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
+        admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
         rest=RestServer(rest_app, settings.rest_host, settings.rest_port),
         grpc=GrpcServer(
             servicer,

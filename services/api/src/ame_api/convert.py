@@ -30,6 +30,7 @@ from ame.domain.limits import (
     TaskPageToken,
 )
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.quotas import OrganisationLimits
 from ame.domain.tasks import TaskSummary
 
 __all__ = ["DecodeError", "StateEvent"]
@@ -54,6 +55,18 @@ def launch_command(
     )
     if source is not None:
         pb.project_source.CopyFrom(run_pb2.ProjectSource(manifest_key=source[0], blob_prefix=source[1]))
+    return pb.SerializeToString()
+
+
+def with_timeout(command: bytes, timeout_seconds: float | None) -> bytes:
+    """A launch command whose spec gets `timeout_seconds` if it sets none (the admission step's default)."""
+    if not timeout_seconds:
+        return command
+    pb = run_pb2.LaunchRun()
+    pb.ParseFromString(command)
+    if pb.spec.timeout_seconds:
+        return command
+    pb.spec.timeout_seconds = timeout_seconds
     return pb.SerializeToString()
 
 
@@ -335,3 +348,37 @@ def manifest_object(version_id: str, entries: Iterable[ManifestEntry]) -> bytes:
 
 def manifest_to_pb(entries: Iterable[ManifestEntry]) -> list[project_pb2.ManifestEntry]:
     return project_codecs.entries_to_pb(entries)
+
+
+# Organisation limits ---------------------------------------------------------------------------------------
+
+_ORGANISATION: TypeAdapter[str] = TypeAdapter(NameFilter)
+
+
+def organisation_request(value: str) -> str:
+    """An organisation name from a request; empty stands for the server's own."""
+    return _checked(_ORGANISATION, value, "organisation")
+
+
+def limits_request(request: ame_service_pb2.SetOrganisationLimitsRequest) -> tuple[str, OrganisationLimits]:
+    pb = request.limits
+    try:
+        limits = OrganisationLimits(
+            max_runs=pb.max_runs if pb.HasField("max_runs") else None,
+            max_gpus=pb.max_gpus if pb.HasField("max_gpus") else None,
+            default_timeout_seconds=pb.default_timeout_seconds if pb.HasField("default_timeout_seconds") else None,
+        )
+    except ValidationError as exc:
+        raise DecodeError(errors.describe(exc)) from None
+    return organisation_request(request.organisation), limits
+
+
+def limits_to_pb(limits: OrganisationLimits) -> ame_service_pb2.OrganisationLimits:
+    pb = ame_service_pb2.OrganisationLimits()
+    if limits.max_runs is not None:
+        pb.max_runs = limits.max_runs
+    if limits.max_gpus is not None:
+        pb.max_gpus = limits.max_gpus
+    if limits.default_timeout_seconds is not None:
+        pb.default_timeout_seconds = limits.default_timeout_seconds
+    return pb

@@ -14,6 +14,7 @@ from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
 from ame_api import convert, organisations
+from ame_api.admission import Admission, Outgoing, Refused
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
@@ -52,11 +53,23 @@ ProjectSources = Callable[[str, str, str], Awaitable[tuple[str, str]]]
 
 
 class RunService:
-    def __init__(self, runtime: Runtime, settings: ApiSettings, project_sources: ProjectSources | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: ApiSettings,
+        project_sources: ProjectSources | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self._rt = runtime
         self._settings = settings
         self._project_sources = project_sources
+        self.admission = admission or Admission(runtime, settings.admission)
         self._tracer = runtime.telemetry.tracer("ame_api")
+
+    @property
+    def organisation(self) -> str:
+        """The organisation requests act for until tokens choose one."""
+        return self._settings.organisation
 
     async def submit(
         self,
@@ -66,7 +79,8 @@ class RunService:
         parent_run_id: str = "",
         idempotency_key: str | None = None,
     ) -> Run:
-        """Record the run as queued and ask a launcher for it, atomically through the outbox."""
+        """Record the run as queued; if admission admits it, ask a launcher for it in the same transaction
+        (through the outbox), else it waits in the admission queue with the reason."""
         run_id = new_run_id()
         with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
             return await self._submit(run_id, spec, trigger, parent_run_id, idempotency_key)
@@ -74,6 +88,10 @@ class RunService:
     async def _submit(
         self, run_id: str, spec: RunSpec, trigger: TriggerKind, parent_run_id: str, idempotency_key: str | None
     ) -> Run:
+        try:
+            self.admission.check_spec(spec)
+        except Refused as exc:
+            raise InvalidRequest(str(exc)) from None
         source = None
         if spec.project_version_id:
             if self._project_sources is None:
@@ -106,19 +124,22 @@ class RunService:
                 if run.spec != spec:
                     raise Conflict(f"idempotency key {idempotency_key!r} was used for a different run ({run.id})")
                 return run
-            outbox_id = await runs_repo.add_outbox(
-                conn, msg_id=msg_id, subject=self._rt.names.run_launch, payload=command, headers=headers
-            )
+            try:
+                outgoing, reason = await self.admission.on_submit(
+                    conn,
+                    run_id=run_id,
+                    organisation=self._settings.organisation,
+                    spec=spec,
+                    subject=self._rt.names.run_launch,
+                    command=command,
+                    headers=headers,
+                )
+            except Refused as exc:
+                raise InvalidRequest(str(exc)) from None
         # Fast path: publish now. If this fails the relay publishes it later; Nats-Msg-Id makes a double
         # publish harmless.
-        try:
-            await self._rt.js.publish(self._rt.names.run_launch, command, headers=headers, timeout=5.0)
-        except Exception:
-            log.warning("launch publish for %s failed; the outbox relay will retry", run_id, exc_info=True)
-        else:
-            async with self._rt.pool.acquire() as conn:
-                await runs_repo.delete_outbox(conn, outbox_id)
-        return run
+        await self.admission.publish(outgoing)
+        return run.model_copy(update={"reason": reason}) if reason else run
 
     async def get(self, run_id: str) -> Run:
         async with self._rt.pool.acquire() as conn:
@@ -184,7 +205,9 @@ class RunService:
                 # Its own msg id: the launcher's end (with the run's last lines) must not be dropped as a duplicate.
                 headers=headers_for(f"log:{run.id}:{run.attempt}:end-cancelled"),
             )
-            async with self._rt.pool.acquire() as conn:
+            outgoing: list[Outgoing] = []
+            async with self._rt.pool.acquire() as conn, conn.transaction():
+                await self.admission.lock(conn)
                 updated = await runs_repo.apply_state(
                     conn,
                     run_id=run.id,
@@ -194,6 +217,10 @@ class RunService:
                     reason=reason,
                     at=convert.utcnow(),
                 )
+                if updated is not None:
+                    # Out of the admission queue, so it is never launched; a slot it held is freed.
+                    outgoing = await self.admission.on_end(conn, run.id)
+            await self.admission.publish(outgoing)
             if updated is not None:
                 return updated
         return await self.get(run_id)
@@ -216,17 +243,27 @@ class RunService:
         except ValueError as exc:
             raise Poison(str(exc)) from exc
 
+        outgoing: list[Outgoing] = []
+
         async def apply(conn: Connection) -> None:
-            await runs_repo.apply_state(
-                conn,
-                run_id=event.run_id,
-                attempt=event.attempt,
-                state=event.state,
-                exit_code=event.exit_code,
-                # A NUL or a lone surrogate from any producer must not make the event unappliable.
-                reason=clean_text(event.reason, MAX_STORED_REASON_CHARS),
-                at=event.at,
-            )
+            nonlocal outgoing
+            async with conn.transaction():
+                if event.state.terminal:
+                    # Before the run's row lock: the lock is always taken first, so it joins no deadlock.
+                    await self.admission.lock(conn)
+                run = await runs_repo.apply_state(
+                    conn,
+                    run_id=event.run_id,
+                    attempt=event.attempt,
+                    state=event.state,
+                    exit_code=event.exit_code,
+                    # A NUL or a lone surrogate from any producer must not make the event unappliable.
+                    reason=clean_text(event.reason, MAX_STORED_REASON_CHARS),
+                    at=event.at,
+                )
+                # The run's slot frees when the registry records its end (a retrying run has not ended), and
+                # the next waiting run is admitted in the same transaction.
+                outgoing = await self.admission.on_end(conn, run.id) if run is not None and run.state.terminal else []
 
         async def still_in_hand(exc: BaseException) -> None:
             await keep_in_hand(msg)
@@ -241,6 +278,7 @@ class RunService:
             give_up_after=_REGISTRY_RETRY_SECONDS,
             on_fault=still_in_hand,
         )
+        await self.admission.publish(outgoing)
 
     async def apply_dead_lettered_event(self, msg: Msg, why: str) -> None:
         """The registry gave up on a state event: still move the run to that state, so it never stays running.

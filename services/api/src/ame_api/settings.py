@@ -8,10 +8,35 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
+from ame.domain.quotas import LoopLimits
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
 _GIB = 1024**3
+
+
+def _default_loops() -> dict[str, LoopLimits]:
+    # Seed 002: the metadata loop is shared by every organisation, runs one task at a time, with a 5-minute timeout.
+    return {"metadata": LoopLimits(concurrency=1, default_timeout_seconds=300.0, shared=True)}
+
+
+class AdmissionSettings(BaseSettings):
+    """The admission step (`AME_ADMISSION_*`): server-wide cap and loops. Every api replica must share them."""
+
+    model_config = SettingsConfigDict(env_prefix="AME_ADMISSION_", extra="forbid")
+
+    max_active: int = Field(
+        1000,
+        ge=1,
+        description="Runs admitted and not yet ended, server-wide; past it runs wait (round robin by organisation).",
+    )
+    interval: Duration = Field(
+        1.0, description="How often each replica runs the admission step as a safety net (ends and submits also do)."
+    )
+    loops: dict[str, LoopLimits] = Field(
+        default_factory=_default_loops,
+        description="Named loops (JSON): name -> {concurrency, default_timeout_seconds, shared}.",
+    )
 
 
 class ApiSettings(BaseSettings):
@@ -37,6 +62,7 @@ class ApiSettings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     # Project versions (ame project push).
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")
     project_max_bytes: int = Field(5 * _GIB, ge=1, description="Largest project version accepted, in bytes.")

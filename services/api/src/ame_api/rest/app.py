@@ -13,7 +13,7 @@ from fastapi import FastAPI
 import ame
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, errors, projects, runs, tasks
+from ame_api.rest import admin, errors, org_limits, projects, runs, tasks
 from ame_api.runs import RunService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
@@ -36,6 +36,7 @@ def create_app(
     app.include_router(runs.router(run_service, follower))
     app.include_router(admin.router(run_service.deadletters))
     app.include_router(tasks.router(task_service))
+    app.include_router(org_limits.router(run_service.admission))
     projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

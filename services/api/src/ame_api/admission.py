@@ -1,0 +1,302 @@
+"""The admission step: which queued runs may launch now, under organisation, loop and server limits.
+
+A submitted run is recorded `queued`; its launch command is written to the outbox (and so published) only once
+admission admits it. Until then it waits in `admission_queue` with the reason as the run's `reason`. Admission
+runs on submit (a run whose queue is empty is admitted in the submit's own transaction), when the registry
+records a run's end (its slot frees), when limits change, and every `AME_ADMISSION_INTERVAL` as a safety net.
+Each step holds one PostgreSQL advisory lock for its transaction, so the steps of every api replica are one
+after another and no limit is ever exceeded, however many replicas admit at once.
+
+Fairness: among the (organisation, loop) queues whose oldest run fits, the organisation whose last admission is
+oldest goes first (round robin), and within a queue the oldest run goes first; a queue's oldest run that does not
+fit (not enough GPUs) holds the runs behind it, so a large run is never starved by smaller ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from ame.domain import RunSpec
+from ame.domain.quotas import OrganisationLimits, effective_timeout
+from ame_api import convert
+from ame_api.repositories import admission as repo
+from ame_api.repositories import runs as runs_repo
+from ame_api.repositories.runs import NotFound
+from ame_api.settings import AdmissionSettings
+from ame_platform.db import Connection
+from ame_platform.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Admission", "LimitsView", "Outgoing", "Refused"]
+
+
+class Refused(ValueError):
+    """A run admission can never admit as asked (422 / INVALID_ARGUMENT)."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A launch command written to the outbox by an admission, to publish once its transaction has committed."""
+
+    outbox_id: int
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LimitsView:
+    organisation: str
+    limits: OrganisationLimits
+    runs_in_use: int
+    gpus_in_use: int
+    runs_waiting: int
+
+
+class _Usage:
+    """Slots held now, by (organisation, loop) and by organisation, as the step admits more."""
+
+    def __init__(self, slots: list[repo.Slot]) -> None:
+        self.runs: Counter[tuple[str, str]] = Counter()
+        self.loop_runs: Counter[str] = Counter()
+        self.gpus: Counter[str] = Counter()
+        self.total = 0
+        for slot in slots:
+            self._add(slot.organisation, slot.loop, slot.runs, slot.gpus)
+
+    def _add(self, organisation: str, loop: str, runs: int, gpus: int) -> None:
+        self.runs[(organisation, loop)] += runs
+        self.loop_runs[loop] += runs
+        self.gpus[organisation] += gpus
+        self.total += runs
+
+    def admit(self, organisation: str, loop: str, gpus: int) -> None:
+        self._add(organisation, loop, 1, gpus)
+
+
+class Admission:
+    def __init__(self, runtime: Runtime, settings: AdmissionSettings) -> None:
+        self._rt = runtime
+        self._settings = settings
+
+    # -- the edges call these --------------------------------------------------------------------------------
+
+    def check_spec(self, spec: RunSpec) -> None:
+        """Refuses a run naming a loop this server does not have."""
+        if spec.loop and spec.loop not in self._settings.loops:
+            known = ", ".join(sorted(self._settings.loops)) or "none"
+            raise Refused(f"unknown loop {spec.loop!r}; this server's loops: {known}")
+
+    async def lock(self, conn: Connection) -> None:
+        """Take the admission lock; callers that will release a slot take it before touching any run row."""
+        await repo.lock_admission(conn)
+
+    async def on_submit(
+        self,
+        conn: Connection,
+        *,
+        run_id: str,
+        organisation: str,
+        spec: RunSpec,
+        subject: str,
+        command: bytes,
+        headers: dict[str, str],
+    ) -> tuple[list[Outgoing], str]:
+        """In the submit's transaction, after the run row: admit it now, or queue it. Returns what to publish
+        and the run's reason ('' when admitted)."""
+        await repo.lock_admission(conn)
+        gpus = spec.resources.gpus or 0
+        limits = (await repo.get_limits(conn, [organisation])).get(organisation)
+        if limits is not None and limits.max_gpus is not None and gpus > limits.max_gpus:
+            raise Refused(
+                f"the run asks for {gpus} GPUs; organisation {organisation} may use at most {limits.max_gpus}"
+            )
+        usage = _Usage(await repo.list_slots(conn))
+        why = self._blocker(organisation, spec.loop, gpus, usage, limits)
+        if why is None and await repo.any_waiting(conn, organisation, spec.loop):
+            why = f"waiting: earlier runs of organisation {organisation} go first"
+        if why is not None:
+            await repo.create_waiting(
+                conn,
+                run_id=run_id,
+                organisation=organisation,
+                loop=spec.loop,
+                gpus=gpus,
+                subject=subject,
+                payload=command,
+                headers=headers,
+                reason=why,
+            )
+            return [], why
+        out = await self._admit(conn, run_id, organisation, spec.loop, gpus, subject, command, headers, limits)
+        return ([out] if out is not None else []), ""
+
+    async def on_end(self, conn: Connection, run_id: str) -> list[Outgoing]:
+        """The registry recorded the run's end (lock already held): free its slot and fill what frees."""
+        await repo.delete_admission(conn, run_id)
+        return await self._step(conn)
+
+    async def publish(self, outgoing: list[Outgoing]) -> None:
+        """After commit: publish the admitted launches now; what fails here the outbox relay publishes later."""
+        sent = []
+        for out in outgoing:
+            try:
+                await self._rt.js.publish(out.subject, out.payload, headers=out.headers, timeout=5.0)
+            except Exception:
+                log.warning("launch publish failed; the outbox relay will retry", exc_info=True)
+                break
+            sent.append(out.outbox_id)
+        if sent:
+            async with self._rt.pool.acquire() as conn:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", sent)
+
+    async def tick(self) -> int:
+        """Safety net (every replica, periodically): free the slots of runs whose end was missed, then admit."""
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            await repo.lock_admission(conn)
+            await repo.delete_ended(conn)
+            outgoing = await self._step(conn)
+        await self.publish(outgoing)
+        return len(outgoing)
+
+    async def set_limits(self, organisation: str, limits: OrganisationLimits) -> LimitsView:
+        async with self._rt.pool.acquire() as conn:
+            async with conn.transaction():
+                await repo.lock_admission(conn)
+                if not await repo.organisation_exists(conn, organisation):
+                    raise NotFound(f"organisation {organisation[:200]!r} not found")
+                await repo.update_limits(conn, organisation, limits)
+                # Raised limits admit at once rather than at the next end or tick.
+                outgoing = await self._step(conn)
+            await self.publish(outgoing)
+            return await self._view(conn, organisation)
+
+    async def get_limits(self, organisation: str) -> LimitsView:
+        async with self._rt.pool.acquire() as conn:
+            if not await repo.organisation_exists(conn, organisation):
+                raise NotFound(f"organisation {organisation[:200]!r} not found")
+            return await self._view(conn, organisation)
+
+    # -- the step ---------------------------------------------------------------------------------------------
+
+    async def _view(self, conn: Connection, organisation: str) -> LimitsView:
+        limits = (await repo.get_limits(conn, [organisation])).get(organisation, OrganisationLimits())
+        slots = [s for s in await repo.list_slots(conn) if s.organisation == organisation]
+        return LimitsView(
+            organisation=organisation,
+            limits=limits,
+            runs_in_use=sum(s.runs for s in slots if s.loop == ""),
+            gpus_in_use=sum(s.gpus for s in slots),
+            runs_waiting=await repo.count_waiting(conn, organisation),
+        )
+
+    def _blocker(
+        self, organisation: str, loop: str, gpus: int, usage: _Usage, limits: OrganisationLimits | None
+    ) -> str | None:
+        """Why a run of `organisation` in `loop` needing `gpus` cannot be admitted now; None if it can."""
+        if loop:
+            spec = self._settings.loops.get(loop)
+            if spec is not None and spec.concurrency is not None:
+                held = usage.loop_runs[loop] if spec.shared else usage.runs[(organisation, loop)]
+                if held >= spec.concurrency:
+                    whose = "" if spec.shared else f" of organisation {organisation}"
+                    return f"waiting: loop {loop}{whose} busy ({held}/{spec.concurrency})"
+        elif limits is not None and limits.max_runs is not None:
+            held = usage.runs[(organisation, "")]
+            if held >= limits.max_runs:
+                return f"waiting: organisation {organisation} at {held}/{limits.max_runs} concurrent runs"
+        if gpus and limits is not None and limits.max_gpus is not None:
+            used = usage.gpus[organisation]
+            if used + gpus > limits.max_gpus:
+                if gpus > limits.max_gpus:
+                    return f"waiting: the run needs {gpus} GPUs; organisation {organisation} may use {limits.max_gpus}"
+                return (
+                    f"waiting: {used} of {limits.max_gpus} GPUs of organisation {organisation} in use "
+                    f"(the run needs {gpus})"
+                )
+        if usage.total >= self._settings.max_active:
+            return f"waiting: the server is at {usage.total}/{self._settings.max_active} active runs"
+        return None
+
+    async def _admit(
+        self,
+        conn: Connection,
+        run_id: str,
+        organisation: str,
+        loop: str,
+        gpus: int,
+        subject: str,
+        command: bytes,
+        headers: dict[str, str],
+        limits: OrganisationLimits | None,
+    ) -> Outgoing | None:
+        if not await repo.create_admission(conn, run_id=run_id, organisation=organisation, loop=loop, gpus=gpus):
+            return None
+        await repo.take_turn(conn, organisation)
+        timeout = effective_timeout(None, self._settings.loops.get(loop) if loop else None, limits)
+        payload = convert.with_timeout(command, timeout)
+        msg_id = headers.get("Nats-Msg-Id", f"launch:{run_id}:1")
+        outbox_id = await runs_repo.add_outbox(conn, msg_id=msg_id, subject=subject, payload=payload, headers=headers)
+        return Outgoing(outbox_id, subject, payload, headers)
+
+    async def _step(self, conn: Connection) -> list[Outgoing]:
+        """Admit what fits, round robin across organisations; the caller holds the lock and commits."""
+        heads = {(w.organisation, w.loop): w for w in await repo.list_heads(conn)}
+        if not heads:
+            return []
+        usage = _Usage(await repo.list_slots(conn))
+        organisations = {org for org, _ in heads}
+        limits = await repo.get_limits(conn, organisations)
+        turns = await repo.list_turns(conn, organisations)
+        outgoing: list[Outgoing] = []
+        reasons: dict[str, tuple[str, str]] = {}
+        while heads:
+            fits: list[repo.Waiting] = []
+            for head in heads.values():
+                why = (
+                    self._blocker(head.organisation, head.loop, head.gpus, usage, limits.get(head.organisation))
+                    if head.state == "queued"
+                    else None
+                )
+                if why is None:
+                    fits.append(head)
+                else:
+                    reasons[head.run_id] = (why, head.reason)
+            if not fits:
+                break
+            head = min(fits, key=lambda w: (turns.get(w.organisation, 0), w.seq))
+            await repo.delete_waiting(conn, head.run_id)
+            if head.state == "queued":
+                out = await self._admit(
+                    conn,
+                    head.run_id,
+                    head.organisation,
+                    head.loop,
+                    head.gpus,
+                    head.subject,
+                    head.payload,
+                    head.headers,
+                    limits.get(head.organisation),
+                )
+                if out is not None:
+                    outgoing.append(out)
+                    usage.admit(head.organisation, head.loop, head.gpus)
+                    turns[head.organisation] = max(turns.values(), default=0) + 1
+            following = await repo.find_next_waiting(conn, head.organisation, head.loop, head.seq)
+            if following is None:
+                del heads[(head.organisation, head.loop)]
+            else:
+                heads[(head.organisation, head.loop)] = following
+        # Only queue heads are told anew; the runs behind them keep the reason they were queued with.
+        await repo.update_reasons(
+            conn,
+            [(run_id, why) for run_id, (why, before) in reasons.items() if why != before and run_id in _ids(heads)],
+        )
+        return outgoing
+
+
+def _ids(heads: dict[tuple[str, str], repo.Waiting]) -> set[str]:
+    return {w.run_id for w in heads.values()}
