@@ -190,7 +190,7 @@ async def delete_waiting(conn: Connection, run_id: str) -> None:
 async def create_admission(conn: Connection, *, run_id: str, organisation: str, loop: str, gpus: int) -> bool:
     """Give a still-queued run its slot; False (nothing changed) when the run is no longer queued."""
     updated = await conn.fetchval(
-        "UPDATE runs SET admitted_at = now(), reason = '' WHERE id = $1 AND state = 'queued' RETURNING id",
+        "UPDATE runs SET admitted_at = clock_timestamp(), reason = '' WHERE id = $1 AND state = 'queued' RETURNING id",
         uuid.UUID(run_id),
     )
     if updated is None:
