@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
+from ame.cli.main import cli
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain.quotas import LoopLimits
 from tests.integration.admission_support import admission_stack, submit
@@ -274,3 +277,44 @@ async def test_limits_loops_and_default_timeouts(nats_url: str, pg_dsn: str, bus
             with pytest.raises(grpc.aio.AioRpcError) as missing_org:
                 await stub.GetOrganisationLimits(ame_service_pb2.GetOrganisationLimitsRequest(organisation="nosuch"))
             assert missing_org.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_org_set_limits_and_limits_from_the_cli(
+    nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path
+) -> None:
+    async with admission_stack(
+        nats_url=nats_url, pg_dsn=pg_dsn, bus_prefix=bus_prefix, work_dir=tmp_path, replicas=["chrts"], launchers=0
+    ) as st:
+        url = st.rest_urls["chrts"][0]
+        runner = CliRunner()
+
+        def ame(*args: str) -> Result:
+            # In a thread: the CLI's blocking HTTP client would otherwise stall the loop the server runs on.
+            return runner.invoke(cli, [*args, "--url", url])
+
+        result = await asyncio.to_thread(
+            ame, "org", "set-limits", "chrts", "--max-runs", "1", "--default-timeout", "1h"
+        )
+        assert result.exit_code == 0, result.output
+        assert "max runs:        1 (0 in use)" in result.output
+        assert "default timeout: 1h" in result.output
+        # A limit not given keeps its value; 'none' removes one.
+        result = await asyncio.to_thread(ame, "org", "set-limits", "chrts", "--max-gpus", "2")
+        assert result.exit_code == 0, result.output
+        result = await asyncio.to_thread(ame, "org", "set-limits", "chrts", "--default-timeout", "none")
+        assert result.exit_code == 0, result.output
+        result = await asyncio.to_thread(ame, "org", "limits", "chrts", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["limits"] == {"max_runs": 1, "max_gpus": 2, "default_timeout_seconds": None}
+
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            await submit(c, "true", task="first")
+            waiting = await submit(c, "true", task="second")
+        assert waiting["reason"] == "waiting: organisation chrts at 1/1 concurrent runs"
+        result = await asyncio.to_thread(ame, "org", "limits", "chrts")
+        assert "max runs:        1 (1 in use)" in result.output and "runs waiting:    1" in result.output
+
+        result = await asyncio.to_thread(ame, "org", "limits", "nosuch")
+        assert result.exit_code == 1 and "404" in result.output and "nosuch" in result.output
+        result = await asyncio.to_thread(ame, "org", "set-limits", "chrts", "--max-gpus", "many")
+        assert result.exit_code == 2 and "--max-gpus must be a whole number" in result.output
