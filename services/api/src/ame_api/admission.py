@@ -22,9 +22,9 @@ from ame.domain import RunSpec
 from ame.domain.quotas import OrganisationLimits, effective_timeout
 from ame_api import convert
 from ame_api.repositories import admission as repo
-from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import AdmissionSettings
+from ame_platform.bus.publisher import MSG_ID
 from ame_platform.db import Connection
 from ame_platform.runtime import Runtime
 
@@ -66,6 +66,16 @@ class _Usage:
         self.total = 0
         for slot in slots:
             self._add(slot.organisation, slot.loop, slot.runs, slot.gpus)
+
+    @classmethod
+    def of(cls, organisation: str, loop: str, standing: repo.Standing) -> _Usage:
+        """Only what concerns one (organisation, loop), as a submit reads it."""
+        usage = cls([])
+        usage.runs[(organisation, loop)] = standing.group_runs
+        usage.loop_runs[loop] = standing.loop_runs
+        usage.gpus[organisation] = standing.organisation_gpus
+        usage.total = standing.total
+        return usage
 
     def _add(self, organisation: str, loop: str, runs: int, gpus: int) -> None:
         self.runs[(organisation, loop)] += runs
@@ -109,14 +119,14 @@ class Admission:
         and the run's reason ('' when admitted)."""
         await repo.lock_admission(conn)
         gpus = spec.resources.gpus or 0
-        limits = (await repo.get_limits(conn, [organisation])).get(organisation)
+        standing = await repo.get_standing(conn, organisation, spec.loop)
+        limits = standing.limits
         if limits is not None and limits.max_gpus is not None and gpus > limits.max_gpus:
             raise Refused(
                 f"the run asks for {gpus} GPUs; organisation {organisation} may use at most {limits.max_gpus}"
             )
-        usage = _Usage(await repo.list_slots(conn))
-        why = self._blocker(organisation, spec.loop, gpus, usage, limits)
-        if why is None and await repo.any_waiting(conn, organisation, spec.loop):
+        why = self._blocker(organisation, spec.loop, gpus, _Usage.of(organisation, spec.loop, standing), limits)
+        if why is None and standing.waiting:
             why = f"waiting: earlier runs of organisation {organisation} go first"
         if why is not None:
             await repo.create_waiting(
@@ -233,14 +243,20 @@ class Admission:
         headers: dict[str, str],
         limits: OrganisationLimits | None,
     ) -> Outgoing | None:
-        if not await repo.create_admission(conn, run_id=run_id, organisation=organisation, loop=loop, gpus=gpus):
-            return None
-        await repo.take_turn(conn, organisation)
         timeout = effective_timeout(None, self._settings.loops.get(loop) if loop else None, limits)
         payload = convert.with_timeout(command, timeout)
-        msg_id = headers.get("Nats-Msg-Id", f"launch:{run_id}:1")
-        outbox_id = await runs_repo.add_outbox(conn, msg_id=msg_id, subject=subject, payload=payload, headers=headers)
-        return Outgoing(outbox_id, subject, payload, headers)
+        outbox_id = await repo.create_admission(
+            conn,
+            run_id=run_id,
+            organisation=organisation,
+            loop=loop,
+            gpus=gpus,
+            msg_id=headers.get(MSG_ID, f"launch:{run_id}:1"),
+            subject=subject,
+            payload=payload,
+            headers=headers,
+        )
+        return Outgoing(outbox_id, subject, payload, headers) if outbox_id is not None else None
 
     async def _step(self, conn: Connection) -> list[Outgoing]:
         """Admit what fits, round robin across organisations; the caller holds the lock and commits."""

@@ -50,6 +50,44 @@ async def lock_admission(conn: Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _ADMISSION_LOCK_KEY)
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What one submit's admission needs to know, read in one statement."""
+
+    limits: OrganisationLimits | None
+    waiting: bool
+    total: int
+    group_runs: int
+    loop_runs: int
+    organisation_gpus: int
+
+
+_STANDING = """
+SELECT l.max_runs, l.max_gpus, l.default_timeout_seconds, l.organisation_id IS NOT NULL AS limited,
+       EXISTS (SELECT 1 FROM admission_queue WHERE organisation_id = $1 AND loop = $2) AS waiting,
+       s.total, s.group_runs, s.loop_runs, s.organisation_gpus
+FROM (SELECT count(*)::int AS total,
+             (count(*) FILTER (WHERE organisation_id = $1 AND loop = $2))::int AS group_runs,
+             (count(*) FILTER (WHERE loop = $2))::int AS loop_runs,
+             COALESCE(sum(gpus) FILTER (WHERE organisation_id = $1), 0)::int AS organisation_gpus
+      FROM admissions) s
+LEFT JOIN organisation_limits l ON l.organisation_id = $1
+"""
+
+
+async def get_standing(conn: Connection, organisation: str, loop: str) -> Standing:
+    row = await conn.fetchrow(_STANDING, organisation, loop)
+    assert row is not None
+    return Standing(
+        limits=_limits(row) if row["limited"] else None,
+        waiting=row["waiting"],
+        total=row["total"],
+        group_runs=row["group_runs"],
+        loop_runs=row["loop_runs"],
+        organisation_gpus=row["organisation_gpus"],
+    )
+
+
 async def list_slots(conn: Connection) -> list[Slot]:
     rows = await conn.fetch(
         """SELECT organisation_id, loop, count(*)::int AS runs, COALESCE(sum(gpus), 0)::int AS gpus
@@ -93,16 +131,6 @@ async def update_limits(conn: Connection, organisation: str, limits: Organisatio
 
 async def count_waiting(conn: Connection, organisation: str) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM admission_queue WHERE organisation_id = $1", organisation))
-
-
-async def any_waiting(conn: Connection, organisation: str, loop: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM admission_queue WHERE organisation_id = $1 AND loop = $2)",
-            organisation,
-            loop,
-        )
-    )
 
 
 async def create_waiting(
@@ -187,29 +215,49 @@ async def delete_waiting(conn: Connection, run_id: str) -> None:
     await conn.execute("DELETE FROM admission_queue WHERE run_id = $1", uuid.UUID(run_id))
 
 
-async def create_admission(conn: Connection, *, run_id: str, organisation: str, loop: str, gpus: int) -> bool:
-    """Give a still-queued run its slot; False (nothing changed) when the run is no longer queued."""
-    updated = await conn.fetchval(
-        "UPDATE runs SET admitted_at = clock_timestamp(), reason = '' WHERE id = $1 AND state = 'queued' RETURNING id",
-        uuid.UUID(run_id),
+# One statement: the run takes its slot and its organisation's turn, and its launch enters the outbox, only
+# if it is still queued (a cancel may have come first).
+_ADMIT = """
+WITH run AS (
+    UPDATE runs SET admitted_at = clock_timestamp(), reason = '' WHERE id = $1 AND state = 'queued' RETURNING id
+), slot AS (
+    INSERT INTO admissions (run_id, organisation_id, loop, gpus) SELECT id, $2, $3, $4 FROM run
+    ON CONFLICT (run_id) DO NOTHING
+), turn AS (
+    INSERT INTO admission_turns (organisation_id, last_turn) SELECT $2, nextval('admission_turn_seq') FROM run
+    ON CONFLICT (organisation_id) DO UPDATE SET last_turn = EXCLUDED.last_turn
+)
+INSERT INTO outbox (msg_id, subject, payload, headers) SELECT $5, $6, $7, $8 FROM run RETURNING id
+"""
+
+
+async def create_admission(
+    conn: Connection,
+    *,
+    run_id: str,
+    organisation: str,
+    loop: str,
+    gpus: int,
+    msg_id: str,
+    subject: str,
+    payload: bytes,
+    headers: dict[str, str],
+) -> int | None:
+    """Give a still-queued run its slot and write its launch to the outbox: the outbox id, or None (nothing
+    changed) when the run is no longer queued."""
+    value = await conn.fetchval(
+        _ADMIT, uuid.UUID(run_id), organisation, loop, gpus, msg_id, subject, payload, json.dumps(headers)
     )
-    if updated is None:
-        return False
-    await conn.execute(
-        """INSERT INTO admissions (run_id, organisation_id, loop, gpus) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (run_id) DO NOTHING""",
-        uuid.UUID(run_id),
-        organisation,
-        loop,
-        gpus,
-    )
-    return True
+    return int(value) if value is not None else None
 
 
 async def delete_admission(conn: Connection, run_id: str) -> None:
     """The run ended: free its slot, and drop it from the queue if it never left it (cancelled while waiting)."""
-    await conn.execute("DELETE FROM admissions WHERE run_id = $1", uuid.UUID(run_id))
-    await conn.execute("DELETE FROM admission_queue WHERE run_id = $1", uuid.UUID(run_id))
+    await conn.execute(
+        """WITH slot AS (DELETE FROM admissions WHERE run_id = $1)
+           DELETE FROM admission_queue WHERE run_id = $1""",
+        uuid.UUID(run_id),
+    )
 
 
 async def delete_ended(conn: Connection) -> int:
@@ -235,16 +283,6 @@ async def list_turns(conn: Connection, organisations: Iterable[str]) -> dict[str
         list(organisations),
     )
     return {r["organisation_id"]: r["last_turn"] for r in rows}
-
-
-async def take_turn(conn: Connection, organisation: str) -> int:
-    value = await conn.fetchval(
-        """INSERT INTO admission_turns (organisation_id, last_turn) VALUES ($1, nextval('admission_turn_seq'))
-           ON CONFLICT (organisation_id) DO UPDATE SET last_turn = EXCLUDED.last_turn
-           RETURNING last_turn""",
-        organisation,
-    )
-    return int(value)
 
 
 async def update_reasons(conn: Connection, reasons: Sequence[tuple[str, str]]) -> None:
