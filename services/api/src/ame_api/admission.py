@@ -14,6 +14,7 @@ fit (not enough GPUs) holds the runs behind it, so a large run is never starved 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from ame_platform.runtime import Runtime
 log = logging.getLogger(__name__)
 
 __all__ = ["Admission", "LimitsView", "Outgoing", "Refused"]
+
+# The reason of a run queued while the step that decides it has yet to run.
+_ASKED = "waiting: for admission"
 
 
 class Refused(ValueError):
@@ -91,6 +95,11 @@ class Admission:
     def __init__(self, runtime: Runtime, settings: AdmissionSettings) -> None:
         self._rt = runtime
         self._settings = settings
+        # Steps asked for in this process and the newest one a finished step covered: callers that ask while a
+        # step runs share the next one, so a burst of submits or ends costs a few steps, not one each.
+        self._asked = 0
+        self._covered = 0
+        self._stepping = asyncio.Lock()
 
     # -- the edges call these --------------------------------------------------------------------------------
 
@@ -99,10 +108,6 @@ class Admission:
         if spec.loop and spec.loop not in self._settings.loops:
             known = ", ".join(sorted(self._settings.loops)) or "none"
             raise Refused(f"unknown loop {spec.loop!r}; this server's loops: {known}")
-
-    async def lock(self, conn: Connection) -> None:
-        """Take the admission lock; callers that will release a slot take it before touching any run row."""
-        await repo.lock_admission(conn)
 
     async def on_submit(
         self,
@@ -114,10 +119,9 @@ class Admission:
         subject: str,
         command: bytes,
         headers: dict[str, str],
-    ) -> tuple[list[Outgoing], str]:
-        """In the submit's transaction, after the run row: admit it now, or queue it. Returns what to publish
-        and the run's reason ('' when admitted)."""
-        await repo.lock_admission(conn)
+    ) -> None:
+        """In the submit's transaction, after the run row: queue the run with its launch command, and the reason
+        it would wait as things stand (the step that follows admits it, or tells the queue's head exactly why)."""
         gpus = spec.resources.gpus or 0
         standing = await repo.get_standing(conn, organisation, spec.loop)
         limits = standing.limits
@@ -126,28 +130,56 @@ class Admission:
                 f"the run asks for {gpus} GPUs; organisation {organisation} may use at most {limits.max_gpus}"
             )
         why = self._blocker(organisation, spec.loop, gpus, _Usage.of(organisation, spec.loop, standing), limits)
-        if why is None and standing.waiting:
-            why = f"waiting: earlier runs of organisation {organisation} go first"
-        if why is not None:
-            await repo.create_waiting(
-                conn,
-                run_id=run_id,
-                organisation=organisation,
-                loop=spec.loop,
-                gpus=gpus,
-                subject=subject,
-                payload=command,
-                headers=headers,
-                reason=why,
-            )
-            return [], why
-        out = await self._admit(conn, run_id, organisation, spec.loop, gpus, subject, command, headers, limits)
-        return ([out] if out is not None else []), ""
+        if why is None:
+            why = f"waiting: earlier runs of organisation {organisation} go first" if standing.waiting else _ASKED
+        await repo.create_waiting(
+            conn,
+            run_id=run_id,
+            organisation=organisation,
+            loop=spec.loop,
+            gpus=gpus,
+            subject=subject,
+            payload=command,
+            headers=headers,
+            reason=why,
+        )
 
-    async def on_end(self, conn: Connection, run_id: str) -> list[Outgoing]:
-        """The registry recorded the run's end (lock already held): free its slot and fill what frees."""
+    async def after_submit(self, run_id: str) -> str:
+        """After the submit's commit: run a step, and return the run's reason ('' once admitted). A step that
+        fails here is not the submit's failure: the run is recorded and the next step (at worst the tick) admits
+        it."""
+        try:
+            await self.admit()
+            async with self._rt.pool.acquire() as conn:
+                return await repo.find_reason(conn, run_id)
+        except Exception:
+            log.warning("admission after submitting %s failed; the next step admits it", run_id, exc_info=True)
+            return _ASKED
+
+    async def release(self, conn: Connection, run_id: str) -> None:
+        """In the transaction that records the run's end (or its cancel): free its slot, drop it from the queue.
+        Then call `admit` after commit. No lock is needed: freeing only lowers what a concurrent step counts."""
         await repo.delete_admission(conn, run_id)
-        return await self._step(conn)
+
+    async def admit(self) -> None:
+        """Run an admission step that begins after this call; concurrent callers in this process share one."""
+        self._asked += 1
+        ticket = self._asked
+        async with self._stepping:
+            if self._covered >= ticket:
+                return
+            covers = self._asked
+            async with self._rt.pool.acquire() as conn, conn.transaction():
+                await repo.lock_admission(conn)
+                outgoing = await self._step(conn)
+            self._covered = covers
+        await self.publish(outgoing)
+
+    async def admit_quietly(self, what: str) -> None:
+        try:
+            await self.admit()
+        except Exception:
+            log.warning("admission after %s failed; the next step admits what waits", what, exc_info=True)
 
     async def publish(self, outgoing: list[Outgoing]) -> None:
         """After commit: publish the admitted launches now; what fails here the outbox relay publishes later."""
@@ -163,26 +195,20 @@ class Admission:
             async with self._rt.pool.acquire() as conn:
                 await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", sent)
 
-    async def tick(self) -> int:
+    async def tick(self) -> None:
         """Safety net (every replica, periodically): free the slots of runs whose end was missed, then admit."""
-        async with self._rt.pool.acquire() as conn, conn.transaction():
-            await repo.lock_admission(conn)
+        async with self._rt.pool.acquire() as conn:
             await repo.delete_ended(conn)
-            outgoing = await self._step(conn)
-        await self.publish(outgoing)
-        return len(outgoing)
+        await self.admit()
 
     async def set_limits(self, organisation: str, limits: OrganisationLimits) -> LimitsView:
         async with self._rt.pool.acquire() as conn:
-            async with conn.transaction():
-                await repo.lock_admission(conn)
-                if not await repo.organisation_exists(conn, organisation):
-                    raise NotFound(f"organisation {organisation[:200]!r} not found")
-                await repo.update_limits(conn, organisation, limits)
-                # Raised limits admit at once rather than at the next end or tick.
-                outgoing = await self._step(conn)
-            await self.publish(outgoing)
-            return await self._view(conn, organisation)
+            if not await repo.organisation_exists(conn, organisation):
+                raise NotFound(f"organisation {organisation[:200]!r} not found")
+            await repo.update_limits(conn, organisation, limits)
+        # Raised limits admit at once rather than at the next end or tick.
+        await self.admit()
+        return await self.get_limits(organisation)
 
     async def get_limits(self, organisation: str) -> LimitsView:
         async with self._rt.pool.acquire() as conn:

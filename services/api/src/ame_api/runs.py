@@ -14,7 +14,7 @@ from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
 from ame_api import convert, organisations
-from ame_api.admission import Admission, Outgoing, Refused
+from ame_api.admission import Admission, Refused
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
@@ -125,7 +125,7 @@ class RunService:
                     raise Conflict(f"idempotency key {idempotency_key!r} was used for a different run ({run.id})")
                 return run
             try:
-                outgoing, reason = await self.admission.on_submit(
+                await self.admission.on_submit(
                     conn,
                     run_id=run_id,
                     organisation=self._settings.organisation,
@@ -136,10 +136,10 @@ class RunService:
                 )
             except Refused as exc:
                 raise InvalidRequest(str(exc)) from None
-        # Fast path: publish now. If this fails the relay publishes it later; Nats-Msg-Id makes a double
-        # publish harmless.
-        await self.admission.publish(outgoing)
-        return run.model_copy(update={"reason": reason}) if reason else run
+        # Admit now (a step shared with concurrent submits), publishing the launch if admitted. If the publish
+        # fails the relay publishes it later; Nats-Msg-Id makes a double publish harmless.
+        reason = await self.admission.after_submit(run_id)
+        return run.model_copy(update={"reason": reason})
 
     async def get(self, run_id: str) -> Run:
         async with self._rt.pool.acquire() as conn:
@@ -205,9 +205,7 @@ class RunService:
                 # Its own msg id: the launcher's end (with the run's last lines) must not be dropped as a duplicate.
                 headers=headers_for(f"log:{run.id}:{run.attempt}:end-cancelled"),
             )
-            outgoing: list[Outgoing] = []
             async with self._rt.pool.acquire() as conn, conn.transaction():
-                await self.admission.lock(conn)
                 updated = await runs_repo.apply_state(
                     conn,
                     run_id=run.id,
@@ -219,9 +217,9 @@ class RunService:
                 )
                 if updated is not None:
                     # Out of the admission queue, so it is never launched; a slot it held is freed.
-                    outgoing = await self.admission.on_end(conn, run.id)
-            await self.admission.publish(outgoing)
+                    await self.admission.release(conn, run.id)
             if updated is not None:
+                await self.admission.admit_quietly(f"cancelling {run.id}")
                 return updated
         return await self.get(run_id)
 
@@ -243,14 +241,11 @@ class RunService:
         except ValueError as exc:
             raise Poison(str(exc)) from exc
 
-        outgoing: list[Outgoing] = []
+        ended = False
 
         async def apply(conn: Connection) -> None:
-            nonlocal outgoing
+            nonlocal ended
             async with conn.transaction():
-                if event.state.terminal:
-                    # Before the run's row lock: the lock is always taken first, so it joins no deadlock.
-                    await self.admission.lock(conn)
                 run = await runs_repo.apply_state(
                     conn,
                     run_id=event.run_id,
@@ -261,9 +256,11 @@ class RunService:
                     reason=clean_text(event.reason, MAX_STORED_REASON_CHARS),
                     at=event.at,
                 )
-                # The run's slot frees when the registry records its end (a retrying run has not ended), and
-                # the next waiting run is admitted in the same transaction.
-                outgoing = await self.admission.on_end(conn, run.id) if run is not None and run.state.terminal else []
+                # The run's slot frees when the registry records its end (a retrying run has not ended); the
+                # step after commit fills it.
+                ended = run is not None and run.state.terminal
+                if ended:
+                    await self.admission.release(conn, event.run_id)
 
         async def still_in_hand(exc: BaseException) -> None:
             await keep_in_hand(msg)
@@ -278,7 +275,8 @@ class RunService:
             give_up_after=_REGISTRY_RETRY_SECONDS,
             on_fault=still_in_hand,
         )
-        await self.admission.publish(outgoing)
+        if ended:
+            await self.admission.admit_quietly(f"the end of {event.run_id}")
 
     async def apply_dead_lettered_event(self, msg: Msg, why: str) -> None:
         """The registry gave up on a state event: still move the run to that state, so it never stays running.

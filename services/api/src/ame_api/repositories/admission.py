@@ -146,8 +146,10 @@ async def create_waiting(
     reason: str,
 ) -> None:
     await conn.execute(
-        """INSERT INTO admission_queue (run_id, organisation_id, loop, gpus, subject, payload, headers)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        """WITH waiting AS (
+               INSERT INTO admission_queue (run_id, organisation_id, loop, gpus, subject, payload, headers)
+               VALUES ($1, $2, $3, $4, $5, $6, $7))
+           UPDATE runs SET reason = $8 WHERE id = $1""",
         uuid.UUID(run_id),
         organisation,
         loop,
@@ -155,8 +157,12 @@ async def create_waiting(
         subject,
         payload,
         json.dumps(headers),
+        reason,
     )
-    await conn.execute("UPDATE runs SET reason = $2 WHERE id = $1", uuid.UUID(run_id), reason)
+
+
+async def find_reason(conn: Connection, run_id: str) -> str:
+    return str(await conn.fetchval("SELECT reason FROM runs WHERE id = $1", uuid.UUID(run_id)) or "")
 
 
 _WAITING_COLUMNS = """q.seq, q.run_id, q.organisation_id, q.loop, q.gpus, q.subject, q.payload, q.headers,
