@@ -214,7 +214,10 @@ async def test_several_replicas_admitting_at_once_never_exceed_a_limit(
 
 
 async def test_limits_loops_and_default_timeouts(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> None:
-    loops = {"metadata": LoopLimits(concurrency=1, default_timeout_seconds=1.0, shared=True)}
+    loops = {
+        "metadata": LoopLimits(concurrency=1, default_timeout_seconds=1.0, shared=True),
+        "training": LoopLimits(concurrency=1, shared=False),
+    }
     async with admission_stack(
         nats_url=nats_url,
         pg_dsn=pg_dsn,
@@ -256,6 +259,16 @@ async def test_limits_loops_and_default_timeouts(nats_url: str, pg_dsn: str, bus
             own = await submit(e, "sleep 0.2", task="own", timeout_seconds=20)
             assert (await _ended(e, defaulted["id"]))["state"] == "timed_out"
             assert (await _ended(e, own["id"]))["state"] == "succeeded"
+
+            # A loop that is not shared is one queue per organisation.
+            await _set_limits(e, "orge")
+            e_first = await submit(e, "sleep 30", task="train", loop="training")
+            f_first = await submit(f, "sleep 30", task="train", loop="training")
+            e_second = await submit(e, "true", task="train", loop="training")
+            assert (e_first["reason"], f_first["reason"]) == ("", "")
+            assert e_second["reason"] == "waiting: loop training of organisation orge busy (1/1)"
+            for client, run in ((e, e_second), (e, e_first), (f, f_first)):
+                assert (await client.post(f"/v1/runs/{run['id']}/cancel", json={})).status_code == 200
 
         # The same limits over gRPC.
         async with grpc.aio.insecure_channel(st.grpc_targets["orgf"][0]) as channel:

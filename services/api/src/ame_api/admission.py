@@ -310,7 +310,7 @@ class Admission:
             if not fits:
                 break
             head = min(fits, key=lambda w: (turns.get(w.organisation, 0), w.seq))
-            await repo.delete_waiting(conn, head.run_id)
+            # The run's row before its queue entry: the order a cancel or an end takes them in, so no deadlock.
             if head.state == "queued":
                 out = await self._admit(
                     conn,
@@ -327,6 +327,7 @@ class Admission:
                     outgoing.append(out)
                     usage.admit(head.organisation, head.loop, head.gpus)
                     turns[head.organisation] = max(turns.values(), default=0) + 1
+            await repo.delete_waiting(conn, head.run_id)
             following = await repo.find_next_waiting(conn, head.organisation, head.loop, head.seq)
             if following is None:
                 del heads[(head.organisation, head.loop)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
+from ame.domain.limits import MAX_NAME_CHARS, NAME_PATTERN
 from ame.domain.quotas import LoopLimits
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
@@ -37,6 +39,14 @@ class AdmissionSettings(BaseSettings):
         default_factory=_default_loops,
         description="Named loops (JSON): name -> {concurrency, default_timeout_seconds, shared}.",
     )
+
+    @field_validator("loops")
+    @classmethod
+    def _loop_names(cls, loops: dict[str, LoopLimits]) -> dict[str, LoopLimits]:
+        for name in loops:
+            if not re.fullmatch(NAME_PATTERN, name) or len(name) > MAX_NAME_CHARS:
+                raise ValueError(f"loop name {name[:200]!r} is not a name (letters, digits, '_', '-', '.')")
+        return loops
 
 
 class ApiSettings(BaseSettings):
