@@ -52,6 +52,16 @@ class Outgoing:
 
 
 @dataclass(frozen=True)
+class Submitted:
+    """What a submit's transaction did: admitted the run (`outgoing` to publish) or queued it with `reason`;
+    `decided` when that was decided under the lock (no step needed after commit)."""
+
+    outgoing: list[Outgoing]
+    reason: str
+    decided: bool
+
+
+@dataclass(frozen=True)
 class LimitsView:
     organisation: str
     limits: OrganisationLimits
@@ -119,10 +129,15 @@ class Admission:
         subject: str,
         command: bytes,
         headers: dict[str, str],
-    ) -> None:
-        """In the submit's transaction, after the run row: queue the run with its launch command, and the reason
-        it would wait as things stand (the step that follows admits it, or tells the queue's head exactly why)."""
+    ) -> Submitted:
+        """In the submit's transaction, after the run row.
+
+        Fast path: when the lock is free and no run waits anywhere (so none can be overtaken), decide here and,
+        if the run fits, write its launch to the outbox in this transaction, as a step would. Otherwise queue
+        the run with its launch command and the reason it would wait as things stand; `after_submit` then runs
+        the step that admits it or tells the queue's head exactly why."""
         gpus = spec.resources.gpus or 0
+        locked = await repo.try_lock_admission(conn)
         standing = await repo.get_standing(conn, organisation, spec.loop)
         limits = standing.limits
         if limits is not None and limits.max_gpus is not None and gpus > limits.max_gpus:
@@ -130,6 +145,11 @@ class Admission:
                 f"the run asks for {gpus} GPUs; organisation {organisation} may use at most {limits.max_gpus}"
             )
         why = self._blocker(organisation, spec.loop, gpus, _Usage.of(organisation, spec.loop, standing), limits)
+        decided = locked and not standing.anyone_waiting
+        if why is None and decided:
+            out = await self._admit(conn, run_id, organisation, spec.loop, gpus, subject, command, headers, limits)
+            if out is not None:
+                return Submitted([out], "", decided=True)
         if why is None:
             why = f"waiting: earlier runs of organisation {organisation} go first" if standing.waiting else _ASKED
         await repo.create_waiting(
@@ -143,11 +163,15 @@ class Admission:
             headers=headers,
             reason=why,
         )
+        return Submitted([], why, decided=decided)
 
-    async def after_submit(self, run_id: str) -> str:
-        """After the submit's commit: run a step, and return the run's reason ('' once admitted). A step that
-        fails here is not the submit's failure: the run is recorded and the next step (at worst the tick) admits
-        it."""
+    async def after_submit(self, run_id: str, submitted: Submitted) -> str:
+        """After the submit's commit: publish what the fast path admitted, or run a step; return the run's reason
+        ('' once admitted). A step that fails here is not the submit's failure: the run is recorded and the next
+        step (at worst the tick) admits it."""
+        if submitted.decided:
+            await self.publish(submitted.outgoing)
+            return submitted.reason
         try:
             await self.admit()
             async with self._rt.pool.acquire() as conn:

@@ -125,7 +125,7 @@ class RunService:
                     raise Conflict(f"idempotency key {idempotency_key!r} was used for a different run ({run.id})")
                 return run
             try:
-                await self.admission.on_submit(
+                submitted = await self.admission.on_submit(
                     conn,
                     run_id=run_id,
                     organisation=self._settings.organisation,
@@ -136,9 +136,9 @@ class RunService:
                 )
             except Refused as exc:
                 raise InvalidRequest(str(exc)) from None
-        # Admit now (a step shared with concurrent submits), publishing the launch if admitted. If the publish
+        # Publish the launch if admitted, else admit now (a step shared with concurrent submits). If the publish
         # fails the relay publishes it later; Nats-Msg-Id makes a double publish harmless.
-        reason = await self.admission.after_submit(run_id)
+        reason = await self.admission.after_submit(run_id, submitted)
         return run.model_copy(update={"reason": reason})
 
     async def get(self, run_id: str) -> Run:

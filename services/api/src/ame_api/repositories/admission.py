@@ -56,6 +56,7 @@ class Standing:
 
     limits: OrganisationLimits | None
     waiting: bool
+    anyone_waiting: bool
     total: int
     group_runs: int
     loop_runs: int
@@ -65,6 +66,7 @@ class Standing:
 _STANDING = """
 SELECT l.max_runs, l.max_gpus, l.default_timeout_seconds, l.organisation_id IS NOT NULL AS limited,
        EXISTS (SELECT 1 FROM admission_queue WHERE organisation_id = $1 AND loop = $2) AS waiting,
+       EXISTS (SELECT 1 FROM admission_queue) AS anyone_waiting,
        s.total, s.group_runs, s.loop_runs, s.organisation_gpus
 FROM (SELECT count(*)::int AS total,
              (count(*) FILTER (WHERE organisation_id = $1 AND loop = $2))::int AS group_runs,
@@ -81,11 +83,17 @@ async def get_standing(conn: Connection, organisation: str, loop: str) -> Standi
     return Standing(
         limits=_limits(row) if row["limited"] else None,
         waiting=row["waiting"],
+        anyone_waiting=row["anyone_waiting"],
         total=row["total"],
         group_runs=row["group_runs"],
         loop_runs=row["loop_runs"],
         organisation_gpus=row["organisation_gpus"],
     )
+
+
+async def try_lock_admission(conn: Connection) -> bool:
+    """The lock if no one holds it, without waiting (so a submit never queues behind a step)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _ADMISSION_LOCK_KEY))
 
 
 async def list_slots(conn: Connection) -> list[Slot]:
