@@ -46,6 +46,7 @@ tasks:
       saveChangedFiles: true
     timeout: 90s
     retries: 2
+    loop: metadata
   - name: plain
     executor: !custom
       command: echo hi

@@ -97,6 +97,7 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
         project_version_id=spec.project_version_id,
         labels=spec.labels,
         data_sets=[run_pb2.DataSetRef(name=d.name, project=d.project) for d in spec.data_sets],
+        loop=spec.loop,
     )
 
 
@@ -128,6 +129,7 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             project_version_id=pb.project_version_id,
             labels=dict(pb.labels),
             data_sets=[DataSetRef(name=d.name, project=d.project) for d in pb.data_sets],
+            loop=pb.loop,
         )
     except ValidationError as exc:
         raise DecodeError(errors.describe(exc)) from exc

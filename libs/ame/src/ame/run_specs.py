@@ -38,6 +38,7 @@ def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: s
         resources=task.resources,
         timeout_seconds=task.timeout_seconds,
         retries=task.retries,
+        loop=task.loop or "",
         artifacts=ArtifactsSpec(paths=list(task.artifacts.paths), save_changed_files=task.artifacts.save_changed_files),
         data_sets=[DataSetRef(name=d.name, project=d.project or "") for d in task.data_sets],
         project_version_id=project_version_id,
@@ -75,4 +76,5 @@ def task_for_run_spec(spec: RunSpec) -> ResolvedTask:
         ],
         timeout_seconds=spec.timeout_seconds,
         retries=spec.retries,
+        loop=spec.loop or None,
     )

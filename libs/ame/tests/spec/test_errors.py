@@ -255,3 +255,10 @@ def test_spec_error_lists_problems_as_file_line_column() -> None:
     with pytest.raises(SpecError) as caught:
         load_project_text("tasks:\n  - name: t\n    retries: 1\n", filename="demo/ame.yml")
     assert str(caught.value).startswith("demo/ame.yml:2:5: task 't' has no executor")
+
+
+def test_a_queue_key_points_at_loop_and_a_bad_loop_name_is_refused() -> None:
+    problem = only_problem("tasks:\n  - name: t\n" + POETRY + "    queue: metadata\n")
+    assert "unknown field 'queue'; did you mean 'loop'?" in problem.message
+    problem = only_problem("tasks:\n  - name: t\n" + POETRY + "    loop: meta data\n")
+    assert "'meta data' is not a valid name" in problem.message

@@ -133,3 +133,30 @@ def test_python_version_keeps_the_text_as_written() -> None:
     task = resolve_task(load_project_text(text), "t")
     assert task.executor is not None
     assert task.executor.python_version == "3.10"
+
+
+LOOPS = """
+project: peach
+templates:
+  - name: fetcher
+    loop: metadata
+    executor: !custom
+      command: python fetch.py
+tasks:
+  - name: fetch
+    fromTemplate: fetcher
+  - name: train
+    fromTemplate: fetcher
+    loop: chrts-gpu
+  - name: plain
+    executor: !custom
+      command: python plain.py
+"""
+
+
+def test_a_task_names_its_loop_or_takes_its_templates() -> None:
+    project = load_project_text(LOOPS)
+    assert resolve_task(project, "fetch").loop == "metadata"
+    assert resolve_task(project, "train").loop == "chrts-gpu"
+    assert resolve_task(project, "plain").loop is None
+    assert resolve_task(project, "fetch").to_spec()["loop"] == "metadata"

@@ -33,6 +33,7 @@ class ApiService:
     registry: PullConsumer
     triggers: PullConsumer
     relay: Periodic
+    admission: Periodic
     rest: RestServer
     grpc: GrpcServer
     retention: Periodic | None = None
@@ -41,7 +42,17 @@ class ApiService:
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
         periodic = [self.retention] if self.retention is not None else []
-        return [self.registry, self.triggers, self.relay, self.store, self.secrets, *periodic, self.rest, self.grpc]
+        return [
+            self.registry,
+            self.triggers,
+            self.relay,
+            self.admission,
+            self.store,
+            self.secrets,
+            *periodic,
+            self.rest,
+            self.grpc,
+        ]
 
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
@@ -93,6 +104,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         registry=registry,
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
+        admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
         rest=RestServer(rest_app, settings.rest_host, settings.rest_port),
         grpc=GrpcServer(
             servicer,

@@ -29,6 +29,7 @@ from ame.domain.limits import (
     TaskPageToken,
 )
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.quotas import OrganisationLimits
 from ame.domain.tasks import TaskSummary
 
 if TYPE_CHECKING:
@@ -50,6 +51,18 @@ def launch_command(
     """`source`: the (manifest key, blob prefix) of the run's project version in the object store."""
     where = bus_messages.ProjectSource(*source) if source is not None else None
     return bus_messages.encode_launch(run_id, attempt, organisation, spec, where)
+
+
+def with_timeout(command: bytes, timeout_seconds: float | None) -> bytes:
+    """A launch command whose spec gets `timeout_seconds` if it sets none (the admission step's default)."""
+    if not timeout_seconds:
+        return command
+    pb = run_pb2.LaunchRun()
+    pb.ParseFromString(command)
+    if pb.spec.timeout_seconds:
+        return command
+    pb.spec.timeout_seconds = timeout_seconds
+    return pb.SerializeToString()
 
 
 def cancel_requested(run_id: str, attempt: int, reason: str) -> bytes:
@@ -364,3 +377,37 @@ def resolved_secret_pb(resolved: Resolved) -> ame_service_pb2.ResolvedSecret:
         found=resolved.value is not None,
         problem=resolved.problem,
     )
+
+
+# Organisation limits ---------------------------------------------------------------------------------------
+
+_ORGANISATION: TypeAdapter[str] = TypeAdapter(NameFilter)
+
+
+def organisation_request(value: str) -> str:
+    """An organisation name from a request; empty stands for the server's own."""
+    return _checked(_ORGANISATION, value, "organisation")
+
+
+def limits_request(request: ame_service_pb2.SetOrganisationLimitsRequest) -> tuple[str, OrganisationLimits]:
+    pb = request.limits
+    try:
+        limits = OrganisationLimits(
+            max_runs=pb.max_runs if pb.HasField("max_runs") else None,
+            max_gpus=pb.max_gpus if pb.HasField("max_gpus") else None,
+            default_timeout_seconds=pb.default_timeout_seconds if pb.HasField("default_timeout_seconds") else None,
+        )
+    except ValidationError as exc:
+        raise DecodeError(errors.describe(exc)) from None
+    return organisation_request(request.organisation), limits
+
+
+def limits_to_pb(limits: OrganisationLimits) -> ame_service_pb2.OrganisationLimits:
+    pb = ame_service_pb2.OrganisationLimits()
+    if limits.max_runs is not None:
+        pb.max_runs = limits.max_runs
+    if limits.max_gpus is not None:
+        pb.max_gpus = limits.max_gpus
+    if limits.default_timeout_seconds is not None:
+        pb.default_timeout_seconds = limits.default_timeout_seconds
+    return pb

@@ -16,6 +16,7 @@ from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
 from ame_api import convert, organisations
+from ame_api.admission import Admission, Refused
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
@@ -54,11 +55,23 @@ ProjectSources = Callable[[str, str, str], Awaitable[tuple[str, str]]]
 
 
 class RunService:
-    def __init__(self, runtime: Runtime, settings: ApiSettings, project_sources: ProjectSources | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: ApiSettings,
+        project_sources: ProjectSources | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self._rt = runtime
         self._settings = settings
         self._project_sources = project_sources
+        self.admission = admission or Admission(runtime, settings.admission)
         self._tracer = runtime.telemetry.tracer("ame_api")
+
+    @property
+    def organisation(self) -> str:
+        """The organisation requests act for until tokens choose one."""
+        return self._settings.organisation
 
     async def submit(
         self,
@@ -68,7 +81,8 @@ class RunService:
         parent_run_id: str = "",
         idempotency_key: str | None = None,
     ) -> Run:
-        """Record the run as queued and ask a launcher for it, atomically through the outbox."""
+        """Record the run as queued; if admission admits it, ask a launcher for it in the same transaction
+        (through the outbox), else it waits in the admission queue with the reason."""
         run_id = new_run_id()
         with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
             return await self._submit(run_id, spec, trigger, parent_run_id, idempotency_key)
@@ -76,6 +90,10 @@ class RunService:
     async def _submit(
         self, run_id: str, spec: RunSpec, trigger: TriggerKind, parent_run_id: str, idempotency_key: str | None
     ) -> Run:
+        try:
+            self.admission.check_spec(spec)
+        except Refused as exc:
+            raise InvalidRequest(str(exc)) from None
         source = None
         if spec.project_version_id:
             if self._project_sources is None:
@@ -109,19 +127,22 @@ class RunService:
                 if run.spec != spec:
                     raise Conflict(f"idempotency key {idempotency_key!r} was used for a different run ({run.id})")
                 return run
-            outbox_id = await runs_repo.add_outbox(
-                conn, msg_id=msg_id, subject=self._rt.names.run_launch, payload=command, headers=headers
-            )
-        # Fast path: publish now. If this fails the relay publishes it later; Nats-Msg-Id makes a double
-        # publish harmless.
-        try:
-            await self._rt.js.publish(self._rt.names.run_launch, command, headers=headers, timeout=5.0)
-        except Exception:
-            log.warning("launch publish for %s failed; the outbox relay will retry", run_id, exc_info=True)
-        else:
-            async with self._rt.pool.acquire() as conn:
-                await runs_repo.delete_outbox(conn, outbox_id)
-        return run
+            try:
+                submitted = await self.admission.on_submit(
+                    conn,
+                    run_id=run_id,
+                    organisation=self._settings.organisation,
+                    spec=spec,
+                    subject=self._rt.names.run_launch,
+                    command=command,
+                    headers=headers,
+                )
+            except Refused as exc:
+                raise InvalidRequest(str(exc)) from None
+        # Publish the launch if admitted, else admit now (a step shared with concurrent submits). If the publish
+        # fails the relay publishes it later; Nats-Msg-Id makes a double publish harmless.
+        reason = await self.admission.after_submit(run_id, submitted)
+        return run.model_copy(update={"reason": reason})
 
     async def get(self, run_id: str) -> Run:
         async with self._rt.pool.acquire() as conn:
@@ -186,7 +207,7 @@ class RunService:
                 end_chunk,
                 headers=headers_for(bus_messages.log_end_msg_id(run.id, run.attempt, "cancelled")),
             )
-            async with self._rt.pool.acquire() as conn:
+            async with self._rt.pool.acquire() as conn, conn.transaction():
                 updated = await runs_repo.apply_state(
                     conn,
                     run_id=run.id,
@@ -196,7 +217,11 @@ class RunService:
                     reason=reason,
                     at=convert.utcnow(),
                 )
+                if updated is not None:
+                    # Out of the admission queue, so it is never launched; a slot it held is freed.
+                    await self.admission.release(conn, run.id)
             if updated is not None:
+                await self.admission.admit_quietly(f"cancelling {run.id}")
                 return await self.get(run_id)
         return await self.get(run_id)
 
@@ -218,8 +243,12 @@ class RunService:
         except ValueError as exc:
             raise Poison(str(exc)) from exc
 
+        ended = False
+
         async def apply(conn: Connection) -> int | None:
-            return await self._apply(conn, event, clean_text(event.reason, MAX_STORED_REASON_CHARS))
+            nonlocal ended
+            outbox_id, ended = await self._apply(conn, event, clean_text(event.reason, MAX_STORED_REASON_CHARS))
+            return outbox_id
 
         async def still_in_hand(exc: BaseException) -> None:
             await keep_in_hand(msg)
@@ -236,10 +265,13 @@ class RunService:
         )
         if outbox_id is not None:
             await self._publish_outboxed(outbox_id)
+        if ended:
+            await self.admission.admit_quietly(f"the end of {event.run_id}")
 
-    async def _apply(self, conn: Connection, event: StateEvent, reason: str) -> int | None:
+    async def _apply(self, conn: Connection, event: StateEvent, reason: str) -> tuple[int | None, bool]:
         """Apply the event; when it ended an attempt that another follows, also write the scheduler's cue to the
-        outbox in the same transaction (so a crash cannot lose a retry) and return the outbox row's id."""
+        outbox in the same transaction (so a crash cannot lose a retry). Returns the outbox row's id, and whether
+        the run ended (its admission slot is then freed in the same transaction; a retrying run keeps it)."""
         async with conn.transaction():
             applied = await runs_repo.apply_state(
                 conn,
@@ -251,8 +283,13 @@ class RunService:
                 at=event.at,
                 launcher_id=event.launcher_id,
             )
-            if applied is None or applied.retry_attempt is None or applied.retry_launch is None:
-                return None
+            if applied is None:
+                return None, False
+            if applied.run.state.terminal:
+                await self.admission.release(conn, event.run_id)
+                return None, True
+            if applied.retry_attempt is None or applied.retry_launch is None:
+                return None, False
             msg_id = bus_messages.retry_msg_id(event.run_id, applied.retry_attempt)
             payload = convert.retry_requested(event.run_id, applied.retry_attempt, event.state, applied.retry_launch)
             log.info(
@@ -262,13 +299,14 @@ class RunService:
                 event.state.value,
                 applied.retry_attempt,
             )
-            return await runs_repo.add_outbox(
+            outbox_id = await runs_repo.add_outbox(
                 conn,
                 msg_id=msg_id,
                 subject=self._rt.names.run_retry_requested,
                 payload=payload,
                 headers=headers_for(msg_id),
             )
+            return outbox_id, False
 
     async def _publish_outboxed(self, outbox_id: int) -> None:
         """Publish an outbox row now; if that fails the relay publishes it later (the msg id dedupes a double)."""
@@ -297,9 +335,11 @@ class RunService:
         for reason in reasons:
             try:
                 async with self._rt.pool.acquire() as conn:
-                    outbox_id = await self._apply(conn, event, reason)
+                    outbox_id, ended = await self._apply(conn, event, reason)
                 if outbox_id is not None:
                     await self._publish_outboxed(outbox_id)
+                if ended:
+                    await self.admission.admit_quietly(f"the end of {event.run_id}")
                 return
             except Exception as exc:
                 if is_transient(exc):

@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
+from ame.domain.limits import MAX_NAME_CHARS, NAME_PATTERN
+from ame.domain.quotas import LoopLimits
 from ame_api.secrets.settings import SecretsSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
 _GIB = 1024**3
+
+
+def _default_loops() -> dict[str, LoopLimits]:
+    # Seed 002: the metadata loop is shared by every organisation, runs one task at a time, with a 5-minute timeout.
+    return {"metadata": LoopLimits(concurrency=1, default_timeout_seconds=300.0, shared=True)}
+
+
+class AdmissionSettings(BaseSettings):
+    """The admission step (`AME_ADMISSION_*`): server-wide cap and loops. Every api replica must share them."""
+
+    model_config = SettingsConfigDict(env_prefix="AME_ADMISSION_", extra="forbid")
+
+    max_active: int = Field(
+        1000,
+        ge=1,
+        description="Runs admitted and not yet ended, server-wide; past it runs wait (round robin by organisation).",
+    )
+    interval: Duration = Field(
+        1.0, description="How often each replica runs the admission step as a safety net (ends and submits also do)."
+    )
+    loops: dict[str, LoopLimits] = Field(
+        default_factory=_default_loops,
+        description="Named loops (JSON): name -> {concurrency, default_timeout_seconds, shared}.",
+    )
+
+    @field_validator("loops")
+    @classmethod
+    def _loop_names(cls, loops: dict[str, LoopLimits]) -> dict[str, LoopLimits]:
+        for name in loops:
+            if not re.fullmatch(NAME_PATTERN, name) or len(name) > MAX_NAME_CHARS:
+                raise ValueError(f"loop name {name[:200]!r} is not a name (letters, digits, '_', '-', '.')")
+        return loops
 
 
 class ApiSettings(BaseSettings):
@@ -54,6 +89,7 @@ class ApiSettings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="The secret store.")
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     # Project versions (ame project push).
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")
     project_max_bytes: int = Field(5 * _GIB, ge=1, description="Largest project version accepted, in bytes.")

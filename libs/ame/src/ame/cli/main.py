@@ -25,6 +25,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "runs": ("remote_commands",),
     "admin": ("admin_commands",),
     "project": ("project_commands",),
+    "org": ("org_limit_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -35,6 +36,7 @@ _ALL_MODULES = (
     "project_commands",
     "secret_commands",
     "artifact_commands",
+    "org_limit_commands",
 )
 
 

@@ -17,6 +17,8 @@ INT64_MAX = 2**63 - 1
 # Names (project, task) as they appear in YAML, REST paths and filters.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_NAME_CHARS = 200
+# A loop name, or empty for an organisation's own queue.
+LOOP_PATTERN = r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*)?$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_ENV_KEY_CHARS = 256
 

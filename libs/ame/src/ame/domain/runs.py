@@ -14,6 +14,7 @@ from ame.domain.durations import Timeout
 from ame.domain.executors import ExecutorKind
 from ame.domain.limits import (
     ENV_KEY_PATTERN,
+    LOOP_PATTERN,
     MAX_ARTIFACT_PATHS,
     MAX_COMMAND_BYTES,
     MAX_DATA_SETS,
@@ -128,6 +129,12 @@ class RunSpec(BaseModel):
     )
     project_version_id: CleanText = Field("", max_length=MAX_PROJECT_VERSION_ID_CHARS)
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    loop: str = Field(
+        "",
+        max_length=MAX_NAME_CHARS,
+        pattern=LOOP_PATTERN,
+        description="The admission loop the run queues in (e.g. `metadata`); empty: its organisation's own queue.",
+    )
 
     @field_validator("command")
     @classmethod

@@ -46,6 +46,7 @@ _KEY_HINTS = {
     "data_sets": "dataSets",
     "timeout_seconds": "timeout",
     "retry": "retries",
+    "queue": "loop",
     "value": "val",
 }
 _TASK_KEYS = frozenset(
@@ -58,6 +59,7 @@ _TASK_KEYS = frozenset(
         "triggers",
         "timeout",
         "retries",
+        "loop",
         "fromTemplate",
         "taskRef",
         "pipeline",

@@ -281,6 +281,8 @@ class Task(SpecModel):
     triggers: Triggers | None = None
     timeout_seconds: TimeoutSeconds = Field(None, alias="timeout")
     retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
+    # The server's admission loop the task's runs queue in (seed 002's `metadata`); unset: the organisation's own.
+    loop: Name | None = None
     from_template: TemplateRef | None = Field(None, alias="fromTemplate")
     task_ref: TaskRef | None = Field(None, alias="taskRef")
     pipeline: list[list[Task]] | None = None

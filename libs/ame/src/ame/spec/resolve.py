@@ -3,7 +3,7 @@
 Merge rules (a task over its template, a referring task over the referenced one, a
 pipeline step over its pipeline's settings) are the same everywhere:
 
-* single values — ``executor``, ``timeout``, ``retries``, ``triggers``, ``pipeline`` —
+* single values — ``executor``, ``timeout``, ``retries``, ``loop``, ``triggers``, ``pipeline`` —
   are *replaced* when the more specific side sets them (an executor is replaced whole:
   mixing ``!poetry`` fields into a ``!pip`` executor has no meaning);
 * ``resources`` are merged per key (a task's ``memory`` replaces the template's
@@ -257,6 +257,7 @@ class _Resolver:
             data_sets=list(fields.data_sets or []),
             timeout_seconds=fields.timeout_seconds,
             retries=fields.retries or 0,
+            loop=fields.loop,
             schedule=fields.triggers.schedule if fields.triggers else None,
         )
 

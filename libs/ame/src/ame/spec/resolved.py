@@ -41,6 +41,7 @@ class ResolvedTask(BaseModel):
     data_sets: list[DataSetRef] = Field(default_factory=list)
     timeout_seconds: float | None = None
     retries: int = 0
+    loop: str | None = None
     schedule: str | None = None
 
     @property
@@ -103,6 +104,8 @@ class ResolvedTask(BaseModel):
             spec["timeout"] = format_duration(self.timeout_seconds)
         if self.retries:
             spec["retries"] = self.retries
+        if self.loop is not None:
+            spec["loop"] = self.loop
         return spec
 
 

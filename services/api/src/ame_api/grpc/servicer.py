@@ -108,6 +108,27 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
         )
 
     @unary
+    async def SetOrganisationLimits(  # noqa: N802
+        self, request: ame_service_pb2.SetOrganisationLimitsRequest, context: Context
+    ) -> ame_service_pb2.SetOrganisationLimitsResponse:
+        organisation, limits = convert.limits_request(request)
+        view = await self._runs.admission.set_limits(organisation or self._runs.organisation, limits)
+        return ame_service_pb2.SetOrganisationLimitsResponse(limits=convert.limits_to_pb(view.limits))
+
+    @unary
+    async def GetOrganisationLimits(  # noqa: N802
+        self, request: ame_service_pb2.GetOrganisationLimitsRequest, context: Context
+    ) -> ame_service_pb2.GetOrganisationLimitsResponse:
+        organisation = convert.organisation_request(request.organisation) or self._runs.organisation
+        view = await self._runs.admission.get_limits(organisation)
+        return ame_service_pb2.GetOrganisationLimitsResponse(
+            limits=convert.limits_to_pb(view.limits),
+            runs_in_use=view.runs_in_use,
+            gpus_in_use=view.gpus_in_use,
+            runs_waiting=view.runs_waiting,
+        )
+
+    @unary
     async def CancelRun(  # noqa: N802
         self, request: ame_service_pb2.CancelRunRequest, context: Context
     ) -> ame_service_pb2.CancelRunResponse:

@@ -14,7 +14,7 @@ import ame
 from ame_api.artifacts import ArtifactService
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, artifacts, errors, projects, runs, secrets, tasks
+from ame_api.rest import admin, artifacts, errors, org_limits, projects, runs, secrets, tasks
 from ame_api.runs import RunService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
@@ -42,6 +42,7 @@ def create_app(
     app.include_router(tasks.router(task_service))
     app.include_router(secrets.router(secret_service))
     app.include_router(artifacts.router(artifact_service))
+    app.include_router(org_limits.router(run_service.admission))
     projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

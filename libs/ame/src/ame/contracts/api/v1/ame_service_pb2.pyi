@@ -1023,3 +1023,137 @@ class DownloadArtifactResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadArtifactResponse: _TypeAlias = DownloadArtifactResponse  # noqa: Y015
+
+@_typing.final
+class OrganisationLimits(_message.Message):
+    """Absent means no limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_RUNS_FIELD_NUMBER: _builtins.int
+    MAX_GPUS_FIELD_NUMBER: _builtins.int
+    DEFAULT_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    max_runs: _builtins.int
+    """Runs of the organisation's own queue (tasks that name no loop) admitted at once; 1 runs them one at a time."""
+    max_gpus: _builtins.int
+    """GPUs of all the organisation's admitted runs together."""
+    default_timeout_seconds: _builtins.float
+    """Timeout of a run that sets none (its loop's default comes first)."""
+    def __init__(
+        self,
+        *,
+        max_runs: _builtins.int | None = ...,
+        max_gpus: _builtins.int | None = ...,
+        default_timeout_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_timeout_seconds", b"_default_timeout_seconds", "_max_gpus", b"_max_gpus", "_max_runs", b"_max_runs", "default_timeout_seconds", b"default_timeout_seconds", "max_gpus", b"max_gpus", "max_runs", b"max_runs"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_timeout_seconds", b"_default_timeout_seconds", "_max_gpus", b"_max_gpus", "_max_runs", b"_max_runs", "default_timeout_seconds", b"default_timeout_seconds", "max_gpus", b"max_gpus", "max_runs", b"max_runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__default_timeout_seconds: _TypeAlias = _typing.Literal["default_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__default_timeout_seconds: _TypeAlias = _typing.Literal["_default_timeout_seconds", b"_default_timeout_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__max_gpus: _TypeAlias = _typing.Literal["max_gpus"]  # noqa: Y015
+    _WhichOneofArgType__max_gpus: _TypeAlias = _typing.Literal["_max_gpus", b"_max_gpus"]  # noqa: Y015
+    _WhichOneofReturnType__max_runs: _TypeAlias = _typing.Literal["max_runs"]  # noqa: Y015
+    _WhichOneofArgType__max_runs: _TypeAlias = _typing.Literal["_max_runs", b"_max_runs"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__default_timeout_seconds) -> _WhichOneofReturnType__default_timeout_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_gpus) -> _WhichOneofReturnType__max_gpus | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_runs) -> _WhichOneofReturnType__max_runs | None: ...
+
+Global___OrganisationLimits: _TypeAlias = OrganisationLimits  # noqa: Y015
+
+@_typing.final
+class SetOrganisationLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    @_builtins.property
+    def limits(self) -> Global___OrganisationLimits: ...
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+        limits: Global___OrganisationLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "organisation", b"organisation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOrganisationLimitsRequest: _TypeAlias = SetOrganisationLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetOrganisationLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___OrganisationLimits: ...
+    def __init__(
+        self,
+        *,
+        limits: Global___OrganisationLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOrganisationLimitsResponse: _TypeAlias = SetOrganisationLimitsResponse  # noqa: Y015
+
+@_typing.final
+class GetOrganisationLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganisationLimitsRequest: _TypeAlias = GetOrganisationLimitsRequest  # noqa: Y015
+
+@_typing.final
+class GetOrganisationLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    RUNS_IN_USE_FIELD_NUMBER: _builtins.int
+    GPUS_IN_USE_FIELD_NUMBER: _builtins.int
+    RUNS_WAITING_FIELD_NUMBER: _builtins.int
+    runs_in_use: _builtins.int
+    """What the organisation's admitted runs hold now."""
+    gpus_in_use: _builtins.int
+    runs_waiting: _builtins.int
+    """Runs of the organisation waiting for admission."""
+    @_builtins.property
+    def limits(self) -> Global___OrganisationLimits: ...
+    def __init__(
+        self,
+        *,
+        limits: Global___OrganisationLimits | None = ...,
+        runs_in_use: _builtins.int = ...,
+        gpus_in_use: _builtins.int = ...,
+        runs_waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gpus_in_use", b"gpus_in_use", "limits", b"limits", "runs_in_use", b"runs_in_use", "runs_waiting", b"runs_waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganisationLimitsResponse: _TypeAlias = GetOrganisationLimitsResponse  # noqa: Y015

@@ -124,6 +124,16 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactResponse.FromString,
                 _registered_method=True)
+        self.SetOrganisationLimits = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/SetOrganisationLimits',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.SetOrganisationLimitsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.SetOrganisationLimitsResponse.FromString,
+                _registered_method=True)
+        self.GetOrganisationLimits = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/GetOrganisationLimits',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -262,6 +272,19 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetOrganisationLimits(self, request, context):
+        """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrganisationLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -354,6 +377,16 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactResponse.SerializeToString,
+            ),
+            'SetOrganisationLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOrganisationLimits,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.SetOrganisationLimitsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.SetOrganisationLimitsResponse.SerializeToString,
+            ),
+            'GetOrganisationLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrganisationLimits,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -842,6 +875,60 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/DownloadArtifact',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOrganisationLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/SetOrganisationLimits',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.SetOrganisationLimitsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.SetOrganisationLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrganisationLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/GetOrganisationLimits',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

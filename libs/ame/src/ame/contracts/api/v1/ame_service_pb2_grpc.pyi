@@ -80,6 +80,9 @@ class AmeServiceStub:
     """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
     or path, INVALID_ARGUMENT for a path that is not a plain relative path.
     """
+    SetOrganisationLimits: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.SetOrganisationLimitsRequest, _ame_service_pb2.SetOrganisationLimitsResponse]
+    """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get."""
+    GetOrganisationLimits: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.GetOrganisationLimitsRequest, _ame_service_pb2.GetOrganisationLimitsResponse]
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -133,6 +136,9 @@ class AmeServiceAsyncStub(AmeServiceStub):
     """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
     or path, INVALID_ARGUMENT for a path that is not a plain relative path.
     """
+    SetOrganisationLimits: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.SetOrganisationLimitsRequest, _ame_service_pb2.SetOrganisationLimitsResponse]  # type: ignore[assignment]
+    """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get."""
+    GetOrganisationLimits: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.GetOrganisationLimitsRequest, _ame_service_pb2.GetOrganisationLimitsResponse]  # type: ignore[assignment]
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -291,5 +297,20 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         """One artifact's bytes in chunks: the latest attempt's unless `attempt` is set. NOT_FOUND for an unknown run
         or path, INVALID_ARGUMENT for a path that is not a plain relative path.
         """
+
+    @_abc_1.abstractmethod
+    def SetOrganisationLimits(
+        self,
+        request: _ame_service_pb2.SetOrganisationLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.SetOrganisationLimitsResponse, _abc.Awaitable[_ame_service_pb2.SetOrganisationLimitsResponse]]:
+        """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get."""
+
+    @_abc_1.abstractmethod
+    def GetOrganisationLimits(
+        self,
+        request: _ame_service_pb2.GetOrganisationLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.GetOrganisationLimitsResponse, _abc.Awaitable[_ame_service_pb2.GetOrganisationLimitsResponse]]: ...
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -275,6 +275,7 @@ class RunSpec(_message.Message):
     PROJECT_VERSION_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     DATA_SETS_FIELD_NUMBER: _builtins.int
+    LOOP_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     task: _builtins.str
     command: _builtins.str
@@ -283,6 +284,8 @@ class RunSpec(_message.Message):
     retries: _builtins.int
     project_version_id: _builtins.str
     """The uploaded project version whose files form the working directory; empty for none."""
+    loop: _builtins.str
+    """The admission loop the run queues in (for example "metadata"); empty: its organisation's own queue."""
     @_builtins.property
     def executor(self) -> Global___Executor: ...
     @_builtins.property
@@ -315,10 +318,11 @@ class RunSpec(_message.Message):
         project_version_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         data_sets: _abc.Iterable[Global___DataSetRef] | None = ...,
+        loop: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "executor", b"executor", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "loop", b"loop", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
