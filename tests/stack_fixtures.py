@@ -18,6 +18,7 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
+from ame.sdk.credentials import bearer, discover_token
 from ame_api import app as api_app
 from ame_api.settings import ApiSettings
 from ame_launcher import app as launcher_app
@@ -158,8 +159,8 @@ async def client(stack: Stack) -> AsyncIterator[Grpc]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rest(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of the stack's REST api."""
-    async with httpx.AsyncClient(base_url=stack.rest_url) as c:
+    """An HTTP client of the stack's REST api, sending the test token."""
+    async with httpx.AsyncClient(base_url=stack.rest_url, headers=bearer(discover_token())) as c:
         yield c
 
 

@@ -17,6 +17,7 @@ import httpx
 import nats
 from nats.errors import Error as NatsError
 
+from ame.sdk.credentials import bearer, discover_token
 from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS, LAUNCHER_LAUNCH, LOGS_ARCHIVE, BusNames
 from ame_platform.embedded._process import free_tcp_port
 from tests.waiting import wait_until
@@ -125,7 +126,9 @@ class ServiceStack:
         nc = await nats.connect(servers=self.env["AME_NATS_URL"].split(","))
         js = nc.jetstream()
         try:
-            async with httpx.AsyncClient(base_url=self.rest_url, timeout=2.0) as client:
+            async with httpx.AsyncClient(
+                base_url=self.rest_url, timeout=2.0, headers=bearer(discover_token())
+            ) as client:
 
                 async def ready() -> bool:
                     exited = self.exited()

@@ -56,7 +56,7 @@ async def _lease(stack: Stack, run_id: str) -> tuple[str, str | None]:
 
 async def _state(stack: Stack, run_id: str) -> RunState:
     async with stack.runtime.pool.acquire() as conn:
-        return (await runs_repo.get_run(conn, run_id)).state
+        return (await runs_repo.get_run(conn, run_id, organisation="default")).state
 
 
 async def test_an_expired_lease_is_reported_lost_and_finished(stack: Stack) -> None:
@@ -72,7 +72,7 @@ async def test_an_expired_lease_is_reported_lost_and_finished(stack: Stack) -> N
 
     async def lost_in_registry() -> bool:
         async with stack.runtime.pool.acquire() as conn:
-            run = await runs_repo.get_run(conn, abandoned)
+            run = await runs_repo.get_run(conn, abandoned, organisation="default")
         return run.state == RunState.LOST and "launcher-gone" in run.reason
 
     await wait_until(lost_in_registry, message="the registry to record the run as lost")
@@ -105,7 +105,7 @@ async def test_a_redelivered_launch_command_is_not_executed_twice(stack: Stack, 
     # The same command again, as JetStream redelivers it when an ack is lost (a fresh Nats-Msg-Id, so the
     # stream's duplicate window does not hide it): only the lease can stop a second execution.
     async with stack.runtime.pool.acquire() as conn:
-        spec = (await runs_repo.get_run(conn, run.id)).spec
+        spec = (await runs_repo.get_run(conn, run.id, organisation="default")).spec
     payload = api_convert.launch_command(run.id, 1, "default", spec)
     names = stack.runtime.names
     ack = await stack.runtime.js.publish(names.run_launch, payload, headers=headers_for(f"redelivery:{run.id}"))

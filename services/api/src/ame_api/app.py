@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ame_api.auth import TokenService
 from ame_api.follow import LogFollower
+from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
 from ame_api.projects import ProjectService, StoreComponent
@@ -24,6 +26,7 @@ MIGRATIONS = "ame_api"
 @dataclass
 class ApiService:
     runs: RunService
+    tokens: TokenService
     projects: ProjectService
     store: StoreComponent
     registry: PullConsumer
@@ -42,6 +45,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     store = StoreComponent(settings)
     projects = ProjectService(runtime, settings, store)
     tasks = TaskService(runtime, settings)
+    tokens = TokenService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
     follower = LogFollower(runtime, settings)
     registry = PullConsumer(
@@ -72,10 +76,11 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, settings)
-    servicer = AmeServicer(runs, follower, projects, tasks, retry_after_seconds=settings.retry_after)
+    rest_app = create_app(runs, follower, projects, tasks, tokens, settings)
+    servicer = AmeServicer(runs, follower, projects, tasks, tokens, retry_after_seconds=settings.retry_after)
     return ApiService(
         runs=runs,
+        tokens=tokens,
         projects=projects,
         store=store,
         registry=registry,
@@ -86,6 +91,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
             servicer,
             settings.grpc_host,
             settings.grpc_port,
+            AuthInterceptor(tokens, retry_after_seconds=settings.retry_after),
             max_receive_bytes=max(2 * 1024 * 1024, settings.project_max_files * 512),
         ),
     )

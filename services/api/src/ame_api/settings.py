@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
@@ -21,7 +21,15 @@ class ApiSettings(BaseSettings):
     rest_port: int = Field(8080, ge=0, le=65535, description="REST port; 0 picks a free one.")
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    organisation: str = Field("default", description="Organisation runs belong to until tokens select one.")
+    organisation: str = Field(
+        "default", description="The server's own organisation: where server-admin tokens and schedule triggers act."
+    )
+    bootstrap_token: SecretStr | None = Field(
+        None,
+        min_length=20,
+        description="A server-admin token accepted as is (a standalone deployment's first token; it cannot be "
+        "revoked, only removed from settings). Unset: only tokens in the database are accepted.",
+    )
     list_page_size: int = Field(50, ge=1, le=1000, description="Default page size of run listings.")
     registry_concurrency: int = Field(32, ge=1, description="Run events applied to the registry at once.")
     outbox_retry_after: Duration = Field(

@@ -25,6 +25,11 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "runs": ("remote_commands",),
     "admin": ("admin_commands",),
     "project": ("project_commands",),
+    "setup": ("access_commands",),
+    "login": ("access_commands",),
+    "whoami": ("access_commands",),
+    "org": ("access_commands",),
+    "token": ("access_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -33,6 +38,7 @@ _ALL_MODULES = (
     "task_commands",
     "admin_commands",
     "project_commands",
+    "access_commands",
 )
 
 

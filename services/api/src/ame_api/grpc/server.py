@@ -44,11 +44,20 @@ class GrpcServer:
     name = "grpc"
 
     def __init__(
-        self, servicer: AmeServicer, host: str, port: int, *, max_receive_bytes: int = 2 * 1024 * 1024
+        self,
+        servicer: AmeServicer,
+        host: str,
+        port: int,
+        auth: grpc.aio.ServerInterceptor,
+        *,
+        max_receive_bytes: int = 2 * 1024 * 1024,
     ) -> None:
         # A run spec is at most a few hundred KiB and a blob arrives in 1 MiB chunks; only a project's manifest
         # is larger, so the limit follows the project file limit and anything far beyond it is refused undecoded.
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_receive_bytes)])
+        # Every call passes `auth` (ame_api.grpc.auth): health and reflection are public, the rest need a token.
+        self._server = grpc.aio.server(
+            interceptors=[auth], options=[("grpc.max_receive_message_length", max_receive_bytes)]
+        )
         handlers = _handlers(servicer)
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         self._server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -8,12 +8,15 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 import ame
+from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, errors, projects, runs, tasks
+from ame_api.rest import admin, errors, projects, runs, tasks, tokens
+from ame_api.rest.auth import Authenticate
 from ame_api.runs import RunService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
@@ -25,6 +28,7 @@ def create_app(
     follower: LogFollower,
     project_service: ProjectService,
     task_service: TaskService,
+    token_service: TokenService,
     settings: ApiSettings,
 ) -> FastAPI:
     app = FastAPI(
@@ -32,8 +36,14 @@ def create_app(
         version=ame.__version__,
         description="Submit runs, read the run registry and follow run output.",
     )
-    errors.install(app, retry_after_seconds=settings.retry_after)
+    # Every request is authenticated first (inside the error guard, so a database outage is a 503).
+    errors.install(
+        app,
+        retry_after_seconds=settings.retry_after,
+        authenticate=lambda inner: Authenticate(inner, token_service),
+    )
     app.include_router(runs.router(run_service, follower))
+    app.include_router(tokens.router(token_service))
     app.include_router(admin.router(run_service.deadletters))
     app.include_router(tasks.router(task_service))
     projects.install(app, project_service, settings)
@@ -41,6 +51,10 @@ def create_app(
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse(status_code=403, content={"error": str(exc)})
 
     return app
 
