@@ -44,6 +44,8 @@ def service_env(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> 
         AME_API_REST_PORT="0",
         AME_LAUNCHER_WORK_DIR=str(tmp_path / "work"),
         AME_LIFECYCLE_GRACEFUL_TIMEOUT="10s",
+        # The token the test's client sends, accepted by the api as its bootstrap server-admin token.
+        AME_API_BOOTSTRAP_TOKEN=discover_token() or "",
     )
     return env
 

@@ -77,6 +77,7 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("GET", "/v1/runs/{run_id}"): (None, NOT_FOUND),
         ("POST", "/v1/runs/{run_id}/cancel"): ({"reason": "B tries"}, NOT_FOUND),
         ("GET", "/v1/runs/{run_id}/logs"): (None, NOT_FOUND),
+        ("POST", "/v1/runs/{run_id}/log-token"): (None, NOT_FOUND),
         ("GET", "/v1/tasks"): (None, _no_leak),
         ("POST", "/v1/projects/{project}/missing-blobs"): (manifest(), _b_missing_blobs),
         ("PUT", "/v1/projects/{project}/blobs/{sha256}"): (DATA, _b_upload),
@@ -352,3 +353,31 @@ async def test_token_creation_stays_within_the_creators_scope_and_organisation(w
         assert sorted(o["id"] for o in orgs.json()["organisations"]) == ["default", "orgb"]
         bad = await client.post("/v1/organisations", json={"name": "Bad Name!"}, headers=bearer(world.server_admin))
         assert bad.status_code == 422, bad.text
+
+
+async def test_a_run_log_token_follows_that_runs_logs_and_nothing_else(world: World) -> None:
+    async with httpx.AsyncClient(base_url=world.rest_url, timeout=30) as client:
+        issued = await client.post(f"/v1/runs/{world.run_id}/log-token", headers=bearer(world.a["read"]))
+        assert issued.status_code == 201, issued.text
+        token, url = issued.json()["token"], issued.json()["url"]
+        assert url == f"/v1/runs/{world.run_id}/logs?token={token}"
+
+        # What a browser's EventSource does: no header, the token in the URL; the run ends, so the stream does.
+        followed = await client.get(url)
+        assert followed.status_code == 200 and "event: end" in followed.text, followed.text
+
+        # Nowhere else: not as a header on another route, not over gRPC, not for another run.
+        assert (await client.get(f"/v1/runs/{world.run_id}", headers=bearer(token))).status_code == 403
+        assert (await client.post(f"/v1/runs/{world.run_id}/log-token", headers=bearer(token))).status_code == 403
+        other = await client.post(
+            "/v1/runs", json={"command": "true", "project": "p", "task": "t"}, headers=bearer(world.a["run"])
+        )
+        assert (await client.get(f"/v1/runs/{other.json()['id']}/logs?token={token}")).status_code == 403
+        get_run = _SERVICE.methods_by_name["GetRun"]
+        request = ame_service_pb2.GetRunRequest(run_id=world.run_id)
+        assert (await _invoke(world.grpc_target, token, get_run, request))[0] == grpc.StatusCode.PERMISSION_DENIED
+        # A full token never travels in a URL, and run tokens are not listed as the organisation's tokens.
+        in_url = await client.get(f"/v1/runs/{world.run_id}/logs?token={world.a['read']}")
+        assert in_url.status_code == 401
+        listed = await client.get("/v1/tokens", headers=bearer(world.a["admin"]))
+        assert world.run_id not in listed.text

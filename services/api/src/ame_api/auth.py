@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ame.domain.principals import TOKEN_PREFIX, Principal, PrincipalKind, Scope, check_organisation_name
+from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import tokens as repo
 from ame_api.repositories.runs import NotFound
 from ame_api.repositories.tokens import Organisation, TokenRecord
@@ -79,7 +80,32 @@ class TokenService:
             record = await repo.find_valid_token(conn, digest)
         if record is None:
             raise Unauthenticated("the token is not valid (unknown, expired or revoked)")
+        if record.run_id:
+            return Principal(record.organisation, Scope.READ, PrincipalKind.RUN, record.run_id)
         return Principal(record.organisation, record.scope, PrincipalKind.TOKEN, record.id)
+
+    async def create_log_token(self, principal: Principal, run_id: str) -> IssuedToken:
+        """A token that only follows this run's logs, for `log_token_ttl` (a browser's EventSource cannot send
+        headers, so it goes in the URL, where it may be logged: hence short-lived and limited to one run)."""
+        token = new_token()
+        async with self._rt.pool.acquire() as conn:
+            await runs_repo.get_run(conn, run_id, organisation=principal.organisation)  # NotFound otherwise
+            await repo.delete_expired_run_tokens(conn)
+            expires_at = await conn.fetchval(
+                "SELECT now() + make_interval(secs => $1)", float(self._settings.log_token_ttl)
+            )
+            record = await repo.create_token(
+                conn,
+                token_id=secrets.token_hex(8),
+                organisation=principal.organisation,
+                scope=Scope.READ,
+                name=f"logs of run {run_id}",
+                token_hash=hash_token(token),
+                created_by=principal.started_by,
+                expires_at=expires_at,
+                run_id=run_id,
+            )
+        return IssuedToken(token, record)
 
     async def create_token(
         self,

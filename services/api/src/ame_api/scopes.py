@@ -33,6 +33,7 @@ REST: dict[tuple[str, str], Need] = {
     ("GET", "/v1/runs/{run_id}"): READ,
     ("POST", "/v1/runs/{run_id}/cancel"): RUN,
     ("GET", "/v1/runs/{run_id}/logs"): READ,
+    ("POST", "/v1/runs/{run_id}/log-token"): READ,
     # Tasks and projects
     ("GET", "/v1/tasks"): READ,
     ("POST", "/v1/projects/{project}/missing-blobs"): RUN,

@@ -30,6 +30,9 @@ class ApiSettings(BaseSettings):
         description="A server-admin token accepted as is (a standalone deployment's first token; it cannot be "
         "revoked, only removed from settings). Unset: only tokens in the database are accepted.",
     )
+    log_token_ttl: Duration = Field(
+        300.0, description="Lifetime of a run-scoped token for following one run's logs from a browser."
+    )
     list_page_size: int = Field(50, ge=1, le=1000, description="Default page size of run listings.")
     registry_concurrency: int = Field(32, ge=1, description="Run events applied to the registry at once.")
     outbox_retry_after: Duration = Field(

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from ame.domain.principals import Principal, Scope
+from ame.domain.principals import Principal, PrincipalKind, Scope
 from ame_api import scopes
 from ame_api.auth import Forbidden, TokenService, Unauthenticated
 from ame_platform.faults import is_transient
@@ -104,6 +104,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal = await self._tokens.authenticate(bearer_token(handler_call_details.invocation_metadata))
             if not principal.allows(need):
                 raise Forbidden(f"this needs a token with scope {need.value}; yours has {principal.scope.value}")
+            if principal.kind is PrincipalKind.RUN:
+                raise Forbidden("a run's log token only follows that run's logs over REST")
         except Unauthenticated as exc:
             unauthenticated = _refusal(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             return _replace(handler, lambda _b, _s: unauthenticated)

@@ -11,7 +11,9 @@ CREATE TABLE api_tokens (
     created_by      text        NOT NULL DEFAULT '',
     created_at      timestamptz NOT NULL DEFAULT now(),
     expires_at      timestamptz,
-    revoked_at      timestamptz
+    revoked_at      timestamptz,
+    -- Set for a short-lived token that only follows this run's logs (a browser's EventSource sends it in the URL).
+    run_id          uuid
 );
 
 CREATE INDEX api_tokens_organisation_idx ON api_tokens (organisation_id, created_at);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,7 @@ class TokenRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    run_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Organisation:
     created_at: datetime
 
 
-_TOKEN_COLUMNS = "id, organisation_id, scope, name, created_by, created_at, expires_at, revoked_at"
+_TOKEN_COLUMNS = "id, organisation_id, scope, name, created_by, created_at, expires_at, revoked_at, run_id"
 
 # Valid means: not revoked and not expired, judged by the database's clock at this request.
 _FIND_VALID = f"""
@@ -48,6 +50,7 @@ def _row_to_token(row: asyncpg.Record) -> TokenRecord:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        run_id=str(row["run_id"] or ""),
     )
 
 
@@ -66,10 +69,11 @@ async def create_token(
     token_hash: bytes,
     created_by: str,
     expires_at: datetime | None,
+    run_id: str | None = None,
 ) -> TokenRecord:
     row = await conn.fetchrow(
-        f"""INSERT INTO api_tokens (id, organisation_id, scope, name, hash, created_by, expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_TOKEN_COLUMNS}""",
+        f"""INSERT INTO api_tokens (id, organisation_id, scope, name, hash, created_by, expires_at, run_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_TOKEN_COLUMNS}""",
         token_id,
         organisation,
         scope.value,
@@ -77,15 +81,24 @@ async def create_token(
         token_hash,
         created_by,
         expires_at,
+        uuid.UUID(run_id) if run_id else None,
     )
     assert row is not None
     return _row_to_token(row)
 
 
+async def delete_expired_run_tokens(conn: Connection) -> None:
+    """Run-scoped tokens live minutes; they are removed an hour after they expire."""
+    await conn.execute(
+        "DELETE FROM api_tokens WHERE run_id IS NOT NULL AND expires_at < now() - make_interval(hours => 1)"
+    )
+
+
 async def list_tokens(conn: Connection, *, organisation: str | None) -> list[TokenRecord]:
     """The tokens of one organisation (None: of all), oldest first."""
     rows = await conn.fetch(
-        f"""SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE ($1::text IS NULL OR organisation_id = $1)
+        f"""SELECT {_TOKEN_COLUMNS} FROM api_tokens
+            WHERE ($1::text IS NULL OR organisation_id = $1) AND run_id IS NULL
             ORDER BY created_at, id""",
         organisation,
     )
@@ -105,7 +118,8 @@ async def revoke_token(conn: Connection, *, token_id: str, organisation: str | N
     """Revoke the token (a second revoke keeps the first time); None when the organisation has no such token."""
     row = await conn.fetchrow(
         f"""UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
-            WHERE id = $1 AND ($2::text IS NULL OR organisation_id = $2) RETURNING {_TOKEN_COLUMNS}""",
+            WHERE id = $1 AND ($2::text IS NULL OR organisation_id = $2) AND run_id IS NULL
+            RETURNING {_TOKEN_COLUMNS}""",
         token_id,
         organisation,
     )

@@ -66,9 +66,13 @@ class Authenticate:
             return
         try:
             token = bearer_token(scope)
-            if token is None and (method, path) in QUERY_TOKEN_ROUTES:
+            in_url = token is None and (method, path) in QUERY_TOKEN_ROUTES and _query_token(scope) is not None
+            if in_url:
                 token = _query_token(scope)
             principal = await self._tokens.authenticate(token)
+            if in_url and principal.kind is not PrincipalKind.RUN:
+                # A URL ends up in logs and browser history: only a short-lived run-scoped token may travel there.
+                raise Unauthenticated("only a run's log token (POST /v1/runs/{run_id}/log-token) may be in the URL")
             if not principal.allows(need):
                 raise Forbidden(f"this needs a token with scope {need.value}; yours has {principal.scope.value}")
             if principal.kind is PrincipalKind.RUN and scope.get("path") != f"/v1/runs/{principal.subject}/logs":

@@ -15,6 +15,7 @@ from ame.domain.principals import Principal, Scope
 from ame_api.auth import IssuedToken, TokenService
 from ame_api.repositories.tokens import Organisation, TokenRecord
 from ame_api.rest.auth import CurrentPrincipal
+from ame_api.rest.runs import RunIdPath
 
 _TokenId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 _OrgName = Annotated[str | None, Query(max_length=63, description="A server-admin names an organisation.")]
@@ -55,6 +56,12 @@ class TokenCreate(BaseModel):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="The token itself, shown this once; only its hash is kept.")
+
+
+class LogToken(BaseModel):
+    token: str = Field(description="Follows this run's logs only, until it expires.")
+    expires_at: datetime | None
+    url: str = Field(description="The run's log stream with the token, for a browser's EventSource.")
 
 
 class OrganisationOut(BaseModel):
@@ -130,6 +137,23 @@ def router(tokens: TokenService) -> APIRouter:
     )
     async def revoke_token(principal: CurrentPrincipal, token_id: _TokenId) -> TokenOut:
         return token_out(await tokens.revoke_token(principal, token_id))
+
+    @api.post(
+        "/runs/{run_id}/log-token",
+        status_code=201,
+        response_model=LogToken,
+        tags=["runs"],
+        summary="A short-lived token that follows this run's logs only, for a browser's EventSource",
+        description="EventSource cannot send headers: open `url` (GET /v1/runs/{run_id}/logs?token=...). The token "
+        "is refused everywhere else and over gRPC.",
+    )
+    async def create_log_token(principal: CurrentPrincipal, run_id: RunIdPath) -> LogToken:
+        issued = await tokens.create_log_token(principal, run_id)
+        return LogToken(
+            token=issued.token,
+            expires_at=issued.record.expires_at,
+            url=f"/v1/runs/{issued.record.run_id}/logs?token={issued.token}",
+        )
 
     @api.get("/organisations", response_model=OrganisationList, summary="Every organisation (server-admin)")
     async def list_organisations(principal: CurrentPrincipal) -> OrganisationList:
