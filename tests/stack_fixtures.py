@@ -174,13 +174,15 @@ class ApiStack:
 
 
 @asynccontextmanager
-async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncIterator[ApiStack]:
-    """REST and gRPC of the api on free ports against `pg_dsn` (migrated here), until the block ends."""
+async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str, **overrides: object) -> AsyncIterator[ApiStack]:
+    """REST and gRPC of the api on free ports against `pg_dsn` (migrated here), until the block ends; `overrides`
+    are ApiSettings fields (e.g. TLS files)."""
     await migrate_all(pg_dsn)
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
-        api = api_app.build(ApiSettings(rest_port=0, grpc_port=0, **_shared(nats, postgres)), runtime)  # type: ignore[arg-type]
+        settings = ApiSettings(rest_port=0, grpc_port=0, **{**_shared(nats, postgres), **overrides})  # type: ignore[arg-type]
+        api = api_app.build(settings, runtime)
         supervisor = Supervisor()
         ready = asyncio.Event()
 

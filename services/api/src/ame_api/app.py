@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ame_api.auth import TokenService
 from ame_api.follow import LogFollower
@@ -86,15 +87,22 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         registry=registry,
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
-        rest=RestServer(rest_app, settings.rest_host, settings.rest_port),
+        rest=RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings)),
         grpc=GrpcServer(
             servicer,
             settings.grpc_host,
             settings.grpc_port,
             AuthInterceptor(tokens, retry_after_seconds=settings.retry_after),
             max_receive_bytes=max(2 * 1024 * 1024, settings.project_max_files * 512),
+            tls=_tls(settings),
         ),
     )
+
+
+def _tls(settings: ApiSettings) -> tuple[Path, Path] | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return settings.tls_cert_file, settings.tls_key_file
 
 
 def build_components(settings: ApiSettings, runtime: Runtime) -> list[Component]:

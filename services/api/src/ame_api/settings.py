@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
@@ -21,6 +21,10 @@ class ApiSettings(BaseSettings):
     rest_port: int = Field(8080, ge=0, le=65535, description="REST port; 0 picks a free one.")
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain): REST and gRPC serve TLS only when this and the key are set."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     organisation: str = Field(
         "default", description="The server's own organisation: where server-admin tokens and schedule triggers act."
     )
@@ -44,6 +48,13 @@ class ApiSettings(BaseSettings):
     retry_after: int = Field(
         2, ge=1, le=3600, description="Seconds clients are told to wait (Retry-After) while the database is away."
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both AME_API_TLS_CERT_FILE and AME_API_TLS_KEY_FILE, or neither")
+        return self
+
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

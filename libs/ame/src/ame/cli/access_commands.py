@@ -22,11 +22,13 @@ def _default_grpc_target(rest_url: str) -> str:
     return f"{host}:50051"
 
 
-def _check_grpc(target: str, timeout: float) -> None:
+def _check_grpc(target: str, timeout: float, tls: bool) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    from ame.sdk.credentials import authenticated_channel
+
+    with authenticated_channel(target, None, tls=tls) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError as exc:
@@ -59,21 +61,22 @@ def register(cli: click.Group) -> None:
         """
         import httpx
 
-        from ame.sdk.credentials import save_endpoint
+        from ame.sdk.credentials import http_verify, save_endpoint
 
         url = url.rstrip("/")
         if urlsplit(url).scheme not in ("http", "https"):
             raise click.UsageError("URL must start with http:// or https://")
         target = grpc_target or _default_grpc_target(url)
+        tls = urlsplit(url).scheme == "https"  # the gRPC api serves TLS when REST does (one certificate)
         try:
-            response = httpx.get(f"{url}/healthz", timeout=timeout)
+            response = httpx.get(f"{url}/healthz", timeout=timeout, verify=http_verify())
         except httpx.HTTPError as exc:
             raise click.ClickException(f"cannot reach the AME REST api at {url} ({exc})") from None
         if response.status_code != 200:
             raise click.ClickException(f"{url}/healthz answered {response.status_code}; is it an AME server?")
-        _check_grpc(target, timeout)
-        path = save_endpoint(target, url)
-        click.echo(f"connected: REST {url}, gRPC {target} (saved in {path})")
+        _check_grpc(target, timeout, tls)
+        path = save_endpoint(target, url, tls=tls)
+        click.echo(f"connected: REST {url}, gRPC {target}{' (TLS)' if tls else ''} (saved in {path})")
 
     @cli.command()
     @url_option
@@ -81,14 +84,15 @@ def register(cli: click.Group) -> None:
         """Save a token for the set-up server (asked for, hidden, or read from stdin); mode 0600."""
         import httpx
 
-        from ame.sdk.credentials import bearer, discover_rest_url, save_token
+        from ame.sdk.credentials import bearer, discover_rest_url, http_verify, save_token
 
         interactive = sys.stdin.isatty()
         token = click.prompt("Token", hide_input=True) if interactive else sys.stdin.readline()
         token = token.strip()
         if not token:
             raise click.UsageError("no token given")
-        with httpx.Client(base_url=url or discover_rest_url(), timeout=30.0, headers=bearer(token)) as client:
+        base = url or discover_rest_url()
+        with httpx.Client(base_url=base, timeout=30.0, headers=bearer(token), verify=http_verify()) as client:
             me = _request(client, "GET", "/v1/whoami")
         path = save_token(token)
         click.echo(f"logged in to organisation {me['organisation']} with scope {me['scope']} (saved in {path})")

@@ -15,9 +15,11 @@ def rest_client(url: str | None) -> httpx.Client:
     """An HTTP client of the server's REST api (`url`, else the discovered one) sending the discovered token."""
     import httpx
 
-    from ame.sdk.credentials import bearer, discover_rest_url, discover_token
+    from ame.sdk.credentials import bearer, discover_rest_url, discover_token, http_verify
 
-    return httpx.Client(base_url=url or discover_rest_url(), timeout=30.0, headers=bearer(discover_token()))
+    return httpx.Client(
+        base_url=url or discover_rest_url(), timeout=30.0, headers=bearer(discover_token()), verify=http_verify()
+    )
 
 
 def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:

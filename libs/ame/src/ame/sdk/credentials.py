@@ -8,12 +8,16 @@ up (so the server is the local one), the token the local `ame server` wrote on i
 (`$AME_HOME/server/admin-token`, mode 0600). A set-up remote server is never sent the local server's token.
 
 The config directory is `$AME_CONFIG_DIR`, else `${XDG_CONFIG_HOME:-~/.config}/ame`.
+
+TLS: gRPC speaks TLS when `AME_GRPC_TLS` is true or `ame setup` saved an https URL; REST when its URL is
+https. `AME_TLS_CA_FILE` names a PEM bundle to trust instead of the system's (a self-signed server).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,28 @@ def discover_rest_url() -> str:
     return str(_read_json(local_server_dir() / "server.json").get("rest_url") or DEFAULT_REST_URL).rstrip("/")
 
 
+def grpc_tls() -> bool:
+    if (value := os.environ.get("AME_GRPC_TLS")) is not None:
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(saved_config().get("grpc_tls"))
+
+
+def tls_ca_file() -> Path | None:
+    value = os.environ.get("AME_TLS_CA_FILE")
+    return Path(value).expanduser() if value else None
+
+
+def http_verify() -> ssl.SSLContext | bool:
+    """httpx's `verify`: a context trusting the CA bundle named, or the system's."""
+    ca = tls_ca_file()
+    return ssl.create_default_context(cafile=str(ca)) if ca else True
+
+
+def _grpc_credentials() -> grpc.ChannelCredentials:
+    ca = tls_ca_file()
+    return grpc.ssl_channel_credentials(root_certificates=ca.read_bytes() if ca else None)
+
+
 def _read_token(path: Path) -> str | None:
     try:
         token = path.read_text().strip()
@@ -103,10 +129,10 @@ def save_token(token: str) -> Path:
     return path
 
 
-def save_endpoint(grpc_target: str, rest_url: str) -> Path:
+def save_endpoint(grpc_target: str, rest_url: str, *, tls: bool = False) -> Path:
     path = config_dir() / CONFIG_FILE
     config = saved_config()
-    config.update({"grpc_target": grpc_target, "rest_url": rest_url.rstrip("/")})
+    config.update({"grpc_target": grpc_target, "rest_url": rest_url.rstrip("/"), "grpc_tls": tls})
     write_private(path, json.dumps(config, indent=2) + "\n")
     return path
 
@@ -146,8 +172,13 @@ class BearerAuth(
         return continuation(_with_token(details, self._token), requests)
 
 
-def authenticated_channel(target: str, token: str | None, **kwargs: Any) -> grpc.Channel:
-    channel = grpc.insecure_channel(target, **kwargs)
+def authenticated_channel(target: str, token: str | None, *, tls: bool | None = None, **kwargs: Any) -> grpc.Channel:
+    """A channel to `target` whose every call carries the token; TLS as `grpc_tls()` says unless `tls` is given."""
+    use_tls = grpc_tls() if tls is None else tls
+    if use_tls:
+        channel = grpc.secure_channel(target, _grpc_credentials(), **kwargs)
+    else:
+        channel = grpc.insecure_channel(target, **kwargs)
     return grpc.intercept_channel(channel, BearerAuth(token)) if token else channel
 
 
@@ -183,9 +214,11 @@ class _AioStreamStream(grpc.aio.StreamStreamClientInterceptor):
         return await continuation(_with_token(client_call_details, self._token), request_iterator)
 
 
-def aio_channel(target: str, token: str | None, **kwargs: Any) -> grpc.aio.Channel:
+def aio_channel(target: str, token: str | None, *, tls: bool | None = None, **kwargs: Any) -> grpc.aio.Channel:
     """A grpc.aio channel whose every call carries the token (none without one)."""
     interceptors: list[grpc.aio.ClientInterceptor] = []
     if token:
         interceptors = [_AioUnaryUnary(token), _AioUnaryStream(token), _AioStreamUnary(token), _AioStreamStream(token)]
+    if grpc_tls() if tls is None else tls:
+        return grpc.aio.secure_channel(target, _grpc_credentials(), interceptors=interceptors, **kwargs)
     return grpc.aio.insecure_channel(target, interceptors=interceptors, **kwargs)
