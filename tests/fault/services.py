@@ -74,6 +74,8 @@ def service_env(
         AME_API_REST_PORT=str(free_tcp_port()),
         AME_LAUNCHER_WORK_DIR=str(work_dir / "launcher"),
         AME_LIFECYCLE_GRACEFUL_TIMEOUT="10s",
+        # The token the fault tests' clients send (the session's), accepted as the bootstrap server-admin token.
+        AME_API_BOOTSTRAP_TOKEN=discover_token() or "",
         **extra,
     )
     return env
