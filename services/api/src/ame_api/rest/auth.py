@@ -9,6 +9,7 @@ answered 404 (or 405) here, so a route missing from the table is unreachable rat
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import parse_qs
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
@@ -39,8 +40,6 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 def _query_token(scope: Scope) -> str | None:
-    from urllib.parse import parse_qs
-
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
     return values[0] if values else None
 
