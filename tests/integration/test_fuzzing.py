@@ -55,6 +55,7 @@ def _fuzz_rest(base_url: str, openapi: dict[str, Any]) -> int:
         schema.as_strategy(GenerationMode.NEGATIVE),
     )
     session = requests.Session()  # one keep-alive connection for all of them, as a real client would
+    session.headers.update(bearer(discover_token()))  # past authentication, into the handlers
     sent = 0
 
     @_fuzz(_REST_EXAMPLES)
