@@ -57,6 +57,8 @@ def main() -> int:
     HOME.mkdir(exist_ok=True)
     server, _ = start_server()
     try:
+        # Nothing typed: the server wrote its token (mode 0600) where the CLI finds it.
+        ame("whoami")
         ame(
             "runs",
             "submit",
