@@ -44,6 +44,7 @@ pytest:
 
 bench: bootstrap
 	$(UV) run --no-sync python bench/bench_runs.py
+	$(UV) run --no-sync python bench/bench_auth.py
 	$(UV) run --no-sync python bench/bench_validate.py
 	$(UV) run --no-sync python bench/bench_env_cache.py
 	$(UV) run --no-sync python bench/bench_logs.py

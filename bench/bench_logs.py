@@ -29,15 +29,15 @@ from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-import grpc
 import httpx
 import nats
-from embedded import ServerDidNotStart, embedded_server
+from embedded import ServerDidNotStart, embedded_server, server_token
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogLine
 from ame.sdk import Client
+from ame.sdk.credentials import aio_channel, bearer
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
@@ -147,8 +147,8 @@ async def follow_grpc(stub: ame_service_pb2_grpc.AmeServiceStub, run_id: str, in
         )
 
 
-def follow_sdk(target: str, run_id: str, into: Received) -> None:
-    with Client(target, timeout=300) as client:
+def follow_sdk(target: str, run_id: str, into: Received, token: str) -> None:
+    with Client(target, timeout=300, token=token) as client:
         batches = getattr(client, "follow_log_batches", None)
         if batches is not None:
             for batch in batches(run_id):
@@ -185,9 +185,10 @@ class Bench:
     async def __aenter__(self) -> Bench:
         self.nc = await nats.connect(self.info["nats_url"])
         await self.nc.subscribe("ame.evt.run.*", cb=self._on_state)
-        self.channel = grpc.aio.insecure_channel(self.info["grpc_target"])
+        self.token = server_token(self.info)
+        self.channel = aio_channel(self.info["grpc_target"], self.token)
         self.stub = ame_service_pb2_grpc.AmeServiceStub(self.channel)
-        self.rest = httpx.AsyncClient(base_url=self.info["rest_url"])
+        self.rest = httpx.AsyncClient(base_url=self.info["rest_url"], headers=bearer(self.token))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -216,7 +217,7 @@ class Bench:
             elif kind == "grpc":
                 jobs.append(follow_grpc(self.stub, run_id, into))
             else:
-                jobs.append(asyncio.to_thread(follow_sdk, self.info["grpc_target"], run_id, into))
+                jobs.append(asyncio.to_thread(follow_sdk, self.info["grpc_target"], run_id, into, self.token))
         await asyncio.wait_for(asyncio.gather(*jobs), 600)
 
     async def chatty(self, lines: int, kinds: list[str]) -> tuple[int, str]:

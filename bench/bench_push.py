@@ -78,6 +78,7 @@ def main() -> int:
         # Bytecode cached as an installed CLI has it (in the temp dir, so nothing is written into the tree).
         env = {k: v for k, v in os.environ.items() if not k.startswith("AME_") and k != "PYTHONDONTWRITEBYTECODE"} | {
             "AME_HOME": str(home),
+            "AME_CONFIG_DIR": str(Path(tmp) / "config"),
             "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pycache"),
         }
         started = time.perf_counter()

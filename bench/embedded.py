@@ -44,3 +44,8 @@ def embedded_server(
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=stop_timeout)
+
+
+def server_token(info: dict[str, Any]) -> str:
+    """The server-admin token `ame server` wrote beside server.json on its first start."""
+    return (Path(info["data_dir"]) / "admin-token").read_text().strip()

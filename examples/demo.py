@@ -22,7 +22,9 @@ AME = [sys.executable, "-m", "ame.cli.main"]
 
 
 def env() -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("AME_")}, "AME_HOME": str(HOME)}
+    # The local server only: not an endpoint or token the user set up with `ame setup` / `ame login`.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AME_")}
+    return {**base, "AME_HOME": str(HOME), "AME_CONFIG_DIR": str(HOME / "config")}
 
 
 def ame(*args: str, cwd: Path = ROOT, check_code: int | None = 0) -> int:
@@ -55,6 +57,8 @@ def main() -> int:
     HOME.mkdir(exist_ok=True)
     server, _ = start_server()
     try:
+        # Nothing typed: the server wrote its token (mode 0600) where the CLI finds it.
+        ame("whoami")
         ame(
             "runs",
             "submit",

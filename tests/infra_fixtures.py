@@ -50,6 +50,22 @@ def _small_logs_streams() -> Iterator[None]:
         yield
 
 
+# The token every test client sends by default: each api a test starts accepts it as its bootstrap server-admin
+# token (AME_API_BOOTSTRAP_TOKEN, read by every ApiSettings, in this process and in the processes tests start),
+# and the CLI and SDK send it (AME_TOKEN). Tests that need other tokens create them through the API with it.
+TEST_TOKEN = f"ame_test_{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_token(infra_dir: Path) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AME_API_BOOTSTRAP_TOKEN", TEST_TOKEN)
+        patch.setenv("AME_TOKEN", TEST_TOKEN)
+        # Never the user's own `ame setup`/`ame login`: a test sees only what it saves itself.
+        patch.setenv("AME_CONFIG_DIR", str(infra_dir / "config"))
+        yield
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def nats_server(infra_dir: Path) -> AsyncIterator[EmbeddedNats]:
     """A nats-server with JetStream for the whole session; tests namespace their streams with `bus_prefix`."""

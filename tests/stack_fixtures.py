@@ -21,6 +21,7 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from pydantic import SecretStr
 
+from ame.sdk.credentials import bearer, discover_token
 from ame_api import app as api_app
 from ame_api.secrets.settings import SecretsSettings
 from ame_api.settings import ApiSettings
@@ -189,8 +190,8 @@ async def client(stack: Stack) -> AsyncIterator[Grpc]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rest(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of the stack's REST api."""
-    async with httpx.AsyncClient(base_url=stack.rest_url) as c:
+    """An HTTP client of the stack's REST api, sending the test token."""
+    async with httpx.AsyncClient(base_url=stack.rest_url, headers=bearer(discover_token())) as c:
         yield c
 
 
@@ -204,13 +205,16 @@ class ApiStack:
 
 
 @asynccontextmanager
-async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str) -> AsyncIterator[ApiStack]:
-    """REST and gRPC of the api on free ports against `pg_dsn` (migrated here), until the block ends."""
+async def running_api(nats_url: str, pg_dsn: str, bus_prefix: str, **overrides: object) -> AsyncIterator[ApiStack]:
+    """REST and gRPC of the api on free ports against `pg_dsn` (migrated here), until the block ends; `overrides`
+    are ApiSettings fields (e.g. TLS files)."""
     await migrate_all(pg_dsn)
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings()) as runtime:
-        settings = ApiSettings(rest_port=0, grpc_port=0, secrets=_fresh_secrets(), **_shared(nats, postgres))  # type: ignore[arg-type]
+        settings = ApiSettings(
+            rest_port=0, grpc_port=0, **{**_shared(nats, postgres), "secrets": _fresh_secrets(), **overrides}
+        )  # type: ignore[arg-type]
         api = api_app.build(settings, runtime)
         supervisor = Supervisor()
         ready = asyncio.Event()

@@ -41,6 +41,7 @@ class Server:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AME_")}
         env["AME_HOME"] = str(self.home)
+        env["AME_CONFIG_DIR"] = str(self.home / "config")  # never the user's own `ame setup` / `ame login`
         env.update(self.extra_env)
         return env
 
@@ -179,4 +180,29 @@ def test_a_crashed_server_leaves_no_run_behind_after_restart(server: Server, tmp
     record = json.loads(server.ame("runs", "get", "--json", run_id).stdout)
     assert "its processes were ended" in record["reason"]
     _deadline_wait(lambda: not live_group_members(pgid), 10, "the orphaned processes to be gone")
+    assert server.stop() == 0
+
+
+def test_first_start_writes_a_private_server_admin_token_the_cli_sends_unasked(server: Server) -> None:
+    import stat
+    import urllib.error
+    import urllib.request
+
+    info = server.start()
+    token_file = server.data_dir / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert token.startswith("ame_")
+
+    me = server.ame("whoami")  # no AME_TOKEN anywhere: the CLI finds the local server's token
+    assert me.returncode == 0 and "scope: server-admin" in me.stdout, me.stderr
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{info['rest_url']}/v1/runs", timeout=10)
+    assert refused.value.code == 401
+    assert token not in server.log.read_text()
+
+    assert server.stop() == 0
+    server.start()  # a restart keeps the token it wrote, which still works
+    assert token_file.read_text().strip() == token
+    assert server.ame("whoami").returncode == 0
     assert server.stop() == 0

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import grpc
 import pytest
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import aio_channel, discover_token
 from tests.integration.clients import py
 from tests.waiting import wait_until
 
@@ -44,6 +44,8 @@ def service_env(nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path) -> 
         AME_API_REST_PORT="0",
         AME_LAUNCHER_WORK_DIR=str(tmp_path / "work"),
         AME_LIFECYCLE_GRACEFUL_TIMEOUT="10s",
+        # The token the test's client sends, accepted by the api as its bootstrap server-admin token.
+        AME_API_BOOTSTRAP_TOKEN=discover_token() or "",
     )
     return env
 
@@ -84,7 +86,7 @@ async def test_services_run_standalone_with_two_launcher_replicas(
             processes.append(subprocess.Popen(_module(service), env=service_env, stdout=log, stderr=log))
 
     target = f"127.0.0.1:{service_env['AME_API_GRPC_PORT']}"
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with aio_channel(target, discover_token()) as channel:
         stub = ame_service_pb2_grpc.AmeServiceStub(channel)
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
         n = 20

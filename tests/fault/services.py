@@ -17,6 +17,7 @@ import httpx
 import nats
 from nats.errors import Error as NatsError
 
+from ame.sdk.credentials import bearer, discover_token
 from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS, LAUNCHER_LAUNCH, LOGS_ARCHIVE, BusNames
 from ame_platform.embedded._process import free_tcp_port
 from tests.waiting import wait_until
@@ -73,6 +74,8 @@ def service_env(
         AME_API_REST_PORT=str(free_tcp_port()),
         AME_LAUNCHER_WORK_DIR=str(work_dir / "launcher"),
         AME_LIFECYCLE_GRACEFUL_TIMEOUT="10s",
+        # The token the fault tests' clients send (the session's), accepted as the bootstrap server-admin token.
+        AME_API_BOOTSTRAP_TOKEN=discover_token() or "",
         **extra,
     )
     return env
@@ -125,7 +128,9 @@ class ServiceStack:
         nc = await nats.connect(servers=self.env["AME_NATS_URL"].split(","))
         js = nc.jetstream()
         try:
-            async with httpx.AsyncClient(base_url=self.rest_url, timeout=2.0) as client:
+            async with httpx.AsyncClient(
+                base_url=self.rest_url, timeout=2.0, headers=bearer(discover_token())
+            ) as client:
 
                 async def ready() -> bool:
                     exited = self.exited()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from ame.sdk.credentials import bearer, discover_token
+
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 1.0
 _RETRY_AFTER_MAX = 2.0
@@ -93,7 +95,12 @@ class Submitter:
 
     async def _worker(self, queue: asyncio.Queue[str], deadline: float) -> None:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=self._base_url, timeout=self._request_timeout, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=self._base_url,
+            timeout=self._request_timeout,
+            limits=limits,
+            headers=bearer(discover_token()),
+        ) as client:
             while not queue.empty() and not self._give_up():
                 key = queue.get_nowait()
                 await self._submit(client, key, deadline)

@@ -8,11 +8,11 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
 import httpx
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import aio_channel, discover_token
 
 PY = sys.executable
 
@@ -33,8 +33,9 @@ class Followed:
 
 
 class Grpc:
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, token: str | None = None) -> None:
+        """Every call sends `token` (default: the one the SDK would send, `AME_TOKEN` in tests)."""
+        self.channel = aio_channel(target, token or discover_token())
         self.stub = ame_service_pb2_grpc.AmeServiceStub(self.channel)
 
     async def close(self) -> None:

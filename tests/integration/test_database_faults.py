@@ -150,7 +150,7 @@ async def test_a_run_whose_end_arrives_before_its_start_still_has_both_times(sta
 
     async def run() -> tuple[RunState, datetime | None, datetime | None, int | None]:
         async with stack.runtime.pool.acquire() as conn:
-            r = await runs_repo.get_run(conn, run_id)
+            r = await runs_repo.get_run(conn, run_id, organisation="default")
         return r.state, r.started_at, r.finished_at, r.exit_code
 
     await publish(RunState.SUCCEEDED, finished, exit_code=0)

@@ -16,6 +16,7 @@ import pytest
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import bearer, discover_token
 from ame_platform.embedded import EmbeddedPostgres
 from tests.integration.clients import Grpc
 from tests.stack_fixtures import running_api
@@ -60,7 +61,9 @@ async def test_the_api_answers_503_with_retry_after_while_the_database_is_away(
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with (
             running_api(nats_url, dsn, bus_prefix) as api,
-            httpx.AsyncClient(base_url=api.rest_url, limits=limits, timeout=10) as rest,
+            httpx.AsyncClient(
+                base_url=api.rest_url, limits=limits, timeout=10, headers=bearer(discover_token())
+            ) as rest,
         ):
             client = Grpc(api.grpc_target)
             try:

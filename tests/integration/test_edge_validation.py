@@ -21,6 +21,7 @@ import pytest_asyncio
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain.limits import INT32_MAX, INT64_MAX, MAX_REASON_CHARS
+from ame.sdk.credentials import bearer, discover_token
 from tests.integration.clients import Grpc
 from tests.stack_fixtures import ApiStack
 
@@ -34,7 +35,9 @@ _RUN_ID = "01a1ff6f-0f34-7a07-90d1-1a37af2413eb"
 async def rest(api_stack: ApiStack) -> AsyncIterator[httpx.AsyncClient]:
     """One keep-alive connection, so a test can see whether the server kept it."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=api_stack.rest_url, limits=limits, timeout=10) as c:
+    async with httpx.AsyncClient(
+        base_url=api_stack.rest_url, limits=limits, timeout=10, headers=bearer(discover_token())
+    ) as c:
         yield c
 
 

@@ -25,6 +25,7 @@ from schemathesis import GenerationMode
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import authenticated_channel, bearer, discover_token
 from tests.stack_fixtures import ApiStack
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -47,13 +48,14 @@ def _fuzz(max_examples: int) -> settings:
 # REST -----------------------------------------------------------------------------------------------------
 
 
-def _fuzz_rest(base_url: str, openapi: dict[str, Any]) -> int:
+def _fuzz_rest(base_url: str, openapi: dict[str, Any], token: str | None) -> int:
     schema = schemathesis.openapi.from_dict(openapi)
     cases = st.one_of(
         schema.as_strategy(GenerationMode.POSITIVE),
         schema.as_strategy(GenerationMode.NEGATIVE),
     )
     session = requests.Session()  # one keep-alive connection for all of them, as a real client would
+    session.headers.update(bearer(token))  # with a token, requests get past authentication into the handlers
     sent = 0
 
     @_fuzz(_REST_EXAMPLES)
@@ -75,10 +77,12 @@ def _fuzz_rest(base_url: str, openapi: dict[str, Any]) -> int:
     return sent
 
 
-async def test_schemathesis_finds_no_5xx_in_the_rest_api(api_stack: ApiStack) -> None:
+@pytest.mark.parametrize("with_token", [True, False], ids=["token", "no-token"])
+async def test_schemathesis_finds_no_5xx_in_the_rest_api(api_stack: ApiStack, with_token: bool) -> None:
     async with httpx.AsyncClient(base_url=api_stack.rest_url) as client:
         openapi = (await client.get("/openapi.json")).json()
-    sent = await asyncio.to_thread(_fuzz_rest, api_stack.rest_url, openapi)
+    token = discover_token() if with_token else None
+    sent = await asyncio.to_thread(_fuzz_rest, api_stack.rest_url, openapi, token)
     assert sent >= _REST_EXAMPLES // 2
 
 
@@ -168,7 +172,7 @@ def _calls(draw: st.DrawFn) -> tuple[str, bytes]:
 
 def _fuzz_grpc(target: str) -> dict[str, int]:
     codes: dict[str, int] = {}
-    with grpc.insecure_channel(target) as channel:
+    with authenticated_channel(target, discover_token()) as channel:
         unary: dict[str, grpc.UnaryUnaryMultiCallable[bytes, bytes]] = {
             m: channel.unary_unary(f"{_SERVICE}/{m}") for m in _messages if m != "FollowLogs"
         }

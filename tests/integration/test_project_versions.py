@@ -165,6 +165,7 @@ async def test_over_the_size_limit_is_413_naming_the_limit(rest: httpx.AsyncClie
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
         f"PUT /v1/projects/demo/blobs/{sha(b'x')} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: {rest.headers['Authorization']}\r\n"
         f"Content-Length: {6 * 1024**3}\r\n\r\nxxxx".encode()
     )
     await writer.drain()

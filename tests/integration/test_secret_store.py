@@ -108,7 +108,7 @@ async def test_grpc_stores_lists_deletes_and_resolution_needs_the_launcher_crede
     for metadata in ((), (("authorization", "Bearer not-the-token"),)):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await client.stub.ResolveRunSecrets(request, metadata=metadata)
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert value not in (refused.value.details() or "")
 
     await client.stub.DeleteSecret(ame_service_pb2.DeleteSecretRequest(name="api-key"))

@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 from ame.cli.main import cli
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import discover_token
 from tests.integration.clients import Grpc, py
 from tests.integration.project_support import sdk_push
 from tests.stack_fixtures import Stack
@@ -232,7 +233,13 @@ async def test_task_logs_follows_a_running_task_until_it_ends(stack: Stack, clie
         "print('released'); sys.exit(4)"
     )
     run = await client.submit(py(code), project="demo", task="slow")
-    env = {"AME_GRPC_TARGET": stack.grpc_target, "AME_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        "AME_GRPC_TARGET": stack.grpc_target,
+        "AME_HOME": str(tmp_path / "home"),
+        "AME_CONFIG_DIR": str(tmp_path / "config"),
+        "AME_TOKEN": discover_token() or "",
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -275,7 +282,13 @@ async def _start_remote_task_run(stack: Stack, tmp_path: Path, release: Path) ->
     (root / "ame.yml").write_text(
         "project: waiting\ntasks:\n  - name: wait\n    executor: !custom\n      command: python wait.py\n"
     )
-    env = {"AME_GRPC_TARGET": stack.grpc_target, "AME_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        "AME_GRPC_TARGET": stack.grpc_target,
+        "AME_HOME": str(tmp_path / "home"),
+        "AME_CONFIG_DIR": str(tmp_path / "config"),
+        "AME_TOKEN": discover_token() or "",
+        "PYTHONUNBUFFERED": "1",
+    }
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.propagate import inject
@@ -10,6 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import aio_channel, discover_token
 from tests.integration.clients import py
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
@@ -24,7 +24,7 @@ def _spans(stack: Stack) -> list[ReadableSpan]:
 
 async def test_submit_launch_and_events_share_the_callers_trace(stack: Stack) -> None:
     tracer = stack.runtime.telemetry.tracer("test-client")
-    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+    async with aio_channel(stack.grpc_target, discover_token()) as channel:
         stub = ame_service_pb2_grpc.AmeServiceStub(channel)
         with tracer.start_as_current_span("client call") as client_span:
             metadata: dict[str, str] = {}

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ame.cli.main import cli
+from ame.sdk.credentials import bearer, discover_token
 from ame_platform.bus.publisher import headers_for
 from ame_platform.lifecycle import Component, Supervisor
 from ame_platform.runtime import Runtime
@@ -92,7 +93,7 @@ async def test_the_server_restarts_a_failed_component_and_gives_up_on_a_crash_lo
         endpoints = waiting.result()
         # The flaky component failed twice and was restarted; the rest of the server never noticed.
         await wait_until(lambda: supervisor.restarts.get("flaky") == 2, timeout=30, message="two restarts of flaky")
-        async with httpx.AsyncClient(base_url=endpoints.rest_url) as rest:
+        async with httpx.AsyncClient(base_url=endpoints.rest_url, headers=bearer(discover_token())) as rest:
             assert (await rest.get("/healthz")).status_code == 200
         assert not serving.done()
 

@@ -124,7 +124,7 @@ async def test_a_launch_the_fast_path_missed_is_relayed_and_the_run_succeeds(sta
 
     async def succeeded() -> bool:
         async with stack.runtime.pool.acquire() as conn:
-            run = await runs_repo.get_run(conn, run_id)
+            run = await runs_repo.get_run(conn, run_id, organisation="default")
         return run.state == RunState.SUCCEEDED and run.exit_code == 0
 
     await wait_until(succeeded, timeout=20, message="the relayed run to succeed")

@@ -19,7 +19,9 @@ from typing import IO
 import asyncpg
 from pydantic import SecretStr
 
+from ame.sdk.credentials import SERVER_TOKEN_FILE, write_private
 from ame_api import app as api_app
+from ame_api import bootstrap
 from ame_api.settings import ApiSettings
 from ame_launcher import app as launcher_app
 from ame_launcher.settings import LauncherSettings
@@ -73,6 +75,29 @@ class Endpoints:
 
 def endpoints_file(data_dir: Path) -> Path:
     return data_dir / "server.json"
+
+
+def admin_token_file(data_dir: Path) -> Path:
+    """The local server-admin token: where the CLI and the SDK on this machine find it (ame.sdk.credentials)."""
+    return data_dir / SERVER_TOKEN_FILE
+
+
+async def ensure_admin_token(dsn: str, data_dir: Path) -> None:
+    """On the first start (or when the token written then no longer works), create a server-admin token and
+    write it, mode 0600, into the data directory: the local CLI and SDK send it, so nobody types anything."""
+    path = admin_token_file(data_dir)
+    try:
+        existing = path.read_text().strip()
+    except OSError:
+        existing = ""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if existing and await bootstrap.is_valid(conn, existing):
+            return
+        _, token = await bootstrap.create_token(conn, name="local ame server", created_by="ame server")
+    finally:
+        await conn.close()
+    write_private(path, token + "\n")
 
 
 @contextmanager
@@ -193,6 +218,7 @@ async def _serve_locked(
         await _ensure_database(pg_server)
         dsn = pg_server.dsn(DATABASE)
         await migrate_all(dsn)
+        await ensure_admin_token(dsn, data_dir)
 
         nats = NatsSettings(url=nats_server.url, prefix=settings.bus_prefix)
         postgres = PostgresSettings(dsn=SecretStr(dsn), pool_max_size=20)

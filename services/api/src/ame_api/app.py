@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ame_api.artifacts import ArtifactService
+from ame_api.auth import TokenService
 from ame_api.follow import LogFollower
+from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
 from ame_api.projects import ProjectService, StoreComponent
@@ -27,6 +30,7 @@ MIGRATIONS = "ame_api"
 @dataclass
 class ApiService:
     runs: RunService
+    tokens: TokenService
     projects: ProjectService
     store: StoreComponent
     secrets: SecretService
@@ -60,6 +64,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     projects = ProjectService(runtime, settings, store)
     tasks = TaskService(runtime, settings)
     artifacts = ArtifactService(runtime, settings, store)
+    tokens = TokenService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
@@ -91,13 +96,14 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, settings, secrets, artifacts)
+    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts)
     servicer = AmeServicer(
-        runs, follower, projects, tasks, secrets, artifacts=artifacts, retry_after_seconds=settings.retry_after
+        runs, follower, projects, tasks, tokens, secrets, artifacts=artifacts, retry_after_seconds=settings.retry_after
     )
     retention = Retention(runtime, settings, store)
     return ApiService(
         runs=runs,
+        tokens=tokens,
         projects=projects,
         store=store,
         secrets=secrets,
@@ -105,17 +111,25 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
-        rest=RestServer(rest_app, settings.rest_host, settings.rest_port),
+        rest=RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings)),
         grpc=GrpcServer(
             servicer,
             settings.grpc_host,
             settings.grpc_port,
+            AuthInterceptor(tokens, retry_after_seconds=settings.retry_after),
             max_receive_bytes=max(2 * 1024 * 1024, settings.project_max_files * 512),
+            tls=_tls(settings),
         ),
         retention=(
             Periodic("retention", settings.retention_interval, retention.run_once) if retention.enabled else None
         ),
     )
+
+
+def _tls(settings: ApiSettings) -> tuple[Path, Path] | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return settings.tls_cert_file, settings.tls_key_file
 
 
 def build_components(settings: ApiSettings, runtime: Runtime) -> list[Component]:

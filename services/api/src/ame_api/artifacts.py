@@ -26,6 +26,7 @@ from ame.domain.artifacts import (
     index_prefix,
     latest_by_path,
 )
+from ame.domain.principals import Principal
 from ame.storage import ObjectNotFound
 from ame_api import organisations
 from ame_api.projects import StoreComponent
@@ -49,17 +50,17 @@ class ArtifactService:
         self._store = store
         self._kept: OrderedDict[tuple[str, str], tuple[float, list[Artifact]]] = OrderedDict()
 
-    async def _run(self, organisation: str, run_id: str) -> Run:
-        org = organisations.resolve(self._settings, organisation)
+    async def _run(self, principal: Principal, organisation: str, run_id: str) -> Run:
+        org = organisations.resolve(principal, organisation)
         async with self._rt.pool.acquire() as conn:
-            run = await runs_repo.find_run(conn, run_id)
+            run = await runs_repo.find_run(conn, run_id, organisation=org)
         if run is None or run.organisation != org:
             raise NotFound(f"run {run_id[:80]!r} not found")
         return run
 
-    async def list_artifacts(self, organisation: str, run_id: str) -> list[Artifact]:
+    async def list_artifacts(self, principal: Principal, organisation: str, run_id: str) -> list[Artifact]:
         """Every attempt's artifacts, by path then attempt. NotFound for a run the organisation does not have."""
-        return await self._listed(await self._run(organisation, run_id))
+        return await self._listed(await self._run(principal, organisation, run_id))
 
     async def _listed(self, run: Run) -> list[Artifact]:
         key = (run.organisation, run.id)
@@ -85,7 +86,7 @@ class ArtifactService:
         return found
 
     async def open_artifact(
-        self, organisation: str, run_id: str, path: str, attempt: int | None = None
+        self, principal: Principal, organisation: str, run_id: str, path: str, attempt: int | None = None
     ) -> tuple[Artifact, AsyncIterator[bytes]]:
         """The artifact (the latest attempt's unless `attempt` is given) and its bytes in chunks.
 
@@ -98,7 +99,7 @@ class ArtifactService:
             raise InvalidRequest(str(exc)) from None
         if attempt is not None and attempt < 1:
             raise InvalidRequest("attempt must be 1 or more")
-        run = await self._run(organisation, run_id)
+        run = await self._run(principal, organisation, run_id)
         org = run.organisation
         listed = await self._listed(run)
         if attempt is None:

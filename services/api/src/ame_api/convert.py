@@ -28,9 +28,11 @@ from ame.domain.limits import (
     RunIdText,
     TaskPageToken,
 )
+from ame.domain.principals import Principal, Scope
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.quotas import OrganisationLimits
 from ame.domain.tasks import TaskSummary
+from ame_api.repositories.tokens import Organisation, TokenRecord
 
 if TYPE_CHECKING:
     from ame_api.repositories.secrets import SecretRow
@@ -99,6 +101,7 @@ def run_to_pb(run: Run) -> run_pb2.Run:
         reason=run.reason,
         trigger=codecs.trigger_to_pb(run.trigger),
         parent_run_id=run.parent_run_id,
+        started_by=run.started_by,
         created_at=codecs.timestamp(run.created_at),
         updated_at=codecs.timestamp(run.updated_at),
     )
@@ -411,3 +414,43 @@ def limits_to_pb(limits: OrganisationLimits) -> ame_service_pb2.OrganisationLimi
     if limits.default_timeout_seconds is not None:
         pb.default_timeout_seconds = limits.default_timeout_seconds
     return pb
+
+
+# Access: who am I, tokens, organisations ---------------------------------------------------------------------
+
+
+def whoami_pb(principal: Principal) -> ame_service_pb2.WhoAmIResponse:
+    return ame_service_pb2.WhoAmIResponse(
+        organisation=principal.organisation,
+        scope=principal.scope.value,
+        kind=principal.kind.value,
+        token_id=principal.subject,
+    )
+
+
+def token_to_pb(record: TokenRecord) -> ame_service_pb2.ApiToken:
+    pb = ame_service_pb2.ApiToken(
+        id=record.id,
+        organisation=record.organisation,
+        scope=record.scope.value,
+        name=record.name,
+        created_by=record.created_by,
+        created_at=codecs.timestamp(record.created_at),
+    )
+    if record.expires_at is not None:
+        pb.expires_at.CopyFrom(codecs.timestamp(record.expires_at))
+    if record.revoked_at is not None:
+        pb.revoked_at.CopyFrom(codecs.timestamp(record.revoked_at))
+    return pb
+
+
+def scope_request(value: str) -> Scope:
+    """A scope named in a request; empty for `run`."""
+    try:
+        return Scope(value or Scope.RUN.value)
+    except ValueError:
+        raise DecodeError(f"scope must be one of {', '.join(s.value for s in Scope)}, not {value[:40]!r}") from None
+
+
+def organisation_to_pb(org: Organisation) -> ame_service_pb2.Organisation:
+    return ame_service_pb2.Organisation(id=org.id, created_at=codecs.timestamp(org.created_at))

@@ -27,6 +27,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from ame.domain import LogEnd, retry_follows
+from ame.domain.principals import Principal
 from ame_api import convert
 from ame_api.convert import LineBatch
 from ame_api.repositories import runs as runs_repo
@@ -50,11 +51,12 @@ class LogFollower:
         self._rt = runtime
         self._settings = settings
 
-    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[LineBatch | LogEnd]:
+    async def follow(self, principal: Principal, run_id: str, from_seq: int = 0) -> AsyncIterator[LineBatch | LogEnd]:
         """Yields batches of consecutive lines from `from_seq` on, then one LogEnd. Raises NotFound for an unknown
-        run. Batches are never empty."""
+        run or another organisation's. Batches are never empty."""
+        org = principal.organisation
         async with self._rt.pool.acquire() as conn:
-            run = await runs_repo.get_run(conn, run_id)
+            run = await runs_repo.get_run(conn, run_id, organisation=org)
         retries = run.spec.retries
         attempt = run.attempt
         next_seq = from_seq
@@ -90,7 +92,7 @@ class LogFollower:
                 except (TimeoutError, NatsTimeoutError):
                     try:
                         async with self._rt.pool.acquire() as conn:
-                            current = await runs_repo.get_run(conn, run.id)
+                            current = await runs_repo.get_run(conn, run.id, organisation=org)
                     except Exception as exc:
                         if not is_transient(exc):
                             raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ame.domain.principals import Principal
 from ame.domain.projects import (
     MAX_SYMLINK_TARGET_BYTES,
     MODE_SYMLINK,
@@ -122,8 +123,9 @@ class ProjectService:
         self._settings = settings
         self._store = store
 
-    def _organisation(self, organisation: str) -> str:
-        return organisations.resolve(self._settings, organisation)
+    @staticmethod
+    def _organisation(principal: Principal, organisation: str) -> str:
+        return organisations.resolve(principal, organisation)
 
     @staticmethod
     def _project_name(project: str) -> str:
@@ -151,19 +153,27 @@ class ProjectService:
         except ManifestError as exc:
             raise InvalidRequest(str(exc)) from None
 
-    async def find_missing(self, organisation: str, project: str, files: Sequence[ManifestEntry]) -> list[str]:
+    async def find_missing(
+        self, principal: Principal, organisation: str, project: str, files: Sequence[ManifestEntry]
+    ) -> list[str]:
         """The manifest's blobs the organisation does not hold yet."""
-        org = self._organisation(organisation)
+        org = self._organisation(principal, organisation)
         self._project_name(project)
         self._check_manifest(files)
         async with self._rt.pool.acquire() as conn:
             return await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
 
     async def upload_blob(
-        self, organisation: str, project: str, sha256: str, size: int, chunks: AsyncIterator[bytes]
+        self,
+        principal: Principal,
+        organisation: str,
+        project: str,
+        sha256: str,
+        size: int,
+        chunks: AsyncIterator[bytes],
     ) -> bool:
         """Store a blob after checking its bytes against `sha256` and `size`; False when it was held already."""
-        org = self._organisation(organisation)
+        org = self._organisation(principal, organisation)
         self._project_name(project)
         try:
             check_sha256(sha256)
@@ -213,14 +223,14 @@ class ProjectService:
             _discard(spool)
 
     async def committed(
-        self, organisation: str, project: str, rows: Sequence[tuple[str, int, str, int]]
+        self, principal: Principal, organisation: str, project: str, rows: Sequence[tuple[str, int, str, int]]
     ) -> ProjectVersion | None:
         """The version these unvalidated (path, mode, sha256, size) rows commit to, if it exists already.
 
         A re-push of an unchanged project then skips validating every entry again: the stored version was
         validated when it was created, and the rows hash to its id only if they are its manifest.
         """
-        org = self._organisation(organisation)
+        org = self._organisation(principal, organisation)
         self._project_name(project)
         if len(rows) > self._settings.project_max_files:
             return None
@@ -238,10 +248,10 @@ class ProjectService:
             return version
 
     async def commit(
-        self, organisation: str, project: str, files: Sequence[ManifestEntry]
+        self, principal: Principal, organisation: str, project: str, files: Sequence[ManifestEntry]
     ) -> tuple[ProjectVersion, bool]:
         """Record the version whose blobs are all uploaded and whose ame.yml is valid; idempotent."""
-        org = self._organisation(organisation)
+        org = self._organisation(principal, organisation)
         self._project_name(project)
         self._check_manifest(files)
         files = sorted(files, key=lambda f: f.path.encode("utf-8"))
@@ -358,11 +368,17 @@ class ProjectService:
         return project_id
 
     async def list_versions(
-        self, organisation: str, project: str, *, page_size: int | None = None, page_token: str | None = None
+        self,
+        principal: Principal,
+        organisation: str,
+        project: str,
+        *,
+        page_size: int | None = None,
+        page_token: str | None = None,
     ) -> VersionPage:
         if page_token and not _PAGE_TOKEN.fullmatch(page_token):
             raise InvalidRequest("page_token is not one this server handed out")
-        org = self._organisation(organisation)
+        org = self._organisation(principal, organisation)
         project_id = await self._project_id(org, project)
         limit = min(page_size or self._settings.list_page_size, 1000)
         async with self._rt.pool.acquire() as conn:
@@ -374,9 +390,9 @@ class ProjectService:
         return VersionPage([v for _, v in rows], str(rows[-1][0]) if more else "")
 
     async def get_version(
-        self, organisation: str, project: str, version_id: str
+        self, principal: Principal, organisation: str, project: str, version_id: str
     ) -> tuple[ProjectVersion, list[ManifestEntry]]:
-        org = self._organisation(organisation)
+        org = self._organisation(principal, organisation)
         project_id = await self._project_id(org, project)
         if not _VERSION_ID.match(version_id):
             raise NotFound(f"version {version_id[:80]!r} of project {project!r} not found")
@@ -394,7 +410,7 @@ class ProjectService:
         the version (idempotent: every writer writes the same bytes), so a version committed before launchers read
         manifests from the store runs too, and a version nobody runs costs nothing.
         """
-        org = self._organisation(organisation)
+        org = organisation  # the submitting caller's, checked by RunService
         missing = InvalidRequest(f"project {project!r} has no version {version_id[:80]!r}; push it first")
         async with self._rt.pool.acquire() as conn:
             project_id = await repo.find_project_id(conn, organisation=org, name=project)
@@ -411,9 +427,11 @@ class ProjectService:
             await self._store.store.put_bytes(key, convert.manifest_object(version_id, files))
         return key, blob_prefix(org)
 
-    async def read_blob(self, organisation: str, project: str, sha256: str) -> AsyncIterator[bytes]:
+    async def read_blob(
+        self, principal: Principal, organisation: str, project: str, sha256: str
+    ) -> AsyncIterator[bytes]:
         """The blob's bytes in chunks, read from a spooled copy so the store's client is not held while sending."""
-        org = self._organisation(organisation)
+        org = self._organisation(principal, organisation)
         self._project_name(project)
         try:
             check_sha256(sha256)

@@ -15,6 +15,7 @@ from ame.codecs import StateEvent
 from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
+from ame.domain.principals import Principal
 from ame_api import convert, organisations
 from ame_api.admission import Admission, Refused
 from ame_api.repositories import runs as runs_repo
@@ -68,13 +69,9 @@ class RunService:
         self.admission = admission or Admission(runtime, settings.admission)
         self._tracer = runtime.telemetry.tracer("ame_api")
 
-    @property
-    def organisation(self) -> str:
-        """The organisation requests act for until tokens choose one."""
-        return self._settings.organisation
-
     async def submit(
         self,
+        principal: Principal,
         spec: RunSpec,
         *,
         trigger: TriggerKind = TriggerKind.API,
@@ -85,11 +82,18 @@ class RunService:
         (through the outbox), else it waits in the admission queue with the reason."""
         run_id = new_run_id()
         with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
-            return await self._submit(run_id, spec, trigger, parent_run_id, idempotency_key)
+            return await self._submit(principal, run_id, spec, trigger, parent_run_id, idempotency_key)
 
     async def _submit(
-        self, run_id: str, spec: RunSpec, trigger: TriggerKind, parent_run_id: str, idempotency_key: str | None
+        self,
+        principal: Principal,
+        run_id: str,
+        spec: RunSpec,
+        trigger: TriggerKind,
+        parent_run_id: str,
+        idempotency_key: str | None,
     ) -> Run:
+        org = principal.organisation
         try:
             self.admission.check_spec(spec)
         except Refused as exc:
@@ -98,8 +102,8 @@ class RunService:
         if spec.project_version_id:
             if self._project_sources is None:
                 raise InvalidRequest("this server does not run project versions")
-            source = await self._project_sources(self._settings.organisation, spec.project, spec.project_version_id)
-        command = convert.launch_command(run_id, 1, self._settings.organisation, spec, source)
+            source = await self._project_sources(org, spec.project, spec.project_version_id)
+        command = convert.launch_command(run_id, 1, org, spec, source)
         # RunSpec's own limits keep this far below the server's message size; this guards a changed limit.
         if len(command) > self._rt.nc.max_payload - 4096:
             raise InvalidRequest(
@@ -107,7 +111,7 @@ class RunService:
             )
         if parent_run_id:
             async with self._rt.pool.acquire() as conn:
-                if await runs_repo.find_run(conn, parent_run_id) is None:
+                if await runs_repo.find_run(conn, parent_run_id, organisation=org) is None:
                     raise InvalidRequest(f"parent run {parent_run_id!r} not found")
         msg_id = bus_messages.launch_msg_id(run_id, 1)
         # Carries this span's context to the launcher, so the run's spans form one trace.
@@ -116,12 +120,13 @@ class RunService:
             run, created = await runs_repo.create_run(
                 conn,
                 run_id=run_id,
-                organisation=self._settings.organisation,
+                organisation=org,
                 spec=spec,
                 trigger=trigger,
                 parent_run_id=parent_run_id,
                 idempotency_key=idempotency_key,
                 launch_command=command,
+                started_by=principal.started_by,
             )
             if not created:
                 if run.spec != spec:
@@ -131,7 +136,7 @@ class RunService:
                 submitted = await self.admission.on_submit(
                     conn,
                     run_id=run_id,
-                    organisation=self._settings.organisation,
+                    organisation=org,
                     spec=spec,
                     subject=self._rt.names.run_launch,
                     command=command,
@@ -144,12 +149,14 @@ class RunService:
         reason = await self.admission.after_submit(run_id, submitted)
         return run.model_copy(update={"reason": reason})
 
-    async def get(self, run_id: str) -> Run:
+    async def get(self, principal: Principal, run_id: str) -> Run:
+        """The run, if it belongs to the caller's organisation (NotFound otherwise, as for an unknown id)."""
         async with self._rt.pool.acquire() as conn:
-            return await runs_repo.get_run(conn, run_id)
+            return await runs_repo.get_run(conn, run_id, organisation=principal.organisation)
 
     async def list(
         self,
+        principal: Principal,
         *,
         project: str | None = None,
         task: str | None = None,
@@ -160,7 +167,7 @@ class RunService:
         organisation: str | None = None,
     ) -> Page:
         """Newest first; `id_prefix` (at least 4 hex digits, hyphens ignored) keeps the runs whose id starts so."""
-        org = organisations.resolve(self._settings, organisation)
+        org = organisations.resolve(principal, organisation)
         limit = min(page_size or self._settings.list_page_size, 1000)
         if page_token and not runs_repo.is_run_id(page_token):
             raise InvalidRequest("page_token is not one this server handed out")
@@ -185,10 +192,10 @@ class RunService:
         runs = runs[:limit]
         return Page(runs=runs, next_page_token=runs[-1].id if more else "")
 
-    async def cancel(self, run_id: str, reason: str = "") -> Run:
+    async def cancel(self, principal: Principal, run_id: str, reason: str = "") -> Run:
         """Cancel a run that has not ended. A queued run is cancelled here; a launched one by its launcher."""
         reason = clean_text(reason, MAX_STORED_REASON_CHARS) or "cancelled by request"
-        run = await self.get(run_id)
+        run = await self.get(principal, run_id)
         if run.state.terminal:
             return run
         payload = convert.cancel_requested(run.id, run.attempt, reason)
@@ -222,8 +229,8 @@ class RunService:
                     await self.admission.release(conn, run.id)
             if updated is not None:
                 await self.admission.admit_quietly(f"cancelling {run.id}")
-                return await self.get(run_id)
-        return await self.get(run_id)
+                return await self.get(principal, run_id)
+        return await self.get(principal, run_id)
 
     async def _publish_state(self, run_id: str, attempt: int, state: RunState, payload: bytes) -> None:
         await self._rt.js.publish(
@@ -354,7 +361,8 @@ class RunService:
             spec, key = convert.parse_schedule_fired(msg.data)
         except ValueError as exc:
             raise Poison(str(exc)) from exc
-        await self.submit(spec, trigger=TriggerKind.SCHEDULE, idempotency_key=key)
+        principal = Principal.trigger(self._settings.organisation, "schedule")
+        await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=key)
 
 
 class OutboxRelay:

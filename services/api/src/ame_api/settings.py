@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
@@ -57,7 +57,22 @@ class ApiSettings(BaseSettings):
     rest_port: int = Field(8080, ge=0, le=65535, description="REST port; 0 picks a free one.")
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    organisation: str = Field("default", description="Organisation runs belong to until tokens select one.")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain): REST and gRPC serve TLS only when this and the key are set."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    organisation: str = Field(
+        "default", description="The server's own organisation: where server-admin tokens and schedule triggers act."
+    )
+    bootstrap_token: SecretStr | None = Field(
+        None,
+        min_length=20,
+        description="A server-admin token accepted as is (a standalone deployment's first token; it cannot be "
+        "revoked, only removed from settings). Unset: only tokens in the database are accepted.",
+    )
+    log_token_ttl: Duration = Field(
+        300.0, description="Lifetime of a run-scoped token for following one run's logs from a browser."
+    )
     list_page_size: int = Field(50, ge=1, le=1000, description="Default page size of run listings.")
     registry_concurrency: int = Field(32, ge=1, description="Run events applied to the registry at once.")
     outbox_retry_after: Duration = Field(
@@ -84,6 +99,13 @@ class ApiSettings(BaseSettings):
     retention_artifacts_after: Duration | None = Field(
         None, description="Remove the artifacts of runs that ended longer ago than this (e.g. '30d'); unset keeps them."
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both AME_API_TLS_CERT_FILE and AME_API_TLS_KEY_FILE, or neither")
+        return self
+
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

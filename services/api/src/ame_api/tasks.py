@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ame.domain.principals import Principal
 from ame.domain.tasks import TaskSummary
 from ame_api import organisations
 from ame_api.repositories import runs as runs_repo
@@ -30,13 +31,14 @@ class TaskService:
 
     async def list(
         self,
+        principal: Principal,
         *,
         organisation: str | None = None,
         project: str | None = None,
         page_size: int | None = None,
         page_token: str | None = None,
     ) -> TaskPage:
-        org = organisations.resolve(self._settings, organisation)
+        org = organisations.resolve(principal, organisation)
         limit = min(page_size or self._settings.list_page_size, 1000)
         after = None
         if page_token:
@@ -48,7 +50,7 @@ class TaskService:
             rows = await repo.list_tasks(conn, organisation=org, project=project or None, after=after, limit=limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]
-            runs = await runs_repo.get_runs(conn, [r.last_run_id for r in rows if r.last_run_id])
+            runs = await runs_repo.get_runs(conn, [r.last_run_id for r in rows if r.last_run_id], organisation=org)
         tasks = [
             TaskSummary(
                 organisation=org,

@@ -25,7 +25,10 @@ _RETRIES = 3
 class RunSecrets:
     """Resolves a run attempt's secrets with one call, on first use; `ame()` and `vault(name)` are its sources."""
 
-    def __init__(self, target: str | None, token: SecretStr | None, run_id: str, attempt: int, timeout: float) -> None:
+    def __init__(
+        self, target: str | None, token: SecretStr | None, organisation: str, run_id: str, attempt: int, timeout: float
+    ) -> None:
+        self._organisation = organisation
         self._target = target
         self._token = token
         self._run_id = run_id
@@ -54,7 +57,9 @@ class RunSecrets:
             raise SecretError(
                 "this launcher cannot resolve secrets: AME_LAUNCHER_API_TARGET and AME_LAUNCHER_API_TOKEN are not set"
             )
-        request = ame_service_pb2.ResolveRunSecretsRequest(run_id=self._run_id, attempt=self._attempt)
+        request = ame_service_pb2.ResolveRunSecretsRequest(
+            run_id=self._run_id, attempt=self._attempt, organisation=self._organisation
+        )
         metadata = ((_AUTHORIZATION, f"Bearer {self._token.get_secret_value()}"),)
         async with grpc.aio.insecure_channel(self._target) as channel:
             stub = ame_service_pb2_grpc.AmeServiceStub(channel)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,19 +10,16 @@ import click
 if TYPE_CHECKING:
     import httpx
 
-DEFAULT_REST_URL = "http://127.0.0.1:8080"
 
+def rest_client(url: str | None) -> httpx.Client:
+    """An HTTP client of the server's REST api (`url`, else the discovered one) sending the discovered token."""
+    import httpx
 
-def discover_rest_url() -> str:
-    """`AME_REST_URL`, else what a local `ame server` wrote into its data directory, else the default."""
-    if url := os.environ.get("AME_REST_URL"):
-        return url.rstrip("/")
-    home = Path(os.environ.get("AME_HOME") or Path.home() / ".ame").expanduser()
-    try:
-        info = json.loads((home / "server" / "server.json").read_text())
-        return str(info["rest_url"]).rstrip("/")
-    except (OSError, ValueError, KeyError):
-        return DEFAULT_REST_URL
+    from ame.sdk.credentials import bearer, discover_rest_url, discover_token, http_verify
+
+    return httpx.Client(
+        base_url=url or discover_rest_url(), timeout=30.0, headers=bearer(discover_token()), verify=http_verify()
+    )
 
 
 def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
@@ -72,9 +67,7 @@ def register(cli: click.Group) -> None:
     @url_option
     def list_cmd(as_json: bool, url: str | None) -> None:
         """List dead letters, oldest first."""
-        import httpx
-
-        with httpx.Client(base_url=url or discover_rest_url(), timeout=30.0) as client:
+        with rest_client(url) as client:
             letters = _all_letters(client)
         if as_json:
             click.echo(json.dumps(letters, indent=2))
@@ -94,11 +87,9 @@ def register(cli: click.Group) -> None:
     @url_option
     def replay(letter_id: int | None, replay_all: bool, url: str | None) -> None:
         """Publish a dead letter (ID, or --all) to its original subject again and remove it."""
-        import httpx
-
         if (letter_id is None) == (not replay_all):
             raise click.UsageError("give one dead letter ID or --all")
-        with httpx.Client(base_url=url or discover_rest_url(), timeout=30.0) as client:
+        with rest_client(url) as client:
             ids = [letter_id] if letter_id is not None else [x["id"] for x in _all_letters(client)]
             for one in ids:
                 letter = _request(client, "POST", f"/v1/admin/deadletters/{one}/replay")

@@ -25,7 +25,11 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "runs": ("remote_commands",),
     "admin": ("admin_commands",),
     "project": ("project_commands",),
-    "org": ("org_limit_commands",),
+    "setup": ("access_commands",),
+    "login": ("access_commands",),
+    "whoami": ("access_commands",),
+    "org": ("access_commands", "org_limit_commands"),
+    "token": ("access_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -36,6 +40,7 @@ _ALL_MODULES = (
     "project_commands",
     "secret_commands",
     "artifact_commands",
+    "access_commands",
     "org_limit_commands",
 )
 

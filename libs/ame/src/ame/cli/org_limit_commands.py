@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from ame.cli.admin_commands import _request, discover_rest_url
-from ame.domain.durations import parse_duration
-from ame.spec.durations import format_duration
+from ame.cli.admin_commands import _request, rest_client
+from ame.domain.durations import format_duration, parse_duration
 
 _NONE = "none"
 
@@ -89,14 +88,12 @@ def register(cli: click.Group) -> None:
         url: str | None,
     ) -> None:
         """Set ORGANISATION's limits; a limit not given keeps its value."""
-        import httpx
-
         changes = {
             "max_runs": _count(max_runs, "--max-runs", 1),
             "max_gpus": _count(max_gpus, "--max-gpus", 0),
             "default_timeout_seconds": _timeout(default_timeout),
         }
-        with httpx.Client(base_url=url or discover_rest_url(), timeout=30.0) as client:
+        with rest_client(url) as client:
             path = f"/v1/orgs/{organisation}/limits"
             current = _request(client, "GET", path)["limits"]
             limits = {key: current[key] if value == "" else value for key, value in changes.items()}
@@ -109,8 +106,6 @@ def register(cli: click.Group) -> None:
     @url_option
     def show_limits(organisation: str, as_json: bool, url: str | None) -> None:
         """Show ORGANISATION's limits and what it uses now."""
-        import httpx
-
-        with httpx.Client(base_url=url or discover_rest_url(), timeout=30.0) as client:
+        with rest_client(url) as client:
             view = _request(client, "GET", f"/v1/orgs/{organisation}/limits")
         click.echo(json.dumps(view, indent=2) if as_json else describe(view))

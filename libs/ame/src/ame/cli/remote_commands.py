@@ -67,14 +67,16 @@ def _print_lines(lines: list[LogLine]) -> None:
         target.flush()
 
 
-def _print_run(run: Run, as_json: bool) -> None:
+def _print_run(run: Run, as_json: bool, *, detail: bool = False) -> None:
     if as_json:
         click.echo(run.model_dump_json(indent=2))
         return
     code = "" if run.exit_code is None else f" exit={run.exit_code}"
     reason = f" ({run.reason})" if run.reason else ""
     click.echo(f"{run.id}  {run.spec.project}/{run.spec.task}  {run.state.value}{code}{reason}")
-    if len(run.attempts) > 1 or run.spec.retries:
+    if detail:
+        click.echo(f"  started by: {run.started_by or 'unknown'}  (organisation {run.organisation})")
+    if detail and (len(run.attempts) > 1 or run.spec.retries):
         click.echo(f"  {'ATTEMPT':>7}  {'STATE':10}  {'EXIT':>4}  {'STARTED':20}  {'FINISHED':20}  REASON")
         for a in run.attempts:
             exit_code = "" if a.exit_code is None else str(a.exit_code)
@@ -300,7 +302,7 @@ def register(cli: click.Group) -> None:
 
         try:
             with _client(target) as client:
-                _print_run(client.get_run(run_id), as_json)
+                _print_run(client.get_run(run_id), as_json, detail=True)
         except AmeError as exc:
             raise _fail(exc) from None
 

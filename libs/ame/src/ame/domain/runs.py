@@ -196,6 +196,8 @@ class Run(BaseModel):
     reason: str = ""
     trigger: TriggerKind = TriggerKind.API
     parent_run_id: str = ""
+    # Who started it: `token:<token id>` or `trigger:<name>` (a schedule); empty for runs from before tokens.
+    started_by: str = ""
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -1,6 +1,23 @@
 """The Python SDK: talk to an AME server over gRPC."""
 
 from ame.sdk.client import Client
-from ame.sdk.errors import AmeError, Conflict, InvalidArgument, NotFound, Unavailable
+from ame.sdk.errors import (
+    AmeError,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 
-__all__ = ["AmeError", "Client", "Conflict", "InvalidArgument", "NotFound", "Unavailable"]
+__all__ = [
+    "AmeError",
+    "Client",
+    "Conflict",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Unauthenticated",
+    "Unavailable",
+]

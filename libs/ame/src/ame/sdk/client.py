@@ -11,10 +11,7 @@ with Client() as ame:
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
 
@@ -27,24 +24,22 @@ from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
 from ame.sdk import convert
-from ame.sdk.errors import AmeError, Conflict, InvalidArgument, MissingBlobs, NotFound, Unavailable
+from ame.sdk.credentials import DEFAULT_TARGET, authenticated_channel, discover_target, discover_token
+from ame.sdk.errors import (
+    AmeError,
+    Conflict,
+    InvalidArgument,
+    MissingBlobs,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+__all__ = ["DEFAULT_TARGET", "Client", "discover_target"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def discover_target() -> str:
-    """`AME_GRPC_TARGET`, else what a local `ame server` wrote into its data directory, else the default."""
-    if target := os.environ.get("AME_GRPC_TARGET"):
-        return target
-    home = Path(os.environ.get("AME_HOME") or Path.home() / ".ame").expanduser()
-    try:
-        info = json.loads((home / "server" / "server.json").read_text())
-        return str(info["grpc_target"])
-    except (OSError, ValueError, KeyError):
-        return DEFAULT_TARGET
 
 
 def _translate(target: str, exc: grpc.RpcError) -> AmeError:
@@ -56,6 +51,10 @@ def _translate(target: str, exc: grpc.RpcError) -> AmeError:
         return InvalidArgument(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return MissingBlobs(details)  # the api's only FAILED_PRECONDITION: a commit before its blobs
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(f"{details} (the server at {target}; `ame login` saves a token)")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(details)
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return Conflict(details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -64,10 +63,11 @@ def _translate(target: str, exc: grpc.RpcError) -> AmeError:
 
 
 class Client:
-    def __init__(self, target: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, target: str | None = None, *, timeout: float = 30.0, token: str | None = None) -> None:
+        """`token` (default: `AME_TOKEN`, `ame login`'s, or the local server's) goes with every call."""
         self.target = target or discover_target()
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
+        self._channel = authenticated_channel(self.target, token or discover_token())
         self._stub = ame_service_pb2_grpc.AmeServiceStub(self._channel)
 
     def __enter__(self) -> Self:
@@ -86,6 +86,16 @@ class Client:
             return fn(*args, **kwargs)
         except grpc.RpcError as exc:
             raise _translate(self.target, exc) from None
+
+    def whoami(self) -> dict[str, str]:
+        """The caller's organisation, scope, kind and token id."""
+        response = self._call(self._stub.WhoAmI, ame_service_pb2.WhoAmIRequest(), timeout=self._timeout)
+        return {
+            "organisation": response.organisation,
+            "scope": response.scope,
+            "kind": response.kind,
+            "token_id": response.token_id,
+        }
 
     def submit_run(self, spec: RunSpec, *, idempotency_key: str | None = None) -> Run:
         request = convert.submit_request(spec, idempotency_key)

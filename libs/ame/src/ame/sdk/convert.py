@@ -27,6 +27,7 @@ def run_from_pb(pb: run_pb2.Run) -> Run:
         reason=pb.reason,
         trigger=codecs.trigger_from_pb(pb.trigger),
         parent_run_id=pb.parent_run_id,
+        started_by=pb.started_by,
         created_at=codecs.from_timestamp(pb.created_at),
         started_at=codecs.from_timestamp(pb.started_at) if pb.HasField("started_at") else None,
         finished_at=codecs.from_timestamp(pb.finished_at) if pb.HasField("finished_at") else None,

@@ -23,5 +23,13 @@ class MissingBlobs(Conflict):
     """A version was committed before all its blobs were uploaded."""
 
 
+class Unauthenticated(AmeError):
+    """No token was sent, or the server does not accept it (unknown, expired or revoked)."""
+
+
+class PermissionDenied(AmeError):
+    """The token lacks the scope the call needs."""
+
+
 class Unavailable(AmeError):
     """The server cannot be reached."""

@@ -10,6 +10,7 @@ from ame import codecs
 from ame.contracts.api.v1 import ame_service_pb2
 from ame_api import convert
 from ame_api.artifacts import ArtifactService
+from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, unary
 from ame_api.runs import InvalidRequest
@@ -26,7 +27,7 @@ class ArtifactMethods:
         self, request: ame_service_pb2.ListRunArtifactsRequest, context: Context
     ) -> ame_service_pb2.ListRunArtifactsResponse:
         run_id = convert.run_id_request(request.run_id)
-        found = await self._artifacts.list_artifacts(request.organisation, run_id)
+        found = await self._artifacts.list_artifacts(caller(), request.organisation, run_id)
         return ame_service_pb2.ListRunArtifactsResponse(artifacts=[codecs.artifact_to_pb(a) for a in found])
 
     async def DownloadArtifact(  # noqa: N802
@@ -38,6 +39,7 @@ class ArtifactMethods:
             if request.attempt < 0:
                 raise InvalidRequest("attempt must be 0 (the latest) or more")
             artifact, chunks = await self._artifacts.open_artifact(
+                caller(),
                 request.organisation,
                 convert.run_id_request(request.run_id),
                 request.path,

@@ -17,6 +17,7 @@ import grpc
 from grpc.aio import ServicerContext
 
 from ame_api import convert
+from ame_api.auth import Forbidden
 from ame_api.grpc.decoding import Refused
 from ame_api.projects import MissingBlobs
 from ame_api.runs import Conflict, InvalidRequest, NotFound
@@ -41,6 +42,8 @@ def details(text: str) -> str:
 
 def _status(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
     """The status a domain error maps to; None for an unexpected error."""
+    if isinstance(exc, Forbidden):
+        return grpc.StatusCode.PERMISSION_DENIED, details(str(exc))
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND, details(str(exc.args[0] if exc.args else exc))
     if isinstance(exc, convert.DecodeError | InvalidRequest):

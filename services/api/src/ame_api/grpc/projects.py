@@ -9,6 +9,7 @@ import grpc
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame_api import convert
+from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, unary
 from ame_api.projects import ProjectService
@@ -28,7 +29,7 @@ class ProjectMethods:
         self, request: ame_service_pb2.FindMissingBlobsRequest, context: Context
     ) -> ame_service_pb2.FindMissingBlobsResponse:
         files = convert.manifest_from_pb(request.files)
-        missing = await self._projects.find_missing(request.organisation, request.project, files)
+        missing = await self._projects.find_missing(caller(), request.organisation, request.project, files)
         return ame_service_pb2.FindMissingBlobsResponse(missing_sha256=missing)
 
     @unary
@@ -51,7 +52,7 @@ class ProjectMethods:
                 yield part.chunk
 
         created = await self._projects.upload_blob(
-            header.organisation, header.project, header.sha256, header.size, chunks()
+            caller(), header.organisation, header.project, header.sha256, header.size, chunks()
         )
         return ame_service_pb2.UploadBlobResponse(sha256=header.sha256, size=header.size, created=created)
 
@@ -60,11 +61,11 @@ class ProjectMethods:
         self, request: ame_service_pb2.CommitProjectVersionRequest, context: Context
     ) -> ame_service_pb2.CommitProjectVersionResponse:
         rows = [(f.path, f.mode, f.sha256, f.size) for f in request.files]
-        existing = await self._projects.committed(request.organisation, request.project, rows)
+        existing = await self._projects.committed(caller(), request.organisation, request.project, rows)
         if existing is not None:
             return ame_service_pb2.CommitProjectVersionResponse(version=convert.version_to_pb(existing), created=False)
         files = convert.manifest_from_pb(request.files)
-        version, created = await self._projects.commit(request.organisation, request.project, files)
+        version, created = await self._projects.commit(caller(), request.organisation, request.project, files)
         return ame_service_pb2.CommitProjectVersionResponse(version=convert.version_to_pb(version), created=created)
 
     @unary
@@ -74,6 +75,7 @@ class ProjectMethods:
         if request.page_size < 0 or request.page_size > 1000:
             raise InvalidRequest("page_size must be between 0 and 1000")
         page = await self._projects.list_versions(
+            caller(),
             request.organisation,
             request.project,
             page_size=request.page_size or None,
@@ -87,7 +89,9 @@ class ProjectMethods:
     async def GetProjectVersion(  # noqa: N802
         self, request: ame_service_pb2.GetProjectVersionRequest, context: Context
     ) -> ame_service_pb2.GetProjectVersionResponse:
-        version, files = await self._projects.get_version(request.organisation, request.project, request.version_id)
+        version, files = await self._projects.get_version(
+            caller(), request.organisation, request.project, request.version_id
+        )
         return ame_service_pb2.GetProjectVersionResponse(
             version=convert.version_to_pb(version), files=convert.manifest_to_pb(files)
         )
@@ -98,7 +102,7 @@ class ProjectMethods:
         try:
             if isinstance(request, Refused):
                 raise InvalidRequest(request.message)
-            chunks = await self._projects.read_blob(request.organisation, request.project, request.sha256)
+            chunks = await self._projects.read_blob(caller(), request.organisation, request.project, request.sha256)
             async for chunk in chunks:
                 yield ame_service_pb2.DownloadBlobResponse(chunk=chunk)
         except Exception as exc:

@@ -6,6 +6,7 @@ import grpc
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame_api import convert
+from ame_api.grpc.auth import caller
 from ame_api.grpc.errors import Context, details, unary
 from ame_api.secrets import launcher_auth
 from ame_api.secrets.service import AttemptNotActive, SecretService
@@ -21,21 +22,21 @@ class SecretMethods:
     async def PutSecret(  # noqa: N802 - gRPC method names are fixed by the proto
         self, request: ame_service_pb2.PutSecretRequest, context: Context
     ) -> ame_service_pb2.PutSecretResponse:
-        row, created = await self._secrets.put(request.name, request.value, organisation=request.organisation)
+        row, created = await self._secrets.put(caller(), request.name, request.value, organisation=request.organisation)
         return ame_service_pb2.PutSecretResponse(secret=convert.secret_info_pb(row), created=created)
 
     @unary
     async def ListSecrets(  # noqa: N802
         self, request: ame_service_pb2.ListSecretsRequest, context: Context
     ) -> ame_service_pb2.ListSecretsResponse:
-        rows = await self._secrets.list_secrets(organisation=request.organisation)
+        rows = await self._secrets.list_secrets(caller(), organisation=request.organisation)
         return ame_service_pb2.ListSecretsResponse(secrets=[convert.secret_info_pb(r) for r in rows])
 
     @unary
     async def DeleteSecret(  # noqa: N802
         self, request: ame_service_pb2.DeleteSecretRequest, context: Context
     ) -> ame_service_pb2.DeleteSecretResponse:
-        await self._secrets.delete(request.name, organisation=request.organisation)
+        await self._secrets.delete(caller(), request.name, organisation=request.organisation)
         return ame_service_pb2.DeleteSecretResponse()
 
     @unary
@@ -45,10 +46,12 @@ class SecretMethods:
         try:
             launcher_auth.check(self._secrets.launcher_token, context.invocation_metadata() or ())
         except launcher_auth.NotALauncher as exc:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, details(str(exc)))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, details(str(exc)))
         run_id = convert.run_id_request(request.run_id)
         try:
-            resolved = await self._secrets.resolve_for_run(run_id, request.attempt)
+            resolved = await self._secrets.resolve_for_run(
+                convert.organisation_request(request.organisation), run_id, request.attempt
+            )
         except AttemptNotActive as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, details(str(exc)))
         return ame_service_pb2.ResolveRunSecretsResponse(secrets=[convert.resolved_secret_pb(r) for r in resolved])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -44,11 +45,22 @@ class GrpcServer:
     name = "grpc"
 
     def __init__(
-        self, servicer: AmeServicer, host: str, port: int, *, max_receive_bytes: int = 2 * 1024 * 1024
+        self,
+        servicer: AmeServicer,
+        host: str,
+        port: int,
+        auth: grpc.aio.ServerInterceptor,
+        *,
+        max_receive_bytes: int = 2 * 1024 * 1024,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
+        """`tls`: (certificate, key) PEM files to serve TLS with."""
         # A run spec is at most a few hundred KiB and a blob arrives in 1 MiB chunks; only a project's manifest
         # is larger, so the limit follows the project file limit and anything far beyond it is refused undecoded.
-        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_receive_bytes)])
+        # Every call passes `auth` (ame_api.grpc.auth): health and reflection are public, the rest need a token.
+        self._server = grpc.aio.server(
+            interceptors=[auth], options=[("grpc.max_receive_message_length", max_receive_bytes)]
+        )
         handlers = _handlers(servicer)
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         self._server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -56,7 +68,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)
         self.host = host
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        else:
+            credentials = grpc.ssl_server_credentials([(tls[1].read_bytes(), tls[0].read_bytes())])
+            self.port = self._server.add_secure_port(f"{host}:{port}", credentials)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
 

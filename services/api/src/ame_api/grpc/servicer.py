@@ -11,9 +11,12 @@ import grpc
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame_api import convert
 from ame_api.artifacts import ArtifactService
+from ame_api.auth import TokenService
 from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
+from ame_api.grpc.access import AccessMethods
 from ame_api.grpc.artifacts import ArtifactMethods
+from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
@@ -33,13 +36,16 @@ def _caller_trace(context: Context) -> AbstractContextManager[None]:
     return telemetry.extracted(metadata)
 
 
-class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb2_grpc.AmeServiceServicer):
+class AmeServicer(
+    ProjectMethods, SecretMethods, ArtifactMethods, AccessMethods, ame_service_pb2_grpc.AmeServiceServicer
+):
     def __init__(
         self,
         runs: RunService,
         follower: LogFollower,
         projects: ProjectService,
         tasks: TaskService,
+        tokens: TokenService,
         secrets: SecretService,
         *,
         artifacts: ArtifactService,
@@ -50,6 +56,7 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
         self._follower = follower
         self._projects = projects
         self._tasks = tasks
+        self._tokens = tokens
         self._secrets = secrets
         self.retry_after_seconds = retry_after_seconds
 
@@ -60,6 +67,7 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
         submission = convert.submit_request(request)
         with _caller_trace(context):
             run = await self._runs.submit(
+                caller(),
                 submission.spec,
                 trigger=submission.trigger,
                 parent_run_id=submission.parent_run_id,
@@ -71,7 +79,7 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
     async def GetRun(  # noqa: N802
         self, request: ame_service_pb2.GetRunRequest, context: Context
     ) -> ame_service_pb2.GetRunResponse:
-        run = await self._runs.get(convert.run_id_request(request.run_id))
+        run = await self._runs.get(caller(), convert.run_id_request(request.run_id))
         return ame_service_pb2.GetRunResponse(run=convert.run_to_pb(run))
 
     @unary
@@ -80,6 +88,7 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
     ) -> ame_service_pb2.ListRunsResponse:
         query = convert.list_request(request)
         page = await self._runs.list(
+            caller(),
             project=query.project,
             task=query.task,
             states=query.states,
@@ -98,6 +107,7 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
     ) -> ame_service_pb2.ListTasksResponse:
         query = convert.tasks_request(request)
         page = await self._tasks.list(
+            caller(),
             organisation=query.organisation,
             project=query.project,
             page_size=query.page_size,
@@ -112,14 +122,14 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
         self, request: ame_service_pb2.SetOrganisationLimitsRequest, context: Context
     ) -> ame_service_pb2.SetOrganisationLimitsResponse:
         organisation, limits = convert.limits_request(request)
-        view = await self._runs.admission.set_limits(organisation or self._runs.organisation, limits)
+        view = await self._runs.admission.set_limits(organisation or caller().organisation, limits)
         return ame_service_pb2.SetOrganisationLimitsResponse(limits=convert.limits_to_pb(view.limits))
 
     @unary
     async def GetOrganisationLimits(  # noqa: N802
         self, request: ame_service_pb2.GetOrganisationLimitsRequest, context: Context
     ) -> ame_service_pb2.GetOrganisationLimitsResponse:
-        organisation = convert.organisation_request(request.organisation) or self._runs.organisation
+        organisation = convert.organisation_request(request.organisation) or caller().organisation
         view = await self._runs.admission.get_limits(organisation)
         return ame_service_pb2.GetOrganisationLimitsResponse(
             limits=convert.limits_to_pb(view.limits),
@@ -133,7 +143,7 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
         self, request: ame_service_pb2.CancelRunRequest, context: Context
     ) -> ame_service_pb2.CancelRunResponse:
         run_id, reason = convert.cancel_request(request)
-        run = await self._runs.cancel(run_id, reason)
+        run = await self._runs.cancel(caller(), run_id, reason)
         return ame_service_pb2.CancelRunResponse(run=convert.run_to_pb(run))
 
     async def FollowLogs(  # noqa: N802
@@ -143,8 +153,9 @@ class AmeServicer(ProjectMethods, SecretMethods, ArtifactMethods, ame_service_pb
             if isinstance(request, Refused):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(request.message))
             run_id, from_seq = convert.follow_request(request)
-            await self._runs.get(run_id)
-            async for event in self._follower.follow(run_id, from_seq):
+            principal = caller()
+            await self._runs.get(principal, run_id)
+            async for event in self._follower.follow(principal, run_id, from_seq):
                 if not isinstance(event, LineBatch):
                     yield convert.follow_end_pb(event)
                 elif request.batched:

@@ -33,18 +33,19 @@ class NotFound(LookupError):
     pass
 
 
-_COLUMNS = """id, organisation_id, spec, state, attempt, exit_code, reason, trigger, parent_run_id,
+_COLUMNS = """id, organisation_id, spec, state, attempt, exit_code, reason, trigger, parent_run_id, started_by,
               created_at, started_at, finished_at, updated_at"""
 
 _INSERT = f"""
 INSERT INTO runs (id, organisation_id, project, task, spec, state, trigger, parent_run_id, idempotency_key,
-                  launch_command)
-VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)
+                  launch_command, started_by)
+VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)
 ON CONFLICT (organisation_id, idempotency_key) DO NOTHING
 RETURNING {_COLUMNS}
 """
 
-_GET = f"SELECT {_COLUMNS} FROM runs WHERE id = $1"
+# Every read by id names the caller's organisation: another organisation's run is as absent as an unknown id.
+_GET = f"SELECT {_COLUMNS} FROM runs WHERE id = $1 AND organisation_id = $2"
 
 _GET_BY_IDEMPOTENCY_KEY = f"SELECT {_COLUMNS} FROM runs WHERE organisation_id = $1 AND idempotency_key = $2"
 
@@ -139,6 +140,7 @@ def _row_to_run(row: asyncpg.Record) -> Run:
         reason=row["reason"],
         trigger=TriggerKind(row["trigger"]),
         parent_run_id=str(row["parent_run_id"] or ""),
+        started_by=row["started_by"],
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -156,6 +158,7 @@ async def create_run(
     parent_run_id: str,
     idempotency_key: str | None,
     launch_command: bytes | None = None,
+    started_by: str = "",
 ) -> tuple[Run, bool]:
     """Insert a queued run and its first attempt; with an idempotency key already used, returns the existing run
     and False. `launch_command` (the first attempt's) is kept to make the command of each retry from."""
@@ -170,6 +173,7 @@ async def create_run(
         uuid.UUID(parent_run_id) if parent_run_id else None,
         idempotency_key,
         launch_command,
+        started_by,
     )
     if row is not None:
         await conn.execute(
@@ -194,17 +198,17 @@ def _parse_id(run_id: str) -> uuid.UUID | None:
         return None
 
 
-async def find_run(conn: Connection, run_id: str) -> Run | None:
+async def find_run(conn: Connection, run_id: str, *, organisation: str) -> Run | None:
     parsed = _parse_id(run_id)
     if parsed is None:
         return None
-    row = await conn.fetchrow(_GET, parsed)
+    row = await conn.fetchrow(_GET, parsed, organisation)
     return _row_to_run(row) if row is not None else None
 
 
-async def get_run(conn: Connection, run_id: str) -> Run:
-    """The run with all its attempts."""
-    run = await find_run(conn, run_id)
+async def get_run(conn: Connection, run_id: str, *, organisation: str) -> Run:
+    """The run with all its attempts, if it belongs to `organisation` (NotFound otherwise)."""
+    run = await find_run(conn, run_id, organisation=organisation)
     if run is None:
         raise NotFound(f"run {run_id!r} not found")
     rows = await conn.fetch(
@@ -243,9 +247,13 @@ async def list_runs(
     return [_row_to_run(row) for row in rows]
 
 
-async def get_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, Run]:
-    """The runs with these ids, by id."""
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM runs WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in run_ids])
+async def get_runs(conn: Connection, run_ids: Sequence[str], *, organisation: str) -> dict[str, Run]:
+    """The organisation's runs with these ids, by id."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM runs WHERE id = ANY($1::uuid[]) AND organisation_id = $2",
+        [uuid.UUID(i) for i in run_ids],
+        organisation,
+    )
     return {str(row["id"]): _row_to_run(row) for row in rows}
 
 

@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 import ame
 from ame_api.artifacts import ArtifactService
+from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, artifacts, errors, org_limits, projects, runs, secrets, tasks
+from ame_api.rest import admin, artifacts, errors, org_limits, projects, runs, secrets, tasks, tokens
+from ame_api.rest.auth import Authenticate
 from ame_api.runs import RunService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
@@ -27,6 +31,7 @@ def create_app(
     follower: LogFollower,
     project_service: ProjectService,
     task_service: TaskService,
+    token_service: TokenService,
     settings: ApiSettings,
     secret_service: SecretService,
     artifact_service: ArtifactService,
@@ -36,8 +41,14 @@ def create_app(
         version=ame.__version__,
         description="Submit runs, read the run registry and follow run output.",
     )
-    errors.install(app, retry_after_seconds=settings.retry_after)
+    # Every request is authenticated first (inside the error guard, so a database outage is a 503).
+    errors.install(
+        app,
+        retry_after_seconds=settings.retry_after,
+        authenticate=lambda inner: Authenticate(inner, token_service),
+    )
     app.include_router(runs.router(run_service, follower))
+    app.include_router(tokens.router(token_service))
     app.include_router(admin.router(run_service.deadletters))
     app.include_router(tasks.router(task_service))
     app.include_router(secrets.router(secret_service))
@@ -48,6 +59,10 @@ def create_app(
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse(status_code=403, content={"error": str(exc)})
 
     return app
 
@@ -64,18 +79,27 @@ class RestServer:
 
     name = "rest"
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, *, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (certificate, key) PEM files to serve HTTPS with."""
         self._app = app
         self._sock = socket.create_server((host, port), reuse_port=False)
         self._sock.setblocking(False)
         self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._scheme = "https" if tls else "http"
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
+        )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self._scheme}://{self.host}:{self.port}"
 
     async def start(self, supervisor: Supervisor) -> None:
         self._task = supervisor.spawn("rest", self._server.serve(sockets=[self._sock]))

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from ame.domain.artifacts import Artifact
 from ame.domain.limits import RunIdText
 from ame_api.artifacts import ArtifactService
+from ame_api.rest.auth import CurrentPrincipal
 
 
 class ArtifactList(BaseModel):
@@ -26,8 +27,8 @@ def router(artifacts: ArtifactService) -> APIRouter:
         summary="A run's artifacts, every attempt's, by path then attempt",
         description="404 for an unknown run.",
     )
-    async def list_artifacts(run_id: Annotated[RunIdText, Path()]) -> ArtifactList:
-        return ArtifactList(artifacts=await artifacts.list_artifacts("", run_id))
+    async def list_artifacts(principal: CurrentPrincipal, run_id: Annotated[RunIdText, Path()]) -> ArtifactList:
+        return ArtifactList(artifacts=await artifacts.list_artifacts(principal, "", run_id))
 
     @api.get(
         "/{run_id}/artifacts/{path:path}",
@@ -36,11 +37,12 @@ def router(artifacts: ArtifactService) -> APIRouter:
         response_class=StreamingResponse,
     )
     async def download_artifact(
+        principal: CurrentPrincipal,
         run_id: Annotated[RunIdText, Path()],
         path: Annotated[str, Path(max_length=4096)],
         attempt: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     ) -> StreamingResponse:
-        artifact, chunks = await artifacts.open_artifact("", run_id, path, attempt)
+        artifact, chunks = await artifacts.open_artifact(principal, "", run_id, path, attempt)
         headers = {
             "Content-Length": str(artifact.size),
             "X-Ame-Sha256": artifact.sha256,

@@ -97,6 +97,16 @@ class ErrorGuard:
         )
 
 
+class _Wrap:
+    """An ASGI layer made by a factory (one that needs more than the app to be built)."""
+
+    def __init__(self, app: ASGIApp, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+        self._inner = wrap(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._inner(scope, receive, send)
+
+
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
@@ -105,7 +115,11 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
-def install(app: FastAPI, *, retry_after_seconds: int = 2) -> None:
+def install(
+    app: FastAPI, *, retry_after_seconds: int = 2, authenticate: Callable[[ASGIApp], ASGIApp] | None = None
+) -> None:
+    """The body limit, then (outside it) `authenticate`, then (outermost) the error guard."""
+
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if reads_own_body(request.method, request.url.path):
@@ -122,6 +136,8 @@ def install(app: FastAPI, *, retry_after_seconds: int = 2) -> None:
             request._body = bytes(body)  # starlette reads the cached body from here
         return await call_next(request)
 
+    if authenticate is not None:
+        app.add_middleware(_Wrap, wrap=authenticate)
     # Added last, so it wraps every other middleware and handler.
     app.add_middleware(ErrorGuard, retry_after_seconds=retry_after_seconds)
 

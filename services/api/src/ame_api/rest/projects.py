@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ame.domain.projects import ManifestEntry, ProjectVersion, VersionManifest
 from ame_api.projects import InvalidSpec, ProjectService, TooLarge
+from ame_api.rest.auth import CurrentPrincipal
 from ame_api.settings import ApiSettings
 
 # The requests that read (and bound) their own bodies: a manifest (missing blobs, commit) and a blob upload.
@@ -87,9 +88,9 @@ def router(projects: ProjectService, settings: ApiSettings) -> APIRouter:
         summary="Which of a manifest's blobs the server lacks",
         openapi_extra=manifest_body,
     )
-    async def missing_blobs(request: Request, project: _ProjectName) -> MissingBlobs:
+    async def missing_blobs(request: Request, principal: CurrentPrincipal, project: _ProjectName) -> MissingBlobs:
         files = await _read_manifest(request, manifest_limit)
-        return MissingBlobs(missing=await projects.find_missing("", project, files))
+        return MissingBlobs(missing=await projects.find_missing(principal, "", project, files))
 
     @api.put(
         "/{project}/blobs/{sha256}",
@@ -98,14 +99,16 @@ def router(projects: ProjectService, settings: ApiSettings) -> APIRouter:
         summary="Upload one blob (the raw bytes); refused unless they match the sha256",
         description="Content-Length is required. 200 instead of 201 when the blob was held already.",
     )
-    async def upload_blob(request: Request, response: Response, project: _ProjectName, sha256: _Sha256) -> BlobStored:
+    async def upload_blob(
+        request: Request, response: Response, principal: CurrentPrincipal, project: _ProjectName, sha256: _Sha256
+    ) -> BlobStored:
         declared = request.headers.get("content-length")
         if declared is None or not declared.isdigit():
             return JSONResponse(  # type: ignore[return-value]
                 status_code=411, content={"error": "Content-Length is required: it is the blob's size"}
             )
         size = int(declared)
-        created = await projects.upload_blob("", project, sha256, size, request.stream())
+        created = await projects.upload_blob(principal, "", project, sha256, size, request.stream())
         if not created:
             response.status_code = 200
         return BlobStored(sha256=sha256, size=size, created=created)
@@ -115,8 +118,8 @@ def router(projects: ProjectService, settings: ApiSettings) -> APIRouter:
         summary="Download one blob's bytes",
         response_class=StreamingResponse,
     )
-    async def download_blob(project: _ProjectName, sha256: _Sha256) -> StreamingResponse:
-        chunks = await projects.read_blob("", project, sha256)
+    async def download_blob(principal: CurrentPrincipal, project: _ProjectName, sha256: _Sha256) -> StreamingResponse:
+        chunks = await projects.read_blob(principal, "", project, sha256)
         return StreamingResponse(chunks, media_type="application/octet-stream")
 
     @api.post(
@@ -128,20 +131,23 @@ def router(projects: ProjectService, settings: ApiSettings) -> APIRouter:
         "ame.yml; 413 over the size limit.",
         openapi_extra=manifest_body,
     )
-    async def commit_version(request: Request, response: Response, project: _ProjectName) -> ProjectVersion:
+    async def commit_version(
+        request: Request, response: Response, principal: CurrentPrincipal, project: _ProjectName
+    ) -> ProjectVersion:
         files = await _read_manifest(request, manifest_limit)
-        version, created = await projects.commit("", project, files)
+        version, created = await projects.commit(principal, "", project, files)
         if not created:
             response.status_code = 200
         return version
 
     @api.get("/{project}/versions", response_model=VersionList, summary="List a project's versions, newest first")
     async def list_versions(
+        principal: CurrentPrincipal,
         project: _ProjectName,
         page_size: Annotated[int | None, Query(ge=1, le=1000)] = None,
         page_token: Annotated[str | None, Query(max_length=32)] = None,
     ) -> VersionList:
-        page = await projects.list_versions("", project, page_size=page_size, page_token=page_token)
+        page = await projects.list_versions(principal, "", project, page_size=page_size, page_token=page_token)
         return VersionList(versions=page.versions, next_page_token=page.next_page_token)
 
     @api.get(
@@ -150,9 +156,9 @@ def router(projects: ProjectService, settings: ApiSettings) -> APIRouter:
         summary="One version and its manifest",
     )
     async def get_version(
-        project: _ProjectName, version_id: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+        principal: CurrentPrincipal, project: _ProjectName, version_id: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
     ) -> VersionManifest:
-        version, files = await projects.get_version("", project, version_id)
+        version, files = await projects.get_version(principal, "", project, version_id)
         return VersionManifest(version=version, files=files)
 
     return api

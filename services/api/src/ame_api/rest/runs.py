@@ -23,6 +23,7 @@ from ame.domain.limits import (
 )
 from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
+from ame_api.rest.auth import CurrentPrincipal
 from ame_api.runs import RunService
 
 
@@ -46,13 +47,15 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
 
     @api.post("", status_code=201, response_model=Run, summary="Submit a run; it is returned queued")
     async def submit_run(
+        principal: CurrentPrincipal,
         spec: RunSpec,
         idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
     ) -> Run:
-        return await runs.submit(spec, idempotency_key=idempotency_key)
+        return await runs.submit(principal, spec, idempotency_key=idempotency_key)
 
     @api.get("", response_model=RunList, summary="List runs, newest first")
     async def list_runs(
+        principal: CurrentPrincipal,
         project: Annotated[NameFilter | None, Query()] = None,
         task: Annotated[NameFilter | None, Query()] = None,
         state: Annotated[list[RunState] | None, Query()] = None,
@@ -64,17 +67,23 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
         ] = None,
     ) -> RunList:
         page = await runs.list(
-            project=project, task=task, states=state, page_size=page_size, page_token=page_token, id_prefix=id_prefix
+            principal,
+            project=project,
+            task=task,
+            states=state,
+            page_size=page_size,
+            page_token=page_token,
+            id_prefix=id_prefix,
         )
         return RunList(runs=page.runs, next_page_token=page.next_page_token)
 
     @api.get("/{run_id}", response_model=Run, summary="Get one run")
-    async def get_run(run_id: RunIdPath) -> Run:
-        return await runs.get(run_id)
+    async def get_run(principal: CurrentPrincipal, run_id: RunIdPath) -> Run:
+        return await runs.get(principal, run_id)
 
     @api.post("/{run_id}/cancel", response_model=Run, summary="Cancel a run that has not ended")
-    async def cancel_run(run_id: RunIdPath, body: CancelBody | None = None) -> Run:
-        return await runs.cancel(run_id, body.reason if body else "")
+    async def cancel_run(principal: CurrentPrincipal, run_id: RunIdPath, body: CancelBody | None = None) -> Run:
+        return await runs.cancel(principal, run_id, body.reason if body else "")
 
     @api.get(
         "/{run_id}/logs",
@@ -85,12 +94,23 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
         response_class=StreamingResponse,
     )
     async def follow_logs(
-        request: Request, run_id: RunIdPath, from_seq: Annotated[LogSeq, Query()] = 0
+        request: Request,
+        principal: CurrentPrincipal,
+        run_id: RunIdPath,
+        from_seq: Annotated[LogSeq, Query()] = 0,
+        token: Annotated[
+            str | None,
+            Query(
+                max_length=200,
+                description="For a browser's EventSource, which cannot send headers: a token from "
+                "POST /v1/runs/{run_id}/log-token (Authorization: Bearer is used when both are given).",
+            ),
+        ] = None,
     ) -> StreamingResponse:
-        await runs.get(run_id)  # 404 before the stream starts
+        await runs.get(principal, run_id)  # 404 before the stream starts
 
         async def events() -> AsyncIterator[str]:
-            async for event in follower.follow(run_id, from_seq):
+            async for event in follower.follow(principal, run_id, from_seq):
                 if await request.is_disconnected():
                     return
                 yield _sse(event)

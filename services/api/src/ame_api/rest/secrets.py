@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ame_api.repositories.secrets import SecretRow
+from ame_api.rest.auth import CurrentPrincipal
 from ame_api.secrets.service import SecretService
 
 # Checked by the service with a message that never holds the value; a pattern here would only repeat it.
@@ -42,7 +43,7 @@ def _info(row: SecretRow) -> SecretInfo:
 def router(secrets: SecretService) -> APIRouter:
     api = APIRouter(prefix="/v1/secrets", tags=["secrets"])
 
-    # The organisation will come from the caller's token; until then it is the server's own (None).
+    # The organisation is always the caller's (its token's).
     @api.put(
         "/{name:path}",
         response_model=SecretInfo,
@@ -52,18 +53,20 @@ def router(secrets: SecretService) -> APIRouter:
         "never returned by any route; only a launcher starting a run that declares it can read it.",
         responses={200: {"model": SecretInfo, "description": "An existing secret's value was replaced."}},
     )
-    async def put_secret(name: SecretName, body: SecretValue, response: Response) -> SecretInfo:
-        row, created = await secrets.put(name, body.value, organisation=None)
+    async def put_secret(
+        principal: CurrentPrincipal, name: SecretName, body: SecretValue, response: Response
+    ) -> SecretInfo:
+        row, created = await secrets.put(principal, name, body.value, organisation=None)
         response.status_code = 201 if created else 200
         return _info(row)
 
     @api.get("", response_model=SecretList, summary="List secrets (names and times only)")
-    async def list_secrets() -> SecretList:
-        return SecretList(secrets=[_info(r) for r in await secrets.list_secrets(organisation=None)])
+    async def list_secrets(principal: CurrentPrincipal) -> SecretList:
+        return SecretList(secrets=[_info(r) for r in await secrets.list_secrets(principal, organisation=None)])
 
     @api.delete("/{name:path}", status_code=204, summary="Delete a secret")
-    async def delete_secret(name: SecretName) -> Response:
-        await secrets.delete(name, organisation=None)
+    async def delete_secret(principal: CurrentPrincipal, name: SecretName) -> Response:
+        await secrets.delete(principal, name, organisation=None)
         return Response(status_code=204)
 
     return api

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ame.domain.limits import NameFilter, PageSize, TaskPageToken
 from ame.domain.tasks import TaskSummary
+from ame_api.rest.auth import CurrentPrincipal
 from ame_api.tasks import TaskService
 
 
@@ -30,12 +31,12 @@ def router(tasks: TaskService) -> APIRouter:
         "`last_run` is null for a task that never ran. An unknown project gives an empty list.",
     )
     async def list_tasks(
+        principal: CurrentPrincipal,
         project: Annotated[NameFilter | None, Query(description="Only this project's tasks.")] = None,
         page_size: Annotated[PageSize | None, Query()] = None,
         page_token: Annotated[TaskPageToken | None, Query()] = None,
     ) -> TaskList:
-        # The organisation will come from the caller's token; until then it is the server's own.
-        page = await tasks.list(organisation=None, project=project, page_size=page_size, page_token=page_token)
+        page = await tasks.list(principal, project=project, page_size=page_size, page_token=page_token)
         return TaskList(tasks=page.tasks, next_page_token=page.next_page_token)
 
     return api

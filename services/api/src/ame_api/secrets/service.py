@@ -14,6 +14,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from ame.domain import TERMINAL_STATES
+from ame.domain.principals import Principal
 from ame_api import organisations
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import secrets as repo
@@ -76,8 +77,10 @@ class SecretService:
         for client in clients:
             await client.close()
 
-    async def put(self, name: str, value: str, *, organisation: str | None = None) -> tuple[SecretRow, bool]:
-        org = organisations.resolve(self._settings, organisation)
+    async def put(
+        self, principal: Principal, name: str, value: str, *, organisation: str | None = None
+    ) -> tuple[SecretRow, bool]:
+        org = organisations.resolve(principal, organisation)
         check_name(name)
         if not value:
             raise InvalidRequest(f"secret {name!r}: the value is empty")
@@ -92,26 +95,26 @@ class SecretService:
         async with self._rt.pool.acquire() as conn:
             return await repo.put(conn, org, name, sealed)
 
-    async def list_secrets(self, *, organisation: str | None = None) -> list[SecretRow]:
-        org = organisations.resolve(self._settings, organisation)
+    async def list_secrets(self, principal: Principal, *, organisation: str | None = None) -> list[SecretRow]:
+        org = organisations.resolve(principal, organisation)
         async with self._rt.pool.acquire() as conn:
             return await repo.list_secrets(conn, org)
 
-    async def delete(self, name: str, *, organisation: str | None = None) -> None:
-        org = organisations.resolve(self._settings, organisation)
+    async def delete(self, principal: Principal, name: str, *, organisation: str | None = None) -> None:
+        org = organisations.resolve(principal, organisation)
         check_name(name)
         async with self._rt.pool.acquire() as conn:
             if not await repo.delete(conn, org, name):
                 raise NotFound(f"secret {name!r} not found")
 
-    async def resolve_for_run(self, run_id: str, attempt: int) -> list[Resolved]:
+    async def resolve_for_run(self, organisation: str, run_id: str, attempt: int) -> list[Resolved]:
         """The values of the secrets the run's spec declares, while `attempt` is the run's live attempt.
 
         The caller has checked the launcher credential. The registry may not have seen the attempt's `launching`
         event yet, so a queued run is accepted; an ended attempt, or one a later attempt replaced, is not.
         """
         async with self._rt.pool.acquire() as conn:
-            run = await runs_repo.get_run(conn, run_id)
+            run = await runs_repo.get_run(conn, run_id, organisation=organisation or self._settings.organisation)
             if attempt < run.attempt or (attempt == run.attempt and run.state in TERMINAL_STATES):
                 raise AttemptNotActive(f"attempt {attempt} of run {run_id} is not launching or running")
             names = sorted({s.key for s in run.spec.secrets if not s.vault})

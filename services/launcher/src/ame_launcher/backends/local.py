@@ -119,6 +119,7 @@ class LocalBackend:
             secrets = RunSecrets(
                 self._settings.api_target,
                 self._settings.api_token,
+                command.organisation,
                 command.run_id,
                 command.attempt,
                 self._settings.api_timeout,

@@ -134,6 +134,36 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/WhoAmI',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/CreateToken',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListTokens',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/RevokeToken',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.CreateOrganisation = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/CreateOrganisation',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateOrganisationRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateOrganisationResponse.FromString,
+                _registered_method=True)
+        self.ListOrganisations = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListOrganisations',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrganisationsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrganisationsResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -285,6 +315,49 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
+        scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
+        another organisation's objects.
+        The caller's organisation and scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """A new token, shown in the response only (admin: in its organisation, up to admin; server-admin: any).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Refused from the next request on; NOT_FOUND for another organisation's token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateOrganisation(self, request, context):
+        """Server-admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrganisations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -387,6 +460,36 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.GetOrganisationLimits,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateTokenRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTokensRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'CreateOrganisation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOrganisation,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateOrganisationRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateOrganisationResponse.SerializeToString,
+            ),
+            'ListOrganisations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrganisations,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrganisationsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrganisationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -929,6 +1032,168 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/GetOrganisationLimits',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/WhoAmI',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/CreateToken',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateTokenRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListTokens',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTokensRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/RevokeToken',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RevokeTokenRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOrganisation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/CreateOrganisation',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateOrganisationRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.CreateOrganisationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrganisations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListOrganisations',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrganisationsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrganisationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

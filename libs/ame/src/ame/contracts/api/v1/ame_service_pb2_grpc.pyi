@@ -83,6 +83,20 @@ class AmeServiceStub:
     SetOrganisationLimits: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.SetOrganisationLimitsRequest, _ame_service_pb2.SetOrganisationLimitsResponse]
     """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get."""
     GetOrganisationLimits: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.GetOrganisationLimitsRequest, _ame_service_pb2.GetOrganisationLimitsResponse]
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.WhoAmIRequest, _ame_service_pb2.WhoAmIResponse]
+    """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
+    scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
+    another organisation's objects.
+    The caller's organisation and scope.
+    """
+    CreateToken: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.CreateTokenRequest, _ame_service_pb2.CreateTokenResponse]
+    """A new token, shown in the response only (admin: in its organisation, up to admin; server-admin: any)."""
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListTokensRequest, _ame_service_pb2.ListTokensResponse]
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.RevokeTokenRequest, _ame_service_pb2.RevokeTokenResponse]
+    """Refused from the next request on; NOT_FOUND for another organisation's token."""
+    CreateOrganisation: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.CreateOrganisationRequest, _ame_service_pb2.CreateOrganisationResponse]
+    """Server-admin only."""
+    ListOrganisations: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrganisationsRequest, _ame_service_pb2.ListOrganisationsResponse]
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -139,6 +153,20 @@ class AmeServiceAsyncStub(AmeServiceStub):
     SetOrganisationLimits: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.SetOrganisationLimitsRequest, _ame_service_pb2.SetOrganisationLimitsResponse]  # type: ignore[assignment]
     """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get."""
     GetOrganisationLimits: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.GetOrganisationLimitsRequest, _ame_service_pb2.GetOrganisationLimitsResponse]  # type: ignore[assignment]
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.WhoAmIRequest, _ame_service_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
+    scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
+    another organisation's objects.
+    The caller's organisation and scope.
+    """
+    CreateToken: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.CreateTokenRequest, _ame_service_pb2.CreateTokenResponse]  # type: ignore[assignment]
+    """A new token, shown in the response only (admin: in its organisation, up to admin; server-admin: any)."""
+    ListTokens: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListTokensRequest, _ame_service_pb2.ListTokensResponse]  # type: ignore[assignment]
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.RevokeTokenRequest, _ame_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    """Refused from the next request on; NOT_FOUND for another organisation's token."""
+    CreateOrganisation: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.CreateOrganisationRequest, _ame_service_pb2.CreateOrganisationResponse]  # type: ignore[assignment]
+    """Server-admin only."""
+    ListOrganisations: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrganisationsRequest, _ame_service_pb2.ListOrganisationsResponse]  # type: ignore[assignment]
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -312,5 +340,55 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ame_service_pb2.GetOrganisationLimitsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ame_service_pb2.GetOrganisationLimitsResponse, _abc.Awaitable[_ame_service_pb2.GetOrganisationLimitsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _ame_service_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.WhoAmIResponse, _abc.Awaitable[_ame_service_pb2.WhoAmIResponse]]:
+        """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
+        scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
+        another organisation's objects.
+        The caller's organisation and scope.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateToken(
+        self,
+        request: _ame_service_pb2.CreateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.CreateTokenResponse, _abc.Awaitable[_ame_service_pb2.CreateTokenResponse]]:
+        """A new token, shown in the response only (admin: in its organisation, up to admin; server-admin: any)."""
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _ame_service_pb2.ListTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListTokensResponse, _abc.Awaitable[_ame_service_pb2.ListTokensResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _ame_service_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.RevokeTokenResponse, _abc.Awaitable[_ame_service_pb2.RevokeTokenResponse]]:
+        """Refused from the next request on; NOT_FOUND for another organisation's token."""
+
+    @_abc_1.abstractmethod
+    def CreateOrganisation(
+        self,
+        request: _ame_service_pb2.CreateOrganisationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.CreateOrganisationResponse, _abc.Awaitable[_ame_service_pb2.CreateOrganisationResponse]]:
+        """Server-admin only."""
+
+    @_abc_1.abstractmethod
+    def ListOrganisations(
+        self,
+        request: _ame_service_pb2.ListOrganisationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListOrganisationsResponse, _abc.Awaitable[_ame_service_pb2.ListOrganisationsResponse]]: ...
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -346,6 +346,7 @@ class Run(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organisation: _builtins.str
     state: Global___RunState.ValueType
@@ -354,6 +355,8 @@ class Run(_message.Message):
     reason: _builtins.str
     trigger: Global___TriggerKind.ValueType
     parent_run_id: _builtins.str
+    started_by: _builtins.str
+    """Who started it: "token:<token id>" or "trigger:<name>" (a schedule); empty for runs from before tokens."""
     @_builtins.property
     def spec(self) -> Global___RunSpec: ...
     @_builtins.property
@@ -385,10 +388,11 @@ class Run(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___RunAttempt] | None = ...,
+        started_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempt", b"attempt", "attempts", b"attempts", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "id", b"id", "organisation", b"organisation", "parent_run_id", b"parent_run_id", "reason", b"reason", "spec", b"spec", "started_at", b"started_at", "state", b"state", "trigger", b"trigger", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempt", b"attempt", "attempts", b"attempts", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "id", b"id", "organisation", b"organisation", "parent_run_id", b"parent_run_id", "reason", b"reason", "spec", b"spec", "started_at", b"started_at", "started_by", b"started_by", "state", b"state", "trigger", b"trigger", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015

@@ -1,0 +1,135 @@
+"""The one table of what each endpoint needs: REST route (method, path template) and gRPC method -> scope.
+
+An endpoint absent from this table is refused to every caller (and the isolation tests fail for it), so adding
+an endpoint means adding its row here. `PUBLIC` endpoints take no token: health, the API description and the
+gRPC health and reflection services. `run` may submit, cancel and push projects; `admin` manages the
+organisation's tokens; `server-admin` manages organisations and operates the server (dead letters).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Final, Literal
+
+from starlette.routing import compile_path
+
+from ame.domain.principals import Scope
+
+PUBLIC: Final = "public"
+# Not a token's: the launcher credential, which the method itself checks (ame_api.secrets.launcher_auth).
+LAUNCHER: Final = "launcher"
+Need = Scope | Literal["public", "launcher"]
+
+READ, RUN, ADMIN, SERVER_ADMIN = Scope.READ, Scope.RUN, Scope.ADMIN, Scope.SERVER_ADMIN
+
+REST: dict[tuple[str, str], Need] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    # Runs
+    ("POST", "/v1/runs"): RUN,
+    ("GET", "/v1/runs"): READ,
+    ("GET", "/v1/runs/{run_id}"): READ,
+    ("POST", "/v1/runs/{run_id}/cancel"): RUN,
+    ("GET", "/v1/runs/{run_id}/logs"): READ,
+    ("POST", "/v1/runs/{run_id}/log-token"): READ,
+    # Tasks and projects
+    ("GET", "/v1/tasks"): READ,
+    ("POST", "/v1/projects/{project}/missing-blobs"): RUN,
+    ("PUT", "/v1/projects/{project}/blobs/{sha256}"): RUN,
+    ("GET", "/v1/projects/{project}/blobs/{sha256}"): READ,
+    ("POST", "/v1/projects/{project}/versions"): RUN,
+    ("GET", "/v1/projects/{project}/versions"): READ,
+    ("GET", "/v1/projects/{project}/versions/{version_id}"): READ,
+    # Who am I, tokens, organisations
+    ("GET", "/v1/whoami"): READ,
+    ("GET", "/v1/tokens"): ADMIN,
+    ("POST", "/v1/tokens"): ADMIN,
+    ("POST", "/v1/tokens/{token_id}/revoke"): ADMIN,
+    ("GET", "/v1/organisations"): SERVER_ADMIN,
+    ("POST", "/v1/organisations"): SERVER_ADMIN,
+    ("PUT", "/v1/orgs/{org}/limits"): SERVER_ADMIN,
+    ("GET", "/v1/orgs/{org}/limits"): SERVER_ADMIN,
+    # Secrets: written with `run`, listed (names only) with `read`; nothing returns a value.
+    ("PUT", "/v1/secrets/{name:path}"): RUN,
+    ("GET", "/v1/secrets"): READ,
+    ("DELETE", "/v1/secrets/{name:path}"): RUN,
+    # Artifacts of runs
+    ("GET", "/v1/runs/{run_id}/artifacts"): READ,
+    ("GET", "/v1/runs/{run_id}/artifacts/{path:path}"): READ,
+    # Operating the server
+    ("GET", "/v1/admin/deadletters"): SERVER_ADMIN,
+    ("POST", "/v1/admin/deadletters/{letter_id}/replay"): SERVER_ADMIN,
+}
+
+GRPC: dict[str, Need] = {
+    "/grpc.health.v1.Health/Check": PUBLIC,
+    "/grpc.health.v1.Health/Watch": PUBLIC,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": PUBLIC,
+    "/ame.contracts.api.v1.AmeService/SubmitRun": RUN,
+    "/ame.contracts.api.v1.AmeService/GetRun": READ,
+    "/ame.contracts.api.v1.AmeService/ListRuns": READ,
+    "/ame.contracts.api.v1.AmeService/CancelRun": RUN,
+    "/ame.contracts.api.v1.AmeService/FollowLogs": READ,
+    "/ame.contracts.api.v1.AmeService/FindMissingBlobs": RUN,
+    "/ame.contracts.api.v1.AmeService/UploadBlob": RUN,
+    "/ame.contracts.api.v1.AmeService/CommitProjectVersion": RUN,
+    "/ame.contracts.api.v1.AmeService/ListProjectVersions": READ,
+    "/ame.contracts.api.v1.AmeService/GetProjectVersion": READ,
+    "/ame.contracts.api.v1.AmeService/DownloadBlob": READ,
+    "/ame.contracts.api.v1.AmeService/ListTasks": READ,
+    "/ame.contracts.api.v1.AmeService/WhoAmI": READ,
+    "/ame.contracts.api.v1.AmeService/CreateToken": ADMIN,
+    "/ame.contracts.api.v1.AmeService/ListTokens": ADMIN,
+    "/ame.contracts.api.v1.AmeService/RevokeToken": ADMIN,
+    "/ame.contracts.api.v1.AmeService/CreateOrganisation": SERVER_ADMIN,
+    "/ame.contracts.api.v1.AmeService/ListOrganisations": SERVER_ADMIN,
+    "/ame.contracts.api.v1.AmeService/SetOrganisationLimits": SERVER_ADMIN,
+    "/ame.contracts.api.v1.AmeService/GetOrganisationLimits": SERVER_ADMIN,
+    "/ame.contracts.api.v1.AmeService/PutSecret": RUN,
+    "/ame.contracts.api.v1.AmeService/ListSecrets": READ,
+    "/ame.contracts.api.v1.AmeService/DeleteSecret": RUN,
+    "/ame.contracts.api.v1.AmeService/ResolveRunSecrets": LAUNCHER,
+    "/ame.contracts.api.v1.AmeService/ListRunArtifacts": READ,
+    "/ame.contracts.api.v1.AmeService/DownloadArtifact": READ,
+}
+
+
+def _plain(template: str) -> str:
+    """The template without its convertors (`{path:path}` -> `{path}`), as OpenAPI documents write it."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", template)
+
+
+@functools.cache
+def _plain_rest() -> dict[tuple[str, str], Need]:
+    return {(method, _plain(template)): need for (method, template), need in REST.items()}
+
+
+def rest_need(method: str, path_template: str) -> Need | None:
+    """What the route needs; None for a route nobody declared (refused). The template may be written with or
+    without its convertors."""
+    # A HEAD is answered by the GET route and needs what it needs.
+    return _plain_rest().get(("GET" if method == "HEAD" else method, _plain(path_template)))
+
+
+@functools.cache
+def _compiled() -> list[tuple[re.Pattern[str], str]]:
+    # Starlette's own path compiler, so a template matches exactly the requests its route does.
+    return [(compile_path(template)[0], template) for template in dict.fromkeys(t for _, t in REST)]
+
+
+def match_rest(method: str, path: str) -> tuple[str, Need | None]:
+    """The declared template `path` matches ('' for none) and what the method needs there (None: undeclared)."""
+    for pattern, template in _compiled():
+        if pattern.match(path):
+            return template, rest_need(method, template)
+    return "", None
+
+
+def grpc_need(full_method: str) -> Need | None:
+    """What the method (`/package.Service/Method`) needs; None for a method nobody declared (refused)."""
+    return GRPC.get(full_method)
