@@ -1,8 +1,8 @@
-"""A stack with several api replicas, one per organisation, sharing one NATS namespace and one database.
+"""A stack with several api replicas sharing one NATS namespace and one database, and a token per organisation.
 
-Until tokens choose the organisation of a request, an api replica submits for the organisation in its settings,
-so a replica per organisation is how a test submits for several. The replicas share their durable consumers and
-each runs its own admission tick, as replicas in production do.
+A request acts for its token's organisation, whichever replica it reaches; the replicas share their durable
+consumers and each runs its own admission tick, as replicas in production do. Each organisation's token is a
+server-admin one of that organisation, so a test can both submit for it and set limits.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import asyncpg
 import httpx
 from pydantic import SecretStr
 
+from ame.domain.principals import Scope
 from ame.domain.quotas import LoopLimits
+from ame.sdk.credentials import bearer
 from ame_api import app as api_app
+from ame_api import bootstrap
 from ame_api.settings import AdmissionSettings, ApiSettings
 from ame_launcher import app as launcher_app
 from ame_launcher.settings import LauncherSettings
@@ -38,14 +41,29 @@ class AdmissionStack:
     """REST URLs of the api replicas, by the organisation they submit for."""
     grpc_targets: dict[str, list[str]]
     db: asyncpg.Pool
+    tokens: dict[str, str]
+    """A server-admin token of each organisation."""
+
+    def client(self, organisation: str, url: str | None = None) -> httpx.AsyncClient:
+        """A REST client acting for `organisation` (through its first replica unless `url`)."""
+        return httpx.AsyncClient(
+            base_url=url or self.rest_urls[organisation][0], timeout=30, headers=bearer(self.tokens[organisation])
+        )
 
 
-async def create_organisations(dsn: str, names: Sequence[str]) -> None:
+async def create_organisations(dsn: str, names: Sequence[str]) -> dict[str, str]:
+    """The organisations, and a server-admin token of each."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.executemany(
             "INSERT INTO organisations (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", [(n,) for n in names]
         )
+        tokens = {}
+        for name in names:
+            _, tokens[name] = await bootstrap.create_token(
+                conn, organisation=name, scope=Scope.SERVER_ADMIN, name="admission tests", created_by="tests"
+            )
+        return tokens
     finally:
         await conn.close()
 
@@ -64,7 +82,7 @@ async def admission_stack(
 ) -> AsyncIterator[AdmissionStack]:
     """One api replica per entry of `replicas` (the organisation it submits for), launchers and logs."""
     await migrate_all(pg_dsn)
-    await create_organisations(pg_dsn, sorted(set(replicas)))
+    tokens = await create_organisations(pg_dsn, sorted(set(replicas)))
     nats = NatsSettings(url=nats_url, prefix=bus_prefix)
     postgres = PostgresSettings(dsn=SecretStr(pg_dsn), pool_max_size=10)
     shared: dict[str, object] = {
@@ -122,7 +140,7 @@ async def admission_stack(
             targets.setdefault(org, []).append(api.grpc.target)
         db = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
         try:
-            yield AdmissionStack(urls, targets, db)
+            yield AdmissionStack(urls, targets, db, tokens)
         finally:
             await db.close()
             supervisor.stop.set()

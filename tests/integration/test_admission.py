@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from ame.cli.main import cli
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain.quotas import LoopLimits
+from ame.sdk.credentials import aio_channel
 from tests.integration.admission_support import admission_stack, submit
 from tests.waiting import wait_until
 
@@ -71,8 +72,8 @@ async def test_a_burst_of_one_organisation_does_not_delay_another_past_the_first
             replicas=["orga", "orgb"],
             max_active=2,
         ) as st,
-        httpx.AsyncClient(base_url=st.rest_urls["orga"][0], timeout=30) as a,
-        httpx.AsyncClient(base_url=st.rest_urls["orgb"][0], timeout=30) as b,
+        st.client("orga") as a,
+        st.client("orgb") as b,
     ):
         gate = asyncio.Semaphore(16)
 
@@ -126,7 +127,7 @@ async def test_an_organisation_with_limit_one_runs_strictly_one_at_a_time(
         admission_stack(
             nats_url=nats_url, pg_dsn=pg_dsn, bus_prefix=bus_prefix, work_dir=tmp_path, replicas=["orgc"]
         ) as st,
-        httpx.AsyncClient(base_url=st.rest_urls["orgc"][0], timeout=30) as c,
+        st.client("orgc") as c,
     ):
         limits = await _set_limits(c, "orgc", max_runs=1)
         assert limits["limits"] == {"max_runs": 1, "max_gpus": None, "default_timeout_seconds": None}
@@ -156,7 +157,7 @@ async def test_a_cancelled_waiting_run_is_never_launched(
         admission_stack(
             nats_url=nats_url, pg_dsn=pg_dsn, bus_prefix=bus_prefix, work_dir=tmp_path, replicas=["orgc"]
         ) as st,
-        httpx.AsyncClient(base_url=st.rest_urls["orgc"][0], timeout=30) as c,
+        st.client("orgc") as c,
     ):
         await _set_limits(c, "orgc", max_runs=1)
         first = await submit(c, "sleep 30", task="long")
@@ -197,7 +198,7 @@ async def test_several_replicas_admitting_at_once_never_exceed_a_limit(
         work_dir=tmp_path,
         replicas=["orgd", "orgd", "orgd"],
     ) as st:
-        clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in st.rest_urls["orgd"]]
+        clients = [st.client("orgd", url) for url in st.rest_urls["orgd"]]
         try:
             await _set_limits(clients[0], "orgd", max_runs=3)
             runs = await asyncio.gather(*(submit(clients[i % 3], "sleep 0.2", task=f"d{i}") for i in range(30)))
@@ -227,8 +228,8 @@ async def test_limits_loops_and_default_timeouts(nats_url: str, pg_dsn: str, bus
         loops=loops,
     ) as st:
         async with (
-            httpx.AsyncClient(base_url=st.rest_urls["orge"][0], timeout=30) as e,
-            httpx.AsyncClient(base_url=st.rest_urls["orgf"][0], timeout=30) as f,
+            st.client("orge") as e,
+            st.client("orgf") as f,
         ):
             view = (await e.get("/v1/orgs/orge/limits")).json()
             assert view["limits"] == {"max_runs": None, "max_gpus": None, "default_timeout_seconds": None}
@@ -271,7 +272,7 @@ async def test_limits_loops_and_default_timeouts(nats_url: str, pg_dsn: str, bus
                 assert (await client.post(f"/v1/runs/{run['id']}/cancel", json={})).status_code == 200
 
         # The same limits over gRPC.
-        async with grpc.aio.insecure_channel(st.grpc_targets["orgf"][0]) as channel:
+        async with aio_channel(st.grpc_targets["orgf"][0], st.tokens["orgf"]) as channel:
             stub = ame_service_pb2_grpc.AmeServiceStub(channel)
             limits = ame_service_pb2.OrganisationLimits(max_runs=2, default_timeout_seconds=3600)
             set_ = await stub.SetOrganisationLimits(
@@ -303,7 +304,7 @@ async def test_org_set_limits_and_limits_from_the_cli(
 
         def ame(*args: str) -> Result:
             # In a thread: the CLI's blocking HTTP client would otherwise stall the loop the server runs on.
-            return runner.invoke(cli, [*args, "--url", url])
+            return runner.invoke(cli, [*args, "--url", url], env={"AME_TOKEN": st.tokens["chrts"]})
 
         result = await asyncio.to_thread(
             ame, "org", "set-limits", "chrts", "--max-runs", "1", "--default-timeout", "1h"
@@ -320,7 +321,7 @@ async def test_org_set_limits_and_limits_from_the_cli(
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["limits"] == {"max_runs": 1, "max_gpus": 2, "default_timeout_seconds": None}
 
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        async with st.client("chrts", url) as c:
             await submit(c, "true", task="first")
             waiting = await submit(c, "true", task="second")
         assert waiting["reason"] == "waiting: organisation chrts at 1/1 concurrent runs"
