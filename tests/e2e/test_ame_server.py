@@ -63,6 +63,11 @@ class Server:
     def ame(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.ame_in(None, *args)
 
+    @property
+    def token(self) -> str:
+        """The server-admin token the server wrote on its first start (what the CLI beside it sends)."""
+        return (self.home / "server" / "admin-token").read_text().strip()
+
     def ame_in(self, cwd: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*AME, *args], capture_output=True, text=True, env=self.env, timeout=60, cwd=cwd)
 

@@ -28,7 +28,7 @@ def test_every_run_of_a_2000_run_burst_has_its_start_and_end(ame_server: Server)
     server = ame_server
     info = server.start()
     started = time.monotonic()
-    with Client(info["grpc_target"], timeout=60) as client:
+    with Client(info["grpc_target"], timeout=60, token=server.token) as client:
 
         def submit(i: int) -> str:
             return client.submit_run(RunSpec(project="burst", task=f"t{i % 10}", command="true")).id

@@ -20,6 +20,7 @@ import httpx
 import nats
 import pytest
 
+from ame.sdk.credentials import bearer
 from ame_platform.embedded.postgres import postgres_bin_dir
 from tests.e2e.test_ame_server import AME, Server
 
@@ -123,7 +124,7 @@ async def test_a_canary_secret_appears_only_masked(home: Path, tmp_path: Path) -
         assert missing.returncode != 0
         assert "never-added" in missing.stderr and "token:" not in missing.stdout
 
-        async with httpx.AsyncClient(base_url=info["rest_url"], timeout=30) as rest:
+        async with httpx.AsyncClient(base_url=info["rest_url"], timeout=30, headers=bearer(server.token)) as rest:
             # The CLI returns at the log's end; the registry applies the final state a moment later.
             deadline = time.monotonic() + 30
             while True:

@@ -20,6 +20,7 @@ from ame import codecs
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.run_specs import run_spec_for_task
+from ame.sdk.credentials import bearer, discover_token
 from ame.spec import load_project, resolve_task
 from tests.integration.clients import Grpc
 from tests.integration.project_support import sdk_push
@@ -103,7 +104,7 @@ async def test_artifacts_of_a_remote_run_are_listed_and_streamed_over_grpc_and_r
     assert len(parts) > 2  # streamed in chunks, not one message
     assert b"".join(p.chunk for p in parts[1:]) == MODEL
 
-    async with httpx.AsyncClient(base_url=stack.rest_url) as http:
+    async with httpx.AsyncClient(base_url=stack.rest_url, headers=bearer(discover_token())) as http:
         response = await http.get(f"/v1/runs/{run.id}/artifacts")
         assert response.status_code == 200
         assert [a["path"] for a in response.json()["artifacts"]] == sorted(found)
@@ -116,7 +117,7 @@ async def test_artifacts_of_a_remote_run_are_listed_and_streamed_over_grpc_and_r
 async def test_bad_artifact_requests_get_a_4xx(stack: Stack, client: Grpc, tmp_path: Path) -> None:
     run = await _run(stack, client, _project(tmp_path / "project"), tmp_path, "train")
     unknown = str(uuid.uuid4())
-    async with httpx.AsyncClient(base_url=stack.rest_url) as http:
+    async with httpx.AsyncClient(base_url=stack.rest_url, headers=bearer(discover_token())) as http:
         for path in ("..%2F..%2Fetc%2Fpasswd", "out/..%2F..%2Fx", "%2Fetc%2Fpasswd", "out//model.bin", "a%5Cb"):
             response = await http.get(f"/v1/runs/{run.id}/artifacts/{path}")
             assert response.status_code == 422, (path, response.text)

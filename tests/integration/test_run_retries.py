@@ -15,6 +15,7 @@ import pytest
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import discover_token
 from tests.integration.clients import Grpc, py
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
@@ -64,7 +65,12 @@ tasks:
 
 async def _ame(stack: Stack, home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as a user runs it, in its own process, against the in-process stack."""
-    env = {"AME_GRPC_TARGET": stack.grpc_target, "AME_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {
+        "AME_GRPC_TARGET": stack.grpc_target,
+        "AME_HOME": str(home),
+        "AME_TOKEN": discover_token() or "",
+        "PYTHONUNBUFFERED": "1",
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -116,7 +122,9 @@ async def test_a_failing_task_with_one_retry_runs_twice_and_ends_failed_with_bot
 
     shown = await _ame(stack, home, root, "runs", "get", run.id)
     assert shown.returncode == 0, shown.stderr
-    rows = [line.split() for line in shown.stdout.splitlines()[2:]]
+    lines = shown.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["ATTEMPT", "STATE", "EXIT"])
+    rows = [line.split() for line in lines[header + 1 :]]
     assert [row[:3] for row in rows] == [["1", "failed", "3"], ["2", "failed", "3"]]
     as_json = json.loads((await _ame(stack, home, root, "runs", "get", run.id, "--json")).stdout)
     assert [(a["attempt"], a["state"], a["exit_code"]) for a in as_json["attempts"]] == [

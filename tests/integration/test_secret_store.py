@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame.sdk.credentials import bearer, discover_token
 from ame_api.repositories import secrets as secrets_repo
 from ame_api.secrets.cipher import SecretCipher
 from ame_api.secrets.rotation import rotate_all
@@ -71,7 +72,7 @@ def _digest(value: str) -> str:
 
 async def test_rest_stores_lists_and_deletes_without_ever_returning_a_value(stack: Stack) -> None:
     value = f"VALUE-{secrets.token_hex(8)}"
-    async with httpx.AsyncClient(base_url=stack.rest_url) as rest:
+    async with httpx.AsyncClient(base_url=stack.rest_url, headers=bearer(discover_token())) as rest:
         created = await rest.put("/v1/secrets/db-password", json={"value": value})
         replaced = await rest.put("/v1/secrets/db-password", json={"value": value + "2"})
         listed = await rest.get("/v1/secrets")
@@ -128,11 +129,12 @@ async def test_a_remote_run_gets_its_secret_as_an_env_var_masked_in_its_output(s
     # Once the attempt has ended, the api hands its secrets out no more.
     token = stack.launchers[0]._settings.api_token
     assert token is not None
-    with pytest.raises(grpc.aio.AioRpcError) as ended:
-        await client.stub.ResolveRunSecrets(
-            ame_service_pb2.ResolveRunSecretsRequest(run_id=run.id, attempt=1),
-            metadata=(("authorization", f"Bearer {token.get_secret_value()}"),),
-        )
+    launcher = Grpc(stack.grpc_target, token.get_secret_value())  # calls as the launcher does
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await launcher.stub.ResolveRunSecrets(ame_service_pb2.ResolveRunSecretsRequest(run_id=run.id, attempt=1))
+    finally:
+        await launcher.close()
     assert ended.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
