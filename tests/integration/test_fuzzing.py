@@ -48,7 +48,8 @@ def _fuzz(max_examples: int) -> settings:
 # REST -----------------------------------------------------------------------------------------------------
 
 
-def _fuzz_rest(base_url: str, openapi: dict[str, Any], token: str | None) -> int:
+def _fuzz_rest(base_url: str, openapi: dict[str, Any], token: str | None, foreign: list[str]) -> int:
+    """Fuzz the REST api; no response may be a 5xx or name any of `foreign` (another organisation's objects)."""
     schema = schemathesis.openapi.from_dict(openapi)
     cases = st.one_of(
         schema.as_strategy(GenerationMode.POSITIVE),
@@ -71,18 +72,52 @@ def _fuzz_rest(base_url: str, openapi: dict[str, Any], token: str | None) -> int
             f"{case.method} {case.formatted_path!a} query={case.query!a} body={case.body!a:.300} -> "
             f"{response.status_code} {response.text[:300]!a}"
         )
+        leaked = [marker for marker in foreign if marker in response.text]
+        assert not leaked, f"{case.method} {case.formatted_path!a} -> {response.status_code} shows {leaked}"
 
     check()
     session.close()
     return sent
 
 
+async def _another_organisation(rest_url: str) -> list[str]:
+    """Organisation `fuzzother` with a run, a pushed project and a secret, made through the API; returns what
+    names them (none of which a token of the server's own organisation may ever see)."""
+    admin = bearer(discover_token())
+    async with httpx.AsyncClient(base_url=rest_url, timeout=30) as client:
+        created = await client.post("/v1/organisations", json={"name": "fuzzother"}, headers=admin)
+        assert created.status_code == 201, created.text
+        issued = await client.post(
+            "/v1/tokens", json={"organisation": "fuzzother", "scope": "run", "name": "fuzz"}, headers=admin
+        )
+        assert issued.status_code == 201, issued.text
+        other = bearer(issued.json()["token"])
+        run = await client.post(
+            "/v1/runs", json={"project": "fuzzotherproj", "task": "t", "command": "true"}, headers=other
+        )
+        assert run.status_code == 201, run.text
+        secret = await client.put("/v1/secrets/FUZZOTHER_SECRET", json={"value": "fuzz-other-value"}, headers=other)
+        assert secret.status_code == 201, secret.text
+        return [run.json()["id"], "fuzzotherproj", "FUZZOTHER_SECRET", "fuzz-other-value", issued.json()["id"]]
+
+
+async def _organisation_admin_token(rest_url: str) -> str:
+    """An `admin` token of the server's own organisation: every route it may use, and no other organisation."""
+    async with httpx.AsyncClient(base_url=rest_url, timeout=30) as client:
+        issued = await client.post(
+            "/v1/tokens", json={"scope": "admin", "name": "fuzz admin"}, headers=bearer(discover_token())
+        )
+        assert issued.status_code == 201, issued.text
+        return str(issued.json()["token"])
+
+
 @pytest.mark.parametrize("with_token", [True, False], ids=["token", "no-token"])
 async def test_schemathesis_finds_no_5xx_in_the_rest_api(api_stack: ApiStack, with_token: bool) -> None:
     async with httpx.AsyncClient(base_url=api_stack.rest_url) as client:
         openapi = (await client.get("/openapi.json")).json()
-    token = discover_token() if with_token else None
-    sent = await asyncio.to_thread(_fuzz_rest, api_stack.rest_url, openapi, token)
+    foreign = await _another_organisation(api_stack.rest_url)
+    token = await _organisation_admin_token(api_stack.rest_url) if with_token else None
+    sent = await asyncio.to_thread(_fuzz_rest, api_stack.rest_url, openapi, token, foreign)
     assert sent >= _REST_EXAMPLES // 2
 
 

@@ -7,13 +7,9 @@ first, so another organisation's run is as unknown as a run that never existed.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from ame import codecs
 from ame.domain import Run
@@ -34,9 +30,9 @@ from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import InvalidRequest
 from ame_api.settings import ApiSettings
+from ame_api.spooling import spooled
 from ame_platform.runtime import Runtime
 
-_DOWNLOAD_CHUNK = 1024 * 1024
 # Listings of ended runs kept in memory, so a client downloading a run's 10,000 artifacts one by one does not
 # read every index 10,000 times. Kept briefly, since retention may remove them.
 _KEPT_LISTINGS = 32
@@ -109,28 +105,11 @@ class ArtifactService:
         if chosen is None:
             which = f" of attempt {attempt}" if attempt is not None else ""
             raise NotFound(f"run {run_id} has no artifact {path[:200]!r}{which}")
-        handle, name = tempfile.mkstemp(prefix="artifact-", dir=self._settings.project_spool_dir)
-        os.close(handle)
-        spool = Path(name)
-        try:
-            await self._store.store.get_file(artifact_key(org, run_id, chosen.attempt, path), spool)
-        except ObjectNotFound:
-            _discard(spool)
-            raise NotFound(f"run {run_id} has no artifact {path[:200]!r} any more") from None
-        except BaseException:
-            _discard(spool)
-            raise
-        return chosen, _read_and_remove(spool)
-
-
-async def _read_and_remove(path: Path) -> AsyncIterator[bytes]:
-    try:
-        with path.open("rb") as stream:
-            while chunk := await asyncio.to_thread(stream.read, _DOWNLOAD_CHUNK):
-                yield chunk
-    finally:
-        _discard(path)
-
-
-def _discard(path: Path) -> None:
-    path.unlink(missing_ok=True)
+        chunks = await spooled(
+            self._store.store,
+            artifact_key(org, run_id, chosen.attempt, path),
+            spool_dir=self._settings.project_spool_dir,
+            prefix="artifact-",
+            missing=f"run {run_id} has no artifact {path[:200]!r} any more",
+        )
+        return chosen, chunks

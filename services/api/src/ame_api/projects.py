@@ -44,10 +44,11 @@ from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import Conflict, InvalidRequest
 from ame_api.settings import ApiSettings
+from ame_api.spooling import discard, spooled
 from ame_platform.bus.publisher import headers_for
 from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
-from ame_platform.storage import ObjectNotFound, ObjectStore, open_object_store
+from ame_platform.storage import ObjectStore, open_object_store
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ _PAGE_TOKEN = re.compile(r"[0-9]{1,18}")
 
 _NAME = re.compile(PROJECT_NAME)
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
-_DOWNLOAD_CHUNK = 1024 * 1024
 
 
 class TooLarge(InvalidRequest):
@@ -220,7 +220,7 @@ class ProjectService:
                     await self._store.store.put_file(key, spool)
                 return await repo.add_blob(conn, organisation=org, sha256=sha256, size=size)
         finally:
-            _discard(spool)
+            discard(spool)
 
     async def committed(
         self, principal: Principal, organisation: str, project: str, rows: Sequence[tuple[str, int, str, int]]
@@ -440,33 +440,15 @@ class ProjectService:
         async with self._rt.pool.acquire() as conn:
             if not await repo.has_blob(conn, organisation=org, sha256=sha256):
                 raise NotFound(f"blob {sha256} not found")
-        handle, name = tempfile.mkstemp(prefix="blob-", dir=self._settings.project_spool_dir)
-        os.close(handle)
-        spool = Path(name)
-        try:
-            await self._store.store.get_file(blob_key(org, sha256), spool)
-        except ObjectNotFound:
-            _discard(spool)
-            raise NotFound(f"blob {sha256} not found") from None
-        except BaseException:
-            _discard(spool)
-            raise
-        return _read_and_remove(spool)
+        return await spooled(
+            self._store.store,
+            blob_key(org, sha256),
+            spool_dir=self._settings.project_spool_dir,
+            prefix="blob-",
+            missing=f"blob {sha256} not found",
+        )
 
 
 def _absorb(out: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
     digest.update(chunk)
     out.write(chunk)
-
-
-async def _read_and_remove(path: Path) -> AsyncIterator[bytes]:
-    try:
-        with path.open("rb") as stream:
-            while chunk := await asyncio.to_thread(stream.read, _DOWNLOAD_CHUNK):
-                yield chunk
-    finally:
-        _discard(path)
-
-
-def _discard(path: Path) -> None:
-    path.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from ame import codecs
 from ame.domain.artifacts import Artifact, ArtifactPathError, artifact_key, index_key
 from ame.storage import ObjectInfo, ObjectStore
 from ame_launcher.settings import LauncherSettings
+from ame_launcher.store_retries import retrying
 
 __all__ = ["ArtifactStoreError", "AttemptArtifacts"]
 
@@ -87,21 +88,14 @@ class AttemptArtifacts:
             raise ArtifactStoreError(f"the object store could not be opened to store artifacts: {exc}") from None
 
     async def _retrying(self, what: str, action: Callable[[], Awaitable[_T]]) -> _T:
-        settings = self._settings
-        delay = settings.fetch_backoff
-        for attempt in range(1, settings.fetch_attempts + 1):
-            try:
-                return await asyncio.wait_for(action(), timeout=settings.fetch_timeout)
-            except Exception as exc:
-                detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-                if attempt == settings.fetch_attempts:
-                    raise ArtifactStoreError(
-                        f"could not store {what} in the object store after {attempt} tries: {detail}"
-                    ) from None
-                log.warning("storing %s failed (%s); retrying in %.1f s", what, detail, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+        return await retrying(
+            self._settings,
+            action,
+            what=f"storing {what}",
+            gave_up=lambda tries, detail: ArtifactStoreError(
+                f"could not store {what} in the object store after {tries} tries: {detail}"
+            ),
+        )
 
     # The rest of the port, unused by the runner: straight through to the store.
 

@@ -20,6 +20,7 @@ from ame.domain.projects import ManifestEntry, manifest_digest
 from ame_launcher import convert
 from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed
 from ame_launcher.settings import LauncherSettings
+from ame_launcher.store_retries import retrying
 from ame_platform.storage import InvalidKeyError, ObjectNotFound, ObjectStore, open_object_store
 
 __all__ = ["VersionReader"]
@@ -93,22 +94,17 @@ class VersionReader:
         return entries
 
     async def _retrying(self, what: str, action: Callable[[], Awaitable[_T]]) -> _T:
-        settings = self._settings
-        delay = settings.fetch_backoff
-        for attempt in range(1, settings.fetch_attempts + 1):
-            try:
-                return await asyncio.wait_for(action(), timeout=settings.fetch_timeout)
-            except (ObjectNotFound, InvalidKeyError) as exc:
-                raise MaterialiseError(f"{what} is not in the object store ({exc})") from None
-            except MaterialiseError:
-                raise
-            except Exception as exc:
-                detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-                if attempt == settings.fetch_attempts:
-                    raise MaterialiseError(
-                        f"could not read {what} from the object store after {attempt} tries: {detail}"
-                    ) from None
-                log.warning("reading %s from the object store failed (%s); retrying in %.1f s", what, detail, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+        def permanent(exc: Exception) -> Exception | None:
+            if isinstance(exc, ObjectNotFound | InvalidKeyError):
+                return MaterialiseError(f"{what} is not in the object store ({exc})")
+            return exc if isinstance(exc, MaterialiseError) else None
+
+        return await retrying(
+            self._settings,
+            action,
+            what=f"reading {what} from the object store",
+            gave_up=lambda tries, detail: MaterialiseError(
+                f"could not read {what} from the object store after {tries} tries: {detail}"
+            ),
+            permanent=permanent,
+        )
