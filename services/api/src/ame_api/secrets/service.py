@@ -107,6 +107,19 @@ class SecretService:
             if not await repo.delete(conn, org, name):
                 raise NotFound(f"secret {name!r} not found")
 
+    async def value(self, organisation: str, name: str) -> str | None:
+        """The secret's value, for the api's own use (a webhook's signing key); None when it is not stored or
+        cannot be opened. The value never leaves the api: it is not returned to any caller."""
+        async with self._rt.pool.acquire() as conn:
+            sealed = (await repo.get_many(conn, organisation, [name])).get(name)
+        if sealed is None:
+            return None
+        try:
+            return self._cipher.open(organisation, name, sealed)
+        except KeyUnavailable as exc:
+            log.error("secret %r of organisation %s cannot be opened: %s", name, organisation, exc)
+            return None
+
     async def resolve_for_run(self, organisation: str, run_id: str, attempt: int) -> list[Resolved]:
         """The values of the secrets the run's spec declares, while `attempt` is the run's live attempt.
 
