@@ -17,8 +17,8 @@ import pytest
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame_api.webhooks import REFUSED_BODY
-from tests.integration.clients import Grpc
-from tests.integration.project_support import sdk_push
+from tests.integration.clients import Grpc, py
+from tests.integration.project_support import rest_push, sdk_push
 from tests.stack_fixtures import Stack
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
@@ -169,3 +169,36 @@ async def test_signed_deliveries_start_one_run_each_and_everything_else_is_refus
     assert all(SECRET not in text for text in seen)
     assert SECRET not in caplog.text
     assert all(SECRET not in str(record.args) for record in caplog.records)
+
+
+async def test_a_hooked_pipeline_fails_the_push_with_the_reason(
+    stack: Stack, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    root = tmp_path / "pipe"
+    root.mkdir()
+    (root / "ame.yml").write_text(
+        """\
+project: piped
+tasks:
+  - name: step
+    executor: !custom
+      command: echo step
+  - name: both
+    pipeline:
+      - taskRef: step
+    triggers:
+      webhook: {secret: HOOK_KEY}
+"""
+    )
+    response = await rest_push(rest, root, project="piped")
+    assert response.status_code == 422, response.text
+    assert "task 'both' has a webhook, but it is a pipeline" in response.text
+    listed = (await rest.get("/v1/hooks")).json()["webhooks"]
+    assert listed == []
+
+
+async def test_arguments_of_a_submitted_run_reach_its_process(client: Grpc) -> None:
+    code = "import os, ame; print(os.environ['AME_TASK_ARGS'], ame.task_args()['lr'], os.environ['AME_IN_TASK'])"
+    run = await client.submit(py(code), args_json='{"lr":0.1}')
+    followed = await client.follow(run.id)
+    assert followed.texts[-1:] == ['{"lr":0.1} 0.1 1'], followed.texts
