@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics.export import Sum
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame_api.webhooks import REFUSED_BODY
@@ -68,14 +69,13 @@ def _refused_count(stack: Stack) -> int:
     reader = stack.runtime.telemetry.metrics_memory
     assert reader is not None
     data = reader.get_metrics_data()
-    return sum(
-        int(point.value)
-        for resource in (data.resource_metrics if data else [])
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "ame.webhooks.refused"
-        for point in metric.data.data_points  # type: ignore[union-attr]
-    )
+    total = 0
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "ame.webhooks.refused" and isinstance(metric.data, Sum):
+                    total += sum(int(point.value) for point in metric.data.data_points)
+    return total
 
 
 async def _runs_of(client: Grpc) -> list[str]:
