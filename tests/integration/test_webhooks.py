@@ -147,13 +147,20 @@ async def test_signed_deliveries_start_one_run_each_and_everything_else_is_refus
         oversized = await hooks.post(url, content=big, headers=_github(big, "d-9"))
         assert oversized.status_code == 413, oversized.text
 
+        # Signed, but not JSON a run can take: 422 with a short reason, never a 500, and no run.
+        for delivery, bad in (("d-10", b'{"x": NaN}'), ("d-11", b"[" * 5000 + b"]" * 5000), ("d-12", b"{nope")):
+            answer = await hooks.post(url, content=bad, headers=_github(bad, delivery))
+            assert answer.status_code == 422 and len(answer.text) < 300, answer.text
+        assert len(await _runs_of(client)) == 2
+
         # The deliveries so far, as `ame hooks list` shows them.
         listed = (await rest.get("/v1/hooks", params={"project": "hooked"})).json()["webhooks"]
         seen.append(json.dumps(listed))
         assert [(h["task"], h["secret_name"]) for h in listed] == [("on_push", "HOOK_KEY")], listed
         assert listed[0]["url"].endswith("/v1/hooks/default/hooked/on_push"), listed
         outcomes = [(d["delivery_id"], d["status"], d["run_id"]) for d in listed[0]["deliveries"]]
-        assert outcomes[0] == ("d-8", 202, fresh.json()["run_id"]), outcomes
+        assert outcomes[0] == ("d-12", 422, ""), outcomes
+        assert ("d-8", 202, fresh.json()["run_id"]) in outcomes, outcomes
         assert ("d-1", 202, run_id) in outcomes and ("d-2", 401, "") in outcomes, outcomes
         assert ("d-3", 401, "") in outcomes, outcomes
 

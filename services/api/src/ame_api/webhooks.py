@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import time
@@ -30,9 +29,9 @@ from datetime import datetime
 from pydantic import JsonValue, ValidationError
 
 from ame.domain import RunSpec, TriggerKind
-from ame.domain.errors import describe
 from ame.domain.limits import MAX_IDEMPOTENCY_KEY_CHARS, MAX_TASK_ARGS_BYTES
 from ame.domain.principals import Principal
+from ame.domain.task_args import decode_task_args, encode_task_args
 from ame.run_specs import run_spec_for_task
 from ame.spec import Project, SpecError, resolve_task
 from ame_api import organisations
@@ -195,9 +194,9 @@ class WebhookService:
                 DeliveryAnswer(400, {"error": "the delivery id is 1-128 letters, digits, '.', '_', ':', '-'"}),
             )
         try:
-            args = json.loads(body) if body.strip() else None
-        except ValueError:
-            return await self._answer(hook, delivery, DeliveryAnswer(422, {"error": "the body is not JSON"}))
+            args = decode_task_args(body)
+        except ValueError as exc:
+            return await self._answer(hook, delivery, DeliveryAnswer(422, {"error": f"the body is not JSON: {exc}"}))
         return await self._start(hook, delivery, args)
 
     def _check_signature(self, secret: str, body: bytes, headers: Mapping[str, str]) -> str:
@@ -237,14 +236,16 @@ class WebhookService:
             # A redelivery: the run it started, whatever version is live now.
             answer = DeliveryAnswer(202, {"run_id": earlier.id, "delivery": delivery, "redelivery": "true"})
             return await self._answer(hook, delivery, answer, outcome="redelivery", run_id=earlier.id)
+        if len(encode_task_args(args)) > MAX_TASK_ARGS_BYTES:
+            problem = f"the payload is over {MAX_TASK_ARGS_BYTES} bytes as task arguments (compact ASCII JSON)"
+            return await self._answer(hook, delivery, DeliveryAnswer(413, {"error": problem}))
         try:
             spec = RunSpec.model_validate({**hook.spec.model_dump(), "args": args})
-        except ValidationError as exc:
-            status = 413 if any(e["loc"] == ("args",) for e in exc.errors()) else 422
-            message = (
-                f"the payload is over {MAX_TASK_ARGS_BYTES} bytes as task arguments" if status == 413 else describe(exc)
-            )
-            return await self._answer(hook, delivery, DeliveryAnswer(status, {"error": message}))
+        except (ValidationError, RecursionError) as exc:
+            # The first problem's message alone: its location in a deeply nested payload could be kilobytes long.
+            why = exc.errors()[0]["msg"][:200] if isinstance(exc, ValidationError) else "it nests too deeply"
+            problem = f"the payload cannot be task arguments: {why}"
+            return await self._answer(hook, delivery, DeliveryAnswer(422, {"error": problem}))
         principal = Principal.trigger(org, "webhook")
         try:
             run = await self._runs.submit(principal, spec, trigger=TriggerKind.WEBHOOK, idempotency_key=key)

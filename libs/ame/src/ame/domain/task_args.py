@@ -17,9 +17,17 @@ def encode_task_args(value: JsonValue) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def decode_task_args(text: str) -> JsonValue:
-    """The value of `text` ('' means none); raises ValueError for anything that is not JSON."""
-    if not text:
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_task_args(text: str | bytes) -> JsonValue:
+    """The value of `text` ('' means none); raises ValueError for anything that is not strict JSON (NaN and
+    Infinity included) or nests too deeply to read."""
+    if not text.strip():
         return None
-    value: JsonValue = json.loads(text)
+    try:
+        value: JsonValue = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("the JSON nests too deeply") from None
     return value
