@@ -17,6 +17,7 @@ one run per (project, task, delivery id).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -142,6 +143,7 @@ class WebhookService:
         self._limited = meter.create_counter("ame.webhooks.rate_limited", description="Deliveries answered 429.")
         # Set by the app once the REST server is bound (its address is known only then).
         self.rest_url = ""
+        self._recording: set[asyncio.Task[DeliveryAnswer]] = set()
 
     @property
     def max_body_bytes(self) -> int:
@@ -168,7 +170,9 @@ class WebhookService:
         if hook is None:
             self._refused.add(1, {"reason": "unknown hook"})
             return _refused()
-        secret = await self._secrets.value(organisation, hook.secret_name)
+        secret = (
+            self._secrets.open_sealed(organisation, hook.secret_name, hook.sealed) if hook.sealed is not None else None
+        )
         if secret is None:
             log.warning(
                 "webhook %s/%s/%s: its secret %r is not in the secret store; every delivery is refused",
@@ -223,7 +227,17 @@ class WebhookService:
         delivery = headers.get("x-ame-delivery") or headers.get("x-github-delivery") or "-"
         if not _DELIVERY_ID.match(delivery):
             delivery = "-"
-        return await self._answer(hook, delivery, _refused(), outcome=f"refused: {reason}")
+        answer = _refused()
+        # Recorded after the answer, so a refusal at a hook that exists takes the time one at an unknown hook does.
+        task = asyncio.create_task(self._answer(hook, delivery, answer, outcome=f"refused: {reason}"))
+        self._recording.add(task)
+        task.add_done_callback(self._recorded)
+        return answer
+
+    def _recorded(self, task: asyncio.Task[DeliveryAnswer]) -> None:
+        self._recording.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("recording a refused webhook delivery failed: %r", task.exception())
 
     async def _start(self, hook: repo.Hook, delivery: str, args: JsonValue) -> DeliveryAnswer:
         key = f"hook:{hook.project}:{hook.task}:{delivery}"

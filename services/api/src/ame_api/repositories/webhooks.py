@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ame.domain import RunSpec
+from ame_api.secrets.cipher import Sealed
 from ame_platform.db import Connection
 
 # The column of `projects` naming the version whose triggers are live: the one `ame project push` activated.
@@ -24,6 +25,8 @@ class Hook:
     version_id: str
     secret_name: str
     spec: RunSpec
+    # The signing secret's row, read with the hook (find_hook only); None when the store has no such secret.
+    sealed: Sealed | None = None
 
 
 @dataclass(frozen=True)
@@ -61,21 +64,27 @@ async def add_hooks(
 
 
 async def find_hook(conn: Connection, *, organisation: str, project: str, task: str) -> Hook | None:
-    """The task's hook in the project's trigger version; None when there is none."""
-    version = await trigger_version(conn, organisation, project)
-    if version is None:
-        return None
-    project_id, version_id = version
+    """The task's hook in the project's trigger version with its signing secret's row; None when there is none.
+
+    One statement whether or not the hook exists, so that an unknown hook is answered in the time a known one is.
+    """
     row = await conn.fetchrow(
-        """SELECT secret_name, spec FROM project_version_webhooks
-           WHERE project_id = $1 AND version_id = $2 AND task = $3""",
-        uuid.UUID(project_id),
-        version_id,
+        f"""SELECT w.version_id, w.secret_name, w.spec, s.ciphertext, s.nonce, s.key_id
+            FROM projects p
+            JOIN project_version_webhooks w ON w.project_id = p.id AND w.version_id = p.{TRIGGER_VERSION_COLUMN}
+            LEFT JOIN secrets s ON s.organisation_id = p.organisation_id AND s.name = w.secret_name
+            WHERE p.organisation_id = $1 AND p.name = $2 AND w.task = $3""",
+        organisation,
+        project,
         task,
     )
     if row is None:
         return None
-    return Hook(organisation, project, task, version_id, row["secret_name"], RunSpec.model_validate_json(row["spec"]))
+    sealed = (
+        Sealed(bytes(row["ciphertext"]), bytes(row["nonce"]), row["key_id"]) if row["ciphertext"] is not None else None
+    )
+    spec = RunSpec.model_validate_json(row["spec"])
+    return Hook(organisation, project, task, row["version_id"], row["secret_name"], spec, sealed)
 
 
 async def list_hooks(conn: Connection, *, organisation: str, project: str | None) -> list[Hook]:

@@ -20,7 +20,7 @@ from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import secrets as repo
 from ame_api.repositories.secrets import SecretRow
 from ame_api.runs import InvalidRequest, NotFound
-from ame_api.secrets.cipher import KeyUnavailable, SecretCipher
+from ame_api.secrets.cipher import KeyUnavailable, Sealed, SecretCipher
 from ame_api.secrets.vault import VaultClient, VaultError
 from ame_api.settings import ApiSettings
 from ame_platform.lifecycle import Supervisor
@@ -107,13 +107,9 @@ class SecretService:
             if not await repo.delete(conn, org, name):
                 raise NotFound(f"secret {name!r} not found")
 
-    async def value(self, organisation: str, name: str) -> str | None:
-        """The secret's value, for the api's own use (a webhook's signing key); None when it is not stored or
-        cannot be opened. The value never leaves the api: it is not returned to any caller."""
-        async with self._rt.pool.acquire() as conn:
-            sealed = (await repo.get_many(conn, organisation, [name])).get(name)
-        if sealed is None:
-            return None
+    def open_sealed(self, organisation: str, name: str, sealed: Sealed) -> str | None:
+        """The value of a secret row read elsewhere (a webhook's signing key, read with its hook), for the api's
+        own use: it is never returned to a caller. None when it cannot be opened (its key is not configured)."""
         try:
             return self._cipher.open(organisation, name, sealed)
         except KeyUnavailable as exc:
