@@ -114,6 +114,7 @@ async def test_signed_deliveries_start_one_run_each_and_everything_else_is_refus
         # The same delivery again: the same run, and no other.
         again = await hooks.post(url, content=body, headers=_github(body, "d-1"))
         assert again.status_code == 202 and again.json()["run_id"] == run_id, again.text
+        assert (first.json()["redelivery"], again.json()["redelivery"]) == (False, True)
         assert await _runs_of(client) == [run_id]
 
         refused_before = _refused_count(stack)

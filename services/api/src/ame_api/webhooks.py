@@ -83,7 +83,7 @@ def hooks_of_version(project: Project, project_name: str, version_id: str) -> li
 @dataclass(frozen=True)
 class DeliveryAnswer:
     status: int
-    body: dict[str, str]
+    body: dict[str, str | bool]
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -248,7 +248,7 @@ class WebhookService:
             earlier = await runs_repo.find_by_idempotency_key(conn, organisation=org, key=key)
         if earlier is not None:
             # A redelivery: the run it started, whatever version is live now.
-            answer = DeliveryAnswer(202, {"run_id": earlier.id, "delivery": delivery, "redelivery": "true"})
+            answer = DeliveryAnswer(202, {"run_id": earlier.id, "delivery": delivery, "redelivery": True})
             return await self._answer(hook, delivery, answer, outcome="redelivery", run_id=earlier.id)
         if len(encode_task_args(args)) > MAX_TASK_ARGS_BYTES:
             problem = f"the payload is over {MAX_TASK_ARGS_BYTES} bytes as task arguments (compact ASCII JSON)"
@@ -273,7 +273,7 @@ class WebhookService:
         except InvalidRequest as exc:
             return await self._answer(hook, delivery, DeliveryAnswer(422, {"error": str(exc)}))
         self._accepted.add(1)
-        answer = DeliveryAnswer(202, {"run_id": run.id, "delivery": delivery})
+        answer = DeliveryAnswer(202, {"run_id": run.id, "delivery": delivery, "redelivery": False})
         return await self._answer(hook, delivery, answer, outcome="run started", run_id=run.id)
 
     async def _answer(
@@ -288,7 +288,7 @@ class WebhookService:
                 task=hook.task,
                 delivery_id=delivery,
                 status=answer.status,
-                outcome=outcome or answer.body.get("error", "")[:500],
+                outcome=outcome or str(answer.body.get("error", ""))[:500],
                 run_id=run_id,
                 keep=self._settings.deliveries_kept,
             )
