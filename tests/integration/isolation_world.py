@@ -22,6 +22,9 @@ tasks:
   - name: hello
     executor: !custom
       command: python hello.py
+    triggers:
+      webhook:
+        secret: A_SECRET
 """
 DATA = b"print('hello from A')\n"
 SECRET_NAME = "A_SECRET"
@@ -66,6 +69,7 @@ class World:
             "org": "default",
             "name": SECRET_NAME,
             "path": "model.txt",
+            "task": "hello",
         }
 
     def leaks(self, text: str, sent: str = "") -> list[str]:

@@ -31,6 +31,7 @@ from tests.integration.isolation_world import (
     DATA,
     PROJECT,
     SECRET_NAME,
+    SECRET_VALUE,
     World,
     build_world,
     create_token,
@@ -121,6 +122,9 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("DELETE", "/v1/secrets/{name}"): (None, _b_own_secret),
         ("GET", "/v1/runs/{run_id}/artifacts"): (None, NOT_FOUND),
         ("GET", "/v1/runs/{run_id}/artifacts/{path}"): (None, NOT_FOUND),
+        # A's hook: a token is no credential there (B's no more than none); an unsigned delivery is refused.
+        ("POST", "/v1/hooks/{org}/{project}/{task}"): (b"{}", 401),
+        ("GET", "/v1/hooks"): (None, _no_leak),
     }
 
 
@@ -197,6 +201,9 @@ async def test_rest_routes_refuse_no_token_lower_scope_and_other_organisations(w
         assert run["started_by"] == f"token:{world.a_token_ids['run']}", run
         assert run["state"] != "cancelled" and "B tries" not in run["reason"], run
         assert (await client.get("/v1/whoami", headers=a_read)).json()["organisation"] == "default"
+        hooks = (await client.get("/v1/hooks", headers=a_read)).json()["webhooks"]
+        assert [(h["project"], h["task"], h["secret_name"]) for h in hooks] == [(PROJECT, "hello", SECRET_NAME)], hooks
+        assert SECRET_VALUE not in str(hooks)
         listed = (await client.get("/v1/secrets", headers=a_read)).json()["secrets"]
         assert [(s["name"], s["created_at"]) for s in listed] == [(SECRET_NAME, world.secret_created_at)], listed
 
@@ -248,6 +255,7 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         ),
         "ListRunArtifacts": ame_service_pb2.ListRunArtifactsRequest(run_id=world.run_id),
         "DownloadArtifact": ame_service_pb2.DownloadArtifactRequest(run_id=world.run_id, path="model.txt"),
+        "ListWebhooks": ame_service_pb2.ListWebhooksRequest(project=PROJECT),
     }
 
 
@@ -280,6 +288,7 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "ResolveRunSecrets": grpc.StatusCode.UNAUTHENTICATED,  # only the launcher credential resolves secrets
     "ListRunArtifacts": grpc.StatusCode.NOT_FOUND,
     "DownloadArtifact": grpc.StatusCode.NOT_FOUND,
+    "ListWebhooks": OK,  # B's own hooks: none of A's
 }
 
 

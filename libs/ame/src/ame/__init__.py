@@ -1,3 +1,7 @@
 """AME: declare machine-learning work in ame.yml and run it locally or on the AME control plane."""
 
+from ame.task_arguments import in_task, task_args
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "in_task", "task_args"]

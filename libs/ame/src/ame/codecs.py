@@ -29,6 +29,7 @@ from ame.domain import (
     errors,
 )
 from ame.domain.artifacts import Artifact
+from ame.domain.task_args import decode_task_args, encode_task_args
 
 _STATE_TO_PB = {state: run_pb2.RunState.Value(f"RUN_STATE_{state.name}") for state in RunState}
 _STATE_FROM_PB = {value: state for state, value in _STATE_TO_PB.items()}
@@ -98,6 +99,7 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
         labels=spec.labels,
         data_sets=[run_pb2.DataSetRef(name=d.name, project=d.project) for d in spec.data_sets],
         loop=spec.loop,
+        args_json="" if spec.args is None else encode_task_args(spec.args),
     )
 
 
@@ -130,8 +132,12 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             labels=dict(pb.labels),
             data_sets=[DataSetRef(name=d.name, project=d.project) for d in pb.data_sets],
             loop=pb.loop,
+            args=decode_task_args(pb.args_json),
         )
-    except ValidationError as exc:
+    except ValueError as exc:
+        # pydantic's ValidationError is a ValueError too: name the fields when it is one.
+        if not isinstance(exc, ValidationError):
+            raise DecodeError(f"args_json: not JSON: {exc}") from exc
         raise DecodeError(errors.describe(exc)) from exc
 
 

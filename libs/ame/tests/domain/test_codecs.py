@@ -266,3 +266,29 @@ def test_log_chunk_round_trip_and_message_ids() -> None:
     assert bus_messages.log_chunk_msg_id("r", 2, end) == "log:r:2:end"
     with pytest.raises(DecodeError, match="undecodable log chunk"):
         codecs.parse_log_chunk(b"\xff\xff\xff")
+
+
+@pytest.mark.parametrize(
+    "args", [None, {"ref": "main", "n": [1, 2.5, None, True]}, ["a", "\u00e9\U0001f600", "\ud800"], "text", 0]
+)
+def test_task_arguments_survive_the_bus(args: object) -> None:
+    spec = RunSpec(command="true", args=args)
+    pb = codecs.run_spec_to_pb(spec)
+    assert pb.args_json.isascii()
+    assert codecs.run_spec_from_pb(pb).args == args
+
+
+def test_task_arguments_over_the_limit_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from ame.domain.limits import MAX_TASK_ARGS_BYTES
+
+    with pytest.raises(ValidationError, match="task arguments are"):
+        RunSpec(command="true", args={"pad": "x" * MAX_TASK_ARGS_BYTES})
+
+
+def test_arguments_that_are_not_json_are_a_decode_error() -> None:
+    pb = codecs.run_spec_to_pb(RunSpec(command="true"))
+    pb.args_json = "{nope"
+    with pytest.raises(codecs.DecodeError, match="args_json"):
+        codecs.run_spec_from_pb(pb)

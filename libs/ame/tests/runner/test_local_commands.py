@@ -74,7 +74,9 @@ def test_without_local_flag_hands_over_to_the_remote_runner(
 
     calls: list[tuple[Path, str, bool]] = []
 
-    def fake_run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
+    def fake_run_remote(
+        project_dir: Path, task_name: str, follow: bool, download: bool = True, args: object = None
+    ) -> int:
         calls.append((project_dir, task_name, follow))
         return 5
 
@@ -93,7 +95,9 @@ def test_the_picker_chooses_the_task_of_a_remote_run_too(
 
     calls: list[tuple[Path, str, bool]] = []
 
-    def fake_run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
+    def fake_run_remote(
+        project_dir: Path, task_name: str, follow: bool, download: bool = True, args: object = None
+    ) -> int:
         calls.append((project_dir, task_name, follow))
         return 0
 

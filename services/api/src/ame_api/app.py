@@ -18,6 +18,7 @@ from ame_api.runs import OutboxRelay, RunService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
+from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
 from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
 from ame_platform.lifecycle import Component, Periodic
@@ -68,6 +69,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
+    webhooks = WebhookService(runtime, settings, runs, secrets)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -96,10 +98,20 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts)
+    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks)
     servicer = AmeServicer(
-        runs, follower, projects, tasks, tokens, secrets, artifacts=artifacts, retry_after_seconds=settings.retry_after
+        runs,
+        follower,
+        projects,
+        tasks,
+        tokens,
+        secrets,
+        artifacts=artifacts,
+        webhooks=webhooks,
+        retry_after_seconds=settings.retry_after,
     )
+    rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))
+    webhooks.rest_url = rest.url
     retention = Retention(runtime, settings, store)
     return ApiService(
         runs=runs,
@@ -111,7 +123,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         triggers=triggers,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
-        rest=RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings)),
+        rest=rest,
         grpc=GrpcServer(
             servicer,
             settings.grpc_host,

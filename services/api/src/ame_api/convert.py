@@ -37,6 +37,7 @@ from ame_api.repositories.tokens import Organisation, TokenRecord
 if TYPE_CHECKING:
     from ame_api.repositories.secrets import SecretRow
     from ame_api.secrets.service import Resolved
+    from ame_api.webhooks import HookListing
 
 __all__ = ["DecodeError", "StateEvent"]
 
@@ -454,3 +455,18 @@ def scope_request(value: str) -> Scope:
 
 def organisation_to_pb(org: Organisation) -> ame_service_pb2.Organisation:
     return ame_service_pb2.Organisation(id=org.id, created_at=codecs.timestamp(org.created_at))
+
+
+def webhook_pb(hook: HookListing) -> ame_service_pb2.Webhook:
+    """A hook as `ame hooks list` shows it: URL, the secret's name (never its value), recent deliveries."""
+    pb = ame_service_pb2.Webhook(
+        project=hook.project,
+        task=hook.task,
+        url=hook.url,
+        secret_name=hook.secret_name,
+        version_id=hook.version_id,
+    )
+    for d in hook.deliveries:
+        delivery = pb.deliveries.add(delivery_id=d.delivery_id, status=d.status, outcome=d.outcome, run_id=d.run_id)
+        delivery.received_at.FromDatetime(d.received_at)
+    return pb

@@ -34,17 +34,19 @@ from ame.domain.projects import (
     manifest_digest,
     symlink_escapes,
 )
-from ame.spec import SpecError, load_project_text
+from ame.spec import Project, SpecError, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations
 from ame_api.repositories import projects as repo
 from ame_api.repositories import retention as retention_repo
 from ame_api.repositories import runs as runs_repo
+from ame_api.repositories import webhooks as webhooks_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import Conflict, InvalidRequest
 from ame_api.settings import ApiSettings
 from ame_api.spooling import discard, spooled
+from ame_api.webhooks import hooks_of_version
 from ame_platform.bus.publisher import headers_for
 from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
@@ -271,7 +273,9 @@ class ProjectService:
                 f"{len(missing)} of the version's blobs are not uploaded yet (the first is {first}, sha256 "
                 f"{missing[0]}); upload them and commit again"
             )
-        task_names = await self._check_spec(org, project, files)
+        spec = await self._check_spec(org, project, files)
+        task_names = spec.task_names()
+        hooks = hooks_of_version(spec, project, version_id)
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the
@@ -289,6 +293,8 @@ class ProjectService:
             )
             await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
             outbox_id = None
+            if created and hooks:
+                await webhooks_repo.add_hooks(conn, project_id=project_id, version_id=version_id, hooks=hooks)
             if created:
                 msg_id = f"project:{project_id}:{version_id}"
                 outbox_id = await runs_repo.add_outbox(
@@ -318,9 +324,9 @@ class ProjectService:
         async with self._rt.pool.acquire() as conn:
             await runs_repo.delete_outbox(conn, outbox_id)
 
-    async def _check_spec(self, org: str, project: str, files: Sequence[ManifestEntry]) -> list[str]:
+    async def _check_spec(self, org: str, project: str, files: Sequence[ManifestEntry]) -> Project:
         """The same checks as `ame validate` in the project's directory, with the same messages; returns the
-        names of the project's tasks, in file order."""
+        project the file declares."""
         found = [f for f in files if f.path in PROJECT_FILE_NAMES]
         if not found:
             raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
@@ -347,7 +353,7 @@ class ProjectService:
             raise InvalidSpec([str(p) for p in error.problems]) from None
         if spec.name and spec.name != project:
             raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
-        return spec.task_names()
+        return spec
 
     async def _check_symlinks(self, org: str, files: Sequence[ManifestEntry]) -> None:
         for entry in files:

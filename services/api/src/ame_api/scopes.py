@@ -3,7 +3,9 @@
 An endpoint absent from this table is refused to every caller (and the isolation tests fail for it), so adding
 an endpoint means adding its row here. `PUBLIC` endpoints take no token: health, the API description and the
 gRPC health and reflection services. `run` may submit, cancel and push projects; `admin` manages the
-organisation's tokens; `server-admin` manages organisations and operates the server (dead letters).
+organisation's tokens; `server-admin` manages organisations and operates the server (dead letters). `LAUNCHER`
+and `SIGNED` endpoints take no token either: the method checks the launcher credential, the route a webhook
+delivery's signature.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from ame.domain.principals import Scope
 PUBLIC: Final = "public"
 # Not a token's: the launcher credential, which the method itself checks (ame_api.secrets.launcher_auth).
 LAUNCHER: Final = "launcher"
-Need = Scope | Literal["public", "launcher"]
+# Not a token's: a webhook delivery, signed with the hook's secret, which the route itself checks (ame_api.webhooks).
+SIGNED: Final = "signed"
+Need = Scope | Literal["public", "launcher", "signed"]
 
 READ, RUN, ADMIN, SERVER_ADMIN = Scope.READ, Scope.RUN, Scope.ADMIN, Scope.SERVER_ADMIN
 
@@ -60,6 +64,9 @@ REST: dict[tuple[str, str], Need] = {
     # Artifacts of runs
     ("GET", "/v1/runs/{run_id}/artifacts"): READ,
     ("GET", "/v1/runs/{run_id}/artifacts/{path:path}"): READ,
+    # Webhooks: deliveries carry a signature instead of a token; the list is the organisation's.
+    ("POST", "/v1/hooks/{org}/{project}/{task}"): SIGNED,
+    ("GET", "/v1/hooks"): READ,
     # Operating the server
     ("GET", "/v1/admin/deadletters"): SERVER_ADMIN,
     ("POST", "/v1/admin/deadletters/{letter_id}/replay"): SERVER_ADMIN,
@@ -96,6 +103,7 @@ GRPC: dict[str, Need] = {
     "/ame.contracts.api.v1.AmeService/ResolveRunSecrets": LAUNCHER,
     "/ame.contracts.api.v1.AmeService/ListRunArtifacts": READ,
     "/ame.contracts.api.v1.AmeService/DownloadArtifact": READ,
+    "/ame.contracts.api.v1.AmeService/ListWebhooks": READ,
 }
 
 

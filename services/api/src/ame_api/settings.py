@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
-from ame.domain.limits import MAX_NAME_CHARS, NAME_PATTERN
+from ame.domain.limits import MAX_NAME_CHARS, MAX_TASK_ARGS_BYTES, NAME_PATTERN
 from ame.domain.quotas import LoopLimits
 from ame_api.secrets.settings import SecretsSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
@@ -48,6 +48,39 @@ class AdmissionSettings(BaseSettings):
             if not re.fullmatch(NAME_PATTERN, name) or len(name) > MAX_NAME_CHARS:
                 raise ValueError(f"loop name {name[:200]!r} is not a name (letters, digits, '_', '-', '.')")
         return loops
+
+
+class WebhookSettings(BaseSettings):
+    """Webhooks (`AME_WEBHOOKS_*`): `POST /v1/hooks/{org}/{project}/{task}`."""
+
+    model_config = SettingsConfigDict(env_prefix="AME_WEBHOOKS_", extra="forbid")
+
+    max_body_bytes: int = Field(
+        MAX_TASK_ARGS_BYTES,
+        ge=1,
+        le=MAX_TASK_ARGS_BYTES,
+        description="Largest delivery body (413 past it); the payload becomes the run's task arguments, which the "
+        "launch command carries on the bus, so it is at most their limit.",
+    )
+    rate: float = Field(
+        5.0,
+        gt=0,
+        description="Deliveries a second each hook is allowed, refilled continuously (429 with Retry-After past "
+        "it). Counted by each api replica on its own: the deployment allows this times its replicas.",
+    )
+    burst: int = Field(20, ge=1, description="Deliveries a hook may send at once before `rate` applies.")
+    max_age: Duration = Field(
+        300.0,
+        gt=0,
+        description="AME's signature scheme: refuse a delivery whose X-AME-Timestamp is older (or "
+        "further ahead) than this.",
+    )
+    deliveries_kept: int = Field(20, ge=1, le=1000, description="Recent deliveries kept per hook (`ame hooks list`).")
+    public_url: str = Field(
+        "",
+        description="The REST URL senders reach (e.g. behind a proxy) for the hook URLs `ame hooks list` prints; "
+        "empty: the REST server's own address.",
+    )
 
 
 class ApiSettings(BaseSettings):
@@ -112,6 +145,7 @@ class ApiSettings(BaseSettings):
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="The secret store.")
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     # Project versions (ame project push).
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")
     project_max_bytes: int = Field(5 * _GIB, ge=1, description="Largest project version accepted, in bytes.")

@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.task_args_options import args_options, parse_args_options
+
 if TYPE_CHECKING:
+    from pydantic import JsonValue
+
     from ame.runner.console import TerminalOutput
     from ame.runner.home import AmeHome
     from ame.runner.results import RunResult
@@ -64,6 +68,7 @@ def register(cli: click.Group) -> None:
     show_default=True,
     help="Remote runs: bring the run's artifacts into the project directory when it ends.",
 )
+@args_options
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -74,6 +79,8 @@ def run_command(
     follow: bool,
     detach: bool,
     download: bool,
+    args_json: str | None,
+    args_file: Path | None,
 ) -> None:
     """Run task NAME of the project here (-l) or on the AME server; without NAME, pick one.
 
@@ -85,11 +92,12 @@ def run_command(
     """
     if local and detach:
         raise click.UsageError("--detach is for runs on the server; a local run (-l) ends with this command")
+    args = parse_args_options(args_json, args_file)
     project = _load_project(project_dir)
     name = name or _pick_task(project)
     if not local:
-        ctx.exit(_run_remote(project_dir, name, follow and not detach, download))
-    ctx.exit(_run_local(project, project_dir, name, max_parallel))
+        ctx.exit(_run_remote(project_dir, name, follow and not detach, download, args))
+    ctx.exit(_run_local(project, project_dir, name, max_parallel, args))
 
 
 def _load_project(project_dir: Path) -> Project:
@@ -118,7 +126,7 @@ def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def _run_remote(project_dir: Path, name: str, follow: bool, download: bool) -> int:
+def _run_remote(project_dir: Path, name: str, follow: bool, download: bool, args: JsonValue) -> int:
     try:
         remote = importlib.import_module("ame.cli.remote_commands")
     except ModuleNotFoundError as exc:
@@ -127,11 +135,11 @@ def _run_remote(project_dir: Path, name: str, follow: bool, download: bool) -> i
         raise click.ClickException(
             "remote runs are not available in this installation; use -l to run the task locally"
         ) from exc
-    code: int = remote.run_remote(project_dir, name, follow, download)
+    code: int = remote.run_remote(project_dir, name, follow, download, args)
     return code
 
 
-def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int | None) -> int:
+def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int | None, args: JsonValue) -> int:
     from ame.runner.console import TerminalOutput
     from ame.runner.gpus import GpuPool, HostResourceSettings
     from ame.runner.home import AmeHome
@@ -165,7 +173,7 @@ def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int
         memory_enforcement=host.memory_enforcement,
     )
     output = TerminalOutput(sys.stdout, sys.stderr, step_names=_step_labels(task))
-    return asyncio.run(_run_with_signals(LocalRunner(settings), task, output))
+    return asyncio.run(_run_with_signals(LocalRunner(settings), task, output, args))
 
 
 def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
@@ -177,7 +185,9 @@ def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
     return labels
 
 
-async def _run_with_signals(runner: LocalRunner, task: ResolvedTask, output: TerminalOutput) -> int:
+async def _run_with_signals(
+    runner: LocalRunner, task: ResolvedTask, output: TerminalOutput, args: JsonValue = None
+) -> int:
     from ame.domain.ids import new_run_id
     from ame.runner.local_resources import UnrunnableError
     from ame.runner.secret_sources import SecretError
@@ -203,7 +213,7 @@ async def _run_with_signals(runner: LocalRunner, task: ResolvedTask, output: Ter
     run_id = new_run_id()
     await output.notice(f"run {run_id}: task {task.name} (local)")
     try:
-        result = await runner.run(task, output, run_id=run_id, cancel=cancel)
+        result = await runner.run(task, output, run_id=run_id, cancel=cancel, args=args)
     except (SecretError, UnrunnableError) as exc:
         raise click.ClickException(str(exc)) from exc
     except asyncio.CancelledError:

@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.task_args_options import args_options, parse_args_options
+
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from pydantic import JsonValue
 
     from ame.domain import LogLine, Run, RunSpec
     from ame.sdk import Client
@@ -141,7 +145,7 @@ def _follow_or_detach(client: Client, run_id: str, on_end: Callable[[], None] | 
     return 0
 
 
-def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True) -> int:
+def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool = True, args: JsonValue = None) -> int:
     """`ame task run NAME` without -l: push the project, run the task on the server from that version, and (unless
     `download` is off) bring the run's artifacts back into the project directory when it ends."""
     from ame.run_specs import run_spec_for_task
@@ -159,7 +163,7 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
     name = project.name or project_dir.resolve().name
     pushed_at = time.time()
     version_id = _push_version(project_dir, name)
-    spec = run_spec_for_task(task, project=name, project_version_id=version_id)
+    spec = run_spec_for_task(task, project=name, project_version_id=version_id).model_copy(update={"args": args})
     if not download or not follow:
         return submit_and_follow(spec, target=None, follow_output=follow)
     from ame.sdk import AmeError
@@ -239,6 +243,7 @@ def register(cli: click.Group) -> None:
     @click.option("--timeout", default=None, help="Seconds, or a duration like 30s, 5m, 1h.")
     @click.option("--follow/--no-follow", default=True, show_default=True, help="Stream the output until it ends.")
     @target_option
+    @args_options
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     def submit(
         project: str,
@@ -247,6 +252,8 @@ def register(cli: click.Group) -> None:
         timeout: str | None,
         follow: bool,
         target: str | None,
+        args_json: str | None,
+        args_file: Path | None,
         command: tuple[str, ...],
     ) -> None:
         """Run COMMAND on the server; with --follow, print its output and exit with its exit code.
@@ -272,6 +279,7 @@ def register(cli: click.Group) -> None:
                 command=_command_line(command),
                 environment=environment,
                 timeout_seconds=_parse_timeout(timeout),
+                args=parse_args_options(args_json, args_file),
             )
         except (ValidationError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None

@@ -37,6 +37,11 @@ MAX_ARTIFACT_PATHS = 1000
 MAX_DATA_SETS = 100
 MAX_ARTIFACT_PATH_CHARS = 4096  # PATH_MAX on Linux
 MAX_PROJECT_VERSION_ID_CHARS = 64
+# Task arguments (a webhook's payload, `--args`): JSON carried with the run. The launch command that carries them
+# must fit one NATS message (1 MiB by default) beside the rest of the spec. Up to MAX_TASK_ARGS_ENV_BYTES they
+# are also in the environment as AME_TASK_ARGS; always in the file AME_TASK_ARGS_FILE names.
+MAX_TASK_ARGS_BYTES = 512 * 1024
+MAX_TASK_ARGS_ENV_BYTES = 32 * 1024
 # A cancel reason is shown in listings and carried by every event of the run's end.
 MAX_REASON_CHARS = 2000
 # The longest reason stored for a run's end (the registry, the log archive): a launcher's or the reconciler's

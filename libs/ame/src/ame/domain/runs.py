@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from ame.domain.durations import Timeout
 from ame.domain.executors import ExecutorKind
@@ -30,6 +30,7 @@ from ame.domain.limits import (
     MAX_PYTHON_VERSION_CHARS,
     MAX_RETRIES,
     MAX_SECRET_KEY_CHARS,
+    MAX_TASK_ARGS_BYTES,
     MAX_VAULT_CHARS,
     NAME_PATTERN,
     ArtifactPath,
@@ -38,6 +39,7 @@ from ame.domain.limits import (
 )
 from ame.domain.resources import Resources
 from ame.domain.run_states import RunState
+from ame.domain.task_args import encode_task_args
 
 __all__ = ["MAX_COMMAND_BYTES", "MAX_ENV_VALUE_BYTES", "MAX_ENV_VARS", "MAX_LABELS", "Resources", "check_text"]
 
@@ -135,6 +137,11 @@ class RunSpec(BaseModel):
         pattern=LOOP_PATTERN,
         description="The admission loop the run queues in (e.g. `metadata`); empty: its organisation's own queue.",
     )
+    args: JsonValue = Field(
+        None,
+        description="Task arguments: any JSON value (a webhook's payload), handed to the process as the file "
+        "AME_TASK_ARGS_FILE names and, when small, as AME_TASK_ARGS; null for none.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -154,6 +161,14 @@ class RunSpec(BaseModel):
                 )
             check_text(key, "a label")
             check_text(label, "a label")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _small_args(cls, value: JsonValue) -> JsonValue:
+        size = len(encode_task_args(value))
+        if size > MAX_TASK_ARGS_BYTES:
+            raise ValueError(f"the task arguments are {size} bytes as JSON; at most {MAX_TASK_ARGS_BYTES}")
         return value
 
     @model_validator(mode="after")

@@ -51,3 +51,8 @@ class AmeHome:
     def gpu_locks(self) -> Path:
         """One lock file per GPU, shared by every `ame task run -l` of this home (see ame.runner.gpus)."""
         return self.root / "gpus"
+
+    @property
+    def task_args(self) -> Path:
+        """One file per run in progress holding its task arguments (AME_TASK_ARGS_FILE), removed when it ends."""
+        return self.root / "task-args"

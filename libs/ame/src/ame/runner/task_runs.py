@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pathspec
+from pydantic import JsonValue
 
 from ame.domain.ids import new_run_id
+from ame.domain.limits import MAX_TASK_ARGS_ENV_BYTES
+from ame.domain.task_args import encode_task_args
 from ame.runner.artifacts import (
     artifact_prefix,
     changed_files,
@@ -89,8 +92,9 @@ class LocalRunner:
         *,
         run_id: str | None = None,
         cancel: asyncio.Event | None = None,
+        args: JsonValue = None,
     ) -> RunResult:
-        """Run `task` to completion.
+        """Run `task` to completion; `args` are its task arguments (see `write_task_args`).
 
         Raises SecretError if a secret is missing, and UnrunnableError if a step can never run here (an image,
         more GPUs than the host has), before starting anything.
@@ -109,8 +113,24 @@ class LocalRunner:
         secrets = await self._resolve_secrets(task)
         masked = tuple(sorted({value for values in secrets.values() for value in values.values()}))
         prefix = artifact_prefix(settings.project_name, task.name, run_id)
-        execution = _Execution(self.settings, run_id, prefix, secrets, masked, output)
+        args_file = settings.home.task_args / f"{run_id}.json"
+        args_env = await asyncio.to_thread(write_task_args, args_file, args)
+        execution = _Execution(self.settings, run_id, prefix, secrets, masked, output, args_env)
+        try:
+            return await self._execute(task, execution, cancel, run_id, started_at, prefix)
+        finally:
+            args_file.unlink(missing_ok=True)
 
+    async def _execute(
+        self,
+        task: ResolvedTask,
+        execution: _Execution,
+        cancel: asyncio.Event,
+        run_id: str,
+        started_at: float,
+        prefix: str,
+    ) -> RunResult:
+        settings = self.settings
         if task.pipeline:
             semaphore = asyncio.Semaphore(max(1, settings.max_parallel))
             outcome = await run_pipeline(task, execution.run_step, semaphore, cancel)
@@ -184,8 +204,10 @@ class _Execution:
         secrets: Mapping[str, Mapping[str, str]],
         masked: tuple[str, ...],
         output: RunOutput,
+        args_env: Mapping[str, str],
     ) -> None:
         self.settings = settings
+        self.args_env = args_env
         self.run_id = run_id
         self.prefix = prefix
         self.secrets = secrets
@@ -205,6 +227,8 @@ class _Execution:
             AME_PROJECT=settings.project_name,
         )
         env.update({var.key: var.val for var in task.environment})
+        # After the task's own variables: these describe this run, and a task cannot redefine them.
+        env.update(self.args_env)
         # Setup tools see the task's variables (index URLs, proxies) but never its secrets.
         setup = SetupContext(settings.home, settings.project_dir, env, sink, cancel)
         started_at = time.time()
@@ -315,6 +339,21 @@ class _Execution:
         if keys:
             await self.output.notice(f"{name}: saved {len(keys)} artifact(s) under {self.prefix}")
         return keys
+
+
+def write_task_args(path: Path, args: JsonValue) -> dict[str, str]:
+    """Write the run's task arguments to `path` (always, `null` for none) and return the variables that hand
+    them to the process: AME_IN_TASK, AME_TASK_ARGS_FILE and, when small, AME_TASK_ARGS."""
+    text = encode_task_args(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Private to the user: a webhook's payload may be anything its sender put there.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(text)
+    env = {"AME_IN_TASK": "1", "AME_TASK_ARGS_FILE": str(path)}
+    if len(text) <= MAX_TASK_ARGS_ENV_BYTES:
+        env["AME_TASK_ARGS"] = text
+    return env
 
 
 def _record(result: RunResult) -> RunRecord:

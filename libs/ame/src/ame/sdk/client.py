@@ -23,6 +23,7 @@ from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
+from ame.domain.webhooks import Webhook
 from ame.sdk import convert
 from ame.sdk.credentials import DEFAULT_TARGET, authenticated_channel, discover_target, discover_token
 from ame.sdk.errors import (
@@ -180,6 +181,12 @@ class Client:
     def list_secrets(self) -> list[SecretInfo]:
         response = self._call(self._stub.ListSecrets, ame_service_pb2.ListSecretsRequest(), timeout=self._timeout)
         return [convert.secret_from_pb(s) for s in response.secrets]
+
+    def list_webhooks(self, *, project: str | None = None) -> list[Webhook]:
+        """The webhooks of each project's trigger version, each with its URL and most recent deliveries."""
+        request = ame_service_pb2.ListWebhooksRequest(project=project or "")
+        response = self._call(self._stub.ListWebhooks, request, timeout=self._timeout)
+        return [convert.webhook_from_pb(w) for w in response.webhooks]
 
     def delete_secret(self, name: str) -> None:
         request = ame_service_pb2.DeleteSecretRequest(name=name)

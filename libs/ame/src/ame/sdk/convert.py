@@ -14,6 +14,7 @@ from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
+from ame.domain.webhooks import Webhook, WebhookDelivery
 
 
 def run_from_pb(pb: run_pb2.Run) -> Run:
@@ -117,3 +118,23 @@ def secret_from_pb(pb: ame_service_pb2.SecretInfo) -> SecretInfo:
 
 def artifact_from_pb(pb: run_pb2.Artifact) -> Artifact:
     return codecs.artifact_from_pb(pb)
+
+
+def webhook_from_pb(pb: ame_service_pb2.Webhook) -> Webhook:
+    return Webhook(
+        project=pb.project,
+        task=pb.task,
+        url=pb.url,
+        secret_name=pb.secret_name,
+        version_id=pb.version_id,
+        deliveries=[
+            WebhookDelivery(
+                delivery_id=d.delivery_id,
+                received_at=d.received_at.ToDatetime(tzinfo=UTC),
+                status=d.status,
+                outcome=d.outcome,
+                run_id=d.run_id,
+            )
+            for d in pb.deliveries
+        ],
+    )

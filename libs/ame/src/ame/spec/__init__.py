@@ -38,6 +38,7 @@ from ame.spec.model import (
     Training,
     Triggers,
     VaultSecret,
+    Webhook,
 )
 from ame.spec.resolve import ExternalTemplates, check_project, external_template_refs, resolve_task
 from ame.spec.resolved import ResolvedTask
@@ -68,6 +69,7 @@ __all__ = [
     "Training",
     "Triggers",
     "VaultSecret",
+    "Webhook",
     "check_project",
     "external_template_refs",
     "find_project_file",

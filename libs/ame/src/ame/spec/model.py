@@ -247,10 +247,31 @@ class DataSetRef(SpecModel):
     project: Name | None = None
 
 
+# The name of a secret in AME's secret store (ame_api.secrets.service.NAME).
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,255}$")
+
+
+def _check_secret_name(value: str) -> str:
+    if not _SECRET_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a secret name: 1-256 letters, digits, '_', '.', '-' or '/', starting with a letter, "
+            "digit or '_' (the name of a secret in AME's secret store, set with `ame secret set`)"
+        )
+    return value
+
+
+class Webhook(SpecModel):
+    """``triggers: {webhook: {secret: KEY}}``: the task runs on each signed POST to its hook; ``secret`` names the
+    secret (in AME's secret store) that signs the deliveries."""
+
+    secret: Annotated[str, AfterValidator(_check_secret_name)]
+
+
 class Triggers(SpecModel):
-    """What starts a task on its own; today only a cron ``schedule``."""
+    """What starts a task on its own: a cron ``schedule``, a ``webhook``."""
 
     schedule: Annotated[str, AfterValidator(_check_schedule)] | None = None
+    webhook: Webhook | None = None
 
 
 class TemplateRef(SpecModel):

@@ -43,6 +43,8 @@ class ResolvedTask(BaseModel):
     retries: int = 0
     loop: str | None = None
     schedule: str | None = None
+    # `triggers.webhook.secret`: the secret that signs deliveries to the task's hook; None for no hook.
+    webhook_secret: str | None = None
 
     @property
     def is_pipeline(self) -> bool:
@@ -100,6 +102,8 @@ class ResolvedTask(BaseModel):
             ]
         if self.schedule is not None:
             spec["triggers"] = {"schedule": self.schedule}
+        if self.webhook_secret is not None:
+            spec.setdefault("triggers", {})["webhook"] = {"secret": self.webhook_secret}
         if self.timeout_seconds is not None:
             spec["timeout"] = format_duration(self.timeout_seconds)
         if self.retries:

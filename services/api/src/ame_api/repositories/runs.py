@@ -358,3 +358,9 @@ async def claim_outbox(conn: Connection, *, older_than_seconds: float, limit: in
 
 async def get_outbox(conn: Connection, outbox_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT id, msg_id, subject, payload, headers FROM outbox WHERE id = $1", outbox_id)
+
+
+async def find_by_idempotency_key(conn: Connection, *, organisation: str, key: str) -> Run | None:
+    """The run submitted with `key` in the organisation, if any."""
+    row = await conn.fetchrow(_GET_BY_IDEMPOTENCY_KEY, organisation, key)
+    return _row_to_run(row) if row is not None else None

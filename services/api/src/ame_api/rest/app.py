@@ -17,12 +17,13 @@ from ame_api.artifacts import ArtifactService
 from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, artifacts, errors, org_limits, projects, runs, secrets, tasks, tokens
+from ame_api.rest import admin, artifacts, errors, org_limits, projects, runs, secrets, tasks, tokens, webhooks
 from ame_api.rest.auth import Authenticate
 from ame_api.runs import RunService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
+from ame_api.webhooks import WebhookService
 from ame_platform.lifecycle import Supervisor
 
 
@@ -35,6 +36,7 @@ def create_app(
     settings: ApiSettings,
     secret_service: SecretService,
     artifact_service: ArtifactService,
+    webhook_service: WebhookService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -54,6 +56,8 @@ def create_app(
     app.include_router(secrets.router(secret_service))
     app.include_router(artifacts.router(artifact_service))
     app.include_router(org_limits.router(run_service.admission))
+    if webhook_service is not None:
+        app.include_router(webhooks.router(webhook_service))
     projects.install(app, project_service, settings)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

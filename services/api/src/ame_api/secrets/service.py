@@ -20,7 +20,7 @@ from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import secrets as repo
 from ame_api.repositories.secrets import SecretRow
 from ame_api.runs import InvalidRequest, NotFound
-from ame_api.secrets.cipher import KeyUnavailable, SecretCipher
+from ame_api.secrets.cipher import KeyUnavailable, Sealed, SecretCipher
 from ame_api.secrets.vault import VaultClient, VaultError
 from ame_api.settings import ApiSettings
 from ame_platform.lifecycle import Supervisor
@@ -106,6 +106,15 @@ class SecretService:
         async with self._rt.pool.acquire() as conn:
             if not await repo.delete(conn, org, name):
                 raise NotFound(f"secret {name!r} not found")
+
+    def open_sealed(self, organisation: str, name: str, sealed: Sealed) -> str | None:
+        """The value of a secret row read elsewhere (a webhook's signing key, read with its hook), for the api's
+        own use: it is never returned to a caller. None when it cannot be opened (its key is not configured)."""
+        try:
+            return self._cipher.open(organisation, name, sealed)
+        except KeyUnavailable as exc:
+            log.error("secret %r of organisation %s cannot be opened: %s", name, organisation, exc)
+            return None
 
     async def resolve_for_run(self, organisation: str, run_id: str, attempt: int) -> list[Resolved]:
         """The values of the secrets the run's spec declares, while `attempt` is the run's live attempt.

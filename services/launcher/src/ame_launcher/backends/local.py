@@ -151,7 +151,9 @@ class LocalBackend:
                     memory_enforcement=self._settings.memory_enforcement,
                 )
             )
-            result = await runner.run(task, _Output(output, on_started), run_id=command.run_id, cancel=cancel)
+            result = await runner.run(
+                task, _Output(output, on_started), run_id=command.run_id, cancel=cancel, args=spec.args
+            )
             await artifacts.finish()
         except ArtifactStoreError as exc:
             return await _fail(output, f"the run's artifacts could not be stored: {exc}")

@@ -134,6 +134,11 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.FromString,
                 _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListWebhooks',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
         self.WhoAmI = channel.unary_unary(
                 '/ame.contracts.api.v1.AmeService/WhoAmI',
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIRequest.SerializeToString,
@@ -315,6 +320,14 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWebhooks(self, request, context):
+        """The webhooks of each project's trigger version (ame.yml `triggers.webhook`), each with its URL and most recent
+        deliveries. Deliveries themselves arrive over REST only: POST /v1/hooks/{org}/{project}/{task}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WhoAmI(self, request, context):
         """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
         scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
@@ -460,6 +473,11 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.GetOrganisationLimits,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksResponse.SerializeToString,
             ),
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
@@ -1032,6 +1050,33 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/GetOrganisationLimits',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetOrganisationLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListWebhooks',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksResponse.FromString,
             options,
             channel_credentials,
             insecure,

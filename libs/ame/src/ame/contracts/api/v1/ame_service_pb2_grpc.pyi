@@ -83,6 +83,10 @@ class AmeServiceStub:
     SetOrganisationLimits: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.SetOrganisationLimitsRequest, _ame_service_pb2.SetOrganisationLimitsResponse]
     """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get."""
     GetOrganisationLimits: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.GetOrganisationLimitsRequest, _ame_service_pb2.GetOrganisationLimitsResponse]
+    ListWebhooks: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListWebhooksRequest, _ame_service_pb2.ListWebhooksResponse]
+    """The webhooks of each project's trigger version (ame.yml `triggers.webhook`), each with its URL and most recent
+    deliveries. Deliveries themselves arrive over REST only: POST /v1/hooks/{org}/{project}/{task}.
+    """
     WhoAmI: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.WhoAmIRequest, _ame_service_pb2.WhoAmIResponse]
     """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
     scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
@@ -153,6 +157,10 @@ class AmeServiceAsyncStub(AmeServiceStub):
     SetOrganisationLimits: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.SetOrganisationLimitsRequest, _ame_service_pb2.SetOrganisationLimitsResponse]  # type: ignore[assignment]
     """An organisation's admission limits: replaced whole by Set (an absent limit is no limit), read by Get."""
     GetOrganisationLimits: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.GetOrganisationLimitsRequest, _ame_service_pb2.GetOrganisationLimitsResponse]  # type: ignore[assignment]
+    ListWebhooks: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListWebhooksRequest, _ame_service_pb2.ListWebhooksResponse]  # type: ignore[assignment]
+    """The webhooks of each project's trigger version (ame.yml `triggers.webhook`), each with its URL and most recent
+    deliveries. Deliveries themselves arrive over REST only: POST /v1/hooks/{org}/{project}/{task}.
+    """
     WhoAmI: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.WhoAmIRequest, _ame_service_pb2.WhoAmIResponse]  # type: ignore[assignment]
     """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
     scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
@@ -340,6 +348,16 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ame_service_pb2.GetOrganisationLimitsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ame_service_pb2.GetOrganisationLimitsResponse, _abc.Awaitable[_ame_service_pb2.GetOrganisationLimitsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListWebhooks(
+        self,
+        request: _ame_service_pb2.ListWebhooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListWebhooksResponse, _abc.Awaitable[_ame_service_pb2.ListWebhooksResponse]]:
+        """The webhooks of each project's trigger version (ame.yml `triggers.webhook`), each with its URL and most recent
+        deliveries. Deliveries themselves arrive over REST only: POST /v1/hooks/{org}/{project}/{task}.
+        """
 
     @_abc_1.abstractmethod
     def WhoAmI(

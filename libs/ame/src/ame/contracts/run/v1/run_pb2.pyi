@@ -276,6 +276,7 @@ class RunSpec(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     DATA_SETS_FIELD_NUMBER: _builtins.int
     LOOP_FIELD_NUMBER: _builtins.int
+    ARGS_JSON_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     task: _builtins.str
     command: _builtins.str
@@ -286,6 +287,8 @@ class RunSpec(_message.Message):
     """The uploaded project version whose files form the working directory; empty for none."""
     loop: _builtins.str
     """The admission loop the run queues in (for example "metadata"); empty: its organisation's own queue."""
+    args_json: _builtins.str
+    """Task arguments as compact ASCII JSON (ame.domain.task_args); empty for none."""
     @_builtins.property
     def executor(self) -> Global___Executor: ...
     @_builtins.property
@@ -319,10 +322,11 @@ class RunSpec(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         data_sets: _abc.Iterable[Global___DataSetRef] | None = ...,
         loop: _builtins.str = ...,
+        args_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "executor", b"executor", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "loop", b"loop", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "loop", b"loop", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
