@@ -234,6 +234,7 @@ class _Resolver:
             pipeline=stages,
             timeout_seconds=fields.timeout_seconds,
             schedule=fields.triggers.schedule if fields.triggers else None,
+            triggers=fields.triggers,
         )
 
     def _build(self, fields: Task, name: str) -> ResolvedTask:
@@ -259,6 +260,7 @@ class _Resolver:
             retries=fields.retries or 0,
             loop=fields.loop,
             schedule=fields.triggers.schedule if fields.triggers else None,
+            triggers=fields.triggers,
         )
 
     # -- templates -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ame.domain.durations import format_duration
 from ame.domain.resources import Resources
-from ame.spec.model import AmeSecret, Artifacts, DataSetRef, EnvVar, Executor, VaultSecret
+from ame.spec.model import AmeSecret, Artifacts, DataSetRef, EnvVar, Executor, Triggers, VaultSecret
 
 
 class ResolvedTask(BaseModel):
@@ -43,6 +43,8 @@ class ResolvedTask(BaseModel):
     retries: int = 0
     loop: str | None = None
     schedule: str | None = None
+    # The whole triggers block as written (schedule options), when the task has one.
+    triggers: Triggers | None = None
 
     @property
     def is_pipeline(self) -> bool:
@@ -100,6 +102,9 @@ class ResolvedTask(BaseModel):
             ]
         if self.schedule is not None:
             spec["triggers"] = {"schedule": self.schedule}
+            if self.triggers is not None:
+                options = self.triggers.model_dump(by_alias=True, exclude={"schedule"}, exclude_defaults=True)
+                spec["triggers"].update(options)
         if self.timeout_seconds is not None:
             spec["timeout"] = format_duration(self.timeout_seconds)
         if self.retries:
