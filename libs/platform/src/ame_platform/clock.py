@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,12 @@ class ClockSettings(BaseSettings):
         None, description="The real instant at which simulated time is `start`; defaults to `start` itself."
     )
     rate: float = Field(1.0, gt=0, le=100_000, description="Simulated seconds per real second.")
+
+    @model_validator(mode="after")
+    def _needs_start(self) -> ClockSettings:
+        if self.start is None and (self.anchor is not None or self.rate != 1.0):
+            raise ValueError("AME_CLOCK_ANCHOR and AME_CLOCK_RATE need AME_CLOCK_START")
+        return self
 
 
 class Clock(Protocol):
@@ -67,8 +73,6 @@ class SimulatedClock:
 
 def clock_from(settings: ClockSettings) -> Clock:
     if settings.start is None:
-        if settings.anchor is not None or settings.rate != 1.0:
-            raise ValueError("AME_CLOCK_ANCHOR and AME_CLOCK_RATE need AME_CLOCK_START")
         return RealClock()
     return SimulatedClock(settings.start, settings.anchor or settings.start, settings.rate)
 
