@@ -15,11 +15,13 @@ from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.retention import Retention
 from ame_api.runs import OutboxRelay, RunService
+from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
 from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
+from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
 
@@ -61,11 +63,13 @@ class ApiService:
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     store = StoreComponent(settings)
-    projects = ProjectService(runtime, settings, store)
+    clock = clock_from(settings.clock)
+    projects = ProjectService(runtime, settings, store, clock)
     tasks = TaskService(runtime, settings)
     artifacts = ArtifactService(runtime, settings, store)
     tokens = TokenService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
+    schedules = ScheduleService(runtime, runs, clock)
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
     registry = PullConsumer(
@@ -96,9 +100,17 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts)
+    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts, schedules)
     servicer = AmeServicer(
-        runs, follower, projects, tasks, tokens, secrets, artifacts=artifacts, retry_after_seconds=settings.retry_after
+        runs,
+        follower,
+        projects,
+        tasks,
+        tokens,
+        secrets,
+        artifacts=artifacts,
+        schedules=schedules,
+        retry_after_seconds=settings.retry_after,
     )
     retention = Retention(runtime, settings, store)
     return ApiService(

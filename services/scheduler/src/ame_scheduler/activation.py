@@ -4,7 +4,8 @@ One transaction per message, under the project's row in `schedule_projects`: a g
 applied is ignored (a late or redelivered message cannot bring old schedules back). A task that keeps its
 schedule keeps its row, its id and its next slot, so a slot due across the switch fires once (same
 `cron:<schedule>:<slot>` key) and none is lost; a task whose cron or zone changed starts at its new expression's
-first slot after the later of now and its last fired slot; a task that left the set is deactivated (kept, so it
+first slot after the later of now and its last fired slot (so does a resumed one: slots skipped while it was
+paused are not caught up); a task that left the set is deactivated (kept, so it
 returns with its id and fires if it comes back). The ticker's row locks serialise this with a tick in progress.
 """
 
@@ -91,7 +92,8 @@ async def apply(conn: Connection, value: ProjectScheduleSet, *, now: datetime) -
             _, due_at = _first_slot(definition, schedule_id, now)
             await schedules.advance(conn, [schedules.Advance(schedule_id, slot, due_at, None)])
             continue
-        if old.active and old.cron == definition.cron and old.timezone == definition.timezone:
+        resumed = definition.enabled and not old.enabled
+        if old.active and not resumed and old.cron == definition.cron and old.timezone == definition.timezone:
             next_fire_at = old.next_fire_at  # same slots: keep the one due next, so none is lost or doubled
         else:
             after = max(now, old.last_slot) if old.last_slot is not None else now

@@ -30,6 +30,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "whoami": ("access_commands",),
     "org": ("access_commands", "org_limit_commands"),
     "token": ("access_commands",),
+    "schedules": ("schedule_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -42,6 +43,7 @@ _ALL_MODULES = (
     "artifact_commands",
     "access_commands",
     "org_limit_commands",
+    "schedule_commands",
 )
 
 

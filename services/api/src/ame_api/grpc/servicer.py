@@ -20,9 +20,11 @@ from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
+from ame_api.grpc.schedules import ScheduleMethods
 from ame_api.grpc.secrets import SecretMethods
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
+from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.tasks import TaskService
 from ame_platform import telemetry
@@ -37,7 +39,12 @@ def _caller_trace(context: Context) -> AbstractContextManager[None]:
 
 
 class AmeServicer(
-    ProjectMethods, SecretMethods, ArtifactMethods, AccessMethods, ame_service_pb2_grpc.AmeServiceServicer
+    ProjectMethods,
+    SecretMethods,
+    ArtifactMethods,
+    AccessMethods,
+    ScheduleMethods,
+    ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(
         self,
@@ -49,9 +56,12 @@ class AmeServicer(
         secrets: SecretService,
         *,
         artifacts: ArtifactService,
+        schedules: ScheduleService | None = None,
         retry_after_seconds: int = 2,
     ) -> None:
         self._artifacts = artifacts
+        if schedules is not None:
+            self._schedules = schedules
         self._runs = runs
         self._follower = follower
         self._projects = projects

@@ -32,6 +32,7 @@ class Existing:
     cron: str
     timezone: str
     active: bool
+    enabled: bool
     next_fire_at: datetime
     last_slot: datetime | None
 
@@ -111,13 +112,22 @@ async def lock_project(conn: Connection, *, organisation: str, project: str, gen
 
 async def project_schedules(conn: Connection, *, organisation: str, project: str) -> list[Existing]:
     rows = await conn.fetch(
-        """SELECT id, task, cron, timezone, active, next_fire_at, last_slot FROM schedules
+        """SELECT id, task, cron, timezone, active, enabled, next_fire_at, last_slot FROM schedules
            WHERE organisation_id = $1 AND project = $2 FOR UPDATE""",
         organisation,
         project,
     )
     return [
-        Existing(str(r["id"]), r["task"], r["cron"], r["timezone"], r["active"], r["next_fire_at"], r["last_slot"])
+        Existing(
+            str(r["id"]),
+            r["task"],
+            r["cron"],
+            r["timezone"],
+            r["active"],
+            r["enabled"],
+            r["next_fire_at"],
+            r["last_slot"],
+        )
         for r in rows
     ]
 
