@@ -121,6 +121,12 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("DELETE", "/v1/secrets/{name}"): (None, _b_own_secret),
         ("GET", "/v1/runs/{run_id}/artifacts"): (None, NOT_FOUND),
         ("GET", "/v1/runs/{run_id}/artifacts/{path}"): (None, NOT_FOUND),
+        ("POST", "/v1/projects/{project}/versions/{version_id}/activate"): (None, NOT_FOUND),
+        ("GET", "/v1/schedules"): (None, _no_leak),
+        # `{name}` is filled with A's secret's name: B has no schedule of that name, whatever A has.
+        ("POST", "/v1/schedules/{name}/pause"): (None, NOT_FOUND),
+        ("POST", "/v1/schedules/{name}/resume"): (None, NOT_FOUND),
+        ("POST", "/v1/schedules/{name}/trigger"): (None, NOT_FOUND),
     }
 
 
@@ -248,6 +254,13 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         ),
         "ListRunArtifacts": ame_service_pb2.ListRunArtifactsRequest(run_id=world.run_id),
         "DownloadArtifact": ame_service_pb2.DownloadArtifactRequest(run_id=world.run_id, path="model.txt"),
+        "ActivateProjectVersion": ame_service_pb2.ActivateProjectVersionRequest(
+            project=PROJECT, version_id=world.version_id
+        ),
+        "ListSchedules": ame_service_pb2.ListSchedulesRequest(),
+        "PauseSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
+        "ResumeSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
+        "TriggerSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
     }
 
 
@@ -280,6 +293,11 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "ResolveRunSecrets": grpc.StatusCode.UNAUTHENTICATED,  # only the launcher credential resolves secrets
     "ListRunArtifacts": grpc.StatusCode.NOT_FOUND,
     "DownloadArtifact": grpc.StatusCode.NOT_FOUND,
+    "ActivateProjectVersion": grpc.StatusCode.NOT_FOUND,
+    "ListSchedules": OK,
+    "PauseSchedule": grpc.StatusCode.NOT_FOUND,
+    "ResumeSchedule": grpc.StatusCode.NOT_FOUND,
+    "TriggerSchedule": grpc.StatusCode.NOT_FOUND,
 }
 
 
