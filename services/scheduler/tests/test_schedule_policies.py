@@ -167,3 +167,58 @@ async def test_a_new_schedule_set_replaces_the_old_without_a_double_or_lost_slot
         ]
 
     await wait_until(one_run_per_slot, timeout=20, message="one run per slot, each from the set then in force")
+
+
+async def test_overlap_queue_keeps_one_slot_waiting_for_the_previous_run(stack: Stack) -> None:
+    base = _base()
+    slow = "import time; time.sleep(60)"
+    assert await _apply(stack, 1, [_def("queued", command=slow, overlap="queue")], base - MINUTE)
+    assert await _ticker(stack, base).tick() == 1
+
+    async def first_running() -> bool:
+        runs = await _runs(stack, "queued")
+        return len(runs) == 1 and runs[0][2] == "running"
+
+    await wait_until(first_running, timeout=30, message="the first slot's run to run")
+    # The +5 slot waits for it; the +10 slot finds a slot waiting already and is dropped.
+    assert await _ticker(stack, base + 5 * MINUTE).tick() == 1
+
+    async def one_waiting() -> bool:
+        async with stack.runtime.pool.acquire() as conn:
+            key = await conn.fetchval("SELECT idempotency_key FROM schedule_waiting WHERE task = 'queued'")
+        return key is not None and key.endswith(f":{int((base + 5 * MINUTE).timestamp())}")
+
+    await wait_until(one_waiting, timeout=20, message="the +5 slot to wait")
+    assert await _ticker(stack, base + 10 * MINUTE).tick() == 1
+    await _triggers_consumed_except_waiting(stack)
+    assert [r[0] for r in await _runs(stack, "queued")] == [base]
+
+    async with stack.runtime.pool.acquire() as conn:
+        run_id = await conn.fetchval("SELECT id::text FROM runs WHERE task = 'queued'")
+    async with httpx.AsyncClient(base_url=stack.rest_url, headers=bearer(discover_token())) as rest:
+        cancelled = await rest.post(f"/v1/runs/{run_id}/cancel", json={"reason": "let the next one run"})
+        assert cancelled.status_code == 200, cancelled.text
+
+    async def waiting_slot_ran() -> bool:
+        return [r[0] for r in await _runs(stack, "queued")] == [base, base + 5 * MINUTE]
+
+    await wait_until(waiting_slot_ran, timeout=30, message="the waiting slot's run once the first ended")
+    async with stack.runtime.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM schedule_waiting") == 0
+        second = await conn.fetchval(
+            "SELECT id::text FROM runs WHERE task = 'queued' AND state IN ('queued', 'launching', 'running')"
+        )
+    if second is not None:
+        async with httpx.AsyncClient(base_url=stack.rest_url, headers=bearer(discover_token())) as rest:
+            await rest.post(f"/v1/runs/{second}/cancel", json={"reason": "test over"})
+
+
+async def _triggers_consumed_except_waiting(stack: Stack) -> None:
+    """Every fire delivered to the api, and all but the one held waiting settled."""
+    last = await stack.runtime.js.get_last_msg(stack.runtime.names.events_stream, stack.runtime.names.schedule_fired)
+
+    async def settled() -> bool:
+        info = await stack.runtime.js.consumer_info(stack.runtime.names.events_stream, API_TRIGGERS)
+        return bool(info.delivered.stream_seq >= last.seq and info.num_ack_pending == 1)
+
+    await wait_until(settled, timeout=20, message="the api to handle every fire but the waiting one")

@@ -370,23 +370,30 @@ class RunService:
             raise Poison(str(exc)) from exc
         org = fired.organisation or self._settings.organisation
         spec = fired.spec
+        where = {"organisation": org, "project": spec.project, "task": spec.task, "key": fired.key}
+        waiting = False
         if fired.overlap in ("skip", "queue"):
             while True:
                 async with self._rt.pool.acquire() as conn:
                     if await schedules_repo.fired_before(conn, organisation=org, key=fired.key):
                         break  # a redelivery: submit below returns the run it started
-                    busy = await schedules_repo.overlapping(
-                        conn, organisation=org, project=spec.project, task=spec.task, key=fired.key
-                    )
-                if not busy:
-                    break
-                if fired.overlap == "skip":
-                    log.info("schedule %s: slot %s skipped, its previous run still runs", fired.schedule_id, fired.slot)
-                    return
+                    if not await schedules_repo.overlapping(conn, **where):
+                        break
+                    if fired.overlap == "skip":
+                        log.info("schedule %s: slot %s skipped, its last run still runs", fired.schedule_id, fired.slot)
+                        return
+                    if not waiting and not await schedules_repo.take_waiting(conn, **where):
+                        log.info("schedule %s: slot %s dropped, a slot waits already", fired.schedule_id, fired.slot)
+                        return
+                    waiting = True
                 await keep_in_hand(msg)
                 await asyncio.sleep(self._settings.schedule_queue_poll)
         principal = Principal.trigger(org, "schedule")
         await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=fired.key)
+        if fired.overlap == "queue":
+            # Also after a redelivery that found its run made: the replica that made it may have died holding it.
+            async with self._rt.pool.acquire() as conn:
+                await schedules_repo.release_waiting(conn, **where)
 
 
 class OutboxRelay:

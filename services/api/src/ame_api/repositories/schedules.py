@@ -201,3 +201,28 @@ async def fired_before(conn: Connection, *, organisation: str, key: str) -> bool
         "SELECT EXISTS (SELECT 1 FROM runs WHERE organisation_id = $1 AND idempotency_key = $2)", organisation, key
     )
     return bool(value)
+
+
+async def take_waiting(conn: Connection, *, organisation: str, project: str, task: str, key: str) -> bool:
+    """Whether the fire `key` is (now, or already) the one slot of the task waiting for its previous run."""
+    holder = await conn.fetchval(
+        """INSERT INTO schedule_waiting (organisation_id, project, task, idempotency_key) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (organisation_id, project, task) DO UPDATE SET since = schedule_waiting.since
+           RETURNING idempotency_key""",
+        organisation,
+        project,
+        task,
+        key,
+    )
+    return bool(holder == key)
+
+
+async def release_waiting(conn: Connection, *, organisation: str, project: str, task: str, key: str) -> None:
+    await conn.execute(
+        """DELETE FROM schedule_waiting
+           WHERE organisation_id = $1 AND project = $2 AND task = $3 AND idempotency_key = $4""",
+        organisation,
+        project,
+        task,
+        key,
+    )
