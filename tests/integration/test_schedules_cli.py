@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -145,3 +146,34 @@ async def test_enable_triggers_false_activates_no_schedules_and_a_bad_zone_is_re
     refused = await ame(stack, home, "project", "push", str(bad))
     assert refused.exit_code != 0
     assert "ame.yml:8:17" in refused.output and "IANA time zone" in refused.output, refused.output
+
+
+async def test_rest_lists_pauses_resumes_and_triggers_a_schedule(
+    stack: Stack, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    root = _project(tmp_path / "viarest", "viarest", "15 6 * * 1-5")
+    pushed = await ame(stack, tmp_path / "home", "project", "push", str(root))
+    assert pushed.exit_code == 0, pushed.output
+
+    listed = await rest.get("/v1/schedules", params={"project": "viarest"})
+    assert listed.status_code == 200, listed.text
+    [schedule] = listed.json()["schedules"]
+    assert (schedule["task"], schedule["cron"], schedule["timezone"], schedule["state"]) == (
+        "hourly",
+        "15 6 * * 1-5",
+        "Europe/Paris",
+        "active",
+    )
+    assert len(schedule["next_fire_times"]) == 3
+
+    paused = await rest.post("/v1/schedules/hourly/pause", params={"project": "viarest"})
+    assert paused.status_code == 200 and paused.json()["state"] == "paused", paused.text
+    assert paused.json()["next_fire_times"] == []
+    resumed = await rest.post("/v1/schedules/hourly/resume", params={"project": "viarest"})
+    assert resumed.status_code == 200 and resumed.json()["state"] == "active", resumed.text
+    triggered = await rest.post("/v1/schedules/hourly/trigger", params={"project": "viarest"})
+    assert triggered.status_code == 201, triggered.text
+    assert triggered.json()["trigger"] == "schedule" and triggered.json()["spec"]["project"] == "viarest"
+
+    unknown = await rest.post("/v1/schedules/nothing-here/pause")
+    assert unknown.status_code == 404 and "nothing-here" in unknown.json()["error"], unknown.text
