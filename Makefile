@@ -49,5 +49,6 @@ bench: bootstrap
 	$(UV) run --no-sync python bench/bench_env_cache.py
 	$(UV) run --no-sync python bench/bench_logs.py
 	$(UV) run --no-sync python bench/bench_push.py
+	$(UV) run --no-sync python bench/bench_schedules.py
 	$(UV) run --no-sync python bench/bench_materialise.py
 	$(UV) run --no-sync python bench/bench_first_output.py

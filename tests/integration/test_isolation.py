@@ -125,6 +125,12 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         # A's hook: a token is no credential there (B's no more than none); an unsigned delivery is refused.
         ("POST", "/v1/hooks/{org}/{project}/{task}"): (b"{}", 401),
         ("GET", "/v1/hooks"): (None, _no_leak),
+        ("POST", "/v1/projects/{project}/versions/{version_id}/activate"): (None, NOT_FOUND),
+        ("GET", "/v1/schedules"): (None, _no_leak),
+        # `{name}` is filled with A's secret's name: B has no schedule of that name, whatever A has.
+        ("POST", "/v1/schedules/{name}/pause"): (None, NOT_FOUND),
+        ("POST", "/v1/schedules/{name}/resume"): (None, NOT_FOUND),
+        ("POST", "/v1/schedules/{name}/trigger"): (None, NOT_FOUND),
     }
 
 
@@ -256,6 +262,13 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         "ListRunArtifacts": ame_service_pb2.ListRunArtifactsRequest(run_id=world.run_id),
         "DownloadArtifact": ame_service_pb2.DownloadArtifactRequest(run_id=world.run_id, path="model.txt"),
         "ListWebhooks": ame_service_pb2.ListWebhooksRequest(project=PROJECT),
+        "ActivateProjectVersion": ame_service_pb2.ActivateProjectVersionRequest(
+            project=PROJECT, version_id=world.version_id
+        ),
+        "ListSchedules": ame_service_pb2.ListSchedulesRequest(),
+        "PauseSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
+        "ResumeSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
+        "TriggerSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
     }
 
 
@@ -289,6 +302,11 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "ListRunArtifacts": grpc.StatusCode.NOT_FOUND,
     "DownloadArtifact": grpc.StatusCode.NOT_FOUND,
     "ListWebhooks": OK,  # B's own hooks: none of A's
+    "ActivateProjectVersion": grpc.StatusCode.NOT_FOUND,
+    "ListSchedules": OK,
+    "PauseSchedule": grpc.StatusCode.NOT_FOUND,
+    "ResumeSchedule": grpc.StatusCode.NOT_FOUND,
+    "TriggerSchedule": grpc.StatusCode.NOT_FOUND,
 }
 
 

@@ -11,12 +11,13 @@ raise `DecodeError` for a payload nothing can be done with. Message ids make a r
 * `log:<run>:<attempt>:<seq>` / `log:<run>:<attempt>:end`  LogChunk (launcher; api for a run cancelled unlaunched)
 * `cron:<schedule>:<slot epoch seconds>`  ScheduleFired (scheduler); also the idempotency key of its run
 * `retry:<run>:<attempt>`      RunRetryRequested (api's registry -> scheduler), attempt being the new one
+* `schedules:<project id>:<generation>`  ProjectSchedules (api -> scheduler), a project's whole schedule set
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ame import codecs
 from ame.codecs import DecodeError
@@ -27,13 +28,17 @@ from ame.domain import RunSpec, RunState
 
 __all__ = [
     "DecodeError",
+    "FiredSlot",
     "LaunchCommand",
+    "ProjectScheduleSet",
     "ProjectSource",
     "RetryRequest",
+    "ScheduleDef",
     "cancel_msg_id",
     "cron_msg_id",
     "encode_cancel",
     "encode_launch",
+    "encode_project_schedules",
     "encode_retry_requested",
     "encode_schedule_fired",
     "launch_msg_id",
@@ -41,10 +46,13 @@ __all__ = [
     "log_end_msg_id",
     "parse_cancel",
     "parse_launch",
+    "parse_project_schedules",
     "parse_retry_requested",
     "parse_schedule_fired",
+    "parse_schedule_fired_slot",
     "relaunch",
     "retry_msg_id",
+    "schedules_msg_id",
     "state_msg_id",
 ]
 
@@ -66,6 +74,10 @@ def state_msg_id(run_id: str, attempt: int, state: RunState) -> str:
 
 def retry_msg_id(run_id: str, attempt: int) -> str:
     return f"retry:{run_id}:{attempt}"
+
+
+def schedules_msg_id(project_id: str, generation: int) -> str:
+    return f"schedules:{project_id}:{generation}"
 
 
 def cron_msg_id(schedule_id: str, slot_epoch_seconds: int) -> str:
@@ -178,7 +190,103 @@ def parse_cancel(data: bytes) -> tuple[str, int, str]:
 # Schedule fires ------------------------------------------------------------------------------------------
 
 
-def encode_schedule_fired(schedule_id: str, organisation: str, cron: str, spec: RunSpec, slot: datetime) -> bytes:
+@dataclass(frozen=True)
+class ScheduleDef:
+    """One schedule as the api declares it to the scheduler (a task of the project's trigger version)."""
+
+    task: str
+    cron: str
+    spec: RunSpec
+    timezone: str = "UTC"
+    catch_up: str = "none"
+    overlap: str = "allow"
+    jitter_seconds: float = 0.0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ProjectScheduleSet:
+    organisation: str
+    project: str
+    project_version_id: str
+    generation: int
+    schedules: list[ScheduleDef]
+
+
+@dataclass(frozen=True)
+class FiredSlot:
+    """What the api needs of a ScheduleFired: the run, its idempotency key, whose it is and the overlap rule."""
+
+    spec: RunSpec
+    key: str
+    schedule_id: str
+    organisation: str
+    overlap: str
+    slot: datetime
+
+
+def encode_project_schedules(value: ProjectScheduleSet) -> bytes:
+    return trigger_pb2.ProjectSchedules(
+        organisation=value.organisation,
+        project=value.project,
+        project_version_id=value.project_version_id,
+        generation=value.generation,
+        schedules=[
+            trigger_pb2.Schedule(
+                organisation=value.organisation,
+                project=value.project,
+                task=d.task,
+                cron=d.cron,
+                enabled=d.enabled,
+                spec=codecs.run_spec_to_pb(d.spec),
+                timezone=d.timezone,
+                catch_up=d.catch_up,
+                overlap=d.overlap,
+                jitter_seconds=d.jitter_seconds,
+                project_version_id=value.project_version_id,
+            )
+            for d in value.schedules
+        ],
+    ).SerializeToString()
+
+
+def parse_project_schedules(data: bytes) -> ProjectScheduleSet:
+    pb = trigger_pb2.ProjectSchedules()
+    try:
+        pb.ParseFromString(data)
+        schedules = [
+            ScheduleDef(
+                task=s.task,
+                cron=s.cron,
+                spec=codecs.run_spec_from_pb(s.spec),
+                timezone=s.timezone or "UTC",
+                catch_up=s.catch_up or "none",
+                overlap=s.overlap or "allow",
+                jitter_seconds=s.jitter_seconds,
+                enabled=s.enabled,
+            )
+            for s in pb.schedules
+        ]
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"undecodable project schedules: {exc}") from exc
+    if not pb.organisation or not pb.project:
+        raise DecodeError("project schedules without an organisation or project")
+    return ProjectScheduleSet(pb.organisation, pb.project, pb.project_version_id, pb.generation, schedules)
+
+
+def encode_schedule_fired(
+    schedule_id: str,
+    organisation: str,
+    cron: str,
+    spec: RunSpec,
+    slot: datetime,
+    *,
+    overlap: str = "allow",
+    timezone: str = "UTC",
+    fired_at: datetime | None = None,
+) -> bytes:
     return trigger_pb2.ScheduleFired(
         schedule=trigger_pb2.Schedule(
             id=schedule_id,
@@ -188,14 +296,21 @@ def encode_schedule_fired(schedule_id: str, organisation: str, cron: str, spec: 
             cron=cron,
             enabled=True,
             spec=codecs.run_spec_to_pb(spec),
+            overlap=overlap,
+            timezone=timezone,
         ),
         slot=codecs.timestamp(slot),
-        fired_at=codecs.now_pb(),
+        fired_at=codecs.timestamp(fired_at) if fired_at is not None else codecs.now_pb(),
     ).SerializeToString()
 
 
 def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:
     """The run a schedule slot asks for, and the idempotency key that makes it one run per slot (its msg id)."""
+    fired = parse_schedule_fired_slot(data)
+    return fired.spec, fired.key
+
+
+def parse_schedule_fired_slot(data: bytes) -> FiredSlot:
     pb = trigger_pb2.ScheduleFired()
     try:
         pb.ParseFromString(data)
@@ -203,7 +318,14 @@ def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:
         raise DecodeError(f"undecodable schedule event: {exc}") from exc
     if not pb.schedule.id:
         raise DecodeError("schedule event without a schedule id")
-    return codecs.run_spec_from_pb(pb.schedule.spec), cron_msg_id(pb.schedule.id, pb.slot.seconds)
+    return FiredSlot(
+        spec=codecs.run_spec_from_pb(pb.schedule.spec),
+        key=cron_msg_id(pb.schedule.id, pb.slot.seconds),
+        schedule_id=pb.schedule.id,
+        organisation=pb.schedule.organisation,
+        overlap=pb.schedule.overlap or "allow",
+        slot=pb.slot.ToDatetime(tzinfo=UTC),
+    )
 
 
 # Retries -------------------------------------------------------------------------------------------------

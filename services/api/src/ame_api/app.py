@@ -15,12 +15,14 @@ from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.retention import Retention
 from ame_api.runs import OutboxRelay, RunService
+from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
 from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
+from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
 
@@ -62,11 +64,13 @@ class ApiService:
 
 def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     store = StoreComponent(settings)
-    projects = ProjectService(runtime, settings, store)
+    clock = clock_from(settings.clock)
+    projects = ProjectService(runtime, settings, store, clock)
     tasks = TaskService(runtime, settings)
     artifacts = ArtifactService(runtime, settings, store)
     tokens = TokenService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
+    schedules = ScheduleService(runtime, runs, clock)
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
     webhooks = WebhookService(runtime, settings, runs, secrets)
@@ -98,7 +102,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks)
+    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks, schedules)
     servicer = AmeServicer(
         runs,
         follower,
@@ -108,6 +112,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         secrets,
         artifacts=artifacts,
         webhooks=webhooks,
+        schedules=schedules,
         retry_after_seconds=settings.retry_after,
     )
     rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))

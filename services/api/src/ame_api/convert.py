@@ -31,6 +31,7 @@ from ame.domain.limits import (
 from ame.domain.principals import Principal, Scope
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.quotas import OrganisationLimits
+from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.tasks import TaskSummary
 from ame_api.repositories.tokens import Organisation, TokenRecord
 
@@ -333,9 +334,10 @@ def history_reply(data: bytes) -> tuple[LineBatch, LogEnd | None, bool]:
     return LineBatch(reply.attempt, reply.lines), end, reply.has_more
 
 
-def parse_schedule_fired(data: bytes) -> tuple[RunSpec, str]:
-    """The run a schedule slot asks for, and the idempotency key that makes it one run per slot."""
-    return bus_messages.parse_schedule_fired(data)
+def parse_schedule_fired(data: bytes) -> bus_messages.FiredSlot:
+    """The run a schedule slot asks for, the idempotency key that makes it one run per slot, whose it is and
+    what it does while the schedule's previous run still runs."""
+    return bus_messages.parse_schedule_fired_slot(data)
 
 
 # Project versions.
@@ -470,3 +472,64 @@ def webhook_pb(hook: HookListing) -> ame_service_pb2.Webhook:
         delivery = pb.deliveries.add(delivery_id=d.delivery_id, status=d.status, outcome=d.outcome, run_id=d.run_id)
         delivery.received_at.FromDatetime(d.received_at)
     return pb
+
+
+# Schedules.
+
+
+@dataclass(frozen=True)
+class ScheduleQuery:
+    organisation: str
+    name: str
+    project: str | None
+
+
+def schedule_request(request: ame_service_pb2.ScheduleRequest) -> ScheduleQuery:
+    if not request.name:
+        raise DecodeError("name: give the schedule's (task's) name")
+    return ScheduleQuery(
+        organisation=_checked(_NAME_FILTER, request.organisation, "organisation"),
+        name=_checked(_NAME_FILTER, request.name, "name"),
+        project=_checked(_NAME_FILTER, request.project, "project") or None,
+    )
+
+
+def activate_request(request: ame_service_pb2.ActivateProjectVersionRequest) -> tuple[str, str, str]:
+    """(organisation, project, version id)."""
+    if not request.project:
+        raise DecodeError("project: give the project's name")
+    return (
+        _checked(_NAME_FILTER, request.organisation, "organisation"),
+        _checked(_NAME_FILTER, request.project, "project"),
+        request.version_id[:200],
+    )
+
+
+def schedule_to_pb(summary: ScheduleSummary) -> ame_service_pb2.ScheduleSummary:
+    pb = ame_service_pb2.ScheduleSummary(
+        organisation=summary.organisation,
+        project=summary.project,
+        task=summary.task,
+        cron=summary.cron,
+        timezone=summary.timezone,
+        catch_up=summary.catch_up,
+        overlap=summary.overlap,
+        jitter_seconds=summary.jitter_seconds,
+        state=summary.state,
+        project_version_id=summary.project_version_id,
+        next_fire_times=[codecs.timestamp(t) for t in summary.next_fire_times],
+        last_run_id=summary.last_run_id,
+        last_run_state=summary.last_run_state,
+    )
+    if summary.last_run_at is not None:
+        pb.last_run_at.CopyFrom(codecs.timestamp(summary.last_run_at))
+    return pb
+
+
+def activation_to_pb(activation: Activation) -> ame_service_pb2.ActivateProjectVersionResponse:
+    return ame_service_pb2.ActivateProjectVersionResponse(
+        project=activation.project,
+        project_version_id=activation.project_version_id,
+        schedules=[schedule_to_pb(s) for s in activation.schedules],
+        triggers_enabled=activation.triggers_enabled,
+    )

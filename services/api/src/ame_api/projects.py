@@ -34,6 +34,7 @@ from ame.domain.projects import (
     manifest_digest,
     symlink_escapes,
 )
+from ame.domain.schedules import Activation
 from ame.spec import Project, SpecError, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
@@ -41,13 +42,16 @@ from ame_api import convert, organisations
 from ame_api.repositories import projects as repo
 from ame_api.repositories import retention as retention_repo
 from ame_api.repositories import runs as runs_repo
+from ame_api.repositories import schedules as schedules_repo
 from ame_api.repositories import webhooks as webhooks_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import Conflict, InvalidRequest
+from ame_api.schedules import publish_now, schedules_of, summaries, write_schedule_set
 from ame_api.settings import ApiSettings
 from ame_api.spooling import discard, spooled
 from ame_api.webhooks import hooks_of_version
 from ame_platform.bus.publisher import headers_for
+from ame_platform.clock import Clock, RealClock
 from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
 from ame_platform.storage import ObjectStore, open_object_store
@@ -120,10 +124,13 @@ class VersionPage:
 
 
 class ProjectService:
-    def __init__(self, runtime: Runtime, settings: ApiSettings, store: StoreComponent) -> None:
+    def __init__(
+        self, runtime: Runtime, settings: ApiSettings, store: StoreComponent, clock: Clock | None = None
+    ) -> None:
         self._rt = runtime
         self._settings = settings
         self._store = store
+        self._clock = clock or RealClock()
 
     @staticmethod
     def _organisation(principal: Principal, organisation: str) -> str:
@@ -354,6 +361,56 @@ class ProjectService:
         if spec.name and spec.name != project:
             raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
         return spec
+
+    async def activate(self, principal: Principal, organisation: str, project: str, version_id: str) -> Activation:
+        """Make the version the project's trigger version: its schedules replace the project's, atomically.
+
+        `ame project push` calls this after its commit (unless --no-triggers); a remote `ame task run` does not, so
+        an experiment never replaces production schedules. The schedule set goes to the scheduler through the
+        outbox in the same transaction as the change. Activating the trigger version again re-sends its set.
+        """
+        org = self._organisation(principal, organisation)
+        project_id = await self._project_id(org, project)
+        missing = NotFound(f"version {version_id[:80]!r} of project {project!r} not found")
+        if not _VERSION_ID.match(version_id):
+            raise missing
+        async with self._rt.pool.acquire() as conn:
+            files = await repo.get_manifest(conn, project_id=project_id, version_id=version_id)
+        if files is None:
+            raise missing
+        entry = next((f for f in files if f.path in PROJECT_FILE_NAMES), None)
+        if entry is None:
+            raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
+        text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
+        try:
+            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
+        except SpecError as error:
+            raise InvalidSpec([str(p) for p in error.problems]) from None
+        wanted = schedules_of(spec, project, version_id)
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            generation = await schedules_repo.activate(conn, project_id=project_id, version_id=version_id)
+            rows = await schedules_repo.replace(
+                conn, organisation=org, project=project, version_id=version_id, schedules=wanted
+            )
+            sent = await write_schedule_set(
+                self._rt,
+                conn,
+                organisation=org,
+                project=project,
+                project_id=project_id,
+                version_id=version_id,
+                generation=generation,
+                rows=rows,
+            )
+            last = await schedules_repo.last_runs(conn, organisation=org, keys=[(project, r.task) for r in rows])
+        await publish_now(self._rt, sent)
+        log.info("project %s/%s: version %s activated with %d schedule(s)", org, project, version_id[:12], len(rows))
+        return Activation(
+            project=project,
+            project_version_id=version_id,
+            schedules=summaries(self._clock, org, rows, last),
+            triggers_enabled=spec.enable_triggers is not False,
+        )
 
     async def _check_symlinks(self, org: str, files: Sequence[ManifestEntry]) -> None:
         for entry in files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +20,7 @@ from ame.domain.principals import Principal
 from ame_api import convert, organisations
 from ame_api.admission import Admission, Refused
 from ame_api.repositories import runs as runs_repo
+from ame_api.repositories import schedules as schedules_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
 from ame_platform.bus.consumer import Poison, keep_in_hand
@@ -356,13 +358,42 @@ class RunService:
                 )
 
     async def apply_schedule_fired(self, msg: Msg) -> None:
-        """Triggers consumer: a schedule slot came due; start its run once, whatever the redeliveries."""
+        """Triggers consumer: a schedule slot came due; start its run once, whatever the redeliveries.
+
+        The run belongs to the schedule's organisation and is started by its trigger principal. While a run the
+        schedule started before has not ended, `overlap: skip` drops the slot and `overlap: queue` keeps the
+        message in hand until that run ends, then starts this one.
+        """
         try:
-            spec, key = convert.parse_schedule_fired(msg.data)
+            fired = convert.parse_schedule_fired(msg.data)
         except ValueError as exc:
             raise Poison(str(exc)) from exc
-        principal = Principal.trigger(self._settings.organisation, "schedule")
-        await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=key)
+        org = fired.organisation or self._settings.organisation
+        spec = fired.spec
+        where = {"organisation": org, "project": spec.project, "task": spec.task, "key": fired.key}
+        waiting = False
+        if fired.overlap in ("skip", "queue"):
+            while True:
+                async with self._rt.pool.acquire() as conn:
+                    if await schedules_repo.fired_before(conn, organisation=org, key=fired.key):
+                        break  # a redelivery: submit below returns the run it started
+                    if not await schedules_repo.overlapping(conn, **where):
+                        break
+                    if fired.overlap == "skip":
+                        log.info("schedule %s: slot %s skipped, its last run still runs", fired.schedule_id, fired.slot)
+                        return
+                    if not waiting and not await schedules_repo.take_waiting(conn, **where):
+                        log.info("schedule %s: slot %s dropped, a slot waits already", fired.schedule_id, fired.slot)
+                        return
+                    waiting = True
+                await keep_in_hand(msg)
+                await asyncio.sleep(self._settings.schedule_queue_poll)
+        principal = Principal.trigger(org, "schedule")
+        await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=fired.key)
+        if fired.overlap == "queue":
+            # Also after a redelivery that found its run made: the replica that made it may have died holding it.
+            async with self._rt.pool.acquire() as conn:
+                await schedules_repo.release_waiting(conn, **where)
 
 
 class OutboxRelay:

@@ -12,6 +12,7 @@ from ame.domain.durations import Duration
 from ame.domain.limits import MAX_NAME_CHARS, MAX_TASK_ARGS_BYTES, NAME_PATTERN
 from ame.domain.quotas import LoopLimits
 from ame_api.secrets.settings import SecretsSettings
+from ame_platform.clock import ClockSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
@@ -143,6 +144,10 @@ class ApiSettings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    clock: ClockSettings = Field(default_factory=ClockSettings, description="The platform clock (AME_CLOCK_*).")
+    schedule_queue_poll: Duration = Field(
+        1.0, gt=0, description="How often a schedule slot queued behind its previous run (overlap: queue) looks again."
+    )
     secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="The secret store.")
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -66,6 +66,8 @@ def hooks_of_version(project: Project, project_name: str, version_id: str) -> li
     template from another project), so the push fails with the reason rather than the hook later.
     """
     hooks: list[tuple[str, str, RunSpec]] = []
+    if project.enable_triggers is False:
+        return hooks  # `enableTriggers: false`: no schedule and no hook of this version is live
     for name, task in project.tasks.items():
         written = task.triggers.webhook.secret if task.triggers and task.triggers.webhook else None
         if written is None:

@@ -5,15 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 
 from ame import bus_messages, codecs
-from ame.bus_messages import DecodeError, RetryRequest
+from ame.bus_messages import DecodeError, ProjectScheduleSet, RetryRequest
 from ame.contracts.log.v1 import log_pb2
-from ame.domain import LogEnd, RunSpec, RunState
+from ame.domain import LogEnd, RunState
+from ame_scheduler.repositories.schedules import DueSchedule
 
-__all__ = ["DecodeError", "RetryRequest"]
+__all__ = ["DecodeError", "ProjectScheduleSet", "RetryRequest"]
 
 
-def schedule_fired(schedule_id: str, organisation: str, cron: str, spec: RunSpec, slot: datetime) -> bytes:
-    return bus_messages.encode_schedule_fired(schedule_id, organisation, cron, spec, slot)
+def schedule_fired(due: DueSchedule, slot: datetime, *, fired_at: datetime) -> bytes:
+    return bus_messages.encode_schedule_fired(
+        due.id,
+        due.organisation,
+        due.cron,
+        due.spec,
+        slot,
+        overlap=due.overlap,
+        timezone=due.timezone,
+        fired_at=fired_at,
+    )
+
+
+def parse_project_schedules(data: bytes) -> ProjectScheduleSet:
+    return bus_messages.parse_project_schedules(data)
 
 
 def parse_retry_requested(data: bytes) -> RetryRequest:

@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ame.domain.durations import Duration
+from ame_platform.clock import ClockSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 
 
@@ -13,8 +14,21 @@ class SchedulerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AME_SCHEDULER_", extra="forbid")
 
     tick_interval: Duration = Field(1.0, description="How often due schedules are looked for.")
-    catch_up_window: Duration = Field(
-        3600.0, description="A slot older than this when first seen is recorded as missed instead of fired."
+    late_after: Duration = Field(
+        60.0,
+        description="A slot older than this (on the platform clock) when first handled was missed while no "
+        "scheduler ran; the schedule's catchUp policy says whether it still fires.",
+    )
+    catch_up_max: int = Field(100, ge=0, description="The most missed slots `catchUp: all` fires per schedule.")
+    tick_batch: int = Field(
+        1000, ge=1, description="Schedules claimed per transaction; a tick takes batches until none is due."
+    )
+    publish_concurrency: int = Field(256, ge=1, description="ScheduleFired publishes in flight at once.")
+    relay_interval: Duration = Field(
+        2.0, gt=0, description="How often fires that a replica recorded but did not publish are looked for."
+    )
+    relay_after: Duration = Field(
+        10.0, gt=0, description="How long a recorded fire may stay unpublished before another replica publishes it."
     )
     retry_backoff: Duration = Field(
         2.0, gt=0, description="How long after an attempt failed, timed out or was lost its first retry starts."
@@ -26,6 +40,7 @@ class SchedulerSettings(BaseSettings):
     retry_poll_interval: Duration = Field(
         0.5, gt=0, description="How often retries whose backoff is over are looked for and launched."
     )
+    clock: ClockSettings = Field(default_factory=ClockSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

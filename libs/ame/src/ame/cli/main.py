@@ -31,6 +31,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "org": ("access_commands", "org_limit_commands"),
     "token": ("access_commands",),
     "hooks": ("hook_commands",),
+    "schedules": ("schedule_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -44,6 +45,7 @@ _ALL_MODULES = (
     "access_commands",
     "org_limit_commands",
     "hook_commands",
+    "schedule_commands",
 )
 
 

@@ -84,19 +84,31 @@ def register(cli: click.Group) -> None:
     @project.command("push")
     @click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False), default=Path("."))
     @click.option("--json", "as_json", is_flag=True, help="Print the version and the transfer figures as JSON.")
+    @click.option(
+        "--no-triggers",
+        is_flag=True,
+        help="Register the version without making it the trigger version: the project's schedules stay as they are.",
+    )
     @target_option
-    def push_cmd(directory: Path, as_json: bool, target: str | None) -> None:
+    def push_cmd(directory: Path, as_json: bool, no_triggers: bool, target: str | None) -> None:
         """Register DIRECTORY (default: here) as a version, without running anything.
 
         Files matched by .gitignore or .ameignore are left out. Only files the server does not hold yet are
         uploaded; the version id (printed) is the content hash of the manifest, so an unchanged project always
-        gives the same one.
+        gives the same one. The version becomes the project's trigger version: its tasks' schedules replace the
+        project's (unless --no-triggers; `enableTriggers: false` in the file activates it with none).
         """
-        from ame.sdk import Client
+        from ame.sdk import AmeError, Client
 
         name = project_name(directory)
+        activation = None
         with Client(target) as client:
             result = push(client, directory, name)
+            if not no_triggers:
+                try:
+                    activation = client.activate_version(name, result.version.id)
+                except AmeError as exc:
+                    raise click.ClickException(f"activating the schedules of {name!r} failed:\n{exc}") from None
         if as_json:
             figures = {
                 "version": result.version.model_dump(mode="json"),
@@ -105,10 +117,17 @@ def register(cli: click.Group) -> None:
                 "uploaded_files": result.uploaded_files,
                 "uploaded_bytes": result.uploaded_bytes,
                 "hashed_files": result.hashed_files,
+                "activation": activation.model_dump(mode="json") if activation is not None else None,
             }
             click.echo(json.dumps(figures, indent=2))
             return
         click.echo(describe(result), err=True)
+        if activation is not None:
+            if not activation.triggers_enabled:
+                click.echo("ame: triggers are off (enableTriggers: false); the project has no schedules", err=True)
+            elif activation.schedules:
+                names = ", ".join(s.task for s in activation.schedules)
+                click.echo(f"ame: schedules: {names}", err=True)
         click.echo(result.version.id)
 
     @project.command("versions")

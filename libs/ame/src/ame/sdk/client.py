@@ -21,6 +21,7 @@ from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
 from ame.domain.webhooks import Webhook
@@ -216,6 +217,30 @@ class Client:
         request = ame_service_pb2.CommitProjectVersionRequest(project=project, files=convert.manifest_to_pb(files))
         response = self._call(self._stub.CommitProjectVersion, request, timeout=self._timeout)
         return convert.version_from_pb(response.version)
+
+    def activate_version(self, project: str, version_id: str) -> Activation:
+        """Make the version the project's trigger version: its schedules replace the project's."""
+        request = ame_service_pb2.ActivateProjectVersionRequest(project=project, version_id=version_id)
+        response = self._call(self._stub.ActivateProjectVersion, request, timeout=self._timeout)
+        return convert.activation_from_pb(response)
+
+    def list_schedules(self, *, project: str | None = None) -> list[ScheduleSummary]:
+        request = ame_service_pb2.ListSchedulesRequest(project=project or "")
+        response = self._call(self._stub.ListSchedules, request, timeout=self._timeout)
+        return [convert.schedule_from_pb(s) for s in response.schedules]
+
+    def pause_schedule(self, name: str, *, project: str | None = None) -> ScheduleSummary:
+        request = ame_service_pb2.ScheduleRequest(name=name, project=project or "")
+        return convert.schedule_from_pb(self._call(self._stub.PauseSchedule, request, timeout=self._timeout).schedule)
+
+    def resume_schedule(self, name: str, *, project: str | None = None) -> ScheduleSummary:
+        request = ame_service_pb2.ScheduleRequest(name=name, project=project or "")
+        return convert.schedule_from_pb(self._call(self._stub.ResumeSchedule, request, timeout=self._timeout).schedule)
+
+    def trigger_schedule(self, name: str, *, project: str | None = None) -> Run:
+        """Start the schedule's run now, out of turn."""
+        request = ame_service_pb2.ScheduleRequest(name=name, project=project or "")
+        return convert.run_from_pb(self._call(self._stub.TriggerSchedule, request, timeout=self._timeout).run)
 
     def list_versions(self, project: str, *, limit: int = 50) -> list[ProjectVersion]:
         """Newest first, at most `limit`."""

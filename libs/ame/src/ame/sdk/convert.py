@@ -12,6 +12,7 @@ from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState
 from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
 from ame.domain.tasks import TaskSummary
 from ame.domain.webhooks import Webhook, WebhookDelivery
@@ -137,4 +138,32 @@ def webhook_from_pb(pb: ame_service_pb2.Webhook) -> Webhook:
             )
             for d in pb.deliveries
         ],
+    )
+
+
+def schedule_from_pb(pb: ame_service_pb2.ScheduleSummary) -> ScheduleSummary:
+    return ScheduleSummary(
+        organisation=pb.organisation,
+        project=pb.project,
+        task=pb.task,
+        cron=pb.cron,
+        timezone=pb.timezone,
+        catch_up=pb.catch_up,
+        overlap=pb.overlap,
+        jitter_seconds=pb.jitter_seconds,
+        state=pb.state,
+        project_version_id=pb.project_version_id,
+        next_fire_times=[t.ToDatetime(tzinfo=UTC) for t in pb.next_fire_times],
+        last_run_id=pb.last_run_id,
+        last_run_state=pb.last_run_state,
+        last_run_at=pb.last_run_at.ToDatetime(tzinfo=UTC) if pb.HasField("last_run_at") else None,
+    )
+
+
+def activation_from_pb(pb: ame_service_pb2.ActivateProjectVersionResponse) -> Activation:
+    return Activation(
+        project=pb.project,
+        project_version_id=pb.project_version_id,
+        schedules=[schedule_from_pb(s) for s in pb.schedules],
+        triggers_enabled=pb.triggers_enabled,
     )

@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ame.domain.durations import parse_timeout
+from ame.domain.durations import Duration, parse_timeout
 from ame.domain.executors import ExecutorKind
 from ame.domain.limits import MAX_RETRIES
 from ame.domain.quantities import parse_bytes, parse_cpu_millis, parse_gpus
@@ -267,10 +267,33 @@ class Webhook(SpecModel):
     secret: Annotated[str, AfterValidator(_check_secret_name)]
 
 
+def _check_zone(value: str) -> str:
+    from ame.cron import zone
+
+    zone(value)  # InvalidZone is a ValueError: reported at the value's file:line:col
+    return value
+
+
+# How much jitter a schedule may ask for: a delay longer than an hour is a different schedule.
+MAX_JITTER_SECONDS = 3600.0
+
+
 class Triggers(SpecModel):
-    """What starts a task on its own: a cron ``schedule``, a ``webhook``."""
+    """What starts a task on its own: a cron ``schedule`` (and how it fires, written flat beside it) and a
+    ``webhook``.
+
+    ``timezone`` is the IANA zone the expression is read in. ``catchUp`` says what slots missed while the
+    scheduler was away do when it is back (``none``: skipped, ``latest``: the most recent one fires,
+    ``all``: each fires, up to the server's cap). ``overlap`` says what a slot does while the previous run
+    still runs (``allow``, ``skip``, or ``queue``: it waits for it). ``jitter`` delays each slot by a bounded
+    amount, the same for a slot in every replica.
+    """
 
     schedule: Annotated[str, AfterValidator(_check_schedule)] | None = None
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+    catch_up: Literal["none", "latest", "all"] = Field("none", alias="catchUp")
+    overlap: Literal["allow", "skip", "queue"] = "allow"
+    jitter: Annotated[Duration, Field(ge=0, le=MAX_JITTER_SECONDS)] = 0.0
     webhook: Webhook | None = None
 
 

@@ -235,6 +235,7 @@ class _Resolver:
             timeout_seconds=fields.timeout_seconds,
             schedule=fields.triggers.schedule if fields.triggers else None,
             webhook_secret=fields.triggers.webhook.secret if fields.triggers and fields.triggers.webhook else None,
+            triggers=fields.triggers,
         )
 
     def _build(self, fields: Task, name: str) -> ResolvedTask:
@@ -261,6 +262,7 @@ class _Resolver:
             loop=fields.loop,
             schedule=fields.triggers.schedule if fields.triggers else None,
             webhook_secret=fields.triggers.webhook.secret if fields.triggers and fields.triggers.webhook else None,
+            triggers=fields.triggers,
         )
 
     # -- templates -------------------------------------------------------------------------

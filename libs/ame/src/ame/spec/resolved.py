@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ame.domain.durations import format_duration
 from ame.domain.resources import Resources
-from ame.spec.model import AmeSecret, Artifacts, DataSetRef, EnvVar, Executor, VaultSecret
+from ame.spec.model import AmeSecret, Artifacts, DataSetRef, EnvVar, Executor, Triggers, VaultSecret
 
 
 class ResolvedTask(BaseModel):
@@ -45,6 +45,8 @@ class ResolvedTask(BaseModel):
     schedule: str | None = None
     # `triggers.webhook.secret`: the secret that signs deliveries to the task's hook; None for no hook.
     webhook_secret: str | None = None
+    # The whole triggers block as written (schedule options), when the task has one.
+    triggers: Triggers | None = None
 
     @property
     def is_pipeline(self) -> bool:
@@ -102,6 +104,11 @@ class ResolvedTask(BaseModel):
             ]
         if self.schedule is not None:
             spec["triggers"] = {"schedule": self.schedule}
+            if self.triggers is not None:
+                options = self.triggers.model_dump(
+                    by_alias=True, exclude={"schedule", "webhook"}, exclude_defaults=True
+                )
+                spec["triggers"].update(options)
         if self.webhook_secret is not None:
             spec.setdefault("triggers", {})["webhook"] = {"secret": self.webhook_secret}
         if self.timeout_seconds is not None:

@@ -26,6 +26,7 @@ API_TRIGGERS = "api-triggers"
 LOGS_ARCHIVE = "logs-archive"
 SCHEDULER_RUN_EVENTS = "scheduler-run-events"
 SCHEDULER_RETRIES = "scheduler-retries"
+SCHEDULER_SCHEDULES = "scheduler-schedules"
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ class BusNames:
     @property
     def schedule_fired(self) -> str:
         return f"{self.prefix}.evt.schedule.fired"
+
+    @property
+    def project_schedules(self) -> str:
+        return f"{self.prefix}.evt.project.schedules"
 
     @property
     def project_version_created(self) -> str:

@@ -20,10 +20,12 @@ from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
+from ame_api.grpc.schedules import ScheduleMethods
 from ame_api.grpc.secrets import SecretMethods
 from ame_api.grpc.webhooks import WebhookMethods
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
+from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
@@ -44,6 +46,7 @@ class AmeServicer(
     ArtifactMethods,
     AccessMethods,
     WebhookMethods,
+    ScheduleMethods,
     ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(
@@ -57,10 +60,13 @@ class AmeServicer(
         *,
         artifacts: ArtifactService,
         webhooks: WebhookService | None = None,
+        schedules: ScheduleService | None = None,
         retry_after_seconds: int = 2,
     ) -> None:
         self._artifacts = artifacts
         self._webhooks = webhooks
+        if schedules is not None:
+            self._schedules = schedules
         self._runs = runs
         self._follower = follower
         self._projects = projects

@@ -14,7 +14,7 @@ from ame_platform.db import Connection
 # The column of `projects` naming the version whose triggers are live: the one `ame project push` activated.
 # Every query below reads the trigger version through this name (and `trigger_version`), so pointing hooks at
 # another notion of the active version is a change here alone.
-TRIGGER_VERSION_COLUMN = "latest_version_id"
+TRIGGER_VERSION_COLUMN = "active_version_id"
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,22 @@ from ame_api.artifacts import ArtifactService
 from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
 from ame_api.projects import ProjectService
-from ame_api.rest import admin, artifacts, errors, org_limits, projects, runs, secrets, tasks, tokens, webhooks
+from ame_api.rest import (
+    admin,
+    artifacts,
+    errors,
+    org_limits,
+    projects,
+    runs,
+    schedules,
+    secrets,
+    tasks,
+    tokens,
+    webhooks,
+)
 from ame_api.rest.auth import Authenticate
 from ame_api.runs import RunService
+from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
@@ -37,6 +50,7 @@ def create_app(
     secret_service: SecretService,
     artifact_service: ArtifactService,
     webhook_service: WebhookService | None = None,
+    schedule_service: ScheduleService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -59,6 +73,8 @@ def create_app(
     if webhook_service is not None:
         app.include_router(webhooks.router(webhook_service))
     projects.install(app, project_service, settings)
+    if schedule_service is not None:
+        app.include_router(schedules.router(schedule_service))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

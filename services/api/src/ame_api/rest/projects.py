@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ame.domain.projects import ManifestEntry, ProjectVersion, VersionManifest
+from ame.domain.schedules import Activation
 from ame_api.projects import InvalidSpec, ProjectService, TooLarge
 from ame_api.rest.auth import CurrentPrincipal
 from ame_api.settings import ApiSettings
@@ -139,6 +140,18 @@ def router(projects: ProjectService, settings: ApiSettings) -> APIRouter:
         if not created:
             response.status_code = 200
         return version
+
+    @api.post(
+        "/{project}/versions/{version_id}/activate",
+        response_model=Activation,
+        summary="Make a version the project's trigger version: its schedules replace the project's",
+        description="`ame project push` calls this after its commit unless --no-triggers is given; a remote "
+        "`ame task run` does not. A file with `enableTriggers: false` activates with no schedules.",
+    )
+    async def activate_version(
+        principal: CurrentPrincipal, project: _ProjectName, version_id: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+    ) -> Activation:
+        return await projects.activate(principal, "", project, version_id)
 
     @api.get("/{project}/versions", response_model=VersionList, summary="List a project's versions, newest first")
     async def list_versions(

@@ -101,6 +101,18 @@ class AmeServiceStub:
     CreateOrganisation: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.CreateOrganisationRequest, _ame_service_pb2.CreateOrganisationResponse]
     """Server-admin only."""
     ListOrganisations: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrganisationsRequest, _ame_service_pb2.ListOrganisationsResponse]
+    ActivateProjectVersion: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ActivateProjectVersionRequest, _ame_service_pb2.ActivateProjectVersionResponse]
+    """Schedules. Makes a pushed version the project's trigger version: its tasks' schedules replace the
+    project's, atomically (`ame project push` calls it unless --no-triggers; a remote task run does not).
+    NOT_FOUND for an unknown project or version.
+    """
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListSchedulesRequest, _ame_service_pb2.ListSchedulesResponse]
+    """The schedules of each project's trigger version, with their next fire times and last run."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]
+    """Pause or resume a schedule (by task name; `project` when several projects have one of that name)."""
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]
+    TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.TriggerScheduleResponse]
+    """Start the schedule's run now, out of turn."""
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -175,6 +187,18 @@ class AmeServiceAsyncStub(AmeServiceStub):
     CreateOrganisation: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.CreateOrganisationRequest, _ame_service_pb2.CreateOrganisationResponse]  # type: ignore[assignment]
     """Server-admin only."""
     ListOrganisations: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrganisationsRequest, _ame_service_pb2.ListOrganisationsResponse]  # type: ignore[assignment]
+    ActivateProjectVersion: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ActivateProjectVersionRequest, _ame_service_pb2.ActivateProjectVersionResponse]  # type: ignore[assignment]
+    """Schedules. Makes a pushed version the project's trigger version: its tasks' schedules replace the
+    project's, atomically (`ame project push` calls it unless --no-triggers; a remote task run does not).
+    NOT_FOUND for an unknown project or version.
+    """
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListSchedulesRequest, _ame_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """The schedules of each project's trigger version, with their next fire times and last run."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]  # type: ignore[assignment]
+    """Pause or resume a schedule (by task name; `project` when several projects have one of that name)."""
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]  # type: ignore[assignment]
+    TriggerSchedule: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
+    """Start the schedule's run now, out of turn."""
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -408,5 +432,47 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ame_service_pb2.ListOrganisationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ame_service_pb2.ListOrganisationsResponse, _abc.Awaitable[_ame_service_pb2.ListOrganisationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ActivateProjectVersion(
+        self,
+        request: _ame_service_pb2.ActivateProjectVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ActivateProjectVersionResponse, _abc.Awaitable[_ame_service_pb2.ActivateProjectVersionResponse]]:
+        """Schedules. Makes a pushed version the project's trigger version: its tasks' schedules replace the
+        project's, atomically (`ame project push` calls it unless --no-triggers; a remote task run does not).
+        NOT_FOUND for an unknown project or version.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _ame_service_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListSchedulesResponse, _abc.Awaitable[_ame_service_pb2.ListSchedulesResponse]]:
+        """The schedules of each project's trigger version, with their next fire times and last run."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _ame_service_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ScheduleResponse, _abc.Awaitable[_ame_service_pb2.ScheduleResponse]]:
+        """Pause or resume a schedule (by task name; `project` when several projects have one of that name)."""
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _ame_service_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ScheduleResponse, _abc.Awaitable[_ame_service_pb2.ScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def TriggerSchedule(
+        self,
+        request: _ame_service_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.TriggerScheduleResponse, _abc.Awaitable[_ame_service_pb2.TriggerScheduleResponse]]:
+        """Start the schedule's run now, out of turn."""
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

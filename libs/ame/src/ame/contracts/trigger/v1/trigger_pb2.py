@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ame.contracts.run.v1 import run_pb2 as ame_dot_contracts_dot_run_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/trigger/v1/trigger.proto\x12\x18\x61me.contracts.trigger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1e\x61me/contracts/run/v1/run.proto\"\x97\x01\n\x08Schedule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x0c\n\x04\x63ron\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12+\n\x04spec\x18\x07 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\"\x9d\x01\n\rScheduleFired\x12\x34\n\x08schedule\x18\x01 \x01(\x0b\x32\".ame.contracts.trigger.v1.Schedule\x12(\n\x04slot\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66ired_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x0fWebhookReceived\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/trigger/v1/trigger.proto\x12\x18\x61me.contracts.trigger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1e\x61me/contracts/run/v1/run.proto\"\x80\x02\n\x08Schedule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x0c\n\x04\x63ron\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12+\n\x04spec\x18\x07 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12\x10\n\x08timezone\x18\x08 \x01(\t\x12\x10\n\x08\x63\x61tch_up\x18\t \x01(\t\x12\x0f\n\x07overlap\x18\n \x01(\t\x12\x16\n\x0ejitter_seconds\x18\x0b \x01(\x01\x12\x1a\n\x12project_version_id\x18\x0c \x01(\t\"\xa0\x01\n\x10ProjectSchedules\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x1a\n\x12project_version_id\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x03\x12\x35\n\tschedules\x18\x05 \x03(\x0b\x32\".ame.contracts.trigger.v1.Schedule\"\x9d\x01\n\rScheduleFired\x12\x34\n\x08schedule\x18\x01 \x01(\x0b\x32\".ame.contracts.trigger.v1.Schedule\x12(\n\x04slot\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66ired_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x0fWebhookReceived\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ame.contracts.trigger.v1.tr
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCHEDULE']._serialized_start=134
-  _globals['_SCHEDULE']._serialized_end=285
-  _globals['_SCHEDULEFIRED']._serialized_start=288
-  _globals['_SCHEDULEFIRED']._serialized_end=445
-  _globals['_WEBHOOKRECEIVED']._serialized_start=447
-  _globals['_WEBHOOKRECEIVED']._serialized_end=570
+  _globals['_SCHEDULE']._serialized_end=390
+  _globals['_PROJECTSCHEDULES']._serialized_start=393
+  _globals['_PROJECTSCHEDULES']._serialized_end=553
+  _globals['_SCHEDULEFIRED']._serialized_start=556
+  _globals['_SCHEDULEFIRED']._serialized_end=713
+  _globals['_WEBHOOKRECEIVED']._serialized_start=715
+  _globals['_WEBHOOKRECEIVED']._serialized_end=838
 # @@protoc_insertion_point(module_scope)

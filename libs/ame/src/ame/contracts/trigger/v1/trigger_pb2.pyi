@@ -4,9 +4,11 @@ isort:skip_file
 Triggers: schedules and webhooks that start runs without a person asking."""
 
 from ame.contracts.run.v1 import run_pb2 as _run_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -29,13 +31,27 @@ class Schedule(_message.Message):
     CRON_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
+    OVERLAP_FIELD_NUMBER: _builtins.int
+    JITTER_SECONDS_FIELD_NUMBER: _builtins.int
+    PROJECT_VERSION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organisation: _builtins.str
     project: _builtins.str
     task: _builtins.str
     cron: _builtins.str
-    """Five-field cron expression, evaluated in UTC."""
+    """Five-field cron expression (or a macro such as @daily), read on the wall clock of `timezone`."""
     enabled: _builtins.bool
+    timezone: _builtins.str
+    """IANA zone; empty means UTC."""
+    catch_up: _builtins.str
+    """"none" | "latest" | "all": what slots missed while the scheduler was away do."""
+    overlap: _builtins.str
+    """"allow" | "skip" | "queue": what a slot does while the previous run of the schedule still runs."""
+    jitter_seconds: _builtins.float
+    project_version_id: _builtins.str
+    """The project version (trigger version) the schedule comes from."""
     @_builtins.property
     def spec(self) -> _run_pb2.RunSpec: ...
     def __init__(
@@ -48,14 +64,57 @@ class Schedule(_message.Message):
         cron: _builtins.str = ...,
         enabled: _builtins.bool = ...,
         spec: _run_pb2.RunSpec | None = ...,
+        timezone: _builtins.str = ...,
+        catch_up: _builtins.str = ...,
+        overlap: _builtins.str = ...,
+        jitter_seconds: _builtins.float = ...,
+        project_version_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "enabled", b"enabled", "id", b"id", "organisation", b"organisation", "project", b"project", "spec", b"spec", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "cron", b"cron", "enabled", b"enabled", "id", b"id", "jitter_seconds", b"jitter_seconds", "organisation", b"organisation", "overlap", b"overlap", "project", b"project", "project_version_id", b"project_version_id", "spec", b"spec", "task", b"task", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class ProjectSchedules(_message.Message):
+    """Event: the whole set of schedules a project has now (its trigger version's, with each one's pause state),
+    replacing the set before. Written by the api through its outbox when a version is activated or a schedule
+    is paused or resumed. Nats-Msg-Id: "schedules:<project id>:<generation>"; a scheduler ignores a generation
+    older than the one it applied for the project, so a late redelivery cannot bring old schedules back.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    PROJECT_VERSION_ID_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    project: _builtins.str
+    project_version_id: _builtins.str
+    generation: _builtins.int
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]: ...
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+        project: _builtins.str = ...,
+        project_version_id: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "organisation", b"organisation", "project", b"project", "project_version_id", b"project_version_id", "schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectSchedules: _TypeAlias = ProjectSchedules  # noqa: Y015
 
 @_typing.final
 class ScheduleFired(_message.Message):
