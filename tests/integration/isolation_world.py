@@ -117,6 +117,8 @@ async def build_world(rest_url: str, grpc_target: str) -> World:
             await _ok(await client.put(f"/v1/projects/{PROJECT}/blobs/{sha(data)}", content=data, headers=run), 201)
         version = await _ok(await client.post(f"/v1/projects/{PROJECT}/versions", json=manifest(), headers=run), 201)
         world.version_id = str(version["id"])
+        # As `ame project push` does: the version's triggers (A's hook) go live.
+        await _ok(await client.post(f"/v1/projects/{PROJECT}/versions/{world.version_id}/activate", headers=run), 200)
         spec = {"project": PROJECT, "task": "hello", "command": "true", "project_version_id": world.version_id}
         submitted = await _ok(await client.post("/v1/runs", json=spec, headers=run), 201)
         world.run_id = str(submitted["id"])

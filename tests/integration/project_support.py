@@ -57,11 +57,17 @@ async def rest_push(rest: httpx.AsyncClient, root: Path, project: str = "demo") 
     return await rest.post(f"/v1/projects/{project}/versions", json=as_json(entries))
 
 
-async def sdk_push(target: str, root: Path, cache: Path, project: str = "demo") -> PushResult:
-    """The CLI's push (gRPC, parallel streamed uploads), run off the event loop the stack serves on."""
+async def sdk_push(
+    target: str, root: Path, cache: Path, project: str = "demo", *, activate: bool = False
+) -> PushResult:
+    """The CLI's push (gRPC, parallel streamed uploads), run off the event loop the stack serves on; with
+    `activate`, what `ame project push` does next: the version's triggers (schedules, hooks) go live."""
 
     def push() -> PushResult:
         with Client(target) as client:
-            return push_project(root, project, client, cache_dir=cache)
+            result = push_project(root, project, client, cache_dir=cache)
+            if activate:
+                client.activate_version(project, result.version.id)
+            return result
 
     return await asyncio.to_thread(push)

@@ -91,7 +91,7 @@ async def test_signed_deliveries_start_one_run_each_and_everything_else_is_refus
     caplog.set_level(logging.DEBUG)
     put = await rest.put("/v1/secrets/HOOK_KEY", json={"value": SECRET})
     assert put.status_code in (200, 201), put.text
-    await sdk_push(stack.grpc_target, _project(tmp_path / "proj"), tmp_path / "cache", project="hooked")
+    await sdk_push(stack.grpc_target, _project(tmp_path / "proj"), tmp_path / "cache", project="hooked", activate=True)
     seen: list[str] = []  # every response text, checked for the secret at the end
 
     async with httpx.AsyncClient(base_url=stack.rest_url, timeout=30) as hooks:
