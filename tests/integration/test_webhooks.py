@@ -115,6 +115,9 @@ async def test_signed_deliveries_start_one_run_each_and_everything_else_is_refus
         again = await hooks.post(url, content=body, headers=_github(body, "d-1"))
         assert again.status_code == 202 and again.json()["run_id"] == run_id, again.text
         assert (first.json()["redelivery"], again.json()["redelivery"]) == (False, True)
+        # The same signed bytes under a fresh delivery id (the id is not signed): a replay, not a new run.
+        replayed = await hooks.post(url, content=body, headers=_github(body, "d-1-replayed"))
+        assert replayed.status_code == 202 and replayed.json()["run_id"] == run_id, replayed.text
         assert await _runs_of(client) == [run_id]
 
         refused_before = _refused_count(stack)

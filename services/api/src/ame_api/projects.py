@@ -283,6 +283,7 @@ class ProjectService:
         spec = await self._check_spec(org, project, files)
         task_names = spec.task_names()
         hooks = hooks_of_version(spec, project, version_id)
+        schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the

@@ -39,7 +39,8 @@ NEXT_FIRES = 3
 
 def schedules_of(spec: Project, project: str, version_id: str) -> list[ScheduleDef]:
     """The schedules a version declares: each task with `triggers.schedule` (the old dialect's recurring_tasks
-    included), as the run a remote `ame task run` of it would be. None when the file says enableTriggers: false."""
+    included), as the run a remote `ame task run` of it would be. None when the file says enableTriggers: false.
+    InvalidRequest for a schedule the server cannot run (a pipeline), checked at commit as hooks are."""
     if spec.enable_triggers is False:
         return []
     found: list[ScheduleDef] = []
@@ -51,8 +52,8 @@ def schedules_of(spec: Project, project: str, version_id: str) -> list[ScheduleD
         if task.schedule is None:
             continue
         if task.executor is None:
-            log.warning("project %s: task %s is a scheduled pipeline; remote pipelines do not run yet", project, name)
-            continue
+            # Refused rather than dropped: a schedule accepted and never fired is worse than a clear error.
+            raise InvalidRequest(f"task {name!r} has a schedule, but it is a pipeline; remote pipelines cannot run yet")
         options = task.triggers
         found.append(
             ScheduleDef(

@@ -85,7 +85,8 @@ class WebhookSettings(BaseSettings):
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AME_API_", extra="forbid")
+    # Inputs stay out of errors: the bootstrap token and TLS key paths are settings too.
+    model_config = SettingsConfigDict(env_prefix="AME_API_", extra="forbid", hide_input_in_errors=True)
 
     rest_host: str = Field("127.0.0.1", description="Address the REST server binds.")
     rest_port: int = Field(8080, ge=0, le=65535, description="REST port; 0 picks a free one.")

@@ -188,11 +188,14 @@ class WebhookService:
         del secret
         if problem:
             return await self._refuse(hook, problem, headers)
+        # One run per signed payload: the signature (over the body, and the timestamp in AME's scheme) names the
+        # delivery, because the delivery id header is not signed: keying runs by it would let anyone who saw one
+        # delivery start new runs by replaying its bytes under fresh ids. The id is kept for the record.
+        signature = headers.get("x-ame-signature-256") or headers.get("x-hub-signature-256") or ""
+        signed = "sig-" + hashlib.sha256(signature.encode("latin-1", "replace")).hexdigest()[:32]
         delivery = headers.get("x-ame-delivery") or headers.get("x-github-delivery")
         if delivery is None:
-            # Without an id, the same signed bytes are the same delivery: a replay of them starts nothing new.
-            signature = headers.get("x-ame-signature-256") or headers.get("x-hub-signature-256") or ""
-            delivery = "sig-" + hashlib.sha256(signature.encode("latin-1", "replace")).hexdigest()[:32]
+            delivery = signed
         elif not _DELIVERY_ID.match(delivery):
             return await self._answer(
                 hook,
@@ -203,7 +206,7 @@ class WebhookService:
             args = decode_task_args(body)
         except ValueError as exc:
             return await self._answer(hook, delivery, DeliveryAnswer(422, {"error": f"the body is not JSON: {exc}"}))
-        return await self._start(hook, delivery, args)
+        return await self._start(hook, delivery, signed, args)
 
     def _check_signature(self, secret: str, body: bytes, headers: Mapping[str, str]) -> str:
         """'' when the delivery is signed with `secret`, else why not (for the metric and the delivery record)."""
@@ -241,8 +244,8 @@ class WebhookService:
         if not task.cancelled() and task.exception() is not None:
             log.warning("recording a refused webhook delivery failed: %r", task.exception())
 
-    async def _start(self, hook: repo.Hook, delivery: str, args: JsonValue) -> DeliveryAnswer:
-        key = f"hook:{hook.project}:{hook.task}:{delivery}"
+    async def _start(self, hook: repo.Hook, delivery: str, signed: str, args: JsonValue) -> DeliveryAnswer:
+        key = f"hook:{hook.project}:{hook.task}:{signed}"
         if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
             key = "hook:" + hashlib.sha256(key.encode()).hexdigest()
         org = hook.organisation

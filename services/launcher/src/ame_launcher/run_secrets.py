@@ -9,6 +9,7 @@ spec or a log line. The runner masks them in output as it does for `ame task run
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 from pydantic import SecretStr
@@ -26,8 +27,19 @@ class RunSecrets:
     """Resolves a run attempt's secrets with one call, on first use; `ame()` and `vault(name)` are its sources."""
 
     def __init__(
-        self, target: str | None, token: SecretStr | None, organisation: str, run_id: str, attempt: int, timeout: float
+        self,
+        target: str | None,
+        token: SecretStr | None,
+        organisation: str,
+        run_id: str,
+        attempt: int,
+        timeout: float,
+        *,
+        tls: bool = False,
+        ca_file: Path | None = None,
     ) -> None:
+        self._tls = tls
+        self._ca_file = ca_file
         self._organisation = organisation
         self._target = target
         self._token = token
@@ -61,7 +73,7 @@ class RunSecrets:
             run_id=self._run_id, attempt=self._attempt, organisation=self._organisation
         )
         metadata = ((_AUTHORIZATION, f"Bearer {self._token.get_secret_value()}"),)
-        async with grpc.aio.insecure_channel(self._target) as channel:
+        async with self._channel(self._target) as channel:
             stub = ame_service_pb2_grpc.AmeServiceStub(channel)
             for retry in range(_RETRIES + 1):
                 try:
@@ -75,6 +87,12 @@ class RunSecrets:
                     # The api's details name secrets and states, never values.
                     raise SecretError(f"the api refused to resolve this run's secrets: {exc.details()}") from None
         return {(s.vault, s.key): (s.value if s.found else None, s.problem) for s in response.secrets}
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        if not self._tls:
+            return grpc.aio.insecure_channel(target)
+        roots = self._ca_file.read_bytes() if self._ca_file is not None else None
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
 
 
 class _Source:

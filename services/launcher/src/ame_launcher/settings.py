@@ -16,7 +16,8 @@ from ame_platform.storage import StorageSettings
 
 
 class LauncherSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AME_LAUNCHER_", extra="forbid")
+    # Inputs stay out of errors: the api token is a setting too.
+    model_config = SettingsConfigDict(env_prefix="AME_LAUNCHER_", extra="forbid", hide_input_in_errors=True)
 
     backend: Literal["local"] = Field("local", description="Where runs execute: local process groups.")
     max_concurrent_runs: int = Field(64, ge=1, description="Runs this replica executes at once.")
@@ -122,6 +123,12 @@ class LauncherSettings(BaseSettings):
         None, description="The launcher credential the api expects (its AME_SECRETS_LAUNCHER_TOKEN)."
     )
     api_timeout: Duration = Field(15.0, description="Longest the api may take to resolve a run's secrets.")
+    api_tls: bool = Field(
+        False,
+        description="Call the api over TLS (when it serves AME_API_TLS_CERT_FILE), so secrets never cross "
+        "the network in clear.",
+    )
+    api_ca_file: Path | None = Field(None, description="PEM bundle to trust for the api's certificate (a private CA).")
     log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")
     log_flush_interval: Duration = Field(0.02, description="Longest a line waits before it is published.")
     nats: NatsSettings = Field(default_factory=NatsSettings)

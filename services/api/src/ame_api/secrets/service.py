@@ -84,7 +84,11 @@ class SecretService:
         check_name(name)
         if not value:
             raise InvalidRequest(f"secret {name!r}: the value is empty")
-        if len(value.encode()) > MAX_VALUE_BYTES:
+        try:
+            encoded = value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"secret {name!r}: the value is not valid UTF-8 text") from None
+        if len(encoded) > MAX_VALUE_BYTES:
             raise InvalidRequest(f"secret {name!r}: the value is over {MAX_VALUE_BYTES} bytes")
         if "\x00" in value:
             raise InvalidRequest(f"secret {name!r}: the value holds a NUL character, which no environment can carry")
@@ -145,15 +149,20 @@ class SecretService:
                     log.error("run %s: %s", run_id, exc)
                     results.append(Resolved("", ref.key, None, str(exc)))
                 continue
-            results.append(await self._from_vault(ref.vault, ref.key))
+            results.append(await self._from_vault(run.organisation, ref.vault, ref.key))
         return results
 
-    async def _from_vault(self, vault: str, key: str) -> Resolved:
+    async def _from_vault(self, organisation: str, vault: str, key: str) -> Resolved:
+        config = self._settings.secrets.vaults.get(vault)
+        if config is None:
+            return Resolved(vault, key, None, f"the server has no vault named {vault!r} configured")
+        # The vault's credentials are the server's: only the organisations it names (else the server's own) may
+        # read through them, or any organisation could read any other's paths.
+        allowed = config.organisations or [self._settings.organisation]
+        if organisation not in allowed:
+            return Resolved(vault, key, None, f"vault {vault!r} is not open to organisation {organisation!r}")
         client = self._vaults.get(vault)
         if client is None:
-            config = self._settings.secrets.vaults.get(vault)
-            if config is None:
-                return Resolved(vault, key, None, f"the server has no vault named {vault!r} configured")
             client = self._vaults[vault] = VaultClient(vault, config)
         try:
             return Resolved(vault, key, await client.get(key))

@@ -22,6 +22,11 @@ class VaultConfig(BaseModel):
     approle_mount: str = Field("approle", description="Mount path of the AppRole auth method.")
     namespace: str | None = Field(None, description="Vault Enterprise namespace, if any.")
     timeout: float = Field(10.0, gt=0, description="Seconds one request to Vault may take.")
+    organisations: list[str] = Field(
+        default_factory=list,
+        description="The organisations whose runs may read this vault (its credentials are the server's, so a "
+        "vault is never open to every organisation by default); empty: the server's own organisation only.",
+    )
 
     @model_validator(mode="after")
     def _auth(self) -> VaultConfig:

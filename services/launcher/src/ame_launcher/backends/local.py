@@ -123,6 +123,8 @@ class LocalBackend:
                 command.run_id,
                 command.attempt,
                 self._settings.api_timeout,
+                tls=self._settings.api_tls,
+                ca_file=self._settings.api_ca_file,
             )
             # One attempt here: a retry is a new attempt of the run, launched by the scheduler after its backoff, so
             # the runner's own retry loop (what `-l` uses) must not run it again in place.
