@@ -45,7 +45,13 @@ def _key() -> SecretStr:
 
 @pytest.fixture
 def api_secrets(vault: Vault) -> SecretsSettings:
-    vaults = {"main": VaultConfig(address=vault.address, token=SecretStr(vault.token), mount=vault.mount)}
+    vaults = {
+        "main": VaultConfig(address=vault.address, token=SecretStr(vault.token), mount=vault.mount),
+        # The same vault, open only to another organisation: the server's credentials must not serve this one.
+        "closed": VaultConfig(
+            address=vault.address, token=SecretStr(vault.token), mount=vault.mount, organisations=["elsewhere-org"]
+        ),
+    }
     if vault.role_id and vault.secret_id:
         vaults["approle"] = VaultConfig(
             address=vault.address, role_id=vault.role_id, secret_id=SecretStr(vault.secret_id), mount=vault.mount
@@ -164,6 +170,10 @@ async def test_vault_secrets_resolve_through_the_servers_vault(client: Grpc, vau
     assert state == "RUN_STATE_FAILED" and "no vault named 'elsewhere'" in run.reason
     _, state, run = await _run(client, run_pb2.SecretRef(key=f"{path}-no", inject_as="TOKEN", vault="main"))
     assert state == "RUN_STATE_FAILED" and f"secret '{path}-no' not found in vault 'main'" in run.reason
+    # A vault open to other organisations only: the path exists, and still this organisation's run cannot read it.
+    texts, state, run = await _run(client, run_pb2.SecretRef(key=f"{path}#password", inject_as="TOKEN", vault="closed"))
+    assert state == "RUN_STATE_FAILED" and "vault 'closed' is not open to organisation 'default'" in run.reason
+    assert not any(value in t for t in texts) and _digest(value) not in texts
 
 
 async def test_rotation_re_encrypts_so_the_old_key_can_be_removed(stack: Stack, api_secrets: SecretsSettings) -> None:
