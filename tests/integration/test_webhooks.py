@@ -215,6 +215,31 @@ tasks:
     assert listed == []
 
 
+async def test_a_scheduled_pipeline_fails_the_push_with_the_reason(
+    stack: Stack, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    root = tmp_path / "pipe"
+    root.mkdir()
+    (root / "ame.yml").write_text(
+        """\
+project: scheduled
+tasks:
+  - name: step
+    executor: !custom
+      command: echo step
+  - name: both
+    pipeline:
+      - taskRef: step
+    triggers:
+      schedule: "0 * * * *"
+"""
+    )
+    response = await rest_push(rest, root, project="scheduled")
+    assert response.status_code == 422, response.text
+    assert "task 'both' has a schedule, but it is a pipeline" in response.text
+    assert (await rest.get("/v1/schedules")).json()["schedules"] == []
+
+
 async def test_arguments_of_a_submitted_run_reach_its_process(client: Grpc) -> None:
     code = "import os, ame; print(os.environ['AME_TASK_ARGS'], ame.task_args()['lr'], os.environ['AME_IN_TASK'])"
     run = await client.submit(py(code), args_json='{"lr":0.1}')
