@@ -42,7 +42,9 @@ async def test_a_run_cancelled_right_after_submit_never_executes(client: Grpc, s
     markers.mkdir()
     runs = []
     for _ in range(15):
-        run = await client.submit(f"sleep 0.5; touch {markers}/$AME_RUN_ID")
+        # A cancel that arrives after the process started ends it (SIGTERM to its group); the sleep gives that
+        # kill a margin on a loaded machine, so a marker means the run really went on after its cancel.
+        run = await client.submit(f"sleep 2; touch {markers}/$AME_RUN_ID")
         await client.stub.CancelRun(ame_service_pb2.CancelRunRequest(run_id=run.id, reason="changed my mind"))
         runs.append(run.id)
     for run_id in runs:
