@@ -233,8 +233,6 @@ class _Resolver:
             executor=None,
             pipeline=stages,
             timeout_seconds=fields.timeout_seconds,
-            schedule=fields.triggers.schedule if fields.triggers else None,
-            webhook_secret=fields.triggers.webhook.secret if fields.triggers and fields.triggers.webhook else None,
             triggers=fields.triggers,
         )
 
@@ -260,8 +258,6 @@ class _Resolver:
             timeout_seconds=fields.timeout_seconds,
             retries=fields.retries or 0,
             loop=fields.loop,
-            schedule=fields.triggers.schedule if fields.triggers else None,
-            webhook_secret=fields.triggers.webhook.secret if fields.triggers and fields.triggers.webhook else None,
             triggers=fields.triggers,
         )
 

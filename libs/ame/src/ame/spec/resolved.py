@@ -42,11 +42,19 @@ class ResolvedTask(BaseModel):
     timeout_seconds: float | None = None
     retries: int = 0
     loop: str | None = None
-    schedule: str | None = None
-    # `triggers.webhook.secret`: the secret that signs deliveries to the task's hook; None for no hook.
-    webhook_secret: str | None = None
-    # The whole triggers block as written (schedule options), when the task has one.
+    # The whole triggers block as written (schedule and its options, webhook), when the task has one.
     triggers: Triggers | None = None
+
+    @property
+    def schedule(self) -> str | None:
+        """`triggers.schedule`: the cron expression, or None."""
+        return self.triggers.schedule if self.triggers is not None else None
+
+    @property
+    def webhook_secret(self) -> str | None:
+        """`triggers.webhook.secret`: the secret that signs deliveries to the task's hook; None for no hook."""
+        hook = self.triggers.webhook if self.triggers is not None else None
+        return hook.secret if hook is not None else None
 
     @property
     def is_pipeline(self) -> bool:
@@ -102,13 +110,11 @@ class ResolvedTask(BaseModel):
                 {"ref": {"name": ref.name, **({"project": ref.project} if ref.project else {})}}
                 for ref in self.data_sets
             ]
-        if self.schedule is not None:
+        if self.triggers is not None and self.schedule is not None:
             spec["triggers"] = {"schedule": self.schedule}
-            if self.triggers is not None:
-                options = self.triggers.model_dump(
-                    by_alias=True, exclude={"schedule", "webhook"}, exclude_defaults=True
-                )
-                spec["triggers"].update(options)
+            spec["triggers"].update(
+                self.triggers.model_dump(by_alias=True, exclude={"schedule", "webhook"}, exclude_defaults=True)
+            )
         if self.webhook_secret is not None:
             spec.setdefault("triggers", {})["webhook"] = {"secret": self.webhook_secret}
         if self.timeout_seconds is not None:
