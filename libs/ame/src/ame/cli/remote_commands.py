@@ -236,7 +236,7 @@ def register(cli: click.Group) -> None:
     def runs() -> None:
         """Runs on an AME server: submit, follow, get, list, cancel."""
 
-    @runs.command("submit", context_settings={"ignore_unknown_options": True})
+    @runs.command("submit", context_settings={"allow_interspersed_args": False})
     @click.option("--project", default="default", show_default=True)
     @click.option("--task", "task_name", default="adhoc", show_default=True)
     @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable).")
