@@ -111,6 +111,18 @@ class DataSetRef(BaseModel):
     project: str = Field("", max_length=MAX_NAME_CHARS, pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
+def _check_json_text(value: JsonValue) -> None:
+    if isinstance(value, str):
+        check_text(value, "the task arguments")
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, "the task arguments")
+            _check_json_text(item)
+
+
 class RunSpec(BaseModel):
     """Everything needed to execute a run, wherever it runs."""
 
@@ -166,6 +178,8 @@ class RunSpec(BaseModel):
     @field_validator("args")
     @classmethod
     def _small_args(cls, value: JsonValue) -> JsonValue:
+        # The registry keeps them in jsonb, which holds neither a NUL character nor a lone surrogate.
+        _check_json_text(value)
         size = len(encode_task_args(value))
         if size > MAX_TASK_ARGS_BYTES:
             raise ValueError(f"the task arguments are {size} bytes as JSON; at most {MAX_TASK_ARGS_BYTES}")
