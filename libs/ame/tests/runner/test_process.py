@@ -254,3 +254,20 @@ async def test_output_before_exit_is_not_lost_under_volume(tmp_path: Path) -> No
     assert outcome.state == "succeeded"
     assert sink.of("stdout") == [str(i) for i in range(1, 20001)]
     assert sink.of("stderr") == [str(i) for i in range(1, 5001)]
+
+
+async def test_a_sink_slower_than_the_process_still_gets_its_last_lines(tmp_path: Path) -> None:
+    # The process exits with up to a pipe's worth of output (64 KiB, ~650 of these lines) not yet read, while
+    # the sink takes a few ms a line (the bus is behind a chatty run): handing that tail on takes longer than
+    # the wait for an escaped process's pipe, and must not be cut off by it.
+    class SlowSink(RecordingSink):
+        async def line(self, stream: StreamName, text: str) -> None:
+            await asyncio.sleep(0.005)
+            await super().line(stream, text)
+
+    sink = SlowSink()
+    command = "i=0; while [ $i -lt 1000 ]; do printf '%0100d\\n' $i; i=$((i+1)); done"
+    outcome = await run_process(_sh(command, tmp_path), sink)
+
+    assert outcome.state == "succeeded"
+    assert sink.of("stdout") == [f"{i:0100d}" for i in range(1000)]

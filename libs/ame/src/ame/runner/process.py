@@ -44,7 +44,11 @@ MAX_LINE_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
 # After the group is killed, a process that escaped it (setsid, double fork) may still hold our
 # pipes open; we stop waiting for EOF after this long instead of hanging forever.
+# Only time spent waiting on an empty pipe counts: a reader that is slow because the sink holds it back (the bus
+# is behind a chatty run) still has the pipe's last 64 KiB to hand on, and cutting it off would lose that output.
+# A process that escaped the group and keeps writing is followed for at most _DRAIN_MAX_SECONDS.
 _DRAIN_SECONDS = 2.0
+_DRAIN_MAX_SECONDS = 120.0
 _MASK = "***"
 
 
@@ -171,9 +175,10 @@ async def _run_guarded(
         # Both pipes were requested above; asyncio types them as optional.
         assert proc.stdout is not None
         assert proc.stderr is not None
+        idle = _IdleReads()
         readers = [
-            asyncio.create_task(_pump(proc.stdout, "stdout", sink, patterns)),
-            asyncio.create_task(_pump(proc.stderr, "stderr", sink, patterns)),
+            asyncio.create_task(_pump(proc.stdout, "stdout", sink, patterns, idle)),
+            asyncio.create_task(_pump(proc.stderr, "stderr", sink, patterns, idle)),
         ]
         stop = await _wait_for_exit_or_stop(proc, spec.timeout_seconds, cancel)
         if stop is not None:
@@ -181,7 +186,7 @@ async def _run_guarded(
         returncode = await proc.wait()
         # The leader is gone; whatever it left in its group goes too, so nothing outlives the run.
         _signal_group(pgid, signal.SIGKILL)
-        await _drain(readers)
+        await _drain(readers, idle)
     except BaseException:
         # Includes CancelledError: kill first, then let the caller see the exception.
         _signal_group(pgid, signal.SIGKILL)
@@ -270,8 +275,25 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-async def _drain(readers: list[asyncio.Task[None]]) -> None:
-    done, pending = await asyncio.wait(readers, timeout=_DRAIN_SECONDS)
+class _IdleReads:
+    """When each pipe reader began waiting on its empty pipe (absent while it reads or hands lines on)."""
+
+    def __init__(self) -> None:
+        self.since: dict[StreamName, float] = {}
+
+
+async def _drain(readers: list[asyncio.Task[None]], idle: _IdleReads) -> None:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + _DRAIN_MAX_SECONDS
+    while True:
+        done, pending = await asyncio.wait(readers, timeout=_DRAIN_SECONDS)
+        if not pending:
+            break
+        now = loop.time()
+        # Some reader still has output in hand: the pipe is not merely held open by an escaped process.
+        busy = len(idle.since) < len(pending) or any(now - since < _DRAIN_SECONDS for since in idle.since.values())
+        if not busy or now >= give_up:
+            break
     for reader in pending:
         reader.cancel()
     for reader in pending:
@@ -281,8 +303,11 @@ async def _drain(readers: list[asyncio.Task[None]]) -> None:
         reader.result()
 
 
-async def _pump(stream: asyncio.StreamReader, name: StreamName, sink: OutputSink, patterns: list[str]) -> None:
+async def _pump(
+    stream: asyncio.StreamReader, name: StreamName, sink: OutputSink, patterns: list[str], idle: _IdleReads
+) -> None:
     """Split a byte stream into lines of at most MAX_LINE_BYTES and hand them to the sink."""
+    loop = asyncio.get_running_loop()
     buffer = bytearray()
     encoded = [p.encode("utf-8") for p in patterns]
 
@@ -292,7 +317,12 @@ async def _pump(stream: asyncio.StreamReader, name: StreamName, sink: OutputSink
         await sink.line(name, _apply_masks(raw.decode("utf-8", errors="replace"), patterns))
 
     while True:
-        chunk = await stream.read(_READ_CHUNK)
+        idle.since[name] = loop.time()
+        try:
+            chunk = await stream.read(_READ_CHUNK)
+        finally:
+            # A reader that ended (EOF) or was cancelled waits on nothing.
+            idle.since.pop(name, None)
         if not chunk:
             break
         buffer += chunk
