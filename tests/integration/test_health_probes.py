@@ -13,6 +13,7 @@ import pytest
 
 from ame_platform.embedded._process import free_tcp_port
 from tests.fault.services import service_env
+from tests.integration.migrating import migrate_services
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.slow]
@@ -31,8 +32,7 @@ async def test_every_service_is_live_then_ready_then_stops_cleanly(
         work_dir=tmp_path,
         **{f"AME_{name.upper()}_HEALTH_PORT": str(port) for name, port in ports.items()},
     )
-    for name in SERVICES:  # the migrate Job
-        subprocess.run([sys.executable, "-m", f"ame_{name}", "migrate"], env=env, check=True, capture_output=True)
+    await migrate_services(pg_dsn, SERVICES)  # the migrate Job
     logs = {name: (tmp_path / f"{name}.log").open("wb") for name in SERVICES}
     processes = {
         name: subprocess.Popen(
