@@ -143,6 +143,94 @@ async def test_an_unknown_applied_version_is_refused(conn: asyncpg.Connection, p
         await migrations.apply(conn, SERVICE, older)
 
 
+THIRD = "20260103000000_add_size.sql"
+
+
+async def test_old_code_runs_against_a_newer_compatible_database(conn: asyncpg.Connection, package: Package) -> None:
+    """The rolling deploy: the new release's migrate Job has run, an old replica (re)starts."""
+    old = package.load()
+    await migrations.apply(conn, SERVICE, old)
+    package.write(THIRD, "-- ame: compatible\nALTER TABLE widgets ADD COLUMN size int;\n")
+    assert [m.name for m in await migrations.apply(conn, SERVICE, package.load())] == ["add_size"]
+    await migrations.check(conn, SERVICE, old)  # no error: the old code may serve
+    # Its queries still work on the expanded table; an old migrate Job (a rollback) has nothing to do.
+    await conn.execute("INSERT INTO widgets (id, colour) VALUES (2, 'blue')")
+    assert await migrations.apply(conn, SERVICE, old) == []
+    recorded = await conn.fetchval("SELECT min_code FROM ame_schema_migrations WHERE version = '20260103000000'")
+    assert recorded == ""
+
+
+async def test_old_code_refuses_a_newer_breaking_database_clearly(conn: asyncpg.Connection, package: Package) -> None:
+    old = package.load()
+    await migrations.apply(conn, SERVICE, old)
+    package.write(THIRD, "ALTER TABLE widgets DROP COLUMN colour;\n")  # no declaration: breaking
+    await migrations.apply(conn, SERVICE, package.load())
+    expected = (
+        r"widgets: the database has migrations this version does not know and cannot run with: "
+        r"20260103000000_add_size \(breaking\)\. This version ships migrations up to 20260102000000: "
+        r"deploy a version that ships 20260103000000 or later"
+    )
+    with pytest.raises(SchemaError, match=expected):
+        await migrations.check(conn, SERVICE, old)
+    with pytest.raises(SchemaError, match=expected):
+        await migrations.apply(conn, SERVICE, old)
+
+
+async def test_a_contract_migration_allows_the_code_it_names(conn: asyncpg.Connection, package: Package) -> None:
+    """`requires`: the release that stopped using a column keeps running while the next one drops it."""
+    first_release = package.load()[:1]  # ships FIRST only
+    await migrations.apply(conn, SERVICE, package.load())
+    package.write(
+        THIRD,
+        "-- Drops what 20260102000000's code no longer reads.\n-- ame: requires 20260102000000\n"
+        "ALTER TABLE widgets DROP COLUMN colour;\n",
+    )
+    await migrations.apply(conn, SERVICE, package.load())
+    await migrations.check(conn, SERVICE, package.load()[:2])  # ships 20260102000000: allowed
+    with pytest.raises(SchemaError, match=r"20260103000000_add_size \(requires code that ships 20260102000000\)"):
+        await migrations.check(conn, SERVICE, first_release)
+
+
+async def test_a_database_migrated_before_declarations_counts_as_breaking(
+    conn: asyncpg.Connection, package: Package
+) -> None:
+    # The bookkeeping table as migrate created it before migrations declared their compatibility.
+    await conn.execute(
+        """CREATE TABLE ame_schema_migrations (service text NOT NULL, version text NOT NULL, name text NOT NULL,
+           checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (service, version))"""
+    )
+    loaded = package.load()
+    for m in loaded:
+        await conn.execute(m.sql)
+        await conn.execute(
+            "INSERT INTO ame_schema_migrations (service, version, name, checksum) VALUES ($1, $2, $3, $4)",
+            SERVICE,
+            m.version,
+            m.name,
+            m.checksum,
+        )
+    await migrations.check(conn, SERVICE, loaded)  # reads the old table without writing to it
+    with pytest.raises(SchemaError, match=r"20260102000000_add_colour \(breaking\)"):
+        await migrations.check(conn, SERVICE, loaded[:1])
+    assert await migrations.apply(conn, SERVICE, loaded) == []  # adds the column, keeps the rows
+    assert await conn.fetchval("SELECT count(*) FROM ame_schema_migrations WHERE min_code IS NULL") == 2
+
+
+@pytest.mark.parametrize(
+    ("declaration", "error"),
+    [
+        ("-- ame: compatibel", r"`-- ame: compatibel` is not one of"),
+        ("-- ame: requires 20990101000000", r"requires a later migration"),
+        ("-- ame: requires 20251231000000", r"requires 20251231000000, which is not one of this package"),
+        ("-- ame: compatible\n-- ame: breaking", r"declares its compatibility more than once"),
+    ],
+)
+async def test_a_bad_declaration_is_refused_at_load(package: Package, declaration: str, error: str) -> None:
+    package.write(THIRD, f"{declaration}\nSELECT 1;\n")
+    with pytest.raises(SchemaError, match=error):
+        package.load()
+
+
 async def test_a_failing_migration_is_rolled_back_and_not_recorded(conn: asyncpg.Connection, package: Package) -> None:
     package.write("20260103000000_broken.sql", "CREATE TABLE gizmos (id int);\nSELECT no_such_function();\n")
     with pytest.raises(asyncpg.UndefinedFunctionError):

@@ -75,6 +75,11 @@ class Supervisor:
         self._restarting: set[str] = set()
         self._restart_tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def restarting(self) -> frozenset[str]:
+        """The components being restarted after a failure, by name."""
+        return frozenset(self._restarting)
+
     async def start_component(self, component: Component) -> None:
         """Start `component`; the tasks it spawns meanwhile are its own, so a failure restarts it."""
         self._starting = component

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from ame_platform.db import migrations
+from ame_platform.health import Health, HealthServer
 from ame_platform.lifecycle import (
     Component,
     RestartPolicy,
@@ -37,6 +39,7 @@ class ServiceSettings(Protocol):
     postgres: PostgresSettings
     telemetry: TelemetrySettings
     lifecycle: LifecycleSettings
+    health_port: int | None
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,17 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> int
             async with runtime.pool.acquire() as conn:
                 await migrations.check(conn, definition.name, migrations.load(definition.migrations_package))
             components = definition.build(settings, runtime)
-            code = await run_components(
-                components,
-                graceful_timeout=settings.lifecycle.graceful_timeout,
-                supervisor=supervisor,
-                restart=RestartPolicy.from_settings(settings.lifecycle),
-            )
+            health = Health.for_runtime(supervisor, runtime)
+            async with contextlib.AsyncExitStack() as probes:
+                if settings.health_port is not None:
+                    await probes.enter_async_context(HealthServer(health, "0.0.0.0", settings.health_port))
+                code = await run_components(
+                    components,
+                    graceful_timeout=settings.lifecycle.graceful_timeout,
+                    supervisor=supervisor,
+                    on_ready=health.mark_started_when_ready(),
+                    restart=RestartPolicy.from_settings(settings.lifecycle),
+                )
     finally:
         remove_signal_handlers()
     if supervisor.gave_up:

@@ -141,6 +141,12 @@ class ApiSettings(BaseSettings):
             raise ValueError("set both AME_API_TLS_CERT_FILE and AME_API_TLS_KEY_FILE, or neither")
         return self
 
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the liveness (/livez) and readiness (/readyz) probes, on all interfaces; unset: none.",
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

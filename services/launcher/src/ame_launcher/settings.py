@@ -131,6 +131,12 @@ class LauncherSettings(BaseSettings):
     api_ca_file: Path | None = Field(None, description="PEM bundle to trust for the api's certificate (a private CA).")
     log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")
     log_flush_interval: Duration = Field(0.02, description="Longest a line waits before it is published.")
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the liveness (/livez) and readiness (/readyz) probes, on all interfaces; unset: none.",
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

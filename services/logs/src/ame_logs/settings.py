@@ -19,6 +19,12 @@ class LogsSettings(BaseSettings):
         description="Most bytes of lines in one history reply (also kept under the NATS server's max_payload); "
         "at least one line of the longest kind (64 KiB) must fit.",
     )
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the liveness (/livez) and readiness (/readyz) probes, on all interfaces; unset: none.",
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

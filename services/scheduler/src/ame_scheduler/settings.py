@@ -41,6 +41,12 @@ class SchedulerSettings(BaseSettings):
         0.5, gt=0, description="How often retries whose backoff is over are looked for and launched."
     )
     clock: ClockSettings = Field(default_factory=ClockSettings)
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the liveness (/livez) and readiness (/readyz) probes, on all interfaces; unset: none.",
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
