@@ -203,13 +203,18 @@ async def renew(conn: Connection, *, source_id: str, lease_seq: int, lease: time
     return str(status).endswith(" 1")
 
 
-async def set_branch(conn: Connection, *, source_id: str, lease_seq: int, branch: str) -> None:
-    await conn.execute(
-        "UPDATE project_sources SET branch = $3 WHERE id = $1 AND lease_seq = $2",
-        uuid.UUID(source_id),
-        lease_seq,
-        branch,
-    )
+async def set_branch(conn: Connection, *, source_id: str, lease_seq: int, branch: str) -> bool:
+    """Record the default branch read from the remote; False when another source already tracks it."""
+    try:
+        await conn.execute(
+            "UPDATE project_sources SET branch = $3 WHERE id = $1 AND lease_seq = $2",
+            uuid.UUID(source_id),
+            lease_seq,
+            branch,
+        )
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
 
 
 async def finish(

@@ -265,7 +265,14 @@ class SourceSyncer:
             if not branch:
                 branch = await self._git.default_branch(claimed.url, credential)
                 async with self._rt.pool.acquire() as conn:
-                    await repo.set_branch(conn, source_id=claimed.id, lease_seq=claimed.lease_seq, branch=branch)
+                    if not await repo.set_branch(
+                        conn, source_id=claimed.id, lease_seq=claimed.lease_seq, branch=branch
+                    ):
+                        raise _Outcome(
+                            SourceState.ERROR,
+                            f"another source of the organisation tracks branch {branch!r} of this URL and path",
+                            judged=False,
+                        )
             commit = await self._git.fetch(cache / "repo.git", claimed.url, branch, credential)
         except GitError as exc:
             raise _Outcome(SourceState.ERROR, str(exc), judged=False) from None
