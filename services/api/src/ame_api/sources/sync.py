@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+import shutil
 import socket
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import datetime, timedelta
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SHORT_COMMIT = 7  # git's own short hash length: the tag a synced version carries
+_PRUNE_EVERY = 600  # looks between removals of caches whose source is gone
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class _Outcome(Exception):
@@ -142,8 +146,12 @@ class SourceSyncer:
         await asyncio.gather(*running, return_exceptions=True)
 
     async def _loop(self) -> None:
+        looks = 0
         while not self._stop.is_set():
             try:
+                if looks % _PRUNE_EVERY == 0:
+                    await self.prune_caches()
+                looks += 1
                 await self.claim_and_start()
             except Exception as exc:
                 log.warning(
@@ -256,6 +264,20 @@ class SourceSyncer:
 
     def cache_of(self, source_id: str) -> Path:
         return self._settings.root() / source_id
+
+    async def prune_caches(self) -> int:
+        """Remove the cache directories of sources that no longer exist (removed through any replica)."""
+        root = self._settings.root()
+        names = await asyncio.to_thread(lambda: [p.name for p in root.iterdir() if p.is_dir()] if root.exists() else [])
+        candidates = [n for n in names if _UUID.match(n)]
+        if not candidates:
+            return 0
+        async with self._rt.pool.acquire() as conn:
+            alive = await repo.existing_ids(conn, candidates)
+        gone = [n for n in candidates if n not in alive and not any(n in t.get_name() for t in self._running)]
+        for name in gone:
+            await asyncio.to_thread(shutil.rmtree, root / name, True)
+        return len(gone)
 
     async def _make_version(self, claimed: SourceRow) -> tuple[str, str, str]:
         credential = await self._credential(claimed)
