@@ -318,6 +318,9 @@ class SourceSyncer:
             commit=commit,
         )
         short = commit[:SHORT_COMMIT]
+        if not await asyncio.to_thread(_inside, tree.root, cache / "tree"):
+            # A --path through a symbolic link could lead anywhere on the server.
+            raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {claimed.path} is a symbolic link")
         try:
             found = await asyncio.to_thread(project_in_tree, tree)
         except TreeProblem as problem:
@@ -365,6 +368,12 @@ class SourceSyncer:
             len(activation.schedules),
         )
         return result.version.id
+
+
+def _inside(root: Path, checkout: Path) -> bool:
+    """Whether `root` lies in the checkout once links are resolved (a missing directory does)."""
+    real, top = os.path.realpath(root), os.path.realpath(checkout)
+    return real == top or real.startswith(top + os.sep)
 
 
 class _OutcomeAt(_Outcome):
