@@ -167,6 +167,10 @@ async def test_commits_become_versions_a_broken_one_keeps_the_last_and_a_push_ho
     assert version_c != version_a and (tag, count) == (fixed[:7], 2)
     await wait_until(lambda: _scheduled_runs(stack, "tock"), timeout=30, message="a slot of the new schedule")
 
+    versions = await ame(stack, tmp_path / "home", "project", "versions", "--project", "gitproj")
+    assert versions.exit_code == 0, versions.output
+    assert [line.split()[-1] for line in versions.output.splitlines()[1:]] == [fixed[:7], first[:7]], versions.output
+
     # The same head again makes no new version.
     again = await ame(stack, tmp_path / "home", "projectsrc", "sync", source_id, "--json")
     assert again.exit_code == 0, again.output
