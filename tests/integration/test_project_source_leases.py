@@ -8,8 +8,16 @@ the dead one's late outcome is refused (fenced by the lease number).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,6 +25,7 @@ import pytest_asyncio
 
 from ame_api.repositories import sources as repo
 from ame_server.server import migrate_all
+from tests.git_http import Repo
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
@@ -113,3 +122,94 @@ async def test_a_sync_asked_for_during_a_sync_runs_again_after_it(replicas: list
     assert await repo.finish(replicas[0], claimed=running, state="Synchronized", reason="", next_sync_at=later)
     again = await repo.claim(replicas[1], owner="b", now=NOW, lease=timedelta(seconds=30))
     assert again is not None and again.id == source.id and again.requested == 2 and again.served == 1
+
+
+@pytest.mark.nats
+@pytest.mark.slow
+async def test_a_replica_killed_mid_sync_leaves_the_sync_to_another(
+    nats_url: str, pg_dsn: str, bus_prefix: str, tmp_path: Path
+) -> None:
+    """Two api processes: the first claims the source and hangs in `git fetch`; SIGKILLed there, its lease
+    expires and the second replica syncs the commit."""
+    await migrate_all(pg_dsn)
+    repo_dir = Repo.create(tmp_path)
+    commit = repo_dir.commit(
+        {"ame.yml": "project: crash\ntasks:\n  - name: t\n    executor: !custom\n      command: 'true'\n"}
+    )
+    # A `git` that hangs in fetch (and says which process hangs), first on the first replica's PATH.
+    hanging = tmp_path / "hanging-git"
+    hanging.mkdir()
+    pids = tmp_path / "hung-pids"
+    wrapper = hanging / "git"
+    wrapper.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do\n  if [ "$a" = fetch ]; then echo $$ >> {pids}; exec sleep 120; fi\ndone\n'
+        f'exec {shutil.which("git")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AME_") or k in ("AME_TOKEN",)}
+    env.update(
+        AME_NATS_URL=nats_url,
+        AME_NATS_PREFIX=bus_prefix,
+        AME_POSTGRES_DSN=pg_dsn,
+        AME_API_REST_PORT="0",
+        AME_API_GRPC_PORT="0",
+        AME_PROJECTSRC_ALLOW_LOCAL="true",
+        AME_PROJECTSRC_POLL="0.2",
+        AME_PROJECTSRC_LEASE="2s",
+        AME_LIFECYCLE_GRACEFUL_TIMEOUT="2s",
+    )
+    conn = await asyncpg.connect(pg_dsn)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(name: str, path: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("wb")
+        extra = {"PATH": path, "AME_PROJECTSRC_CACHE_DIR": str(tmp_path / f"cache-{name}")}
+        proc = subprocess.Popen([sys.executable, "-m", "ame_api"], env={**env, **extra}, stdout=log, stderr=log)
+        started.append(proc)
+        return proc
+
+    try:
+        source = await repo.add(
+            conn,
+            organisation="default",
+            url=str(repo_dir.origin),
+            branch="main",
+            path="",
+            interval_seconds=3600.0,
+            secret_name="",
+            hook_secret_name="",
+            now=NOW,
+        )
+        first = spawn("first", f"{hanging}:{os.environ['PATH']}")
+
+        async def hung() -> bool:
+            owner = await conn.fetchval("SELECT lease_owner FROM project_sources WHERE id = $1", uuid.UUID(source.id))
+            return pids.exists() and f":{first.pid}:" in owner
+
+        await wait_until(hung, timeout=60, interval=0.1, message="the first replica to claim and hang in git fetch")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        spawn("second", os.environ["PATH"])
+
+        async def synced() -> repo.SourceRow | None:
+            row = await repo.get(conn, organisation="default", source_id=source.id)
+            return row if row is not None and row.state == "Synchronized" else None
+
+        row = await wait_until(synced, timeout=90, interval=0.2, message="the second replica to sync the source")
+        assert (row.synced_commit, row.project, row.served) == (commit, "crash", 1)
+        assert row.lease_seq == 2, "claimed once by the killed replica, once by the one that synced"
+        assert await conn.fetchval("SELECT count(*) FROM project_versions") == 1
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if pids.exists():
+            for pid in pids.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        await conn.close()
