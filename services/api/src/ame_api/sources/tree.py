@@ -4,6 +4,12 @@ A sync checks out the branch head of a source and hands the tree to `project_in_
 known: `ame.yml` (or `ame.yaml`) at the source's directory. Another front door (PEACH's `peach.yaml` /
 `peach.conf/*.yaml`) is added here, as one more branch of that function, returning its own `kind`; what the
 tree belongs to (the source's organisation, which PEACH's `codops` must match) comes in with the tree.
+
+What happens to the answer (`ame_api.sources.sync`): the tree at `SourceTree.root` is pushed as project
+`TreeProject.name` through `ame.packaging.push_project` and activated, exactly as `ame project push` of that
+directory would be. So a new kind must also be something `ProjectService.commit` accepts (today: it reads the
+version's `ame.yml`); a problem found here is raised as `TreeProblem` with `file:line:col` lines, which become
+the source's Error reason with the last good version left active.
 """
 
 from __future__ import annotations
