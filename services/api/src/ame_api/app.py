@@ -18,6 +18,8 @@ from ame_api.runs import OutboxRelay, RunService
 from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
+from ame_api.sources.service import SourceService
+from ame_api.sources.sync import SourceSyncer
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
@@ -43,6 +45,8 @@ class ApiService:
     admission: Periodic
     rest: RestServer
     grpc: GrpcServer
+    sources: SourceService
+    syncer: SourceSyncer
     retention: Periodic | None = None
 
     @property
@@ -56,6 +60,7 @@ class ApiService:
             self.admission,
             self.store,
             self.secrets,
+            self.syncer,
             *periodic,
             self.rest,
             self.grpc,
@@ -74,6 +79,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
     webhooks = WebhookService(runtime, settings, runs, secrets)
+    syncer = SourceSyncer(runtime, settings, settings.projectsrc, projects, secrets, clock)
+    sources = SourceService(runtime, settings.projectsrc, syncer, secrets, webhooks, clock)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -102,7 +109,9 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks, schedules)
+    rest_app = create_app(
+        runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks, schedules, sources
+    )
     servicer = AmeServicer(
         runs,
         follower,
@@ -113,6 +122,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         artifacts=artifacts,
         webhooks=webhooks,
         schedules=schedules,
+        sources=sources,
         retry_after_seconds=settings.retry_after,
     )
     rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))
@@ -129,6 +139,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
         rest=rest,
+        sources=sources,
+        syncer=syncer,
         grpc=GrpcServer(
             servicer,
             settings.grpc_host,

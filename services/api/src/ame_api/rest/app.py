@@ -26,6 +26,7 @@ from ame_api.rest import (
     runs,
     schedules,
     secrets,
+    sources,
     tasks,
     tokens,
     webhooks,
@@ -35,6 +36,7 @@ from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
+from ame_api.sources.service import SourceService
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.lifecycle import Supervisor
@@ -51,6 +53,7 @@ def create_app(
     artifact_service: ArtifactService,
     webhook_service: WebhookService | None = None,
     schedule_service: ScheduleService | None = None,
+    source_service: SourceService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -75,6 +78,8 @@ def create_app(
     projects.install(app, project_service, settings)
     if schedule_service is not None:
         app.include_router(schedules.router(schedule_service))
+    if source_service is not None:
+        app.include_router(sources.router(source_service))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
