@@ -131,6 +131,7 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("POST", "/v1/schedules/{name}/pause"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/resume"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/trigger"): (None, NOT_FOUND),
+        ("GET", "/v1/loops"): (None, _no_leak),
     }
 
 

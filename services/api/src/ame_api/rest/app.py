@@ -16,11 +16,13 @@ import ame
 from ame_api.artifacts import ArtifactService
 from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
+from ame_api.peach_loops import LoopService
 from ame_api.projects import ProjectService
 from ame_api.rest import (
     admin,
     artifacts,
     errors,
+    loops,
     org_limits,
     projects,
     runs,
@@ -51,6 +53,7 @@ def create_app(
     artifact_service: ArtifactService,
     webhook_service: WebhookService | None = None,
     schedule_service: ScheduleService | None = None,
+    loop_service: LoopService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -75,6 +78,8 @@ def create_app(
     projects.install(app, project_service, settings)
     if schedule_service is not None:
         app.include_router(schedules.router(schedule_service))
+    if loop_service is not None:
+        app.include_router(loops.router(loop_service))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
