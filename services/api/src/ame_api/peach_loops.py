@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ame.domain import TriggerKind
 from ame.domain.loops import SUCCESS, LoopExecution, LoopsInfo, LoopTask, TaskState
@@ -163,7 +163,7 @@ class LoopDriver:
             except Exception:
                 log.warning("PEACH loops: pass failed; next in %.1fs", self._settings.poll_interval, exc_info=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._clock.seconds(self._settings.poll_interval))
+                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.poll_interval)
 
     async def drive_all(self) -> None:
         async with self._rt.pool.acquire() as conn:
@@ -184,13 +184,18 @@ class LoopDriver:
                     return
                 state, reason, started_at, finished_at = end
                 await repo.finish_execution(
-                    conn, loop, status=state, reason=reason, started_at=started_at, finished_at=finished_at or now
+                    conn,
+                    loop,
+                    status=state,
+                    reason=reason,
+                    started_at=started_at,
+                    finished_at=finished_at or datetime.now(UTC),
                 )
                 loop = replace(loop, position=loop.position + 1, current_run_id=None)
             started_cycle = False
             while True:
                 if loop.position < len(loop.plan):
-                    submitted = await self._next(conn, loop, now)
+                    submitted = await self._next(conn, loop)
                     if submitted is None:
                         loop = replace(loop, position=loop.position + 1)
                         continue
@@ -213,7 +218,7 @@ class LoopDriver:
             if loop != before:
                 await repo.save_loop(conn, loop)
 
-    async def _next(self, conn: Connection, loop: repo.LoopRow, now: datetime) -> str | None:
+    async def _next(self, conn: Connection, loop: repo.LoopRow) -> str | None:
         """Submit the task at the loop's position; its run id, or None when it could not start (recorded)."""
         item = loop.plan[loop.position]
         reason = item.unsupported
@@ -231,6 +236,9 @@ class LoopDriver:
             except (InvalidRequest, NotFound) as exc:
                 reason = f"could not start: {exc}"
         status = "running" if run_id else "failed"
+        # Executions are timed like runs (the launcher's real time, which the run's own start and end replace
+        # when it ends); only the cycle interval is read on the platform clock, which tests may simulate.
+        now = datetime.now(UTC)
         await repo.start_execution(
             conn,
             loop,
