@@ -98,6 +98,12 @@ def scheduler_overrides() -> dict[str, object]:
     return {}
 
 
+@pytest.fixture
+def api_overrides() -> dict[str, object]:
+    """Settings the api gets beyond the defaults; a test module overrides it (e.g. its clock, git sources)."""
+    return {}
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(
     nats_url: str,
@@ -108,6 +114,7 @@ async def stack(
     launcher_overrides: dict[str, object],
     scheduler_overrides: dict[str, object],
     api_secrets: SecretsSettings,
+    api_overrides: dict[str, object],
 ) -> AsyncIterator[Stack]:
     """api (REST and gRPC on free ports), two launcher replicas, logs and scheduler, all started."""
     await migrate_all(pg_dsn)
@@ -117,7 +124,9 @@ async def stack(
     async with open_runtime(name="test", nats=nats, postgres=postgres, telemetry=telemetry) as runtime:
         shared = _shared(nats, postgres)
         api = api_app.build(
-            ApiSettings(rest_port=0, grpc_port=0, storage=api_storage, secrets=api_secrets, **shared),  # type: ignore[arg-type]
+            ApiSettings(
+                rest_port=0, grpc_port=0, storage=api_storage, secrets=api_secrets, **{**shared, **api_overrides}
+            ),  # type: ignore[arg-type]
             runtime,
         )
         launchers = [

@@ -19,6 +19,8 @@ from ame_api.runs import OutboxRelay, RunService
 from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
+from ame_api.sources.service import SourceService
+from ame_api.sources.sync import SourceSyncer
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
@@ -44,6 +46,8 @@ class ApiService:
     admission: Periodic
     rest: RestServer
     grpc: GrpcServer
+    sources: SourceService
+    syncer: SourceSyncer
     retention: Periodic | None = None
     loops: LoopDriver | None = None
 
@@ -60,6 +64,7 @@ class ApiService:
             self.admission,
             self.store,
             self.secrets,
+            self.syncer,
             *periodic,
             self.rest,
             self.grpc,
@@ -78,6 +83,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
     webhooks = WebhookService(runtime, settings, runs, secrets)
+    syncer = SourceSyncer(runtime, settings, settings.projectsrc, projects, secrets, clock)
+    sources = SourceService(runtime, settings.projectsrc, syncer, secrets, webhooks, clock)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -119,7 +126,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         artifacts,
         webhooks,
         schedules,
-        LoopService(runtime),
+        sources,
+        loop_service=LoopService(runtime),
     )
     servicer = AmeServicer(
         runs,
@@ -131,6 +139,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         artifacts=artifacts,
         webhooks=webhooks,
         schedules=schedules,
+        sources=sources,
         retry_after_seconds=settings.retry_after,
     )
     rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))
@@ -147,6 +156,8 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
         rest=rest,
+        sources=sources,
+        syncer=syncer,
         grpc=GrpcServer(
             servicer,
             settings.grpc_host,

@@ -32,6 +32,7 @@ from ame.domain.principals import Principal, Scope
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.quotas import OrganisationLimits
 from ame.domain.schedules import Activation, ScheduleSummary
+from ame.domain.sources import ProjectSource
 from ame.domain.tasks import TaskSummary
 from ame_api.repositories.tokens import Organisation, TokenRecord
 
@@ -533,3 +534,30 @@ def activation_to_pb(activation: Activation) -> ame_service_pb2.ActivateProjectV
         schedules=[schedule_to_pb(s) for s in activation.schedules],
         triggers_enabled=activation.triggers_enabled,
     )
+
+
+# Git project sources.
+
+
+def project_source_to_pb(source: ProjectSource) -> ame_service_pb2.ProjectSource:
+    """A source as `ame projectsrc list` shows it: secret names only, never a value."""
+    pb = ame_service_pb2.ProjectSource(
+        id=source.id,
+        url=source.url,
+        branch=source.branch,
+        path=source.path,
+        interval_seconds=source.interval_seconds,
+        secret_name=source.secret_name,
+        hook_secret_name=source.hook_secret_name,
+        hook_url=source.hook_url,
+        state=source.state.value,
+        reason=source.reason,
+        synced_commit=source.synced_commit,
+        project=source.project,
+        version_id=source.version_id,
+    )
+    if source.synced_at is not None:
+        pb.synced_at.FromDatetime(source.synced_at)
+    pb.created_at.FromDatetime(source.created_at)
+    pb.next_sync_at.FromDatetime(source.next_sync_at)
+    return pb

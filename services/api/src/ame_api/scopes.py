@@ -75,6 +75,12 @@ REST: dict[tuple[str, str], Need] = {
     # Webhooks: deliveries carry a signature instead of a token; the list is the organisation's.
     ("POST", "/v1/hooks/{org}/{project}/{task}"): SIGNED,
     ("GET", "/v1/hooks"): READ,
+    # Git project sources; their push hooks carry a signature instead of a token.
+    ("GET", "/v1/projectsrc"): READ,
+    ("POST", "/v1/projectsrc"): RUN,
+    ("DELETE", "/v1/projectsrc/{source_id}"): RUN,
+    ("POST", "/v1/projectsrc/{source_id}/sync"): RUN,
+    ("POST", "/v1/source-hooks/{org}/{source_id}"): SIGNED,
     # Operating the server
     ("GET", "/v1/admin/deadletters"): SERVER_ADMIN,
     ("POST", "/v1/admin/deadletters/{letter_id}/replay"): SERVER_ADMIN,
@@ -117,6 +123,10 @@ GRPC: dict[str, Need] = {
     "/ame.contracts.api.v1.AmeService/ListRunArtifacts": READ,
     "/ame.contracts.api.v1.AmeService/DownloadArtifact": READ,
     "/ame.contracts.api.v1.AmeService/ListWebhooks": READ,
+    "/ame.contracts.api.v1.AmeService/AddProjectSource": RUN,
+    "/ame.contracts.api.v1.AmeService/ListProjectSources": READ,
+    "/ame.contracts.api.v1.AmeService/RemoveProjectSource": RUN,
+    "/ame.contracts.api.v1.AmeService/SyncProjectSource": RUN,
 }
 
 

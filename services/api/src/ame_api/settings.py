@@ -12,6 +12,7 @@ from ame.domain.durations import Duration
 from ame.domain.limits import MAX_NAME_CHARS, MAX_TASK_ARGS_BYTES, NAME_PATTERN
 from ame.domain.quotas import LoopLimits
 from ame_api.secrets.settings import SecretsSettings
+from ame_api.sources.settings import SourceSettings
 from ame_platform.clock import ClockSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
@@ -174,6 +175,7 @@ class ApiSettings(BaseSettings):
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     peach: PeachSettings = Field(default_factory=PeachSettings)
+    projectsrc: SourceSettings = Field(default_factory=SourceSettings, description="Git project sources.")
     # Project versions (ame project push).
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")
     project_max_bytes: int = Field(5 * _GIB, ge=1, description="Largest project version accepted, in bytes.")

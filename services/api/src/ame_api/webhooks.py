@@ -46,7 +46,14 @@ from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REFUSED_BODY", "DeliveryAnswer", "HookListing", "WebhookService", "hooks_of_version"]
+__all__ = [
+    "REFUSED_BODY",
+    "DeliveryAnswer",
+    "HookListing",
+    "WebhookService",
+    "hooks_of_version",
+    "signature_problem",
+]
 
 # The one answer to every delivery that is not authenticated, whatever the reason.
 REFUSED_BODY = {"error": "unknown webhook or bad signature"}
@@ -121,6 +128,30 @@ def _same(expected: bytes, given: str) -> bool:
     return hmac.compare_digest(expected, given.encode("latin-1", "replace"))
 
 
+def signature_problem(secret: str, body: bytes, headers: Mapping[str, str], *, now: float, max_age: float) -> str:
+    """'' when the delivery is signed with `secret` (either scheme), else why not (for a metric and a record).
+
+    The one signature check of every signed endpoint: task webhooks and the push hooks of git project sources.
+    `headers`: lower-case names.
+    """
+    ame_signature = headers.get("x-ame-signature-256")
+    if ame_signature is not None:
+        stamp = headers.get("x-ame-timestamp", "")
+        if not _TIMESTAMP.match(stamp):
+            return "bad timestamp"
+        if abs(now - int(stamp)) > max_age:
+            return "stale timestamp"
+        if not _same(_hmac_hex(secret, stamp.encode() + b"." + body), ame_signature):
+            return "bad signature"
+        return ""
+    github_signature = headers.get("x-hub-signature-256")
+    if github_signature is None:
+        return "unsigned"
+    if not _same(_hmac_hex(secret, body), github_signature):
+        return "bad signature"
+    return ""
+
+
 class WebhookService:
     def __init__(
         self,
@@ -184,7 +215,7 @@ class WebhookService:
                 hook.secret_name,
             )
             return await self._refuse(hook, "signing secret not stored", headers)
-        problem = self._check_signature(secret, body, headers)
+        problem = self.check_signature(secret, body, headers)
         del secret
         if problem:
             return await self._refuse(hook, problem, headers)
@@ -208,24 +239,8 @@ class WebhookService:
             return await self._answer(hook, delivery, DeliveryAnswer(422, {"error": f"the body is not JSON: {exc}"}))
         return await self._start(hook, delivery, signed, args)
 
-    def _check_signature(self, secret: str, body: bytes, headers: Mapping[str, str]) -> str:
-        """'' when the delivery is signed with `secret`, else why not (for the metric and the delivery record)."""
-        ame_signature = headers.get("x-ame-signature-256")
-        if ame_signature is not None:
-            stamp = headers.get("x-ame-timestamp", "")
-            if not _TIMESTAMP.match(stamp):
-                return "bad timestamp"
-            if abs(self._clock() - int(stamp)) > self._settings.max_age:
-                return "stale timestamp"
-            if not _same(_hmac_hex(secret, stamp.encode() + b"." + body), ame_signature):
-                return "bad signature"
-            return ""
-        github_signature = headers.get("x-hub-signature-256")
-        if github_signature is None:
-            return "unsigned"
-        if not _same(_hmac_hex(secret, body), github_signature):
-            return "bad signature"
-        return ""
+    def check_signature(self, secret: str, body: bytes, headers: Mapping[str, str]) -> str:
+        return signature_problem(secret, body, headers, now=self._clock(), max_age=self._settings.max_age)
 
     async def _refuse(self, hook: repo.Hook, reason: str, headers: Mapping[str, str]) -> DeliveryAnswer:
         self._refused.add(1, {"reason": reason})
@@ -299,9 +314,12 @@ class WebhookService:
             )
         return answer
 
+    def public_base(self) -> str:
+        """The REST URL senders reach, for the URLs of hooks (task webhooks, git sources' push hooks)."""
+        return (self._settings.public_url or self.rest_url).rstrip("/")
+
     def hook_url(self, organisation: str, project: str, task: str) -> str:
-        base = (self._settings.public_url or self.rest_url).rstrip("/")
-        return f"{base}/v1/hooks/{organisation}/{project}/{task}"
+        return f"{self.public_base()}/v1/hooks/{organisation}/{project}/{task}"
 
     async def list(
         self, principal: Principal, *, organisation: str | None = None, project: str | None = None

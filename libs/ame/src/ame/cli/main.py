@@ -33,6 +33,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "hooks": ("hook_commands",),
     "schedules": ("schedule_commands",),
     "loops": ("loop_commands",),
+    "projectsrc": ("source_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -48,6 +49,7 @@ _ALL_MODULES = (
     "hook_commands",
     "schedule_commands",
     "loop_commands",
+    "source_commands",
 )
 
 

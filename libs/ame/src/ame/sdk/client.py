@@ -23,6 +23,7 @@ from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
+from ame.domain.sources import ProjectSource
 from ame.domain.tasks import TaskSummary
 from ame.domain.webhooks import Webhook
 from ame.sdk import convert
@@ -241,6 +242,41 @@ class Client:
         """Start the schedule's run now, out of turn."""
         request = ame_service_pb2.ScheduleRequest(name=name, project=project or "")
         return convert.run_from_pb(self._call(self._stub.TriggerSchedule, request, timeout=self._timeout).run)
+
+    def add_project_source(
+        self,
+        url: str,
+        *,
+        branch: str = "",
+        path: str = "",
+        interval: str = "",
+        secret: str = "",
+        hook_secret: str = "",
+    ) -> ProjectSource:
+        """Track a git repository's branch: its head becomes a project version at each sync."""
+        request = ame_service_pb2.AddProjectSourceRequest(
+            url=url, branch=branch, path=path, interval=interval, secret=secret, hook_secret=hook_secret
+        )
+        response = self._call(self._stub.AddProjectSource, request, timeout=self._timeout)
+        return convert.project_source_from_pb(response.source)
+
+    def list_project_sources(self) -> list[ProjectSource]:
+        response = self._call(
+            self._stub.ListProjectSources, ame_service_pb2.ListProjectSourcesRequest(), timeout=self._timeout
+        )
+        return [convert.project_source_from_pb(s) for s in response.sources]
+
+    def remove_project_source(self, source: str) -> ProjectSource:
+        """Stop tracking the source (its id, or its URL when one source has it)."""
+        request = ame_service_pb2.ProjectSourceRequest(source=source)
+        response = self._call(self._stub.RemoveProjectSource, request, timeout=self._timeout)
+        return convert.project_source_from_pb(response.source)
+
+    def sync_project_source(self, source: str, *, wait: bool = True, timeout: float = 180.0) -> ProjectSource:
+        """Sync the source now; with `wait`, once the sync has ended, its state."""
+        request = ame_service_pb2.ProjectSourceRequest(source=source, wait=wait)
+        response = self._call(self._stub.SyncProjectSource, request, timeout=timeout)
+        return convert.project_source_from_pb(response.source)
 
     def list_versions(self, project: str, *, limit: int = 50) -> list[ProjectVersion]:
         """Newest first, at most `limit`."""

@@ -14,6 +14,7 @@ from ame.domain.artifacts import Artifact
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
+from ame.domain.sources import ProjectSource, SourceState
 from ame.domain.tasks import TaskSummary
 from ame.domain.webhooks import Webhook, WebhookDelivery
 
@@ -166,4 +167,25 @@ def activation_from_pb(pb: ame_service_pb2.ActivateProjectVersionResponse) -> Ac
         project_version_id=pb.project_version_id,
         schedules=[schedule_from_pb(s) for s in pb.schedules],
         triggers_enabled=pb.triggers_enabled,
+    )
+
+
+def project_source_from_pb(pb: ame_service_pb2.ProjectSource) -> ProjectSource:
+    return ProjectSource(
+        id=pb.id,
+        url=pb.url,
+        branch=pb.branch,
+        path=pb.path,
+        interval_seconds=pb.interval_seconds,
+        secret_name=pb.secret_name,
+        hook_secret_name=pb.hook_secret_name,
+        hook_url=pb.hook_url,
+        state=SourceState(pb.state),
+        reason=pb.reason,
+        synced_commit=pb.synced_commit,
+        synced_at=pb.synced_at.ToDatetime(tzinfo=UTC) if pb.HasField("synced_at") else None,
+        project=pb.project,
+        version_id=pb.version_id,
+        created_at=pb.created_at.ToDatetime(tzinfo=UTC),
+        next_sync_at=pb.next_sync_at.ToDatetime(tzinfo=UTC),
     )

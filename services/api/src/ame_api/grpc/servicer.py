@@ -22,11 +22,13 @@ from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.projects import ProjectMethods
 from ame_api.grpc.schedules import ScheduleMethods
 from ame_api.grpc.secrets import SecretMethods
+from ame_api.grpc.sources import SourceMethods
 from ame_api.grpc.webhooks import WebhookMethods
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
+from ame_api.sources.service import SourceService
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform import telemetry
@@ -47,6 +49,7 @@ class AmeServicer(
     AccessMethods,
     WebhookMethods,
     ScheduleMethods,
+    SourceMethods,
     ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(
@@ -61,9 +64,11 @@ class AmeServicer(
         artifacts: ArtifactService,
         webhooks: WebhookService | None = None,
         schedules: ScheduleService | None = None,
+        sources: SourceService | None = None,
         retry_after_seconds: int = 2,
     ) -> None:
         self._artifacts = artifacts
+        self._sources = sources
         self._webhooks = webhooks
         if schedules is not None:
             self._schedules = schedules

@@ -28,6 +28,7 @@ from ame_api.rest import (
     runs,
     schedules,
     secrets,
+    sources,
     tasks,
     tokens,
     webhooks,
@@ -37,6 +38,7 @@ from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
+from ame_api.sources.service import SourceService
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.lifecycle import Supervisor
@@ -53,6 +55,7 @@ def create_app(
     artifact_service: ArtifactService,
     webhook_service: WebhookService | None = None,
     schedule_service: ScheduleService | None = None,
+    source_service: SourceService | None = None,
     loop_service: LoopService | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -78,6 +81,8 @@ def create_app(
     projects.install(app, project_service, settings)
     if schedule_service is not None:
         app.include_router(schedules.router(schedule_service))
+    if source_service is not None:
+        app.include_router(sources.router(source_service))
     if loop_service is not None:
         app.include_router(loops.router(loop_service))
 

@@ -122,7 +122,9 @@ def install(
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if reads_own_body(request.method, request.url.path) or request.url.path.startswith("/v1/hooks/"):
+        if reads_own_body(request.method, request.url.path) or request.url.path.startswith(
+            ("/v1/hooks/", "/v1/source-hooks/")
+        ):
             # Project pushes stream blobs and bound their own bodies; webhooks have their own limit (a setting).
             return await call_next(request)
         declared = request.headers.get("content-length")

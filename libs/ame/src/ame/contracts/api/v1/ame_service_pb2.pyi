@@ -1832,3 +1832,201 @@ class TriggerScheduleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ProjectSource(_message.Message):
+    """A git project source, as `ame projectsrc list` shows it. Secrets by name only; a value never travels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    SECRET_NAME_FIELD_NUMBER: _builtins.int
+    HOOK_SECRET_NAME_FIELD_NUMBER: _builtins.int
+    HOOK_URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SYNCED_COMMIT_FIELD_NUMBER: _builtins.int
+    SYNCED_AT_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_SYNC_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    url: _builtins.str
+    branch: _builtins.str
+    path: _builtins.str
+    interval_seconds: _builtins.float
+    secret_name: _builtins.str
+    hook_secret_name: _builtins.str
+    hook_url: _builtins.str
+    state: _builtins.str
+    """Pending, Synchronising, Synchronized or Error."""
+    reason: _builtins.str
+    synced_commit: _builtins.str
+    project: _builtins.str
+    version_id: _builtins.str
+    @_builtins.property
+    def synced_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_sync_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        path: _builtins.str = ...,
+        interval_seconds: _builtins.float = ...,
+        secret_name: _builtins.str = ...,
+        hook_secret_name: _builtins.str = ...,
+        hook_url: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        synced_commit: _builtins.str = ...,
+        synced_at: _timestamp_pb2.Timestamp | None = ...,
+        project: _builtins.str = ...,
+        version_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        next_sync_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "next_sync_at", b"next_sync_at", "synced_at", b"synced_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "created_at", b"created_at", "hook_secret_name", b"hook_secret_name", "hook_url", b"hook_url", "id", b"id", "interval_seconds", b"interval_seconds", "next_sync_at", b"next_sync_at", "path", b"path", "project", b"project", "reason", b"reason", "secret_name", b"secret_name", "state", b"state", "synced_at", b"synced_at", "synced_commit", b"synced_commit", "url", b"url", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectSource: _TypeAlias = ProjectSource  # noqa: Y015
+
+@_typing.final
+class AddProjectSourceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    HOOK_SECRET_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    branch: _builtins.str
+    """Empty: the remote's default branch."""
+    path: _builtins.str
+    interval: _builtins.str
+    """A duration ("1m", "30s", seconds); empty: the server's default."""
+    secret: _builtins.str
+    """Secret store entry git authenticates with (a token over HTTP(S), an SSH key over SSH)."""
+    hook_secret: _builtins.str
+    """Secret store entry that signs push webhooks."""
+    organisation: _builtins.str
+    """Empty for the caller's organisation."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        path: _builtins.str = ...,
+        interval: _builtins.str = ...,
+        secret: _builtins.str = ...,
+        hook_secret: _builtins.str = ...,
+        organisation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "hook_secret", b"hook_secret", "interval", b"interval", "organisation", b"organisation", "path", b"path", "secret", b"secret", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddProjectSourceRequest: _TypeAlias = AddProjectSourceRequest  # noqa: Y015
+
+@_typing.final
+class ListProjectSourcesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProjectSourcesRequest: _TypeAlias = ListProjectSourcesRequest  # noqa: Y015
+
+@_typing.final
+class ListProjectSourcesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProjectSource]: ...
+    def __init__(
+        self,
+        *,
+        sources: _abc.Iterable[Global___ProjectSource] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sources", b"sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProjectSourcesResponse: _TypeAlias = ListProjectSourcesResponse  # noqa: Y015
+
+@_typing.final
+class ProjectSourceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The source's id, or its URL when one source of the organisation has it."""
+    organisation: _builtins.str
+    wait: _builtins.bool
+    """SyncProjectSource: wait for the sync to end."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        organisation: _builtins.str = ...,
+        wait: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation", "source", b"source", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectSourceRequest: _TypeAlias = ProjectSourceRequest  # noqa: Y015
+
+@_typing.final
+class ProjectSourceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def source(self) -> Global___ProjectSource: ...
+    def __init__(
+        self,
+        *,
+        source: Global___ProjectSource | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectSourceResponse: _TypeAlias = ProjectSourceResponse  # noqa: Y015

@@ -139,6 +139,26 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksResponse.FromString,
                 _registered_method=True)
+        self.AddProjectSource = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/AddProjectSource',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.AddProjectSourceRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.FromString,
+                _registered_method=True)
+        self.ListProjectSources = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListProjectSources',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectSourcesRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectSourcesResponse.FromString,
+                _registered_method=True)
+        self.RemoveProjectSource = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/RemoveProjectSource',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.FromString,
+                _registered_method=True)
+        self.SyncProjectSource = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/SyncProjectSource',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.FromString,
+                _registered_method=True)
         self.WhoAmI = channel.unary_unary(
                 '/ame.contracts.api.v1.AmeService/WhoAmI',
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.WhoAmIRequest.SerializeToString,
@@ -353,6 +373,34 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddProjectSource(self, request, context):
+        """Git project sources (`ame projectsrc`): a repository branch whose head becomes a project version at each sync.
+        ALREADY_EXISTS for a source that exists; NOT_FOUND for another organisation's source, as for an unknown one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProjectSources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveProjectSource(self, request, context):
+        """Stop tracking a source (by id, or by URL when one source has it); its versions stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncProjectSource(self, request, context):
+        """Sync now; with `wait`, answers once that sync has ended, with the source's state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WhoAmI(self, request, context):
         """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
         scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
@@ -539,6 +587,26 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.ListWebhooks,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'AddProjectSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddProjectSource,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.AddProjectSourceRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.SerializeToString,
+            ),
+            'ListProjectSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjectSources,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectSourcesRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectSourcesResponse.SerializeToString,
+            ),
+            'RemoveProjectSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveProjectSource,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.SerializeToString,
+            ),
+            'SyncProjectSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncProjectSource,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.SerializeToString,
             ),
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
@@ -1163,6 +1231,114 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/ListWebhooks',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddProjectSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/AddProjectSource',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.AddProjectSourceRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjectSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListProjectSources',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectSourcesRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListProjectSourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveProjectSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/RemoveProjectSource',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncProjectSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/SyncProjectSource',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ProjectSourceResponse.FromString,
             options,
             channel_credentials,
             insecure,

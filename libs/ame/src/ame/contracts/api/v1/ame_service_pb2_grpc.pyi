@@ -87,6 +87,15 @@ class AmeServiceStub:
     """The webhooks of each project's trigger version (ame.yml `triggers.webhook`), each with its URL and most recent
     deliveries. Deliveries themselves arrive over REST only: POST /v1/hooks/{org}/{project}/{task}.
     """
+    AddProjectSource: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.AddProjectSourceRequest, _ame_service_pb2.ProjectSourceResponse]
+    """Git project sources (`ame projectsrc`): a repository branch whose head becomes a project version at each sync.
+    ALREADY_EXISTS for a source that exists; NOT_FOUND for another organisation's source, as for an unknown one.
+    """
+    ListProjectSources: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListProjectSourcesRequest, _ame_service_pb2.ListProjectSourcesResponse]
+    RemoveProjectSource: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ProjectSourceRequest, _ame_service_pb2.ProjectSourceResponse]
+    """Stop tracking a source (by id, or by URL when one source has it); its versions stay."""
+    SyncProjectSource: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ProjectSourceRequest, _ame_service_pb2.ProjectSourceResponse]
+    """Sync now; with `wait`, answers once that sync has ended, with the source's state."""
     WhoAmI: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.WhoAmIRequest, _ame_service_pb2.WhoAmIResponse]
     """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
     scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
@@ -173,6 +182,15 @@ class AmeServiceAsyncStub(AmeServiceStub):
     """The webhooks of each project's trigger version (ame.yml `triggers.webhook`), each with its URL and most recent
     deliveries. Deliveries themselves arrive over REST only: POST /v1/hooks/{org}/{project}/{task}.
     """
+    AddProjectSource: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.AddProjectSourceRequest, _ame_service_pb2.ProjectSourceResponse]  # type: ignore[assignment]
+    """Git project sources (`ame projectsrc`): a repository branch whose head becomes a project version at each sync.
+    ALREADY_EXISTS for a source that exists; NOT_FOUND for another organisation's source, as for an unknown one.
+    """
+    ListProjectSources: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListProjectSourcesRequest, _ame_service_pb2.ListProjectSourcesResponse]  # type: ignore[assignment]
+    RemoveProjectSource: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ProjectSourceRequest, _ame_service_pb2.ProjectSourceResponse]  # type: ignore[assignment]
+    """Stop tracking a source (by id, or by URL when one source has it); its versions stay."""
+    SyncProjectSource: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ProjectSourceRequest, _ame_service_pb2.ProjectSourceResponse]  # type: ignore[assignment]
+    """Sync now; with `wait`, answers once that sync has ended, with the source's state."""
     WhoAmI: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.WhoAmIRequest, _ame_service_pb2.WhoAmIResponse]  # type: ignore[assignment]
     """Access. Every method needs a token (`authorization: Bearer <token>` metadata) with the scope the api's
     scope table names: UNAUTHENTICATED without a valid one, PERMISSION_DENIED without the scope, NOT_FOUND for
@@ -382,6 +400,39 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         """The webhooks of each project's trigger version (ame.yml `triggers.webhook`), each with its URL and most recent
         deliveries. Deliveries themselves arrive over REST only: POST /v1/hooks/{org}/{project}/{task}.
         """
+
+    @_abc_1.abstractmethod
+    def AddProjectSource(
+        self,
+        request: _ame_service_pb2.AddProjectSourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ProjectSourceResponse, _abc.Awaitable[_ame_service_pb2.ProjectSourceResponse]]:
+        """Git project sources (`ame projectsrc`): a repository branch whose head becomes a project version at each sync.
+        ALREADY_EXISTS for a source that exists; NOT_FOUND for another organisation's source, as for an unknown one.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProjectSources(
+        self,
+        request: _ame_service_pb2.ListProjectSourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListProjectSourcesResponse, _abc.Awaitable[_ame_service_pb2.ListProjectSourcesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveProjectSource(
+        self,
+        request: _ame_service_pb2.ProjectSourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ProjectSourceResponse, _abc.Awaitable[_ame_service_pb2.ProjectSourceResponse]]:
+        """Stop tracking a source (by id, or by URL when one source has it); its versions stay."""
+
+    @_abc_1.abstractmethod
+    def SyncProjectSource(
+        self,
+        request: _ame_service_pb2.ProjectSourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ProjectSourceResponse, _abc.Awaitable[_ame_service_pb2.ProjectSourceResponse]]:
+        """Sync now; with `wait`, answers once that sync has ended, with the source's state."""
 
     @_abc_1.abstractmethod
     def WhoAmI(

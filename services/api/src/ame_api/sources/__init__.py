@@ -1,0 +1,1 @@
+"""Git project sources: repositories whose branch head becomes a project version at each sync."""

@@ -1,0 +1,84 @@
+"""Does a synced tree hold a project, and which files declare it: `project_in_tree`, the one place that decides.
+
+A sync checks out the branch head of a source and hands the tree to `project_in_tree`. Today one front door is
+known: `ame.yml` (or `ame.yaml`) at the source's directory. Another front door (PEACH's `peach.yaml` /
+`peach.conf/*.yaml`) is added here, as one more branch of that function, returning its own `kind`; what the
+tree belongs to (the source's organisation, which PEACH's `codops` must match) comes in with the tree.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from ame.spec import SpecError, load_project_text
+from ame.spec.loader import PROJECT_FILE_NAMES, read_text
+from ame.spec.yaml_tree import Limits
+
+__all__ = ["SourceTree", "TreeProblem", "TreeProject", "project_in_tree"]
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """One commit of a source, checked out, as the detection sees it."""
+
+    organisation: str  # the source's organisation: the project is made there, and only there
+    root: Path  # the source's directory (`--path`) in the checkout
+    path: str  # that directory relative to the repository root ('' for the root), for messages
+    url: str
+    branch: str
+    commit: str  # the full commit id
+
+    def display(self, name: str) -> str:
+        """A file's name as problems show it: relative to the repository root."""
+        return posixpath.join(self.path, name) if self.path else name
+
+
+@dataclass(frozen=True)
+class TreeProject:
+    """The project a tree holds."""
+
+    kind: str  # the front door: "ame"
+    name: str  # the project name: the file's `project:`, else the source directory's (or repository's) name
+    files: tuple[str, ...]  # the files that declare it, relative to `SourceTree.root`
+
+
+class TreeProblem(Exception):
+    """The tree holds a project file that cannot be used; `problems` are `file:line:col: message` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def default_name(tree: SourceTree) -> str:
+    """What `ame project push` would call a clone of the repository: the directory's name."""
+    if tree.path:
+        return posixpath.basename(tree.path.rstrip("/"))
+    last = tree.url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return last.removesuffix(".git") or "project"
+
+
+def project_in_tree(tree: SourceTree) -> TreeProject | None:
+    """The project `tree` holds, or None when it holds no project file (the sync then waits for one).
+
+    Raises:
+        TreeProblem: a project file is there but broken (with `file:line:col` problems, as `ame validate` says).
+    """
+    present = [n for n in PROJECT_FILE_NAMES if (tree.root / n).exists() or (tree.root / n).is_symlink()]
+    if not present:
+        return None
+    if len(present) > 1:
+        raise TreeProblem([f"{tree.display(present[1])}: both ame.yml and ame.yaml exist; keep one of them"])
+    name = present[0]
+    file = tree.root / name
+    if file.is_symlink() or not file.is_file():
+        # A link could point anywhere on the server; the file must be the tree's own.
+        raise TreeProblem([f"{tree.display(name)}: the project file must be a regular file, not a symbolic link"])
+    limits = Limits()
+    try:
+        spec = load_project_text(read_text(file, limits), tree.display(name), limits=limits)
+    except SpecError as error:
+        raise TreeProblem([str(p).replace(str(file), tree.display(name)) for p in error.problems]) from None
+    return TreeProject(kind="ame", name=spec.name or default_name(tree), files=(name,))
