@@ -1,10 +1,12 @@
-"""Seed 002 as a user follows it: a repository with `peach.conf/tf.yaml` and a notebook whose `train_model` writes
-a file, registered as a project version, run in organisation `default`'s loop; a task over its timeout is stopped
-and the loop goes on; the cycle after a new version runs the new version; the history, logs and the duration
-graph (its plotted points read back) appear in `ame loops info` and `initialize_tasks_info()`.
+"""Seed 002 as a user follows it: a git repository whose `master` holds `peach.conf/tf.yaml` and a notebook whose
+`train_model` writes a file, registered with `ame projectsrc add` (tracked on `master` although the remote's
+default branch is `main`), run in organisation `default`'s loop; a task over its timeout is stopped and the loop
+goes on; a commit made during the first cycle runs in the second; the history (versions as short commit
+hashes), logs and the duration graph (its plotted points read back) appear in `ame loops info` and
+`initialize_tasks_info()`.
 
-The platform clock runs 600 times faster (shared through AME_CLOCK_*), and the minimum interval between cycles is
-an hour of it: six real seconds, so a loop that waited on real time would not start its second cycle here."""
+The platform clock runs 600 times faster, and the minimum interval between cycles is an hour of it: six real
+seconds, so a loop that waited on real time would not start its second cycle here."""
 
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ import ame
 from ame.cli.main import cli
 from ame.domain.loops import LoopExecution, LoopsInfo
 from ame.peach.history import fetch_info, plot_durations, rest_client
+from ame_api.settings import PeachSettings
+from ame_api.sources.settings import SourceSettings
+from ame_platform.clock import ClockSettings
+from tests.git_http import Repo
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
 
@@ -69,30 +75,23 @@ def _notebook(*cells: str) -> str:
     return str(nbformat.writes(nb))  # type: ignore[no-untyped-call]
 
 
-def _write_repo(root: Path, weights: Path, marker: str) -> Path:
-    (root / "peach.conf").mkdir(parents=True, exist_ok=True)
-    (root / "peach.conf" / "tf.yaml").write_text(TF_YAML)
-    (root / "tensorflow_demo.ipynb").write_text(
-        _notebook(
-            "raise RuntimeError('only the entry function cell runs')",
-            TRAIN_CELL.format(marker=marker, weights=str(weights)),
-        )
-    )
-    (root / "slow.ipynb").write_text(
-        _notebook("def wait_forever():\n    import time\n    print('waiting', flush=True)\n    time.sleep(600)")
-    )
-    return root
+@pytest.fixture
+def shared_clock() -> ClockSettings:
+    return ClockSettings(start=datetime.now(UTC), anchor=datetime.now(UTC), rate=RATE)
 
 
 @pytest.fixture
-def peach_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Requested before `stack`: the api and scheduler read AME_CLOCK_* and AME_PEACH_* when they are built."""
-    now = datetime.now(UTC).isoformat()
-    monkeypatch.setenv("AME_CLOCK_START", now)
-    monkeypatch.setenv("AME_CLOCK_ANCHOR", now)
-    monkeypatch.setenv("AME_CLOCK_RATE", str(RATE))
-    monkeypatch.setenv("AME_PEACH_MIN_CYCLE_INTERVAL", "1h")
-    monkeypatch.setenv("AME_PEACH_POLL_INTERVAL", "0.2")
+def scheduler_overrides(shared_clock: ClockSettings) -> dict[str, object]:
+    return {"clock": shared_clock}
+
+
+@pytest.fixture
+def api_overrides(shared_clock: ClockSettings, tmp_path: Path) -> dict[str, object]:
+    return {
+        "clock": shared_clock,
+        "peach": PeachSettings(min_cycle_interval="1h", poll_interval=0.2),
+        "projectsrc": SourceSettings(cache_dir=tmp_path / "projectsrc", allow_local=True, poll=0.2, min_interval=1.0),
+    }
 
 
 async def _ame(stack: Stack, home: Path, *args: str) -> Result:
@@ -112,23 +111,33 @@ def _of(info: LoopsInfo, task: str, cycle: int) -> LoopExecution | None:
     return next((e for e in info.executions if e.task == task and e.cycle == cycle), None)
 
 
-async def _version_id(stack: Stack, marker_version: int) -> str:
-    async with stack.runtime.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT id FROM project_versions ORDER BY created_at")
-    return str(rows[marker_version - 1]["id"])
+def _commit(repo: Repo, weights: Path, marker: str) -> str:
+    files = {
+        "peach.conf/tf.yaml": TF_YAML,
+        "tensorflow_demo.ipynb": _notebook(
+            "raise RuntimeError('only the entry function cell runs')",
+            TRAIN_CELL.format(marker=marker, weights=str(weights)),
+        ),
+        "slow.ipynb": _notebook(
+            "def wait_forever():\n    import time\n    print('waiting', flush=True)\n    time.sleep(600)"
+        ),
+    }
+    return repo.commit(files, f"train {marker}", branch="master")
 
 
-async def test_seed_002_walkthrough(
-    peach_clock: None, stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_seed_002_walkthrough(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     weights = tmp_path / "weights.txt"
-    repo = _write_repo(tmp_path / "lab-tutorials", weights, "v1")
+    repo = Repo.create(tmp_path, "lab-tutorials.git", branch="main")
+    repo.commit({"README.md": "PEACH tasks live on master\n"}, "readme", branch="main")
+    v1 = _commit(repo, weights, "v1")
 
-    valid = await _ame(stack, home, "validate", str(repo))
-    assert valid.exit_code == 0, valid.output
-    pushed = await _ame(stack, home, "project", "push", str(repo))
-    assert pushed.exit_code == 0, pushed.output
+    added = await _ame(stack, home, "projectsrc", "add", str(repo.origin), "--interval", "1h")
+    assert added.exit_code == 0, added.output
+    source_id = added.output.strip().splitlines()[-1]
+    assert f"Synchronized; commit {v1[:7]}" in added.output, added.output
+    listed = await _ame(stack, home, "projectsrc", "list")
+    assert "master" in listed.output, listed.output
 
     # Cycle 1 starts with the first task in name order: slow_task, RUNNING while the others wait.
     async def slow_running() -> LoopsInfo | None:
@@ -138,10 +147,9 @@ async def test_seed_002_walkthrough(
 
     await wait_until(slow_running, timeout=30, interval=0.1, message="slow_task running in cycle 1")
     # A new commit while cycle 1 runs: cycle 1 keeps the version it started with, cycle 2 takes this one.
-    _write_repo(repo, weights, "v2")
-    pushed = await _ame(stack, home, "project", "push", str(repo))
-    assert pushed.exit_code == 0, pushed.output
-    v1, v2 = await _version_id(stack, 1), await _version_id(stack, 2)
+    v2 = _commit(repo, weights, "v2")
+    synced = await _ame(stack, home, "projectsrc", "sync", source_id)
+    assert synced.exit_code == 0 and f"commit {v2[:7]}" in synced.output, synced.output
 
     async def two_cycles() -> LoopsInfo | None:
         info = await _info(stack)
@@ -156,7 +164,7 @@ async def test_seed_002_walkthrough(
         assert slow is not None and spark is not None and tf is not None
         assert (slow.status, spark.status, tf.status) == ("timed_out", "failed", "succeeded"), info.executions
         assert "Spark master" in spark.reason
-        assert tf.version == version[:12] and tf.version_id == version
+        assert tf.version == version[:7], (tf.version, version)
         # The loop went on after the timeout: each task started after the one before it ended.
         assert slow.finished_at is not None and slow.finished_at <= tf.started_at
         assert slow.duration_seconds is not None and 2.0 <= slow.duration_seconds < 30.0
@@ -172,7 +180,7 @@ async def test_seed_002_walkthrough(
     # `ame loops info`: tasks and executions, logs all together or of one execution, the graph.
     shown = await _ame(stack, home, "loops", "info", "--org", "default", "--task", "tf_task", "--logs")
     assert shown.exit_code == 0, shown.output
-    assert "LAST STATUS" in shown.output and v1[:12] in shown.output and v2[:12] in shown.output
+    assert "LAST STATUS" in shown.output and v1[:7] in shown.output and v2[:7] in shown.output
     assert "v1 trained with six 1.16.0" in shown.output and "v2 trained with six 1.16.0" in shown.output
     assert "from-the-shell" in shown.output
     second = _of(info, "tf_task", 2)

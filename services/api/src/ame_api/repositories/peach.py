@@ -89,6 +89,15 @@ class Execution:
     finished_at: datetime | None
 
 
+# A version synced from git shows its short commit hash (`project_versions.git_commit`, set by the sync), read
+# when shown: the sync tags the version after activating it, possibly after the loop already started it.
+_VERSION_JOIN = (
+    "LEFT JOIN projects p ON p.organisation_id = {alias}.organisation_id AND p.name = {alias}.project "
+    "LEFT JOIN project_versions v ON v.project_id = p.id AND v.id = {alias}.version_id"
+)
+_LABEL = "COALESCE(v.git_commit, {alias}.version_label)"
+
+
 async def replace_tasks(conn: Connection, *, organisation: str, project: str, tasks: Sequence[TaskRow]) -> None:
     """The project's tasks become `tasks` (inside the caller's transaction), and each of their loops exists."""
     await conn.execute("DELETE FROM peach_tasks WHERE organisation_id = $1 AND project = $2", organisation, project)
@@ -247,8 +256,8 @@ async def run_end(conn: Connection, run_id: str) -> tuple[str, str, datetime | N
 async def organisation_tasks(conn: Connection, *, organisation: str) -> list[tuple[str, str, str, str]]:
     """(project, task, loop name, version label) of the organisation's PEACH tasks now."""
     rows = await conn.fetch(
-        "SELECT project, task, loop_name, version_label FROM peach_tasks WHERE organisation_id = $1 "
-        "ORDER BY project, task",
+        f"SELECT t.project, t.task, t.loop_name, {_LABEL.format(alias='t')} AS version_label FROM peach_tasks t "
+        f"{_VERSION_JOIN.format(alias='t')} WHERE t.organisation_id = $1 ORDER BY t.project, t.task",
         organisation,
     )
     return [(r["project"], r["task"], r["loop_name"], r["version_label"]) for r in rows]
@@ -259,8 +268,9 @@ async def executions(
 ) -> list[Execution]:
     """The organisation's executions, oldest first (the last `limit` of them)."""
     rows = await conn.fetch(
-        "SELECT * FROM (SELECT * FROM peach_executions WHERE organisation_id = $1 AND ($2::text IS NULL OR task = $2) "
-        "ORDER BY started_at DESC, id DESC LIMIT $3) AS recent ORDER BY started_at, id",
+        f"SELECT * FROM (SELECT e.*, {_LABEL.format(alias='e')} AS label FROM peach_executions e "
+        f"{_VERSION_JOIN.format(alias='e')} WHERE e.organisation_id = $1 AND ($2::text IS NULL OR e.task = $2) "
+        "ORDER BY e.started_at DESC, e.id DESC LIMIT $3) AS recent ORDER BY started_at, id",
         organisation,
         task,
         limit,
@@ -275,7 +285,7 @@ async def executions(
             cycle=r["cycle"],
             run_id=str(r["run_id"]) if r["run_id"] is not None else None,
             version_id=r["version_id"],
-            version_label=r["version_label"],
+            version_label=r["label"],
             status=r["status"],
             reason=r["reason"],
             started_at=r["started_at"],
