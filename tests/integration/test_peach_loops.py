@@ -11,6 +11,7 @@ seconds, so a loop that waited on real time would not start its second cycle her
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,13 @@ import ame
 from ame.cli.main import cli
 from ame.domain.loops import LoopExecution, LoopsInfo
 from ame.peach.history import fetch_info, plot_durations, rest_client
-from ame_api.settings import PeachSettings
+from ame_api import app as api_app
+from ame_api.secrets.settings import SecretsSettings
+from ame_api.settings import ApiSettings, PeachSettings
 from ame_api.sources.settings import SourceSettings
 from ame_platform.clock import ClockSettings
+from ame_platform.lifecycle import Supervisor, run_components
+from ame_platform.storage import StorageSettings
 from tests.git_http import Repo
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
@@ -235,3 +240,82 @@ async def test_a_broken_peach_file_fails_the_push_with_file_line_col(stack: Stac
     assert pushed.exit_code == 1
     assert "task 'slow_task': slow.ipynb, cell 2: the IPython magic %pip needs a notebook kernel" in pushed.output
     assert (await _info(stack)).tasks == []
+
+
+QUICK_YAML = """\
+codops: default
+tasks:
+  first:
+    notebook: quick.ipynb
+    method: one
+  second:
+    notebook: quick.ipynb
+    method: two
+  third:
+    notebook: quick.ipynb
+    method: three
+"""
+
+
+async def test_three_replicas_drive_the_loop_once_one_task_after_another(  # the stack's api and two more
+    stack: Stack,
+    tmp_path: Path,
+    api_storage: StorageSettings,
+    api_secrets: SecretsSettings,
+    api_overrides: dict[str, object],
+) -> None:
+    repo = tmp_path / "quick"
+    (repo / "peach.conf").mkdir(parents=True)
+    (repo / "peach.conf" / "quick.yaml").write_text(QUICK_YAML)
+    (repo / "quick.ipynb").write_text(
+        _notebook("def one():\n    print('one')", "def two():\n    print('two')", "def three():\n    print('three')")
+    )
+    # Two more api replicas, of which only the loop driver runs, beside the stack's own.
+    replicas = [
+        api_app.build(
+            ApiSettings(
+                rest_port=0,
+                grpc_port=0,
+                storage=api_storage,
+                secrets=api_secrets,
+                nats=stack.nats,
+                postgres=stack.postgres,
+                clock=api_overrides["clock"],
+                peach=api_overrides["peach"],
+            ),
+            stack.runtime,
+        )
+        for _ in range(2)
+    ]
+    supervisor = Supervisor()
+    drivers = [r.loops for r in replicas if r.loops is not None]
+    running = asyncio.create_task(run_components(drivers, graceful_timeout=5.0, supervisor=supervisor))
+    try:
+        pushed = await _ame(stack, tmp_path / "home", "project", "push", str(repo))
+        assert pushed.exit_code == 0, pushed.output
+
+        async def three_cycles() -> LoopsInfo | None:
+            info = await _info(stack)
+            ended = [e for e in info.executions if e.cycle == 3 and e.status != "running"]
+            return info if len(ended) == 3 else None
+
+        await wait_until(three_cycles, timeout=120, interval=0.2, message="three cycles of the loop")
+    finally:
+        supervisor.stop.set()
+        await running
+    async with stack.runtime.pool.acquire() as conn:
+        executions = await conn.fetch(
+            "SELECT cycle, position, run_id FROM peach_executions WHERE cycle <= 3 ORDER BY cycle, position"
+        )
+        runs = await conn.fetch(
+            "SELECT id, task, idempotency_key, started_at, finished_at, state FROM runs WHERE project = 'quick' "
+            "ORDER BY started_at"
+        )
+    assert [(e["cycle"], e["position"]) for e in executions] == [(c, p) for c in range(1, 4) for p in range(3)]
+    assert len({e["run_id"] for e in executions}) == 9
+    ran = [r for r in runs if r["id"] in {e["run_id"] for e in executions}]
+    assert [r["task"] for r in ran] == ["first", "second", "third"] * 3
+    assert all(r["state"] == "succeeded" for r in ran), [(r["task"], r["state"]) for r in ran]
+    # One after another: no run of the loop starts before the one before it has ended.
+    for before, after in itertools.pairwise(ran):
+        assert before["finished_at"] <= after["started_at"], (before, after)
