@@ -29,6 +29,8 @@ tasks:
 DATA = b"print('hello from A')\n"
 SECRET_NAME = "A_SECRET"
 SECRET_VALUE = "a-secret-value-never-shown"
+# A's git project source (never reached: `.invalid` does not resolve; its sync just ends in Error).
+SOURCE_URL = "https://git.invalid/a/private-repo.git"
 
 
 def sha(data: bytes) -> str:
@@ -56,6 +58,7 @@ class World:
     run_id: str = ""
     version_id: str = ""
     secret_created_at: str = ""
+    source_id: str = ""
 
     def ids(self) -> dict[str, str]:
         """What A's objects are called, by the path parameter names of the REST routes."""
@@ -70,12 +73,21 @@ class World:
             "name": SECRET_NAME,
             "path": "model.txt",
             "task": "hello",
+            "source_id": self.source_id,
         }
 
     def leaks(self, text: str, sent: str = "") -> list[str]:
         """Which of A's identifiers appear in `text` (a response to B), apart from those B sent itself (an error
         message may quote the request)."""
-        secrets = [self.run_id, self.version_id, SECRET_VALUE, *self.a_token_ids.values(), *self.a.values()]
+        secrets = [
+            self.run_id,
+            self.version_id,
+            SECRET_VALUE,
+            self.source_id,
+            SOURCE_URL,
+            *self.a_token_ids.values(),
+            *self.a.values(),
+        ]
         found = [s for s in secrets if s and s in text and s not in sent]
         if f'"{PROJECT}"' in text:
             found.append(PROJECT)
@@ -126,6 +138,15 @@ async def build_world(rest_url: str, grpc_target: str) -> World:
             await client.put(f"/v1/secrets/{SECRET_NAME}", json={"value": SECRET_VALUE}, headers=run), 201
         )
         world.secret_created_at = str(secret["created_at"])
+        source = await _ok(
+            await client.post(
+                "/v1/projectsrc",
+                json={"url": SOURCE_URL, "branch": "main", "secret": SECRET_NAME, "hook_secret": SECRET_NAME},
+                headers=run,
+            ),
+            201,
+        )
+        world.source_id = str(source["id"])
     return world
 
 

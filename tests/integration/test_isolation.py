@@ -32,6 +32,7 @@ from tests.integration.isolation_world import (
     PROJECT,
     SECRET_NAME,
     SECRET_VALUE,
+    SOURCE_URL,
     World,
     build_world,
     create_token,
@@ -87,6 +88,17 @@ def _b_whoami(world: World, response: httpx.Response) -> None:
     assert response.status_code == 200 and response.json()["organisation"] == "orgb", response.text
 
 
+def _b_sources(world: World, response: httpx.Response) -> None:
+    _no_leak(world, response)
+    assert all(s["url"] != SOURCE_URL for s in response.json()["sources"]), response.text
+
+
+def _b_own_source(world: World, response: httpx.Response) -> None:
+    # B's own source (created once; the same request again is B's duplicate, never A's).
+    assert response.status_code in (201, 409), response.text
+    assert world.leaks(response.text) == [], response.text
+
+
 # (method, path template) -> (body, what B gets: a status code, or a check of the response)
 RestCase = tuple[dict[str, Any] | bytes | None, int | Callable[[World, httpx.Response], None]]
 
@@ -132,6 +144,12 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("POST", "/v1/schedules/{name}/resume"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/trigger"): (None, NOT_FOUND),
         ("GET", "/v1/loops"): (None, _no_leak),
+        # Git project sources: B sees none of A's, cannot sync or remove A's, and A's push hook refuses B.
+        ("GET", "/v1/projectsrc"): (None, _b_sources),
+        ("POST", "/v1/projectsrc"): ({"url": "https://git.invalid/b/repo.git", "branch": "main"}, _b_own_source),
+        ("DELETE", "/v1/projectsrc/{source_id}"): (None, NOT_FOUND),
+        ("POST", "/v1/projectsrc/{source_id}/sync"): (None, NOT_FOUND),
+        ("POST", "/v1/source-hooks/{org}/{source_id}"): (b"{}", 401),
     }
 
 
@@ -211,6 +229,8 @@ async def test_rest_routes_refuse_no_token_lower_scope_and_other_organisations(w
         hooks = (await client.get("/v1/hooks", headers=a_read)).json()["webhooks"]
         assert [(h["project"], h["task"], h["secret_name"]) for h in hooks] == [(PROJECT, "hello", SECRET_NAME)], hooks
         assert SECRET_VALUE not in str(hooks)
+        sources = (await client.get("/v1/projectsrc", headers=a_read)).json()["sources"]
+        assert [(s["id"], s["url"]) for s in sources] == [(world.source_id, SOURCE_URL)], sources
         listed = (await client.get("/v1/secrets", headers=a_read)).json()["secrets"]
         assert [(s["name"], s["created_at"]) for s in listed] == [(SECRET_NAME, world.secret_created_at)], listed
 
@@ -270,6 +290,12 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         "PauseSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
         "ResumeSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
         "TriggerSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
+        "AddProjectSource": ame_service_pb2.AddProjectSourceRequest(
+            url="https://git.invalid/b/repo.git", branch="main"
+        ),
+        "ListProjectSources": ame_service_pb2.ListProjectSourcesRequest(),
+        "RemoveProjectSource": ame_service_pb2.ProjectSourceRequest(source=world.source_id),
+        "SyncProjectSource": ame_service_pb2.ProjectSourceRequest(source=world.source_id, wait=True),
     }
 
 
@@ -308,6 +334,10 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "PauseSchedule": grpc.StatusCode.NOT_FOUND,
     "ResumeSchedule": grpc.StatusCode.NOT_FOUND,
     "TriggerSchedule": grpc.StatusCode.NOT_FOUND,
+    "AddProjectSource": OK,  # B's own source
+    "ListProjectSources": OK,  # B's own: none of A's
+    "RemoveProjectSource": grpc.StatusCode.NOT_FOUND,
+    "SyncProjectSource": grpc.StatusCode.NOT_FOUND,
 }
 
 

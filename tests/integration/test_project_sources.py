@@ -167,6 +167,10 @@ async def test_commits_become_versions_a_broken_one_keeps_the_last_and_a_push_ho
     assert version_c != version_a and (tag, count) == (fixed[:7], 2)
     await wait_until(lambda: _scheduled_runs(stack, "tock"), timeout=30, message="a slot of the new schedule")
 
+    versions = await ame(stack, tmp_path / "home", "project", "versions", "--project", "gitproj")
+    assert versions.exit_code == 0, versions.output
+    assert [line.split()[-1] for line in versions.output.splitlines()[1:]] == [fixed[:7], first[:7]], versions.output
+
     # The same head again makes no new version.
     again = await ame(stack, tmp_path / "home", "projectsrc", "sync", source_id, "--json")
     assert again.exit_code == 0, again.output
@@ -254,3 +258,18 @@ async def test_bad_input_is_a_clear_4xx(stack: Stack, rest: httpx.AsyncClient, t
     assert twice.status_code == 409, twice.text
     missing = await rest.post("/v1/projectsrc/00000000-0000-0000-0000-000000000000/sync")
     assert missing.status_code == 404, missing.text
+
+
+async def test_a_path_through_a_symbolic_link_is_refused(stack: Stack, rest: httpx.AsyncClient, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ame.yml").write_text(AME_YML.format(task="tick"))
+    repo = Repo.create(tmp_path)
+    (repo.work / "ml").symlink_to(outside)
+    commit = repo.commit({"README.md": "a link to the server's disk\n"}, "link")
+    added = await rest.post("/v1/projectsrc", json={"url": str(repo.origin), "path": "ml"})
+    assert added.status_code == 201, added.text
+    synced = (await rest.post(f"/v1/projectsrc/{added.json()['id']}/sync")).json()
+    assert synced["state"] == "Error" and synced["reason"] == f"commit {commit[:7]}: ml is a symbolic link", synced
+    async with stack.runtime.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM project_versions") == 0

@@ -23,6 +23,7 @@ from ame.sdk.credentials import SERVER_TOKEN_FILE, write_private
 from ame_api import app as api_app
 from ame_api import bootstrap
 from ame_api.settings import ApiSettings
+from ame_api.sources.settings import SourceSettings
 from ame_launcher import app as launcher_app
 from ame_launcher.settings import LauncherSettings
 from ame_logs import app as logs_app
@@ -145,6 +146,14 @@ def _storage(settings: ServerSettings) -> StorageSettings:
     return storage
 
 
+def _sources(settings: ServerSettings) -> SourceSettings:
+    """AME_PROJECTSRC_* as set; without a cache directory, git sources keep their clones in the data directory."""
+    sources = SourceSettings()
+    if sources.cache_dir is None:
+        sources = sources.model_copy(update={"cache_dir": settings.data_dir / "projectsrc"})
+    return sources
+
+
 def build_components(
     settings: ServerSettings, runtime: Runtime, nats: NatsSettings, postgres: PostgresSettings
 ) -> tuple[list[Component], str, str]:
@@ -164,6 +173,7 @@ def build_components(
             lifecycle=lifecycle,
             storage=_storage(settings),
             secrets=secrets,
+            projectsrc=_sources(settings),
         ),
         runtime,
     )

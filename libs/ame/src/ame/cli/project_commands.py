@@ -153,7 +153,8 @@ def register(cli: click.Group) -> None:
         if as_json:
             click.echo(json.dumps([v.model_dump(mode="json") for v in found], indent=2))
             return
-        click.echo(f"{'VERSION':64}  {'FILES':>6}  {'SIZE':>10}  CREATED")
+        click.echo(f"{'VERSION':64}  {'FILES':>6}  {'SIZE':>10}  {'CREATED':19}  COMMIT")
         for v in found:
             created = v.created_at.strftime("%Y-%m-%d %H:%M:%S")
-            click.echo(f"{v.id:64}  {v.file_count:>6}  {human_bytes(v.size_bytes):>10}  {created}")
+            commit = v.git_commit or "-"
+            click.echo(f"{v.id:64}  {v.file_count:>6}  {human_bytes(v.size_bytes):>10}  {created:19}  {commit}")

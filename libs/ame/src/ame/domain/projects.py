@@ -144,6 +144,7 @@ class ProjectVersion(BaseModel):
     file_count: int
     size_bytes: int
     created_at: datetime
+    git_commit: str = ""  # the short commit hash a git project source synced it from; empty for a push
 
 
 class VersionManifest(BaseModel):

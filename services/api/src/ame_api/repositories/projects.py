@@ -12,7 +12,7 @@ from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame_platform.db import Connection
 
 _VERSION_COLUMNS = """v.seq, v.id, v.file_count, v.size_bytes, v.created_at, p.id AS project_id, p.name AS project,
-                      p.organisation_id"""
+                      p.organisation_id, v.git_commit"""
 
 
 def _row_to_version(row: asyncpg.Record) -> ProjectVersion:
@@ -23,6 +23,7 @@ def _row_to_version(row: asyncpg.Record) -> ProjectVersion:
         file_count=row["file_count"],
         size_bytes=row["size_bytes"],
         created_at=row["created_at"],
+        git_commit=row["git_commit"] or "",
     )
 
 

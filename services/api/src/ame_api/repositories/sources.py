@@ -142,6 +142,14 @@ async def find_by_url(conn: Connection, *, organisation: str, url: str) -> list[
     return [_row(r) for r in rows]
 
 
+async def existing_ids(conn: Connection, source_ids: list[str]) -> set[str]:
+    """Which of these source ids (of any organisation) still exist."""
+    rows = await conn.fetch(
+        "SELECT id::text AS id FROM project_sources WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in source_ids]
+    )
+    return {r["id"] for r in rows}
+
+
 async def remove(conn: Connection, *, organisation: str, source_id: str) -> bool:
     status = await conn.execute(
         "DELETE FROM project_sources WHERE organisation_id = $1 AND id = $2", organisation, uuid.UUID(source_id)

@@ -70,6 +70,10 @@ def check_url(url: str, *, allow_local: bool) -> str:
     """The URL if a source may use it, else ValueError saying why (the message never repeats a password)."""
     if not url or len(url) > 2000 or any(c in url for c in "\x00\n\r\t "):
         raise ValueError("the repository URL must be 1-2000 characters without spaces or control characters")
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the repository URL is not valid UTF-8 text") from None
     if url.startswith("-"):
         raise ValueError("the repository URL cannot start with '-'")
     if url.startswith(("http://", "https://")):

@@ -35,6 +35,7 @@ from ame_platform.runtime import Runtime
 log = logging.getLogger(__name__)
 
 _BAD_PATH_PART = {"", ".", ".."}
+_MAX_INTERVAL = 366 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def _check_path(path: str) -> str:
     path = path.strip("/")
     if not path:
         return ""
-    if len(path) > 1000 or "\\" in path or any(ord(c) < 32 for c in path):
+    if len(path) > 1000 or "\\" in path or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in path):
         raise InvalidRequest("--path is a relative directory of the repository (no backslash or control character)")
     if any(part in _BAD_PATH_PART for part in path.split("/")):
         raise InvalidRequest(f"--path {path[:200]!r} must not hold empty, '.' or '..' parts")
@@ -119,9 +120,10 @@ class SourceService:
             seconds = parse_duration(interval) if interval not in (None, "", 0) else self._settings.default_interval
         except (ValueError, DurationError) as exc:
             raise InvalidRequest(str(exc)) from None
-        if seconds < self._settings.min_interval:
+        if not self._settings.min_interval <= seconds <= _MAX_INTERVAL:
             raise InvalidRequest(
-                f"the interval must be at least {self._settings.min_interval:g}s (AME_PROJECTSRC_MIN_INTERVAL)"
+                f"the interval must be at least {self._settings.min_interval:g}s (AME_PROJECTSRC_MIN_INTERVAL) "
+                "and at most 366 days"
             )
         for name in (secret_name, hook_secret_name):
             if name:

@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+import shutil
 import socket
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import datetime, timedelta
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PEACH_BRANCH = "master"
 SHORT_COMMIT = 7  # git's own short hash length: the tag a synced version carries
+_PRUNE_EVERY = 600  # looks between removals of caches whose source is gone
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class _Outcome(Exception):
@@ -144,8 +148,12 @@ class SourceSyncer:
         await asyncio.gather(*running, return_exceptions=True)
 
     async def _loop(self) -> None:
+        looks = 0
         while not self._stop.is_set():
             try:
+                if looks % _PRUNE_EVERY == 0:
+                    await self.prune_caches()
+                looks += 1
                 await self.claim_and_start()
             except Exception as exc:
                 log.warning(
@@ -275,6 +283,20 @@ class SourceSyncer:
         root = cache / "tree" / claimed.path if claimed.path else cache / "tree"
         return PEACH_BRANCH if await asyncio.to_thread(find_peach_files, root) else branch
 
+    async def prune_caches(self) -> int:
+        """Remove the cache directories of sources that no longer exist (removed through any replica)."""
+        root = self._settings.root()
+        names = await asyncio.to_thread(lambda: [p.name for p in root.iterdir() if p.is_dir()] if root.exists() else [])
+        candidates = [n for n in names if _UUID.match(n)]
+        if not candidates:
+            return 0
+        async with self._rt.pool.acquire() as conn:
+            alive = await repo.existing_ids(conn, candidates)
+        gone = [n for n in candidates if n not in alive and not any(n in t.get_name() for t in self._running)]
+        for name in gone:
+            await asyncio.to_thread(shutil.rmtree, root / name, True)
+        return len(gone)
+
     async def _make_version(self, claimed: SourceRow) -> tuple[str, str, str]:
         credential = await self._credential(claimed)
         cache = self.cache_of(claimed.id)
@@ -314,6 +336,9 @@ class SourceSyncer:
             commit=commit,
         )
         short = commit[:SHORT_COMMIT]
+        if not await asyncio.to_thread(_inside, tree.root, cache / "tree"):
+            # A --path through a symbolic link could lead anywhere on the server.
+            raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {claimed.path} is a symbolic link")
         try:
             found = await asyncio.to_thread(project_in_tree, tree)
         except TreeProblem as problem:
@@ -361,6 +386,12 @@ class SourceSyncer:
             len(activation.schedules),
         )
         return result.version.id
+
+
+def _inside(root: Path, checkout: Path) -> bool:
+    """Whether `root` lies in the checkout once links are resolved (a missing directory does)."""
+    real, top = os.path.realpath(root), os.path.realpath(checkout)
+    return real == top or real.startswith(top + os.sep)
 
 
 class _OutcomeAt(_Outcome):

@@ -97,12 +97,15 @@ class ProjectVersion(_message.Message):
     PROJECT_FIELD_NUMBER: _builtins.int
     ORGANISATION_FIELD_NUMBER: _builtins.int
     FILE_COUNT_FIELD_NUMBER: _builtins.int
+    GIT_COMMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     project_id: _builtins.str
     size_bytes: _builtins.int
     project: _builtins.str
     organisation: _builtins.str
     file_count: _builtins.int
+    git_commit: _builtins.str
+    """The short hash of the git commit a project source synced it from; empty for a pushed version."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -115,10 +118,11 @@ class ProjectVersion(_message.Message):
         project: _builtins.str = ...,
         organisation: _builtins.str = ...,
         file_count: _builtins.int = ...,
+        git_commit: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "file_count", b"file_count", "id", b"id", "organisation", b"organisation", "project", b"project", "project_id", b"project_id", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "file_count", b"file_count", "git_commit", b"git_commit", "id", b"id", "organisation", b"organisation", "project", b"project", "project_id", b"project_id", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
