@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,10 @@ tasks:
   third:
     notebook: quick.ipynb
     method: three
+  meta:
+    loop: metadata
+    notebook: quick.ipynb
+    method: one
 """
 
 
@@ -296,8 +301,9 @@ async def test_three_replicas_drive_the_loop_once_one_task_after_another(  # the
 
         async def three_cycles() -> LoopsInfo | None:
             info = await _info(stack)
-            ended = [e for e in info.executions if e.cycle == 3 and e.status != "running"]
-            return info if len(ended) == 3 else None
+            ended = [e for e in info.executions if e.cycle == 3 and e.status != "running" and e.loop == "default"]
+            meta = [e for e in info.executions if e.loop == "metadata" and e.status == "succeeded"]
+            return info if len(ended) == 3 and len(meta) >= 2 else None
 
         await wait_until(three_cycles, timeout=120, interval=0.2, message="three cycles of the loop")
     finally:
@@ -305,12 +311,16 @@ async def test_three_replicas_drive_the_loop_once_one_task_after_another(  # the
         await running
     async with stack.runtime.pool.acquire() as conn:
         executions = await conn.fetch(
-            "SELECT cycle, position, run_id FROM peach_executions WHERE cycle <= 3 ORDER BY cycle, position"
+            "SELECT cycle, position, run_id FROM peach_executions WHERE cycle <= 3 AND loop_name = 'default' "
+            "ORDER BY cycle, position"
         )
         runs = await conn.fetch(
-            "SELECT id, task, idempotency_key, started_at, finished_at, state FROM runs WHERE project = 'quick' "
-            "ORDER BY started_at"
+            "SELECT id, task, idempotency_key, started_at, finished_at, state, spec FROM runs "
+            "WHERE project = 'quick' ORDER BY started_at"
         )
+    # The metadata loop, shared by all organisations, runs beside the organisation's own, with its 5-minute timeout.
+    meta = [json.loads(r["spec"]) for r in runs if r["task"] == "meta"]
+    assert len(meta) >= 2 and all((m["loop"], m["timeout_seconds"]) == ("metadata", 300.0) for m in meta), meta
     assert [(e["cycle"], e["position"]) for e in executions] == [(c, p) for c in range(1, 4) for p in range(3)]
     assert len({e["run_id"] for e in executions}) == 9
     ran = [r for r in runs if r["id"] in {e["run_id"] for e in executions}]
