@@ -4,6 +4,12 @@ A sync checks out the branch head of a source and hands the tree to `project_in_
 known: `ame.yml` (or `ame.yaml`) at the source's directory (`kind` "ame"), and PEACH's `peach.yaml` /
 `peach.conf/*.yaml` (seed 002; `kind` "peach" when the tree holds only those). PEACH files are checked here
 too, and their `codops` must be the organisation the tree belongs to (the source's).
+
+What happens to the answer (`ame_api.sources.sync`): the tree at `SourceTree.root` is pushed as project
+`TreeProject.name` through `ame.packaging.push_project` and activated, exactly as `ame project push` of that
+directory would be; `ProjectService.commit` accepts a version holding `ame.yml`, PEACH files, or both, and
+checks them again. A problem found here is raised as `TreeProblem` with `file:line:col` lines, which become
+the source's Error reason with the last good version left active.
 """
 
 from __future__ import annotations
