@@ -143,6 +143,7 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("POST", "/v1/schedules/{name}/pause"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/resume"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/trigger"): (None, NOT_FOUND),
+        ("GET", "/v1/loops"): (None, _no_leak),
         # Git project sources: B sees none of A's, cannot sync or remove A's, and A's push hook refuses B.
         ("GET", "/v1/projectsrc"): (None, _b_sources),
         ("POST", "/v1/projectsrc"): ({"url": "https://git.invalid/b/repo.git", "branch": "main"}, _b_own_source),

@@ -251,3 +251,29 @@ async def test_mlflow_runs_the_mlproject_with_the_local_env_manager(
     assert built
     assert output.of(None) == ["trained 0.5 1.17.0"]
     assert (project / "mlruns").is_dir()
+
+
+async def test_pip_installs_the_requirements_a_run_names_and_keys_its_environment_on_them(
+    ame_home: AmeHome, make_project: ProjectFactory
+) -> None:
+    # AME_PIP_REQUIREMENTS: a PEACH task's `dependencies`, beside (here: without) a requirements.txt.
+    project = make_project(
+        f"""
+        tasks:
+          - name: show
+            executor: !pip
+              command: {SHOW_SIX}
+            environment:
+              - key: AME_PIP_REQUIREMENTS
+                val: "six==1.16.0"
+        """,
+        {},
+    )
+    output, _, built = await _run(ame_home, project, "show")
+    assert built and output.of(None)[0].split()[0] == "1.16.0"
+    _, _, built_again = await _run(ame_home, project, "show")
+    assert not built_again
+    text = (project / "ame.yml").read_text().replace('"six==1.16.0"', '"six==1.15.0"')
+    (project / "ame.yml").write_text(text)
+    output, _, rebuilt = await _run(ame_home, project, "show")
+    assert rebuilt and output.of(None)[0].split()[0] == "1.15.0"

@@ -11,6 +11,7 @@ from ame_api.follow import LogFollower
 from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
+from ame_api.peach_loops import LoopDriver, LoopService
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.retention import Retention
@@ -48,11 +49,14 @@ class ApiService:
     sources: SourceService
     syncer: SourceSyncer
     retention: Periodic | None = None
+    loops: LoopDriver | None = None
 
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
-        periodic = [self.retention] if self.retention is not None else []
+        periodic: list[Component] = [self.retention] if self.retention is not None else []
+        if self.loops is not None:
+            periodic.append(self.loops)
         return [
             self.registry,
             self.triggers,
@@ -109,8 +113,21 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
+    loop_driver = LoopDriver(runtime, settings.peach, runs, clock)
+    projects.peach_changed = loop_driver.wake
     rest_app = create_app(
-        runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks, schedules, sources
+        runs,
+        follower,
+        projects,
+        tasks,
+        tokens,
+        settings,
+        secrets,
+        artifacts,
+        webhooks,
+        schedules,
+        sources,
+        loop_service=LoopService(runtime),
     )
     servicer = AmeServicer(
         runs,
@@ -149,6 +166,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
             max_receive_bytes=max(2 * 1024 * 1024, settings.project_max_files * 512),
             tls=_tls(settings),
         ),
+        loops=loop_driver,
         retention=(
             Periodic("retention", settings.retention_interval, retention.run_once) if retention.enabled else None
         ),

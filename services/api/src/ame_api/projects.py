@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -39,6 +39,8 @@ from ame.spec import Project, SpecError, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations
+from ame_api.peach_loops import PeachProblems, peach_files, tasks_of_version
+from ame_api.repositories import peach as peach_repo
 from ame_api.repositories import projects as repo
 from ame_api.repositories import retention as retention_repo
 from ame_api.repositories import runs as runs_repo
@@ -79,6 +81,10 @@ class InvalidSpec(InvalidRequest):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def _has_ame_file(files: Sequence[ManifestEntry]) -> bool:
+    return any(f.path in PROJECT_FILE_NAMES for f in files)
 
 
 class StoreComponent:
@@ -131,6 +137,8 @@ class ProjectService:
         self._settings = settings
         self._store = store
         self._clock = clock or RealClock()
+        # Called after a version with PEACH tasks is activated (the loop driver's wake-up).
+        self.peach_changed: Callable[[], None] | None = None
 
     @staticmethod
     def _organisation(principal: Principal, organisation: str) -> str:
@@ -280,10 +288,14 @@ class ProjectService:
                 f"{len(missing)} of the version's blobs are not uploaded yet (the first is {first}, sha256 "
                 f"{missing[0]}); upload them and commit again"
             )
-        spec = await self._check_spec(org, project, files)
-        task_names = spec.task_names()
-        hooks = hooks_of_version(spec, project, version_id)
-        schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
+        # A version holds ame.yml, PEACH files (peach.yaml, peach.conf/*.yaml), or both.
+        peach = await self._peach_tasks(org, project, version_id, files)
+        needs_ame = _has_ame_file(files) or not peach_files(files)
+        spec = await self._check_spec(org, project, files) if needs_ame else None
+        task_names = spec.task_names() if spec is not None else [t.task for t in peach]
+        hooks = hooks_of_version(spec, project, version_id) if spec is not None else []
+        if spec is not None:
+            schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the
@@ -380,14 +392,17 @@ class ProjectService:
         if files is None:
             raise missing
         entry = next((f for f in files if f.path in PROJECT_FILE_NAMES), None)
-        if entry is None:
+        peach = await self._peach_tasks(org, project, version_id, files)
+        if entry is None and not peach_files(files):
             raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
-        text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
-        try:
-            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
-        except SpecError as error:
-            raise InvalidSpec([str(p) for p in error.problems]) from None
-        wanted = schedules_of(spec, project, version_id)
+        spec = None
+        if entry is not None:
+            text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
+            try:
+                spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
+            except SpecError as error:
+                raise InvalidSpec([str(p) for p in error.problems]) from None
+        wanted = schedules_of(spec, project, version_id) if spec is not None else []
         async with self._rt.pool.acquire() as conn, conn.transaction():
             generation = await schedules_repo.activate(conn, project_id=project_id, version_id=version_id)
             rows = await schedules_repo.replace(
@@ -404,14 +419,45 @@ class ProjectService:
                 rows=rows,
             )
             last = await schedules_repo.last_runs(conn, organisation=org, keys=[(project, r.task) for r in rows])
+            await peach_repo.replace_tasks(conn, organisation=org, project=project, tasks=peach)
         await publish_now(self._rt, sent)
-        log.info("project %s/%s: version %s activated with %d schedule(s)", org, project, version_id[:12], len(rows))
+        if self.peach_changed is not None:
+            self.peach_changed()
+        log.info(
+            "project %s/%s: version %s activated with %d schedule(s) and %d PEACH task(s)",
+            org,
+            project,
+            version_id[:12],
+            len(rows),
+            len(peach),
+        )
         return Activation(
             project=project,
             project_version_id=version_id,
             schedules=summaries(self._clock, org, rows, last),
-            triggers_enabled=spec.enable_triggers is not False,
+            triggers_enabled=spec is None or spec.enable_triggers is not False,
         )
+
+    async def _peach_tasks(
+        self, org: str, project: str, version_id: str, files: Sequence[ManifestEntry]
+    ) -> list[peach_repo.TaskRow]:
+        """The version's PEACH tasks, checked as `ame validate` checks them (InvalidSpec lists the problems)."""
+
+        async def read(sha256: str) -> bytes:
+            return await self._store.store.get_bytes(blob_key(org, sha256))
+
+        try:
+            return await tasks_of_version(
+                read,
+                files,
+                organisation=org,
+                project=project,
+                version_id=version_id,
+                version_label=version_id[:12],
+                settings=self._settings.peach,
+            )
+        except PeachProblems as exc:
+            raise InvalidSpec(exc.problems) from None
 
     async def _check_symlinks(self, org: str, files: Sequence[ManifestEntry]) -> None:
         for entry in files:

@@ -69,6 +69,8 @@ class RunService:
         self._settings = settings
         self._project_sources = project_sources
         self.admission = admission or Admission(runtime, settings.admission)
+        # Called with the run id when the registry records a run's end (PEACH loops start their next task).
+        self.end_listeners: list[Callable[[str], None]] = []
         self._tracer = runtime.telemetry.tracer("ame_api")
 
     async def submit(
@@ -275,6 +277,8 @@ class RunService:
         if outbox_id is not None:
             await self._publish_outboxed(outbox_id)
         if ended:
+            for listener in self.end_listeners:
+                listener(event.run_id)
             await self.admission.admit_quietly(f"the end of {event.run_id}")
 
     async def _apply(self, conn: Connection, event: StateEvent, reason: str) -> tuple[int | None, bool]:

@@ -54,6 +54,8 @@ REST: dict[tuple[str, str], Need] = {
     ("POST", "/v1/schedules/{name}/pause"): RUN,
     ("POST", "/v1/schedules/{name}/resume"): RUN,
     ("POST", "/v1/schedules/{name}/trigger"): RUN,
+    # PEACH task loops (seed 002)
+    ("GET", "/v1/loops"): READ,
     # Who am I, tokens, organisations
     ("GET", "/v1/whoami"): READ,
     ("GET", "/v1/tokens"): ADMIN,

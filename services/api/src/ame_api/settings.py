@@ -85,6 +85,27 @@ class WebhookSettings(BaseSettings):
     )
 
 
+class PeachSettings(BaseSettings):
+    """PEACH task loops (`AME_PEACH_*`, seed 002): peach.yaml / peach.conf/*.yaml in a project's trigger version."""
+
+    model_config = SettingsConfigDict(env_prefix="AME_PEACH_", extra="forbid")
+
+    min_cycle_interval: Duration = Field(
+        60.0,
+        description="The shortest time (on the platform clock) from the end of a loop's cycle to the start of the "
+        "next; a cycle that took longer is followed at once.",
+    )
+    poll_interval: Duration = Field(
+        1.0, gt=0, description="How often each replica looks at the loops (run ends also wake it at once)."
+    )
+    spark_master: str = Field(
+        "",
+        max_length=500,
+        description="A Spark master URL for `executor: spark` tasks (given to them as AME_SPARK_MASTER); empty: "
+        "such tasks are reported as unsupported and not run.",
+    )
+
+
 class ApiSettings(BaseSettings):
     # Inputs stay out of errors: the bootstrap token and TLS key paths are settings too.
     model_config = SettingsConfigDict(env_prefix="AME_API_", extra="forbid", hide_input_in_errors=True)
@@ -159,6 +180,7 @@ class ApiSettings(BaseSettings):
     secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="The secret store.")
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    peach: PeachSettings = Field(default_factory=PeachSettings)
     projectsrc: SourceSettings = Field(default_factory=SourceSettings, description="Git project sources.")
     # Project versions (ame project push).
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")

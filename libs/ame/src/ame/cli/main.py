@@ -32,6 +32,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "token": ("access_commands",),
     "hooks": ("hook_commands",),
     "schedules": ("schedule_commands",),
+    "loops": ("loop_commands",),
     "projectsrc": ("source_commands",),
 }
 _ALL_MODULES = (
@@ -47,6 +48,7 @@ _ALL_MODULES = (
     "org_limit_commands",
     "hook_commands",
     "schedule_commands",
+    "loop_commands",
     "source_commands",
 )
 

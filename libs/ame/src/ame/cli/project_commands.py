@@ -14,13 +14,17 @@ if TYPE_CHECKING:
 
 
 def project_name(project_dir: Path) -> str:
-    """The `project:` of the directory's ame.yml, else the directory's name (as `ame task run` uses).
+    """The `project:` of the directory's ame.yml, else the directory's name (as `ame task run` uses; also for a
+    directory with PEACH files and no ame.yml).
 
     Raises:
         click.ClickException: the ame.yml is missing or invalid, with `file:line:col` problems.
     """
-    from ame.spec import SpecError, load_project
+    from ame.spec import PROJECT_FILE_NAMES, SpecError, load_project
+    from ame.spec.peach import find_peach_files
 
+    if not any((project_dir / n).is_file() for n in PROJECT_FILE_NAMES) and find_peach_files(project_dir):
+        return project_dir.resolve().name
     try:
         project = load_project(project_dir)
     except SpecError as exc:

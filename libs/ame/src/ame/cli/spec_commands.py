@@ -33,9 +33,15 @@ def register(cli: click.Group) -> None:
     "--with-project", "with_projects", multiple=True, type=click.Path(path_type=Path), help=_WITH_PROJECT_HELP
 )
 def validate(path: Path, with_projects: tuple[Path, ...]) -> None:
-    """Check the ame.yml in PATH (default: here) and report every problem at once."""
-    from ame.spec import SpecError, external_template_refs, find_project_file, load_project
+    """Check the ame.yml in PATH (default: here) and its PEACH files (peach.yaml, peach.conf/*.yaml), and report
+    every problem at once."""
+    from ame.spec import PROJECT_FILE_NAMES, SpecError, external_template_refs, find_project_file, load_project
+    from ame.spec.peach import find_peach_files
 
+    if path.is_dir() and find_peach_files(path):
+        _validate_peach(path)
+        if not any((path / name).is_file() for name in PROJECT_FILE_NAMES):
+            return
     try:
         file = find_project_file(path)
         project = load_project(file, external_templates=_external(with_projects))
@@ -82,6 +88,39 @@ def view(name: str, path: Path, with_projects: tuple[Path, ...]) -> None:
         _report(error)
         raise SystemExit(1) from None
     click.echo(to_yaml(task.to_spec()), nl=False)
+
+
+def _validate_peach(directory: Path) -> None:
+    """The PEACH files' fields (`file:line:col`), and each task's notebook as the server will run it."""
+    from ame.peach.notebooks import NotebookError, task_script
+    from ame.spec import SpecError
+    from ame.spec.peach import load_peach_directory
+
+    try:
+        config = load_peach_directory(directory)
+    except SpecError as error:
+        _report(error)
+        raise SystemExit(1) from None
+    problems = []
+    for task in config.tasks:
+        notebook = directory / task.notebook
+        if not notebook.is_file():
+            problems.append(f"{task.file}: task {task.name!r}: notebook {task.notebook} not found")
+            continue
+        try:
+            task_script(notebook.read_text("utf-8-sig"), task.notebook, task.method, full_notebook=task.full_notebook)
+        except (NotebookError, UnicodeDecodeError) as exc:
+            problems.append(f"{task.file}: task {task.name!r}: {exc}")
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        click.echo(f"{_count(len(problems), 'problem')} found", err=True)
+        raise SystemExit(1)
+    loops = sorted({t.loop_name for t in config.tasks})
+    click.echo(
+        f"PEACH files of organisation {config.codops}: valid ({_count(len(config.tasks), 'task')}; loops: "
+        f"{', '.join(loops)})"
+    )
 
 
 def _external(directories: tuple[Path, ...]) -> ExternalTemplates | None:

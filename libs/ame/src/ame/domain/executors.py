@@ -19,3 +19,8 @@ class ExecutorKind(StrEnum):
 
 # In the order messages list them ("executors are !poetry, !pip, ...").
 EXECUTOR_KINDS: tuple[ExecutorKind, ...] = tuple(ExecutorKind)
+
+
+# Requirements a run names beside its requirements.txt, one a line (a PEACH task's `dependencies`): the pip
+# recipe installs them after the file's and counts them in its environment's cache key.
+PIP_REQUIREMENTS_ENV = "AME_PIP_REQUIREMENTS"

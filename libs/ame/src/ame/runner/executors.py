@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ame.domain.executors import ExecutorKind
+from ame.domain.executors import PIP_REQUIREMENTS_ENV, ExecutorKind
 from ame.runner.env_cache import Builder, EnvironmentCache
 from ame.runner.interpreters import Interpreter, find_interpreter
 from ame.runner.setup_steps import SetupContext, SetupError, run_setup_step
@@ -113,8 +113,10 @@ class _Recipe:
 
 async def _recipe(kind: ExecutorKind, python_version: str | None, context: SetupContext) -> _Recipe:
     project = context.project_dir
+    extra: list[str] = []
     if kind == "pip":
         files = ["requirements.txt"]
+        extra = extra_requirements(context.base_env)
     elif kind == "poetry":
         files = _require(project, kind, ["pyproject.toml", "poetry.lock"])
     elif kind == "pipenv":
@@ -128,7 +130,7 @@ async def _recipe(kind: ExecutorKind, python_version: str | None, context: Setup
             files.append(str(python_env.relative_to(project)))
             python_version = python_version or _python_env_version(python_env)
     interpreter = await find_interpreter(python_version, context.base_env)
-    key = _key(kind, interpreter, project, files)
+    key = _key(kind, interpreter, project, files, extra)
     description = {
         "kind": kind,
         "python": interpreter.version,
@@ -144,6 +146,9 @@ async def _recipe(kind: ExecutorKind, python_version: str | None, context: Setup
         )
         if kind == "pip":
             await _install_requirements(context, uv, venv)
+            if extra:
+                python = str(venv / "bin" / "python")
+                await run_setup_step(context, [uv, "pip", "install", "--python", python, *extra])
         elif kind == "poetry":
             await _poetry_install(context, venv)
         elif kind == "pipenv":
@@ -161,7 +166,13 @@ def _require(project: Path, kind: str, names: list[str]) -> list[str]:
     return names
 
 
-def _key(kind: str, interpreter: Interpreter, project: Path, files: list[str]) -> str:
+def extra_requirements(env: Mapping[str, str]) -> list[str]:
+    """Requirements a run names beside its requirements.txt (`AME_PIP_REQUIREMENTS`, one a line), e.g. a PEACH
+    task's `dependencies`: part of the environment's cache key, installed after the file's."""
+    return [line.strip() for line in env.get(PIP_REQUIREMENTS_ENV, "").splitlines() if line.strip()]
+
+
+def _key(kind: str, interpreter: Interpreter, project: Path, files: list[str], extra: list[str] | None = None) -> str:
     digest = hashlib.sha256()
     inputs: dict[str, Any] = {
         "layout": _BUILD_LAYOUT,
@@ -170,6 +181,8 @@ def _key(kind: str, interpreter: Interpreter, project: Path, files: list[str]) -
         "tools": {name: pin.requirement for name, pin in PINNED_TOOLS.items()},
         "mlflow": MLFLOW_REQUIREMENT if kind == "mlflow" else None,
     }
+    if extra:
+        inputs["extra"] = extra
     digest.update(json.dumps(inputs, sort_keys=True).encode())
     for name in sorted(files):
         path = project / name

@@ -16,11 +16,13 @@ import ame
 from ame_api.artifacts import ArtifactService
 from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
+from ame_api.peach_loops import LoopService
 from ame_api.projects import ProjectService
 from ame_api.rest import (
     admin,
     artifacts,
     errors,
+    loops,
     org_limits,
     projects,
     runs,
@@ -54,6 +56,7 @@ def create_app(
     webhook_service: WebhookService | None = None,
     schedule_service: ScheduleService | None = None,
     source_service: SourceService | None = None,
+    loop_service: LoopService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -80,6 +83,8 @@ def create_app(
         app.include_router(schedules.router(schedule_service))
     if source_service is not None:
         app.include_router(sources.router(source_service))
+    if loop_service is not None:
+        app.include_router(loops.router(loop_service))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

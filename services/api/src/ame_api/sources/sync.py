@@ -31,6 +31,7 @@ from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.sources import SourceState
 from ame.packaging import PackSettings, ProjectTooLarge, push_project
 from ame.sdk.errors import MissingBlobs as ClientMissingBlobs
+from ame.spec.peach import find_peach_files
 from ame_api.projects import InvalidSpec, MissingBlobs, ProjectService
 from ame_api.repositories import secrets as secrets_repo
 from ame_api.repositories import sources as repo
@@ -50,6 +51,7 @@ from ame_platform.runtime import Runtime
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+PEACH_BRANCH = "master"
 SHORT_COMMIT = 7  # git's own short hash length: the tag a synced version carries
 _PRUNE_EVERY = 600  # looks between removals of caches whose source is gone
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -265,6 +267,22 @@ class SourceSyncer:
     def cache_of(self, source_id: str) -> Path:
         return self._settings.root() / source_id
 
+    async def _default_branch(self, claimed: SourceRow, credential: Credential | None) -> str:
+        """The branch a source added without one tracks: the remote's default branch, except that a repository
+        whose `master` holds PEACH files is tracked on `master`, as seed 002 says ("all the code ... in the master
+        branch"), whatever its default branch. Read once, at the first sync."""
+        branch = await self._git.default_branch(claimed.url, credential)
+        if branch == PEACH_BRANCH:
+            return branch
+        cache = self.cache_of(claimed.id)
+        try:
+            commit = await self._git.fetch(cache / "repo.git", claimed.url, PEACH_BRANCH, credential)
+            await self._git.checkout(cache / "repo.git", cache / "tree", commit)
+        except GitError:
+            return branch  # no master branch
+        root = cache / "tree" / claimed.path if claimed.path else cache / "tree"
+        return PEACH_BRANCH if await asyncio.to_thread(find_peach_files, root) else branch
+
     async def prune_caches(self) -> int:
         """Remove the cache directories of sources that no longer exist (removed through any replica)."""
         root = self._settings.root()
@@ -285,7 +303,7 @@ class SourceSyncer:
         branch = claimed.branch
         try:
             if not branch:
-                branch = await self._git.default_branch(claimed.url, credential)
+                branch = await self._default_branch(claimed, credential)
                 async with self._rt.pool.acquire() as conn:
                     if not await repo.set_branch(
                         conn, source_id=claimed.id, lease_seq=claimed.lease_seq, branch=branch
