@@ -42,6 +42,7 @@ def version_to_pb(version: ProjectVersion, project_id: str = "") -> project_pb2.
         file_count=version.file_count,
         size_bytes=version.size_bytes,
         created_at=timestamp(version.created_at),
+        template_pins=version.template_pins,
     )
 
 
@@ -53,6 +54,7 @@ def version_from_pb(pb: project_pb2.ProjectVersion) -> ProjectVersion:
         file_count=pb.file_count,
         size_bytes=pb.size_bytes,
         created_at=from_timestamp(pb.created_at),
+        template_pins=dict(pb.template_pins),
     )
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,10 +35,10 @@ from ame.domain.projects import (
     symlink_escapes,
 )
 from ame.domain.schedules import Activation
-from ame.spec import Project, SpecError, load_project_text
+from ame.spec import Project, SpecError, check_project, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
-from ame_api import convert, organisations
+from ame_api import convert, organisations, templates
 from ame_api.repositories import projects as repo
 from ame_api.repositories import retention as retention_repo
 from ame_api.repositories import runs as runs_repo
@@ -254,7 +254,9 @@ class ProjectService:
             version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
             if version is not None:
                 await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
-            return version
+        if version is not None:
+            version = await self._repin(org, project, project_id, version)
+        return version
 
     async def commit(
         self, principal: Principal, organisation: str, project: str, files: Sequence[ManifestEntry]
@@ -268,12 +270,18 @@ class ProjectService:
         async with self._rt.pool.acquire() as conn:
             # A version is immutable and was checked when it was first committed: a re-push ends here.
             project_id = await repo.find_project_id(conn, organisation=org, name=project)
+            existing = None
             if project_id is not None:
                 existing = await repo.get_version(conn, project_id=project_id, version_id=version_id)
                 if existing is not None:
                     await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
-                    return existing, False
-            missing = await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
+            missing = (
+                []
+                if existing is not None
+                else await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
+            )
+        if project_id is not None and existing is not None:
+            return await self._repin(org, project, project_id, existing), False
         if missing:
             first = next(f.path for f in files if f.sha256 == missing[0])
             raise MissingBlobs(
@@ -281,9 +289,11 @@ class ProjectService:
                 f"{missing[0]}); upload them and commit again"
             )
         spec = await self._check_spec(org, project, files)
+        others = await self._template_projects(org, project, spec, pins=None)
         task_names = spec.task_names()
-        hooks = hooks_of_version(spec, project, version_id)
-        schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
+        hooks = hooks_of_version(spec, project, version_id, external_templates=others.lookup())
+        # A schedule the server cannot run fails the push, with the reason.
+        schedules_of(spec, project, version_id, external_templates=others.lookup())
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the
@@ -297,7 +307,12 @@ class ProjectService:
                 )
             project_id = await repo.ensure_project(conn, organisation=org, name=project)
             version, created = await repo.add_version(
-                conn, project_id=project_id, version_id=version_id, files=files, task_names=task_names
+                conn,
+                project_id=project_id,
+                version_id=version_id,
+                files=files,
+                task_names=task_names,
+                template_pins=others.pins,
             )
             await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
             outbox_id = None
@@ -363,6 +378,40 @@ class ProjectService:
             raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
         return spec
 
+    async def _repin(self, org: str, project: str, project_id: str, version: ProjectVersion) -> ProjectVersion:
+        """A re-push of a version that takes templates from other projects resolves them again, against those
+        projects' latest versions, as a first push would: pushing means "run with the templates as they are now".
+        The files stay what they were; only the pins move, and runs already submitted keep the specs they got."""
+        if not version.template_pins:
+            return version
+        async with self._rt.pool.acquire() as conn:
+            files = await repo.get_manifest(conn, project_id=project_id, version_id=version.id)
+        if files is None:
+            return version
+        spec = await self._check_spec(org, project, files)
+        others = await self._template_projects(org, project, spec, pins=None)
+        if others.pins == version.template_pins:
+            return version
+        async with self._rt.pool.acquire() as conn:
+            await repo.set_template_pins(conn, project_id=project_id, version_id=version.id, pins=others.pins)
+        return version.model_copy(update={"template_pins": others.pins})
+
+    async def _template_projects(
+        self, org: str, project: str, spec: Project, *, pins: Mapping[str, str] | None
+    ) -> templates.TemplateProjects:
+        """The projects the version's templates come from (their latest versions at commit, else the pinned ones),
+        checked: an unknown project or template, or a cycle through other projects, is InvalidSpec with the line."""
+        store = self._store.store
+        if pins is None:
+            others = await templates.read_latest(self._rt.pool, store, blob_key, org, project, spec)
+        else:
+            others = await templates.read_pinned(self._rt.pool, store, blob_key, org, project, spec, pins)
+        if others.projects or others.missing:
+            problems = await asyncio.to_thread(check_project, spec, external_templates=others.lookup())
+            if problems:
+                raise InvalidSpec([str(p) for p in problems])
+        return others
+
     async def activate(self, principal: Principal, organisation: str, project: str, version_id: str) -> Activation:
         """Make the version the project's trigger version: its schedules replace the project's, atomically.
 
@@ -387,7 +436,11 @@ class ProjectService:
             spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
         except SpecError as error:
             raise InvalidSpec([str(p) for p in error.problems]) from None
-        wanted = schedules_of(spec, project, version_id)
+        async with self._rt.pool.acquire() as conn:
+            version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
+        pins = version.template_pins if version is not None else {}
+        others = await self._template_projects(org, project, spec, pins=pins)
+        wanted = schedules_of(spec, project, version_id, external_templates=others.lookup())
         async with self._rt.pool.acquire() as conn, conn.transaction():
             generation = await schedules_repo.activate(conn, project_id=project_id, version_id=version_id)
             rows = await schedules_repo.replace(

@@ -144,6 +144,8 @@ class ProjectVersion(BaseModel):
     file_count: int
     size_bytes: int
     created_at: datetime
+    # Templates from other projects: project name -> the version of it this version was resolved against.
+    template_pins: dict[str, str] = Field(default_factory=dict)
 
 
 class VersionManifest(BaseModel):

@@ -275,7 +275,8 @@ class _Resolver:
         local = project is None or project == self.project.name
         key = (None if local else project, ref.name)
         if key in chain:
-            cycle = " -> ".join(name for _, name in (*chain, key))
+            # Across projects the chain names each template's project, so the loop can be found and broken.
+            cycle = " -> ".join(name if owner is None else f"{owner}.{name}" for owner, name in (*chain, key))
             self._report(user, "from_template", f"template cycle: {cycle}")
             return None
         if not chain and key in self._templates:
@@ -304,8 +305,12 @@ class _Resolver:
             try:
                 template = self.external(project, ref.name)
             except (LookupError, SpecError) as error:
-                detail = f": {error}" if isinstance(error, SpecError) else ""
-                self._report(user, "from_template", f"template '{ref.name}' not found in project '{project}'{detail}")
+                if isinstance(error, KeyError):
+                    message = f"template '{ref.name}' not found in project '{project}'"
+                else:
+                    # The lookup's own words say whether the project or the template is missing.
+                    message = f"fromTemplate: template '{ref.name}' of project '{project}': {error}"
+                self._report(user, "from_template", message)
                 return None
         merged: Any = template
         if template.from_template is not None:
