@@ -70,6 +70,7 @@ class World:
             "name": SECRET_NAME,
             "path": "model.txt",
             "task": "hello",
+            "model": "hello_model",
         }
 
     def leaks(self, text: str, sent: str = "") -> list[str]:

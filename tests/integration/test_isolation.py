@@ -131,6 +131,9 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("POST", "/v1/schedules/{name}/pause"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/resume"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/trigger"): (None, NOT_FOUND),
+        # A's project version is not B's to train from; B's list holds none of A's models.
+        ("POST", "/v1/models/{model}/train"): ({"project": PROJECT, "project_version_id": world.version_id}, NOT_FOUND),
+        ("GET", "/v1/models"): (None, _no_leak),
     }
 
 
@@ -269,6 +272,10 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         "PauseSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
         "ResumeSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
         "TriggerSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
+        "TrainModel": ame_service_pb2.TrainModelRequest(
+            project=PROJECT, model="hello_model", project_version_id=world.version_id
+        ),
+        "ListModels": ame_service_pb2.ListModelsRequest(),
     }
 
 
@@ -307,6 +314,8 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "PauseSchedule": grpc.StatusCode.NOT_FOUND,
     "ResumeSchedule": grpc.StatusCode.NOT_FOUND,
     "TriggerSchedule": grpc.StatusCode.NOT_FOUND,
+    "TrainModel": grpc.StatusCode.NOT_FOUND,
+    "ListModels": OK,
 }
 
 

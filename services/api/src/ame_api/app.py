@@ -11,6 +11,7 @@ from ame_api.follow import LogFollower
 from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
+from ame_api.models import ModelService
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.retention import Retention
@@ -21,7 +22,7 @@ from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
-from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
+from ame_platform.bus.subjects import API_MODEL_RUNS, API_REGISTRY, API_TRIGGERS
 from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
@@ -44,14 +45,17 @@ class ApiService:
     rest: RestServer
     grpc: GrpcServer
     retention: Periodic | None = None
+    model_runs: PullConsumer | None = None
 
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
         periodic = [self.retention] if self.retention is not None else []
+        model_runs = [self.model_runs] if self.model_runs is not None else []
         return [
             self.registry,
             self.triggers,
+            *model_runs,
             self.relay,
             self.admission,
             self.store,
@@ -102,7 +106,23 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         tracer=runtime.telemetry.tracer("ame_api"),
     )
     # Both front doors tell clients the same wait while the database is away.
-    rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks, schedules)
+    models = ModelService(runtime, settings, projects, runs)
+    model_runs = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=API_MODEL_RUNS,
+            filter_subject=runtime.names.model_run_requested,
+            concurrency=8,
+        ),
+        models.apply_run_requested,
+        name="model-runs",
+        deadletters=runtime.deadletters,
+        tracer=runtime.telemetry.tracer("ame_api"),
+    )
+    rest_app = create_app(
+        runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks, schedules, models
+    )
     servicer = AmeServicer(
         runs,
         follower,
@@ -113,6 +133,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         artifacts=artifacts,
         webhooks=webhooks,
         schedules=schedules,
+        models=models,
         retry_after_seconds=settings.retry_after,
     )
     rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))
@@ -140,6 +161,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         retention=(
             Periodic("retention", settings.retention_interval, retention.run_once) if retention.enabled else None
         ),
+        model_runs=model_runs,
     )
 
 

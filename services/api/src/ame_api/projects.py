@@ -35,7 +35,7 @@ from ame.domain.projects import (
     symlink_escapes,
 )
 from ame.domain.schedules import Activation
-from ame.spec import Project, SpecError, check_project, load_project_text
+from ame.spec import ExternalTemplates, Project, SpecError, check_project, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations, templates
@@ -411,6 +411,24 @@ class ProjectService:
             if problems:
                 raise InvalidSpec([str(p) for p in problems])
         return others
+
+    async def version_spec(
+        self, principal: Principal, organisation: str, project: str, version_id: str
+    ) -> tuple[ProjectVersion, Project, ExternalTemplates]:
+        """The version, its ame.yml, and the templates of other projects as pinned with it (for the use cases that
+        build runs from a pushed version: models)."""
+        version, files = await self.get_version(principal, organisation, project, version_id)
+        org = version.organisation
+        entry = next((f for f in files if f.path in PROJECT_FILE_NAMES), None)
+        if entry is None:
+            raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
+        text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
+        try:
+            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
+        except SpecError as error:
+            raise InvalidSpec([str(p) for p in error.problems]) from None
+        others = await self._template_projects(org, project, spec, pins=version.template_pins)
+        return version, spec, others.lookup()
 
     async def activate(self, principal: Principal, organisation: str, project: str, version_id: str) -> Activation:
         """Make the version the project's trigger version: its schedules replace the project's, atomically.

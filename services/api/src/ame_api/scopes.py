@@ -54,6 +54,9 @@ REST: dict[tuple[str, str], Need] = {
     ("POST", "/v1/schedules/{name}/pause"): RUN,
     ("POST", "/v1/schedules/{name}/resume"): RUN,
     ("POST", "/v1/schedules/{name}/trigger"): RUN,
+    # Models: train from a pushed version (starts runs), list
+    ("POST", "/v1/models/{model}/train"): RUN,
+    ("GET", "/v1/models"): READ,
     # Who am I, tokens, organisations
     ("GET", "/v1/whoami"): READ,
     ("GET", "/v1/tokens"): ADMIN,
@@ -115,6 +118,8 @@ GRPC: dict[str, Need] = {
     "/ame.contracts.api.v1.AmeService/ListRunArtifacts": READ,
     "/ame.contracts.api.v1.AmeService/DownloadArtifact": READ,
     "/ame.contracts.api.v1.AmeService/ListWebhooks": READ,
+    "/ame.contracts.api.v1.AmeService/TrainModel": RUN,
+    "/ame.contracts.api.v1.AmeService/ListModels": READ,
 }
 
 

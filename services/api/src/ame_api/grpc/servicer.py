@@ -19,10 +19,12 @@ from ame_api.grpc.artifacts import ArtifactMethods
 from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
+from ame_api.grpc.models import ModelMethods
 from ame_api.grpc.projects import ProjectMethods
 from ame_api.grpc.schedules import ScheduleMethods
 from ame_api.grpc.secrets import SecretMethods
 from ame_api.grpc.webhooks import WebhookMethods
+from ame_api.models import ModelService
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
@@ -47,6 +49,7 @@ class AmeServicer(
     AccessMethods,
     WebhookMethods,
     ScheduleMethods,
+    ModelMethods,
     ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(
@@ -61,8 +64,11 @@ class AmeServicer(
         artifacts: ArtifactService,
         webhooks: WebhookService | None = None,
         schedules: ScheduleService | None = None,
+        models: ModelService | None = None,
         retry_after_seconds: int = 2,
     ) -> None:
+        if models is not None:
+            self._models = models
         self._artifacts = artifacts
         self._webhooks = webhooks
         if schedules is not None:

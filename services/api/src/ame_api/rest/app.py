@@ -16,6 +16,7 @@ import ame
 from ame_api.artifacts import ArtifactService
 from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
+from ame_api.models import ModelService
 from ame_api.projects import ProjectService
 from ame_api.rest import (
     admin,
@@ -30,6 +31,7 @@ from ame_api.rest import (
     tokens,
     webhooks,
 )
+from ame_api.rest import models as rest_models
 from ame_api.rest.auth import Authenticate
 from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
@@ -51,6 +53,7 @@ def create_app(
     artifact_service: ArtifactService,
     webhook_service: WebhookService | None = None,
     schedule_service: ScheduleService | None = None,
+    model_service: ModelService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -75,6 +78,8 @@ def create_app(
     projects.install(app, project_service, settings)
     if schedule_service is not None:
         app.include_router(schedules.router(schedule_service))
+    if model_service is not None:
+        app.include_router(rest_models.router(model_service))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
