@@ -100,3 +100,50 @@ def test_v1_validated_then_v2_failing_validation_leaves_v1_the_latest_validated(
     unknown = server.ame_in(project, "model", "train", "recomender")
     assert unknown.returncode == 1
     assert "no model named 'recomender'" in unknown.stderr and "did you mean 'recommender'" in unknown.stderr
+
+
+MLFLOW_TRAIN_PY = """\
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+print("tracking", os.environ["MLFLOW_TRACKING_URI"])
+mlflow.set_experiment("models_demo")
+with mlflow.start_run() as run:
+    mlflow.set_tag("ame.run_id", os.environ["AME_RUN_ID"])
+    mlflow.log_metric("quality", 0.9)
+client = MlflowClient()
+name = os.environ["AME_MODEL_NAME"]
+if not client.search_registered_models(filter_string=f"name='{name}'"):
+    client.create_registered_model(name)
+version = client.create_model_version(name, source=run.info.artifact_uri + "/model", run_id=run.info.run_id)
+print("registered", name, "version", version.version)
+Path("model.txt").write_text("0.9")
+"""
+
+
+# The first run of a machine builds the mlflow environment (minutes); later ones reuse it.
+@pytest.mark.timeout(1200)
+def test_runs_get_the_mlflow_server_and_a_version_links_to_its_registry_version(server: Server, tmp_path: Path) -> None:
+    from tests.e2e.mlflow_harness import mlflow_server
+
+    with mlflow_server(tmp_path / "mlflow") as (uri, mlflow_python):
+        server.extra_env["AME_MLFLOW_TRACKING_URI"] = uri
+        server.start()
+        project = _project(tmp_path / "demo", "0.9")
+        (project / "train.py").write_text(MLFLOW_TRAIN_PY)
+        (project / "ame.yml").write_text(
+            (project / "ame.yml").read_text().replace(f"{sys.executable} train.py", f"{mlflow_python} train.py")
+        )
+
+        trained = server.ame_in(project, "model", "train", "recommender")
+        assert trained.returncode == 0, trained.stderr
+        assert f"tracking {uri}\n" in trained.stdout
+        assert "registered recommender version 1\n" in trained.stdout
+        assert "model recommender version 1: validated, MLflow registry version 1" in trained.stderr
+
+        listed = server.ame_in(project, "model", "list")
+        row = next(line for line in listed.stdout.splitlines() if "recommender" in line)
+        assert row.split()[:4] == ["models_demo", "recommender", "v1", "1"], listed.stdout
