@@ -392,8 +392,12 @@ class ProjectService:
         others = await self._template_projects(org, project, spec, pins=None)
         if others.pins == version.template_pins:
             return version
-        async with self._rt.pool.acquire() as conn:
+        # The version's hooks start runs from stored specs: they follow the new pins (schedules are resolved again
+        # when the version is activated).
+        hooks = hooks_of_version(spec, project, version.id, external_templates=others.lookup())
+        async with self._rt.pool.acquire() as conn, conn.transaction():
             await repo.set_template_pins(conn, project_id=project_id, version_id=version.id, pins=others.pins)
+            await webhooks_repo.replace_hook_specs(conn, project_id=project_id, version_id=version.id, hooks=hooks)
         return version.model_copy(update={"template_pins": others.pins})
 
     async def _template_projects(
