@@ -25,6 +25,11 @@ tasks:
     triggers:
       webhook:
         secret: A_SECRET
+models:
+  - name: hello_model
+    training:
+      task:
+        taskRef: hello
 """
 DATA = b"print('hello from A')\n"
 SECRET_NAME = "A_SECRET"
@@ -127,6 +132,9 @@ async def build_world(rest_url: str, grpc_target: str) -> World:
             await client.put(f"/v1/secrets/{SECRET_NAME}", json={"value": SECRET_VALUE}, headers=run), 201
         )
         world.secret_created_at = str(secret["created_at"])
+        # A's model, trained from A's version: B's list of models must not show it.
+        model = {"project": PROJECT, "project_version_id": world.version_id}
+        await _ok(await client.post("/v1/models/hello_model/train", json=model, headers=run), 201)
     return world
 
 
