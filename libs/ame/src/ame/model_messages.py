@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from ame import codecs
 from ame.codecs import DecodeError, from_timestamp, timestamp
+
+__all__ = ["DecodeError", "RunRequest", "TrainRequest"]
 from ame.contracts.model.v1 import model_pb2
 from ame.domain import RunSpec
 from ame.domain.ml_models import ModelSummary, ModelVersion, ModelVersionState

@@ -131,9 +131,12 @@ class ModelService:
                 principal, request.spec, trigger=TriggerKind.MODEL, idempotency_key=request.key, run_id=request.run_id
             )
         except InvalidRequest as exc:
-            raise Poison(
-                f"model version {request.model_version_id}: its {request.stage} run was refused: {exc}"
-            ) from exc
+            # The same request would be refused again: the version fails with the reason instead of waiting forever.
+            reason = f"the {request.stage} run was refused: {exc}"[:2000]
+            log.warning("model version %s: %s", request.model_version_id, reason)
+            async with self._rt.pool.acquire() as conn:
+                await repo.set_failure(conn, version_id=request.model_version_id, failure=reason)
+            return
         async with self._rt.pool.acquire() as conn:
             await repo.set_run(conn, version_id=request.model_version_id, stage=request.stage, run_id=run.id)
 

@@ -13,6 +13,8 @@ CREATE TABLE model_versions (
     validation_run_id  uuid,
     -- The MLflow registry version the training run registered, once found (AME_MLFLOW_TRACKING_URI).
     mlflow_version     text        NOT NULL DEFAULT '',
+    -- Why a run of the version could not be started at all (refused at submit); the version is then failed.
+    failure            text        NOT NULL DEFAULT '',
     created_at         timestamptz NOT NULL DEFAULT now(),
     UNIQUE (organisation_id, project, model, number)
 );

@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 
 from ame.domain import RunState
-from ame.domain.ml_models import ModelVersion, version_state
+from ame.domain.ml_models import ModelVersion, ModelVersionState, version_state
 from ame_platform.db import Connection
 
 _SELECT = """
@@ -22,6 +22,8 @@ def _version(row: asyncpg.Record) -> ModelVersion:
     training = RunState(row["training_state"]) if row["training_state"] else None
     validation = RunState(row["validation_state"]) if row["validation_state"] else None
     state, reason = version_state(training, validation, has_validation=row["has_validation"])
+    if row["failure"] and state in (ModelVersionState.TRAINING, ModelVersionState.VALIDATING):
+        state, reason = ModelVersionState.FAILED, row["failure"]
     return ModelVersion(
         id=row["id"],
         organisation=row["organisation_id"],
@@ -116,3 +118,7 @@ async def latest_validated(conn: Connection, *, organisation: str, project: str,
         model,
     )
     return _version(row) if row is not None else None
+
+
+async def set_failure(conn: Connection, *, version_id: str, failure: str) -> None:
+    await conn.execute("UPDATE model_versions SET failure = $2 WHERE id = $1 AND failure = ''", version_id, failure)
