@@ -25,6 +25,11 @@ tasks:
     triggers:
       webhook:
         secret: A_SECRET
+models:
+  - name: hello_model
+    training:
+      task:
+        taskRef: hello
 """
 DATA = b"print('hello from A')\n"
 SECRET_NAME = "A_SECRET"
@@ -74,6 +79,7 @@ class World:
             "path": "model.txt",
             "task": "hello",
             "source_id": self.source_id,
+            "model": "hello_model",
         }
 
     def leaks(self, text: str, sent: str = "") -> list[str]:
@@ -147,6 +153,9 @@ async def build_world(rest_url: str, grpc_target: str) -> World:
             201,
         )
         world.source_id = str(source["id"])
+        # A's model, trained from A's version: B's list of models must not show it.
+        model = {"project": PROJECT, "project_version_id": world.version_id}
+        await _ok(await client.post("/v1/models/hello_model/train", json=model, headers=run), 201)
     return world
 
 

@@ -150,6 +150,9 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("DELETE", "/v1/projectsrc/{source_id}"): (None, NOT_FOUND),
         ("POST", "/v1/projectsrc/{source_id}/sync"): (None, NOT_FOUND),
         ("POST", "/v1/source-hooks/{org}/{source_id}"): (b"{}", 401),
+        # A's project version is not B's to train from; B's list holds none of A's models.
+        ("POST", "/v1/models/{model}/train"): ({"project": PROJECT, "project_version_id": world.version_id}, NOT_FOUND),
+        ("GET", "/v1/models"): (None, _no_leak),
     }
 
 
@@ -296,6 +299,10 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         "ListProjectSources": ame_service_pb2.ListProjectSourcesRequest(),
         "RemoveProjectSource": ame_service_pb2.ProjectSourceRequest(source=world.source_id),
         "SyncProjectSource": ame_service_pb2.ProjectSourceRequest(source=world.source_id, wait=True),
+        "TrainModel": ame_service_pb2.TrainModelRequest(
+            project=PROJECT, model="hello_model", project_version_id=world.version_id
+        ),
+        "ListModels": ame_service_pb2.ListModelsRequest(),
     }
 
 
@@ -338,6 +345,8 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "ListProjectSources": OK,  # B's own: none of A's
     "RemoveProjectSource": grpc.StatusCode.NOT_FOUND,
     "SyncProjectSource": grpc.StatusCode.NOT_FOUND,
+    "TrainModel": grpc.StatusCode.NOT_FOUND,
+    "ListModels": OK,
 }
 
 

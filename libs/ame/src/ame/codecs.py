@@ -100,6 +100,7 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
         data_sets=[run_pb2.DataSetRef(name=d.name, project=d.project) for d in spec.data_sets],
         loop=spec.loop,
         args_json="" if spec.args is None else encode_task_args(spec.args),
+        input_run_id=spec.input_run_id,
     )
 
 
@@ -133,6 +134,7 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             data_sets=[DataSetRef(name=d.name, project=d.project) for d in pb.data_sets],
             loop=pb.loop,
             args=decode_task_args(pb.args_json),
+            input_run_id=pb.input_run_id,
         )
     except ValueError as exc:
         # pydantic's ValidationError is a ValueError too: name the fields when it is one.

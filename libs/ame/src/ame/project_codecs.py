@@ -43,6 +43,7 @@ def version_to_pb(version: ProjectVersion, project_id: str = "") -> project_pb2.
         size_bytes=version.size_bytes,
         created_at=timestamp(version.created_at),
         git_commit=version.git_commit,
+        template_pins=version.template_pins,
     )
 
 
@@ -55,6 +56,7 @@ def version_from_pb(pb: project_pb2.ProjectVersion) -> ProjectVersion:
         size_bytes=pb.size_bytes,
         created_at=from_timestamp(pb.created_at),
         git_commit=pb.git_commit,
+        template_pins=dict(pb.template_pins),
     )
 
 

@@ -11,6 +11,7 @@ from ame_api.follow import LogFollower
 from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
+from ame_api.models import ModelService
 from ame_api.peach_loops import LoopDriver, LoopService
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
@@ -24,7 +25,7 @@ from ame_api.sources.sync import SourceSyncer
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
-from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
+from ame_platform.bus.subjects import API_MODEL_RUNS, API_REGISTRY, API_TRIGGERS
 from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
@@ -50,6 +51,7 @@ class ApiService:
     syncer: SourceSyncer
     retention: Periodic | None = None
     loops: LoopDriver | None = None
+    model_runs: PullConsumer | None = None
 
     @property
     def components(self) -> list[Component]:
@@ -57,9 +59,11 @@ class ApiService:
         periodic: list[Component] = [self.retention] if self.retention is not None else []
         if self.loops is not None:
             periodic.append(self.loops)
+        model_runs = [self.model_runs] if self.model_runs is not None else []
         return [
             self.registry,
             self.triggers,
+            *model_runs,
             self.relay,
             self.admission,
             self.store,
@@ -115,6 +119,20 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     # Both front doors tell clients the same wait while the database is away.
     loop_driver = LoopDriver(runtime, settings.peach, runs, clock)
     projects.peach_changed = loop_driver.wake
+    models = ModelService(runtime, settings, projects, runs)
+    model_runs = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=API_MODEL_RUNS,
+            filter_subject=runtime.names.model_run_requested,
+            concurrency=8,
+        ),
+        models.apply_run_requested,
+        name="model-runs",
+        deadletters=runtime.deadletters,
+        tracer=runtime.telemetry.tracer("ame_api"),
+    )
     rest_app = create_app(
         runs,
         follower,
@@ -128,6 +146,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         schedules,
         sources,
         loop_service=LoopService(runtime),
+        model_service=models,
     )
     servicer = AmeServicer(
         runs,
@@ -140,6 +159,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         webhooks=webhooks,
         schedules=schedules,
         sources=sources,
+        models=models,
         retry_after_seconds=settings.retry_after,
     )
     rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))
@@ -170,6 +190,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         retention=(
             Periodic("retention", settings.retention_interval, retention.run_once) if retention.enabled else None
         ),
+        model_runs=model_runs,
     )
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,10 +35,10 @@ from ame.domain.projects import (
     symlink_escapes,
 )
 from ame.domain.schedules import Activation
-from ame.spec import Project, SpecError, load_project_text
+from ame.spec import ExternalTemplates, Project, SpecError, check_project, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
-from ame_api import convert, organisations
+from ame_api import convert, organisations, templates
 from ame_api.peach_loops import PeachProblems, peach_files, tasks_of_version
 from ame_api.repositories import peach as peach_repo
 from ame_api.repositories import projects as repo
@@ -262,7 +262,9 @@ class ProjectService:
             version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
             if version is not None:
                 await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
-            return version
+        if version is not None:
+            version = await self._repin(org, project, project_id, version)
+        return version
 
     async def commit(
         self, principal: Principal, organisation: str, project: str, files: Sequence[ManifestEntry]
@@ -276,12 +278,18 @@ class ProjectService:
         async with self._rt.pool.acquire() as conn:
             # A version is immutable and was checked when it was first committed: a re-push ends here.
             project_id = await repo.find_project_id(conn, organisation=org, name=project)
+            existing = None
             if project_id is not None:
                 existing = await repo.get_version(conn, project_id=project_id, version_id=version_id)
                 if existing is not None:
                     await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
-                    return existing, False
-            missing = await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
+            missing = (
+                []
+                if existing is not None
+                else await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
+            )
+        if project_id is not None and existing is not None:
+            return await self._repin(org, project, project_id, existing), False
         if missing:
             first = next(f.path for f in files if f.sha256 == missing[0])
             raise MissingBlobs(
@@ -292,10 +300,16 @@ class ProjectService:
         peach = await self._peach_tasks(org, project, version_id, files)
         needs_ame = _has_ame_file(files) or not peach_files(files)
         spec = await self._check_spec(org, project, files) if needs_ame else None
+        others = (
+            await self._template_projects(org, project, spec, pins=None)
+            if spec is not None
+            else templates.TemplateProjects(organisation=org)
+        )
         task_names = spec.task_names() if spec is not None else [t.task for t in peach]
-        hooks = hooks_of_version(spec, project, version_id) if spec is not None else []
+        hooks = hooks_of_version(spec, project, version_id, external_templates=others.lookup()) if spec else []
         if spec is not None:
-            schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
+            # A schedule the server cannot run fails the push, with the reason.
+            schedules_of(spec, project, version_id, external_templates=others.lookup())
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the
@@ -309,7 +323,12 @@ class ProjectService:
                 )
             project_id = await repo.ensure_project(conn, organisation=org, name=project)
             version, created = await repo.add_version(
-                conn, project_id=project_id, version_id=version_id, files=files, task_names=task_names
+                conn,
+                project_id=project_id,
+                version_id=version_id,
+                files=files,
+                task_names=task_names,
+                template_pins=others.pins,
             )
             await repo.mark_latest(conn, project_id=project_id, version_id=version_id)
             outbox_id = None
@@ -375,6 +394,62 @@ class ProjectService:
             raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
         return spec
 
+    async def _repin(self, org: str, project: str, project_id: str, version: ProjectVersion) -> ProjectVersion:
+        """A re-push of a version that takes templates from other projects resolves them again, against those
+        projects' latest versions, as a first push would: pushing means "run with the templates as they are now".
+        The files stay what they were; only the pins move, and runs already submitted keep the specs they got."""
+        if not version.template_pins:
+            return version
+        async with self._rt.pool.acquire() as conn:
+            files = await repo.get_manifest(conn, project_id=project_id, version_id=version.id)
+        if files is None:
+            return version
+        spec = await self._check_spec(org, project, files)
+        others = await self._template_projects(org, project, spec, pins=None)
+        if others.pins == version.template_pins:
+            return version
+        # The version's hooks start runs from stored specs: they follow the new pins (schedules are resolved again
+        # when the version is activated).
+        hooks = hooks_of_version(spec, project, version.id, external_templates=others.lookup())
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            await repo.set_template_pins(conn, project_id=project_id, version_id=version.id, pins=others.pins)
+            await webhooks_repo.replace_hook_specs(conn, project_id=project_id, version_id=version.id, hooks=hooks)
+        return version.model_copy(update={"template_pins": others.pins})
+
+    async def _template_projects(
+        self, org: str, project: str, spec: Project, *, pins: Mapping[str, str] | None
+    ) -> templates.TemplateProjects:
+        """The projects the version's templates come from (their latest versions at commit, else the pinned ones),
+        checked: an unknown project or template, or a cycle through other projects, is InvalidSpec with the line."""
+        store = self._store.store
+        if pins is None:
+            others = await templates.read_latest(self._rt.pool, store, blob_key, org, project, spec)
+        else:
+            others = await templates.read_pinned(self._rt.pool, store, blob_key, org, project, spec, pins)
+        if others.projects or others.missing:
+            problems = await asyncio.to_thread(check_project, spec, external_templates=others.lookup())
+            if problems:
+                raise InvalidSpec([str(p) for p in problems])
+        return others
+
+    async def version_spec(
+        self, principal: Principal, organisation: str, project: str, version_id: str
+    ) -> tuple[ProjectVersion, Project, ExternalTemplates]:
+        """The version, its ame.yml, and the templates of other projects as pinned with it (for the use cases that
+        build runs from a pushed version: models)."""
+        version, files = await self.get_version(principal, organisation, project, version_id)
+        org = version.organisation
+        entry = next((f for f in files if f.path in PROJECT_FILE_NAMES), None)
+        if entry is None:
+            raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
+        text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
+        try:
+            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
+        except SpecError as error:
+            raise InvalidSpec([str(p) for p in error.problems]) from None
+        others = await self._template_projects(org, project, spec, pins=version.template_pins)
+        return version, spec, others.lookup()
+
     async def activate(self, principal: Principal, organisation: str, project: str, version_id: str) -> Activation:
         """Make the version the project's trigger version: its schedules replace the project's, atomically.
 
@@ -395,14 +470,19 @@ class ProjectService:
         peach = await self._peach_tasks(org, project, version_id, files)
         if entry is None and not peach_files(files):
             raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
-        spec = None
+        spec: Project | None = None
+        wanted = []
         if entry is not None:
             text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
             try:
                 spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
             except SpecError as error:
                 raise InvalidSpec([str(p) for p in error.problems]) from None
-        wanted = schedules_of(spec, project, version_id) if spec is not None else []
+            async with self._rt.pool.acquire() as conn:
+                version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
+            pins = version.template_pins if version is not None else {}
+            others = await self._template_projects(org, project, spec, pins=pins)
+            wanted = schedules_of(spec, project, version_id, external_templates=others.lookup())
         async with self._rt.pool.acquire() as conn, conn.transaction():
             generation = await schedules_repo.activate(conn, project_id=project_id, version_id=version_id)
             rows = await schedules_repo.replace(

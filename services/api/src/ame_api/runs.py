@@ -81,10 +81,13 @@ class RunService:
         trigger: TriggerKind = TriggerKind.API,
         parent_run_id: str = "",
         idempotency_key: str | None = None,
+        run_id: str | None = None,
     ) -> Run:
         """Record the run as queued; if admission admits it, ask a launcher for it in the same transaction
-        (through the outbox), else it waits in the admission queue with the reason."""
-        run_id = new_run_id()
+        (through the outbox), else it waits in the admission queue with the reason. `run_id` is for callers that
+        chose the id beforehand (the scheduler's model sequencing); with an idempotency key, a repeat returns the
+        run made first."""
+        run_id = run_id or new_run_id()
         with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
             return await self._submit(principal, run_id, spec, trigger, parent_run_id, idempotency_key)
 

@@ -20,7 +20,7 @@ from ame.domain.principals import Principal
 from ame.domain.runs import Run
 from ame.domain.schedules import ScheduleSummary
 from ame.run_specs import run_spec_for_task
-from ame.spec import Project, SpecError, resolve_task
+from ame.spec import ExternalTemplates, Project, SpecError, resolve_task
 from ame_api import organisations
 from ame_api.repositories import projects as projects_repo
 from ame_api.repositories import runs as runs_repo
@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 NEXT_FIRES = 3
 
 
-def schedules_of(spec: Project, project: str, version_id: str) -> list[ScheduleDef]:
+def schedules_of(
+    spec: Project, project: str, version_id: str, *, external_templates: ExternalTemplates | None = None
+) -> list[ScheduleDef]:
     """The schedules a version declares: each task with `triggers.schedule` (the old dialect's recurring_tasks
     included), as the run a remote `ame task run` of it would be. None when the file says enableTriggers: false.
     InvalidRequest for a schedule the server cannot run (a pipeline), checked at commit as hooks are."""
@@ -46,7 +48,7 @@ def schedules_of(spec: Project, project: str, version_id: str) -> list[ScheduleD
     found: list[ScheduleDef] = []
     for name in spec.task_names():
         try:
-            task = resolve_task(spec, name)
+            task = resolve_task(spec, name, external_templates=external_templates)
         except SpecError:
             continue  # validated at commit; a task that does not resolve has no schedule to run
         if task.schedule is None:

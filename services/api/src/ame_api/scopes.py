@@ -56,6 +56,9 @@ REST: dict[tuple[str, str], Need] = {
     ("POST", "/v1/schedules/{name}/trigger"): RUN,
     # PEACH task loops (seed 002)
     ("GET", "/v1/loops"): READ,
+    # Models: train from a pushed version (starts runs), list
+    ("POST", "/v1/models/{model}/train"): RUN,
+    ("GET", "/v1/models"): READ,
     # Who am I, tokens, organisations
     ("GET", "/v1/whoami"): READ,
     ("GET", "/v1/tokens"): ADMIN,
@@ -127,6 +130,8 @@ GRPC: dict[str, Need] = {
     "/ame.contracts.api.v1.AmeService/ListProjectSources": READ,
     "/ame.contracts.api.v1.AmeService/RemoveProjectSource": RUN,
     "/ame.contracts.api.v1.AmeService/SyncProjectSource": RUN,
+    "/ame.contracts.api.v1.AmeService/TrainModel": RUN,
+    "/ame.contracts.api.v1.AmeService/ListModels": READ,
 }
 
 

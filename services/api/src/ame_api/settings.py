@@ -14,6 +14,7 @@ from ame.domain.quotas import LoopLimits
 from ame_api.secrets.settings import SecretsSettings
 from ame_api.sources.settings import SourceSettings
 from ame_platform.clock import ClockSettings
+from ame_platform.mlflow import MlflowSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
@@ -174,6 +175,7 @@ class ApiSettings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     clock: ClockSettings = Field(default_factory=ClockSettings, description="The platform clock (AME_CLOCK_*).")
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="The MLflow server (AME_MLFLOW_*).")
     schedule_queue_poll: Duration = Field(
         1.0, gt=0, description="How often a schedule slot queued behind its previous run (overlap: queue) looks again."
     )

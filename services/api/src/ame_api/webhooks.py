@@ -34,7 +34,7 @@ from ame.domain.limits import MAX_IDEMPOTENCY_KEY_CHARS, MAX_TASK_ARGS_BYTES
 from ame.domain.principals import Principal
 from ame.domain.task_args import decode_task_args, encode_task_args
 from ame.run_specs import run_spec_for_task
-from ame.spec import Project, SpecError, resolve_task
+from ame.spec import ExternalTemplates, Project, SpecError, resolve_task
 from ame_api import organisations
 from ame_api.rate_limits import TokenBuckets
 from ame_api.repositories import runs as runs_repo
@@ -66,11 +66,13 @@ def wall_clock() -> float:
     return time.time()
 
 
-def hooks_of_version(project: Project, project_name: str, version_id: str) -> list[tuple[str, str, RunSpec]]:
+def hooks_of_version(
+    project: Project, project_name: str, version_id: str, *, external_templates: ExternalTemplates | None = None
+) -> list[tuple[str, str, RunSpec]]:
     """(task, secret name, run spec) of every task with `triggers.webhook` in the version's ame.yml.
 
-    Raises InvalidRequest for a hooked task the server cannot run from the version alone (a pipeline, a
-    template from another project), so the push fails with the reason rather than the hook later.
+    Raises InvalidRequest for a hooked task the server cannot run (a pipeline), so the push fails with the reason
+    rather than the hook later. Templates from other projects come from `external_templates` (the pinned versions).
     """
     hooks: list[tuple[str, str, RunSpec]] = []
     if project.enable_triggers is False:
@@ -80,7 +82,7 @@ def hooks_of_version(project: Project, project_name: str, version_id: str) -> li
         if written is None:
             continue
         try:
-            resolved = resolve_task(project, name)
+            resolved = resolve_task(project, name, external_templates=external_templates)
         except SpecError as exc:
             raise InvalidRequest(f"task {name!r} has a webhook, but the server cannot resolve it: {exc}") from None
         if resolved.executor is None:

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ame.domain.durations import Duration
 from ame.runner.gpus import parse_gpu_list
 from ame.runner.memory_limits import MemoryEnforcement
+from ame_platform.mlflow import MlflowSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
@@ -141,6 +142,7 @@ class LauncherSettings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
 
     @field_validator("gpus")
     @classmethod

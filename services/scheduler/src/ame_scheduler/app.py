@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from ame.domain import RunState
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
-from ame_platform.bus.subjects import SCHEDULER_RETRIES, SCHEDULER_SCHEDULES
+from ame_platform.bus.subjects import SCHEDULER_MODEL_RUNS, SCHEDULER_MODELS, SCHEDULER_RETRIES, SCHEDULER_SCHEDULES
 from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
 from ame_scheduler.activation import Activation
+from ame_scheduler.models import ModelSequencer
 from ame_scheduler.retries import Retrier
 from ame_scheduler.settings import SchedulerSettings
 from ame_scheduler.ticker import Ticker
@@ -46,9 +48,38 @@ def build_components(settings: SchedulerSettings, runtime: Runtime) -> list[Comp
         deadletters=runtime.deadletters,
         tracer=runtime.telemetry.tracer("ame_scheduler"),
     )
+    sequencer = ModelSequencer(runtime)
+    model_requests = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=SCHEDULER_MODELS,
+            filter_subject=runtime.names.model_train_requested,
+            concurrency=4,
+        ),
+        sequencer.handle_train_requested,
+        name="model-requests",
+        deadletters=runtime.deadletters,
+        tracer=runtime.telemetry.tracer("ame_scheduler"),
+    )
+    model_runs = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=SCHEDULER_MODEL_RUNS,
+            filter_subject=runtime.names.run_state(RunState.SUCCEEDED),
+            concurrency=8,
+        ),
+        sequencer.handle_run_succeeded,
+        name="model-runs",
+        deadletters=runtime.deadletters,
+        tracer=runtime.telemetry.tracer("ame_scheduler"),
+    )
     return [
         requests,
         project_schedules,
+        model_requests,
+        model_runs,
         Periodic("retry-launcher", settings.retry_poll_interval, retrier.launch_due),
         Periodic("ticker", settings.tick_interval, ticker.tick),
         Periodic("fire-relay", settings.relay_interval, ticker.relay),

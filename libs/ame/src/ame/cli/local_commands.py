@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ame.runner.home import AmeHome
     from ame.runner.results import RunResult
     from ame.runner.task_runs import LocalRunner
-    from ame.spec import Project, ResolvedTask
+    from ame.spec import ExternalTemplates, Project, ResolvedTask
 
 __all__ = ["register"]
 
@@ -68,6 +68,14 @@ def register(cli: click.Group) -> None:
     show_default=True,
     help="Remote runs: bring the run's artifacts into the project directory when it ends.",
 )
+@click.option(
+    "--with-project",
+    "with_projects",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Local runs: directory of another AME project whose templates this project uses (fromTemplate with a "
+    "project), as `ame validate --with-project`. Repeatable. On the server, the server resolves them.",
+)
 @args_options
 @click.pass_context
 def run_command(
@@ -81,6 +89,7 @@ def run_command(
     download: bool,
     args_json: str | None,
     args_file: Path | None,
+    with_projects: tuple[Path, ...] = (),
 ) -> None:
     """Run task NAME of the project here (-l) or on the AME server; without NAME, pick one.
 
@@ -93,18 +102,27 @@ def run_command(
     if local and detach:
         raise click.UsageError("--detach is for runs on the server; a local run (-l) ends with this command")
     args = parse_args_options(args_json, args_file)
-    project = _load_project(project_dir)
+    if with_projects and not local:
+        raise click.UsageError("--with-project is for local runs (-l); the server resolves other projects' templates")
+    external = _external_templates(with_projects)
+    project = _load_project(project_dir, external)
     name = name or _pick_task(project)
     if not local:
         ctx.exit(_run_remote(project_dir, name, follow and not detach, download, args))
-    ctx.exit(_run_local(project, project_dir, name, max_parallel, args))
+    ctx.exit(_run_local(project, project_dir, name, max_parallel, args, external))
 
 
-def _load_project(project_dir: Path) -> Project:
+def _external_templates(directories: tuple[Path, ...]) -> ExternalTemplates | None:
+    from ame.spec import templates_from
+
+    return templates_from(directories) if directories else None
+
+
+def _load_project(project_dir: Path, external: ExternalTemplates | None = None) -> Project:
     from ame.spec import SpecError, load_project
 
     try:
-        return load_project(project_dir)
+        return load_project(project_dir, external_templates=external)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -139,7 +157,14 @@ def _run_remote(project_dir: Path, name: str, follow: bool, download: bool, args
     return code
 
 
-def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int | None, args: JsonValue) -> int:
+def _run_local(
+    project: Project,
+    project_dir: Path,
+    name: str,
+    max_parallel: int | None,
+    args: JsonValue,
+    external: ExternalTemplates | None = None,
+) -> int:
     from ame.runner.console import TerminalOutput
     from ame.runner.gpus import GpuPool, HostResourceSettings
     from ame.runner.home import AmeHome
@@ -149,7 +174,7 @@ def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int
     from ame.storage import LocalObjectStore
 
     try:
-        task = resolve_task(project, name)
+        task = resolve_task(project, name, external_templates=external)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from exc
     home = AmeHome.from_env()

@@ -34,6 +34,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "schedules": ("schedule_commands",),
     "loops": ("loop_commands",),
     "projectsrc": ("source_commands",),
+    "model": ("model_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -50,6 +51,7 @@ _ALL_MODULES = (
     "schedule_commands",
     "loop_commands",
     "source_commands",
+    "model_commands",
 )
 
 

@@ -126,6 +126,10 @@ def register(cli: click.Group) -> None:
             click.echo(json.dumps(figures, indent=2))
             return
         click.echo(describe(result), err=True)
+        from ame.cli.template_sources import describe_pins
+
+        if pins := describe_pins(result.version.template_pins):
+            click.echo(pins, err=True)
         if activation is not None:
             if not activation.triggers_enabled:
                 click.echo("ame: triggers are off (enableTriggers: false); the project has no schedules", err=True)

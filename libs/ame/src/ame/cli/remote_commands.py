@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from ame.domain import LogLine, Run, RunSpec
+    from ame.domain.projects import ProjectVersion
     from ame.sdk import Client
+    from ame.spec import Project, ResolvedTask
 
 # Exit codes of runs that did not end on their own, as shells and `timeout(1)` report them.
 _STATE_EXIT = {"cancelled": 130, "timed_out": 124, "lost": 1}
@@ -149,20 +151,24 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
     """`ame task run NAME` without -l: push the project, run the task on the server from that version, and (unless
     `download` is off) bring the run's artifacts back into the project directory when it ends."""
     from ame.run_specs import run_spec_for_task
-    from ame.spec import SpecError, load_project, resolve_task
+    from ame.spec import SpecError, external_template_refs, load_project, resolve_task
 
     try:
         project = load_project(project_dir)
-        task = resolve_task(project, task_name)
+        # Templates of other projects are resolved by the server at push time; the task is resolved after it.
+        task = None if external_template_refs(project) else resolve_task(project, task_name)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    if task.executor is None:
+    if task is not None and task.executor is None:
         raise click.ClickException(
             f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
         )
     name = project.name or project_dir.resolve().name
     pushed_at = time.time()
-    version_id = _push_version(project_dir, name)
+    version = _push_version(project_dir, name)
+    version_id = version.id
+    if task is None:
+        task = _resolve_pinned(project, task_name, version.template_pins)
     spec = run_spec_for_task(task, project=name, project_version_id=version_id).model_copy(update={"args": args})
     if not download or not follow:
         return submit_and_follow(spec, target=None, follow_output=follow)
@@ -213,14 +219,35 @@ def _bring_back(
         click.echo(f"ame: {local} changed here since the push and was kept; the run's version is in {beside}", err=True)
 
 
-def _push_version(project_dir: Path, project: str) -> str:
+def _push_version(project_dir: Path, project: str) -> ProjectVersion:
     """Push the directory first, so the run names the exact files it runs with (uploads only what changed)."""
     from ame.cli.project_commands import describe, push
+    from ame.cli.template_sources import describe_pins
 
     with _client(None) as client:
         result = push(client, project_dir, project)
     click.echo(describe(result), err=True)
-    return result.version.id
+    if pins := describe_pins(result.version.template_pins):
+        click.echo(pins, err=True)
+    return result.version
+
+
+def _resolve_pinned(project: Project, task_name: str, pins: dict[str, str]) -> ResolvedTask:
+    """The task resolved with the versions of other projects the server pinned when it took the push."""
+    from ame.cli.template_sources import pinned_templates
+    from ame.sdk import AmeError
+    from ame.spec import SpecError, resolve_task
+
+    try:
+        with _client(None) as client:
+            task = resolve_task(project, task_name, external_templates=pinned_templates(client, pins))
+    except (SpecError, AmeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if task.executor is None:
+        raise click.ClickException(
+            f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
+        )
+    return task
 
 
 def register(cli: click.Group) -> None:

@@ -75,11 +75,22 @@ def validate(path: Path, with_projects: tuple[Path, ...]) -> None:
 @click.option(
     "--with-project", "with_projects", multiple=True, type=click.Path(path_type=Path), help=_WITH_PROJECT_HELP
 )
-def view(name: str, path: Path, with_projects: tuple[Path, ...]) -> None:
+@click.option(
+    "--server",
+    "from_server",
+    is_flag=True,
+    help="Resolve the task of the project's latest version on the AME server, with the versions of other projects "
+    "the server pinned when it took that push (printed first, as comments).",
+)
+@click.option("--version", "version_id", default=None, help="With --server: this version instead of the latest.")
+def view(name: str, path: Path, with_projects: tuple[Path, ...], from_server: bool, version_id: str | None) -> None:
     """Print task NAME fully resolved (templates, references and defaults applied) as YAML."""
     from ame.spec import SpecError, load_project, resolve_task
     from ame.spec.yaml_writer import to_yaml
 
+    if from_server:
+        _view_on_server(name, path, version_id)
+        return
     external = _external(with_projects)
     try:
         project = load_project(path, external_templates=external)
@@ -121,6 +132,42 @@ def _validate_peach(directory: Path) -> None:
         f"PEACH files of organisation {config.codops}: valid ({_count(len(config.tasks), 'task')}; loops: "
         f"{', '.join(loops)})"
     )
+
+
+def _view_on_server(name: str, path: Path, version_id: str | None) -> None:
+    """The task as the server resolves it: the version's own ame.yml, and the pinned versions of other projects."""
+    from ame.cli.project_commands import project_name
+    from ame.cli.template_sources import pinned_templates
+    from ame.sdk import AmeError, Client
+    from ame.spec import SpecError, load_project_text, resolve_task
+    from ame.spec.loader import PROJECT_FILE_NAMES
+    from ame.spec.yaml_writer import to_yaml
+
+    project = project_name(path if path.is_dir() else path.parent)
+    try:
+        with Client(None) as client:
+            if version_id is None:
+                versions = client.list_versions(project, limit=1)
+                if not versions:
+                    raise click.ClickException(f"project {project!r} has no version on the server; push it first")
+                version_id = versions[0].id
+            version, files = client.get_version(project, version_id)
+            entry = next((f for f in files if f.path in PROJECT_FILE_NAMES), None)
+            if entry is None:
+                raise click.ClickException(f"version {version.id[:12]} of {project!r} has no ame.yml")
+            text = b"".join(client.download_blob(project, entry.sha256)).decode("utf-8-sig")
+            external = pinned_templates(client, version.template_pins)
+            spec = load_project_text(text, entry.path, external_templates=external)
+            task = resolve_task(spec, name, external_templates=external)
+    except SpecError as error:
+        _report(error)
+        raise SystemExit(1) from None
+    except AmeError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"# project {project} version {version.id}")
+    for other, pinned in sorted(version.template_pins.items()):
+        click.echo(f"# templates from project {other} version {pinned}")
+    click.echo(to_yaml(task.to_spec()), nl=False)
 
 
 def _external(directories: tuple[Path, ...]) -> ExternalTemplates | None:

@@ -145,6 +145,8 @@ class ProjectVersion(BaseModel):
     size_bytes: int
     created_at: datetime
     git_commit: str = ""  # the short commit hash a git project source synced it from; empty for a push
+    # Templates from other projects: project name -> the version of it this version was resolved against.
+    template_pins: dict[str, str] = Field(default_factory=dict)
 
 
 class VersionManifest(BaseModel):

@@ -55,6 +55,7 @@ class TriggerKind(StrEnum):
     WEBHOOK = "webhook"
     PIPELINE = "pipeline"
     RETRY = "retry"
+    MODEL = "model"
 
 
 class EnvVar(BaseModel):
@@ -153,6 +154,12 @@ class RunSpec(BaseModel):
         None,
         description="Task arguments: any JSON value (a webhook's payload), handed to the process as the file "
         "AME_TASK_ARGS_FILE names and, when small, as AME_TASK_ARGS; null for none.",
+    )
+    input_run_id: CleanText = Field(
+        "",
+        max_length=MAX_PROJECT_VERSION_ID_CHARS,
+        description="A run of the same organisation whose artifacts are placed in this run's working directory "
+        "before it starts (a model's validation run gets its training run's); empty for none.",
     )
 
     @field_validator("command")

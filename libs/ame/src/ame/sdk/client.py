@@ -17,9 +17,11 @@ from typing import ParamSpec, Self, TypeVar
 
 import grpc
 
+from ame import model_messages
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.artifacts import Artifact
+from ame.domain.ml_models import ModelSummary, ModelVersion
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
@@ -277,6 +279,18 @@ class Client:
         request = ame_service_pb2.ProjectSourceRequest(source=source, wait=wait)
         response = self._call(self._stub.SyncProjectSource, request, timeout=timeout)
         return convert.project_source_from_pb(response.source)
+
+    def train_model(self, project: str, model: str, version_id: str) -> ModelVersion:
+        """Train `model` from version `version_id` of `project`: its training run, then its validation run."""
+        request = ame_service_pb2.TrainModelRequest(project=project, model=model, project_version_id=version_id)
+        response = self._call(self._stub.TrainModel, request, timeout=self._timeout)
+        return model_messages.version_from_pb(response.version)
+
+    def list_models(self, *, project: str | None = None) -> list[ModelSummary]:
+        """Each model with its latest training and its latest validated version."""
+        request = ame_service_pb2.ListModelsRequest(project=project or "")
+        response = self._call(self._stub.ListModels, request, timeout=self._timeout)
+        return [model_messages.summary_from_pb(m) for m in response.models]
 
     def list_versions(self, project: str, *, limit: int = 50) -> list[ProjectVersion]:
         """Newest first, at most `limit`."""

@@ -40,7 +40,7 @@ from ame.spec.model import (
     VaultSecret,
     Webhook,
 )
-from ame.spec.resolve import ExternalTemplates, check_project, external_template_refs, resolve_task
+from ame.spec.resolve import ExternalTemplates, check_project, external_template_refs, resolve_model, resolve_task
 from ame.spec.resolved import ResolvedTask
 from ame.spec.yaml_tree import Limits
 
@@ -75,6 +75,7 @@ __all__ = [
     "find_project_file",
     "load_project",
     "load_project_text",
+    "resolve_model",
     "resolve_task",
     "templates_from",
 ]

@@ -70,6 +70,43 @@ def resolve_task(project: Project, name: str, *, external_templates: ExternalTem
     return resolved
 
 
+def resolve_model(
+    project: Project, name: str, *, external_templates: ExternalTemplates | None = None
+) -> tuple[ResolvedTask, ResolvedTask | None]:
+    """The training task and the validation task (None when the model has none) of model ``name``.
+
+    A task written as ``taskRef`` keeps the referenced task's name; an inline one without a name is called
+    ``<model>-training`` / ``<model>-validation``.
+
+    Raises:
+        SpecError: no such model, no training task, or a task that does not resolve (or is a pipeline).
+    """
+    models = {model.name: model for model in project.models}
+    model = models.get(name)
+    if model is None:
+        known = f" (models: {', '.join(models)})" if models else " (the project has no models)"
+        raise SpecError.single(f"no model named '{name}'{did_you_mean(name, models)}{known}", project.source_file)
+    if model.training is None:
+        raise SpecError.single(f"model '{name}' has no training task (training: {{task: ...}})", project.source_file)
+    resolver = _Resolver(project, external_templates, strict_external=True)
+
+    def one(task: Task, suffix: str) -> ResolvedTask:
+        fallback = task.name or (task.task_ref.name if task.task_ref is not None else f"{name}-{suffix}")
+        resolved = resolver.inline(task, fallback)
+        if resolver.problems or resolved is None:
+            raise SpecError(resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve {suffix}")])
+        if resolved.is_pipeline:
+            raise SpecError.single(
+                f"model '{name}': the {suffix} task is a pipeline; a model's tasks run one command each",
+                project.source_file,
+            )
+        return resolved
+
+    training = one(model.training.task, "training")
+    validation = one(model.validation_task, "validation") if model.validation_task is not None else None
+    return training, validation
+
+
 def check_project(project: Project, *, external_templates: ExternalTemplates | None = None) -> list[Problem]:
     """Every reference problem in ``project``: resolves all tasks, model tasks and data set tasks.
 
@@ -275,7 +312,8 @@ class _Resolver:
         local = project is None or project == self.project.name
         key = (None if local else project, ref.name)
         if key in chain:
-            cycle = " -> ".join(name for _, name in (*chain, key))
+            # Across projects the chain names each template's project, so the loop can be found and broken.
+            cycle = " -> ".join(name if owner is None else f"{owner}.{name}" for owner, name in (*chain, key))
             self._report(user, "from_template", f"template cycle: {cycle}")
             return None
         if not chain and key in self._templates:
@@ -304,8 +342,12 @@ class _Resolver:
             try:
                 template = self.external(project, ref.name)
             except (LookupError, SpecError) as error:
-                detail = f": {error}" if isinstance(error, SpecError) else ""
-                self._report(user, "from_template", f"template '{ref.name}' not found in project '{project}'{detail}")
+                if isinstance(error, KeyError):
+                    message = f"template '{ref.name}' not found in project '{project}'"
+                else:
+                    # The lookup's own words say whether the project or the template is missing.
+                    message = f"fromTemplate: template '{ref.name}' of project '{project}': {error}"
+                self._report(user, "from_template", message)
                 return None
         merged: Any = template
         if template.from_template is not None:

@@ -27,6 +27,10 @@ LOGS_ARCHIVE = "logs-archive"
 SCHEDULER_RUN_EVENTS = "scheduler-run-events"
 SCHEDULER_RETRIES = "scheduler-retries"
 SCHEDULER_SCHEDULES = "scheduler-schedules"
+# Models: the scheduler sequences a training and its validation; the api starts the runs it asks for.
+SCHEDULER_MODELS = "scheduler-models"
+SCHEDULER_MODEL_RUNS = "scheduler-model-runs"
+API_MODEL_RUNS = "api-model-runs"
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,14 @@ class BusNames:
     @property
     def project_version_created(self) -> str:
         return f"{self.prefix}.evt.project.version_created"
+
+    @property
+    def model_train_requested(self) -> str:
+        return f"{self.prefix}.evt.model.train_requested"
+
+    @property
+    def model_run_requested(self) -> str:
+        return f"{self.prefix}.evt.model.run_requested"
 
     # Logs
     def run_log(self, run_id: str) -> str:

@@ -19,11 +19,13 @@ from ame_api.grpc.artifacts import ArtifactMethods
 from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
+from ame_api.grpc.models import ModelMethods
 from ame_api.grpc.projects import ProjectMethods
 from ame_api.grpc.schedules import ScheduleMethods
 from ame_api.grpc.secrets import SecretMethods
 from ame_api.grpc.sources import SourceMethods
 from ame_api.grpc.webhooks import WebhookMethods
+from ame_api.models import ModelService
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
@@ -50,6 +52,7 @@ class AmeServicer(
     WebhookMethods,
     ScheduleMethods,
     SourceMethods,
+    ModelMethods,
     ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(
@@ -65,8 +68,11 @@ class AmeServicer(
         webhooks: WebhookService | None = None,
         schedules: ScheduleService | None = None,
         sources: SourceService | None = None,
+        models: ModelService | None = None,
         retry_after_seconds: int = 2,
     ) -> None:
+        if models is not None:
+            self._models = models
         self._artifacts = artifacts
         self._sources = sources
         self._webhooks = webhooks

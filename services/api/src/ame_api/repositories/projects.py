@@ -11,8 +11,8 @@ import asyncpg
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame_platform.db import Connection
 
-_VERSION_COLUMNS = """v.seq, v.id, v.file_count, v.size_bytes, v.created_at, p.id AS project_id, p.name AS project,
-                      p.organisation_id, v.git_commit"""
+_VERSION_COLUMNS = """v.seq, v.id, v.file_count, v.size_bytes, v.created_at, v.template_pins, p.id AS project_id,
+                      p.name AS project, p.organisation_id, v.git_commit"""
 
 
 def _row_to_version(row: asyncpg.Record) -> ProjectVersion:
@@ -24,6 +24,7 @@ def _row_to_version(row: asyncpg.Record) -> ProjectVersion:
         size_bytes=row["size_bytes"],
         created_at=row["created_at"],
         git_commit=row["git_commit"] or "",
+        template_pins=json.loads(row["template_pins"]) if row["template_pins"] else {},
     )
 
 
@@ -85,18 +86,20 @@ async def add_version(
     version_id: str,
     files: Sequence[ManifestEntry],
     task_names: Sequence[str] = (),
+    template_pins: dict[str, str] | None = None,
 ) -> tuple[ProjectVersion, bool]:
     """Insert the version unless it exists; returns it and whether it was created."""
     manifest = json.dumps([[f.path, f.mode, f.sha256, f.size] for f in files], separators=(",", ":"))
     created = await conn.fetchval(
-        """INSERT INTO project_versions (project_id, id, file_count, size_bytes, manifest, task_names)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6::text[]) ON CONFLICT DO NOTHING RETURNING true""",
+        """INSERT INTO project_versions (project_id, id, file_count, size_bytes, manifest, task_names, template_pins)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::text[], $7::jsonb) ON CONFLICT DO NOTHING RETURNING true""",
         uuid.UUID(project_id),
         version_id,
         len(files),
         sum(f.size for f in files),
         manifest,
         list(task_names),
+        json.dumps(template_pins or {}),
     )
     version = await get_version(conn, project_id=project_id, version_id=version_id)
     assert version is not None
@@ -146,4 +149,28 @@ async def mark_latest(conn: Connection, *, project_id: str, version_id: str) -> 
         "UPDATE projects SET latest_version_id = $2, latest_pushed_at = now() WHERE id = $1",
         uuid.UUID(project_id),
         version_id,
+    )
+
+
+async def latest_version(conn: Connection, *, organisation: str, name: str) -> tuple[str, str] | None:
+    """(project id, version id) of the project's latest pushed version (its newest for a project pushed before
+    `latest_version_id` existed); None when the organisation has no such project or it has no version."""
+    row = await conn.fetchrow(
+        """SELECT p.id, COALESCE(p.latest_version_id,
+                  (SELECT v.id FROM project_versions v WHERE v.project_id = p.id ORDER BY v.seq DESC LIMIT 1)) AS vid
+           FROM projects p WHERE p.organisation_id = $1 AND p.name = $2""",
+        organisation,
+        name,
+    )
+    if row is None or row["vid"] is None:
+        return None
+    return str(row["id"]), str(row["vid"])
+
+
+async def set_template_pins(conn: Connection, *, project_id: str, version_id: str, pins: dict[str, str]) -> None:
+    await conn.execute(
+        "UPDATE project_versions SET template_pins = $3::jsonb WHERE project_id = $1 AND id = $2",
+        uuid.UUID(project_id),
+        version_id,
+        json.dumps(pins),
     )

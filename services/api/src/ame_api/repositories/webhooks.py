@@ -63,6 +63,17 @@ async def add_hooks(
     )
 
 
+async def replace_hook_specs(
+    conn: Connection, *, project_id: str, version_id: str, hooks: Sequence[tuple[str, str, RunSpec]]
+) -> None:
+    """The run specs of the version's hooks, resolved again (templates of other projects re-pinned by a push)."""
+    await conn.executemany(
+        """UPDATE project_version_webhooks SET spec = $4::jsonb
+           WHERE project_id = $1 AND version_id = $2 AND task = $3""",
+        [(uuid.UUID(project_id), version_id, task, spec.model_dump_json()) for task, _, spec in hooks],
+    )
+
+
 async def find_hook(conn: Connection, *, organisation: str, project: str, task: str) -> Hook | None:
     """The task's hook in the project's trigger version with its signing secret's row; None when there is none.
 

@@ -16,6 +16,7 @@ import ame
 from ame_api.artifacts import ArtifactService
 from ame_api.auth import Forbidden, TokenService
 from ame_api.follow import LogFollower
+from ame_api.models import ModelService
 from ame_api.peach_loops import LoopService
 from ame_api.projects import ProjectService
 from ame_api.rest import (
@@ -33,6 +34,7 @@ from ame_api.rest import (
     tokens,
     webhooks,
 )
+from ame_api.rest import models as rest_models
 from ame_api.rest.auth import Authenticate
 from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
@@ -57,6 +59,7 @@ def create_app(
     schedule_service: ScheduleService | None = None,
     source_service: SourceService | None = None,
     loop_service: LoopService | None = None,
+    model_service: ModelService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="AME",
@@ -85,6 +88,8 @@ def create_app(
         app.include_router(sources.router(source_service))
     if loop_service is not None:
         app.include_router(loops.router(loop_service))
+    if model_service is not None:
+        app.include_router(rest_models.router(model_service))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -25,6 +25,7 @@ from ame_launcher.artifact_uploads import ArtifactStoreError, AttemptArtifacts
 from ame_launcher.backends import RunResult
 from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.convert import LaunchCommand
+from ame_launcher.input_artifacts import InputArtifactsError, place_run_artifacts
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.project_versions import VersionReader
 from ame_launcher.run_secrets import RunSecrets
@@ -88,6 +89,8 @@ class LocalBackend:
     def _environment(self, command: LaunchCommand) -> dict[str, str]:
         env = {k: os.environ[k] for k in self._settings.inherit_env if k in os.environ}
         env.update(AME_RUN_ATTEMPT=str(command.attempt))
+        if self._settings.mlflow.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self._settings.mlflow.tracking_uri
         return env
 
     async def execute(
@@ -115,6 +118,16 @@ class LocalBackend:
                     await output.write(
                         "system", f"fetched {outcome.fetched} file(s) of version {spec.project_version_id[:12]}"
                     )
+            if spec.input_run_id:
+                placed = await _unless_cancelled(
+                    place_run_artifacts(
+                        self._versions.store, self._settings, command.organisation, spec.input_run_id, workdir
+                    ),
+                    cancel,
+                )
+                if placed is None:
+                    return RunResult(RunState.CANCELLED, None, "cancelled while its input artifacts were fetched")
+                await output.write("system", f"placed {placed} artifact(s) of run {spec.input_run_id}")
             # Resolved by the api on first use (only runs that declare secrets call it), for this attempt only.
             secrets = RunSecrets(
                 self._settings.api_target,
@@ -159,7 +172,7 @@ class LocalBackend:
             await artifacts.finish()
         except ArtifactStoreError as exc:
             return await _fail(output, f"the run's artifacts could not be stored: {exc}")
-        except (MaterialiseError, SecretError) as exc:
+        except (MaterialiseError, SecretError, InputArtifactsError) as exc:
             return await _fail(output, str(exc))
         finally:
             if not self._settings.keep_workdirs:

@@ -4,6 +4,7 @@ isort:skip_file
 The public gRPC API: submit runs, read the registry, follow output."""
 
 from ame.contracts.log.v1 import log_pb2 as _log_pb2
+from ame.contracts.model.v1 import model_pb2 as _model_pb2
 from ame.contracts.project.v1 import project_pb2 as _project_pb2
 from ame.contracts.run.v1 import run_pb2 as _run_pb2
 from collections import abc as _abc
@@ -2030,3 +2031,96 @@ class ProjectSourceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProjectSourceResponse: _TypeAlias = ProjectSourceResponse  # noqa: Y015
+
+@_typing.final
+class TrainModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROJECT_VERSION_ID_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    project: _builtins.str
+    model: _builtins.str
+    """The model's name in the version's ame.yml `models:`."""
+    project_version_id: _builtins.str
+    """The pushed version to train from (its ame.yml names the training and validation tasks)."""
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+        project: _builtins.str = ...,
+        model: _builtins.str = ...,
+        project_version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "organisation", b"organisation", "project", b"project", "project_version_id", b"project_version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainModelRequest: _TypeAlias = TrainModelRequest  # noqa: Y015
+
+@_typing.final
+class TrainModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def version(self) -> _model_pb2.ModelVersion: ...
+    def __init__(
+        self,
+        *,
+        version: _model_pb2.ModelVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainModelResponse: _TypeAlias = TrainModelResponse  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    project: _builtins.str
+    """Only this project's models; empty for every project."""
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+        project: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.ModelSummary]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[_model_pb2.ModelSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015

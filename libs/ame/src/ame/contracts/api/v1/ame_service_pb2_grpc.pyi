@@ -122,6 +122,10 @@ class AmeServiceStub:
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]
     TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.TriggerScheduleResponse]
     """Start the schedule's run now, out of turn."""
+    TrainModel: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.TrainModelRequest, _ame_service_pb2.TrainModelResponse]
+    """Models (ame.yml `models:`): train one from a pushed version (training run, then its validation run)."""
+    ListModels: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListModelsRequest, _ame_service_pb2.ListModelsResponse]
+    """Each model with its latest training and its latest validated version."""
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -217,6 +221,10 @@ class AmeServiceAsyncStub(AmeServiceStub):
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]  # type: ignore[assignment]
     TriggerSchedule: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
     """Start the schedule's run now, out of turn."""
+    TrainModel: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.TrainModelRequest, _ame_service_pb2.TrainModelResponse]  # type: ignore[assignment]
+    """Models (ame.yml `models:`): train one from a pushed version (training run, then its validation run)."""
+    ListModels: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListModelsRequest, _ame_service_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """Each model with its latest training and its latest validated version."""
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -525,5 +533,21 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ame_service_pb2.TriggerScheduleResponse, _abc.Awaitable[_ame_service_pb2.TriggerScheduleResponse]]:
         """Start the schedule's run now, out of turn."""
+
+    @_abc_1.abstractmethod
+    def TrainModel(
+        self,
+        request: _ame_service_pb2.TrainModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.TrainModelResponse, _abc.Awaitable[_ame_service_pb2.TrainModelResponse]]:
+        """Models (ame.yml `models:`): train one from a pushed version (training run, then its validation run)."""
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _ame_service_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListModelsResponse, _abc.Awaitable[_ame_service_pb2.ListModelsResponse]]:
+        """Each model with its latest training and its latest validated version."""
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

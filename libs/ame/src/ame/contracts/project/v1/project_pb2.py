@@ -25,21 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/project/v1/project.proto\x12\x18\x61me.contracts.project.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x07Project\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11latest_version_id\x18\x05 \x01(\t\"I\n\rManifestEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\r\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\xe4\x01\n\x0eProjectVersion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07project\x18\x07 \x01(\t\x12\x14\n\x0corganisation\x18\x08 \x01(\t\x12\x12\n\nfile_count\x18\t \x01(\x03\x12\x12\n\ngit_commit\x18\x64 \x01(\tJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x06\x64igestR\x0b\x61rchive_key\"\x86\x01\n\x15ProjectVersionCreated\x12\x32\n\x07project\x18\x01 \x01(\x0b\x32!.ame.contracts.project.v1.Project\x12\x39\n\x07version\x18\x02 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\"_\n\x0fProjectManifest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x38\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ame/contracts/project/v1/project.proto\x12\x18\x61me.contracts.project.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x07Project\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11latest_version_id\x18\x05 \x01(\t\"I\n\rManifestEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\r\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\xed\x02\n\x0eProjectVersion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07project\x18\x07 \x01(\t\x12\x14\n\x0corganisation\x18\x08 \x01(\t\x12\x12\n\nfile_count\x18\t \x01(\x03\x12\x12\n\ngit_commit\x18\x64 \x01(\t\x12R\n\rtemplate_pins\x18\x90\x03 \x03(\x0b\x32:.ame.contracts.project.v1.ProjectVersion.TemplatePinsEntry\x1a\x33\n\x11TemplatePinsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x06\x64igestR\x0b\x61rchive_key\"\x86\x01\n\x15ProjectVersionCreated\x12\x32\n\x07project\x18\x01 \x01(\x0b\x32!.ame.contracts.project.v1.Project\x12\x39\n\x07version\x18\x02 \x01(\x0b\x32(.ame.contracts.project.v1.ProjectVersion\"_\n\x0fProjectManifest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x38\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\'.ame.contracts.project.v1.ManifestEntryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ame.contracts.project.v1.project_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PROJECTVERSION_TEMPLATEPINSENTRY']._loaded_options = None
+  _globals['_PROJECTVERSION_TEMPLATEPINSENTRY']._serialized_options = b'8\001'
   _globals['_PROJECT']._serialized_start=102
   _globals['_PROJECT']._serialized_end=234
   _globals['_MANIFESTENTRY']._serialized_start=236
   _globals['_MANIFESTENTRY']._serialized_end=309
   _globals['_PROJECTVERSION']._serialized_start=312
-  _globals['_PROJECTVERSION']._serialized_end=540
-  _globals['_PROJECTVERSIONCREATED']._serialized_start=543
-  _globals['_PROJECTVERSIONCREATED']._serialized_end=677
-  _globals['_PROJECTMANIFEST']._serialized_start=679
-  _globals['_PROJECTMANIFEST']._serialized_end=774
+  _globals['_PROJECTVERSION']._serialized_end=677
+  _globals['_PROJECTVERSION_TEMPLATEPINSENTRY']._serialized_start=593
+  _globals['_PROJECTVERSION_TEMPLATEPINSENTRY']._serialized_end=644
+  _globals['_PROJECTVERSIONCREATED']._serialized_start=680
+  _globals['_PROJECTVERSIONCREATED']._serialized_end=814
+  _globals['_PROJECTMANIFEST']._serialized_start=816
+  _globals['_PROJECTMANIFEST']._serialized_end=911
 # @@protoc_insertion_point(module_scope)

@@ -90,6 +90,26 @@ class ProjectVersion(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TemplatePinsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
@@ -98,6 +118,7 @@ class ProjectVersion(_message.Message):
     ORGANISATION_FIELD_NUMBER: _builtins.int
     FILE_COUNT_FIELD_NUMBER: _builtins.int
     GIT_COMMIT_FIELD_NUMBER: _builtins.int
+    TEMPLATE_PINS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     project_id: _builtins.str
     size_bytes: _builtins.int
@@ -108,6 +129,10 @@ class ProjectVersion(_message.Message):
     """The short hash of the git commit a project source synced it from; empty for a pushed version."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def template_pins(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Templates from other projects, resolved when the version was committed: project name -> the version id used."""
+
     def __init__(
         self,
         *,
@@ -119,10 +144,11 @@ class ProjectVersion(_message.Message):
         organisation: _builtins.str = ...,
         file_count: _builtins.int = ...,
         git_commit: _builtins.str = ...,
+        template_pins: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "file_count", b"file_count", "git_commit", b"git_commit", "id", b"id", "organisation", b"organisation", "project", b"project", "project_id", b"project_id", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "file_count", b"file_count", "git_commit", b"git_commit", "id", b"id", "organisation", b"organisation", "project", b"project", "project_id", b"project_id", "size_bytes", b"size_bytes", "template_pins", b"template_pins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,6 +63,7 @@ class _TriggerKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TriggerKi
     TRIGGER_KIND_WEBHOOK: _TriggerKind.ValueType  # 4
     TRIGGER_KIND_PIPELINE: _TriggerKind.ValueType  # 5
     TRIGGER_KIND_RETRY: _TriggerKind.ValueType  # 6
+    TRIGGER_KIND_MODEL: _TriggerKind.ValueType  # 400
 
 class TriggerKind(_TriggerKind, metaclass=_TriggerKindEnumTypeWrapper):
     """Where a run came from."""
@@ -74,6 +75,7 @@ TRIGGER_KIND_SCHEDULE: TriggerKind.ValueType  # 3
 TRIGGER_KIND_WEBHOOK: TriggerKind.ValueType  # 4
 TRIGGER_KIND_PIPELINE: TriggerKind.ValueType  # 5
 TRIGGER_KIND_RETRY: TriggerKind.ValueType  # 6
+TRIGGER_KIND_MODEL: TriggerKind.ValueType  # 400
 Global___TriggerKind: _TypeAlias = TriggerKind  # noqa: Y015
 
 @_typing.final
@@ -277,6 +279,7 @@ class RunSpec(_message.Message):
     DATA_SETS_FIELD_NUMBER: _builtins.int
     LOOP_FIELD_NUMBER: _builtins.int
     ARGS_JSON_FIELD_NUMBER: _builtins.int
+    INPUT_RUN_ID_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     task: _builtins.str
     command: _builtins.str
@@ -289,6 +292,10 @@ class RunSpec(_message.Message):
     """The admission loop the run queues in (for example "metadata"); empty: its organisation's own queue."""
     args_json: _builtins.str
     """Task arguments as compact ASCII JSON (ame.domain.task_args); empty for none."""
+    input_run_id: _builtins.str
+    """A run (same organisation) whose artifacts are placed in this run's working directory before it starts (a model's
+    validation run gets its training run's); empty for none.
+    """
     @_builtins.property
     def executor(self) -> Global___Executor: ...
     @_builtins.property
@@ -323,10 +330,11 @@ class RunSpec(_message.Message):
         data_sets: _abc.Iterable[Global___DataSetRef] | None = ...,
         loop: _builtins.str = ...,
         args_json: _builtins.str = ...,
+        input_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "executor", b"executor", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "loop", b"loop", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "input_run_id", b"input_run_id", "labels", b"labels", "loop", b"loop", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,128 @@
+"""`ame model train NAME` and `ame model list`: the models of ame.yml `models:` on an AME server."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from ame.domain.ml_models import ModelVersion
+    from ame.sdk import Client
+
+# How often `ame model train` looks for the next run of the version while it waits (a person is watching).
+_POLL_SECONDS = 0.3
+
+
+def register(cli: click.Group) -> None:
+    target_option = click.option(
+        "--server",
+        "target",
+        envvar="AME_GRPC_TARGET",
+        default=None,
+        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
+    )
+
+    @cli.group()
+    def model() -> None:
+        """Models (ame.yml `models:`): train and validate them on the AME server, list their versions."""
+
+    @model.command("train")
+    @click.argument("name")
+    @click.option(
+        "-p",
+        "--project-dir",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help="Directory holding ame.yml.",
+    )
+    @click.option(
+        "--follow/--no-follow", default=True, show_default=True, help="Stream the training and validation output."
+    )
+    @target_option
+    def train_cmd(name: str, project_dir: Path, follow: bool, target: str | None) -> None:
+        """Push the project and train model NAME: its training task, then its validation task, which finds the
+        training run's artifacts in its working directory. The new version counts as validated only when the
+        validation succeeds; the exit code is 0 then, 1 otherwise."""
+        from ame.cli.project_commands import describe, project_name, push
+        from ame.cli.template_sources import describe_pins
+        from ame.sdk import AmeError, Client
+
+        project = project_name(project_dir)
+        try:
+            with Client(target) as client:
+                result = push(client, project_dir, project)
+                click.echo(describe(result), err=True)
+                if pins := describe_pins(result.version.template_pins):
+                    click.echo(pins, err=True)
+                version = client.train_model(project, name, result.version.id)
+                click.echo(f"ame: model {name} version {version.number}: training", err=True)
+                if not follow:
+                    click.echo(version.id)
+                    return
+                final = _follow_version(client, version)
+        except AmeError as exc:
+            raise click.ClickException(str(exc)) from None
+        reason = f" ({final.reason})" if final.reason else ""
+        linked = f", MLflow registry version {final.mlflow_version}" if final.mlflow_version else ""
+        click.echo(f"ame: model {name} version {final.number}: {final.state.value}{reason}{linked}", err=True)
+        raise SystemExit(0 if final.state.value == "validated" else 1)
+
+    @model.command("list")
+    @click.option("--project", default=None, help="Only this project's models.")
+    @click.option("--json", "as_json", is_flag=True)
+    @target_option
+    def list_cmd(project: str | None, as_json: bool, target: str | None) -> None:
+        """Each model with its latest validated version and its latest training's state."""
+        from ame.sdk import AmeError, Client
+
+        try:
+            with Client(target) as client:
+                found = client.list_models(project=project)
+        except AmeError as exc:
+            raise click.ClickException(str(exc)) from None
+        if as_json:
+            click.echo(json.dumps([m.model_dump(mode="json") for m in found], indent=2))
+            return
+        click.echo(f"{'PROJECT':20} {'MODEL':24} {'VALIDATED':12} {'MLFLOW':7} LATEST")
+        for m in found:
+            good = m.latest_validated
+            validated = f"v{good.number}" if good is not None else "none"
+            mlflow = (good.mlflow_version or "-") if good is not None else "-"
+            latest = m.latest
+            state = ""
+            if latest is not None:
+                state = f"v{latest.number} {latest.state.value}" + (f" ({latest.reason})" if latest.reason else "")
+            click.echo(f"{m.project:20} {m.model:24} {validated:12} {mlflow:7} {state}")
+
+
+def _follow_version(client: Client, version: ModelVersion) -> ModelVersion:
+    """Print the training run's output, then the validation run's; returns the version once it is decided."""
+    from ame.cli.remote_commands import follow
+
+    followed: set[str] = set()
+    while True:
+        current = _current(client, version)
+        for run_id in (current.training_run_id, current.validation_run_id):
+            if run_id and run_id not in followed:
+                followed.add(run_id)
+                follow(client, run_id, quiet_end=True)
+                break
+        else:
+            if current.state.value in ("validated", "failed"):
+                return current
+            time.sleep(_POLL_SECONDS)
+
+
+def _current(client: Client, version: ModelVersion) -> ModelVersion:
+    for summary in client.list_models(project=version.project):
+        if summary.model != version.model:
+            continue
+        for candidate in (summary.latest, summary.latest_validated):
+            if candidate is not None and candidate.id == version.id:
+                return candidate
+    return version
