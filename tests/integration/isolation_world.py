@@ -7,12 +7,16 @@ with the test session's server-admin token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 
 import httpx
 
+from ame.sdk import Client
 from ame.sdk.credentials import bearer, discover_token
 
 PROJECT = "proj"
@@ -56,6 +60,8 @@ class World:
     run_id: str = ""
     version_id: str = ""
     secret_created_at: str = ""
+    orchestration_id: str = ""
+    orchestration_task_id: str = ""
 
     def ids(self) -> dict[str, str]:
         """What A's objects are called, by the path parameter names of the REST routes."""
@@ -75,7 +81,15 @@ class World:
     def leaks(self, text: str, sent: str = "") -> list[str]:
         """Which of A's identifiers appear in `text` (a response to B), apart from those B sent itself (an error
         message may quote the request)."""
-        secrets = [self.run_id, self.version_id, SECRET_VALUE, *self.a_token_ids.values(), *self.a.values()]
+        secrets = [
+            self.run_id,
+            self.version_id,
+            SECRET_VALUE,
+            self.orchestration_id,
+            self.orchestration_task_id,
+            *self.a_token_ids.values(),
+            *self.a.values(),
+        ]
         found = [s for s in secrets if s and s in text and s not in sent]
         if f'"{PROJECT}"' in text:
             found.append(PROJECT)
@@ -126,7 +140,26 @@ async def build_world(rest_url: str, grpc_target: str) -> World:
             await client.put(f"/v1/secrets/{SECRET_NAME}", json={"value": SECRET_VALUE}, headers=run), 201
         )
         world.secret_created_at = str(secret["created_at"])
+    await asyncio.to_thread(_orchestration_of_a, world)
     return world
+
+
+def orchestration_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("main.py", "print('orchestration of A')\n")
+    return buffer.getvalue()
+
+
+def _orchestration_of_a(world: World) -> None:
+    """A's orchestration with a scheduled task (a yearly slot: nothing fires during the tests)."""
+    with Client(world.grpc_target, token=world.a["run"]) as client:
+        found = client.upload_orchestration_bytes("orch-of-a", "a.zip", iter([orchestration_zip()]))
+        world.orchestration_id = found.id
+        task = client.start_orchestration_task(
+            found.id, name="yearly", json_args="{}", timeout=None, schedule="0 0 1 1 *"
+        )
+        world.orchestration_task_id = task.id
 
 
 def dumps(value: object) -> str:

@@ -11,6 +11,7 @@ from ame_api.follow import LogFollower
 from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
+from ame_api.orchestrations import OrchestrationService
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
 from ame_api.retention import Retention
@@ -74,6 +75,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)
     webhooks = WebhookService(runtime, settings, runs, secrets)
+    orchestrations = OrchestrationService(runtime, settings, projects, runs, follower)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -113,6 +115,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         artifacts=artifacts,
         webhooks=webhooks,
         schedules=schedules,
+        orchestrations=orchestrations,
         retry_after_seconds=settings.retry_after,
     )
     rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ame.domain import RunSpec
 from ame.domain.principals import Principal
 from ame.domain.projects import (
     MAX_SYMLINK_TARGET_BYTES,
@@ -257,9 +258,18 @@ class ProjectService:
             return version
 
     async def commit(
-        self, principal: Principal, organisation: str, project: str, files: Sequence[ManifestEntry]
+        self,
+        principal: Principal,
+        organisation: str,
+        project: str,
+        files: Sequence[ManifestEntry],
+        *,
+        spec_required: bool = True,
     ) -> tuple[ProjectVersion, bool]:
-        """Record the version whose blobs are all uploaded and whose ame.yml is valid; idempotent."""
+        """Record the version whose blobs are all uploaded and whose ame.yml is valid; idempotent.
+
+        `spec_required=False` is for versions the api builds itself (an orchestration's ZIP): no ame.yml is read, so
+        the version has no tasks, hooks or schedules of its own."""
         org = self._organisation(principal, organisation)
         self._project_name(project)
         self._check_manifest(files)
@@ -280,10 +290,13 @@ class ProjectService:
                 f"{len(missing)} of the version's blobs are not uploaded yet (the first is {first}, sha256 "
                 f"{missing[0]}); upload them and commit again"
             )
-        spec = await self._check_spec(org, project, files)
-        task_names = spec.task_names()
-        hooks = hooks_of_version(spec, project, version_id)
-        schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
+        task_names: list[str] = []
+        hooks: list[tuple[str, str, RunSpec]] = []
+        if spec_required:
+            spec = await self._check_spec(org, project, files)
+            task_names = spec.task_names()
+            hooks = hooks_of_version(spec, project, version_id)
+            schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the

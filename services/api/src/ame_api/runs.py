@@ -16,9 +16,11 @@ from ame.codecs import StateEvent
 from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
+from ame.domain.orchestrations import ORCHESTRATION_TASK_LABEL
 from ame.domain.principals import Principal
 from ame_api import convert, organisations
 from ame_api.admission import Admission, Refused
+from ame_api.repositories import orchestrations as orchestrations_repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import schedules as schedules_repo
 from ame_api.repositories.runs import NotFound
@@ -388,6 +390,14 @@ class RunService:
                     waiting = True
                 await keep_in_hand(msg)
                 await asyncio.sleep(self._settings.schedule_queue_poll)
+        if ORCHESTRATION_TASK_LABEL in spec.labels:
+            # A fire already on its way when its orchestration task was killed: killed means no further run.
+            async with self._rt.pool.acquire() as conn:
+                if await orchestrations_repo.is_killed(
+                    conn, organisation=org, project=spec.project, run_task=spec.task
+                ):
+                    log.info("schedule %s: slot %s dropped, its task was killed", fired.schedule_id, fired.slot)
+                    return
         principal = Principal.trigger(org, "schedule")
         await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=fired.key)
         if fired.overlap == "queue":

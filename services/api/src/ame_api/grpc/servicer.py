@@ -19,10 +19,12 @@ from ame_api.grpc.artifacts import ArtifactMethods
 from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
+from ame_api.grpc.orchestrations import OrchestrationMethods
 from ame_api.grpc.projects import ProjectMethods
 from ame_api.grpc.schedules import ScheduleMethods
 from ame_api.grpc.secrets import SecretMethods
 from ame_api.grpc.webhooks import WebhookMethods
+from ame_api.orchestrations import OrchestrationService
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
@@ -47,6 +49,7 @@ class AmeServicer(
     AccessMethods,
     WebhookMethods,
     ScheduleMethods,
+    OrchestrationMethods,
     ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(
@@ -61,8 +64,11 @@ class AmeServicer(
         artifacts: ArtifactService,
         webhooks: WebhookService | None = None,
         schedules: ScheduleService | None = None,
+        orchestrations: OrchestrationService | None = None,
         retry_after_seconds: int = 2,
     ) -> None:
+        if orchestrations is not None:
+            self._orchestrations = orchestrations
         self._artifacts = artifacts
         self._webhooks = webhooks
         if schedules is not None:

@@ -88,6 +88,11 @@ class LocalBackend:
     def _environment(self, command: LaunchCommand) -> dict[str, str]:
         env = {k: os.environ[k] for k in self._settings.inherit_env if k in os.environ}
         env.update(AME_RUN_ATTEMPT=str(command.attempt))
+        if self._settings.api_target and "AME_GRPC_TARGET" not in env:
+            # Where `ame.Client()` inside the run reaches the api (with the run's own token, see "Orchestrations").
+            env["AME_GRPC_TARGET"] = self._settings.api_target
+            if self._settings.api_tls:
+                env["AME_GRPC_TLS"] = "1"
         return env
 
     async def execute(
