@@ -49,6 +49,11 @@ print("Getting the workspace", workspace_name)
 print("Getting the pipeline", pipeline_name)
 print("six", six.__version__)
 print("module", ame.in_task(), ame.task_args() == arguments)
+if arguments.get("sleep"):
+    import time
+
+    print("sleeping")  # no flush: a task's lines reach run.logs() while it runs
+    time.sleep(arguments["sleep"])
 if arguments.get("spawn"):
     # The run's own token: an orchestration starts another task.
     child = wl.list_orchestrations()[0].run_once(
@@ -147,7 +152,9 @@ def test_seed_004_walkthrough(seed_server: Server, tmp_path: Path) -> None:
     child_id = next(line.split()[1] for line in whole if line.startswith("started "))
     child = next(t for t in wl.list_tasks() if t.id == child_id)
     assert child.name == "spawned by the task"
-    assert _wait(lambda: child.status() if child.status() in ("success", "failure") else None, 120, "child") == "success"
+    assert (
+        _wait(lambda: child.status() if child.status() in ("success", "failure") else None, 120, "child") == "success"
+    )
 
     # A scheduled task: every minute under the simulated clock; two fires, then kill, then nothing more.
     scheduled = orchestration.run_scheduled(
@@ -174,6 +181,14 @@ def test_seed_004_walkthrough(seed_server: Server, tmp_path: Path) -> None:
     assert [r.status for r in scheduled.last_runs(status="success", limit=1)] == ["success"]
     with pytest.raises(InvalidArgument, match="is not one of"):
         scheduled.last_runs(status="sideways")
+
+    # A running run finishes after kill() unless it is cancelled; its output is readable while it runs.
+    slow = orchestration.run_once(name="slow", json_args={"workspace_name": "s", "pipeline_name": "s", "sleep": 300})
+    running = _wait(lambda: [r for r in slow.last_runs() if r.status == "running"], 60, "the slow run to start")[0]
+    _wait(lambda: any(line.endswith(" sleeping") for line in running.logs()), 30, "its output while it runs")
+    assert slow.kill(cancel=True) is TaskStatus.PENDING_KILL
+    _wait(lambda: slow.last_runs()[0].status == "killed", 60, "the run to be cancelled")
+    assert slow.status() == "killed" and slow.last_runs()[0].run_id == running.run_id
 
     # Uploading the same name again makes a new version of the same orchestration.
     again = wl.upload_orchestration(

@@ -52,7 +52,7 @@ from ame.domain.orchestrations import (
 )
 from ame.domain.principals import Principal
 from ame.domain.projects import MODE_EXECUTABLE, MODE_FILE, ManifestEntry
-from ame.domain.runs import ExecutorRef, SecretRef
+from ame.domain.runs import EnvVar, ExecutorRef, SecretRef
 from ame.domain.task_args import decode_task_args
 from ame.orchestration_archives import (
     REQUIREMENTS,
@@ -341,6 +341,8 @@ class OrchestrationService:
                 command=task_command(row.entry_dir),
                 executor=ExecutorRef(kind=ExecutorKind.PIP),
                 args=args,
+                # Lines reach `run.logs()` as they are printed, not when a pipe's buffer fills.
+                environment=[EnvVar(key="PYTHONUNBUFFERED", value="1")],
                 timeout_seconds=timeout,
                 project_version_id=row.project_version_id,
                 labels={ORCHESTRATION_LABEL: row.id, ORCHESTRATION_TASK_LABEL: task_id},
