@@ -10,7 +10,7 @@ import io
 import re
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,7 +87,7 @@ def _zip(files: dict[str, str | bytes], **kwargs: Any) -> bytes:
 
 
 @pytest.fixture
-def seed_server(ame_server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def seed_server(ame_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
     start = datetime.now(UTC)
     ame_server.extra_env.update(AME_CLOCK_START=start.isoformat(), AME_CLOCK_RATE=str(RATE))
     ame_server.start()
@@ -96,8 +96,7 @@ def seed_server(ame_server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AME_HOME", str(ame_server.home))
     monkeypatch.setenv("AME_CONFIG_DIR", str(ame_server.home / "config"))
-    ame_server.extra_env["AME_CLOCK_START"] = start.isoformat()
-    yield ame_server
+    return ame_server
 
 
 def _simulated_now(server: Server) -> datetime:
