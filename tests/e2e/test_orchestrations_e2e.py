@@ -235,5 +235,23 @@ def test_seed_004_walkthrough(seed_server: Server, tmp_path: Path) -> None:
     assert cli_tasks.returncode == 0 and scheduled.id in cli_tasks.stdout and task.id not in cli_tasks.stdout
     assert seed_server.ame("orchestrations", "delete", "tf").returncode == 0
     assert [o.name for o in wl.list_orchestrations()] == ["hello"]
+    cli_upload = seed_server.ame("orchestrations", "upload", str(hello), "--name", "cli")
+    assert cli_upload.returncode == 0 and re.search(r"Status\s+ready", cli_upload.stdout), cli_upload
+    args = '{"workspace_name": "sh", "pipeline_name": "ell"}'
+    cli_once = seed_server.ame("orchestrations", "run-once", "cli", "--name", "from the shell", "--args", args)
+    assert cli_once.returncode == 0 and "Temporary Run" in cli_once.stdout, cli_once
+    once_id = re.findall(r"^ID\s+(\S+)", cli_once.stdout, re.MULTILINE)[0]
+    _wait(lambda: " success " in seed_server.ame("orchestrations", "runs", once_id).stdout, 60, "the shell's task")
+    cli_logs = seed_server.ame("orchestrations", "logs", once_id, "--limit", "1")
+    assert cli_logs.stdout.strip().endswith("done sh ell"), cli_logs
+    cli_schedule = seed_server.ame("orchestrations", "schedule", "cli", "--name", "yearly", "--schedule", "0 0 1 1 *")
+    assert cli_schedule.returncode == 0 and "Scheduled Run" in cli_schedule.stdout, cli_schedule
+    yearly_id = re.findall(r"^ID\s+(\S+)", cli_schedule.stdout, re.MULTILINE)[0]
+    cli_kill = seed_server.ame("orchestrations", "kill", yearly_id)
+    assert (cli_kill.returncode, cli_kill.stdout.strip()) == (0, "pending_kill"), cli_kill
+    assert wl.get_task(yearly_id).status() == "killed"
+    bad = seed_server.ame("orchestrations", "schedule", "cli", "--name", "bad", "--schedule", "every minute")
+    assert bad.returncode == 1 and "not a cron expression" in bad.stderr, bad
+    assert sorted(o.name for o in wl.list_orchestrations()) == ["cli", "hello"]
     wl.close()
     assert seed_server.stop() == 0
