@@ -162,7 +162,8 @@ class SecretService:
     async def _run_token(self, run: Run) -> Resolved:
         """A `run`-scope token of the run's organisation for `ame.Client()` inside the run (an orchestration task
         that starts another task), expiring with the run's timeout (else AME_ORCHESTRATIONS_RUN_TOKEN_TTL).
-        Minted per attempt, stored only as its hash; the runner masks it in the run's output like any secret."""
+        Minted per attempt, stored only as its hash, revoked when the run ends (the registry); the runner masks it in
+        the run's output like any secret."""
         token = new_token()
         ttl = float(run.spec.timeout_seconds or self._settings.orchestrations.run_token_ttl) + 60.0
         async with self._rt.pool.acquire() as conn:
