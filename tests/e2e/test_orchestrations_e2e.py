@@ -198,6 +198,12 @@ def test_seed_004_walkthrough(seed_server: Server, tmp_path: Path) -> None:
     )
     assert again.id == orchestration.id and again.sha != orchestration.sha and again.filename == "-"
     assert again.wait_for_packaging().status() == "ready"
+    # Its main.py is in a subdirectory, with its requirements.txt: it runs there, with six installed.
+    nested = again.run_once(name="nested", json_args={"workspace_name": "sub", "pipeline_name": "dir"})
+    assert _wait(lambda: nested.status() if nested.status() in ("success", "failure") else None, 60, "nested") == (
+        "success"
+    ), [str(r.logs()) for r in nested.last_runs()]
+    assert nested.last_runs()[0].logs(limit=1)[0].endswith(" done sub dir")
 
     # Refused, with the reason.
     with pytest.raises(ValueError, match="not both"):
