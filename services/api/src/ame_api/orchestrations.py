@@ -23,6 +23,7 @@ import shlex
 import tempfile
 import uuid
 import zipfile
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -238,12 +239,13 @@ class OrchestrationService:
                     )
         except ArchiveError as exc:
             raise InvalidRequest(f"orchestration refused: {exc}") from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error, ValueError) as exc:
+            # Corrupt or unsupported data (a bad CRC, an unknown compression method, a broken deflate stream).
             raise InvalidRequest(f"orchestration refused: not a readable ZIP archive ({exc})") from None
         if plan.requirements is not None and plan.requirements != REQUIREMENTS:
             # The pip executor reads the project's root requirements.txt: the one file, placed there too.
-            found = next(e for e, _ in entries if e.path == plan.requirements)
-            entries.append((found.model_copy(update={"path": REQUIREMENTS}), next(i for e, i in entries if e is found)))
+            entry, info = next((e, i) for e, i in entries if e.path == plan.requirements)
+            entries.append((entry.model_copy(update={"path": REQUIREMENTS}), info))
         return entries, plan.entry_dir
 
     async def _describe(self, principal: Principal, row: repo.OrchestrationRow) -> Orchestration:
