@@ -7,12 +7,16 @@ with the test session's server-admin token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 
 import httpx
 
+from ame.sdk import Client
 from ame.sdk.credentials import bearer, discover_token
 
 PROJECT = "proj"
@@ -64,6 +68,8 @@ class World:
     version_id: str = ""
     secret_created_at: str = ""
     source_id: str = ""
+    orchestration_id: str = ""
+    orchestration_task_id: str = ""
 
     def ids(self) -> dict[str, str]:
         """What A's objects are called, by the path parameter names of the REST routes."""
@@ -91,6 +97,8 @@ class World:
             SECRET_VALUE,
             self.source_id,
             SOURCE_URL,
+            self.orchestration_id,
+            self.orchestration_task_id,
             *self.a_token_ids.values(),
             *self.a.values(),
         ]
@@ -156,7 +164,26 @@ async def build_world(rest_url: str, grpc_target: str) -> World:
         # A's model, trained from A's version: B's list of models must not show it.
         model = {"project": PROJECT, "project_version_id": world.version_id}
         await _ok(await client.post("/v1/models/hello_model/train", json=model, headers=run), 201)
+    await asyncio.to_thread(_orchestration_of_a, world)
     return world
+
+
+def orchestration_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("main.py", "print('orchestration of A')\n")
+    return buffer.getvalue()
+
+
+def _orchestration_of_a(world: World) -> None:
+    """A's orchestration with a scheduled task (a yearly slot: nothing fires during the tests)."""
+    with Client(world.grpc_target, token=world.a["run"]) as client:
+        found = client.upload_orchestration_bytes("orch-of-a", "a.zip", iter([orchestration_zip()]))
+        world.orchestration_id = found.id
+        task = client.start_orchestration_task(
+            found.id, name="yearly", json_args="{}", timeout=None, schedule="0 0 1 1 *"
+        )
+        world.orchestration_task_id = task.id
 
 
 def dumps(value: object) -> str:

@@ -37,6 +37,7 @@ from tests.integration.isolation_world import (
     build_world,
     create_token,
     manifest,
+    orchestration_zip,
     sha,
 )
 from tests.stack_fixtures import ApiStack, Stack
@@ -303,6 +304,26 @@ def _grpc_requests(world: World) -> dict[str, Any]:
             project=PROJECT, model="hello_model", project_version_id=world.version_id
         ),
         "ListModels": ame_service_pb2.ListModelsRequest(),
+        "UploadOrchestration": [
+            ame_service_pb2.UploadOrchestrationRequest(
+                header=ame_service_pb2.UploadOrchestrationHeader(name="orch-of-b", file_name="b.zip")
+            ),
+            ame_service_pb2.UploadOrchestrationRequest(chunk=orchestration_zip()),
+        ],
+        "ListOrchestrations": ame_service_pb2.ListOrchestrationsRequest(),
+        "GetOrchestration": ame_service_pb2.OrchestrationRequest(name=world.orchestration_id),
+        "DeleteOrchestration": ame_service_pb2.OrchestrationRequest(name=world.orchestration_id),
+        "StartOrchestrationTask": ame_service_pb2.StartOrchestrationTaskRequest(
+            orchestration=world.orchestration_id, name="b tries", json_args="{}"
+        ),
+        "ListOrchestrationTasks": ame_service_pb2.ListOrchestrationTasksRequest(),
+        "GetOrchestrationTask": ame_service_pb2.OrchestrationTaskRequest(task_id=world.orchestration_task_id),
+        "KillOrchestrationTask": ame_service_pb2.KillOrchestrationTaskRequest(
+            task_id=world.orchestration_task_id, cancel=True
+        ),
+        "ListOrchestrationTaskRuns": ame_service_pb2.ListOrchestrationTaskRunsRequest(
+            task_id=world.orchestration_task_id
+        ),
     }
 
 
@@ -347,6 +368,15 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "SyncProjectSource": grpc.StatusCode.NOT_FOUND,
     "TrainModel": grpc.StatusCode.NOT_FOUND,
     "ListModels": OK,
+    "UploadOrchestration": OK,  # B's own orchestration, beside A's of another name
+    "ListOrchestrations": OK,  # B's own: none of A's
+    "GetOrchestration": grpc.StatusCode.NOT_FOUND,
+    "DeleteOrchestration": grpc.StatusCode.NOT_FOUND,
+    "StartOrchestrationTask": grpc.StatusCode.NOT_FOUND,
+    "ListOrchestrationTasks": OK,
+    "GetOrchestrationTask": grpc.StatusCode.NOT_FOUND,
+    "KillOrchestrationTask": grpc.StatusCode.NOT_FOUND,
+    "ListOrchestrationTaskRuns": grpc.StatusCode.NOT_FOUND,
 }
 
 

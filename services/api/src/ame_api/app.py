@@ -12,6 +12,7 @@ from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
 from ame_api.grpc.servicer import AmeServicer
 from ame_api.models import ModelService
+from ame_api.orchestrations import OrchestrationService
 from ame_api.peach_loops import LoopDriver, LoopService
 from ame_api.projects import ProjectService, StoreComponent
 from ame_api.rest.app import RestServer, create_app
@@ -89,6 +90,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     webhooks = WebhookService(runtime, settings, runs, secrets)
     syncer = SourceSyncer(runtime, settings, settings.projectsrc, projects, secrets, clock)
     sources = SourceService(runtime, settings.projectsrc, syncer, secrets, webhooks, clock)
+    orchestrations = OrchestrationService(runtime, settings, projects, runs, follower)
     registry = PullConsumer(
         runtime.js,
         ConsumerSpec(
@@ -160,6 +162,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         schedules=schedules,
         sources=sources,
         models=models,
+        orchestrations=orchestrations,
         retry_after_seconds=settings.retry_after,
     )
     rest = RestServer(rest_app, settings.rest_host, settings.rest_port, tls=_tls(settings))

@@ -28,6 +28,7 @@ from ame.domain.limits import (
     RunIdText,
     TaskPageToken,
 )
+from ame.domain.orchestrations import Orchestration, OrchestrationTask, TaskRun
 from ame.domain.principals import Principal, Scope
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.quotas import OrganisationLimits
@@ -561,3 +562,50 @@ def project_source_to_pb(source: ProjectSource) -> ame_service_pb2.ProjectSource
     pb.created_at.FromDatetime(source.created_at)
     pb.next_sync_at.FromDatetime(source.next_sync_at)
     return pb
+
+
+# Orchestrations (seed 004).
+
+
+def orchestration_to_pb(o: Orchestration) -> ame_service_pb2.Orchestration:
+    return ame_service_pb2.Orchestration(
+        id=o.id,
+        name=o.name,
+        status=o.status.value,
+        filename=o.filename,
+        sha=o.sha,
+        project=o.project,
+        project_version_id=o.project_version_id,
+        packaging_run_id=o.packaging_run_id,
+        error=o.error,
+        created_at=codecs.timestamp(o.created_at),
+        updated_at=codecs.timestamp(o.updated_at),
+    )
+
+
+def orchestration_task_to_pb(t: OrchestrationTask) -> ame_service_pb2.OrchestrationTask:
+    return ame_service_pb2.OrchestrationTask(
+        id=t.id,
+        name=t.name,
+        orchestration_id=t.orchestration_id,
+        orchestration=t.orchestration,
+        type=t.kind.value,
+        schedule=t.schedule,
+        last_run_status=t.last_run_status,
+        status=t.status.value,
+        active=t.active,
+        killed=t.killed,
+        created_at=codecs.timestamp(t.created_at),
+        updated_at=codecs.timestamp(t.updated_at),
+    )
+
+
+def task_run_to_pb(r: TaskRun) -> ame_service_pb2.OrchestrationTaskRun:
+    return ame_service_pb2.OrchestrationTaskRun(
+        task_id=r.task_id,
+        run_id=r.run_id,
+        status=r.status,
+        state=codecs.state_to_pb(r.state),
+        created_at=codecs.timestamp(r.created_at),
+        updated_at=codecs.timestamp(r.updated_at),
+    )

@@ -267,9 +267,18 @@ class ProjectService:
         return version
 
     async def commit(
-        self, principal: Principal, organisation: str, project: str, files: Sequence[ManifestEntry]
+        self,
+        principal: Principal,
+        organisation: str,
+        project: str,
+        files: Sequence[ManifestEntry],
+        *,
+        spec_required: bool = True,
     ) -> tuple[ProjectVersion, bool]:
-        """Record the version whose blobs are all uploaded and whose ame.yml is valid; idempotent."""
+        """Record the version whose blobs are all uploaded and whose ame.yml is valid; idempotent.
+
+        `spec_required=False` is for versions the api builds itself (an orchestration's ZIP): no ame.yml is read, so
+        the version has no tasks, hooks or schedules of its own."""
         org = self._organisation(principal, organisation)
         self._project_name(project)
         self._check_manifest(files)
@@ -298,7 +307,8 @@ class ProjectService:
             )
         # A version holds ame.yml, PEACH files (peach.yaml, peach.conf/*.yaml), or both.
         peach = await self._peach_tasks(org, project, version_id, files)
-        needs_ame = _has_ame_file(files) or not peach_files(files)
+        # An orchestration's version (spec_required=False) is plain Python code, with neither.
+        needs_ame = spec_required and (_has_ame_file(files) or not peach_files(files))
         spec = await self._check_spec(org, project, files) if needs_ame else None
         others = (
             await self._template_projects(org, project, spec, pins=None)

@@ -16,11 +16,14 @@ from ame.codecs import StateEvent
 from ame.domain import Run, RunSpec, RunState, TriggerKind, new_run_id
 from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
+from ame.domain.orchestrations import ORCHESTRATION_TASK_LABEL, RUN_TOKEN_VAULT
 from ame.domain.principals import Principal
 from ame_api import convert, organisations
 from ame_api.admission import Admission, Refused
+from ame_api.repositories import orchestrations as orchestrations_repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import schedules as schedules_repo
+from ame_api.repositories import tokens as tokens_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.settings import ApiSettings
 from ame_platform.bus.consumer import Poison, keep_in_hand
@@ -303,6 +306,9 @@ class RunService:
                 return None, False
             if applied.run.state.terminal:
                 await self.admission.release(conn, event.run_id)
+                if any(ref.vault == RUN_TOKEN_VAULT for ref in applied.run.spec.secrets):
+                    # The run's own token (an orchestration task's) ends with the run.
+                    await tokens_repo.revoke_run_tokens(conn, run_id=event.run_id)
                 return None, True
             if applied.retry_attempt is None or applied.retry_launch is None:
                 return None, False
@@ -395,6 +401,14 @@ class RunService:
                     waiting = True
                 await keep_in_hand(msg)
                 await asyncio.sleep(self._settings.schedule_queue_poll)
+        if ORCHESTRATION_TASK_LABEL in spec.labels:
+            # A fire already on its way when its orchestration task was killed: killed means no further run.
+            async with self._rt.pool.acquire() as conn:
+                if await orchestrations_repo.is_killed(
+                    conn, organisation=org, project=spec.project, run_task=spec.task
+                ):
+                    log.info("schedule %s: slot %s dropped, its task was killed", fired.schedule_id, fired.slot)
+                    return
         principal = Principal.trigger(org, "schedule")
         await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=fired.key)
         if fired.overlap == "queue":

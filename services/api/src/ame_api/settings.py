@@ -107,6 +107,24 @@ class PeachSettings(BaseSettings):
     )
 
 
+class OrchestrationSettings(BaseSettings):
+    """Orchestration uploads (`AME_ORCHESTRATIONS_*`, seed 004): the limits that refuse a zip bomb."""
+
+    model_config = SettingsConfigDict(env_prefix="AME_ORCHESTRATIONS_", extra="forbid")
+
+    max_zip_bytes: int = Field(256 * 1024**2, ge=1, description="Largest ZIP accepted, in bytes.")
+    max_bytes: int = Field(_GIB, ge=1, description="Most bytes a ZIP may inflate to, all entries together.")
+    max_files: int = Field(10_000, ge=1, description="Most entries a ZIP may hold.")
+    max_ratio: int = Field(
+        100, ge=1, description="Most an entry over 1 MiB may inflate (uncompressed / compressed size)."
+    )
+    run_token_ttl: Duration = Field(
+        86_400.0,
+        gt=0,
+        description="Lifetime of the token a task run gets for `ame.Client()` when its task has no timeout.",
+    )
+
+
 class ApiSettings(BaseSettings):
     # Inputs stay out of errors: the bootstrap token and TLS key paths are settings too.
     model_config = SettingsConfigDict(env_prefix="AME_API_", extra="forbid", hide_input_in_errors=True)
@@ -184,6 +202,7 @@ class ApiSettings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     peach: PeachSettings = Field(default_factory=PeachSettings)
     projectsrc: SourceSettings = Field(default_factory=SourceSettings, description="Git project sources.")
+    orchestrations: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     # Project versions (ame project push).
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Where project blobs live.")
     project_max_bytes: int = Field(5 * _GIB, ge=1, description="Largest project version accepted, in bytes.")

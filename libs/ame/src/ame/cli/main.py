@@ -35,6 +35,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "loops": ("loop_commands",),
     "projectsrc": ("source_commands",),
     "model": ("model_commands",),
+    "orchestrations": ("orchestration_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -52,6 +53,7 @@ _ALL_MODULES = (
     "loop_commands",
     "source_commands",
     "model_commands",
+    "orchestration_commands",
 )
 
 

@@ -39,6 +39,7 @@ from ame.runner.pipelines import run_pipeline
 from ame.runner.process import OutputSink, ProcessOutcome, ProcessSpec, run_process
 from ame.runner.results import RunResult, RunState, StepResult
 from ame.runner.run_records import RunRecord, StepRecord, write_run_record
+from ame.runner.sdk_site import sdk_site_env
 from ame.runner.secret_sources import SecretRequest, SecretSource, resolve_secrets
 from ame.runner.setup_steps import SetupCancelledError, SetupContext, SetupError
 from ame.storage import ObjectStore
@@ -343,14 +344,15 @@ class _Execution:
 
 def write_task_args(path: Path, args: JsonValue) -> dict[str, str]:
     """Write the run's task arguments to `path` (always, `null` for none) and return the variables that hand
-    them to the process: AME_IN_TASK, AME_TASK_ARGS_FILE and, when small, AME_TASK_ARGS."""
+    them to the process: AME_IN_TASK, AME_TASK_ARGS_FILE and, when small, AME_TASK_ARGS (and where the SDK lives,
+    `ame.runner.sdk_site`)."""
     text = encode_task_args(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Private to the user: a webhook's payload may be anything its sender put there.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(text)
-    env = {"AME_IN_TASK": "1", "AME_TASK_ARGS_FILE": str(path)}
+    env = {"AME_IN_TASK": "1", "AME_TASK_ARGS_FILE": str(path), **sdk_site_env()}
     if len(text) <= MAX_TASK_ARGS_ENV_BYTES:
         env["AME_TASK_ARGS"] = text
     return env

@@ -22,6 +22,7 @@ from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.artifacts import Artifact
 from ame.domain.ml_models import ModelSummary, ModelVersion
+from ame.domain.orchestrations import Orchestration, OrchestrationTask, TaskRun
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
@@ -340,3 +341,82 @@ class Client:
             raise _translate(self.target, exc) from None
         finally:
             stream.cancel()
+
+    # Orchestrations (seed 004); `ame.Client` (ame.sdk.orchestrations) gives them the seed's names and objects.
+
+    def upload_orchestration_bytes(self, name: str, file_name: str, chunks: Iterator[bytes]) -> Orchestration:
+        def requests() -> Iterator[ame_service_pb2.UploadOrchestrationRequest]:
+            header = ame_service_pb2.UploadOrchestrationHeader(name=name, file_name=file_name)
+            yield ame_service_pb2.UploadOrchestrationRequest(header=header)
+            for chunk in chunks:
+                yield ame_service_pb2.UploadOrchestrationRequest(chunk=chunk)
+
+        response = self._call(self._stub.UploadOrchestration, requests(), timeout=max(self._timeout, 600.0))
+        return convert.orchestration_from_pb(response.orchestration)
+
+    def list_orchestration_records(self) -> list[Orchestration]:
+        request = ame_service_pb2.ListOrchestrationsRequest()
+        response = self._call(self._stub.ListOrchestrations, request, timeout=self._timeout)
+        return [convert.orchestration_from_pb(pb) for pb in response.orchestrations]
+
+    def get_orchestration(self, name_or_id: str) -> Orchestration:
+        request = ame_service_pb2.OrchestrationRequest(name=name_or_id)
+        response = self._call(self._stub.GetOrchestration, request, timeout=self._timeout)
+        return convert.orchestration_from_pb(response.orchestration)
+
+    def delete_orchestration(self, name_or_id: str) -> None:
+        request = ame_service_pb2.OrchestrationRequest(name=name_or_id)
+        self._call(self._stub.DeleteOrchestration, request, timeout=self._timeout)
+
+    def start_orchestration_task(
+        self, orchestration: str, *, name: str, json_args: str, timeout: float | None, schedule: str = ""
+    ) -> OrchestrationTask:
+        request = ame_service_pb2.StartOrchestrationTaskRequest(
+            orchestration=orchestration,
+            name=name,
+            json_args=json_args,
+            timeout_seconds=timeout or 0.0,
+            schedule=schedule,
+        )
+        response = self._call(self._stub.StartOrchestrationTask, request, timeout=self._timeout)
+        return convert.orchestration_task_from_pb(response.task)
+
+    def list_orchestration_tasks(self, *, killed: bool = False) -> list[OrchestrationTask]:
+        request = ame_service_pb2.ListOrchestrationTasksRequest(killed=killed)
+        response = self._call(self._stub.ListOrchestrationTasks, request, timeout=self._timeout)
+        return [convert.orchestration_task_from_pb(pb) for pb in response.tasks]
+
+    def get_orchestration_task(self, task_id: str) -> OrchestrationTask:
+        request = ame_service_pb2.OrchestrationTaskRequest(task_id=task_id)
+        response = self._call(self._stub.GetOrchestrationTask, request, timeout=self._timeout)
+        return convert.orchestration_task_from_pb(response.task)
+
+    def kill_orchestration_task(self, task_id: str, *, cancel: bool = False) -> OrchestrationTask:
+        request = ame_service_pb2.KillOrchestrationTaskRequest(task_id=task_id, cancel=cancel)
+        response = self._call(self._stub.KillOrchestrationTask, request, timeout=self._timeout)
+        return convert.orchestration_task_from_pb(response.task)
+
+    def orchestration_task_runs(self, task_id: str, *, status: str = "all", limit: int | None = None) -> list[TaskRun]:
+        request = ame_service_pb2.ListOrchestrationTaskRunsRequest(task_id=task_id, status=status, limit=limit or 0)
+        response = self._call(self._stub.ListOrchestrationTaskRuns, request, timeout=self._timeout)
+        return [convert.task_run_from_pb(pb) for pb in response.runs]
+
+    def log_lines_so_far(self, run_id: str, *, wait: float = 1.0) -> list[LogLine]:
+        """The run's output as far as it goes now: a run that has ended gives all of it; one still going gives
+        what arrives within `wait` seconds (lines reach followers within milliseconds of being printed)."""
+        run = self.get_run(run_id)
+        request = ame_service_pb2.FollowLogsRequest(run_id=run_id, batched=True)
+        stream = self._stub.FollowLogs(request, timeout=None if run.state.terminal else wait)
+        lines: list[LogLine] = []
+        try:
+            for event in stream:
+                batch = convert.follow_batch(event)
+                if isinstance(batch, LogEnd):
+                    break
+                lines.extend(batch)
+        except grpc.RpcError as exc:
+            if not (isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise _translate(self.target, exc) from None
+        finally:
+            stream.cancel()
+        return lines

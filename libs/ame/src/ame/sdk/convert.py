@@ -11,6 +11,14 @@ from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState
 from ame.domain.artifacts import Artifact
+from ame.domain.orchestrations import (
+    Orchestration,
+    OrchestrationStatus,
+    OrchestrationTask,
+    TaskKind,
+    TaskRun,
+    TaskStatus,
+)
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
@@ -188,4 +196,48 @@ def project_source_from_pb(pb: ame_service_pb2.ProjectSource) -> ProjectSource:
         version_id=pb.version_id,
         created_at=pb.created_at.ToDatetime(tzinfo=UTC),
         next_sync_at=pb.next_sync_at.ToDatetime(tzinfo=UTC),
+    )
+
+
+def orchestration_from_pb(pb: ame_service_pb2.Orchestration) -> Orchestration:
+    return Orchestration(
+        id=pb.id,
+        name=pb.name,
+        status=OrchestrationStatus(pb.status),
+        filename=pb.filename,
+        sha=pb.sha,
+        project=pb.project,
+        project_version_id=pb.project_version_id,
+        packaging_run_id=pb.packaging_run_id,
+        error=pb.error,
+        created_at=codecs.from_timestamp(pb.created_at),
+        updated_at=codecs.from_timestamp(pb.updated_at),
+    )
+
+
+def orchestration_task_from_pb(pb: ame_service_pb2.OrchestrationTask) -> OrchestrationTask:
+    return OrchestrationTask(
+        id=pb.id,
+        name=pb.name,
+        orchestration_id=pb.orchestration_id,
+        orchestration=pb.orchestration,
+        kind=TaskKind(pb.type),
+        schedule=pb.schedule,
+        last_run_status=pb.last_run_status,
+        status=TaskStatus(pb.status),
+        active=pb.active,
+        killed=pb.killed,
+        created_at=codecs.from_timestamp(pb.created_at),
+        updated_at=codecs.from_timestamp(pb.updated_at),
+    )
+
+
+def task_run_from_pb(pb: ame_service_pb2.OrchestrationTaskRun) -> TaskRun:
+    return TaskRun(
+        task_id=pb.task_id,
+        run_id=pb.run_id,
+        status=pb.status,
+        state=codecs.state_from_pb(pb.state),
+        created_at=codecs.from_timestamp(pb.created_at),
+        updated_at=codecs.from_timestamp(pb.updated_at),
     )

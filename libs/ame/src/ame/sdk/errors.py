@@ -33,3 +33,7 @@ class PermissionDenied(AmeError):
 
 class Unavailable(AmeError):
     """The server cannot be reached."""
+
+
+class PackagingFailed(AmeError):
+    """An orchestration's environment could not be built; `str()` names the requirement and why."""

@@ -20,12 +20,14 @@ from ame_api.grpc.auth import caller
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.models import ModelMethods
+from ame_api.grpc.orchestrations import OrchestrationMethods
 from ame_api.grpc.projects import ProjectMethods
 from ame_api.grpc.schedules import ScheduleMethods
 from ame_api.grpc.secrets import SecretMethods
 from ame_api.grpc.sources import SourceMethods
 from ame_api.grpc.webhooks import WebhookMethods
 from ame_api.models import ModelService
+from ame_api.orchestrations import OrchestrationService
 from ame_api.projects import ProjectService
 from ame_api.runs import RunService
 from ame_api.schedules import ScheduleService
@@ -53,6 +55,7 @@ class AmeServicer(
     ScheduleMethods,
     SourceMethods,
     ModelMethods,
+    OrchestrationMethods,
     ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(
@@ -69,10 +72,13 @@ class AmeServicer(
         schedules: ScheduleService | None = None,
         sources: SourceService | None = None,
         models: ModelService | None = None,
+        orchestrations: OrchestrationService | None = None,
         retry_after_seconds: int = 2,
     ) -> None:
         if models is not None:
             self._models = models
+        if orchestrations is not None:
+            self._orchestrations = orchestrations
         self._artifacts = artifacts
         self._sources = sources
         self._webhooks = webhooks

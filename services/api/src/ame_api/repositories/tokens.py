@@ -149,3 +149,12 @@ async def organisation_exists(conn: Connection, name: str) -> bool:
 async def list_organisations(conn: Connection) -> list[Organisation]:
     rows = await conn.fetch("SELECT id, created_at FROM organisations ORDER BY id")
     return [Organisation(row["id"], row["created_at"]) for row in rows]
+
+
+async def revoke_run_tokens(conn: Connection, *, run_id: str) -> None:
+    """Revoke the token(s) minted for a run's own use (`ame.Client()` in an orchestration task) when it ends."""
+    await conn.execute(
+        """UPDATE api_tokens SET revoked_at = now()
+           WHERE created_by = $1 AND created_by LIKE 'run:%' AND revoked_at IS NULL""",
+        f"run:{run_id}",
+    )

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 
 import asyncpg
 from pydantic import SecretStr
 
-from ame.domain import TERMINAL_STATES
-from ame.domain.principals import Principal
+from ame.domain import TERMINAL_STATES, Run
+from ame.domain.orchestrations import RUN_TOKEN_KEY, RUN_TOKEN_VAULT
+from ame.domain.principals import Principal, Scope
 from ame_api import organisations
+from ame_api.auth import hash_token, new_token
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import secrets as repo
+from ame_api.repositories import tokens as tokens_repo
 from ame_api.repositories.secrets import SecretRow
 from ame_api.runs import InvalidRequest, NotFound
 from ame_api.secrets.cipher import KeyUnavailable, Sealed, SecretCipher
@@ -149,8 +153,32 @@ class SecretService:
                     log.error("run %s: %s", run_id, exc)
                     results.append(Resolved("", ref.key, None, str(exc)))
                 continue
+            if ref.vault == RUN_TOKEN_VAULT:
+                results.append(await self._run_token(run))
+                continue
             results.append(await self._from_vault(run.organisation, ref.vault, ref.key))
         return results
+
+    async def _run_token(self, run: Run) -> Resolved:
+        """A `run`-scope token of the run's organisation for `ame.Client()` inside the run (an orchestration task
+        that starts another task), expiring with the run's timeout (else AME_ORCHESTRATIONS_RUN_TOKEN_TTL).
+        Minted per attempt, stored only as its hash, revoked when the run ends (the registry); the runner masks it in
+        the run's output like any secret."""
+        token = new_token()
+        ttl = float(run.spec.timeout_seconds or self._settings.orchestrations.run_token_ttl) + 60.0
+        async with self._rt.pool.acquire() as conn:
+            expires_at = await conn.fetchval("SELECT now() + make_interval(secs => $1)", ttl)
+            await tokens_repo.create_token(
+                conn,
+                token_id=secrets.token_hex(8),
+                organisation=run.organisation,
+                scope=Scope.RUN,
+                name=f"run {run.id}",
+                token_hash=hash_token(token),
+                created_by=f"run:{run.id}",
+                expires_at=expires_at,
+            )
+        return Resolved(RUN_TOKEN_VAULT, RUN_TOKEN_KEY, token)
 
     async def _from_vault(self, organisation: str, vault: str, key: str) -> Resolved:
         config = self._settings.secrets.vaults.get(vault)

@@ -91,6 +91,11 @@ class LocalBackend:
         env.update(AME_RUN_ATTEMPT=str(command.attempt))
         if self._settings.mlflow.tracking_uri:
             env["MLFLOW_TRACKING_URI"] = self._settings.mlflow.tracking_uri
+        if self._settings.api_target and "AME_GRPC_TARGET" not in env:
+            # Where `ame.Client()` inside the run reaches the api (with the run's own token, see "Orchestrations").
+            env["AME_GRPC_TARGET"] = self._settings.api_target
+            if self._settings.api_tls:
+                env["AME_GRPC_TLS"] = "1"
         return env
 
     async def execute(

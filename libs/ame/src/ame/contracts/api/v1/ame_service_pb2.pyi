@@ -2124,3 +2124,473 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class Orchestration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    SHA_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    PROJECT_VERSION_ID_FIELD_NUMBER: _builtins.int
+    PACKAGING_RUN_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    status: _builtins.str
+    """pending_packaging, ready or packaging_failed."""
+    filename: _builtins.str
+    sha: _builtins.str
+    """sha256 of the uploaded ZIP."""
+    project: _builtins.str
+    project_version_id: _builtins.str
+    packaging_run_id: _builtins.str
+    error: _builtins.str
+    """Why packaging failed."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        sha: _builtins.str = ...,
+        project: _builtins.str = ...,
+        project_version_id: _builtins.str = ...,
+        packaging_run_id: _builtins.str = ...,
+        error: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "filename", b"filename", "id", b"id", "name", b"name", "packaging_run_id", b"packaging_run_id", "project", b"project", "project_version_id", b"project_version_id", "sha", b"sha", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Orchestration: _TypeAlias = Orchestration  # noqa: Y015
+
+@_typing.final
+class UploadOrchestrationHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    file_name: _builtins.str
+    """Shown in listings; empty for `-`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadOrchestrationHeader: _TypeAlias = UploadOrchestrationHeader  # noqa: Y015
+
+@_typing.final
+class UploadOrchestrationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___UploadOrchestrationHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___UploadOrchestrationHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___UploadOrchestrationRequest: _TypeAlias = UploadOrchestrationRequest  # noqa: Y015
+
+@_typing.final
+class OrchestrationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrchestrationRequest: _TypeAlias = OrchestrationRequest  # noqa: Y015
+
+@_typing.final
+class OrchestrationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORCHESTRATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orchestration(self) -> Global___Orchestration: ...
+    def __init__(
+        self,
+        *,
+        orchestration: Global___Orchestration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["orchestration", b"orchestration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orchestration", b"orchestration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrchestrationResponse: _TypeAlias = OrchestrationResponse  # noqa: Y015
+
+@_typing.final
+class ListOrchestrationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrchestrationsRequest: _TypeAlias = ListOrchestrationsRequest  # noqa: Y015
+
+@_typing.final
+class ListOrchestrationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORCHESTRATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orchestrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Orchestration]: ...
+    def __init__(
+        self,
+        *,
+        orchestrations: _abc.Iterable[Global___Orchestration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orchestrations", b"orchestrations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrchestrationsResponse: _TypeAlias = ListOrchestrationsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteOrchestrationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteOrchestrationResponse: _TypeAlias = DeleteOrchestrationResponse  # noqa: Y015
+
+@_typing.final
+class OrchestrationTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ORCHESTRATION_ID_FIELD_NUMBER: _builtins.int
+    ORCHESTRATION_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    LAST_RUN_STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    KILLED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    orchestration_id: _builtins.str
+    orchestration: _builtins.str
+    type: _builtins.str
+    """Temporary Run or Scheduled Run."""
+    schedule: _builtins.str
+    """The cron schedule; `-` for a run-once task."""
+    last_run_status: _builtins.str
+    """The seed's word for the last run's state; `unknown` before the first run."""
+    status: _builtins.str
+    """started, pending_kill, killed, success or failure."""
+    active: _builtins.bool
+    killed: _builtins.bool
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        orchestration_id: _builtins.str = ...,
+        orchestration: _builtins.str = ...,
+        type: _builtins.str = ...,
+        schedule: _builtins.str = ...,
+        last_run_status: _builtins.str = ...,
+        status: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        killed: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "id", b"id", "killed", b"killed", "last_run_status", b"last_run_status", "name", b"name", "orchestration", b"orchestration", "orchestration_id", b"orchestration_id", "schedule", b"schedule", "status", b"status", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrchestrationTask: _TypeAlias = OrchestrationTask  # noqa: Y015
+
+@_typing.final
+class StartOrchestrationTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORCHESTRATION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    JSON_ARGS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    orchestration: _builtins.str
+    """The orchestration's name or id."""
+    name: _builtins.str
+    """The task's name."""
+    json_args: _builtins.str
+    """The task arguments (any JSON value), handed to the run as ame.task_args()."""
+    timeout_seconds: _builtins.float
+    """0 for none."""
+    schedule: _builtins.str
+    """A cron expression for run_scheduled; empty for run_once."""
+    def __init__(
+        self,
+        *,
+        orchestration: _builtins.str = ...,
+        name: _builtins.str = ...,
+        json_args: _builtins.str = ...,
+        timeout_seconds: _builtins.float = ...,
+        schedule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_args", b"json_args", "name", b"name", "orchestration", b"orchestration", "schedule", b"schedule", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartOrchestrationTaskRequest: _TypeAlias = StartOrchestrationTaskRequest  # noqa: Y015
+
+@_typing.final
+class OrchestrationTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrchestrationTaskRequest: _TypeAlias = OrchestrationTaskRequest  # noqa: Y015
+
+@_typing.final
+class KillOrchestrationTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    cancel: _builtins.bool
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillOrchestrationTaskRequest: _TypeAlias = KillOrchestrationTaskRequest  # noqa: Y015
+
+@_typing.final
+class OrchestrationTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___OrchestrationTask: ...
+    def __init__(
+        self,
+        *,
+        task: Global___OrchestrationTask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrchestrationTaskResponse: _TypeAlias = OrchestrationTaskResponse  # noqa: Y015
+
+@_typing.final
+class ListOrchestrationTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KILLED_FIELD_NUMBER: _builtins.int
+    killed: _builtins.bool
+    """Only the killed tasks; otherwise every task, killed or not."""
+    def __init__(
+        self,
+        *,
+        killed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["killed", b"killed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrchestrationTasksRequest: _TypeAlias = ListOrchestrationTasksRequest  # noqa: Y015
+
+@_typing.final
+class ListOrchestrationTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrchestrationTask]: ...
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___OrchestrationTask] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrchestrationTasksResponse: _TypeAlias = ListOrchestrationTasksResponse  # noqa: Y015
+
+@_typing.final
+class ListOrchestrationTaskRunsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    status: _builtins.str
+    """A seed status word, or `all` (empty: all)."""
+    limit: _builtins.int
+    """0 for no limit."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrchestrationTaskRunsRequest: _TypeAlias = ListOrchestrationTaskRunsRequest  # noqa: Y015
+
+@_typing.final
+class OrchestrationTaskRun(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    run_id: _builtins.str
+    status: _builtins.str
+    """The seed's word."""
+    state: _run_pb2.RunState.ValueType
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        state: _run_pb2.RunState.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "run_id", b"run_id", "state", b"state", "status", b"status", "task_id", b"task_id", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrchestrationTaskRun: _TypeAlias = OrchestrationTaskRun  # noqa: Y015
+
+@_typing.final
+class ListOrchestrationTaskRunsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrchestrationTaskRun]: ...
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[Global___OrchestrationTaskRun] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrchestrationTaskRunsResponse: _TypeAlias = ListOrchestrationTaskRunsResponse  # noqa: Y015

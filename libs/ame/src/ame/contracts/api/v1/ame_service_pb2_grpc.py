@@ -224,6 +224,51 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.UploadOrchestration = channel.stream_unary(
+                '/ame.contracts.api.v1.AmeService/UploadOrchestration',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadOrchestrationRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationResponse.FromString,
+                _registered_method=True)
+        self.ListOrchestrations = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListOrchestrations',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationsResponse.FromString,
+                _registered_method=True)
+        self.GetOrchestration = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/GetOrchestration',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationResponse.FromString,
+                _registered_method=True)
+        self.DeleteOrchestration = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/DeleteOrchestration',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DeleteOrchestrationResponse.FromString,
+                _registered_method=True)
+        self.StartOrchestrationTask = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/StartOrchestrationTask',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.StartOrchestrationTaskRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.FromString,
+                _registered_method=True)
+        self.ListOrchestrationTasks = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListOrchestrationTasks',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTasksRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTasksResponse.FromString,
+                _registered_method=True)
+        self.GetOrchestrationTask = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/GetOrchestrationTask',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.FromString,
+                _registered_method=True)
+        self.KillOrchestrationTask = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/KillOrchestrationTask',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.KillOrchestrationTaskRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.FromString,
+                _registered_method=True)
+        self.ListOrchestrationTaskRuns = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListOrchestrationTaskRuns',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -504,6 +549,65 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadOrchestration(self, request_iterator, context):
+        """Orchestrations (seed 004): a ZIP of Python code becomes a project version whose environment a packaging run
+        builds once; each upload of a name is a new version. The first message is the header, every later one a chunk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrchestrations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrchestration(self, request, context):
+        """By name or id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteOrchestration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartOrchestrationTask(self, request, context):
+        """run_once (no schedule) or run_scheduled (a cron schedule in the scheduler that runs ame.yml triggers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrchestrationTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrchestrationTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillOrchestrationTask(self, request, context):
+        """Stops future runs; `cancel` also cancels the runs of the task that have not ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrchestrationTaskRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -696,6 +800,51 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListModelsRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'UploadOrchestration': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadOrchestration,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadOrchestrationRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationResponse.SerializeToString,
+            ),
+            'ListOrchestrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrchestrations,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationsResponse.SerializeToString,
+            ),
+            'GetOrchestration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrchestration,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationResponse.SerializeToString,
+            ),
+            'DeleteOrchestration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteOrchestration,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DeleteOrchestrationResponse.SerializeToString,
+            ),
+            'StartOrchestrationTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartOrchestrationTask,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.StartOrchestrationTaskRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.SerializeToString,
+            ),
+            'ListOrchestrationTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrchestrationTasks,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTasksRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTasksResponse.SerializeToString,
+            ),
+            'GetOrchestrationTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrchestrationTask,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.SerializeToString,
+            ),
+            'KillOrchestrationTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillOrchestrationTask,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.KillOrchestrationTaskRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.SerializeToString,
+            ),
+            'ListOrchestrationTaskRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrchestrationTaskRuns,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1724,6 +1873,249 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/ListModels',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListModelsRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadOrchestration(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ame.contracts.api.v1.AmeService/UploadOrchestration',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.UploadOrchestrationRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrchestrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListOrchestrations',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrchestration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/GetOrchestration',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteOrchestration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/DeleteOrchestration',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DeleteOrchestrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartOrchestrationTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/StartOrchestrationTask',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.StartOrchestrationTaskRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrchestrationTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListOrchestrationTasks',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTasksRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrchestrationTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/GetOrchestrationTask',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillOrchestrationTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/KillOrchestrationTask',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.KillOrchestrationTaskRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.OrchestrationTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrchestrationTaskRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListOrchestrationTaskRuns',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -126,6 +126,21 @@ class AmeServiceStub:
     """Models (ame.yml `models:`): train one from a pushed version (training run, then its validation run)."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListModelsRequest, _ame_service_pb2.ListModelsResponse]
     """Each model with its latest training and its latest validated version."""
+    UploadOrchestration: _grpc.StreamUnaryMultiCallable[_ame_service_pb2.UploadOrchestrationRequest, _ame_service_pb2.OrchestrationResponse]
+    """Orchestrations (seed 004): a ZIP of Python code becomes a project version whose environment a packaging run
+    builds once; each upload of a name is a new version. The first message is the header, every later one a chunk.
+    """
+    ListOrchestrations: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationsRequest, _ame_service_pb2.ListOrchestrationsResponse]
+    GetOrchestration: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.OrchestrationRequest, _ame_service_pb2.OrchestrationResponse]
+    """By name or id."""
+    DeleteOrchestration: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.OrchestrationRequest, _ame_service_pb2.DeleteOrchestrationResponse]
+    StartOrchestrationTask: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.StartOrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]
+    """run_once (no schedule) or run_scheduled (a cron schedule in the scheduler that runs ame.yml triggers)."""
+    ListOrchestrationTasks: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationTasksRequest, _ame_service_pb2.ListOrchestrationTasksResponse]
+    GetOrchestrationTask: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.OrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]
+    KillOrchestrationTask: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.KillOrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]
+    """Stops future runs; `cancel` also cancels the runs of the task that have not ended."""
+    ListOrchestrationTaskRuns: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationTaskRunsRequest, _ame_service_pb2.ListOrchestrationTaskRunsResponse]
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -225,6 +240,21 @@ class AmeServiceAsyncStub(AmeServiceStub):
     """Models (ame.yml `models:`): train one from a pushed version (training run, then its validation run)."""
     ListModels: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListModelsRequest, _ame_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Each model with its latest training and its latest validated version."""
+    UploadOrchestration: _aio.StreamUnaryMultiCallable[_ame_service_pb2.UploadOrchestrationRequest, _ame_service_pb2.OrchestrationResponse]  # type: ignore[assignment]
+    """Orchestrations (seed 004): a ZIP of Python code becomes a project version whose environment a packaging run
+    builds once; each upload of a name is a new version. The first message is the header, every later one a chunk.
+    """
+    ListOrchestrations: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationsRequest, _ame_service_pb2.ListOrchestrationsResponse]  # type: ignore[assignment]
+    GetOrchestration: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.OrchestrationRequest, _ame_service_pb2.OrchestrationResponse]  # type: ignore[assignment]
+    """By name or id."""
+    DeleteOrchestration: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.OrchestrationRequest, _ame_service_pb2.DeleteOrchestrationResponse]  # type: ignore[assignment]
+    StartOrchestrationTask: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.StartOrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]  # type: ignore[assignment]
+    """run_once (no schedule) or run_scheduled (a cron schedule in the scheduler that runs ame.yml triggers)."""
+    ListOrchestrationTasks: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationTasksRequest, _ame_service_pb2.ListOrchestrationTasksResponse]  # type: ignore[assignment]
+    GetOrchestrationTask: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.OrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]  # type: ignore[assignment]
+    KillOrchestrationTask: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.KillOrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]  # type: ignore[assignment]
+    """Stops future runs; `cancel` also cancels the runs of the task that have not ended."""
+    ListOrchestrationTaskRuns: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationTaskRunsRequest, _ame_service_pb2.ListOrchestrationTaskRunsResponse]  # type: ignore[assignment]
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -549,5 +579,74 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ame_service_pb2.ListModelsResponse, _abc.Awaitable[_ame_service_pb2.ListModelsResponse]]:
         """Each model with its latest training and its latest validated version."""
+
+    @_abc_1.abstractmethod
+    def UploadOrchestration(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ame_service_pb2.UploadOrchestrationRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.OrchestrationResponse, _abc.Awaitable[_ame_service_pb2.OrchestrationResponse]]:
+        """Orchestrations (seed 004): a ZIP of Python code becomes a project version whose environment a packaging run
+        builds once; each upload of a name is a new version. The first message is the header, every later one a chunk.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOrchestrations(
+        self,
+        request: _ame_service_pb2.ListOrchestrationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListOrchestrationsResponse, _abc.Awaitable[_ame_service_pb2.ListOrchestrationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetOrchestration(
+        self,
+        request: _ame_service_pb2.OrchestrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.OrchestrationResponse, _abc.Awaitable[_ame_service_pb2.OrchestrationResponse]]:
+        """By name or id."""
+
+    @_abc_1.abstractmethod
+    def DeleteOrchestration(
+        self,
+        request: _ame_service_pb2.OrchestrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.DeleteOrchestrationResponse, _abc.Awaitable[_ame_service_pb2.DeleteOrchestrationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartOrchestrationTask(
+        self,
+        request: _ame_service_pb2.StartOrchestrationTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.OrchestrationTaskResponse, _abc.Awaitable[_ame_service_pb2.OrchestrationTaskResponse]]:
+        """run_once (no schedule) or run_scheduled (a cron schedule in the scheduler that runs ame.yml triggers)."""
+
+    @_abc_1.abstractmethod
+    def ListOrchestrationTasks(
+        self,
+        request: _ame_service_pb2.ListOrchestrationTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListOrchestrationTasksResponse, _abc.Awaitable[_ame_service_pb2.ListOrchestrationTasksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetOrchestrationTask(
+        self,
+        request: _ame_service_pb2.OrchestrationTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.OrchestrationTaskResponse, _abc.Awaitable[_ame_service_pb2.OrchestrationTaskResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def KillOrchestrationTask(
+        self,
+        request: _ame_service_pb2.KillOrchestrationTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.OrchestrationTaskResponse, _abc.Awaitable[_ame_service_pb2.OrchestrationTaskResponse]]:
+        """Stops future runs; `cancel` also cancels the runs of the task that have not ended."""
+
+    @_abc_1.abstractmethod
+    def ListOrchestrationTaskRuns(
+        self,
+        request: _ame_service_pb2.ListOrchestrationTaskRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListOrchestrationTaskRunsResponse, _abc.Awaitable[_ame_service_pb2.ListOrchestrationTaskRunsResponse]]: ...
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
