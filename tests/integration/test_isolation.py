@@ -131,6 +131,9 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         ("POST", "/v1/schedules/{name}/pause"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/resume"): (None, NOT_FOUND),
         ("POST", "/v1/schedules/{name}/trigger"): (None, NOT_FOUND),
+        ("GET", "/v1/datasets"): (None, _no_leak),
+        # B has no project of A's name, so no data set of it to produce.
+        ("POST", "/v1/datasets/{project}/{name}/refresh"): (None, NOT_FOUND),
     }
 
 
@@ -269,6 +272,8 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         "PauseSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
         "ResumeSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
         "TriggerSchedule": ame_service_pb2.ScheduleRequest(name="hello", project=PROJECT),
+        "ListDataSets": ame_service_pb2.ListDataSetsRequest(project=PROJECT),
+        "RefreshDataSet": ame_service_pb2.RefreshDataSetRequest(project=PROJECT, name="hello"),
     }
 
 
@@ -307,6 +312,8 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "PauseSchedule": grpc.StatusCode.NOT_FOUND,
     "ResumeSchedule": grpc.StatusCode.NOT_FOUND,
     "TriggerSchedule": grpc.StatusCode.NOT_FOUND,
+    "ListDataSets": OK,  # B's own data sets: none of A's
+    "RefreshDataSet": grpc.StatusCode.NOT_FOUND,
 }
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ame.data_sets import definitions_of
+from ame.domain import RunSpec
 from ame.domain.principals import Principal
 from ame.domain.projects import (
     MAX_SYMLINK_TARGET_BYTES,
@@ -35,10 +37,12 @@ from ame.domain.projects import (
     symlink_escapes,
 )
 from ame.domain.schedules import Activation
+from ame.run_specs import run_spec_for_task
 from ame.spec import Project, SpecError, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations
+from ame_api.repositories import data_sets as data_sets_repo
 from ame_api.repositories import projects as repo
 from ame_api.repositories import retention as retention_repo
 from ame_api.repositories import runs as runs_repo
@@ -102,6 +106,23 @@ class StoreComponent:
 
     async def drain(self) -> None:
         await self._stack.aclose()
+
+
+def _data_sets_of_version(spec: Project, project: str, version_id: str) -> list[tuple[str, str, str, RunSpec]]:
+    """(name, path, definition hash, producer's run spec) of each data set the version declares with a task."""
+    try:
+        definitions = definitions_of(spec)
+    except SpecError as error:
+        raise InvalidSpec([str(p) for p in error.problems]) from None
+    return [
+        (
+            d.name,
+            d.path,
+            d.definition_hash,
+            run_spec_for_task(d.producer, project=project, project_version_id=version_id),
+        )
+        for d in definitions
+    ]
 
 
 def blob_prefix(organisation: str) -> str:
@@ -283,6 +304,7 @@ class ProjectService:
         spec = await self._check_spec(org, project, files)
         task_names = spec.task_names()
         hooks = hooks_of_version(spec, project, version_id)
+        data_sets = _data_sets_of_version(spec, project, version_id)
         schedules_of(spec, project, version_id)  # a schedule the server cannot run fails the push, with the reason
         await self._check_symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
@@ -303,6 +325,10 @@ class ProjectService:
             outbox_id = None
             if created and hooks:
                 await webhooks_repo.add_hooks(conn, project_id=project_id, version_id=version_id, hooks=hooks)
+            if created and data_sets:
+                await data_sets_repo.add_definitions(
+                    conn, project_id=project_id, version_id=version_id, definitions=data_sets
+                )
             if created:
                 msg_id = f"project:{project_id}:{version_id}"
                 outbox_id = await runs_repo.add_outbox(

@@ -54,6 +54,9 @@ REST: dict[tuple[str, str], Need] = {
     ("POST", "/v1/schedules/{name}/pause"): RUN,
     ("POST", "/v1/schedules/{name}/resume"): RUN,
     ("POST", "/v1/schedules/{name}/trigger"): RUN,
+    # Data sets (produced once, reused by every consumer)
+    ("GET", "/v1/datasets"): READ,
+    ("POST", "/v1/datasets/{project}/{name}/refresh"): RUN,
     # Who am I, tokens, organisations
     ("GET", "/v1/whoami"): READ,
     ("GET", "/v1/tokens"): ADMIN,
@@ -106,6 +109,8 @@ GRPC: dict[str, Need] = {
     "/ame.contracts.api.v1.AmeService/PauseSchedule": RUN,
     "/ame.contracts.api.v1.AmeService/ResumeSchedule": RUN,
     "/ame.contracts.api.v1.AmeService/TriggerSchedule": RUN,
+    "/ame.contracts.api.v1.AmeService/ListDataSets": READ,
+    "/ame.contracts.api.v1.AmeService/RefreshDataSet": RUN,
     "/ame.contracts.api.v1.AmeService/SetOrganisationLimits": SERVER_ADMIN,
     "/ame.contracts.api.v1.AmeService/GetOrganisationLimits": SERVER_ADMIN,
     "/ame.contracts.api.v1.AmeService/PutSecret": RUN,

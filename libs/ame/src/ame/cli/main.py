@@ -32,6 +32,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "token": ("access_commands",),
     "hooks": ("hook_commands",),
     "schedules": ("schedule_commands",),
+    "datasets": ("data_set_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -46,6 +47,7 @@ _ALL_MODULES = (
     "org_limit_commands",
     "hook_commands",
     "schedule_commands",
+    "data_set_commands",
 )
 
 

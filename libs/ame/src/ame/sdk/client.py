@@ -20,6 +20,7 @@ import grpc
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.artifacts import Artifact
+from ame.domain.data_sets import DataSetSummary
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
@@ -236,6 +237,17 @@ class Client:
     def resume_schedule(self, name: str, *, project: str | None = None) -> ScheduleSummary:
         request = ame_service_pb2.ScheduleRequest(name=name, project=project or "")
         return convert.schedule_from_pb(self._call(self._stub.ResumeSchedule, request, timeout=self._timeout).schedule)
+
+    def list_data_sets(self, *, project: str | None = None) -> list[DataSetSummary]:
+        """The newest production of each data set: status, size, version and producing run."""
+        request = ame_service_pb2.ListDataSetsRequest(project=project or "")
+        response = self._call(self._stub.ListDataSets, request, timeout=self._timeout)
+        return [convert.data_set_from_pb(d) for d in response.data_sets]
+
+    def refresh_data_set(self, project: str, name: str) -> DataSetSummary:
+        """Produce the data set again, whatever version it has."""
+        request = ame_service_pb2.RefreshDataSetRequest(project=project, name=name)
+        return convert.data_set_from_pb(self._call(self._stub.RefreshDataSet, request, timeout=self._timeout).data_set)
 
     def trigger_schedule(self, name: str, *, project: str | None = None) -> Run:
         """Start the schedule's run now, out of turn."""

@@ -11,6 +11,7 @@ from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState
 from ame.domain.artifacts import Artifact
+from ame.domain.data_sets import DataSetSummary
 from ame.domain.projects import ManifestEntry, ProjectVersion
 from ame.domain.schedules import Activation, ScheduleSummary
 from ame.domain.secrets import SecretInfo
@@ -166,4 +167,21 @@ def activation_from_pb(pb: ame_service_pb2.ActivateProjectVersionResponse) -> Ac
         project_version_id=pb.project_version_id,
         schedules=[schedule_from_pb(s) for s in pb.schedules],
         triggers_enabled=pb.triggers_enabled,
+    )
+
+
+def data_set_from_pb(pb: ame_service_pb2.DataSet) -> DataSetSummary:
+    return DataSetSummary(
+        project=pb.project,
+        name=pb.name,
+        status=pb.status,
+        size_bytes=pb.size_bytes,
+        file_count=pb.file_count,
+        version_id=pb.version_id,
+        run_id=pb.run_id,
+        reason=pb.reason,
+        path=pb.path,
+        definition_hash=pb.definition_hash,
+        generation=pb.generation,
+        updated_at=pb.updated_at.ToDatetime(tzinfo=UTC) if pb.HasField("updated_at") else None,
     )

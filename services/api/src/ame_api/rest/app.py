@@ -20,6 +20,7 @@ from ame_api.projects import ProjectService
 from ame_api.rest import (
     admin,
     artifacts,
+    data_sets,
     errors,
     org_limits,
     projects,
@@ -75,6 +76,8 @@ def create_app(
     projects.install(app, project_service, settings)
     if schedule_service is not None:
         app.include_router(schedules.router(schedule_service))
+    if run_service.data_sets is not None:
+        app.include_router(data_sets.router(run_service.data_sets))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -194,6 +194,16 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ScheduleRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.TriggerScheduleResponse.FromString,
                 _registered_method=True)
+        self.ListDataSets = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListDataSets',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsResponse.FromString,
+                _registered_method=True)
+        self.RefreshDataSet = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/RefreshDataSet',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -432,6 +442,20 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDataSets(self, request, context):
+        """The organisation's data sets: status, size, version and producing run (the latest of each definition).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshDataSet(self, request, context):
+        """Produce the data set again, whatever version it has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -594,6 +618,16 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.TriggerSchedule,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ScheduleRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'ListDataSets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDataSets,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsResponse.SerializeToString,
+            ),
+            'RefreshDataSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshDataSet,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1460,6 +1494,60 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/TriggerSchedule',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ScheduleRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDataSets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListDataSets',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshDataSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/RefreshDataSet',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,6 +113,10 @@ class AmeServiceStub:
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]
     TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.TriggerScheduleResponse]
     """Start the schedule's run now, out of turn."""
+    ListDataSets: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListDataSetsRequest, _ame_service_pb2.ListDataSetsResponse]
+    """The organisation's data sets: status, size, version and producing run (the latest of each definition)."""
+    RefreshDataSet: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.RefreshDataSetRequest, _ame_service_pb2.RefreshDataSetResponse]
+    """Produce the data set again, whatever version it has."""
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -199,6 +203,10 @@ class AmeServiceAsyncStub(AmeServiceStub):
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.ScheduleResponse]  # type: ignore[assignment]
     TriggerSchedule: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ScheduleRequest, _ame_service_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
     """Start the schedule's run now, out of turn."""
+    ListDataSets: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListDataSetsRequest, _ame_service_pb2.ListDataSetsResponse]  # type: ignore[assignment]
+    """The organisation's data sets: status, size, version and producing run (the latest of each definition)."""
+    RefreshDataSet: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.RefreshDataSetRequest, _ame_service_pb2.RefreshDataSetResponse]  # type: ignore[assignment]
+    """Produce the data set again, whatever version it has."""
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -474,5 +482,21 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ame_service_pb2.TriggerScheduleResponse, _abc.Awaitable[_ame_service_pb2.TriggerScheduleResponse]]:
         """Start the schedule's run now, out of turn."""
+
+    @_abc_1.abstractmethod
+    def ListDataSets(
+        self,
+        request: _ame_service_pb2.ListDataSetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListDataSetsResponse, _abc.Awaitable[_ame_service_pb2.ListDataSetsResponse]]:
+        """The organisation's data sets: status, size, version and producing run (the latest of each definition)."""
+
+    @_abc_1.abstractmethod
+    def RefreshDataSet(
+        self,
+        request: _ame_service_pb2.RefreshDataSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.RefreshDataSetResponse, _abc.Awaitable[_ame_service_pb2.RefreshDataSetResponse]]:
+        """Produce the data set again, whatever version it has."""
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
