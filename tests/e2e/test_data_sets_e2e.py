@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_ame_server import Server
+from tests.e2e.test_ame_server import AME, Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -223,3 +224,44 @@ def _run_id_of_latest(server: Server, task: str) -> str:
     runs = [r for r in json.loads(listed.stdout) if r["spec"]["task"] == task]
     assert runs, listed.stdout
     return str(runs[0]["id"])
+
+
+def _local(server: Server, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AME, "task", "run", "-l", *args], capture_output=True, text=True, env=server.env, timeout=120, cwd=project
+    )
+
+
+def test_local_runs_without_a_server_produce_once_and_link_from_the_home_cache(
+    ame_server: Server, tmp_path: Path
+) -> None:
+    server = ame_server  # never started: its home and environment only, so no server is configured
+    shared = tmp_path / "shared"
+    project = _project(tmp_path / "project", shared)
+    (shared / "go").write_text("")
+
+    first = _local(server, project, "consume-a")
+    assert first.returncode == 0, first.stderr
+    assert "producing it with task 'fetch-corpus'" in first.stderr, first.stderr
+    second = _local(server, project, "consume-b")
+    assert second.returncode == 0, second.stderr
+    assert len((shared / "productions").read_text().split()) == 1, "produced more than once"
+
+    seen = [json.loads(p.read_text()) for p in sorted(shared.glob("[ab]-*.json"))]
+    assert len(seen) == 2 and seen[0] == seen[1] and sorted(seen[0]) == ["sub/numbers.bin", "words.txt"], seen
+    sha = hashlib.sha256(b"alpha beta gamma\n").hexdigest()
+    cached = server.home / "data-sets" / "cache" / "blobs" / sha[:2] / sha
+    assert cached.stat().st_ino == seen[0]["words.txt"]["ino"] == (project / "data/corpus/words.txt").stat().st_ino
+
+    listed = subprocess.run(
+        [*AME, "datasets", "list", "-l", "--json"], capture_output=True, text=True, env=server.env, cwd=project
+    )
+    assert listed.returncode == 0, listed.stderr
+    corpus = {d["name"]: d for d in json.loads(listed.stdout)}["corpus"]
+    assert corpus["status"] == "ready" and corpus["file_count"] == 2, corpus
+
+    # A failed producer fails the consumer with the reason, and stays failed for the next one.
+    broken = _local(server, project, "consume-broken")
+    assert broken.returncode != 0
+    assert "data set 'broken' failed" in broken.stderr, broken.stderr
+    assert "never runs" not in broken.stdout

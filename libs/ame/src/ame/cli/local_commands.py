@@ -23,6 +23,7 @@ from ame.cli.task_args_options import args_options, parse_args_options
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
+    from ame.data_sets import DataSetDefinition
     from ame.runner.console import TerminalOutput
     from ame.runner.home import AmeHome
     from ame.runner.results import RunResult
@@ -173,7 +174,8 @@ def _run_local(project: Project, project_dir: Path, name: str, max_parallel: int
         memory_enforcement=host.memory_enforcement,
     )
     output = TerminalOutput(sys.stdout, sys.stderr, step_names=_step_labels(task))
-    return asyncio.run(_run_with_signals(LocalRunner(settings), task, output, args))
+    data_sets = _DataSetNeeds(project, settings.project_name, root, home) if _reads_data_sets(task) else None
+    return asyncio.run(_run_with_signals(LocalRunner(settings), task, output, args, data_sets))
 
 
 def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
@@ -185,10 +187,65 @@ def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
     return labels
 
 
+def _reads_data_sets(task: ResolvedTask) -> bool:
+    return any(step.data_sets for step in task.steps())
+
+
+class _DataSetNeeds:
+    """What a local run needs to place the data sets its task reads (see `ame.local_data_sets`)."""
+
+    def __init__(self, project: Project, project_name: str, root: Path, home: AmeHome) -> None:
+        self.project = project
+        self.project_name = project_name
+        self.root = root
+        self.home = home
+
+    async def prepare(
+        self, runner: LocalRunner, task: ResolvedTask, output: TerminalOutput, cancel: asyncio.Event
+    ) -> None:
+        from ame.data_sets import definitions_of
+        from ame.domain.ids import new_run_id
+        from ame.local_data_sets import DataSetError, LocalDataSets
+
+        local = LocalDataSets(self.home)
+        definitions = {d.name: d for d in definitions_of(self.project)}
+        wanted: dict[tuple[str, str], None] = {}
+        for step in task.steps():
+            for ref in step.data_sets:
+                wanted[(ref.project or self.project_name, ref.name)] = None
+
+        async def produce(definition: DataSetDefinition) -> tuple[str, bool, str]:
+            run_id = new_run_id()
+            await output.notice(
+                f"run {run_id}: task {definition.producer.name} (local, produces data set {definition.name})"
+            )
+            result = await runner.run(definition.producer, output, run_id=run_id, cancel=cancel)
+            return run_id, result.state == "succeeded", result.reason or f"it ended {result.state}"
+
+        for project, name in wanted:
+            if project != self.project_name:
+                raise DataSetError(
+                    f"data set {name!r} belongs to project {project!r}: a local run (-l) produces only its own "
+                    "project's data sets; configure a server (`ame setup`) to read it from there"
+                )
+            definition = definitions.get(name)
+            if definition is None:
+                raise DataSetError(f"data set {name!r} has no task to produce it in this project's ame.yml")
+            summary = await local.prepare(project, definition, self.root, produce, output.notice)
+            await output.notice(
+                f"data set {name!r}: version {summary.version_id[:12]} at {summary.path}/ ({summary.file_count} file(s))"
+            )
+
+
 async def _run_with_signals(
-    runner: LocalRunner, task: ResolvedTask, output: TerminalOutput, args: JsonValue = None
+    runner: LocalRunner,
+    task: ResolvedTask,
+    output: TerminalOutput,
+    args: JsonValue = None,
+    data_sets: _DataSetNeeds | None = None,
 ) -> int:
     from ame.domain.ids import new_run_id
+    from ame.local_data_sets import DataSetError
     from ame.runner.local_resources import UnrunnableError
     from ame.runner.secret_sources import SecretError
 
@@ -211,9 +268,13 @@ async def _run_with_signals(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     run_id = new_run_id()
-    await output.notice(f"run {run_id}: task {task.name} (local)")
     try:
+        if data_sets is not None:
+            await data_sets.prepare(runner, task, output, cancel)
+        await output.notice(f"run {run_id}: task {task.name} (local)")
         result = await runner.run(task, output, run_id=run_id, cancel=cancel, args=args)
+    except DataSetError as exc:
+        raise click.ClickException(str(exc)) from exc
     except (SecretError, UnrunnableError) as exc:
         raise click.ClickException(str(exc)) from exc
     except asyncio.CancelledError:
