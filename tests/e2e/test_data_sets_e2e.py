@@ -265,3 +265,31 @@ def test_local_runs_without_a_server_produce_once_and_link_from_the_home_cache(
     assert broken.returncode != 0
     assert "data set 'broken' failed" in broken.stderr, broken.stderr
     assert "never runs" not in broken.stdout
+
+
+def test_local_runs_with_a_server_fetch_the_servers_version(ame_server: Server, tmp_path: Path) -> None:
+    server = ame_server
+    server.start()
+    shared = tmp_path / "shared"
+    project = _project(tmp_path / "project", shared)
+    (shared / "go").write_text("")
+    pushed = server.ame_in(project, "project", "push")
+    assert pushed.returncode == 0, pushed.stderr
+
+    first = _local(server, project, "consume-a")
+    assert first.returncode == 0, first.stderr
+    assert "from the server" in first.stderr and "2 fetched" in first.stderr, first.stderr
+    second = _local(server, project, "consume-b")
+    assert second.returncode == 0, second.stderr
+    assert "0 fetched" in second.stderr, second.stderr
+    # Produced once, on the server (the local runs never ran the producer).
+    productions = (shared / "productions").read_text().split()
+    assert len(productions) == 1, productions
+    corpus = _data_sets(server)["corpus"]
+    assert corpus["status"] == "ready" and corpus["run_id"] == productions[0], corpus
+
+    sha = hashlib.sha256(b"alpha beta gamma\n").hexdigest()
+    cached = server.home / "data-sets" / "cache" / "blobs" / sha[:2] / sha
+    seen = [json.loads(p.read_text()) for p in sorted(shared.glob("[ab]-*.json"))]
+    assert len(seen) == 2 and seen[0] == seen[1], seen
+    assert cached.stat().st_ino == seen[0]["words.txt"]["ino"] == (project / "data/corpus/words.txt").stat().st_ino

@@ -42,7 +42,7 @@ from typing import Literal
 
 from ame.domain.projects import MODE_EXECUTABLE, MODE_SYMLINK, ManifestEntry, symlink_escapes
 
-__all__ = ["ContentCache", "MaterialiseError", "Placed", "Placement"]
+__all__ = ["ContentCache", "Fetch", "MaterialiseError", "Placed", "Placement"]
 
 Placement = Literal["auto", "reflink", "link", "copy"]
 # Fetch the blob with this sha256 into the given (temporary) path.

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ame.content_cache import ContentCache
+from ame.content_cache import ContentCache, Fetch
 from ame.data_sets import DataSetDefinition, DataSetStatus, clear_conflicts, scan_output
 from ame.domain.data_sets import DataSetSummary
 from ame.domain.projects import ManifestEntry, manifest_digest
@@ -236,13 +236,39 @@ class LocalDataSets:
         rows = json.loads((self.root / "manifests" / f"{version_id}.json").read_text())
         return [ManifestEntry(path=p, mode=m, sha256=s, size=n) for p, m, s, n in rows]
 
-    async def place(self, path: str, entries: list[ManifestEntry], project_dir: Path) -> None:
+    async def place(
+        self, path: str, entries: list[ManifestEntry], project_dir: Path, fetch: Fetch | None = None
+    ) -> None:
         """Hard-link the version's files from the cache at `path` in `project_dir` (files there that the data set
-        does not hold are left alone)."""
+        does not hold are left alone); `fetch` brings a blob the cache lacks (from the server)."""
         prefixed = [e.model_copy(update={"path": f"{path}/{e.path}"}) for e in entries]
 
-        async def fetch(sha256: str, temp: Path) -> None:
+        async def gone(sha256: str, temp: Path) -> None:
             raise DataSetError(f"blob {sha256} left the data set cache; run `ame datasets refresh -l` and try again")
 
         await asyncio.to_thread(clear_conflicts, project_dir, [e.path for e in prefixed])
-        await self.cache.materialise(prefixed, project_dir, fetch, "link")
+        await self.cache.materialise(prefixed, project_dir, fetch or gone, "link")
+
+    async def fetched(
+        self, summary: DataSetSummary, entries: list[ManifestEntry], project_dir: Path, fetch: Fetch, notice: Notice
+    ) -> None:
+        """Place a server's ready version (blobs the cache lacks come through `fetch`) and record it here."""
+        async with self._holding(summary.project, summary.name, notice):
+            await self.place(summary.path, entries, project_dir, fetch)
+            self._write_manifest(summary.version_id, entries)
+            self._write(
+                _Record(
+                    summary.project,
+                    summary.name,
+                    summary.definition_hash,
+                    summary.generation,
+                    DataSetStatus.READY,
+                    summary.path,
+                    version_id=summary.version_id,
+                    file_count=summary.file_count,
+                    size_bytes=summary.size_bytes,
+                    run_id=summary.run_id,
+                    reason="fetched from the server",
+                    updated_at=time.time(),
+                )
+            )

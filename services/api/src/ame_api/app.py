@@ -71,7 +71,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     artifacts = ArtifactService(runtime, settings, store)
     tokens = TokenService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
-    runs.data_sets = DataSetService(runtime, store, runs)
+    runs.data_sets = DataSetService(runtime, store, runs, settings.project_spool_dir)
     schedules = ScheduleService(runtime, runs, clock)
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)

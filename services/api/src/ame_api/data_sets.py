@@ -15,8 +15,10 @@ reason. Nothing polls: every step follows a submit or a run event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ame import bus_messages
@@ -24,13 +26,15 @@ from ame.data_sets import DataSetStatus, production_key
 from ame.domain import RunSpec, RunState, TriggerKind
 from ame.domain.data_sets import DataSetSummary
 from ame.domain.principals import Principal
+from ame.domain.projects import PROJECT_NAME, ManifestEntry, ManifestError, check_sha256, manifest_digest
 from ame_api import convert
-from ame_api.projects import StoreComponent, blob_prefix, manifest_key
+from ame_api.projects import StoreComponent
 from ame_api.repositories import data_sets as repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.data_sets import DataSetRow, Definition
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import InvalidRequest
+from ame_api.spooling import spooled
 from ame_platform.bus.publisher import headers_for
 from ame_platform.db import Connection
 from ame_platform.runtime import Runtime
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from ame_api.runs import RunService
 
 log = logging.getLogger(__name__)
+_NAME = re.compile(PROJECT_NAME)
 
 __all__ = ["DataSetService", "Needed", "result_key"]
 
@@ -48,6 +53,20 @@ __all__ = ["DataSetService", "Needed", "result_key"]
 def result_key(organisation: str, data_set_id: str) -> str:
     """Where the producing run's launcher leaves the version id it stored."""
     return f"orgs/{organisation}/data-sets/{data_set_id}/result"
+
+
+def data_set_blob_prefix(organisation: str) -> str:
+    """Data set blobs lie apart from project blobs, so project retention (which removes blobs no version lists)
+    never removes a file a data set version holds."""
+    return f"orgs/{organisation}/data-set-blobs/"
+
+
+def data_set_manifest_prefix(organisation: str) -> str:
+    return f"orgs/{organisation}/data-set-manifests/"
+
+
+def data_set_manifest_key(organisation: str, version_id: str) -> str:
+    return f"{data_set_manifest_prefix(organisation)}{version_id[:2]}/{version_id}"
 
 
 @dataclass(frozen=True)
@@ -59,10 +78,13 @@ class Needed:
 
 
 class DataSetService:
-    def __init__(self, runtime: Runtime, store: StoreComponent, runs: RunService) -> None:
+    def __init__(self, runtime: Runtime, store: StoreComponent, runs: RunService, spool_dir: Path | None) -> None:
         self._rt = runtime
         self._store = store
         self._runs = runs
+        self._spool_dir = spool_dir
+        # Parsed manifests of ready versions (checked against their ids), most recent last.
+        self._manifests: dict[tuple[str, str], list[ManifestEntry]] = {}
 
     # -- submit ------------------------------------------------------------------------------------------------
 
@@ -101,8 +123,8 @@ class DataSetService:
         output = bus_messages.DataSetOutput(
             name=definition.name,
             path=definition.path,
-            blob_prefix=blob_prefix(org),
-            manifest_prefix=f"orgs/{org}/manifests/",
+            blob_prefix=data_set_blob_prefix(org),
+            manifest_prefix=data_set_manifest_prefix(org),
             result_key=result_key(org, row.id),
         )
         producer = definition.producer.model_copy(update={"labels": {"ame.data-set": definition.name}})
@@ -173,7 +195,7 @@ class DataSetService:
         store = self._store.store
         try:
             version_id = (await store.get_bytes(result_key(row.organisation, row.id))).decode("ascii").strip()
-            manifest = await store.get_bytes(manifest_key(row.organisation, version_id))
+            manifest = await store.get_bytes(data_set_manifest_key(row.organisation, version_id))
             _, entries = convert.parse_manifest_object(manifest)
         except (ObjectNotFound, InvalidKeyError, UnicodeDecodeError, convert.DecodeError) as exc:
             await self._failed(row, f"its producing run {row.run_id} stored no readable version ({exc})")
@@ -239,9 +261,84 @@ class DataSetService:
             rows = await repo.list_current(conn, organisation=principal.organisation, project=project or None)
         return [row.summary() for row in rows]
 
+    async def get(
+        self, principal: Principal, project: str, name: str, definition_hash: str, *, produce: bool
+    ) -> tuple[DataSetSummary, list[ManifestEntry] | None]:
+        """The data set as this definition of it (empty: the latest pushed version's) is produced, with the
+        version's files once ready; `produce` starts its production if none has started."""
+        org = principal.organisation
+        _check_name("project", project)
+        _check_name("data set", name)
+        async with self._rt.pool.acquire() as conn:
+            if definition_hash:
+                definition = await repo.find_definition_by_hash(
+                    conn, organisation=org, project=project, name=name, definition_hash=definition_hash
+                )
+            else:
+                definition = await repo.find_definition(
+                    conn, organisation=org, project=project, name=name, version_id=None
+                )
+            row = None
+            if definition is not None and not produce:
+                row = await repo.find_current(
+                    conn, organisation=org, project=project, name=name, definition_hash=definition.definition_hash
+                )
+        if definition is None:
+            raise NotFound(
+                f"project {project!r} has no data set {name!r}"
+                + (" with this definition (push the project to produce it on the server)" if definition_hash else "")
+            )
+        if produce:
+            row = await self._production(org, definition, fresh=False)
+        if row is None:
+            raise NotFound(f"data set {name!r} of project {project!r} was not produced yet")
+        if row.status != DataSetStatus.READY:
+            return row.summary(), None
+        return row.summary(), await self._entries(org, row.version_id)
+
+    async def _entries(self, org: str, version_id: str) -> list[ManifestEntry]:
+        kept = self._manifests.get((org, version_id))
+        if kept is not None:
+            return kept
+        data = await self._store.store.get_bytes(data_set_manifest_key(org, version_id))
+        stored_id, entries = convert.parse_manifest_object(data)
+        if stored_id != version_id or manifest_digest(entries) != version_id:
+            raise RuntimeError(f"the stored manifest of data set version {version_id} does not match it")
+        self._manifests[(org, version_id)] = entries
+        while len(self._manifests) > 16:
+            self._manifests.pop(next(iter(self._manifests)))
+        return entries
+
+    async def read_blob(
+        self, principal: Principal, project: str, name: str, version_id: str, sha256: str
+    ) -> AsyncIterator[bytes]:
+        """One file of a ready version of the data set, from a spooled copy (as project blobs are served)."""
+        org = principal.organisation
+        _check_name("project", project)
+        _check_name("data set", name)
+        try:
+            check_sha256(sha256)
+            check_sha256(version_id)
+        except ManifestError as exc:
+            raise InvalidRequest(str(exc)) from None
+        async with self._rt.pool.acquire() as conn:
+            known = await repo.has_version(conn, organisation=org, project=project, name=name, version_id=version_id)
+        missing = f"data set {name!r} of project {project!r} has no ready version {version_id[:12]} with blob {sha256}"
+        if not known or all(e.sha256 != sha256 for e in await self._entries(org, version_id)):
+            raise NotFound(missing)
+        return await spooled(
+            self._store.store,
+            f"{data_set_blob_prefix(org)}{sha256[:2]}/{sha256}",
+            spool_dir=self._spool_dir,
+            prefix="data-set-blob-",
+            missing=missing,
+        )
+
     async def refresh(self, principal: Principal, project: str, name: str) -> DataSetSummary:
         """Produce the data set again (as the project's latest version declares it), whatever version it has."""
         org = principal.organisation
+        _check_name("project", project)
+        _check_name("data set", name)
         async with self._rt.pool.acquire() as conn:
             definition = await repo.find_definition(conn, organisation=org, project=project, name=name, version_id=None)
         if definition is None:
@@ -249,11 +346,16 @@ class DataSetService:
         return (await self._production(org, definition, fresh=True)).summary()
 
 
+def _check_name(what: str, value: str) -> None:
+    if len(value) > 200 or not _NAME.match(value):
+        raise InvalidRequest(f"{what} name {value[:80]!r} is not valid")
+
+
 def _source(org: str, name: str, row: DataSetRow) -> bus_messages.DataSetSource:
     return bus_messages.DataSetSource(
         name=name,
         path=row.path,
         version_id=row.version_id,
-        manifest_key=manifest_key(org, row.version_id),
-        blob_prefix=blob_prefix(org),
+        manifest_key=data_set_manifest_key(org, row.version_id),
+        blob_prefix=data_set_blob_prefix(org),
     )

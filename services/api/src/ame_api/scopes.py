@@ -57,6 +57,8 @@ REST: dict[tuple[str, str], Need] = {
     # Data sets (produced once, reused by every consumer)
     ("GET", "/v1/datasets"): READ,
     ("POST", "/v1/datasets/{project}/{name}/refresh"): RUN,
+    ("POST", "/v1/datasets/{project}/{name}/prepare"): RUN,
+    ("GET", "/v1/datasets/{project}/{name}/versions/{version_id}/blobs/{sha256}"): READ,
     # Who am I, tokens, organisations
     ("GET", "/v1/whoami"): READ,
     ("GET", "/v1/tokens"): ADMIN,
@@ -111,6 +113,8 @@ GRPC: dict[str, Need] = {
     "/ame.contracts.api.v1.AmeService/TriggerSchedule": RUN,
     "/ame.contracts.api.v1.AmeService/ListDataSets": READ,
     "/ame.contracts.api.v1.AmeService/RefreshDataSet": RUN,
+    "/ame.contracts.api.v1.AmeService/GetDataSet": RUN,
+    "/ame.contracts.api.v1.AmeService/DownloadDataSetBlob": READ,
     "/ame.contracts.api.v1.AmeService/SetOrganisationLimits": SERVER_ADMIN,
     "/ame.contracts.api.v1.AmeService/GetOrganisationLimits": SERVER_ADMIN,
     "/ame.contracts.api.v1.AmeService/PutSecret": RUN,

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from ame.data_sets import DataSetDefinition
+    from ame.domain.data_sets import DataSetSummary
+    from ame.domain.projects import ManifestEntry
+    from ame.local_data_sets import LocalDataSets
     from ame.runner.console import TerminalOutput
     from ame.runner.home import AmeHome
     from ame.runner.results import RunResult
@@ -206,6 +209,7 @@ class _DataSetNeeds:
         from ame.data_sets import definitions_of
         from ame.domain.ids import new_run_id
         from ame.local_data_sets import DataSetError, LocalDataSets
+        from ame.sdk.credentials import configured_target
 
         local = LocalDataSets(self.home)
         definitions = {d.name: d for d in definitions_of(self.project)}
@@ -222,19 +226,102 @@ class _DataSetNeeds:
             result = await runner.run(definition.producer, output, run_id=run_id, cancel=cancel)
             return run_id, result.state == "succeeded", result.reason or f"it ended {result.state}"
 
+        target = configured_target()
         for project, name in wanted:
+            definition = definitions.get(name) if project == self.project_name else None
+            if target is not None:
+                summary = await self._from_server(target, local, project, name, definition, output)
+                if summary is not None:
+                    continue
             if project != self.project_name:
                 raise DataSetError(
                     f"data set {name!r} belongs to project {project!r}: a local run (-l) produces only its own "
                     "project's data sets; configure a server (`ame setup`) to read it from there"
                 )
-            definition = definitions.get(name)
             if definition is None:
                 raise DataSetError(f"data set {name!r} has no task to produce it in this project's ame.yml")
             summary = await local.prepare(project, definition, self.root, produce, output.notice)
             await output.notice(
-                f"data set {name!r}: version {summary.version_id[:12]} at {summary.path}/ ({summary.file_count} file(s))"
+                f"data set {name!r}: version {summary.version_id[:12]} at {summary.path}/ "
+                f"({summary.file_count} file(s))"
             )
+
+    async def _from_server(
+        self,
+        target: str,
+        local: LocalDataSets,
+        project: str,
+        name: str,
+        definition: DataSetDefinition | None,
+        output: TerminalOutput,
+    ) -> DataSetSummary | None:
+        """The data set as the server has it (produced there first if need be), placed here; None when the server
+        does not know this definition (it is then produced here)."""
+        from ame.domain import LogEnd
+        from ame.local_data_sets import DataSetError
+        from ame.sdk import AmeError, Client, NotFound
+
+        digest = definition.definition_hash if definition is not None else ""
+        loop = asyncio.get_running_loop()
+
+        def notice(text: str) -> None:
+            asyncio.run_coroutine_threadsafe(output.notice(text), loop).result()
+
+        def ready() -> tuple[DataSetSummary, list[ManifestEntry]] | None:
+            with Client(target) as client:
+                try:
+                    summary, files = client.get_data_set(project, name, definition_hash=digest, produce=True)
+                except NotFound:
+                    return None
+                if summary.status == "pending" or summary.status == "running":
+                    notice(f"waiting for data set {name!r} (run {summary.run_id or '-'} on the server produces it)")
+                    if summary.run_id:
+                        # Event-driven: the run's log ends when it does.
+                        for item in client.follow_logs(summary.run_id):
+                            if isinstance(item, LogEnd):
+                                break
+                    # The registry records the version just after the run's end: a short wait, with a deadline.
+                    deadline = time.monotonic() + 60
+                    while summary.status in ("pending", "running") and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        summary, files = client.get_data_set(project, name, definition_hash=digest)
+                if summary.status == "failed":
+                    raise DataSetError(f"data set {name!r} failed: {summary.reason}")
+                if summary.status != "ready":
+                    raise DataSetError(f"data set {name!r} is still {summary.status} on the server")
+                return summary, files
+
+        try:
+            found = await asyncio.to_thread(ready)
+        except AmeError as exc:
+            raise DataSetError(f"data set {name!r}: the server at {target} answered: {exc}") from exc
+        if found is None:
+            if definition is not None:
+                await output.notice(
+                    f"the server has no data set {name!r} with this definition (push the project to produce it "
+                    "there); producing it here"
+                )
+            return None
+        summary, files = found
+        fetched = 0
+
+        async def fetch(sha256: str, temp: Path) -> None:
+            nonlocal fetched
+
+            def download() -> None:
+                with Client(target) as client, temp.open("wb") as out:
+                    for chunk in client.download_data_set_blob(project, name, summary.version_id, sha256):
+                        out.write(chunk)
+
+            await asyncio.to_thread(download)
+            fetched += 1
+
+        await local.fetched(summary, files, self.root, fetch, output.notice)
+        await output.notice(
+            f"data set {name!r}: version {summary.version_id[:12]} from the server at {summary.path}/ "
+            f"({summary.file_count} file(s), {fetched} fetched)"
+        )
+        return summary
 
 
 async def _run_with_signals(

@@ -249,6 +249,30 @@ class Client:
         request = ame_service_pb2.RefreshDataSetRequest(project=project, name=name)
         return convert.data_set_from_pb(self._call(self._stub.RefreshDataSet, request, timeout=self._timeout).data_set)
 
+    def get_data_set(
+        self, project: str, name: str, *, definition_hash: str = "", produce: bool = False
+    ) -> tuple[DataSetSummary, list[ManifestEntry]]:
+        """The data set as this definition of it is produced (empty: the latest pushed), and the version's files
+        once it is ready; `produce` starts its production if none has started."""
+        request = ame_service_pb2.GetDataSetRequest(
+            project=project, name=name, definition_hash=definition_hash, produce=produce
+        )
+        response = self._call(self._stub.GetDataSet, request, timeout=self._timeout)
+        return convert.data_set_from_pb(response.data_set), convert.manifest_from_pb(response.files)
+
+    def download_data_set_blob(self, project: str, name: str, version_id: str, sha256: str) -> Iterator[bytes]:
+        request = ame_service_pb2.DownloadDataSetBlobRequest(
+            project=project, name=name, version_id=version_id, sha256=sha256
+        )
+        stream = self._stub.DownloadDataSetBlob(request)
+        try:
+            for part in stream:
+                yield part.chunk
+        except grpc.RpcError as exc:
+            raise _translate(self.target, exc) from None
+        finally:
+            stream.cancel()
+
     def trigger_schedule(self, name: str, *, project: str | None = None) -> Run:
         """Start the schedule's run now, out of turn."""
         request = ame_service_pb2.ScheduleRequest(name=name, project=project or "")

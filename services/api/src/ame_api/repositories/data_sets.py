@@ -122,6 +122,55 @@ async def find_definition(
     )
 
 
+async def find_definition_by_hash(
+    conn: Connection, *, organisation: str, project: str, name: str, definition_hash: str
+) -> Definition | None:
+    """The data set with this definition, as the newest version of the project that declares it so declares it."""
+    row = await conn.fetchrow(
+        """SELECT d.version_id, d.path, d.definition_hash, d.producer_spec
+           FROM projects p JOIN project_version_data_sets d ON d.project_id = p.id
+           JOIN project_versions v ON v.project_id = d.project_id AND v.id = d.version_id
+           WHERE p.organisation_id = $1 AND p.name = $2 AND d.name = $3 AND d.definition_hash = $4
+           ORDER BY v.seq DESC LIMIT 1""",
+        organisation,
+        project,
+        name,
+        definition_hash,
+    )
+    if row is None:
+        return None
+    producer = RunSpec.model_validate_json(row["producer_spec"])
+    return Definition(project, name, row["path"], row["definition_hash"], row["version_id"], producer)
+
+
+async def find_current(
+    conn: Connection, *, organisation: str, project: str, name: str, definition_hash: str
+) -> DataSetRow | None:
+    row = await conn.fetchrow(
+        f"""SELECT {_COLUMNS} FROM data_sets
+            WHERE organisation_id = $1 AND project = $2 AND name = $3 AND definition_hash = $4
+            ORDER BY generation DESC LIMIT 1""",
+        organisation,
+        project,
+        name,
+        definition_hash,
+    )
+    return _row(row) if row is not None else None
+
+
+async def has_version(conn: Connection, *, organisation: str, project: str, name: str, version_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            """SELECT true FROM data_sets WHERE organisation_id = $1 AND project = $2 AND name = $3
+               AND version_id = $4 AND status = 'ready' LIMIT 1""",
+            organisation,
+            project,
+            name,
+            version_id,
+        )
+    )
+
+
 async def ensure(conn: Connection, *, organisation: str, definition: Definition, fresh: bool = False) -> DataSetRow:
     """The current production of the definition (its newest generation), made `pending` if there is none; with
     `fresh`, a new generation after the newest (a refresh). Locks the row for the transaction."""

@@ -1971,3 +1971,87 @@ class RefreshDataSetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefreshDataSetResponse: _TypeAlias = RefreshDataSetResponse  # noqa: Y015
+
+@_typing.final
+class GetDataSetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DEFINITION_HASH_FIELD_NUMBER: _builtins.int
+    PRODUCE_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    name: _builtins.str
+    definition_hash: _builtins.str
+    """The definition's hash; empty for the project's latest pushed version's definition."""
+    produce: _builtins.bool
+    """Start the production if none has started (as a run that reads the data set does)."""
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        name: _builtins.str = ...,
+        definition_hash: _builtins.str = ...,
+        produce: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition_hash", b"definition_hash", "name", b"name", "produce", b"produce", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataSetRequest: _TypeAlias = GetDataSetRequest  # noqa: Y015
+
+@_typing.final
+class GetDataSetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_SET_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def data_set(self) -> Global___DataSet: ...
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[_project_pb2.ManifestEntry]:
+        """The version's files (paths relative to the data set's path), once it is ready."""
+
+    def __init__(
+        self,
+        *,
+        data_set: Global___DataSet | None = ...,
+        files: _abc.Iterable[_project_pb2.ManifestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_set", b"data_set"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_set", b"data_set", "files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataSetResponse: _TypeAlias = GetDataSetResponse  # noqa: Y015
+
+@_typing.final
+class DownloadDataSetBlobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    name: _builtins.str
+    version_id: _builtins.str
+    sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version_id: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "project", b"project", "sha256", b"sha256", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadDataSetBlobRequest: _TypeAlias = DownloadDataSetBlobRequest  # noqa: Y015
