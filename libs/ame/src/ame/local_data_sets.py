@@ -100,7 +100,7 @@ class LocalDataSets:
         temp.write_text(json.dumps(record.__dict__))
         os.replace(temp, path)
 
-    def list(self, project: str | None = None) -> list[DataSetSummary]:
+    def summaries(self, project: str | None = None) -> list[DataSetSummary]:
         records = []
         for path in sorted((self.root / "records").glob("*/*.json")):
             record = self._read(path.parent.name, path.stem)

@@ -256,7 +256,7 @@ class DataSetService:
 
     # -- list, refresh -----------------------------------------------------------------------------------------
 
-    async def list(self, principal: Principal, project: str | None = None) -> list[DataSetSummary]:
+    async def list_current(self, principal: Principal, project: str | None = None) -> list[DataSetSummary]:
         async with self._rt.pool.acquire() as conn:
             rows = await repo.list_current(conn, organisation=principal.organisation, project=project or None)
         return [row.summary() for row in rows]

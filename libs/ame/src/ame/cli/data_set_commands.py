@@ -53,7 +53,7 @@ def register(cli: click.Group) -> None:
             from ame.local_data_sets import LocalDataSets
             from ame.runner.home import AmeHome
 
-            found = LocalDataSets(AmeHome.from_env()).list(project)
+            found = LocalDataSets(AmeHome.from_env()).summaries(project)
         else:
             from ame.sdk import AmeError, Client
 

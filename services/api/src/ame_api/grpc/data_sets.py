@@ -31,7 +31,7 @@ class DataSetMethods:
         self, request: ame_service_pb2.ListDataSetsRequest, context: Context
     ) -> ame_service_pb2.ListDataSetsResponse:
         project = request.project[:200] or None
-        found = await self._data_set_service().list(caller(), project)
+        found = await self._data_set_service().list_current(caller(), project)
         return ame_service_pb2.ListDataSetsResponse(data_sets=[convert.data_set_to_pb(d) for d in found])
 
     @unary

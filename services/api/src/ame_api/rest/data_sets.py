@@ -51,7 +51,7 @@ def router(data_sets: DataSetService) -> APIRouter:
         principal: CurrentPrincipal,
         project: Annotated[NameFilter | None, Query(description="Only this project's data sets.")] = None,
     ) -> DataSetList:
-        return DataSetList(data_sets=await data_sets.list(principal, project))
+        return DataSetList(data_sets=await data_sets.list_current(principal, project))
 
     @api.post(
         "/{project}/{name}/prepare",
