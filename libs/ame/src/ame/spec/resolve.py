@@ -91,7 +91,9 @@ def resolve_data_set_producer(
             f"data set '{name}' has no task to produce it (add 'task:' or 'taskRef:')", project.source_file
         )
     resolver = _Resolver(project, external_templates, strict_external=True)
-    resolved = resolver.inline(data_set.task, f"{name}-producer")
+    # A producer given by reference runs under the referenced task's name (as `ame task list` shows it).
+    ref = data_set.task.task_ref
+    resolved = resolver.inline(data_set.task, ref.name if ref is not None else f"{name}-producer")
     if resolver.problems or resolved is None:
         raise SpecError(
             resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve data set '{name}'")]
