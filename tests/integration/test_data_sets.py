@@ -25,12 +25,24 @@ dataSets:
     task:
       name: fetch-words
       executor: !custom
-        command: python -c "import os, pathlib; p = pathlib.Path('data/words'); p.mkdir(parents=True); (p / 'w.txt').write_text(os.environ['AME_RUN_ID'])"
+        command: python fetch.py
 tasks:
   - name: read
     executor: !custom
-      command: python -c "import os; print('words from', open('data/words/w.txt').read(), os.stat('data/words/w.txt').st_nlink > 1)"
+      command: python read.py
     dataSets: [words]
+"""
+
+FETCH_PY = """\
+import os, pathlib
+out = pathlib.Path("data/words")
+out.mkdir(parents=True)
+(out / "w.txt").write_text(os.environ["AME_RUN_ID"])
+"""
+
+READ_PY = """\
+import os
+print("words from", open("data/words/w.txt").read(), os.stat("data/words/w.txt").st_nlink > 1)
 """
 
 
@@ -38,6 +50,8 @@ async def test_consumers_submitted_at_once_share_one_production(stack: Stack, cl
     root = tmp_path / "project"
     root.mkdir()
     (root / "ame.yml").write_text(AME_YML)
+    (root / "fetch.py").write_text(FETCH_PY)
+    (root / "read.py").write_text(READ_PY)
     version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="ds")).version.id
     spec = run_spec_for_task(resolve_task(load_project(root), "read"), project="ds", project_version_id=version)
     request = ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec))
