@@ -33,7 +33,7 @@ from ame_api.repositories import data_sets as repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.data_sets import DataSetRow, Definition
 from ame_api.repositories.runs import NotFound
-from ame_api.runs import InvalidRequest
+from ame_api.runs import Conflict, InvalidRequest
 from ame_api.spooling import spooled
 from ame_platform.bus.publisher import headers_for
 from ame_platform.db import Connection
@@ -128,17 +128,32 @@ class DataSetService:
             result_key=result_key(org, row.id),
         )
         producer = definition.producer.model_copy(update={"labels": {"ame.data-set": definition.name}})
-        run = await self._runs.submit(
-            Principal.trigger(org, "data-set"),
-            producer,
-            trigger=TriggerKind.API,
-            idempotency_key=production_key(
-                org, definition.project, definition.name, definition.definition_hash, row.generation
-            ),
-            data_set_output=output,
-        )
+        key = production_key(org, definition.project, definition.name, definition.definition_hash, row.generation)
+        try:
+            run_id = (
+                await self._runs.submit(
+                    Principal.trigger(org, "data-set"),
+                    producer,
+                    trigger=TriggerKind.API,
+                    idempotency_key=key,
+                    data_set_output=output,
+                )
+            ).id
+        except Conflict:
+            # A consumer of another version with the same definition submitted it first (its spec names that
+            # version): the production is that run.
+            async with self._rt.pool.acquire() as conn:
+                found = await repo.run_by_key(conn, org, key)
+            if found is None:
+                raise
+            run_id = found
         async with self._rt.pool.acquire() as conn:
-            await repo.set_run(conn, row.id, run.id)
+            await repo.set_run(conn, row.id, run_id)
+            run = await runs_repo.find_run(conn, run_id, organisation=org)
+        if run is not None and (run.state == RunState.RUNNING or run.state.terminal):
+            # Its events may have reached the registry before the row named the run: apply them here.
+            await self.on_run_event(run_id, run.state, run.reason)
+        async with self._rt.pool.acquire() as conn:
             fresh_row = await repo.get(conn, row.id)
         assert fresh_row is not None
         return fresh_row

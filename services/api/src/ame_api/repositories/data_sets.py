@@ -200,6 +200,13 @@ async def ensure(conn: Connection, *, organisation: str, definition: Definition,
     return _row(row)
 
 
+async def run_by_key(conn: Connection, organisation: str, idempotency_key: str) -> str | None:
+    found = await conn.fetchval(
+        "SELECT id FROM runs WHERE organisation_id = $1 AND idempotency_key = $2", organisation, idempotency_key
+    )
+    return str(found) if found is not None else None
+
+
 async def set_run(conn: Connection, data_set_id: str, run_id: str) -> None:
     """The production's run, once (the first submit's run; the idempotency key makes every other submit the same)."""
     await conn.execute(
