@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import grpc
 import pytest
 
 from ame import codecs
@@ -58,7 +59,7 @@ async def test_consumers_submitted_at_once_share_one_production(stack: Stack, cl
 
     submitted = await asyncio.gather(*(client.stub.SubmitRun(request) for _ in range(6)))
     followed = await asyncio.gather(*(client.follow(r.run.id) for r in submitted))
-    outputs = set()
+    outputs: set[str] = set()
     for result in followed:
         assert result.end is not None and result.end.end.exit_code == 0, result
         outputs.update(text for _, stream, text in result.lines if stream == "stdout")
@@ -73,3 +74,33 @@ async def test_consumers_submitted_at_once_share_one_production(stack: Stack, cl
     assert line == f"words from {words.run_id} True"
     runs = await client.stub.ListRuns(ame_service_pb2.ListRunsRequest(project="ds", task="fetch-words"))
     assert [r.id for r in runs.runs] == [words.run_id]
+
+
+async def test_a_task_reads_another_projects_data_set(stack: Stack, client: Grpc, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "ame.yml").write_text(AME_YML)
+    (source / "fetch.py").write_text(FETCH_PY)
+    (source / "read.py").write_text(READ_PY)
+    await sdk_push(stack.grpc_target, source, tmp_path / "push-cache", project="ds")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "ame.yml").write_text(
+        "project: user\ntasks:\n  - name: read\n    executor: !custom\n      command: python read.py\n"
+        "    dataSets:\n      - ref: {name: words, project: ds}\n"
+    )
+    (user / "read.py").write_text(READ_PY)
+    version = (await sdk_push(stack.grpc_target, user, tmp_path / "push-cache", project="user")).version.id
+    spec = run_spec_for_task(resolve_task(load_project(user), "read"), project="user", project_version_id=version)
+    submitted = await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
+    followed = await client.follow(submitted.run.id)
+    assert followed.end is not None and followed.end.end.exit_code == 0, followed
+    (words,) = (await client.stub.ListDataSets(ame_service_pb2.ListDataSetsRequest(project="ds"))).data_sets
+    assert [t for _, s, t in followed.lines if s == "stdout"] == [f"words from {words.run_id} True"]
+
+    # A data set no pushed version declares is refused at submit, naming it.
+    spec = spec.model_copy(update={"data_sets": [spec.data_sets[0].model_copy(update={"name": "nope"})]})
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "data set 'nope' is not declared" in str(refused.value.details())
