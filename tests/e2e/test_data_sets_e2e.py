@@ -9,6 +9,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,9 @@ def _data_sets(server: Server) -> dict[str, dict[str, Any]]:
 def _detached(server: Server, project: Path, task: str) -> str:
     started = server.ame_in(project, "task", "run", task, "--detach")
     assert started.returncode == 0, started.stderr
-    return started.stdout.strip().splitlines()[-1]
+    run_id = started.stdout.strip().splitlines()[-1]
+    assert f"run {run_id} queued (waiting for data set 'corpus')" in started.stderr, started.stderr
+    return run_id
 
 
 def _ended(server: Server, run_id: str) -> dict[str, Any] | None:
@@ -158,7 +161,7 @@ def test_a_data_set_is_produced_once_shared_by_inode_and_kept_across_pushes(ame_
 
     (shared / "go").write_text("")
     for run_id in (first, second):
-        ended = _until(f"run {run_id} to end", lambda run_id=run_id: _ended(server, run_id))
+        ended = _until(f"run {run_id} to end", partial(_ended, server, run_id))
         assert ended["state"] == "succeeded", ended
     assert len((shared / "productions").read_text().split()) == 1, "produced more than once"
 

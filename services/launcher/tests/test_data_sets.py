@@ -22,7 +22,7 @@ def _settings(tmp_path: Path, objects: Path) -> LauncherSettings:
     return LauncherSettings(
         work_dir=tmp_path / "launcher",
         storage=StorageSettings(local_root=objects),
-        fetch_backoff=0.01,  # type: ignore[arg-type]
+        fetch_backoff=0.01,
     )
 
 
