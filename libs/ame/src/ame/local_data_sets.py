@@ -154,11 +154,13 @@ class LocalDataSets:
         """The data set's files at its path in `project_dir`, produced first if this definition never was."""
         async with self._holding(project, definition.name, notice):
             record = self._read(project, definition.name)
+            fresh = record is None or record.definition_hash != definition.definition_hash
             if record is None or record.definition_hash != definition.definition_hash:
                 generation = record.generation + 1 if record is not None else 1
                 record = await self._produce(project, definition, project_dir, produce, generation, notice)
             if record.status == DataSetStatus.FAILED:
-                raise DataSetError(f"data set {definition.name!r} failed: {record.reason}")
+                hint = "" if fresh else f"; `ame datasets refresh -l {definition.name}` produces it again"
+                raise DataSetError(f"data set {definition.name!r} failed: {record.reason}{hint}")
             if record.status != DataSetStatus.READY:
                 raise DataSetError(f"data set {definition.name!r} is {record.status}")
             entries = self._manifest(record.version_id)

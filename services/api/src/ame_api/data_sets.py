@@ -170,7 +170,8 @@ class DataSetService:
         failed = [(n, r) for n, r in by_need if r.status == DataSetStatus.FAILED]
         if failed:
             need, row = failed[0]
-            return command, None, f"data set {need.name!r} failed: {row.reason}"
+            hint = f"; `ame datasets refresh {need.name}` produces it again"
+            return command, None, f"data set {need.name!r} failed: {row.reason}{hint}"
         pending = [n for n, r in by_need if r.status != DataSetStatus.READY]
         if pending:
             return command, "waiting for data set " + ", ".join(repr(n.name) for n in pending), None
