@@ -154,6 +154,12 @@ def rest_cases(world: World) -> dict[tuple[str, str], RestCase]:
         # A's project version is not B's to train from; B's list holds none of A's models.
         ("POST", "/v1/models/{model}/train"): ({"project": PROJECT, "project_version_id": world.version_id}, NOT_FOUND),
         ("GET", "/v1/models"): (None, _no_leak),
+        ("GET", "/v1/datasets"): (None, _no_leak),
+        # B has no project of A's name, so no data set of it to produce.
+        ("POST", "/v1/datasets/{project}/{name}/refresh"): (None, NOT_FOUND),
+        ("POST", "/v1/datasets/{project}/{name}/prepare"): ({"produce": True}, NOT_FOUND),
+        # `{version_id}` and `{sha256}` are A's: B holds no such data set version.
+        ("GET", "/v1/datasets/{project}/{name}/versions/{version_id}/blobs/{sha256}"): (None, NOT_FOUND),
     }
 
 
@@ -324,6 +330,12 @@ def _grpc_requests(world: World) -> dict[str, Any]:
         "ListOrchestrationTaskRuns": ame_service_pb2.ListOrchestrationTaskRunsRequest(
             task_id=world.orchestration_task_id
         ),
+        "ListDataSets": ame_service_pb2.ListDataSetsRequest(project=PROJECT),
+        "RefreshDataSet": ame_service_pb2.RefreshDataSetRequest(project=PROJECT, name="hello"),
+        "GetDataSet": ame_service_pb2.GetDataSetRequest(project=PROJECT, name="hello", produce=True),
+        "DownloadDataSetBlob": ame_service_pb2.DownloadDataSetBlobRequest(
+            project=PROJECT, name="hello", version_id=world.version_id, sha256=sha(AME_YML)
+        ),
     }
 
 
@@ -377,6 +389,10 @@ GRPC_FOR_B: dict[str, grpc.StatusCode] = {
     "GetOrchestrationTask": grpc.StatusCode.NOT_FOUND,
     "KillOrchestrationTask": grpc.StatusCode.NOT_FOUND,
     "ListOrchestrationTaskRuns": grpc.StatusCode.NOT_FOUND,
+    "ListDataSets": OK,  # B's own data sets: none of A's
+    "RefreshDataSet": grpc.StatusCode.NOT_FOUND,
+    "GetDataSet": grpc.StatusCode.NOT_FOUND,
+    "DownloadDataSetBlob": grpc.StatusCode.NOT_FOUND,
 }
 
 

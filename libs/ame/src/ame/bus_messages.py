@@ -16,6 +16,7 @@ raise `DecodeError` for a payload nothing can be done with. Message ids make a r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,6 +28,8 @@ from ame.contracts.trigger.v1 import trigger_pb2
 from ame.domain import RunSpec, RunState
 
 __all__ = [
+    "DataSetOutput",
+    "DataSetSource",
     "DecodeError",
     "FiredSlot",
     "LaunchCommand",
@@ -54,6 +57,7 @@ __all__ = [
     "retry_msg_id",
     "schedules_msg_id",
     "state_msg_id",
+    "with_data_sets",
 ]
 
 
@@ -108,16 +112,47 @@ class ProjectSource:
 
 
 @dataclass(frozen=True)
+class DataSetSource:
+    """A stored data set version the run reads, placed at `path` (relative to the run's directory)."""
+
+    name: str
+    path: str
+    version_id: str
+    manifest_key: str
+    blob_prefix: str
+
+
+@dataclass(frozen=True)
+class DataSetOutput:
+    """Where a producing run stores what it left at `path` (keys chosen by the api)."""
+
+    name: str
+    path: str
+    blob_prefix: str
+    manifest_prefix: str
+    result_key: str
+
+
+@dataclass(frozen=True)
 class LaunchCommand:
     run_id: str
     attempt: int
     organisation: str
     spec: RunSpec
     project_source: ProjectSource | None = None
+    data_sets: tuple[DataSetSource, ...] = ()
+    data_set_output: DataSetOutput | None = None
 
 
 def encode_launch(
-    run_id: str, attempt: int, organisation: str, spec: RunSpec, source: ProjectSource | None = None
+    run_id: str,
+    attempt: int,
+    organisation: str,
+    spec: RunSpec,
+    source: ProjectSource | None = None,
+    *,
+    data_sets: Sequence[DataSetSource] = (),
+    data_set_output: DataSetOutput | None = None,
 ) -> bytes:
     pb = run_pb2.LaunchRun(
         run_id=run_id,
@@ -130,6 +165,36 @@ def encode_launch(
         pb.project_source.CopyFrom(
             run_pb2.ProjectSource(manifest_key=source.manifest_key, blob_prefix=source.blob_prefix)
         )
+    pb.data_sets.extend(
+        run_pb2.DataSetSource(
+            name=d.name, path=d.path, version_id=d.version_id, manifest_key=d.manifest_key, blob_prefix=d.blob_prefix
+        )
+        for d in data_sets
+    )
+    if data_set_output is not None:
+        o = data_set_output
+        pb.data_set_output.CopyFrom(
+            run_pb2.DataSetOutput(
+                name=o.name,
+                path=o.path,
+                blob_prefix=o.blob_prefix,
+                manifest_prefix=o.manifest_prefix,
+                result_key=o.result_key,
+            )
+        )
+    return pb.SerializeToString()
+
+
+def with_data_sets(data: bytes, data_sets: Sequence[DataSetSource]) -> bytes:
+    """The launch command `data` with the data set versions it reads (once they are ready)."""
+    pb = _launch_pb(data)
+    del pb.data_sets[:]
+    pb.data_sets.extend(
+        run_pb2.DataSetSource(
+            name=d.name, path=d.path, version_id=d.version_id, manifest_key=d.manifest_key, blob_prefix=d.blob_prefix
+        )
+        for d in data_sets
+    )
     return pb.SerializeToString()
 
 
@@ -154,6 +219,20 @@ def parse_launch(data: bytes) -> LaunchCommand:
         project_source=(
             ProjectSource(pb.project_source.manifest_key, pb.project_source.blob_prefix)
             if pb.HasField("project_source")
+            else None
+        ),
+        data_sets=tuple(
+            DataSetSource(d.name, d.path, d.version_id, d.manifest_key, d.blob_prefix) for d in pb.data_sets
+        ),
+        data_set_output=(
+            DataSetOutput(
+                pb.data_set_output.name,
+                pb.data_set_output.path,
+                pb.data_set_output.blob_prefix,
+                pb.data_set_output.manifest_prefix,
+                pb.data_set_output.result_key,
+            )
+            if pb.HasField("data_set_output")
             else None
         ),
     )

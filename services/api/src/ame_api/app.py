@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ame_api.artifacts import ArtifactService
 from ame_api.auth import TokenService
+from ame_api.data_sets import DataSetService
 from ame_api.follow import LogFollower
 from ame_api.grpc.auth import AuthInterceptor
 from ame_api.grpc.server import GrpcServer
@@ -84,6 +85,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     artifacts = ArtifactService(runtime, settings, store)
     tokens = TokenService(runtime, settings)
     runs = RunService(runtime, settings, project_sources=projects.launch_source)
+    runs.data_sets = DataSetService(runtime, store, runs, settings.project_spool_dir)
     schedules = ScheduleService(runtime, runs, clock)
     follower = LogFollower(runtime, settings)
     secrets = SecretService(runtime, settings)

@@ -17,6 +17,7 @@ from ame.contracts.log.v1 import log_pb2
 from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState, TriggerKind, errors
+from ame.domain.data_sets import DataSetSummary
 from ame.domain.limits import (
     MAX_PAGE_SIZE,
     IdempotencyKey,
@@ -52,11 +53,41 @@ def utcnow() -> datetime:
 
 
 def launch_command(
-    run_id: str, attempt: int, organisation: str, spec: RunSpec, source: tuple[str, str] | None = None
+    run_id: str,
+    attempt: int,
+    organisation: str,
+    spec: RunSpec,
+    source: tuple[str, str] | None = None,
+    data_set_output: bus_messages.DataSetOutput | None = None,
 ) -> bytes:
-    """`source`: the (manifest key, blob prefix) of the run's project version in the object store."""
+    """`source`: the (manifest key, blob prefix) of the run's project version in the object store;
+    `data_set_output`: where a producing run stores its data set version."""
     where = bus_messages.ProjectSource(*source) if source is not None else None
-    return bus_messages.encode_launch(run_id, attempt, organisation, spec, where)
+    return bus_messages.encode_launch(run_id, attempt, organisation, spec, where, data_set_output=data_set_output)
+
+
+def parse_manifest_object(data: bytes) -> tuple[str, list[ManifestEntry]]:
+    """A stored manifest (a project or data set version's): (version id, entries); raises DecodeError."""
+    return project_codecs.parse_manifest_object(data)
+
+
+def data_set_to_pb(row: DataSetSummary) -> ame_service_pb2.DataSet:
+    pb = ame_service_pb2.DataSet(
+        project=row.project,
+        name=row.name,
+        status=row.status,
+        size_bytes=row.size_bytes,
+        file_count=row.file_count,
+        version_id=row.version_id,
+        run_id=row.run_id,
+        reason=row.reason,
+        path=row.path,
+        definition_hash=row.definition_hash,
+        generation=row.generation,
+    )
+    if row.updated_at is not None:
+        pb.updated_at.FromDatetime(row.updated_at)
+    return pb
 
 
 def with_timeout(command: bytes, timeout_seconds: float | None) -> bytes:

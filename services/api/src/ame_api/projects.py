@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ame.data_sets import definitions_of
+from ame.domain import RunSpec
 from ame.domain.principals import Principal
 from ame.domain.projects import (
     MAX_SYMLINK_TARGET_BYTES,
@@ -35,11 +37,13 @@ from ame.domain.projects import (
     symlink_escapes,
 )
 from ame.domain.schedules import Activation
+from ame.run_specs import run_spec_for_task
 from ame.spec import ExternalTemplates, Project, SpecError, check_project, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations, templates
 from ame_api.peach_loops import PeachProblems, peach_files, tasks_of_version
+from ame_api.repositories import data_sets as data_sets_repo
 from ame_api.repositories import peach as peach_repo
 from ame_api.repositories import projects as repo
 from ame_api.repositories import retention as retention_repo
@@ -108,6 +112,23 @@ class StoreComponent:
 
     async def drain(self) -> None:
         await self._stack.aclose()
+
+
+def _data_sets_of_version(spec: Project, project: str, version_id: str) -> list[tuple[str, str, str, RunSpec]]:
+    """(name, path, definition hash, producer's run spec) of each data set the version declares with a task."""
+    try:
+        definitions = definitions_of(spec)
+    except SpecError as error:
+        raise InvalidSpec([str(p) for p in error.problems]) from None
+    return [
+        (
+            d.name,
+            d.path,
+            d.definition_hash,
+            run_spec_for_task(d.producer, project=project, project_version_id=version_id),
+        )
+        for d in definitions
+    ]
 
 
 def blob_prefix(organisation: str) -> str:
@@ -317,6 +338,7 @@ class ProjectService:
         )
         task_names = spec.task_names() if spec is not None else [t.task for t in peach]
         hooks = hooks_of_version(spec, project, version_id, external_templates=others.lookup()) if spec else []
+        data_sets = _data_sets_of_version(spec, project, version_id) if spec is not None else []
         if spec is not None:
             # A schedule the server cannot run fails the push, with the reason.
             schedules_of(spec, project, version_id, external_templates=others.lookup())
@@ -344,6 +366,10 @@ class ProjectService:
             outbox_id = None
             if created and hooks:
                 await webhooks_repo.add_hooks(conn, project_id=project_id, version_id=version_id, hooks=hooks)
+            if created and data_sets:
+                await data_sets_repo.add_definitions(
+                    conn, project_id=project_id, version_id=version_id, definitions=data_sets
+                )
             if created:
                 msg_id = f"project:{project_id}:{version_id}"
                 outbox_id = await runs_repo.add_outbox(

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
@@ -33,6 +34,9 @@ from ame_platform.db import Connection
 from ame_platform.db.retry import with_connection
 from ame_platform.faults import clean_text, is_transient
 from ame_platform.runtime import Runtime
+
+if TYPE_CHECKING:
+    from ame_api.data_sets import DataSetService, Needed
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class RunService:
         # Called with the run id when the registry records a run's end (PEACH loops start their next task).
         self.end_listeners: list[Callable[[str], None]] = []
         self._tracer = runtime.telemetry.tracer("ame_api")
+        # Set by the app once built (it submits producing runs through this service).
+        self.data_sets: DataSetService | None = None
 
     async def submit(
         self,
@@ -85,14 +91,16 @@ class RunService:
         parent_run_id: str = "",
         idempotency_key: str | None = None,
         run_id: str | None = None,
+        data_set_output: bus_messages.DataSetOutput | None = None,
     ) -> Run:
         """Record the run as queued; if admission admits it, ask a launcher for it in the same transaction
-        (through the outbox), else it waits in the admission queue with the reason. `run_id` is for callers that
-        chose the id beforehand (the scheduler's model sequencing); with an idempotency key, a repeat returns the
-        run made first."""
+        (through the outbox), else it waits in the admission queue with the reason. A run that reads data sets
+        not ready yet waits for them first (see `ame_api.data_sets`). `run_id` is for callers that chose the id
+        beforehand (the scheduler's model sequencing); with an idempotency key, a repeat returns the run made
+        first."""
         run_id = run_id or new_run_id()
         with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
-            return await self._submit(principal, run_id, spec, trigger, parent_run_id, idempotency_key)
+            return await self._submit(principal, run_id, spec, trigger, parent_run_id, idempotency_key, data_set_output)
 
     async def _submit(
         self,
@@ -102,6 +110,7 @@ class RunService:
         trigger: TriggerKind,
         parent_run_id: str,
         idempotency_key: str | None,
+        data_set_output: bus_messages.DataSetOutput | None = None,
     ) -> Run:
         org = principal.organisation
         try:
@@ -113,7 +122,12 @@ class RunService:
             if self._project_sources is None:
                 raise InvalidRequest("this server does not run project versions")
             source = await self._project_sources(org, spec.project, spec.project_version_id)
-        command = convert.launch_command(run_id, 1, org, spec, source)
+        needed: list[Needed] = []
+        if spec.data_sets:
+            if self.data_sets is None:
+                raise InvalidRequest("this server does not serve data sets")
+            needed = await self.data_sets.prepare(principal, spec)
+        command = convert.launch_command(run_id, 1, org, spec, source, data_set_output)
         # RunSpec's own limits keep this far below the server's message size; this guards a changed limit.
         if len(command) > self._rt.nc.max_payload - 4096:
             raise InvalidRequest(
@@ -126,7 +140,11 @@ class RunService:
         msg_id = bus_messages.launch_msg_id(run_id, 1)
         # Carries this span's context to the launcher, so the run's spans form one trace.
         headers = headers_for(msg_id)
+        waiting = failing = None
         async with self._rt.pool.acquire() as conn, conn.transaction():
+            if needed and self.data_sets is not None:
+                # Locks the productions first, so one that ends meanwhile sees this run among its waiters.
+                command, waiting, failing = await self.data_sets.hold(conn, org, needed, command)
             run, created = await runs_repo.create_run(
                 conn,
                 run_id=run_id,
@@ -142,18 +160,26 @@ class RunService:
                 if run.spec != spec:
                     raise Conflict(f"idempotency key {idempotency_key!r} was used for a different run ({run.id})")
                 return run
-            try:
-                submitted = await self.admission.on_submit(
-                    conn,
-                    run_id=run_id,
-                    organisation=org,
-                    spec=spec,
-                    subject=self._rt.names.run_launch,
-                    command=command,
-                    headers=headers,
-                )
-            except Refused as exc:
-                raise InvalidRequest(str(exc)) from None
+            if waiting is not None and self.data_sets is not None:
+                await self.data_sets.wait(conn, run_id, needed, waiting)
+            elif failing is None:
+                try:
+                    submitted = await self.admission.on_submit(
+                        conn,
+                        run_id=run_id,
+                        organisation=org,
+                        spec=spec,
+                        subject=self._rt.names.run_launch,
+                        command=command,
+                        headers=headers,
+                    )
+                except Refused as exc:
+                    raise InvalidRequest(str(exc)) from None
+        if failing is not None:
+            await self.fail_queued(run_id, org, failing)
+            return await self.get(principal, run_id)
+        if waiting is not None:
+            return run.model_copy(update={"reason": waiting})
         # Publish the launch if admitted, else admit now (a step shared with concurrent submits). If the publish
         # fails the relay publishes it later; Nats-Msg-Id makes a double publish harmless.
         reason = await self.admission.after_submit(run_id, submitted)
@@ -216,31 +242,40 @@ class RunService:
         )
         if run.state == RunState.QUEUED:
             # No launcher may hold it yet; launchers also skip launch commands of runs cancelled meanwhile.
-            event = convert.state_changed(run.id, run.attempt, RunState.CANCELLED, None, reason)
-            await self._publish_state(run.id, run.attempt, RunState.CANCELLED, event)
-            end_chunk = convert.end_chunk(run.id, run.attempt, RunState.CANCELLED, None, reason)
-            await self._rt.js.publish(
-                self._rt.names.run_log(run.id),
-                end_chunk,
-                headers=headers_for(bus_messages.log_end_msg_id(run.id, run.attempt, "cancelled")),
-            )
-            async with self._rt.pool.acquire() as conn, conn.transaction():
-                updated = await runs_repo.apply_state(
-                    conn,
-                    run_id=run.id,
-                    attempt=run.attempt,
-                    state=RunState.CANCELLED,
-                    exit_code=None,
-                    reason=reason,
-                    at=convert.utcnow(),
-                )
-                if updated is not None:
-                    # Out of the admission queue, so it is never launched; a slot it held is freed.
-                    await self.admission.release(conn, run.id)
-            if updated is not None:
-                await self.admission.admit_quietly(f"cancelling {run.id}")
-                return await self.get(principal, run_id)
+            await self._end_queued(run.id, run.attempt, RunState.CANCELLED, reason)
         return await self.get(principal, run_id)
+
+    async def fail_queued(self, run_id: str, organisation: str, reason: str) -> None:
+        """End a run that was never launched `failed` (a data set it reads failed), with the reason."""
+        async with self._rt.pool.acquire() as conn:
+            run = await runs_repo.find_run(conn, run_id, organisation=organisation)
+        if run is not None and run.state == RunState.QUEUED:
+            await self._end_queued(run.id, run.attempt, RunState.FAILED, reason)
+
+    async def _end_queued(self, run_id: str, attempt: int, state: RunState, reason: str) -> None:
+        event = convert.state_changed(run_id, attempt, state, None, reason)
+        await self._publish_state(run_id, attempt, state, event)
+        end_chunk = convert.end_chunk(run_id, attempt, state, None, reason)
+        await self._rt.js.publish(
+            self._rt.names.run_log(run_id),
+            end_chunk,
+            headers=headers_for(bus_messages.log_end_msg_id(run_id, attempt, state.value)),
+        )
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            updated = await runs_repo.apply_state(
+                conn,
+                run_id=run_id,
+                attempt=attempt,
+                state=state,
+                exit_code=None,
+                reason=reason,
+                at=convert.utcnow(),
+            )
+            if updated is not None:
+                # Out of the admission queue, so it is never launched; a slot it held is freed.
+                await self.admission.release(conn, run_id)
+        if updated is not None:
+            await self.admission.admit_quietly(f"ending {run_id}")
 
     async def _publish_state(self, run_id: str, attempt: int, state: RunState, payload: bytes) -> None:
         await self._rt.js.publish(
@@ -286,6 +321,9 @@ class RunService:
             for listener in self.end_listeners:
                 listener(event.run_id)
             await self.admission.admit_quietly(f"the end of {event.run_id}")
+        if self.data_sets is not None:
+            # After the run's own state (also on a redelivery, which applies nothing): a production moves with it.
+            await self.data_sets.on_run_event(event.run_id, event.state, event.reason)
 
     async def _apply(self, conn: Connection, event: StateEvent, reason: str) -> tuple[int | None, bool]:
         """Apply the event; when it ended an attempt that another follows, also write the scheduler's cue to the

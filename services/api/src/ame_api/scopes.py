@@ -59,6 +59,11 @@ REST: dict[tuple[str, str], Need] = {
     # Models: train from a pushed version (starts runs), list
     ("POST", "/v1/models/{model}/train"): RUN,
     ("GET", "/v1/models"): READ,
+    # Data sets (produced once, reused by every consumer)
+    ("GET", "/v1/datasets"): READ,
+    ("POST", "/v1/datasets/{project}/{name}/refresh"): RUN,
+    ("POST", "/v1/datasets/{project}/{name}/prepare"): RUN,
+    ("GET", "/v1/datasets/{project}/{name}/versions/{version_id}/blobs/{sha256}"): READ,
     # Who am I, tokens, organisations
     ("GET", "/v1/whoami"): READ,
     ("GET", "/v1/tokens"): ADMIN,
@@ -127,6 +132,10 @@ GRPC: dict[str, Need] = {
     "/ame.contracts.api.v1.AmeService/GetOrchestrationTask": READ,
     "/ame.contracts.api.v1.AmeService/KillOrchestrationTask": RUN,
     "/ame.contracts.api.v1.AmeService/ListOrchestrationTaskRuns": READ,
+    "/ame.contracts.api.v1.AmeService/ListDataSets": READ,
+    "/ame.contracts.api.v1.AmeService/RefreshDataSet": RUN,
+    "/ame.contracts.api.v1.AmeService/GetDataSet": RUN,
+    "/ame.contracts.api.v1.AmeService/DownloadDataSetBlob": READ,
     "/ame.contracts.api.v1.AmeService/SetOrganisationLimits": SERVER_ADMIN,
     "/ame.contracts.api.v1.AmeService/GetOrganisationLimits": SERVER_ADMIN,
     "/ame.contracts.api.v1.AmeService/PutSecret": RUN,

@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from ame import bus_messages, codecs, log_batches, project_codecs
-from ame.bus_messages import DecodeError, LaunchCommand, ProjectSource
+from ame.bus_messages import DataSetOutput, DataSetSource, DecodeError, LaunchCommand, ProjectSource
 from ame.contracts.log.v1 import log_pb2
 from ame.domain import LogEnd, LogStreamName, RunSpec, RunState
 from ame.domain.projects import ManifestEntry
 
-__all__ = ["DecodeError", "LaunchCommand", "ProjectSource", "RunSpec"]
+__all__ = ["DataSetOutput", "DataSetSource", "DecodeError", "LaunchCommand", "ProjectSource", "RunSpec"]
+
+
+def manifest_object(version_id: str, entries: list[ManifestEntry]) -> bytes:
+    """A data set version's manifest, in the form project versions' manifests take in the object store."""
+    return project_codecs.manifest_object(version_id, entries)
 
 
 def parse_launch(data: bytes) -> LaunchCommand:

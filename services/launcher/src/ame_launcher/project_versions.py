@@ -16,14 +16,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ame.data_sets import clear_conflicts
 from ame.domain.projects import ManifestEntry, manifest_digest
 from ame_launcher import convert
-from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed
+from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed, Placement
 from ame_launcher.settings import LauncherSettings
 from ame_launcher.store_retries import retrying
 from ame_platform.storage import InvalidKeyError, ObjectNotFound, ObjectStore, open_object_store
 
 __all__ = ["VersionReader"]
+
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -68,6 +70,23 @@ class VersionReader:
             await self._retrying(f"blob {sha256}", lambda: store.get_file(key, temp))
 
         return await self.cache.materialise(entries, dest, fetch)
+
+    async def materialise_data_set(self, source: convert.DataSetSource, dest: Path) -> Placed:
+        """Place the data set version's files at `dest / source.path`, hard-linked from the cache (copied only where
+        placement is `copy`), replacing whatever the project version had there."""
+        store = await self._open()
+        entries = await self._manifest(
+            store, source.version_id, convert.ProjectSource(source.manifest_key, source.blob_prefix)
+        )
+        prefixed = [entry.model_copy(update={"path": f"{source.path}/{entry.path}"}) for entry in entries]
+
+        async def fetch(sha256: str, temp: Path) -> None:
+            key = f"{source.blob_prefix}{sha256[:2]}/{sha256}"
+            await self._retrying(f"blob {sha256} of data set {source.name}", lambda: store.get_file(key, temp))
+
+        await asyncio.to_thread(clear_conflicts, dest, [entry.path for entry in prefixed])
+        placement: Placement = "copy" if self._settings.placement == "copy" else "link"
+        return await self.cache.materialise(prefixed, dest, fetch, placement)
 
     async def _manifest(
         self, store: ObjectStore, version_id: str, source: convert.ProjectSource

@@ -23,6 +23,10 @@ from ame.cli.task_args_options import args_options, parse_args_options
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
+    from ame.data_sets import DataSetDefinition
+    from ame.domain.data_sets import DataSetSummary
+    from ame.domain.projects import ManifestEntry
+    from ame.local_data_sets import LocalDataSets
     from ame.runner.console import TerminalOutput
     from ame.runner.home import AmeHome
     from ame.runner.results import RunResult
@@ -198,7 +202,8 @@ def _run_local(
         memory_enforcement=host.memory_enforcement,
     )
     output = TerminalOutput(sys.stdout, sys.stderr, step_names=_step_labels(task))
-    return asyncio.run(_run_with_signals(LocalRunner(settings), task, output, args))
+    data_sets = _DataSetNeeds(project, settings.project_name, root, home) if _reads_data_sets(task) else None
+    return asyncio.run(_run_with_signals(LocalRunner(settings), task, output, args, data_sets))
 
 
 def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
@@ -210,10 +215,149 @@ def _step_labels(task: ResolvedTask, prefix: str = "") -> list[str]:
     return labels
 
 
+def _reads_data_sets(task: ResolvedTask) -> bool:
+    return any(step.data_sets for step in task.steps())
+
+
+class _DataSetNeeds:
+    """What a local run needs to place the data sets its task reads (see `ame.local_data_sets`)."""
+
+    def __init__(self, project: Project, project_name: str, root: Path, home: AmeHome) -> None:
+        self.project = project
+        self.project_name = project_name
+        self.root = root
+        self.home = home
+
+    async def prepare(
+        self, runner: LocalRunner, task: ResolvedTask, output: TerminalOutput, cancel: asyncio.Event
+    ) -> None:
+        from ame.data_sets import definitions_of
+        from ame.domain.ids import new_run_id
+        from ame.local_data_sets import DataSetError, LocalDataSets
+        from ame.sdk.credentials import configured_target
+
+        local = LocalDataSets(self.home)
+        definitions = {d.name: d for d in definitions_of(self.project)}
+        wanted: dict[tuple[str, str], None] = {}
+        for step in task.steps():
+            for ref in step.data_sets:
+                wanted[(ref.project or self.project_name, ref.name)] = None
+
+        async def produce(definition: DataSetDefinition) -> tuple[str, bool, str]:
+            run_id = new_run_id()
+            await output.notice(
+                f"run {run_id}: task {definition.producer.name} (local, produces data set {definition.name})"
+            )
+            result = await runner.run(definition.producer, output, run_id=run_id, cancel=cancel)
+            return run_id, result.state == "succeeded", result.reason or f"it ended {result.state}"
+
+        target = configured_target()
+        for project, name in wanted:
+            definition = definitions.get(name) if project == self.project_name else None
+            if target is not None:
+                summary = await self._from_server(target, local, project, name, definition, output)
+                if summary is not None:
+                    continue
+            if project != self.project_name:
+                raise DataSetError(
+                    f"data set {name!r} belongs to project {project!r}: a local run (-l) produces only its own "
+                    "project's data sets; configure a server (`ame setup`) to read it from there"
+                )
+            if definition is None:
+                raise DataSetError(f"data set {name!r} has no task to produce it in this project's ame.yml")
+            summary = await local.prepare(project, definition, self.root, produce, output.notice)
+            await output.notice(
+                f"data set {name!r}: version {summary.version_id[:12]} at {summary.path}/ "
+                f"({summary.file_count} file(s))"
+            )
+
+    async def _from_server(
+        self,
+        target: str,
+        local: LocalDataSets,
+        project: str,
+        name: str,
+        definition: DataSetDefinition | None,
+        output: TerminalOutput,
+    ) -> DataSetSummary | None:
+        """The data set as the server has it (produced there first if need be), placed here; None when the server
+        does not know this definition (it is then produced here)."""
+        from ame.domain import LogEnd
+        from ame.local_data_sets import DataSetError
+        from ame.sdk import AmeError, Client, NotFound
+
+        digest = definition.definition_hash if definition is not None else ""
+        loop = asyncio.get_running_loop()
+
+        def notice(text: str) -> None:
+            asyncio.run_coroutine_threadsafe(output.notice(text), loop).result()
+
+        def ready() -> tuple[DataSetSummary, list[ManifestEntry]] | None:
+            with Client(target) as client:
+                try:
+                    summary, files = client.get_data_set(project, name, definition_hash=digest, produce=True)
+                except NotFound:
+                    return None
+                if summary.status == "pending" or summary.status == "running":
+                    notice(f"waiting for data set {name!r} (run {summary.run_id or '-'} on the server produces it)")
+                    if summary.run_id:
+                        # Event-driven: the run's log ends when it does.
+                        for item in client.follow_logs(summary.run_id):
+                            if isinstance(item, LogEnd):
+                                break
+                    # The registry records the version just after the run's end: a short wait, with a deadline.
+                    deadline = time.monotonic() + 60
+                    while summary.status in ("pending", "running") and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        summary, files = client.get_data_set(project, name, definition_hash=digest)
+                if summary.status == "failed":
+                    raise DataSetError(f"data set {name!r} failed: {summary.reason}")
+                if summary.status != "ready":
+                    raise DataSetError(f"data set {name!r} is still {summary.status} on the server")
+                return summary, files
+
+        try:
+            found = await asyncio.to_thread(ready)
+        except AmeError as exc:
+            raise DataSetError(f"data set {name!r}: the server at {target} answered: {exc}") from exc
+        if found is None:
+            if definition is not None:
+                await output.notice(
+                    f"the server has no data set {name!r} with this definition (push the project to produce it "
+                    "there); producing it here"
+                )
+            return None
+        summary, files = found
+        fetched = 0
+
+        async def fetch(sha256: str, temp: Path) -> None:
+            nonlocal fetched
+
+            def download() -> None:
+                with Client(target) as client, temp.open("wb") as out:
+                    for chunk in client.download_data_set_blob(project, name, summary.version_id, sha256):
+                        out.write(chunk)
+
+            await asyncio.to_thread(download)
+            fetched += 1
+
+        await local.fetched(summary, files, self.root, fetch, output.notice)
+        await output.notice(
+            f"data set {name!r}: version {summary.version_id[:12]} from the server at {summary.path}/ "
+            f"({summary.file_count} file(s), {fetched} fetched)"
+        )
+        return summary
+
+
 async def _run_with_signals(
-    runner: LocalRunner, task: ResolvedTask, output: TerminalOutput, args: JsonValue = None
+    runner: LocalRunner,
+    task: ResolvedTask,
+    output: TerminalOutput,
+    args: JsonValue = None,
+    data_sets: _DataSetNeeds | None = None,
 ) -> int:
     from ame.domain.ids import new_run_id
+    from ame.local_data_sets import DataSetError
     from ame.runner.local_resources import UnrunnableError
     from ame.runner.secret_sources import SecretError
 
@@ -236,9 +380,13 @@ async def _run_with_signals(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     run_id = new_run_id()
-    await output.notice(f"run {run_id}: task {task.name} (local)")
     try:
+        if data_sets is not None:
+            await data_sets.prepare(runner, task, output, cancel)
+        await output.notice(f"run {run_id}: task {task.name} (local)")
         result = await runner.run(task, output, run_id=run_id, cancel=cancel, args=args)
+    except DataSetError as exc:
+        raise click.ClickException(str(exc)) from exc
     except (SecretError, UnrunnableError) as exc:
         raise click.ClickException(str(exc)) from exc
     except asyncio.CancelledError:

@@ -36,6 +36,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "projectsrc": ("source_commands",),
     "model": ("model_commands",),
     "orchestrations": ("orchestration_commands",),
+    "datasets": ("data_set_commands",),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -54,6 +55,7 @@ _ALL_MODULES = (
     "source_commands",
     "model_commands",
     "orchestration_commands",
+    "data_set_commands",
 )
 
 

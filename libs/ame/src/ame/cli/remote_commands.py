@@ -104,13 +104,18 @@ def _age(at: datetime) -> str:
     return f"{seconds}s ago"
 
 
+def _data_set_wait(run: Run) -> str:
+    """`(waiting for data set 'x')` when the run waits for a data set to be produced, else nothing."""
+    return f" ({run.reason})" if run.reason.startswith("waiting for data set") else ""
+
+
 def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool) -> int:
     from ame.sdk import AmeError
 
     try:
         with _client(target) as client:
             run = client.submit_run(spec)
-            click.echo(f"ame: run {run.id} queued", err=True)
+            click.echo(f"ame: run {run.id} queued{_data_set_wait(run)}", err=True)
             if not follow_output:
                 click.echo(run.id)
                 return 0
@@ -177,7 +182,7 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
     try:
         with _client(None) as client:
             run = client.submit_run(spec)
-            click.echo(f"ame: run {run.id} queued", err=True)
+            click.echo(f"ame: run {run.id} queued{_data_set_wait(run)}", err=True)
 
             def bring_back() -> None:
                 _bring_back(client, run.id, project_dir, name, version_id, pushed_at)

@@ -21,6 +21,7 @@ from ame import model_messages
 from ame.contracts.api.v1 import ame_service_pb2, ame_service_pb2_grpc
 from ame.domain import LogEnd, LogLine, Run, RunSpec, RunState
 from ame.domain.artifacts import Artifact
+from ame.domain.data_sets import DataSetSummary
 from ame.domain.ml_models import ModelSummary, ModelVersion
 from ame.domain.orchestrations import Orchestration, OrchestrationTask, TaskRun
 from ame.domain.projects import ManifestEntry, ProjectVersion
@@ -240,6 +241,41 @@ class Client:
     def resume_schedule(self, name: str, *, project: str | None = None) -> ScheduleSummary:
         request = ame_service_pb2.ScheduleRequest(name=name, project=project or "")
         return convert.schedule_from_pb(self._call(self._stub.ResumeSchedule, request, timeout=self._timeout).schedule)
+
+    def list_data_sets(self, *, project: str | None = None) -> list[DataSetSummary]:
+        """The newest production of each data set: status, size, version and producing run."""
+        request = ame_service_pb2.ListDataSetsRequest(project=project or "")
+        response = self._call(self._stub.ListDataSets, request, timeout=self._timeout)
+        return [convert.data_set_from_pb(d) for d in response.data_sets]
+
+    def refresh_data_set(self, project: str, name: str) -> DataSetSummary:
+        """Produce the data set again, whatever version it has."""
+        request = ame_service_pb2.RefreshDataSetRequest(project=project, name=name)
+        return convert.data_set_from_pb(self._call(self._stub.RefreshDataSet, request, timeout=self._timeout).data_set)
+
+    def get_data_set(
+        self, project: str, name: str, *, definition_hash: str = "", produce: bool = False
+    ) -> tuple[DataSetSummary, list[ManifestEntry]]:
+        """The data set as this definition of it is produced (empty: the latest pushed), and the version's files
+        once it is ready; `produce` starts its production if none has started."""
+        request = ame_service_pb2.GetDataSetRequest(
+            project=project, name=name, definition_hash=definition_hash, produce=produce
+        )
+        response = self._call(self._stub.GetDataSet, request, timeout=self._timeout)
+        return convert.data_set_from_pb(response.data_set), convert.manifest_from_pb(response.files)
+
+    def download_data_set_blob(self, project: str, name: str, version_id: str, sha256: str) -> Iterator[bytes]:
+        request = ame_service_pb2.DownloadDataSetBlobRequest(
+            project=project, name=name, version_id=version_id, sha256=sha256
+        )
+        stream = self._stub.DownloadDataSetBlob(request)
+        try:
+            for part in stream:
+                yield part.chunk
+        except grpc.RpcError as exc:
+            raise _translate(self.target, exc) from None
+        finally:
+            stream.cancel()
 
     def trigger_schedule(self, name: str, *, project: str | None = None) -> Run:
         """Start the schedule's run now, out of turn."""

@@ -11,6 +11,7 @@ from ame.contracts.project.v1 import project_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, LogLine, Run, RunAttempt, RunSpec, RunState
 from ame.domain.artifacts import Artifact
+from ame.domain.data_sets import DataSetSummary
 from ame.domain.orchestrations import (
     Orchestration,
     OrchestrationStatus,
@@ -240,4 +241,21 @@ def task_run_from_pb(pb: ame_service_pb2.OrchestrationTaskRun) -> TaskRun:
         state=codecs.state_from_pb(pb.state),
         created_at=codecs.from_timestamp(pb.created_at),
         updated_at=codecs.from_timestamp(pb.updated_at),
+    )
+
+
+def data_set_from_pb(pb: ame_service_pb2.DataSet) -> DataSetSummary:
+    return DataSetSummary(
+        project=pb.project,
+        name=pb.name,
+        status=pb.status,
+        size_bytes=pb.size_bytes,
+        file_count=pb.file_count,
+        version_id=pb.version_id,
+        run_id=pb.run_id,
+        reason=pb.reason,
+        path=pb.path,
+        definition_hash=pb.definition_hash,
+        generation=pb.generation,
+        updated_at=pb.updated_at.ToDatetime(tzinfo=UTC) if pb.HasField("updated_at") else None,
     )

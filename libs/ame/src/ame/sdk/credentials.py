@@ -56,6 +56,16 @@ def saved_config() -> dict[str, Any]:
     return _read_json(config_dir() / CONFIG_FILE)
 
 
+def configured_target() -> str | None:
+    """The server this machine is set up for (AME_GRPC_TARGET, `ame setup`, a local `ame server`), or None."""
+    if target := os.environ.get("AME_GRPC_TARGET"):
+        return target
+    if target := saved_config().get("grpc_target"):
+        return str(target)
+    found = _read_json(local_server_dir() / "server.json").get("grpc_target")
+    return str(found) if found else None
+
+
 def discover_target() -> str:
     if target := os.environ.get("AME_GRPC_TARGET"):
         return target

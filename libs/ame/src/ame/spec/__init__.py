@@ -40,7 +40,14 @@ from ame.spec.model import (
     VaultSecret,
     Webhook,
 )
-from ame.spec.resolve import ExternalTemplates, check_project, external_template_refs, resolve_model, resolve_task
+from ame.spec.resolve import (
+    ExternalTemplates,
+    check_project,
+    external_template_refs,
+    resolve_data_set_producer,
+    resolve_model,
+    resolve_task,
+)
 from ame.spec.resolved import ResolvedTask
 from ame.spec.yaml_tree import Limits
 
@@ -75,6 +82,7 @@ __all__ = [
     "find_project_file",
     "load_project",
     "load_project_text",
+    "resolve_data_set_producer",
     "resolve_model",
     "resolve_task",
     "templates_from",

@@ -107,6 +107,37 @@ def resolve_model(
     return training, validation
 
 
+def resolve_data_set_producer(
+    project: Project, name: str, *, external_templates: ExternalTemplates | None = None
+) -> ResolvedTask:
+    """The resolved task that produces the project's data set ``name`` (its ``task:`` or ``taskRef:``).
+
+    Raises:
+        SpecError: no such data set, it has no task, or the task cannot be resolved.
+    """
+    data_set = next((d for d in project.data_sets if d.name == name), None)
+    if data_set is None:
+        known = [d.name for d in project.data_sets]
+        raise SpecError.single(
+            f"no data set named '{name}'{did_you_mean(name, known)}"
+            + (f" (data sets: {', '.join(known)})" if known else " (the project has no dataSets)"),
+            project.source_file,
+        )
+    if data_set.task is None:
+        raise SpecError.single(
+            f"data set '{name}' has no task to produce it (add 'task:' or 'taskRef:')", project.source_file
+        )
+    resolver = _Resolver(project, external_templates, strict_external=True)
+    # A producer given by reference runs under the referenced task's name (as `ame task list` shows it).
+    ref = data_set.task.task_ref
+    resolved = resolver.inline(data_set.task, ref.name if ref is not None else f"{name}-producer")
+    if resolver.problems or resolved is None:
+        raise SpecError(
+            resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve data set '{name}'")]
+        )
+    return resolved
+
+
 def check_project(project: Project, *, external_templates: ExternalTemplates | None = None) -> list[Problem]:
     """Every reference problem in ``project``: resolves all tasks, model tasks and data set tasks.
 

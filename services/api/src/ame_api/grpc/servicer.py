@@ -17,6 +17,7 @@ from ame_api.follow import LogFollower
 from ame_api.grpc.access import AccessMethods
 from ame_api.grpc.artifacts import ArtifactMethods
 from ame_api.grpc.auth import caller
+from ame_api.grpc.data_sets import DataSetMethods
 from ame_api.grpc.decoding import Refused
 from ame_api.grpc.errors import Context, abort_for, details, unary
 from ame_api.grpc.models import ModelMethods
@@ -56,6 +57,7 @@ class AmeServicer(
     SourceMethods,
     ModelMethods,
     OrchestrationMethods,
+    DataSetMethods,
     ame_service_pb2_grpc.AmeServiceServicer,
 ):
     def __init__(

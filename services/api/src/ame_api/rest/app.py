@@ -22,6 +22,7 @@ from ame_api.projects import ProjectService
 from ame_api.rest import (
     admin,
     artifacts,
+    data_sets,
     errors,
     loops,
     org_limits,
@@ -90,6 +91,8 @@ def create_app(
         app.include_router(loops.router(loop_service))
     if model_service is not None:
         app.include_router(rest_models.router(model_service))
+    if run_service.data_sets is not None:
+        app.include_router(data_sets.router(run_service.data_sets))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -25,6 +25,7 @@ from ame_launcher.artifact_uploads import ArtifactStoreError, AttemptArtifacts
 from ame_launcher.backends import RunResult
 from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.convert import LaunchCommand
+from ame_launcher.data_sets import DataSetStoreError, materialise_data_sets, store_data_set_output
 from ame_launcher.input_artifacts import InputArtifactsError, place_run_artifacts
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.project_versions import VersionReader
@@ -124,15 +125,27 @@ class LocalBackend:
                         "system", f"fetched {outcome.fetched} file(s) of version {spec.project_version_id[:12]}"
                     )
             if spec.input_run_id:
-                placed = await _unless_cancelled(
+                inputs = await _unless_cancelled(
                     place_run_artifacts(
                         self._versions.store, self._settings, command.organisation, spec.input_run_id, workdir
                     ),
                     cancel,
                 )
-                if placed is None:
+                if inputs is None:
                     return RunResult(RunState.CANCELLED, None, "cancelled while its input artifacts were fetched")
-                await output.write("system", f"placed {placed} artifact(s) of run {spec.input_run_id}")
+                await output.write("system", f"placed {inputs} artifact(s) of run {spec.input_run_id}")
+            if command.data_sets:
+                placed = await _unless_cancelled(
+                    materialise_data_sets(self._versions, command.data_sets, workdir), cancel
+                )
+                if placed is None:
+                    return RunResult(RunState.CANCELLED, None, "cancelled while its data sets were placed")
+                names = ", ".join(d.name for d in command.data_sets)
+                await output.write(
+                    "system",
+                    f"data set(s) {names}: {placed.linked + placed.copied + placed.reflinked} file(s) placed"
+                    + (f", {placed.fetched} fetched" if placed.fetched else ""),
+                )
             # Resolved by the api on first use (only runs that declare secrets call it), for this attempt only.
             secrets = RunSecrets(
                 self._settings.api_target,
@@ -175,6 +188,16 @@ class LocalBackend:
                 task, _Output(output, on_started), run_id=command.run_id, cancel=cancel, args=spec.args
             )
             await artifacts.finish()
+            if command.data_set_output is not None and result.state == "succeeded":
+                made = command.data_set_output
+                version_id, files, size = await store_data_set_output(
+                    await self._versions.store(), self._settings, made, workdir
+                )
+                await output.write(
+                    "system", f"data set {made.name}: version {version_id[:12]} stored ({files} file(s), {size} bytes)"
+                )
+        except DataSetStoreError as exc:
+            return await _fail(output, f"the data set could not be stored: {exc}")
         except ArtifactStoreError as exc:
             return await _fail(output, f"the run's artifacts could not be stored: {exc}")
         except (MaterialiseError, SecretError, InputArtifactsError) as exc:

@@ -2594,3 +2594,226 @@ class ListOrchestrationTaskRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListOrchestrationTaskRunsResponse: _TypeAlias = ListOrchestrationTaskRunsResponse  # noqa: Y015
+
+@_typing.final
+class DataSet(_message.Message):
+    """A data set of a project: produced once by its task, then reused until that task's definition changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    FILE_COUNT_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    DEFINITION_HASH_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    name: _builtins.str
+    status: _builtins.str
+    """pending, running, ready or failed."""
+    size_bytes: _builtins.int
+    file_count: _builtins.int
+    version_id: _builtins.str
+    """The stored version's id (empty until ready)."""
+    run_id: _builtins.str
+    reason: _builtins.str
+    path: _builtins.str
+    definition_hash: _builtins.str
+    generation: _builtins.int
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        file_count: _builtins.int = ...,
+        version_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        path: _builtins.str = ...,
+        definition_hash: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition_hash", b"definition_hash", "file_count", b"file_count", "generation", b"generation", "name", b"name", "path", b"path", "project", b"project", "reason", b"reason", "run_id", b"run_id", "size_bytes", b"size_bytes", "status", b"status", "updated_at", b"updated_at", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSet: _TypeAlias = DataSet  # noqa: Y015
+
+@_typing.final
+class ListDataSetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """Only this project's data sets; empty for every project."""
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataSetsRequest: _TypeAlias = ListDataSetsRequest  # noqa: Y015
+
+@_typing.final
+class ListDataSetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_SETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def data_sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataSet]: ...
+    def __init__(
+        self,
+        *,
+        data_sets: _abc.Iterable[Global___DataSet] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_sets", b"data_sets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataSetsResponse: _TypeAlias = ListDataSetsResponse  # noqa: Y015
+
+@_typing.final
+class RefreshDataSetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshDataSetRequest: _TypeAlias = RefreshDataSetRequest  # noqa: Y015
+
+@_typing.final
+class RefreshDataSetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_SET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def data_set(self) -> Global___DataSet: ...
+    def __init__(
+        self,
+        *,
+        data_set: Global___DataSet | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_set", b"data_set"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_set", b"data_set"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshDataSetResponse: _TypeAlias = RefreshDataSetResponse  # noqa: Y015
+
+@_typing.final
+class GetDataSetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DEFINITION_HASH_FIELD_NUMBER: _builtins.int
+    PRODUCE_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    name: _builtins.str
+    definition_hash: _builtins.str
+    """The definition's hash; empty for the project's latest pushed version's definition."""
+    produce: _builtins.bool
+    """Start the production if none has started (as a run that reads the data set does)."""
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        name: _builtins.str = ...,
+        definition_hash: _builtins.str = ...,
+        produce: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition_hash", b"definition_hash", "name", b"name", "produce", b"produce", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataSetRequest: _TypeAlias = GetDataSetRequest  # noqa: Y015
+
+@_typing.final
+class GetDataSetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_SET_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def data_set(self) -> Global___DataSet: ...
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[_project_pb2.ManifestEntry]:
+        """The version's files (paths relative to the data set's path), once it is ready."""
+
+    def __init__(
+        self,
+        *,
+        data_set: Global___DataSet | None = ...,
+        files: _abc.Iterable[_project_pb2.ManifestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_set", b"data_set"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_set", b"data_set", "files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDataSetResponse: _TypeAlias = GetDataSetResponse  # noqa: Y015
+
+@_typing.final
+class DownloadDataSetBlobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    name: _builtins.str
+    version_id: _builtins.str
+    sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version_id: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "project", b"project", "sha256", b"sha256", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadDataSetBlobRequest: _TypeAlias = DownloadDataSetBlobRequest  # noqa: Y015

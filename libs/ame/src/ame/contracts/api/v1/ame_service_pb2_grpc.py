@@ -269,6 +269,26 @@ class AmeServiceStub:
                 request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsRequest.SerializeToString,
                 response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsResponse.FromString,
                 _registered_method=True)
+        self.ListDataSets = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/ListDataSets',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsResponse.FromString,
+                _registered_method=True)
+        self.RefreshDataSet = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/RefreshDataSet',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetResponse.FromString,
+                _registered_method=True)
+        self.GetDataSet = channel.unary_unary(
+                '/ame.contracts.api.v1.AmeService/GetDataSet',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetDataSetRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetDataSetResponse.FromString,
+                _registered_method=True)
+        self.DownloadDataSetBlob = channel.unary_stream(
+                '/ame.contracts.api.v1.AmeService/DownloadDataSetBlob',
+                request_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadDataSetBlobRequest.SerializeToString,
+                response_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.FromString,
+                _registered_method=True)
 
 
 class AmeServiceServicer:
@@ -608,6 +628,35 @@ class AmeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDataSets(self, request, context):
+        """The organisation's data sets: status, size, version and producing run (the latest of each definition).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshDataSet(self, request, context):
+        """Produce the data set again, whatever version it has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataSet(self, request, context):
+        """A data set as a given definition of it (the hash `ame task run -l` computes) is produced: with `produce`, its
+        production starts if none has; the version's files once it is ready.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadDataSetBlob(self, request, context):
+        """One file of a ready data set version (streamed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AmeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -845,6 +894,26 @@ def add_AmeServiceServicer_to_server(servicer, server):
                     servicer.ListOrchestrationTaskRuns,
                     request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsRequest.FromString,
                     response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsResponse.SerializeToString,
+            ),
+            'ListDataSets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDataSets,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsResponse.SerializeToString,
+            ),
+            'RefreshDataSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshDataSet,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetResponse.SerializeToString,
+            ),
+            'GetDataSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataSet,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetDataSetRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetDataSetResponse.SerializeToString,
+            ),
+            'DownloadDataSetBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadDataSetBlob,
+                    request_deserializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadDataSetBlobRequest.FromString,
+                    response_serializer=ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2116,6 +2185,114 @@ class AmeService:
             '/ame.contracts.api.v1.AmeService/ListOrchestrationTaskRuns',
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsRequest.SerializeToString,
             ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListOrchestrationTaskRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDataSets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/ListDataSets',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.ListDataSetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshDataSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/RefreshDataSet',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.RefreshDataSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/GetDataSet',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetDataSetRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.GetDataSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadDataSetBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ame.contracts.api.v1.AmeService/DownloadDataSetBlob',
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadDataSetBlobRequest.SerializeToString,
+            ame_dot_contracts_dot_api_dot_v1_dot_ame__service__pb2.DownloadBlobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -141,6 +141,16 @@ class AmeServiceStub:
     KillOrchestrationTask: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.KillOrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]
     """Stops future runs; `cancel` also cancels the runs of the task that have not ended."""
     ListOrchestrationTaskRuns: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationTaskRunsRequest, _ame_service_pb2.ListOrchestrationTaskRunsResponse]
+    ListDataSets: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.ListDataSetsRequest, _ame_service_pb2.ListDataSetsResponse]
+    """The organisation's data sets: status, size, version and producing run (the latest of each definition)."""
+    RefreshDataSet: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.RefreshDataSetRequest, _ame_service_pb2.RefreshDataSetResponse]
+    """Produce the data set again, whatever version it has."""
+    GetDataSet: _grpc.UnaryUnaryMultiCallable[_ame_service_pb2.GetDataSetRequest, _ame_service_pb2.GetDataSetResponse]
+    """A data set as a given definition of it (the hash `ame task run -l` computes) is produced: with `produce`, its
+    production starts if none has; the version's files once it is ready.
+    """
+    DownloadDataSetBlob: _grpc.UnaryStreamMultiCallable[_ame_service_pb2.DownloadDataSetBlobRequest, _ame_service_pb2.DownloadBlobResponse]
+    """One file of a ready data set version (streamed)."""
 
 @_typing.type_check_only
 class AmeServiceAsyncStub(AmeServiceStub):
@@ -255,6 +265,16 @@ class AmeServiceAsyncStub(AmeServiceStub):
     KillOrchestrationTask: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.KillOrchestrationTaskRequest, _ame_service_pb2.OrchestrationTaskResponse]  # type: ignore[assignment]
     """Stops future runs; `cancel` also cancels the runs of the task that have not ended."""
     ListOrchestrationTaskRuns: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListOrchestrationTaskRunsRequest, _ame_service_pb2.ListOrchestrationTaskRunsResponse]  # type: ignore[assignment]
+    ListDataSets: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.ListDataSetsRequest, _ame_service_pb2.ListDataSetsResponse]  # type: ignore[assignment]
+    """The organisation's data sets: status, size, version and producing run (the latest of each definition)."""
+    RefreshDataSet: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.RefreshDataSetRequest, _ame_service_pb2.RefreshDataSetResponse]  # type: ignore[assignment]
+    """Produce the data set again, whatever version it has."""
+    GetDataSet: _aio.UnaryUnaryMultiCallable[_ame_service_pb2.GetDataSetRequest, _ame_service_pb2.GetDataSetResponse]  # type: ignore[assignment]
+    """A data set as a given definition of it (the hash `ame task run -l` computes) is produced: with `produce`, its
+    production starts if none has; the version's files once it is ready.
+    """
+    DownloadDataSetBlob: _aio.UnaryStreamMultiCallable[_ame_service_pb2.DownloadDataSetBlobRequest, _ame_service_pb2.DownloadBlobResponse]  # type: ignore[assignment]
+    """One file of a ready data set version (streamed)."""
 
 class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -648,5 +668,39 @@ class AmeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ame_service_pb2.ListOrchestrationTaskRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ame_service_pb2.ListOrchestrationTaskRunsResponse, _abc.Awaitable[_ame_service_pb2.ListOrchestrationTaskRunsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDataSets(
+        self,
+        request: _ame_service_pb2.ListDataSetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.ListDataSetsResponse, _abc.Awaitable[_ame_service_pb2.ListDataSetsResponse]]:
+        """The organisation's data sets: status, size, version and producing run (the latest of each definition)."""
+
+    @_abc_1.abstractmethod
+    def RefreshDataSet(
+        self,
+        request: _ame_service_pb2.RefreshDataSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.RefreshDataSetResponse, _abc.Awaitable[_ame_service_pb2.RefreshDataSetResponse]]:
+        """Produce the data set again, whatever version it has."""
+
+    @_abc_1.abstractmethod
+    def GetDataSet(
+        self,
+        request: _ame_service_pb2.GetDataSetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ame_service_pb2.GetDataSetResponse, _abc.Awaitable[_ame_service_pb2.GetDataSetResponse]]:
+        """A data set as a given definition of it (the hash `ame task run -l` computes) is produced: with `produce`, its
+        production starts if none has; the version's files once it is ready.
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadDataSetBlob(
+        self,
+        request: _ame_service_pb2.DownloadDataSetBlobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ame_service_pb2.DownloadBlobResponse], _abc.AsyncIterator[_ame_service_pb2.DownloadBlobResponse]]:
+        """One file of a ready data set version (streamed)."""
 
 def add_AmeServiceServicer_to_server(servicer: AmeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -474,6 +474,8 @@ class LaunchRun(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
     PROJECT_SOURCE_FIELD_NUMBER: _builtins.int
+    DATA_SETS_FIELD_NUMBER: _builtins.int
+    DATA_SET_OUTPUT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     attempt: _builtins.int
     organisation: _builtins.str
@@ -485,6 +487,14 @@ class LaunchRun(_message.Message):
     def project_source(self) -> Global___ProjectSource:
         """Where the launcher finds spec.project_version_id in the object store; unset for runs without a version."""
 
+    @_builtins.property
+    def data_sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataSetSource]:
+        """The data sets the run reads, each placed at its path in the run's directory before the command starts."""
+
+    @_builtins.property
+    def data_set_output(self) -> Global___DataSetOutput:
+        """Set when the run produces a data set: what it leaves at `path` becomes the data set's version."""
+
     def __init__(
         self,
         *,
@@ -494,14 +504,87 @@ class LaunchRun(_message.Message):
         spec: Global___RunSpec | None = ...,
         requested_at: _timestamp_pb2.Timestamp | None = ...,
         project_source: Global___ProjectSource | None = ...,
+        data_sets: _abc.Iterable[Global___DataSetSource] | None = ...,
+        data_set_output: Global___DataSetOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["project_source", b"project_source", "requested_at", b"requested_at", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_set_output", b"data_set_output", "project_source", b"project_source", "requested_at", b"requested_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "organisation", b"organisation", "project_source", b"project_source", "requested_at", b"requested_at", "run_id", b"run_id", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "data_set_output", b"data_set_output", "data_sets", b"data_sets", "organisation", b"organisation", "project_source", b"project_source", "requested_at", b"requested_at", "run_id", b"run_id", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LaunchRun: _TypeAlias = LaunchRun  # noqa: Y015
+
+@_typing.final
+class DataSetSource(_message.Message):
+    """A stored data set version: a manifest (a ProjectManifest whose id is its digest) over content-addressed blobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    MANIFEST_KEY_FIELD_NUMBER: _builtins.int
+    BLOB_PREFIX_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    path: _builtins.str
+    """Relative to the run's directory (the producing task's `path`)."""
+    version_id: _builtins.str
+    manifest_key: _builtins.str
+    blob_prefix: _builtins.str
+    """A blob lies at blob_prefix + sha256[0:2] + "/" + sha256."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        version_id: _builtins.str = ...,
+        manifest_key: _builtins.str = ...,
+        blob_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_prefix", b"blob_prefix", "manifest_key", b"manifest_key", "name", b"name", "path", b"path", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSetSource: _TypeAlias = DataSetSource  # noqa: Y015
+
+@_typing.final
+class DataSetOutput(_message.Message):
+    """Where a producing run stores what it left at `path`: blobs under blob_prefix, the manifest at
+    manifest_prefix + id[0:2] + "/" + id, and the version id (text) at result_key, which the api reads when the run
+    has succeeded.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    BLOB_PREFIX_FIELD_NUMBER: _builtins.int
+    MANIFEST_PREFIX_FIELD_NUMBER: _builtins.int
+    RESULT_KEY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    path: _builtins.str
+    blob_prefix: _builtins.str
+    manifest_prefix: _builtins.str
+    result_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        blob_prefix: _builtins.str = ...,
+        manifest_prefix: _builtins.str = ...,
+        result_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_prefix", b"blob_prefix", "manifest_prefix", b"manifest_prefix", "name", b"name", "path", b"path", "result_key", b"result_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSetOutput: _TypeAlias = DataSetOutput  # noqa: Y015
 
 @_typing.final
 class ProjectSource(_message.Message):
