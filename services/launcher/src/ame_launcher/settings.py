@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ame.domain.durations import Duration
 from ame.runner.gpus import parse_gpu_list
 from ame.runner.memory_limits import MemoryEnforcement
+from ame_launcher.kubernetes.settings import KubernetesSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
 
@@ -19,7 +20,10 @@ class LauncherSettings(BaseSettings):
     # Inputs stay out of errors: the api token is a setting too.
     model_config = SettingsConfigDict(env_prefix="AME_LAUNCHER_", extra="forbid", hide_input_in_errors=True)
 
-    backend: Literal["local"] = Field("local", description="Where runs execute: local process groups.")
+    backend: Literal["local", "kubernetes"] = Field(
+        "local",
+        description="Where runs execute: local process groups, or one pod per attempt (AME_LAUNCHER_KUBERNETES_*).",
+    )
     max_concurrent_runs: int = Field(64, ge=1, description="Runs this replica executes at once.")
     work_dir: Path = Field(Path(".ame/launcher"), description="Where local runs get their working directories.")
     keep_workdirs: bool = Field(False, description="Keep a run's working directory after it ends (debugging).")
@@ -131,6 +135,10 @@ class LauncherSettings(BaseSettings):
     api_ca_file: Path | None = Field(None, description="PEM bundle to trust for the api's certificate (a private CA).")
     log_chunk_lines: int = Field(256, ge=1, description="Most lines in one published log chunk.")
     log_flush_interval: Duration = Field(0.02, description="Longest a line waits before it is published.")
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings, description="The kubernetes backend's settings (AME_LAUNCHER_KUBERNETES_*)."
+    )
+    gc_interval: Duration = Field(60.0, gt=0, description="How often the kubernetes backend removes finished pods.")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

@@ -123,6 +123,13 @@ class S3ObjectStore:
                 found.append(ObjectInfo(item["Key"], int(item["Size"]), modified.astimezone(UTC)))
         return found  # S3 lists keys in UTF-8 binary order already
 
+    async def presigned_get(self, key: str, expires_seconds: int) -> str:
+        """A URL that reads this one object until it expires, with no other credential (a run pod's files)."""
+        url = await self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": validate_key(key)}, ExpiresIn=expires_seconds
+        )
+        return str(url)
+
     async def delete(self, key: str) -> None:
         await self._client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 
