@@ -22,6 +22,22 @@ __all__ = ["ApiException", "KubeApi", "error_message"]
 SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY}"
 
 
+async def _checked(pending: Any) -> Any:
+    """The raw response of a call, or its ApiException: unpreloaded responses are not checked by the client."""
+    response = await pending
+    if isinstance(response, tuple):
+        response = response[0]
+    if not 200 <= response.status <= 299:
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        exc = ApiException(status=response.status, reason=response.reason)
+        exc.body = body
+        raise exc
+    return response
+
+
 def error_message(exc: ApiException) -> str:
     """The API server's message of an error (its Status body), or the HTTP reason."""
     try:
@@ -54,7 +70,7 @@ class KubeApi:
         await self._client.close()
 
     async def _json(self, pending: Any) -> dict[str, Any]:
-        response = await pending
+        response = await _checked(pending)
         try:
             data = await response.read()
         finally:
@@ -125,14 +141,16 @@ class KubeApi:
     async def watch_pods(self, resource_version: str, timeout: float) -> AsyncIterator[dict[str, Any]]:
         """Watch events (`{"type", "object"}`) from `resource_version` until the server ends the stream or
         `timeout` passes; an ERROR event is yielded as it comes (410 Gone among them)."""
-        response = await self._core.list_namespaced_pod(
-            self.namespace,
-            label_selector=SELECTOR,
-            watch=True,
-            resource_version=resource_version or None,
-            allow_watch_bookmarks=True,
-            timeout_seconds=max(1, int(timeout)),
-            _preload_content=False,
+        response = await _checked(
+            self._core.list_namespaced_pod(
+                self.namespace,
+                label_selector=SELECTOR,
+                watch=True,
+                resource_version=resource_version or None,
+                allow_watch_bookmarks=True,
+                timeout_seconds=max(1, int(timeout)),
+                _preload_content=False,
+            )
         )
         try:
             async with asyncio.timeout(timeout + 5):  # an emulator may not honour timeoutSeconds
@@ -160,15 +178,17 @@ class KubeApi:
         query: list[tuple[str, Any]] = [("container", container), ("follow", follow), ("timestamps", True)]
         if since_time is not None:
             query.append(("sinceTime", since_time))
-        response = await self._client.call_api(
-            "/api/v1/namespaces/{namespace}/pods/{name}/log",
-            "GET",
-            {"namespace": self.namespace, "name": name},
-            query,
-            {"Accept": "text/plain"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=None,
+        response = await _checked(
+            self._client.call_api(
+                "/api/v1/namespaces/{namespace}/pods/{name}/log",
+                "GET",
+                {"namespace": self.namespace, "name": name},
+                query,
+                {"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=None,
+            )
         )
         try:
             while True:
