@@ -33,7 +33,7 @@ from nats.js.errors import NotFoundError
 
 from ame.domain import LogEnd, RunState
 from ame_launcher import convert
-from ame_launcher.backends import Backend, RunResult
+from ame_launcher.backends import Adopter, Backend, RunResult
 from ame_launcher.backends.orphans import ProcessPlace, kill_orphaned_group, this_machine
 from ame_launcher.capacity import Capacity
 from ame_launcher.logsink import ChunkPublisher
@@ -63,6 +63,10 @@ class _Active:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str = ""
     task: asyncio.Task[None] | None = None
+    # Set for a run this launcher adopted (its work outlived the launcher that started it): where its log stands.
+    adopted: bool = False
+    first_seq: int = 0
+    resume_at_ns: int = 0
 
     def request_cancel(self, reason: str) -> None:
         if not self.cancel.is_set():
@@ -83,6 +87,10 @@ class Launcher:
         self._active: dict[tuple[str, int], _Active] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._stopping = asyncio.Event()
+        # Set while a stopping launcher hands its runs to the others (a backend whose work outlives it).
+        self._handing_off = False
+        self._handed: list[str] = []
+        self._adoptions: set[asyncio.Task[None]] = set()
         self._machine = this_machine()
         # When this launcher last saw the database fail (monotonic); None: not since it started.
         self._db_fault_at: float | None = None
@@ -122,6 +130,9 @@ class Launcher:
         await self._consumer.start(supervisor)
 
     async def drain(self) -> None:
+        if isinstance(self._backend, Adopter):
+            await self._hand_off()
+            return
         # Stop first: launches waiting for a slot give their command back (another replica takes it), and
         # local runs — children of this process that cannot outlive it — are ended and reported.
         self._stopping.set()
@@ -133,6 +144,37 @@ class Launcher:
         tasks = [a.task for a in self._active.values() if a.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(loop.drain() for loop in self._loops))
+        if self._cancel_sub is not None:
+            await self._cancel_sub.unsubscribe()
+        await self._backend.close()
+
+    async def _hand_off(self) -> None:
+        """Stop without ending the runs: their pods go on, and their leases are expired at once so that another
+        launcher's reconciler adopts them (its log resumes where this one's stopped)."""
+        self._stopping.set()
+        self._handing_off = True
+        await self._consumer.drain()
+        for adoption in list(self._adoptions):
+            adoption.cancel()
+        await asyncio.gather(*self._adoptions, return_exceptions=True)
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(loop.drain() for loop in self._loops))
+        if self._handed:
+
+            async def hand_back(conn: Connection) -> None:
+                await leases.hand_back(conn, launcher_id=self.launcher_id, run_ids=self._handed)
+
+            try:
+                await asyncio.wait_for(
+                    with_connection(self._rt.pool, hand_back, what="handing runs to other launchers"),
+                    timeout=_RELEASE_TIMEOUT * 5,
+                )
+            except Exception:
+                # Their leases then expire within a TTL, and another launcher adopts them then.
+                log.warning("could not hand back the leases of %d run(s)", len(self._handed), exc_info=True)
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
         await self._backend.close()
@@ -257,9 +299,10 @@ class Launcher:
             command.attempt,
             max_lines=self._settings.log_chunk_lines,
             flush_interval=self._settings.log_flush_interval,
+            first_seq=active.first_seq,
         )
         output.start()
-        if command.attempt > 1:
+        if command.attempt > 1 and not active.adopted:
             # Followers show every attempt's output in turn; this says where one ends and the next begins.
             await output.write("system", f"ame: attempt {command.attempt} of {1 + command.spec.retries}")
 
@@ -296,10 +339,21 @@ class Launcher:
                 await self._publish_state(command, RunState.RUNNING)
 
         try:
-            if active.cancel.is_set():
+            if active.cancel.is_set() and not active.adopted:
                 result = RunResult(RunState.CANCELLED, None, active.cancel_reason)
+            elif active.adopted and isinstance(self._backend, Adopter):
+                result = await self._backend.attach(command, output, active.cancel, on_started, active.resume_at_ns)
             else:
                 result = await self._place_and_execute(active, output, on_started)
+        except asyncio.CancelledError:
+            if not self._handing_off:
+                raise
+            # Handed to another launcher: what was read is published, the rest it reads again.
+            await output.stop()
+            self._handed.append(command.run_id)
+            self._active.pop((command.run_id, command.attempt), None)
+            self._slots.release()
+            return
         except Exception as exc:
             log.exception("run %s failed in the launcher", command.run_id)
             result = RunResult(RunState.FAILED, None, f"launcher error: {exc}")
@@ -441,7 +495,18 @@ class Launcher:
                 self._db_fault_at = time.monotonic()
                 return 0
             expired = await leases.claim_expired_leases(conn, limit=100, launcher_id=self.launcher_id, held=held)
+            adopted: list[convert.LaunchCommand] = []
             for lease in expired:
+                if (adoptable := await self._adoptable(lease)) is not None:
+                    if await leases.take_over(
+                        conn,
+                        run_id=lease.run_id,
+                        attempt=lease.attempt,
+                        launcher_id=self.launcher_id,
+                        ttl_seconds=self._settings.lease_ttl,
+                    ):
+                        adopted.append(adoptable)
+                    continue
                 reason = f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
                 if lease.pgid is not None and kill_orphaned_group(
                     pgid=lease.pgid,
@@ -469,7 +534,53 @@ class Launcher:
                 await leases.finish_lease(
                     conn, run_id=lease.run_id, attempt=lease.attempt, final_state=RunState.LOST.value
                 )
+        # The leases are this launcher's once the transaction committed: only then does it follow the runs.
+        for command in adopted:
+            self._adopt(command)
         return len(expired)
+
+    async def _adoptable(self, lease: leases.ExpiredLease) -> convert.LaunchCommand | None:
+        """The launch command of an expired lease's work that this launcher's backend can take over, or None."""
+        if lease.backend != self._backend.name or not isinstance(self._backend, Adopter) or self._stopping.is_set():
+            return None
+        try:
+            return await self._backend.find(lease.run_id, lease.attempt)
+        except Exception:
+            # Not knowing is not "gone": report nothing, and look again on the next pass.
+            log.warning("could not look for the work of run %s", lease.run_id, exc_info=True)
+            raise
+
+    def _adopt(self, command: convert.LaunchCommand) -> None:
+        key = (command.run_id, command.attempt)
+        if key in self._active:
+            return
+        active = _Active(command, adopted=True)
+        # In hand at once, so the heartbeat renews the lease just taken over.
+        self._active[key] = active
+
+        async def start() -> None:
+            try:
+                await self._slots.acquire()
+                active.first_seq, active.resume_at_ns = await self._log_position(command)
+                if await self._cancel_requested(command.run_id):
+                    active.request_cancel("cancelled by request")
+            except BaseException:
+                self._active.pop(key, None)
+                raise
+            log.info("run %s attempt %d: adopted", command.run_id, command.attempt)
+            active.task = asyncio.create_task(self._execute(active), name=f"run:{command.run_id}")
+
+        adoption = asyncio.create_task(start(), name=f"adopt:{command.run_id}")
+        self._adoptions.add(adoption)
+        adoption.add_done_callback(self._adoptions.discard)
+
+    async def _log_position(self, command: convert.LaunchCommand) -> tuple[int, int]:
+        """(next line number, time of the last line) of the attempt's log on the bus; (0, 0) when it has none."""
+        try:
+            raw = await self._rt.js.get_last_msg(self._rt.names.logs_stream, self._rt.names.run_log(command.run_id))
+        except NotFoundError:
+            return 0, 0
+        return convert.last_logged(raw.data or b"", command.attempt) or (0, 0)
 
     async def recheck_cancels(self) -> None:
         """After a reconnect, look up the cancel subjects of the runs in hand.

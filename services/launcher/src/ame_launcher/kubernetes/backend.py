@@ -28,7 +28,7 @@ from ame.domain import RunState
 from ame_launcher.backends import RunResult
 from ame_launcher.kubernetes import bootstrap, manifests, pod_status
 from ame_launcher.kubernetes.kubeapi import ApiException, KubeApi, error_message
-from ame_launcher.kubernetes.podlogs import LogFollower, LogPosition
+from ame_launcher.kubernetes.podlogs import LogFollower, LogPosition, parse_timestamp, rfc3339
 from ame_launcher.kubernetes.watcher import PodState, PodWatcher
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.project_versions import VersionReader
@@ -120,9 +120,10 @@ class KubernetesBackend:
         output: ChunkPublisher,
         cancel: asyncio.Event,
         on_started: Callable[[int | None], Awaitable[None]],
-        position: LogPosition,
+        resume_at_ns: int,
     ) -> RunResult:
-        """Follow a pod another launcher created, from `position` in the run's log."""
+        """Follow a pod another launcher created, its log from after `resume_at_ns`."""
+        position = LogPosition(timestamp_ns=resume_at_ns, timestamp=rfc3339(resume_at_ns) if resume_at_ns else "")
         api = await self.api()
         pod_names = manifests.names(command.run_id, command.attempt)
         state = self.watcher.subscribe(pod_names.pod)
@@ -133,7 +134,7 @@ class KubernetesBackend:
                 return RunResult(RunState.LOST, None, "the run's pod is gone")
             if state.pod is None:
                 state.update(pod)
-            await output.write("system", f"ame: adopted pod {pod_names.pod}")
+            await output.write("system", f"ame: adopted pod {pod_names.pod}", resume_at_ns or None)
             return await self._follow(api, command, state, output, cancel, on_started, position)
         finally:
             self.watcher.unsubscribe(pod_names.pod)
@@ -401,8 +402,6 @@ class KubernetesBackend:
             if name in self._in_hand or pod_status.outcome(pod) is None:
                 continue
             finished = pod_status.finished_at(pod)
-            from ame_launcher.kubernetes.podlogs import parse_timestamp
-
             try:
                 age = now - parse_timestamp(finished) / 1e9 if finished else self.kube.gc_delay + 1
             except ValueError:

@@ -40,6 +40,11 @@ def parse_timestamp(text: str) -> int:
     return int(seconds) * 1_000_000_000 + int(digits)
 
 
+def rfc3339(ns: int) -> str:
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
+
+
 def split_line(raw: str) -> tuple[str, int | None, LogStreamName, str]:
     """(timestamp, runner seq or None, stream, text) of one `timestamps=true` log line."""
     timestamp, _, rest = raw.partition(" ")
@@ -97,7 +102,11 @@ class LogFollower:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._output.write("system", f"ame: the end of the pod's log could not be read: {exc}")
+            await self._output.write(
+                "system",
+                f"ame: the end of the pod's log could not be read: {exc}",
+                self.position.timestamp_ns or None,
+            )
 
     async def _line(self, raw: str) -> None:
         if not raw:
@@ -114,10 +123,12 @@ class LogFollower:
             await self._output.write(
                 "system",
                 f"ame: {seq - expected} line(s) of output are missing: the kubelet no longer holds them",
+                at or None,
             )
         if seq is not None:
             self.position.next_seq = seq + 1
         if at:
             self.position.timestamp_ns = at
             self.position.timestamp = timestamp
-        await self._output.write(stream, text)
+        # The kubelet's time travels with the line: a launcher that adopts the run resumes after it.
+        await self._output.write(stream, text, at or None)
