@@ -82,6 +82,10 @@ class TestKubelet:
         self.schedulable = True
         self.unschedulable_message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
         self.pods: dict[str, RunningPod] = {}
+        # Images no registry has: their containers wait in ImagePullBackOff.
+        self.unpullable: set[str] = set()
+        # While set, log streams send nothing new (a slow reader), so that lines can rotate away meanwhile.
+        self.hold_logs = asyncio.Event()
         self.started: list[str] = []
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -177,6 +181,20 @@ class TestKubelet:
                 await asyncio.sleep(0.02)
         scheduled = [{"type": "PodScheduled", "status": "True"}]
         await self._patch_status(pod.name, {"phase": "Pending", "conditions": scheduled})
+        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            if container["image"] in self.unpullable:
+                waiting = {
+                    "reason": "ImagePullBackOff",
+                    "message": f'Back-off pulling image "{container["image"]}"',
+                }
+                key = (
+                    "initContainerStatuses" if container in (spec.get("initContainers") or []) else "containerStatuses"
+                )
+                await self._patch_status(
+                    pod.name,
+                    {"phase": "Pending", key: [{"name": container["name"], "state": {"waiting": waiting}}]},
+                )
+                return
         mounts = await self._volumes(pod, spec)
         if mounts is None:
             return
@@ -358,6 +376,8 @@ class TestKubelet:
             yield b""
             index = log.first
             while True:
+                while self.hold_logs.is_set():
+                    await asyncio.sleep(0.02)
                 index = max(index, log.first)
                 while index < len(log.lines):
                     ns, text = log.lines[index]

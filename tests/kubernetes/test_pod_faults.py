@@ -141,3 +141,76 @@ async def test_oom_killed_and_evicted_pods_end_with_the_reason_and_capped_retrie
     assert ended.attempt == 2
     assert ended.reason == reason
     assert kubelet.started == [f"ame-{run.id}-1", f"ame-{run.id}-2"]
+
+
+async def test_a_quota_refusal_waits_and_says_why(stack: Stack, client: Grpc, cluster: Cluster) -> None:
+    cluster.steer()
+    assert cluster.km is not None
+    quota = (
+        'pods "x" is forbidden: exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1, '
+        "used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4"
+    )
+    refusal = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": quota}
+    cluster.km[kmock.action.CREATE, _PODS][:2] << 403 << refusal
+    run = await client.submit("echo admitted")
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+    followed = await client.follow(run.id)
+    system = [t for _, s, t in followed.lines if s == "system"]
+    assert system.count(f"ame: waiting for quota: {quota}") == 1, system
+    assert [t for _, s, t in followed.lines if s == "stdout"] == ["admitted"]
+
+
+@pytest.fixture
+def kubernetes_overrides() -> dict[str, object]:
+    return {"pending_timeout": 1.5, "image_pull_timeout": 1.5}
+
+
+async def test_an_unschedulable_pod_fails_after_the_pending_timeout_with_the_schedulers_message(
+    stack: Stack, client: Grpc, cluster: Cluster
+) -> None:
+    kubelet = cluster.steer()
+    kubelet.schedulable = False
+    run = await client.submit("echo never")
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_FAILED
+    assert ended.reason == f"the pod could not start: {kubelet.unschedulable_message}"
+    assert f"ame-{run.id}-1" not in _live(cluster, _PODS)
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_run_with_the_reason(
+    stack: Stack, client: Grpc, cluster: Cluster
+) -> None:
+    kubelet = cluster.steer()
+    kubelet.unpullable.add("registry.example/no-such-image:1")
+    run = await client.submit(
+        "echo never", executor=run_pb2.Executor(kind="custom", image="registry.example/no-such-image:1")
+    )
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_FAILED
+    assert ended.reason.startswith("the pod could not start: ImagePullBackOff"), ended.reason
+    assert "no-such-image" in ended.reason
+
+
+async def test_lines_the_kubelet_no_longer_holds_are_reported_as_a_gap(
+    stack: Stack, client: Grpc, cluster: Cluster
+) -> None:
+    kubelet = cluster.steer()
+    kubelet.hold_logs.set()
+    run = await client.submit("for i in $(seq 1 20); do echo line $i; done")
+    pod = f"ame-{run.id}-1"
+
+    def printed() -> bool:
+        state = kubelet.pods.get(pod)
+        return state is not None and "main" in state.logs and state.logs["main"].done
+
+    await wait_until(printed, timeout=30)
+    kubelet.forget_log(pod, keep_last=5)
+    kubelet.hold_logs.clear()
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+    followed = await client.follow(run.id)
+    assert [t for _, s, t in followed.lines if s == "stdout"] == [f"line {i}" for i in range(16, 21)]
+    assert "ame: 15 line(s) of output are missing: the kubelet no longer holds them" in [
+        t for _, s, t in followed.lines if s == "system"
+    ]

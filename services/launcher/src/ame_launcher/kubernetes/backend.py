@@ -109,7 +109,8 @@ class KubernetesBackend:
             await self._retry_api(lambda: api.create_secret(secret), cancel)
             if state.pod is None:
                 state.update(pod)
-            return await self._follow(api, command, state, output, cancel, on_started, LogPosition())
+            # The runner numbers its lines from 0: a first line numbered above is a gap too.
+            return await self._follow(api, command, state, output, cancel, on_started, LogPosition(next_seq=0))
         finally:
             self.watcher.unsubscribe(pod_names.pod)
             self._in_hand.discard(pod_names.pod)
