@@ -84,8 +84,9 @@ class TestKubelet:
         self.pods: dict[str, RunningPod] = {}
         # Images no registry has: their containers wait in ImagePullBackOff.
         self.unpullable: set[str] = set()
-        # While set, log streams send nothing new (a slow reader), so that lines can rotate away meanwhile.
-        self.hold_logs = asyncio.Event()
+        # While clear, log streams send nothing new (a slow reader), so that lines can rotate away meanwhile.
+        self.logs_flowing = asyncio.Event()
+        self.logs_flowing.set()
         self.started: list[str] = []
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -376,8 +377,7 @@ class TestKubelet:
             yield b""
             index = log.first
             while True:
-                while self.hold_logs.is_set():
-                    await asyncio.sleep(0.02)
+                await self.logs_flowing.wait()
                 index = max(index, log.first)
                 while index < len(log.lines):
                     ns, text = log.lines[index]

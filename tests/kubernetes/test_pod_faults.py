@@ -196,7 +196,7 @@ async def test_lines_the_kubelet_no_longer_holds_are_reported_as_a_gap(
     stack: Stack, client: Grpc, cluster: Cluster
 ) -> None:
     kubelet = cluster.steer()
-    kubelet.hold_logs.set()
+    kubelet.logs_flowing.clear()
     run = await client.submit("for i in $(seq 1 20); do echo line $i; done")
     pod = f"ame-{run.id}-1"
 
@@ -206,7 +206,7 @@ async def test_lines_the_kubelet_no_longer_holds_are_reported_as_a_gap(
 
     await wait_until(printed, timeout=30)
     kubelet.forget_log(pod, keep_last=5)
-    kubelet.hold_logs.clear()
+    kubelet.logs_flowing.set()
     ended = await finished(client, run.id)
     assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
     followed = await client.follow(run.id)
