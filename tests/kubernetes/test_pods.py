@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 
+from ame import codecs
+from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame.run_specs import run_spec_for_task
+from ame.spec import load_project, resolve_task
 from tests.integration.clients import Grpc
+from tests.integration.project_support import sdk_push
 from tests.kubernetes.conftest import Cluster
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
@@ -43,3 +51,40 @@ async def test_a_run_is_one_pod_with_its_output_streams_and_exit_code(
     assert followed.end.end.exit_code == 3
     if cluster.kubelet is not None:
         assert cluster.kubelet.started == [f"ame-{run.id}-1"]
+
+
+async def test_a_pod_gets_its_project_files_and_saves_artifacts_through_its_upload_form(
+    stack: Stack, client: Grpc, cluster: Cluster, tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "ame.yml").write_text(
+        "project: pods\n"
+        "tasks:\n"
+        "  - name: train\n"
+        "    executor: !custom\n"
+        "      command: python3 train.py\n"
+        "    artifacts:\n"
+        "      paths: [out]\n"
+    )
+    (root / "train.py").write_text(
+        "from pathlib import Path\n"
+        "Path('out/sub').mkdir(parents=True)\n"
+        "Path('out/model.bin').write_bytes(bytes(range(256)) * 64)\n"
+        "Path('out/sub/metrics.json').write_text(Path('params.json').read_text())\n"
+        "print('trained')\n"
+    )
+    (root / "params.json").write_text('{"lr": 0.1}')
+    version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="pods")).version.id
+    spec = run_spec_for_task(resolve_task(load_project(root), "train"), project="pods", project_version_id=version)
+    response = await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
+    ended = await finished(client, response.run.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+    listed = await client.stub.ListRunArtifacts(ame_service_pb2.ListRunArtifactsRequest(run_id=ended.id))
+    model = bytes(range(256)) * 64
+    assert {a.path: (a.size, a.sha256) for a in listed.artifacts} == {
+        "out/model.bin": (len(model), hashlib.sha256(model).hexdigest()),
+        "out/sub/metrics.json": (11, hashlib.sha256(b'{"lr": 0.1}').hexdigest()),
+    }
+    followed = await client.follow(ended.id)
+    assert "ame: saved 2 artifact(s)" in [t for _, s, t in followed.lines if s == "system"]

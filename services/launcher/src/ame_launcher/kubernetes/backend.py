@@ -26,7 +26,7 @@ from ame import bus_messages
 from ame.bus_messages import LaunchCommand
 from ame.domain import RunState
 from ame_launcher.backends import RunResult
-from ame_launcher.kubernetes import bootstrap, manifests, pod_status
+from ame_launcher.kubernetes import bootstrap, manifests, pod_artifacts, pod_status
 from ame_launcher.kubernetes.kubeapi import ApiException, KubeApi, error_message
 from ame_launcher.kubernetes.podlogs import LogFollower, LogPosition, parse_timestamp, rfc3339
 from ame_launcher.kubernetes.watcher import PodState, PodWatcher
@@ -110,7 +110,8 @@ class KubernetesBackend:
             if state.pod is None:
                 state.update(pod)
             # The runner numbers its lines from 0: a first line numbered above is a gap too.
-            return await self._follow(api, command, state, output, cancel, on_started, LogPosition(next_seq=0))
+            result = await self._follow(api, command, state, output, cancel, on_started, LogPosition(next_seq=0))
+            return await self._indexed(command, output, result)
         finally:
             self.watcher.unsubscribe(pod_names.pod)
             self._in_hand.discard(pod_names.pod)
@@ -136,7 +137,8 @@ class KubernetesBackend:
             if state.pod is None:
                 state.update(pod)
             await output.write("system", f"ame: adopted pod {pod_names.pod}", resume_at_ns or None)
-            return await self._follow(api, command, state, output, cancel, on_started, position)
+            result = await self._follow(api, command, state, output, cancel, on_started, position)
+            return await self._indexed(command, output, result)
         finally:
             self.watcher.unsubscribe(pod_names.pod)
             self._in_hand.discard(pod_names.pod)
@@ -207,7 +209,11 @@ class KubernetesBackend:
             "files": files,
             # The data-set hook: entries {"name", "files": [{"path", "url", "sha256"}]} land under /ame/data/<name>.
             "data_sets": [],
-            "artifacts": None,
+            "artifacts": (
+                await pod_artifacts.upload_form(store, command.organisation, command.run_id, command.attempt, ttl)
+                if spec.artifacts.paths
+                else None
+            ),
             "task": {
                 "command": spec.command,
                 "executor": str(spec.executor.kind),
@@ -216,6 +222,23 @@ class KubernetesBackend:
             },
         }
         return plan, values
+
+    async def _indexed(self, command: LaunchCommand, output: ChunkPublisher, result: RunResult) -> RunResult:
+        """The result, once the artifacts the pod uploaded are indexed (a failure to index fails the run)."""
+        if not command.spec.artifacts.paths:
+            return result
+        store = await self._versions.store()
+        if not isinstance(store, S3ObjectStore):
+            return result
+        try:
+            await pod_artifacts.write_index(store, command.organisation, command.run_id, command.attempt)
+        except Exception as exc:
+            reason = f"the run's artifacts could not be indexed: {exc}"
+            await output.write("system", f"ame: {reason}")
+            return (
+                RunResult(RunState.FAILED, result.exit_code, reason) if result.state == RunState.SUCCEEDED else result
+            )
+        return result
 
     async def _runner(self, store: S3ObjectStore, ttl: int) -> str:
         if self._runner_url is not None and self._runner_url[1] > time.monotonic():

@@ -113,14 +113,14 @@ def environment():
         env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH", "")
     return env
 
-def upload(form, key, path):
+def upload(form, key, data):
     boundary = uuid.uuid4().hex
     parts = []
     for name, value in list(form["fields"].items()) + [("key", key)]:
         head = '--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n' % (boundary, name)
         parts.append((head + "%s\r\n" % value).encode())
     parts.append(('--%s\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n' % boundary).encode())
-    body = b"".join(parts) + open(path, "rb").read() + ("\r\n--%s--\r\n" % boundary).encode()
+    body = b"".join(parts) + data + ("\r\n--%s--\r\n" % boundary).encode()
     request = urllib.request.Request(form["url"], data=body, method="POST")
     request.add_header("Content-Type", "multipart/form-data; boundary=%s" % boundary)
     urllib.request.urlopen(request, timeout=600).read()
@@ -129,15 +129,24 @@ def save_artifacts():
     form = plan.get("artifacts")
     if not form:
         return
-    saved = 0
+    found = set()
     for pattern in task.get("artifact_paths", []):
-        for path in glob.glob(os.path.join(project, pattern), recursive=True):
-            if os.path.isfile(path):
-                relative = os.path.relpath(path, project)
-                upload(form, form["prefix"] + relative, path)
-                saved += 1
-    if saved:
-        emit("s", "ame: saved %d artifact(s)" % saved)
+        target = os.path.join(project, pattern)
+        if os.path.isdir(target):
+            for folder, _, names in os.walk(target):
+                found.update(os.path.join(folder, name) for name in names)
+        else:
+            found.update(path for path in glob.glob(target, recursive=True) if os.path.isfile(path))
+    listing = []
+    for path in sorted(found):
+        relative = os.path.relpath(path, project).replace(os.sep, "/")
+        data = open(path, "rb").read()
+        upload(form, form["prefix"] + relative, data)
+        listing.append({"path": relative, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    # What was saved, for the launcher to index once the pod has ended.
+    upload(form, form["listing"], json.dumps(listing).encode())
+    if listing:
+        emit("s", "ame: saved %d artifact(s)" % len(listing))
 
 process = subprocess.Popen(
     ["/bin/sh", "-c", task["command"]], cwd=project, env=environment(),
