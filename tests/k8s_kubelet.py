@@ -121,6 +121,15 @@ class TestKubelet:
         pod.killed_as = ("Evicted", "Error", message)
         await self._stop_process(pod, grace=0)
 
+    async def lose_node(self, name: str) -> None:
+        """The pod's node goes away: its processes end and the pod object is deleted (as the pod GC does)."""
+        pod = self.pods[name]
+        pod.deleted = True
+        await self._stop_process(pod, grace=0)
+        assert self._session is not None
+        async with self._session.delete(f"{self.url}/api/v1/namespaces/{self.namespace}/pods/{name}") as response:
+            response.raise_for_status()
+
     def forget_log(self, name: str, keep_last: int) -> None:
         log = self.pods[name].logs["main"]
         log.first = max(log.first, len(log.lines) - keep_last)

@@ -214,3 +214,39 @@ async def test_lines_the_kubelet_no_longer_holds_are_reported_as_a_gap(
     assert "ame: 15 line(s) of output are missing: the kubelet no longer holds them" in [
         t for _, s, t in followed.lines if s == "system"
     ]
+
+
+async def test_a_pod_whose_node_went_away_is_lost_and_retried(stack: Stack, client: Grpc, cluster: Cluster) -> None:
+    kubelet = cluster.steer()
+    command = 'if [ "$AME_RUN_ATTEMPT" = 1 ]; then echo first; sleep 60; else echo second; fi'
+    run = await client.submit(command, retries=1)
+    pod = f"ame-{run.id}-1"
+
+    def printed() -> bool:
+        state = kubelet.pods.get(pod)
+        return state is not None and "main" in state.logs and bool(state.logs["main"].lines)
+
+    await wait_until(printed, timeout=30)
+    await kubelet.lose_node(pod)
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+    assert ended.attempt == 2
+    assert kubelet.started == [pod, f"ame-{run.id}-2"]
+    attempts = await client.stub.GetRun(ame_service_pb2.GetRunRequest(run_id=run.id))
+    assert attempts.run.state == run_pb2.RUN_STATE_SUCCEEDED
+
+
+async def test_finished_pods_are_collected_after_the_gc_delay(stack: Stack, client: Grpc, cluster: Cluster) -> None:
+    cluster.steer()
+    run = await client.submit("echo done")
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED
+    pod = f"ame-{run.id}-1"
+    assert pod in _live(cluster, _PODS)
+    backend = _backends(stack)[0]
+    backend.kube = backend.kube.model_copy(update={"gc_delay": 3600.0})
+    assert await backend.collect_garbage() == 0  # ended too recently
+    backend.kube = backend.kube.model_copy(update={"gc_delay": 0.0})
+    assert await backend.collect_garbage() == 1
+    assert pod not in _live(cluster, _PODS)
+    assert f"{pod}-run" not in _live(cluster, _SECRETS)
