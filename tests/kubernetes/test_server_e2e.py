@@ -31,7 +31,13 @@ print("run", os.environ["AME_RUN_ID"] != "", "in task", os.environ["AME_IN_TASK"
 
 def _project(root: Path) -> Path:
     (root / "data").mkdir(parents=True)
-    (root / "ame.yml").write_text((SEED / "01_resources.yml").read_text().replace("!poetry", "!custom"))
+    seed = (SEED / "01_resources.yml").read_text().replace("!poetry", "!custom")
+    # The seed's "node labels": the GPU model the task needs, a node selector on the GPU product label.
+    seed = seed.replace(
+        "nvidia.com/gpu: 1 # 1 Nvidia GPU", "nvidia.com/gpu: 1 # 1 Nvidia GPU\n      gpuModel: NVIDIA-H100-80GB-HBM3"
+    )
+    assert "gpuModel" in seed
+    (root / "ame.yml").write_text(seed)
     (root / "train.py").write_text(TRAIN_PY)
     (root / "data" / "train.csv").write_text("a,b\n1,2\n3,4\n")
     return root
@@ -102,6 +108,7 @@ async def test_the_cli_runs_the_seeds_gpu_task_as_a_pod(
             "ephemeral-storage": "30G",
             "nvidia.com/gpu": "1",
         }
+        assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
         assert elapsed < 180
     finally:
         server.send_signal(signal.SIGINT)

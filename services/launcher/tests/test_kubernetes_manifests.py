@@ -28,11 +28,12 @@ def _commands() -> list[LaunchCommand]:
         task="train_my_model",
         command="python train.py",
         executor=ExecutorRef(kind="poetry", python_version="3.11"),
-        resources=Resources(cpu_millis=4000, memory_bytes=10**10, storage_bytes=30 * 10**9, gpus=1),
+        resources=Resources(
+            cpu_millis=4000, memory_bytes=10**10, storage_bytes=30 * 10**9, gpus=1, gpu_model="NVIDIA-H100-80GB-HBM3"
+        ),
         environment=[EnvVar(key="EPOCHS", value="3")],
         secrets=[SecretRef(key="blob_storage_key", inject_as="MY_BLOB_STORAGE_SECRET")],
         timeout_seconds=3600,
-        labels={"gpuModel": "NVIDIA-H100-80GB-HBM3"},
     )
     image = RunSpec(command="./run.sh", executor=ExecutorRef(kind="custom", image="ghcr.io/acme/trainer:1.2"))
     source = ProjectSource(manifest_key="org/default/versions/v.json", blob_prefix="org/default/blobs/")
@@ -56,7 +57,7 @@ def test_the_pod_and_its_secret_pass_strict_schema_validation(command: LaunchCom
         command,
         settings,
         secret_keys=[(ref.inject_as, f"env-{ref.inject_as}") for ref in command.spec.secrets],
-        gpu_model=command.spec.labels.get("gpuModel"),
+        gpu_model=command.spec.resources.gpu_model,
         grace_seconds=10,
     )
     secret = manifests.secret_manifest(

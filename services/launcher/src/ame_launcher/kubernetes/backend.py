@@ -266,7 +266,7 @@ class KubernetesBackend:
             command,
             self.kube,
             secret_keys=[(key.removeprefix("env-"), key) for key in secret_keys],
-            gpu_model=command.spec.labels.get("gpuModel") or None,
+            gpu_model=command.spec.resources.gpu_model,
             grace_seconds=max(0, int(self._settings.grace_period)),
         )
         name = body["metadata"]["name"]
