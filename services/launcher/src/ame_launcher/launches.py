@@ -25,7 +25,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -33,6 +32,8 @@ from nats.js.errors import NotFoundError
 
 from ame.domain import LogEnd, RunState
 from ame_launcher import convert
+from ame_launcher.adoption import Active as _Active
+from ame_launcher.adoption import Adoption
 from ame_launcher.backends import Adopter, Backend, RunResult
 from ame_launcher.backends.orphans import ProcessPlace, kill_orphaned_group, this_machine
 from ame_launcher.capacity import Capacity
@@ -57,24 +58,7 @@ _RECONCILE_PUBLISH_ATTEMPTS = 3
 _RELEASE_TIMEOUT = 2.0
 
 
-@dataclass
-class _Active:
-    command: convert.LaunchCommand
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_reason: str = ""
-    task: asyncio.Task[None] | None = None
-    # Set for a run this launcher adopted (its work outlived the launcher that started it): where its log stands.
-    adopted: bool = False
-    first_seq: int = 0
-    resume_at_ns: int = 0
-
-    def request_cancel(self, reason: str) -> None:
-        if not self.cancel.is_set():
-            self.cancel_reason = reason
-            self.cancel.set()
-
-
-class Launcher:
+class Launcher(Adoption):
     name = "launcher"
 
     def __init__(self, runtime: Runtime, settings: LauncherSettings, backend: Backend) -> None:
@@ -144,37 +128,6 @@ class Launcher:
         tasks = [a.task for a in self._active.values() if a.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(loop.drain() for loop in self._loops))
-        if self._cancel_sub is not None:
-            await self._cancel_sub.unsubscribe()
-        await self._backend.close()
-
-    async def _hand_off(self) -> None:
-        """Stop without ending the runs: their pods go on, and their leases are expired at once so that another
-        launcher's reconciler adopts them (its log resumes where this one's stopped)."""
-        self._stopping.set()
-        self._handing_off = True
-        await self._consumer.drain()
-        for adoption in list(self._adoptions):
-            adoption.cancel()
-        await asyncio.gather(*self._adoptions, return_exceptions=True)
-        tasks = [a.task for a in self._active.values() if a.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(loop.drain() for loop in self._loops))
-        if self._handed:
-
-            async def hand_back(conn: Connection) -> None:
-                await leases.hand_back(conn, launcher_id=self.launcher_id, run_ids=self._handed)
-
-            try:
-                await asyncio.wait_for(
-                    with_connection(self._rt.pool, hand_back, what="handing runs to other launchers"),
-                    timeout=_RELEASE_TIMEOUT * 5,
-                )
-            except Exception:
-                # Their leases then expire within a TTL, and another launcher adopts them then.
-                log.warning("could not hand back the leases of %d run(s)", len(self._handed), exc_info=True)
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
         await self._backend.close()
@@ -541,49 +494,6 @@ class Launcher:
         for command in adopted:
             self._adopt(command)
         return len(expired)
-
-    async def _adoptable(self, lease: leases.ExpiredLease) -> convert.LaunchCommand | None:
-        """The launch command of an expired lease's work that this launcher's backend can take over, or None."""
-        if lease.backend != self._backend.name or not isinstance(self._backend, Adopter) or self._stopping.is_set():
-            return None
-        try:
-            return await self._backend.find(lease.run_id, lease.attempt)
-        except Exception:
-            # Not knowing is not "gone": report nothing, and look again on the next pass.
-            log.warning("could not look for the work of run %s", lease.run_id, exc_info=True)
-            raise
-
-    def _adopt(self, command: convert.LaunchCommand) -> None:
-        key = (command.run_id, command.attempt)
-        if key in self._active:
-            return
-        active = _Active(command, adopted=True)
-        # In hand at once, so the heartbeat renews the lease just taken over.
-        self._active[key] = active
-
-        async def start() -> None:
-            try:
-                await self._slots.acquire()
-                active.first_seq, active.resume_at_ns = await self._log_position(command)
-                if await self._cancel_requested(command.run_id):
-                    active.request_cancel("cancelled by request")
-            except BaseException:
-                self._active.pop(key, None)
-                raise
-            log.info("run %s attempt %d: adopted", command.run_id, command.attempt)
-            active.task = asyncio.create_task(self._execute(active), name=f"run:{command.run_id}")
-
-        adoption = asyncio.create_task(start(), name=f"adopt:{command.run_id}")
-        self._adoptions.add(adoption)
-        adoption.add_done_callback(self._adoptions.discard)
-
-    async def _log_position(self, command: convert.LaunchCommand) -> tuple[int, int]:
-        """(next line number, time of the last line) of the attempt's log on the bus; (0, 0) when it has none."""
-        try:
-            raw = await self._rt.js.get_last_msg(self._rt.names.logs_stream, self._rt.names.run_log(command.run_id))
-        except NotFoundError:
-            return 0, 0
-        return convert.last_logged(raw.data or b"", command.attempt) or (0, 0)
 
     async def recheck_cancels(self) -> None:
         """After a reconnect, look up the cancel subjects of the runs in hand.
