@@ -21,9 +21,20 @@ import click
 @click.option("--host", default=None, help="Address REST and gRPC bind (default 127.0.0.1).")
 @click.option("--rest-port", type=int, default=None, help="REST port (default 8080; 0 picks a free one).")
 @click.option("--grpc-port", type=int, default=None, help="gRPC port (default 50051; 0 picks a free one).")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "kubernetes"]),
+    default=None,
+    help="Where runs execute: local processes (default) or pods (AME_LAUNCHER_KUBERNETES_*, an S3 store).",
+)
 @click.option("--log-level", default="WARNING", show_default=True)
 def server(
-    data_dir: Path | None, host: str | None, rest_port: int | None, grpc_port: int | None, log_level: str
+    data_dir: Path | None,
+    host: str | None,
+    rest_port: int | None,
+    grpc_port: int | None,
+    backend: str | None,
+    log_level: str,
 ) -> None:
     """Start AME on this machine: NATS, PostgreSQL and the api, scheduler, launcher and logs services.
 
@@ -34,7 +45,7 @@ def server(
 
     from ame_server.settings import ServerSettings
 
-    flags = {"data_dir": data_dir, "host": host, "rest_port": rest_port, "grpc_port": grpc_port}
+    flags = {"data_dir": data_dir, "host": host, "rest_port": rest_port, "grpc_port": grpc_port, "backend": backend}
     try:
         settings = ServerSettings()
         # Flags win over AME_SERVER_* variables; validate_assignment checks each value.

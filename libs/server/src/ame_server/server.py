@@ -177,8 +177,10 @@ def build_components(
         ),
         runtime,
     )
+    backend: dict[str, object] = {"backend": settings.backend} if settings.backend else {}
     launcher = launcher_app.build_components(
         LauncherSettings(
+            **backend,  # type: ignore[arg-type]
             work_dir=settings.data_dir / "launcher",
             storage=_storage(settings),
             api_target=api.grpc.target,

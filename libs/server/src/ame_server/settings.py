@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,4 +27,9 @@ class ServerSettings(BaseSettings):
     nats_port: int | None = Field(None, ge=0, le=65535, description="NATS port; unset picks a free one.")
     postgres_port: int | None = Field(None, ge=0, le=65535, description="PostgreSQL port; unset picks one.")
     bus_prefix: str = Field("ame", description="Namespace of AME's streams and subjects on the embedded NATS.")
+    backend: Literal["local", "kubernetes"] | None = Field(
+        None,
+        description="Where the launcher runs work: local process groups, or pods (AME_LAUNCHER_KUBERNETES_* "
+        "and an S3 object store, AME_STORAGE_*); unset: AME_LAUNCHER_BACKEND, else local.",
+    )
     graceful_timeout: Duration = Field(20.0, description="Budget for in-flight work on Ctrl-C.")

@@ -67,3 +67,16 @@ def log_chunk(run_id: str, attempt: int, lines: list[BufferedLine], end: LogEnd 
 
 def state_msg_id(run_id: str, attempt: int, state: RunState) -> str:
     return bus_messages.state_msg_id(run_id, attempt, state)
+
+
+def last_logged(data: bytes, attempt: int) -> tuple[int, int] | None:
+    """(next seq, time of the last line in ns) of a run's last log chunk, if it belongs to `attempt` and has lines."""
+    chunk = log_pb2.LogChunk()
+    try:
+        chunk.ParseFromString(data)
+    except Exception:
+        return None
+    if chunk.attempt != attempt or not chunk.lines:
+        return None
+    last = chunk.lines[-1]
+    return last.seq + 1, last.at.seconds * 1_000_000_000 + last.at.nanos

@@ -25,7 +25,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -33,7 +32,9 @@ from nats.js.errors import NotFoundError
 
 from ame.domain import LogEnd, RunState
 from ame_launcher import convert
-from ame_launcher.backends import Backend, RunResult
+from ame_launcher.adoption import Active as _Active
+from ame_launcher.adoption import Adoption
+from ame_launcher.backends import Adopter, Backend, RunResult
 from ame_launcher.backends.orphans import ProcessPlace, kill_orphaned_group, this_machine
 from ame_launcher.capacity import Capacity
 from ame_launcher.logsink import ChunkPublisher
@@ -57,20 +58,7 @@ _RECONCILE_PUBLISH_ATTEMPTS = 3
 _RELEASE_TIMEOUT = 2.0
 
 
-@dataclass
-class _Active:
-    command: convert.LaunchCommand
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_reason: str = ""
-    task: asyncio.Task[None] | None = None
-
-    def request_cancel(self, reason: str) -> None:
-        if not self.cancel.is_set():
-            self.cancel_reason = reason
-            self.cancel.set()
-
-
-class Launcher:
+class Launcher(Adoption):
     name = "launcher"
 
     def __init__(self, runtime: Runtime, settings: LauncherSettings, backend: Backend) -> None:
@@ -83,6 +71,10 @@ class Launcher:
         self._active: dict[tuple[str, int], _Active] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._stopping = asyncio.Event()
+        # Set while a stopping launcher hands its runs to the others (a backend whose work outlives it).
+        self._handing_off = False
+        self._handed: list[str] = []
+        self._adoptions: set[asyncio.Task[None]] = set()
         self._machine = this_machine()
         # When this launcher last saw the database fail (monotonic); None: not since it started.
         self._db_fault_at: float | None = None
@@ -122,6 +114,9 @@ class Launcher:
         await self._consumer.start(supervisor)
 
     async def drain(self) -> None:
+        if isinstance(self._backend, Adopter):
+            await self._hand_off()
+            return
         # Stop first: launches waiting for a slot give their command back (another replica takes it), and
         # local runs — children of this process that cannot outlive it — are ended and reported.
         self._stopping.set()
@@ -257,9 +252,10 @@ class Launcher:
             command.attempt,
             max_lines=self._settings.log_chunk_lines,
             flush_interval=self._settings.log_flush_interval,
+            first_seq=active.first_seq,
         )
         output.start()
-        if command.attempt > 1:
+        if command.attempt > 1 and not active.adopted:
             # Followers show every attempt's output in turn; this says where one ends and the next begins.
             await output.write("system", f"ame: attempt {command.attempt} of {1 + command.spec.retries}")
 
@@ -296,10 +292,21 @@ class Launcher:
                 await self._publish_state(command, RunState.RUNNING)
 
         try:
-            if active.cancel.is_set():
+            if active.cancel.is_set() and not active.adopted:
                 result = RunResult(RunState.CANCELLED, None, active.cancel_reason)
+            elif active.adopted and isinstance(self._backend, Adopter):
+                result = await self._backend.attach(command, output, active.cancel, on_started, active.resume_at_ns)
             else:
                 result = await self._place_and_execute(active, output, on_started)
+        except asyncio.CancelledError:
+            if not self._handing_off:
+                raise
+            # Handed to another launcher: what was read is published, the rest it reads again.
+            await output.stop()
+            self._handed.append(command.run_id)
+            self._active.pop((command.run_id, command.attempt), None)
+            self._slots.release()
+            return
         except Exception as exc:
             log.exception("run %s failed in the launcher", command.run_id)
             result = RunResult(RunState.FAILED, None, f"launcher error: {exc}")
@@ -335,6 +342,9 @@ class Launcher:
     ) -> RunResult:
         """Refuse what this host can never run, wait for the GPUs (see capacity), then run on the backend."""
         command = active.command
+        if self._backend.name != "local":
+            # This host's GPUs and cpu are no measure of a cluster's: the cluster's scheduler places the pod.
+            return await self._backend.execute(command, output, active.cancel, on_started)
         refusal = self._capacity.refusal(command.spec)
         if refusal is not None:
             await output.write("system", f"ame: {refusal}")
@@ -441,7 +451,18 @@ class Launcher:
                 self._db_fault_at = time.monotonic()
                 return 0
             expired = await leases.claim_expired_leases(conn, limit=100, launcher_id=self.launcher_id, held=held)
+            adopted: list[convert.LaunchCommand] = []
             for lease in expired:
+                if (adoptable := await self._adoptable(lease)) is not None:
+                    if await leases.take_over(
+                        conn,
+                        run_id=lease.run_id,
+                        attempt=lease.attempt,
+                        launcher_id=self.launcher_id,
+                        ttl_seconds=self._settings.lease_ttl,
+                    ):
+                        adopted.append(adoptable)
+                    continue
                 reason = f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
                 if lease.pgid is not None and kill_orphaned_group(
                     pgid=lease.pgid,
@@ -469,6 +490,9 @@ class Launcher:
                 await leases.finish_lease(
                     conn, run_id=lease.run_id, attempt=lease.attempt, final_state=RunState.LOST.value
                 )
+        # The leases are this launcher's once the transaction committed: only then does it follow the runs.
+        for command in adopted:
+            self._adopt(command)
         return len(expired)
 
     async def recheck_cancels(self) -> None:

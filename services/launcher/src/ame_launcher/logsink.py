@@ -42,6 +42,7 @@ class ChunkPublisher:
         max_bytes: int = 256 * 1024,
         flush_interval: float = 0.02,
         publish_attempts: int | None = None,
+        first_seq: int = 0,
     ) -> None:
         self._js = js
         self._subject = subject
@@ -53,7 +54,8 @@ class ChunkPublisher:
         self._publish_attempts = publish_attempts
         self._buffer: list[convert.BufferedLine] = []
         self._buffered_bytes = 0
-        self._next_seq = 0
+        # Above 0 for a launcher that adopted a run whose log another launcher began.
+        self._next_seq = first_seq
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -63,12 +65,13 @@ class ChunkPublisher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name=f"logs:{self._run_id}")
 
-    async def write(self, stream: LogStreamName, text: str) -> None:
+    async def write(self, stream: LogStreamName, text: str, at_ns: int | None = None) -> None:
+        """Buffer one line; `at_ns` is when it was written (default: now), e.g. a kubelet's timestamp."""
         while len(self._buffer) >= self._max_lines * 4 or self._buffered_bytes >= self._max_bytes * 4:
             self._room.clear()
             self._wake.set()
             await self._room.wait()
-        self._buffer.append((self._next_seq, stream, text, time.time_ns()))
+        self._buffer.append((self._next_seq, stream, text, time.time_ns() if at_ns is None else at_ns))
         self._buffered_bytes += len(text.encode()) + _LINE_OVERHEAD
         self._next_seq += 1
         if len(self._buffer) >= self._max_lines or self._buffered_bytes >= self._max_bytes:
@@ -84,6 +87,15 @@ class ChunkPublisher:
         for batch in batches[:-1]:
             await self._publish(batch, None)
         await self._publish(batches[-1], end.model_copy(update={"total_lines": self._next_seq}))
+
+    async def stop(self) -> None:
+        """Publish what is buffered, without an end: another launcher carries the log on (a handoff)."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        for batch in self._take_batches():
+            await self._publish(batch, None)
 
     def _take_batches(self) -> list[list[convert.BufferedLine]]:
         """Split the buffer into chunks within both caps, emptying it."""

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ame.domain.durations import Duration
 from ame.runner.gpus import parse_gpu_list
 from ame.runner.memory_limits import MemoryEnforcement
+from ame_launcher.kubernetes.settings import KubernetesSettings
 from ame_platform.mlflow import MlflowSettings
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
 from ame_platform.storage import StorageSettings
@@ -20,7 +21,10 @@ class LauncherSettings(BaseSettings):
     # Inputs stay out of errors: the api token is a setting too.
     model_config = SettingsConfigDict(env_prefix="AME_LAUNCHER_", extra="forbid", hide_input_in_errors=True)
 
-    backend: Literal["local"] = Field("local", description="Where runs execute: local process groups.")
+    backend: Literal["local", "kubernetes"] = Field(
+        "local",
+        description="Where runs execute: local process groups, or one pod per attempt (AME_LAUNCHER_KUBERNETES_*).",
+    )
     max_concurrent_runs: int = Field(64, ge=1, description="Runs this replica executes at once.")
     work_dir: Path = Field(Path(".ame/launcher"), description="Where local runs get their working directories.")
     keep_workdirs: bool = Field(False, description="Keep a run's working directory after it ends (debugging).")
@@ -138,6 +142,10 @@ class LauncherSettings(BaseSettings):
         le=65535,
         description="Port of the liveness (/livez) and readiness (/readyz) probes, on all interfaces; unset: none.",
     )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings, description="The kubernetes backend's settings (AME_LAUNCHER_KUBERNETES_*)."
+    )
+    gc_interval: Duration = Field(60.0, gt=0, description="How often the kubernetes backend removes finished pods.")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

@@ -32,6 +32,10 @@ class Resources(BaseModel):
     # Minimum memory per GPU (`vram` in ame.yml). Not a Kubernetes resource: a backend can only honour it by
     # choosing a node (a node selector or affinity on the GPU product), so `to_kubernetes` leaves it out.
     gpu_memory_bytes: int | None = Field(None, ge=0, le=INT64_MAX)
+    # The GPU product a node must have (`gpuModel`): a node selector on Kubernetes, not a resource either.
+    gpu_model: str | None = Field(
+        None, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
+    )
 
     def to_kubernetes(self) -> dict[str, Any]:
         """The container's `resources` in Kubernetes form: `{"requests": {...}, "limits": {...}}`.
@@ -54,6 +58,8 @@ class Resources(BaseModel):
         quantities = self.quantities(storage_key="storage")
         if self.gpu_memory_bytes is not None:
             quantities["vram"] = format_bytes(self.gpu_memory_bytes)
+        if self.gpu_model is not None:
+            quantities["gpuModel"] = self.gpu_model
         return quantities
 
     def quantities(self, *, storage_key: str = "ephemeral-storage") -> dict[str, str]:

@@ -204,6 +204,7 @@ class ResourceRequests(SpecModel):
     storage_bytes: StorageBytes = Field(None, alias="storage")
     gpus: Gpus = Field(None, alias="nvidia.com/gpu")
     gpu_memory_bytes: Bytes = Field(None, alias="vram")
+    gpu_model: str | None = Field(None, alias="gpuModel", min_length=1, max_length=63)
 
 
 class EnvVar(SpecModel):

@@ -316,6 +316,7 @@ class _Resolver:
                 storage_bytes=requests.storage_bytes,
                 gpus=requests.gpus,
                 gpu_memory_bytes=requests.gpu_memory_bytes,
+                gpu_model=requests.gpu_model,
             )
             if requests is not None
             else Resources(),

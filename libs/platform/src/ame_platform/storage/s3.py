@@ -123,6 +123,26 @@ class S3ObjectStore:
                 found.append(ObjectInfo(item["Key"], int(item["Size"]), modified.astimezone(UTC)))
         return found  # S3 lists keys in UTF-8 binary order already
 
+    async def presigned_get(self, key: str, expires_seconds: int) -> str:
+        """A URL that reads this one object until it expires, with no other credential (a run pod's files)."""
+        url = await self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": validate_key(key)}, ExpiresIn=expires_seconds
+        )
+        return str(url)
+
+    async def presigned_post(self, prefix: str, expires_seconds: int) -> dict[str, Any]:
+        """A form (`url`, `fields`) that uploads any object whose key starts with `prefix`, and nothing else, until
+        it expires (a run pod's artifacts). The uploader adds the `key` field."""
+        validate_prefix(prefix)
+        form = await self._client.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=prefix + "${filename}",
+            Conditions=[["starts-with", "$key", prefix]],
+            ExpiresIn=expires_seconds,
+        )
+        fields = {k: v for k, v in dict(form["fields"]).items() if k != "key"}
+        return {"url": str(form["url"]), "fields": fields}
+
     async def delete(self, key: str) -> None:
         await self._client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 

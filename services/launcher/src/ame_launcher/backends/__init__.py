@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ame.domain import RunState
 from ame_launcher.convert import LaunchCommand
@@ -35,3 +35,22 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release what the backend opened (object-store clients); called once the launcher has drained."""
+
+
+@runtime_checkable
+class Adopter(Protocol):
+    """A backend whose runs outlive the launcher that started them (pods): another launcher can take them over."""
+
+    async def find(self, run_id: str, attempt: int) -> LaunchCommand | None:
+        """The launch command of the attempt's running work, or None when there is none to adopt."""
+
+    async def attach(
+        self,
+        command: LaunchCommand,
+        output: ChunkPublisher,
+        cancel: asyncio.Event,
+        on_started: Callable[[int | None], Awaitable[None]],
+        resume_at_ns: int,
+    ) -> RunResult:
+        """Follow the work to its end like `execute`, its output from after `resume_at_ns` (the time of the last
+        line the run's log holds; 0: from the start)."""

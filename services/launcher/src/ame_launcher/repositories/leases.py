@@ -22,6 +22,7 @@ class ExpiredLease:
     host: str | None
     boot_id: str | None
     pgid: int | None
+    backend: str = "local"
 
 
 async def claim_lease(
@@ -129,7 +130,7 @@ async def claim_expired_leases(
     their expiry says (its own heartbeat may simply not have run yet since the database came back).
     """
     rows = await conn.fetch(
-        """SELECT run_id, attempt, launcher_id, project, task, host, boot_id, pgid FROM leases
+        """SELECT run_id, attempt, launcher_id, project, task, host, boot_id, pgid, backend FROM leases
            WHERE state = 'active' AND expires_at < now()
              AND NOT (launcher_id = $2 AND run_id = ANY($3::uuid[]))
            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
@@ -147,6 +148,30 @@ async def claim_expired_leases(
             pgid=r["pgid"],
             project=r["project"],
             task=r["task"],
+            backend=r["backend"],
         )
         for r in rows
     ]
+
+
+async def take_over(conn: Connection, *, run_id: str, attempt: int, launcher_id: str, ttl_seconds: float) -> bool:
+    """Make this launcher the holder of an active lease (one it found expired and locked): it adopts the run."""
+    row = await conn.fetchval(
+        """UPDATE leases SET launcher_id = $3, heartbeat_at = now(), expires_at = now() + make_interval(secs => $4)
+           WHERE run_id = $1 AND attempt = $2 AND state = 'active' RETURNING 1""",
+        uuid.UUID(run_id),
+        attempt,
+        launcher_id,
+        ttl_seconds,
+    )
+    return row is not None
+
+
+async def hand_back(conn: Connection, *, launcher_id: str, run_ids: list[str]) -> None:
+    """Expire this launcher's active leases on these runs now, so that another launcher adopts them at once."""
+    await conn.execute(
+        """UPDATE leases SET expires_at = now() - interval '1 second'
+           WHERE launcher_id = $1 AND state = 'active' AND run_id = ANY($2::uuid[])""",
+        launcher_id,
+        [uuid.UUID(r) for r in run_ids],
+    )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61me/contracts/run/v1/run.proto\x12\x14\x61me.contracts.run.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n\x06\x45nvVar\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\":\n\tSecretRef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tinject_as\x18\x02 \x01(\t\x12\r\n\x05vault\x18\x03 \x01(\t\"t\n\tResources\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x15\n\rstorage_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04gpus\x18\x04 \x01(\x05\x12\x18\n\x10gpu_memory_bytes\x18\x05 \x01(\x03\"+\n\nDataSetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\"?\n\x08\x45xecutor\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x16\n\x0epython_version\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\"6\n\tArtifacts\x12\r\n\x05paths\x18\x01 \x03(\t\x12\x1a\n\x12save_changed_files\x18\x02 \x01(\x08\"\xd5\x04\n\x07RunSpec\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x30\n\x08\x65xecutor\x18\x04 \x01(\x0b\x32\x1e.ame.contracts.run.v1.Executor\x12\x31\n\x0b\x65nvironment\x18\x05 \x03(\x0b\x32\x1c.ame.contracts.run.v1.EnvVar\x12\x30\n\x07secrets\x18\x06 \x03(\x0b\x32\x1f.ame.contracts.run.v1.SecretRef\x12\x32\n\tresources\x18\x07 \x01(\x0b\x32\x1f.ame.contracts.run.v1.Resources\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x0f\n\x07retries\x18\t \x01(\x05\x12\x32\n\tartifacts\x18\n \x01(\x0b\x32\x1f.ame.contracts.run.v1.Artifacts\x12\x1a\n\x12project_version_id\x18\x0b \x01(\t\x12\x39\n\x06labels\x18\x0c \x03(\x0b\x32).ame.contracts.run.v1.RunSpec.LabelsEntry\x12\x33\n\tdata_sets\x18\r \x03(\x0b\x32 .ame.contracts.run.v1.DataSetRef\x12\x0c\n\x04loop\x18\x14 \x01(\t\x12\x11\n\targs_json\x18\x15 \x01(\t\x12\x15\n\x0cinput_run_id\x18\x90\x03 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x04\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12+\n\x04spec\x18\x03 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x32\n\x07trigger\x18\x08 \x01(\x0e\x32!.ame.contracts.run.v1.TriggerKind\x12\x15\n\rparent_run_id\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x08\x61ttempts\x18\x0e \x03(\x0b\x32 .ame.contracts.run.v1.RunAttempt\x12\x12\n\nstarted_by\x18\x0f \x01(\tB\x0c\n\n_exit_code\"\xa8\x02\n\nRunAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0blauncher_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_exit_code\"\xd6\x02\n\tLaunchRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0eproject_source\x18\x06 \x01(\x0b\x32#.ame.contracts.run.v1.ProjectSource\x12\x37\n\tdata_sets\x18\xac\x02 \x03(\x0b\x32#.ame.contracts.run.v1.DataSetSource\x12=\n\x0f\x64\x61ta_set_output\x18\xad\x02 \x01(\x0b\x32#.ame.contracts.run.v1.DataSetOutput\"j\n\rDataSetSource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nversion_id\x18\x03 \x01(\t\x12\x14\n\x0cmanifest_key\x18\x04 \x01(\t\x12\x13\n\x0b\x62lob_prefix\x18\x05 \x01(\t\"m\n\rDataSetOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0b\x62lob_prefix\x18\x03 \x01(\t\x12\x17\n\x0fmanifest_prefix\x18\x04 \x01(\t\x12\x12\n\nresult_key\x18\x05 \x01(\t\":\n\rProjectSource\x12\x14\n\x0cmanifest_key\x18\x01 \x01(\t\x12\x13\n\x0b\x62lob_prefix\x18\x02 \x01(\t\"w\n\x12RunCancelRequested\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf3\x01\n\x0fRunStateChanged\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x16\n\texit_code\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blauncher_id\x18\x07 \x01(\t\x12\x0f\n\x07project\x18\x08 \x01(\t\x12\x0c\n\x04task\x18\t \x01(\tB\x0c\n\n_exit_code\"\xcf\x01\n\x11RunRetryRequested\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x36\n\x0eprevious_state\x18\x03 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12/\n\x06launch\x18\x04 \x01(\x0b\x32\x1f.ame.contracts.run.v1.LaunchRun\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x08\x41rtifact\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"c\n\rArtifactIndex\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x31\n\tartifacts\x18\x03 \x03(\x0b\x32\x1e.ame.contracts.run.v1.Artifact*\xe0\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x17\n\x13RUN_STATE_LAUNCHING\x10\x02\x12\x15\n\x11RUN_STATE_RUNNING\x10\x03\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06\x12\x17\n\x13RUN_STATE_TIMED_OUT\x10\x07\x12\x12\n\x0eRUN_STATE_LOST\x10\x08*\xd8\x01\n\x0bTriggerKind\x12\x1c\n\x18TRIGGER_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10TRIGGER_KIND_API\x10\x01\x12\x14\n\x10TRIGGER_KIND_CLI\x10\x02\x12\x19\n\x15TRIGGER_KIND_SCHEDULE\x10\x03\x12\x18\n\x14TRIGGER_KIND_WEBHOOK\x10\x04\x12\x19\n\x15TRIGGER_KIND_PIPELINE\x10\x05\x12\x16\n\x12TRIGGER_KIND_RETRY\x10\x06\x12\x17\n\x12TRIGGER_KIND_MODEL\x10\x90\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61me/contracts/run/v1/run.proto\x12\x14\x61me.contracts.run.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n\x06\x45nvVar\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\":\n\tSecretRef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tinject_as\x18\x02 \x01(\t\x12\r\n\x05vault\x18\x03 \x01(\t\"\x88\x01\n\tResources\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x15\n\rstorage_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04gpus\x18\x04 \x01(\x05\x12\x18\n\x10gpu_memory_bytes\x18\x05 \x01(\x03\x12\x12\n\tgpu_model\x18\xf4\x03 \x01(\t\"+\n\nDataSetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\"?\n\x08\x45xecutor\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x16\n\x0epython_version\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\"6\n\tArtifacts\x12\r\n\x05paths\x18\x01 \x03(\t\x12\x1a\n\x12save_changed_files\x18\x02 \x01(\x08\"\xd5\x04\n\x07RunSpec\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x30\n\x08\x65xecutor\x18\x04 \x01(\x0b\x32\x1e.ame.contracts.run.v1.Executor\x12\x31\n\x0b\x65nvironment\x18\x05 \x03(\x0b\x32\x1c.ame.contracts.run.v1.EnvVar\x12\x30\n\x07secrets\x18\x06 \x03(\x0b\x32\x1f.ame.contracts.run.v1.SecretRef\x12\x32\n\tresources\x18\x07 \x01(\x0b\x32\x1f.ame.contracts.run.v1.Resources\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x0f\n\x07retries\x18\t \x01(\x05\x12\x32\n\tartifacts\x18\n \x01(\x0b\x32\x1f.ame.contracts.run.v1.Artifacts\x12\x1a\n\x12project_version_id\x18\x0b \x01(\t\x12\x39\n\x06labels\x18\x0c \x03(\x0b\x32).ame.contracts.run.v1.RunSpec.LabelsEntry\x12\x33\n\tdata_sets\x18\r \x03(\x0b\x32 .ame.contracts.run.v1.DataSetRef\x12\x0c\n\x04loop\x18\x14 \x01(\t\x12\x11\n\targs_json\x18\x15 \x01(\t\x12\x15\n\x0cinput_run_id\x18\x90\x03 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x04\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12+\n\x04spec\x18\x03 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x32\n\x07trigger\x18\x08 \x01(\x0e\x32!.ame.contracts.run.v1.TriggerKind\x12\x15\n\rparent_run_id\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x08\x61ttempts\x18\x0e \x03(\x0b\x32 .ame.contracts.run.v1.RunAttempt\x12\x12\n\nstarted_by\x18\x0f \x01(\tB\x0c\n\n_exit_code\"\xa8\x02\n\nRunAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0blauncher_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_exit_code\"\xd6\x02\n\tLaunchRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.ame.contracts.run.v1.RunSpec\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0eproject_source\x18\x06 \x01(\x0b\x32#.ame.contracts.run.v1.ProjectSource\x12\x37\n\tdata_sets\x18\xac\x02 \x03(\x0b\x32#.ame.contracts.run.v1.DataSetSource\x12=\n\x0f\x64\x61ta_set_output\x18\xad\x02 \x01(\x0b\x32#.ame.contracts.run.v1.DataSetOutput\"j\n\rDataSetSource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nversion_id\x18\x03 \x01(\t\x12\x14\n\x0cmanifest_key\x18\x04 \x01(\t\x12\x13\n\x0b\x62lob_prefix\x18\x05 \x01(\t\"m\n\rDataSetOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0b\x62lob_prefix\x18\x03 \x01(\t\x12\x17\n\x0fmanifest_prefix\x18\x04 \x01(\t\x12\x12\n\nresult_key\x18\x05 \x01(\t\":\n\rProjectSource\x12\x14\n\x0cmanifest_key\x18\x01 \x01(\t\x12\x13\n\x0b\x62lob_prefix\x18\x02 \x01(\t\"w\n\x12RunCancelRequested\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf3\x01\n\x0fRunStateChanged\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12\x16\n\texit_code\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blauncher_id\x18\x07 \x01(\t\x12\x0f\n\x07project\x18\x08 \x01(\t\x12\x0c\n\x04task\x18\t \x01(\tB\x0c\n\n_exit_code\"\xcf\x01\n\x11RunRetryRequested\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x36\n\x0eprevious_state\x18\x03 \x01(\x0e\x32\x1e.ame.contracts.run.v1.RunState\x12/\n\x06launch\x18\x04 \x01(\x0b\x32\x1f.ame.contracts.run.v1.LaunchRun\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x08\x41rtifact\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"c\n\rArtifactIndex\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x31\n\tartifacts\x18\x03 \x03(\x0b\x32\x1e.ame.contracts.run.v1.Artifact*\xe0\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x17\n\x13RUN_STATE_LAUNCHING\x10\x02\x12\x15\n\x11RUN_STATE_RUNNING\x10\x03\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06\x12\x17\n\x13RUN_STATE_TIMED_OUT\x10\x07\x12\x12\n\x0eRUN_STATE_LOST\x10\x08*\xd8\x01\n\x0bTriggerKind\x12\x1c\n\x18TRIGGER_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10TRIGGER_KIND_API\x10\x01\x12\x14\n\x10TRIGGER_KIND_CLI\x10\x02\x12\x19\n\x15TRIGGER_KIND_SCHEDULE\x10\x03\x12\x18\n\x14TRIGGER_KIND_WEBHOOK\x10\x04\x12\x19\n\x15TRIGGER_KIND_PIPELINE\x10\x05\x12\x16\n\x12TRIGGER_KIND_RETRY\x10\x06\x12\x17\n\x12TRIGGER_KIND_MODEL\x10\x90\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,46 +34,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNSPEC_LABELSENTRY']._loaded_options = None
   _globals['_RUNSPEC_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATE']._serialized_start=3291
-  _globals['_RUNSTATE']._serialized_end=3515
-  _globals['_TRIGGERKIND']._serialized_start=3518
-  _globals['_TRIGGERKIND']._serialized_end=3734
+  _globals['_RUNSTATE']._serialized_start=3312
+  _globals['_RUNSTATE']._serialized_end=3536
+  _globals['_TRIGGERKIND']._serialized_start=3539
+  _globals['_TRIGGERKIND']._serialized_end=3755
   _globals['_ENVVAR']._serialized_start=89
   _globals['_ENVVAR']._serialized_end=125
   _globals['_SECRETREF']._serialized_start=127
   _globals['_SECRETREF']._serialized_end=185
-  _globals['_RESOURCES']._serialized_start=187
-  _globals['_RESOURCES']._serialized_end=303
-  _globals['_DATASETREF']._serialized_start=305
-  _globals['_DATASETREF']._serialized_end=348
-  _globals['_EXECUTOR']._serialized_start=350
-  _globals['_EXECUTOR']._serialized_end=413
-  _globals['_ARTIFACTS']._serialized_start=415
-  _globals['_ARTIFACTS']._serialized_end=469
-  _globals['_RUNSPEC']._serialized_start=472
-  _globals['_RUNSPEC']._serialized_end=1069
-  _globals['_RUNSPEC_LABELSENTRY']._serialized_start=1024
-  _globals['_RUNSPEC_LABELSENTRY']._serialized_end=1069
-  _globals['_RUN']._serialized_start=1072
-  _globals['_RUN']._serialized_end=1614
-  _globals['_RUNATTEMPT']._serialized_start=1617
-  _globals['_RUNATTEMPT']._serialized_end=1913
-  _globals['_LAUNCHRUN']._serialized_start=1916
-  _globals['_LAUNCHRUN']._serialized_end=2258
-  _globals['_DATASETSOURCE']._serialized_start=2260
-  _globals['_DATASETSOURCE']._serialized_end=2366
-  _globals['_DATASETOUTPUT']._serialized_start=2368
-  _globals['_DATASETOUTPUT']._serialized_end=2477
-  _globals['_PROJECTSOURCE']._serialized_start=2479
-  _globals['_PROJECTSOURCE']._serialized_end=2537
-  _globals['_RUNCANCELREQUESTED']._serialized_start=2539
-  _globals['_RUNCANCELREQUESTED']._serialized_end=2658
-  _globals['_RUNSTATECHANGED']._serialized_start=2661
-  _globals['_RUNSTATECHANGED']._serialized_end=2904
-  _globals['_RUNRETRYREQUESTED']._serialized_start=2907
-  _globals['_RUNRETRYREQUESTED']._serialized_end=3114
-  _globals['_ARTIFACT']._serialized_start=3116
-  _globals['_ARTIFACT']._serialized_end=3187
-  _globals['_ARTIFACTINDEX']._serialized_start=3189
-  _globals['_ARTIFACTINDEX']._serialized_end=3288
+  _globals['_RESOURCES']._serialized_start=188
+  _globals['_RESOURCES']._serialized_end=324
+  _globals['_DATASETREF']._serialized_start=326
+  _globals['_DATASETREF']._serialized_end=369
+  _globals['_EXECUTOR']._serialized_start=371
+  _globals['_EXECUTOR']._serialized_end=434
+  _globals['_ARTIFACTS']._serialized_start=436
+  _globals['_ARTIFACTS']._serialized_end=490
+  _globals['_RUNSPEC']._serialized_start=493
+  _globals['_RUNSPEC']._serialized_end=1090
+  _globals['_RUNSPEC_LABELSENTRY']._serialized_start=1045
+  _globals['_RUNSPEC_LABELSENTRY']._serialized_end=1090
+  _globals['_RUN']._serialized_start=1093
+  _globals['_RUN']._serialized_end=1635
+  _globals['_RUNATTEMPT']._serialized_start=1638
+  _globals['_RUNATTEMPT']._serialized_end=1934
+  _globals['_LAUNCHRUN']._serialized_start=1937
+  _globals['_LAUNCHRUN']._serialized_end=2279
+  _globals['_DATASETSOURCE']._serialized_start=2281
+  _globals['_DATASETSOURCE']._serialized_end=2387
+  _globals['_DATASETOUTPUT']._serialized_start=2389
+  _globals['_DATASETOUTPUT']._serialized_end=2498
+  _globals['_PROJECTSOURCE']._serialized_start=2500
+  _globals['_PROJECTSOURCE']._serialized_end=2558
+  _globals['_RUNCANCELREQUESTED']._serialized_start=2560
+  _globals['_RUNCANCELREQUESTED']._serialized_end=2679
+  _globals['_RUNSTATECHANGED']._serialized_start=2682
+  _globals['_RUNSTATECHANGED']._serialized_end=2925
+  _globals['_RUNRETRYREQUESTED']._serialized_start=2928
+  _globals['_RUNRETRYREQUESTED']._serialized_end=3135
+  _globals['_ARTIFACT']._serialized_start=3137
+  _globals['_ARTIFACT']._serialized_end=3208
+  _globals['_ARTIFACTINDEX']._serialized_start=3210
+  _globals['_ARTIFACTINDEX']._serialized_end=3309
 # @@protoc_insertion_point(module_scope)

@@ -139,12 +139,15 @@ class Resources(_message.Message):
     STORAGE_BYTES_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
     GPU_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    GPU_MODEL_FIELD_NUMBER: _builtins.int
     cpu_millis: _builtins.int
     memory_bytes: _builtins.int
     storage_bytes: _builtins.int
     gpus: _builtins.int
     gpu_memory_bytes: _builtins.int
     """Minimum memory per GPU (ame.yml `vram`); a backend honours it by choosing a node. 0 means not requested."""
+    gpu_model: _builtins.str
+    """The GPU model a node must have (ame.yml `gpuModel`, e.g. NVIDIA-H100-80GB-HBM3); empty means any."""
     def __init__(
         self,
         *,
@@ -153,10 +156,11 @@ class Resources(_message.Message):
         storage_bytes: _builtins.int = ...,
         gpus: _builtins.int = ...,
         gpu_memory_bytes: _builtins.int = ...,
+        gpu_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "gpu_memory_bytes", b"gpu_memory_bytes", "gpus", b"gpus", "memory_bytes", b"memory_bytes", "storage_bytes", b"storage_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "gpu_memory_bytes", b"gpu_memory_bytes", "gpu_model", b"gpu_model", "gpus", b"gpus", "memory_bytes", b"memory_bytes", "storage_bytes", b"storage_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

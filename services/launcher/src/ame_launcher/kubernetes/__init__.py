@@ -1,0 +1,1 @@
+"""The kubernetes backend: each run attempt is one pod (see backend.py)."""

@@ -1,0 +1,62 @@
+"""Pods outlive their launcher: a stopping launcher hands its runs to the others, which adopt the pods (fenced by
+the leases) and carry the log on from where it stood, each line once."""
+
+from __future__ import annotations
+
+import pytest
+
+from ame.contracts.run.v1 import run_pb2
+from tests.integration.clients import Grpc
+from tests.k8s_kubelet import ContainerLog
+from tests.kubernetes.conftest import Cluster, kubernetes_settings
+from tests.kubernetes.test_pods import finished
+from tests.stack_fixtures import Stack
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
+
+LINES = 40
+
+
+@pytest.fixture
+def launcher_overrides(cluster: Cluster) -> dict[str, object]:
+    return {
+        "backend": "kubernetes",
+        "kubernetes": kubernetes_settings(cluster),
+        "reconcile_interval": 0.3,
+        "heartbeat_interval": 0.3,
+        "lease_ttl": 3.0,
+    }
+
+
+async def test_a_stopping_launcher_hands_its_pod_to_another_which_finishes_the_run_and_its_log(
+    stack: Stack, client: Grpc, cluster: Cluster
+) -> None:
+    command = f"for i in $(seq 1 {LINES}); do echo line $i; sleep 0.05; done"
+    run = await client.submit(command)
+    holder = await wait_until(
+        lambda: next((launcher for launcher in stack.launchers if launcher.active_runs == 1), None),
+        timeout=30,
+        message="a launcher to hold the run",
+    )
+    other = next(launcher for launcher in stack.launchers if launcher is not holder)
+
+    async def printing() -> bool:
+        if (await client.get(run.id)).state != run_pb2.RUN_STATE_RUNNING:
+            return False
+        pod = cluster.kubelet.pods.get(f"ame-{run.id}-1") if cluster.kubelet is not None else None
+        return pod is None or len(pod.logs.get("main", ContainerLog()).lines) >= 3
+
+    await wait_until(printing, timeout=30, message="the run to print")
+    await holder.drain()
+    await wait_until(lambda: other.active_runs == 1, timeout=15, message="the other launcher to adopt the run")
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+    followed = await client.follow(run.id)
+    stdout = [t for _, s, t in followed.lines if s == "stdout"]
+    assert stdout == [f"line {i}" for i in range(1, LINES + 1)], followed.lines
+    seqs = [seq for seq, _, _ in followed.lines]
+    assert seqs == list(range(len(seqs)))
+    assert any(t.startswith("ame: adopted pod") for _, s, t in followed.lines if s == "system")
+    if cluster.kubelet is not None:
+        assert cluster.kubelet.started == [f"ame-{run.id}-1"]
