@@ -19,8 +19,11 @@ from ame.domain import (
     EnvVar,
     ExecutorKind,
     ExecutorRef,
+    FileLayer,
     LogEnd,
     LogLine,
+    PipelineStage,
+    PipelineStep,
     Resources,
     RunSpec,
     RunState,
@@ -100,6 +103,13 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
         data_sets=[run_pb2.DataSetRef(name=d.name, project=d.project) for d in spec.data_sets],
         loop=spec.loop,
         args_json="" if spec.args is None else encode_task_args(spec.args),
+        pipeline=[
+            run_pb2.PipelineStage(
+                steps=[run_pb2.PipelineStep(name=step.name, spec=run_spec_to_pb(step.spec)) for step in stage.steps]
+            )
+            for stage in spec.pipeline
+        ],
+        layers=[run_pb2.FileLayer(run_id=layer.run_id, attempt=layer.attempt) for layer in spec.layers],
     )
 
 
@@ -133,7 +143,16 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             data_sets=[DataSetRef(name=d.name, project=d.project) for d in pb.data_sets],
             loop=pb.loop,
             args=decode_task_args(pb.args_json),
+            pipeline=[
+                PipelineStage(
+                    steps=[PipelineStep(name=step.name, spec=run_spec_from_pb(step.spec)) for step in stage.steps]
+                )
+                for stage in pb.pipeline
+            ],
+            layers=[FileLayer(run_id=layer.run_id, attempt=layer.attempt) for layer in pb.layers],
         )
+    except DecodeError:
+        raise
     except ValueError as exc:
         # pydantic's ValidationError is a ValueError too: name the fields when it is one.
         if not isinstance(exc, ValidationError):

@@ -21,7 +21,7 @@ from ame_api.settings import ApiSettings
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
-from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS
+from ame_platform.bus.subjects import API_PIPELINE_STEPS, API_REGISTRY, API_TRIGGERS
 from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
@@ -44,14 +44,17 @@ class ApiService:
     rest: RestServer
     grpc: GrpcServer
     retention: Periodic | None = None
+    pipeline_steps: PullConsumer | None = None
 
     @property
     def components(self) -> list[Component]:
         # Consumers first, front doors last: the lifecycle drains in reverse, so intake stops first.
         periodic = [self.retention] if self.retention is not None else []
+        steps = [self.pipeline_steps] if self.pipeline_steps is not None else []
         return [
             self.registry,
             self.triggers,
+            *steps,
             self.relay,
             self.admission,
             self.store,
@@ -101,6 +104,19 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         deadletters=runtime.deadletters,
         tracer=runtime.telemetry.tracer("ame_api"),
     )
+    pipeline_steps = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=API_PIPELINE_STEPS,
+            filter_subject=runtime.names.pipeline_step_requested,
+            concurrency=16,
+        ),
+        runs.apply_step_requested,
+        name="pipeline-steps",
+        deadletters=runtime.deadletters,
+        tracer=runtime.telemetry.tracer("ame_api"),
+    )
     # Both front doors tell clients the same wait while the database is away.
     rest_app = create_app(runs, follower, projects, tasks, tokens, settings, secrets, artifacts, webhooks, schedules)
     servicer = AmeServicer(
@@ -126,6 +142,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         secrets=secrets,
         registry=registry,
         triggers=triggers,
+        pipeline_steps=pipeline_steps,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
         rest=rest,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from ame.domain import LogLine, Run, RunSpec
     from ame.sdk import Client
+    from ame.spec import ResolvedTask
 
 # Exit codes of runs that did not end on their own, as shells and `timeout(1)` report them.
 _STATE_EXIT = {"cancelled": 130, "timed_out": 124, "lost": 1}
@@ -117,13 +118,18 @@ def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool)
         raise _fail(exc) from None
 
 
-def _follow_or_detach(client: Client, run_id: str, on_end: Callable[[], None] | None = None) -> int:
+def _follow_or_detach(
+    client: Client,
+    run_id: str,
+    on_end: Callable[[], None] | None = None,
+    follow_run: Callable[[Client, str], int] | None = None,
+) -> int:
     """Follow the run; Ctrl-C detaches (the run goes on, exit 0) and a second Ctrl-C soon after cancels it.
 
     `on_end` is called once the run has ended while followed (not after a detach).
     """
     try:
-        code = follow(client, run_id)
+        code = (follow_run or follow)(client, run_id)
     except KeyboardInterrupt:
         pass
     else:
@@ -156,11 +162,9 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
         task = resolve_task(project, task_name)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    if task.executor is None:
-        raise click.ClickException(
-            f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
-        )
     name = project.name or project_dir.resolve().name
+    if task.executor is None:
+        return _run_remote_pipeline(project_dir, task, name, follow, args)
     pushed_at = time.time()
     version_id = _push_version(project_dir, name)
     spec = run_spec_for_task(task, project=name, project_version_id=version_id).model_copy(update={"args": args})
@@ -177,6 +181,46 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
                 _bring_back(client, run.id, project_dir, name, version_id, pushed_at)
 
             return _follow_or_detach(client, run.id, on_end=bring_back)
+    except AmeError as exc:
+        raise _fail(exc) from None
+
+
+def _run_remote_pipeline(project_dir: Path, task: ResolvedTask, name: str, follow: bool, args: JsonValue) -> int:
+    """A pipeline runs on the server as a parent run whose steps are child runs; followed as `-l` shows it."""
+    from ame.cli.pipeline_follow import follow_pipeline
+    from ame.run_specs import run_spec_for_pipeline
+    from ame.sdk import AmeError
+
+    try:
+        run_spec_for_pipeline(task, project=name)  # refuse what cannot run remotely before pushing
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    version_id = _push_version(project_dir, name)
+    spec = run_spec_for_pipeline(task, project=name, project_version_id=version_id)
+    if args is not None:
+        spec = spec.model_copy(
+            update={
+                "pipeline": [
+                    stage.model_copy(
+                        update={
+                            "steps": [
+                                step.model_copy(update={"spec": step.spec.model_copy(update={"args": args})})
+                                for step in stage.steps
+                            ]
+                        }
+                    )
+                    for stage in spec.pipeline
+                ]
+            }
+        )
+    try:
+        with _client(None) as client:
+            run = client.submit_run(spec)
+            click.echo(f"ame: run {run.id} queued: pipeline {task.name}", err=True)
+            if not follow:
+                click.echo(run.id)
+                return 0
+            return _follow_or_detach(client, run.id, follow_run=follow_pipeline)
     except AmeError as exc:
         raise _fail(exc) from None
 
@@ -291,11 +335,15 @@ def register(cli: click.Group) -> None:
     @target_option
     def follow_cmd(run_id: str, from_seq: int, target: str | None) -> None:
         """Print a run's output from the start, follow it live, and exit with the run's exit code."""
+        from ame.cli.pipeline_follow import follow_pipeline
         from ame.sdk import AmeError
 
         try:
             with _client(target) as client:
-                code = follow(client, run_id, from_seq=from_seq)
+                if client.get_run(run_id).spec.pipeline:
+                    code = follow_pipeline(client, run_id)
+                else:
+                    code = follow(client, run_id, from_seq=from_seq)
         except AmeError as exc:
             raise _fail(exc) from None
         sys.exit(code)
@@ -310,7 +358,12 @@ def register(cli: click.Group) -> None:
 
         try:
             with _client(target) as client:
-                _print_run(client.get_run(run_id), as_json, detail=True)
+                run = client.get_run(run_id)
+                _print_run(run, as_json, detail=True)
+                if run.spec.pipeline and not as_json:
+                    from ame.cli.pipeline_follow import children, steps_table
+
+                    click.echo(steps_table(run, children(client, run.id)))
         except AmeError as exc:
             raise _fail(exc) from None
 

@@ -101,7 +101,22 @@ class LocalBackend:
         workdir = self._work_dir / "runs" / f"{command.run_id}-{command.attempt}"
         try:
             await asyncio.to_thread(_fresh_directory, workdir)
-            if spec.project_version_id:
+            if spec.project_version_id and command.project_source is None:
+                return await _fail(
+                    output, f"the launch command does not say where version {spec.project_version_id} lies"
+                )
+            if spec.layers:
+                outcome = await _unless_cancelled(
+                    self._versions.materialise_layered(
+                        spec.project_version_id, command.project_source, command.organisation, spec.layers, workdir
+                    ),
+                    cancel,
+                )
+                if outcome is None:
+                    return RunResult(RunState.CANCELLED, None, "cancelled while its files were fetched")
+                if outcome.fetched:
+                    await output.write("system", f"fetched {outcome.fetched} file(s) of the version and earlier steps")
+            elif spec.project_version_id:
                 if command.project_source is None:
                     return await _fail(
                         output, f"the launch command does not say where version {spec.project_version_id} lies"
