@@ -162,4 +162,10 @@ def _drop_conflicts(entries: dict[str, ManifestEntry], path: str) -> None:
 
 
 def _reader(store: ObjectStore, key: str) -> Callable[[], Awaitable[bytes]]:
-    return lambda: store.get_bytes(key)
+    async def read() -> bytes:
+        try:
+            return await store.get_bytes(key)
+        except ObjectNotFound:
+            return b""  # a step that saved nothing writes no index: an empty layer
+
+    return read

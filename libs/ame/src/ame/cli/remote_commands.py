@@ -188,7 +188,7 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
 def _run_remote_pipeline(project_dir: Path, task: ResolvedTask, name: str, follow: bool, args: JsonValue) -> int:
     """A pipeline runs on the server as a parent run whose steps are child runs; followed as `-l` shows it."""
     from ame.cli.pipeline_follow import follow_pipeline
-    from ame.run_specs import run_spec_for_pipeline
+    from ame.run_specs import pipeline_labels, run_spec_for_pipeline
     from ame.sdk import AmeError
 
     try:
@@ -216,7 +216,7 @@ def _run_remote_pipeline(project_dir: Path, task: ResolvedTask, name: str, follo
     try:
         with _client(None) as client:
             run = client.submit_run(spec)
-            click.echo(f"ame: run {run.id} queued: pipeline {task.name}", err=True)
+            click.echo(f"ame: run {run.id} queued (pipeline {task.name}, {len(pipeline_labels(spec))} steps)", err=True)
             if not follow:
                 click.echo(run.id)
                 return 0
