@@ -198,7 +198,7 @@ tasks:
     )
     _deadline_wait(lambda: "slow" in _marks(marks), 60, "the slow step to start")
     (tmp_path / "slow-started").touch()
-    stdout, stderr = proc.communicate(timeout=60)
+    _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr.decode()
     rows = _table(stderr.decode())
     assert (rows["slow"][0], rows["bad"][0], rows["after"][0]) == ("cancelled", "failed", "skipped")
@@ -236,7 +236,7 @@ tasks:
     _deadline_wait(lambda: sorted(_marks(marks)) == ["a", "b"], 60, "both steps of the group to run")
     cancelled = shared_server.ame("runs", "cancel", parent)
     assert cancelled.returncode == 0, cancelled.stderr
-    stdout, stderr = follower.communicate(timeout=60)
+    _stdout, stderr = follower.communicate(timeout=60)
     assert follower.returncode == 130, stderr.decode()
     rows = _table(stderr.decode())
     assert (rows["a"][0], rows["b"][0], rows["c"][0]) == ("cancelled", "cancelled", "skipped")
