@@ -136,6 +136,8 @@ tasks:
 
 def test_a_failing_middle_step_skips_the_rest_and_sets_the_exit_code(shared_server: Server, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
+    flag = tmp_path / "fail"
+    flag.touch()
     # Seed 003's mapping-style pipeline (the old dialect), its middle step failing.
     project = _project(
         tmp_path / "seed003",
@@ -149,7 +151,7 @@ tasks:
           cpu: 2
           memory: 1Gi
       prepare_data:
-        runcommand: {_mark(marks, "prepare_data")} && cat raw.txt && exit 4
+        runcommand: {_mark(marks, "prepare_data")} && cat raw.txt && test ! -e {flag} || exit 4
         resources:
           cpu: 1
       train_model:
@@ -169,6 +171,20 @@ tasks:
     assert _marks(marks) == ["download_data", "prepare_data"]
     local = shared_server.ame_in(project, "task", "run", "-l", "main")
     assert local.returncode == remote.returncode
+    (project / "raw.txt").unlink()  # what -l wrote here; the remote steps never see it
+
+    # `ame runs resume PARENT`: the failed step and those after it run; the step that succeeded is reused, its
+    # files too (prepare_data reads raw.txt, which download_data wrote in the first run).
+    flag.unlink()
+    parent = next(line.split()[2] for line in remote.stderr.splitlines() if line.startswith("ame: run "))
+    marks.write_text("")
+    resumed = shared_server.ame("runs", "resume", parent)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "[prepare_data]  raw" in resumed.stdout.splitlines()
+    assert _marks(marks) == ["prepare_data", "train_model"]
+    rows = _table(resumed.stderr)
+    assert [rows[name][0] for name in ("download_data", "prepare_data", "train_model")] == ["succeeded"] * 3
+    assert " ".join(rows["download_data"][3:]).startswith("reused from run ")
 
     # A step failing inside a parallel group cancels its running sibling (as -l does) and skips what follows.
     gate = tmp_path / "never"

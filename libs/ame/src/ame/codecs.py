@@ -110,6 +110,7 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
             for stage in spec.pipeline
         ],
         layers=[run_pb2.FileLayer(run_id=layer.run_id, attempt=layer.attempt) for layer in spec.layers],
+        resume_from=spec.resume_from,
     )
 
 
@@ -150,6 +151,7 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
                 for stage in pb.pipeline
             ],
             layers=[FileLayer(run_id=layer.run_id, attempt=layer.attempt) for layer in pb.layers],
+            resume_from=pb.resume_from,
         )
     except DecodeError:
         raise

@@ -49,6 +49,15 @@ async def submit_pipeline(
     org = principal.organisation
     if parent_run_id:
         raise InvalidRequest("a pipeline cannot be a step of another run")
+    if spec.resume_from:
+        async with service.runtime.pool.acquire() as conn:
+            resumed = await runs_repo.find_run(conn, spec.resume_from, organisation=org)
+        if resumed is None or not resumed.spec.pipeline:
+            raise InvalidRequest(f"run {spec.resume_from!r} is not a pipeline run of this organisation")
+        if not resumed.state.terminal or resumed.state == RunState.SUCCEEDED:
+            raise InvalidRequest(
+                f"pipeline run {spec.resume_from} is {resumed.state.value}; only a failed or cancelled one is resumed"
+            )
     # Everything a step would be refused for is refused now, before any step runs.
     checked: set[tuple[str, str]] = set()
     for stage in spec.pipeline:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ame.runner.results import RunState as StepState
     from ame.sdk import Client
 
-__all__ = ["STEP_LABEL", "follow_pipeline", "pipeline_exit_code", "steps_table"]
+__all__ = ["STEP_LABEL", "follow_pipeline", "pipeline_exit_code", "step_runs", "steps_table"]
 
 # The label the coordinator gives each step's run (ame_scheduler.pipelines.coordinator.STEP_LABEL).
 STEP_LABEL = "ame.pipeline.step"
@@ -45,15 +45,28 @@ def children(client: Client, parent_id: str) -> list[Run]:
     return client.list_runs(parent_run_id=parent_id, limit=1000)
 
 
-def steps_table(parent: Run, runs: list[Run]) -> str:
+def step_runs(client: Client, parent: Run) -> dict[str, Run]:
+    """Each step's run by label: the parent's own children, then (for a resumed pipeline) the runs of the
+    pipelines it resumed, for the steps it reused."""
+    found: dict[str, Run] = {}
+    current: Run | None = parent
+    for _ in range(100):
+        if current is None:
+            break
+        for run in children(client, current.id):
+            found.setdefault(step_label(run), run)
+        current = client.get_run(current.spec.resume_from) if current.spec.resume_from else None
+    return found
+
+
+def steps_table(parent: Run, runs: dict[str, Run]) -> str:
     """The table `-l` prints after a pipeline: step, state, duration, exit code, reason."""
     from ame.runner.console import format_summary
     from ame.runner.results import RunResult, StepResult
 
-    by_label = {step_label(run): run for run in runs}
     steps = []
     for label in pipeline_labels(parent.spec):
-        run = by_label.get(label)
+        run = runs.get(label)
         if run is None:
             state = "skipped" if parent.state.terminal else "pending"
             steps.append(StepResult(label, cast("StepState", state)))
@@ -65,7 +78,7 @@ def steps_table(parent: Run, runs: list[Run]) -> str:
                 exit_code=run.exit_code,
                 started_at=_ts(run.started_at),
                 finished_at=_ts(run.finished_at),
-                reason=run.reason or None,
+                reason=(run.reason or None) if run.parent_run_id == parent.id else f"reused from run {run.id}",
                 attempts=run.attempt,
             )
         )
@@ -142,6 +155,6 @@ def follow_pipeline(client: Client, parent_id: str) -> int:
         time.sleep(_POLL_SECONDS)
     for thread in followers.values():
         thread.join()
-    sys.stderr.write(steps_table(parent, children(client, parent_id)) + "\n")
+    sys.stderr.write(steps_table(parent, step_runs(client, parent)) + "\n")
     sys.stderr.flush()
     return pipeline_exit_code(parent)

@@ -361,9 +361,9 @@ def register(cli: click.Group) -> None:
                 run = client.get_run(run_id)
                 _print_run(run, as_json, detail=True)
                 if run.spec.pipeline and not as_json:
-                    from ame.cli.pipeline_follow import children, steps_table
+                    from ame.cli.pipeline_follow import step_runs, steps_table
 
-                    click.echo(steps_table(run, children(client, run.id)))
+                    click.echo(steps_table(run, step_runs(client, run)))
         except AmeError as exc:
             raise _fail(exc) from None
 
@@ -405,6 +405,31 @@ def register(cli: click.Group) -> None:
             code = "" if r.exit_code is None else str(r.exit_code)
             name = f"{r.spec.project}/{r.spec.task}"
             click.echo(f"{r.id:36}  {name[:28]:28}  {r.state.value:10}  {code:>4}  {_age(r.created_at)}")
+
+    @runs.command("resume")
+    @click.argument("run_id")
+    @click.option("--follow/--no-follow", default=True, show_default=True, help="Stream the output until it ends.")
+    @target_option
+    def resume(run_id: str, follow: bool, target: str | None) -> None:
+        """Run a failed or cancelled pipeline again from its failed steps, reusing the steps that succeeded (and
+        the files they saved). The resumed run is a new pipeline run; its steps table shows the reused steps."""
+        from ame.cli.pipeline_follow import follow_pipeline
+        from ame.sdk import AmeError
+
+        try:
+            with _client(target) as client:
+                old = client.get_run(run_id)
+                if not old.spec.pipeline:
+                    raise click.ClickException(f"run {run_id} is not a pipeline run; `ame task run` runs it again")
+                run = client.submit_run(old.spec.model_copy(update={"resume_from": old.id}))
+                click.echo(f"ame: run {run.id} queued (resumes {old.id})", err=True)
+                if not follow:
+                    click.echo(run.id)
+                    return
+                code = _follow_or_detach(client, run.id, follow_run=follow_pipeline)
+        except AmeError as exc:
+            raise _fail(exc) from None
+        sys.exit(code)
 
     @runs.command("cancel")
     @click.argument("run_id")

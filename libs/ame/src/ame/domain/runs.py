@@ -186,6 +186,12 @@ class RunSpec(BaseModel):
         default_factory=list,
         description="Set by the pipeline coordinator: earlier steps' files, laid over the project version in order.",
     )
+    resume_from: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[0-9a-fA-F-]*$",
+        description="A pipeline run resuming this earlier one: the steps that succeeded there are reused.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -207,6 +213,8 @@ class RunSpec(BaseModel):
                 raise ValueError("a pipeline step is a plain run (nested pipelines are flattened by the client)")
         elif not self.command.strip():
             raise ValueError("command must not be empty")
+        if self.resume_from and not self.pipeline:
+            raise ValueError("only a pipeline run resumes another")
         return self
 
     @field_validator("labels")

@@ -23,6 +23,9 @@ CREATE TABLE pipeline_steps (
     stage         integer     NOT NULL,
     position      integer     NOT NULL,
     child_run_id  uuid        NOT NULL UNIQUE,
+    -- Whose saved files later steps get: the child's own, or (a step reused by `ame runs resume`) the run that
+    -- succeeded in the pipeline resumed.
+    layer_run_id  uuid,
     state         text        NOT NULL DEFAULT 'pending'
                   CHECK (state IN ('pending', 'submitted', 'running', 'succeeded', 'failed', 'cancelled',
                                    'timed_out', 'lost', 'skipped')),

@@ -76,6 +76,11 @@ class Coordinator:
             )
             if not added:
                 return  # a redelivery: the first delivery decided everything
+            if request.spec.resume_from:
+                reused = await store.reuse_succeeded(
+                    conn, run_id=request.run_id, resumed=request.spec.resume_from, organisation=request.organisation
+                )
+                log.info("pipeline %s resumes %s: %d step(s) reused", request.run_id, request.spec.resume_from, reused)
             out = [self._parent_state(request.run_id, RunState.RUNNING, None, "")]
             pipeline = await store.lock_pipeline(conn, request.run_id)
             assert pipeline is not None
@@ -185,7 +190,7 @@ class Coordinator:
             return out  # the stage runs
         parent_spec = convert.spec_from_bytes(pipeline.spec)
         # Every earlier step succeeded (else the pipeline would be stopping): their files, in step order.
-        layers = [FileLayer(run_id=s.child_run_id, attempt=s.attempt) for s in steps if s.stage < stage]
+        layers = [FileLayer(run_id=s.files_of, attempt=s.attempt) for s in steps if s.stage < stage]
         for step in pending:
             spec = _step_spec(parent_spec, step.name)
             if spec is None:

@@ -38,6 +38,12 @@ class Step:
     attempt: int
     exit_code: int | None
     reason: str
+    layer_run_id: str
+
+    @property
+    def files_of(self) -> str:
+        """The run whose saved files are this step's layer."""
+        return self.layer_run_id or self.child_run_id
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,8 @@ async def is_pipeline(conn: Connection, run_id: str) -> bool:
 
 async def steps(conn: Connection, run_id: str) -> list[Step]:
     rows = await conn.fetch(
-        """SELECT name, stage, position, child_run_id, state, attempt, exit_code, reason FROM pipeline_steps
-           WHERE parent_run_id = $1 ORDER BY stage, position""",
+        """SELECT name, stage, position, child_run_id, state, attempt, exit_code, reason, layer_run_id
+           FROM pipeline_steps WHERE parent_run_id = $1 ORDER BY stage, position""",
         uuid.UUID(run_id),
     )
     return [
@@ -126,9 +132,28 @@ async def steps(conn: Connection, run_id: str) -> list[Step]:
             r["attempt"],
             r["exit_code"],
             r["reason"],
+            str(r["layer_run_id"]) if r["layer_run_id"] is not None else "",
         )
         for r in rows
     ]
+
+
+async def reuse_succeeded(conn: Connection, *, run_id: str, resumed: str, organisation: str) -> int:
+    """Mark the steps that succeeded in pipeline `resumed` (same organisation, same step name) succeeded here too,
+    their files being that run's; returns how many."""
+    status = await conn.execute(
+        """UPDATE pipeline_steps AS s SET
+               state = 'succeeded', attempt = o.attempt, exit_code = o.exit_code,
+               layer_run_id = COALESCE(o.layer_run_id, o.child_run_id),
+               reason = 'reused from run ' || $2::text, finished_at = o.finished_at, started_at = o.started_at
+           FROM pipeline_steps AS o JOIN pipeline_runs AS r ON r.run_id = o.parent_run_id
+           WHERE s.parent_run_id = $1 AND o.parent_run_id = $2::uuid AND r.organisation = $3
+             AND o.name = s.name AND o.state = 'succeeded'""",
+        uuid.UUID(run_id),
+        resumed,
+        organisation,
+    )
+    return int(status.split()[-1])
 
 
 async def set_step(

@@ -279,6 +279,7 @@ class RunSpec(_message.Message):
     ARGS_JSON_FIELD_NUMBER: _builtins.int
     PIPELINE_FIELD_NUMBER: _builtins.int
     LAYERS_FIELD_NUMBER: _builtins.int
+    RESUME_FROM_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     task: _builtins.str
     command: _builtins.str
@@ -291,6 +292,10 @@ class RunSpec(_message.Message):
     """The admission loop the run queues in (for example "metadata"); empty: its organisation's own queue."""
     args_json: _builtins.str
     """Task arguments as compact ASCII JSON (ame.domain.task_args); empty for none."""
+    resume_from: _builtins.str
+    """A pipeline run that resumes this earlier (failed or cancelled) pipeline run: the steps that succeeded
+    there are reused (their files too), and the others run.
+    """
     @_builtins.property
     def executor(self) -> Global___Executor: ...
     @_builtins.property
@@ -339,10 +344,11 @@ class RunSpec(_message.Message):
         args_json: _builtins.str = ...,
         pipeline: _abc.Iterable[Global___PipelineStage] | None = ...,
         layers: _abc.Iterable[Global___FileLayer] | None = ...,
+        resume_from: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "executor", b"executor", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "layers", b"layers", "loop", b"loop", "pipeline", b"pipeline", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "labels", b"labels", "layers", b"layers", "loop", b"loop", "pipeline", b"pipeline", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "resume_from", b"resume_from", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
