@@ -24,7 +24,7 @@ from pathlib import Path
 
 from embedded import embedded_server, server_token
 
-from ame.domain import PipelineStage, PipelineStep, Run, RunSpec, RunState
+from ame.domain import PIPELINE_STEP_LABEL, PipelineStage, PipelineStep, Run, RunSpec, RunState
 from ame.sdk import Client
 
 
@@ -57,7 +57,7 @@ def run_once(client: Client, spec: RunSpec) -> tuple[list[float], list[float], f
         time.sleep(0.2)
     makespan = time.monotonic() - submitted
     children = {
-        run.spec.labels["ame.pipeline.step"]: run for run in client.list_runs(parent_run_id=parent.id, limit=1000)
+        run.spec.labels[PIPELINE_STEP_LABEL]: run for run in client.list_runs(parent_run_id=parent.id, limit=1000)
     }
     delays = []
     # The part of each delay until the step's run was recorded by the api (the coordinator's share and the bus).

@@ -92,7 +92,7 @@ class VersionReader:
                 keys.setdefault(entry.sha256, f"{source.blob_prefix}{entry.sha256[:2]}/{entry.sha256}")
         for layer in layers:
             data = await self._retrying(
-                f"the saved files of run {layer.run_id}",
+                f"the saved files of earlier step run {layer.run_id} (attempt {layer.attempt})",
                 _reader(store, index_key(organisation, layer.run_id, layer.attempt)),
             )
             try:
@@ -162,10 +162,4 @@ def _drop_conflicts(entries: dict[str, ManifestEntry], path: str) -> None:
 
 
 def _reader(store: ObjectStore, key: str) -> Callable[[], Awaitable[bytes]]:
-    async def read() -> bytes:
-        try:
-            return await store.get_bytes(key)
-        except ObjectNotFound:
-            return b""  # a step that saved nothing writes no index: an empty layer
-
-    return read
+    return lambda: store.get_bytes(key)

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
-from ame.domain import RunState
+from ame.domain import PIPELINE_STEP_LABEL, RunState
 from ame.run_specs import pipeline_labels
 
 if TYPE_CHECKING:
@@ -22,16 +22,14 @@ if TYPE_CHECKING:
     from ame.runner.results import RunState as StepState
     from ame.sdk import Client
 
-__all__ = ["STEP_LABEL", "follow_pipeline", "pipeline_exit_code", "step_runs", "steps_table"]
+__all__ = ["follow_pipeline", "pipeline_exit_code", "step_runs", "steps_table"]
 
-# The label the coordinator gives each step's run (ame_scheduler.pipelines.coordinator.STEP_LABEL).
-STEP_LABEL = "ame.pipeline.step"
 _POLL_SECONDS = 0.2
 _STATE_EXIT = {"cancelled": 130, "timed_out": 124, "lost": 1}
 
 
 def step_label(run: Run) -> str:
-    return run.spec.labels.get(STEP_LABEL, run.spec.task)
+    return run.spec.labels.get(PIPELINE_STEP_LABEL, run.spec.task)
 
 
 def pipeline_exit_code(parent: Run) -> int:

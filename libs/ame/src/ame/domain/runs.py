@@ -113,6 +113,9 @@ class DataSetRef(BaseModel):
 
 # A pipeline of more steps than this is refused at submit (each step is a run of its own).
 MAX_PIPELINE_STEPS = 500
+# Labels the pipeline coordinator gives each step's run: its label in the pipeline, and the parent run's id.
+PIPELINE_STEP_LABEL = "ame.pipeline.step"
+PIPELINE_PARENT_LABEL = "ame.pipeline.parent"
 
 
 class FileLayer(BaseModel):

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ame.domain import RunState
+from ame.domain import PIPELINE_PARENT_LABEL, RunState
 from ame.run_specs import task_for_run_spec
 from ame.runner import LocalRunner, RunSettings, SecretError, StreamName, artifact_prefix
 from ame.runner.home import AmeHome
@@ -152,6 +152,7 @@ class LocalBackend:
                 run_id=command.run_id,
                 attempt=command.attempt,
                 runner_prefix=artifact_prefix(spec.project, task.name, command.run_id),
+                always_index=PIPELINE_PARENT_LABEL in spec.labels,
             )
             runner = LocalRunner(
                 RunSettings(

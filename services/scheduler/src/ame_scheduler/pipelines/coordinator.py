@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 
 from ame import bus_messages
 from ame.codecs import StateEvent
-from ame.domain import FileLayer, RunSpec, RunState, retry_follows
+from ame.domain import PIPELINE_PARENT_LABEL, PIPELINE_STEP_LABEL, FileLayer, RunSpec, RunState, retry_follows
 from ame_platform.bus.consumer import Poison
 from ame_platform.db import Connection
 from ame_platform.runtime import Runtime
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Coordinator"]
 
-# Labels every step's run carries, so a client can tell which step of which pipeline a run is.
-STEP_LABEL = "ame.pipeline.step"
-PARENT_LABEL = "ame.pipeline.parent"
 
 Change = Callable[[Connection, Pipeline], Awaitable[None]]
 
@@ -199,7 +196,7 @@ class Coordinator:
                 update={
                     "layers": layers,
                     "artifacts": spec.artifacts.model_copy(update={"save_changed_files": True}),
-                    "labels": {**spec.labels, STEP_LABEL: step.name, PARENT_LABEL: pipeline.run_id},
+                    "labels": {**spec.labels, PIPELINE_STEP_LABEL: step.name, PIPELINE_PARENT_LABEL: pipeline.run_id},
                 }
             )
             request = bus_messages.StepRequest(
