@@ -86,20 +86,20 @@ tasks:
   - name: prepare_dataset_one
     executor:
       !custom
-      command: mkdir -p data && printf '1\\n2\\n' > data/one.csv && echo one written
+      command: mkdir -p data && printf '1\\n2\\n' > data/one.csv && echo one > data/who.txt && echo one written
     resources:
       memory: 1G
       cpu: 1
   - name: prepare_dataset_two
     executor:
       !custom
-      command: mkdir -p data && printf '3\\n' > data/two.csv && echo two written
+      command: mkdir -p data && printf '3\\n' > data/two.csv && echo two > data/who.txt && echo two written
     resources:
       cpu: 1
   - name: training
     executor:
       !custom
-      command: cat data/one.csv data/two.csv && {PY} -c "print('model from', sorted(__import__('os').listdir('data')))"
+      command: cat data/one.csv data/two.csv && echo last=$(cat data/who.txt) && {PY} -c "print('model from', sorted(__import__('os').listdir('data')))"
 """,
     )
     remote = shared_server.ame_in(project, "task", "run", "train_my_model")
@@ -112,7 +112,9 @@ tasks:
         "[training]            1",
         "[training]            2",
         "[training]            3",
-        "[training]            model from ['one.csv', 'two.csv']",
+        # Both steps of the group wrote who.txt: their layers lie in declaration order, so the second wins.
+        "[training]            last=two",
+        "[training]            model from ['one.csv', 'two.csv', 'who.txt']",
     ]
     rows = _table(remote.stderr)
     assert list(rows) == ["prepare_dataset_one", "prepare_dataset_two", "training"]
@@ -131,7 +133,10 @@ tasks:
     # -l prints the same lines (parallel steps may interleave differently) and exits the same.
     local = shared_server.ame_in(project, "task", "run", "-l", "train_my_model")
     assert local.returncode == 0, local.stderr
-    assert sorted(local.stdout.splitlines()) == sorted(out)
+    # (Locally the group shares one directory, so who.txt is whichever step wrote last.)
+    assert sorted(line for line in local.stdout.splitlines() if "last=" not in line) == sorted(
+        line for line in out if "last=" not in line
+    )
 
 
 def test_a_failing_middle_step_skips_the_rest_and_sets_the_exit_code(shared_server: Server, tmp_path: Path) -> None:
