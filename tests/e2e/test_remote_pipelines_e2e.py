@@ -72,6 +72,7 @@ def _table(stderr: str) -> dict[str, list[str]]:
 
 
 def test_seed_parallel_pipeline_carries_files_to_the_next_step(shared_server: Server, tmp_path: Path) -> None:
+    listing = f"{PY} -c \"print('model from', sorted(__import__('os').listdir('data')))\""
     # Seed 001's parallel pipeline (23_pipeline_parallel.yml, taskrefs and a parallel group), with commands that
     # write the data sets the training step then reads on its own machine.
     project = _project(
@@ -99,7 +100,7 @@ tasks:
   - name: training
     executor:
       !custom
-      command: cat data/one.csv data/two.csv && echo last=$(cat data/who.txt) && {PY} -c "print('model from', sorted(__import__('os').listdir('data')))"
+      command: cat data/one.csv data/two.csv && echo last=$(cat data/who.txt) && {listing}
 """,
     )
     remote = shared_server.ame_in(project, "task", "run", "train_my_model")
