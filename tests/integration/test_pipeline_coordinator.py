@@ -119,6 +119,50 @@ async def test_redelivered_events_submit_each_step_once_and_end_the_pipeline_onc
         assert await conn.fetchval("SELECT count(*) FROM pipeline_outbox") == 0
 
 
+async def test_a_pipeline_past_its_timeout_cancels_its_running_step_and_ends_timed_out(runtime: Runtime) -> None:
+    rt = runtime
+    seen: dict[str, bytes] = {}
+
+    async def keep(msg: Msg) -> None:
+        seen[(msg.headers or {}).get("Nats-Msg-Id", "")] = msg.data
+
+    subs = [
+        await rt.nc.subscribe(subject, cb=keep)
+        for subject in (rt.names.run_states_wildcard, rt.names.run_cancel_wildcard, rt.names.pipeline_step_requested)
+    ]
+    try:
+        coordinator = Coordinator(rt, SchedulerSettings())
+        parent = new_run_id()
+        spec = _pipeline([[("slow", "sleep 60")], [("after", "true")]]).model_copy(update={"timeout_seconds": 0.5})
+        await coordinator.handle_started(
+            Msg(_client=rt.nc, data=bus_messages.encode_pipeline_started(parent, "default", spec, "test"))
+        )
+        await wait_until(lambda: f"pipeline:{parent}:slow" in seen, 10, message="the first step's request")
+        child = bus_messages.parse_step_requested(seen[f"pipeline:{parent}:slow"]).run_id
+        running = codecs.state_changed_pb(child, 1, RunState.RUNNING, None, "").SerializeToString()
+        await coordinator.handle_run_event(Msg(_client=rt.nc, data=running))
+
+        async def expired() -> bool:
+            await coordinator.expire()
+            return f"cancel:{child}:1" in seen
+
+        # Polls the periodic pass until the deadline (0.5 s after the start) has passed.
+        await wait_until(expired, 10, message="the timeout to cancel the running step")
+        assert f"state:{parent}:1:timed_out" not in seen  # not before its running step has ended
+        ended = codecs.state_changed_pb(child, 1, RunState.CANCELLED, None, "").SerializeToString()
+        await coordinator.handle_run_event(Msg(_client=rt.nc, data=ended))
+        await wait_until(lambda: f"state:{parent}:1:timed_out" in seen, 10, message="the pipeline's end")
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+    end = codecs.parse_state_changed(seen[f"state:{parent}:1:timed_out"])
+    assert (end.exit_code, end.reason) == (124, "pipeline timed out after 0.5 s")
+    assert f"pipeline:{parent}:after" not in seen
+    async with rt.pool.acquire() as conn:
+        states = dict(await conn.fetch("SELECT name, state FROM pipeline_steps WHERE parent_run_id = $1::uuid", parent))
+    assert states == {"slow": "cancelled", "after": "skipped"}
+
+
 @pytest.fixture
 def replicas() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []

@@ -67,6 +67,8 @@ def run_spec_for_pipeline(task: ResolvedTask, *, project: str, project_version_i
         task=task.name,
         pipeline=_stages(task, project, project_version_id, ""),
         project_version_id=project_version_id,
+        # A pipeline's own timeout bounds the whole pipeline (its steps keep theirs).
+        timeout_seconds=task.timeout_seconds,
     )
 
 

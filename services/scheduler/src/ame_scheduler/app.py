@@ -97,4 +97,5 @@ def pipeline_components(settings: SchedulerSettings, runtime: Runtime) -> list[C
             8,
         ),
         Periodic("pipeline-relay", settings.pipeline_relay_interval, coordinator.relay),
+        Periodic("pipeline-timeouts", settings.pipeline_relay_interval, coordinator.expire),
     ]

@@ -10,12 +10,17 @@ CREATE TABLE pipeline_runs (
     -- The parent's RunSpec (ame.contracts.run.v1), with every step's spec.
     spec             bytea       NOT NULL,
     state            text        NOT NULL DEFAULT 'running'
-                     CHECK (state IN ('running', 'stopping', 'succeeded', 'failed', 'cancelled')),
+                     CHECK (state IN ('running', 'stopping', 'succeeded', 'failed', 'cancelled', 'timed_out')),
     cancel_requested boolean     NOT NULL DEFAULT false,
+    -- The pipeline's own timeout: past it, the pipeline is stopped and ends timed_out.
+    deadline         timestamptz,
+    timed_out        boolean     NOT NULL DEFAULT false,
     reason           text        NOT NULL DEFAULT '',
     created_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz
 );
+
+CREATE INDEX pipeline_runs_deadline_idx ON pipeline_runs (deadline) WHERE state = 'running' AND deadline IS NOT NULL;
 
 CREATE TABLE pipeline_steps (
     parent_run_id uuid        NOT NULL REFERENCES pipeline_runs (run_id) ON DELETE CASCADE,

@@ -70,6 +70,7 @@ class Coordinator:
                 started_by=request.started_by,
                 spec=convert.spec_to_bytes(request.spec),
                 steps=layout,
+                timeout_seconds=request.spec.timeout_seconds,
             )
             if not added:
                 return  # a redelivery: the first delivery decided everything
@@ -120,12 +121,28 @@ class Coordinator:
 
         await self._decide(run_id, apply)
 
+    async def expire(self) -> int:
+        """Periodic: stop every running pipeline past its own timeout; it ends `timed_out` once its running
+        steps have ended (as `-l` ends a pipeline whose timeout passed). Any replica may do it; the decision is
+        taken under the pipeline's row lock, so two replicas stop it once."""
+        async with self._rt.pool.acquire() as conn:
+            late = await store.overdue(conn, limit=100)
+        for run_id in late:
+
+            async def apply(conn: Connection, pipeline: Pipeline) -> None:
+                if pipeline.state == "running" and not pipeline.cancel_requested:
+                    timeout = convert.spec_from_bytes(pipeline.spec).timeout_seconds or 0.0
+                    await store.mark_timed_out(conn, pipeline.run_id, f"pipeline timed out after {timeout:g} s")
+
+            await self._decide(run_id, apply)
+        return len(late)
+
     # Decisions ------------------------------------------------------------------------------------------
 
     async def _decide(self, run_id: str, change: Change) -> None:
         async with self._rt.pool.acquire() as conn, conn.transaction():
             pipeline = await store.lock_pipeline(conn, run_id)
-            if pipeline is None or pipeline.state in ("succeeded", "failed", "cancelled"):
+            if pipeline is None or pipeline.state in ("succeeded", "failed", "cancelled", "timed_out"):
                 return
             await change(conn, pipeline)
             pipeline = await store.lock_pipeline(conn, run_id)
@@ -166,7 +183,12 @@ class Coordinator:
         state = pipeline.state
         bad = [s for s in steps if s.state in ENDED_BADLY]
         if state == "running" and (bad or pipeline.cancel_requested):
-            why = "the pipeline was cancelled" if pipeline.cancel_requested else f"step {bad[0].name} {bad[0].state}"
+            if pipeline.timed_out:
+                why = "the pipeline timed out"
+            elif pipeline.cancel_requested:
+                why = "the pipeline was cancelled"
+            else:
+                why = f"step {bad[0].name} {bad[0].state}"
             for step in steps:
                 if step.state == "pending":
                     await store.set_step(conn, pipeline.run_id, step.name, state="skipped", reason=why)
@@ -214,7 +236,9 @@ class Coordinator:
     async def _finish(self, conn: Connection, pipeline: Pipeline, steps: list[store.Step]) -> list[Outgoing]:
         bad = next((s for s in steps if s.state in ENDED_BADLY and s.state != "cancelled"), None)
         bad = bad or next((s for s in steps if s.state in ENDED_BADLY), None)
-        if pipeline.cancel_requested:
+        if pipeline.timed_out:
+            state, exit_code, reason = RunState.TIMED_OUT, 124, pipeline.reason or "pipeline timed out"
+        elif pipeline.cancel_requested:
             state, exit_code, reason = RunState.CANCELLED, None, pipeline.reason or "cancelled"
         elif bad is not None:
             detail = f" (exit code {bad.exit_code})" if bad.exit_code is not None else ""

@@ -26,6 +26,7 @@ class Pipeline:
     state: str
     cancel_requested: bool
     reason: str
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,26 @@ class OutboxRow:
 
 
 async def add_pipeline(
-    conn: Connection, *, run_id: str, organisation: str, started_by: str, spec: bytes, steps: list[tuple[str, int, int]]
+    conn: Connection,
+    *,
+    run_id: str,
+    organisation: str,
+    started_by: str,
+    spec: bytes,
+    steps: list[tuple[str, int, int]],
+    timeout_seconds: float | None = None,
 ) -> bool:
     """Record a pipeline and its steps (name, stage, position), each with a fresh child run id; False when it
     was recorded before (a redelivered start)."""
     added = await conn.fetchval(
-        """INSERT INTO pipeline_runs (run_id, organisation, started_by, spec) VALUES ($1, $2, $3, $4)
+        """INSERT INTO pipeline_runs (run_id, organisation, started_by, spec, deadline)
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
            ON CONFLICT DO NOTHING RETURNING 1""",
         uuid.UUID(run_id),
         organisation,
         started_by,
         spec,
+        timeout_seconds,
     )
     if added is None:
         return False
@@ -87,7 +97,7 @@ async def add_pipeline(
 async def lock_pipeline(conn: Connection, run_id: str) -> Pipeline | None:
     """The pipeline, its row locked until the transaction ends: one decision at a time per pipeline."""
     row = await conn.fetchrow(
-        """SELECT run_id, organisation, started_by, spec, state, cancel_requested, reason FROM pipeline_runs
+        """SELECT run_id, organisation, started_by, spec, state, cancel_requested, reason, timed_out FROM pipeline_runs
            WHERE run_id = $1 FOR UPDATE""",
         uuid.UUID(run_id),
     )
@@ -101,6 +111,7 @@ async def lock_pipeline(conn: Connection, run_id: str) -> Pipeline | None:
         row["state"],
         row["cancel_requested"],
         row["reason"],
+        row["timed_out"],
     )
 
 
@@ -194,7 +205,7 @@ async def set_pipeline(
     await conn.execute(
         """UPDATE pipeline_runs SET state = $2, reason = $3,
                cancel_requested = COALESCE($4, cancel_requested),
-               finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE NULL END
+               finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled', 'timed_out') THEN now() ELSE NULL END
            WHERE run_id = $1""",
         uuid.UUID(run_id),
         state,
@@ -256,4 +267,23 @@ def _outbox_row(row: asyncpg.Record) -> OutboxRow:
         row["subject"],
         bytes(row["payload"]),
         json.loads(headers) if isinstance(headers, str) else dict(headers),
+    )
+
+
+async def overdue(conn: Connection, *, limit: int) -> list[str]:
+    """Running pipelines past their deadline (not locked: each is then decided under its own row lock)."""
+    rows = await conn.fetch(
+        """SELECT run_id FROM pipeline_runs WHERE state = 'running' AND deadline IS NOT NULL AND deadline <= now()
+           ORDER BY deadline LIMIT $1""",
+        limit,
+    )
+    return [str(r["run_id"]) for r in rows]
+
+
+async def mark_timed_out(conn: Connection, run_id: str, reason: str) -> None:
+    await conn.execute(
+        """UPDATE pipeline_runs SET timed_out = true, cancel_requested = true, reason = $2
+           WHERE run_id = $1 AND state = 'running'""",
+        uuid.UUID(run_id),
+        reason,
     )
