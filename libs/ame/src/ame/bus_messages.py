@@ -12,6 +12,8 @@ raise `DecodeError` for a payload nothing can be done with. Message ids make a r
 * `cron:<schedule>:<slot epoch seconds>`  ScheduleFired (scheduler); also the idempotency key of its run
 * `retry:<run>:<attempt>`      RunRetryRequested (api's registry -> scheduler), attempt being the new one
 * `schedules:<project id>:<generation>`  ProjectSchedules (api -> scheduler), a project's whole schedule set
+* `pipeline:<run>`             PipelineStarted (api -> scheduler)
+* `pipeline:<parent>:<step>`   PipelineStepRequested (scheduler -> api); also the idempotency key of the step's run
 """
 
 from __future__ import annotations
@@ -33,26 +35,34 @@ __all__ = [
     "DecodeError",
     "FiredSlot",
     "LaunchCommand",
+    "PipelineStartRequest",
     "ProjectScheduleSet",
     "ProjectSource",
     "RetryRequest",
     "ScheduleDef",
+    "StepRequest",
     "cancel_msg_id",
     "cron_msg_id",
     "encode_cancel",
     "encode_launch",
+    "encode_pipeline_started",
     "encode_project_schedules",
     "encode_retry_requested",
     "encode_schedule_fired",
+    "encode_step_requested",
     "launch_msg_id",
     "log_chunk_msg_id",
     "log_end_msg_id",
     "parse_cancel",
     "parse_launch",
+    "parse_pipeline_started",
     "parse_project_schedules",
     "parse_retry_requested",
     "parse_schedule_fired",
     "parse_schedule_fired_slot",
+    "parse_step_requested",
+    "pipeline_msg_id",
+    "pipeline_step_key",
     "relaunch",
     "retry_msg_id",
     "schedules_msg_id",
@@ -82,6 +92,15 @@ def retry_msg_id(run_id: str, attempt: int) -> str:
 
 def schedules_msg_id(project_id: str, generation: int) -> str:
     return f"schedules:{project_id}:{generation}"
+
+
+def pipeline_msg_id(run_id: str) -> str:
+    return f"pipeline:{run_id}"
+
+
+def pipeline_step_key(parent_run_id: str, step: str) -> str:
+    """The msg id of a step's request and the idempotency key of the step's run."""
+    return f"pipeline:{parent_run_id}:{step}"
 
 
 def cron_msg_id(schedule_id: str, slot_epoch_seconds: int) -> str:
@@ -446,4 +465,68 @@ def parse_retry_requested(data: bytes) -> RetryRequest:
         previous = RunState.FAILED  # a state this version does not know: it ended, not successfully
     return RetryRequest(
         run_id=pb.run_id, attempt=pb.attempt, previous_state=previous, launch=pb.launch.SerializeToString()
+    )
+
+
+# Pipelines ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineStartRequest:
+    run_id: str
+    organisation: str
+    spec: RunSpec
+    started_by: str
+
+
+def encode_pipeline_started(run_id: str, organisation: str, spec: RunSpec, started_by: str) -> bytes:
+    return run_pb2.PipelineStarted(
+        run_id=run_id, organisation=organisation, spec=codecs.run_spec_to_pb(spec), started_by=started_by
+    ).SerializeToString()
+
+
+def parse_pipeline_started(data: bytes) -> PipelineStartRequest:
+    try:
+        pb = run_pb2.PipelineStarted.FromString(data)
+    except Exception as exc:
+        raise DecodeError(f"not a PipelineStarted: {exc}") from exc
+    if not pb.run_id:
+        raise DecodeError("PipelineStarted without a run id")
+    return PipelineStartRequest(pb.run_id, pb.organisation, codecs.run_spec_from_pb(pb.spec), pb.started_by)
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    parent_run_id: str
+    organisation: str
+    step: str
+    run_id: str
+    spec: RunSpec
+    started_by: str
+
+    @property
+    def key(self) -> str:
+        return pipeline_step_key(self.parent_run_id, self.step)
+
+
+def encode_step_requested(request: StepRequest) -> bytes:
+    return run_pb2.PipelineStepRequested(
+        parent_run_id=request.parent_run_id,
+        organisation=request.organisation,
+        step=request.step,
+        run_id=request.run_id,
+        spec=codecs.run_spec_to_pb(request.spec),
+        started_by=request.started_by,
+    ).SerializeToString()
+
+
+def parse_step_requested(data: bytes) -> StepRequest:
+    try:
+        pb = run_pb2.PipelineStepRequested.FromString(data)
+    except Exception as exc:
+        raise DecodeError(f"not a PipelineStepRequested: {exc}") from exc
+    if not pb.parent_run_id or not pb.run_id or not pb.step:
+        raise DecodeError("PipelineStepRequested without its parent, step or run id")
+    return StepRequest(
+        pb.parent_run_id, pb.organisation, pb.step, pb.run_id, codecs.run_spec_from_pb(pb.spec), pb.started_by
     )

@@ -19,8 +19,11 @@ from ame.domain import (
     EnvVar,
     ExecutorKind,
     ExecutorRef,
+    FileLayer,
     LogEnd,
     LogLine,
+    PipelineStage,
+    PipelineStep,
     Resources,
     RunSpec,
     RunState,
@@ -102,6 +105,14 @@ def run_spec_to_pb(spec: RunSpec) -> run_pb2.RunSpec:
         loop=spec.loop,
         args_json="" if spec.args is None else encode_task_args(spec.args),
         input_run_id=spec.input_run_id,
+        pipeline=[
+            run_pb2.PipelineStage(
+                steps=[run_pb2.PipelineStep(name=step.name, spec=run_spec_to_pb(step.spec)) for step in stage.steps]
+            )
+            for stage in spec.pipeline
+        ],
+        layers=[run_pb2.FileLayer(run_id=layer.run_id, attempt=layer.attempt) for layer in spec.layers],
+        resume_from=spec.resume_from,
     )
 
 
@@ -137,7 +148,17 @@ def run_spec_from_pb(pb: run_pb2.RunSpec) -> RunSpec:
             loop=pb.loop,
             args=decode_task_args(pb.args_json),
             input_run_id=pb.input_run_id,
+            pipeline=[
+                PipelineStage(
+                    steps=[PipelineStep(name=step.name, spec=run_spec_from_pb(step.spec)) for step in stage.steps]
+                )
+                for stage in pb.pipeline
+            ],
+            layers=[FileLayer(run_id=layer.run_id, attempt=layer.attempt) for layer in pb.layers],
+            resume_from=pb.resume_from,
         )
+    except DecodeError:
+        raise
     except ValueError as exc:
         # pydantic's ValidationError is a ValueError too: name the fields when it is one.
         if not isinstance(exc, ValidationError):

@@ -9,12 +9,21 @@ tasks here and nowhere else.
 
 from __future__ import annotations
 
-from ame.domain import ArtifactsSpec, DataSetRef, EnvVar, ExecutorRef, RunSpec, SecretRef
+from ame.domain import (
+    ArtifactsSpec,
+    DataSetRef,
+    EnvVar,
+    ExecutorRef,
+    PipelineStage,
+    PipelineStep,
+    RunSpec,
+    SecretRef,
+)
 from ame.spec import AmeSecret, Artifacts, Executor, ResolvedTask, VaultSecret
 from ame.spec import DataSetRef as SpecDataSetRef
 from ame.spec import EnvVar as SpecEnvVar
 
-__all__ = ["run_spec_for_task", "task_for_run_spec"]
+__all__ = ["pipeline_labels", "run_spec_for_pipeline", "run_spec_for_task", "task_for_run_spec"]
 
 
 def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: str = "") -> RunSpec:
@@ -43,6 +52,48 @@ def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: s
         data_sets=[DataSetRef(name=d.name, project=d.project or "") for d in task.data_sets],
         project_version_id=project_version_id,
     )
+
+
+def run_spec_for_pipeline(task: ResolvedTask, *, project: str, project_version_id: str = "") -> RunSpec:
+    """The spec of a remote pipeline run: one stage per stage of `task`, each step the run spec of its task.
+
+    A step that is itself a pipeline is spliced in when it stands alone in its stage (its steps' labels are
+    prefixed `name/`, as `-l` prints them); inside a parallel group it cannot be, and is refused.
+    """
+    if not task.pipeline:
+        raise ValueError(f"task {task.name!r} is not a pipeline")
+    return RunSpec(
+        project=project,
+        task=task.name,
+        pipeline=_stages(task, project, project_version_id, ""),
+        project_version_id=project_version_id,
+        # A pipeline's own timeout bounds the whole pipeline (its steps keep theirs).
+        timeout_seconds=task.timeout_seconds,
+    )
+
+
+def _stages(task: ResolvedTask, project: str, version: str, prefix: str) -> list[PipelineStage]:
+    stages: list[PipelineStage] = []
+    for stage in task.pipeline:
+        if len(stage) == 1 and stage[0].pipeline:
+            stages.extend(_stages(stage[0], project, version, f"{prefix}{stage[0].name}/"))
+            continue
+        steps = []
+        for step in stage:
+            if step.pipeline:
+                raise ValueError(
+                    f"step {prefix}{step.name} of pipeline {task.name!r} is a pipeline inside a parallel group; "
+                    "remote pipelines run such a group with plain steps only (run it with -l)"
+                )
+            spec = run_spec_for_task(step, project=project, project_version_id=version)
+            steps.append(PipelineStep(name=prefix + step.name, spec=spec))
+        stages.append(PipelineStage(steps=steps))
+    return stages
+
+
+def pipeline_labels(spec: RunSpec) -> list[str]:
+    """The step labels of a pipeline spec, in order."""
+    return [step.name for stage in spec.pipeline for step in stage.steps]
 
 
 def task_for_run_spec(spec: RunSpec) -> ResolvedTask:

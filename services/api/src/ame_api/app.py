@@ -27,7 +27,7 @@ from ame_api.sources.sync import SourceSyncer
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
 from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
-from ame_platform.bus.subjects import API_MODEL_RUNS, API_REGISTRY, API_TRIGGERS
+from ame_platform.bus.subjects import API_MODEL_RUNS, API_PIPELINE_STEPS, API_REGISTRY, API_TRIGGERS
 from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
 from ame_platform.runtime import Runtime
@@ -54,6 +54,7 @@ class ApiService:
     retention: Periodic | None = None
     loops: LoopDriver | None = None
     model_runs: PullConsumer | None = None
+    pipeline_steps: PullConsumer | None = None
 
     @property
     def components(self) -> list[Component]:
@@ -62,10 +63,12 @@ class ApiService:
         if self.loops is not None:
             periodic.append(self.loops)
         model_runs = [self.model_runs] if self.model_runs is not None else []
+        steps = [self.pipeline_steps] if self.pipeline_steps is not None else []
         return [
             self.registry,
             self.triggers,
             *model_runs,
+            *steps,
             self.relay,
             self.admission,
             self.store,
@@ -117,6 +120,19 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         ),
         runs.apply_schedule_fired,
         name="triggers",
+        deadletters=runtime.deadletters,
+        tracer=runtime.telemetry.tracer("ame_api"),
+    )
+    pipeline_steps = PullConsumer(
+        runtime.js,
+        ConsumerSpec(
+            stream=runtime.names.events_stream,
+            durable=API_PIPELINE_STEPS,
+            filter_subject=runtime.names.pipeline_step_requested,
+            concurrency=16,
+        ),
+        runs.apply_step_requested,
+        name="pipeline-steps",
         deadletters=runtime.deadletters,
         tracer=runtime.telemetry.tracer("ame_api"),
     )
@@ -178,6 +194,7 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
         secrets=secrets,
         registry=registry,
         triggers=triggers,
+        pipeline_steps=pipeline_steps,
         relay=Periodic("outbox-relay", 1.0, OutboxRelay(runtime, settings).relay_once),
         admission=Periodic("admission", settings.admission.interval, runs.admission.tick),
         rest=rest,

@@ -207,6 +207,7 @@ class RunQuery:
     page_token: str | None
     id_prefix: str | None = None
     organisation: str | None = None
+    parent_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ def list_request(request: ame_service_pb2.ListRunsRequest) -> RunQuery:
         page_token=_checked(_PAGE_TOKEN, request.page_token, "page_token") if request.page_token else None,
         id_prefix=_checked(_RUN_ID_PREFIX, request.id_prefix, "id_prefix") or None,
         organisation=_checked(_NAME_FILTER, request.organisation, "organisation") or None,
+        parent_run_id=_checked(_RUN_ID, request.parent_run_id, "parent_run_id") if request.parent_run_id else None,
     )
 
 

@@ -19,7 +19,7 @@ from ame.domain.ids import prefix_digits
 from ame.domain.limits import MAX_STORED_REASON_CHARS
 from ame.domain.orchestrations import ORCHESTRATION_TASK_LABEL, RUN_TOKEN_VAULT
 from ame.domain.principals import Principal
-from ame_api import convert, organisations
+from ame_api import convert, organisations, pipeline_runs
 from ame_api.admission import Admission, Refused
 from ame_api.repositories import orchestrations as orchestrations_repo
 from ame_api.repositories import runs as runs_repo
@@ -95,12 +95,41 @@ class RunService:
     ) -> Run:
         """Record the run as queued; if admission admits it, ask a launcher for it in the same transaction
         (through the outbox), else it waits in the admission queue with the reason. A run that reads data sets
-        not ready yet waits for them first (see `ame_api.data_sets`). `run_id` is for callers that chose the id
-        beforehand (the scheduler's model sequencing); with an idempotency key, a repeat returns the run made
-        first."""
+        not ready yet waits for them first (see `ame_api.data_sets`). A pipeline run is recorded and handed to the
+        scheduler's coordinator instead, which runs its steps as child runs. `run_id` is for callers that chose
+        the id beforehand (the scheduler's model sequencing); with an idempotency key, a repeat returns the run
+        made first."""
+        if spec.layers or any(step.spec.layers for stage in spec.pipeline for step in stage.steps):
+            raise InvalidRequest("layers are set by AME's pipeline coordinator, not by a client")
         run_id = run_id or new_run_id()
         with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
             return await self._submit(principal, run_id, spec, trigger, parent_run_id, idempotency_key, data_set_output)
+
+    async def submit_with_id(
+        self,
+        principal: Principal,
+        run_id: str,
+        spec: RunSpec,
+        *,
+        trigger: TriggerKind,
+        parent_run_id: str,
+        idempotency_key: str,
+    ) -> Run:
+        """A run whose id its requester chose (a pipeline step: the coordinator knows its steps' ids up front)."""
+        with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
+            return await self._submit(principal, run_id, spec, trigger, parent_run_id, idempotency_key)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._rt
+
+    @property
+    def project_sources(self) -> ProjectSources | None:
+        return self._project_sources
+
+    async def apply_step_requested(self, msg: Msg) -> None:
+        """Pipeline steps consumer: see `ame_api.pipeline_runs`."""
+        await pipeline_runs.apply_step_requested(self, msg)
 
     async def _submit(
         self,
@@ -113,6 +142,10 @@ class RunService:
         data_set_output: bus_messages.DataSetOutput | None = None,
     ) -> Run:
         org = principal.organisation
+        if spec.pipeline:
+            return await pipeline_runs.submit_pipeline(
+                self, principal, run_id, spec, trigger, parent_run_id, idempotency_key
+            )
         try:
             self.admission.check_spec(spec)
         except Refused as exc:
@@ -201,12 +234,15 @@ class RunService:
         page_token: str | None = None,
         id_prefix: str | None = None,
         organisation: str | None = None,
+        parent_run_id: str | None = None,
     ) -> Page:
         """Newest first; `id_prefix` (at least 4 hex digits, hyphens ignored) keeps the runs whose id starts so."""
         org = organisations.resolve(principal, organisation)
         limit = min(page_size or self._settings.list_page_size, 1000)
         if page_token and not runs_repo.is_run_id(page_token):
             raise InvalidRequest("page_token is not one this server handed out")
+        if parent_run_id and not runs_repo.is_run_id(parent_run_id):
+            raise InvalidRequest(f"parent_run_id {parent_run_id[:80]!r} is not a run id")
         digits = None
         if id_prefix:
             try:
@@ -223,6 +259,7 @@ class RunService:
                 before_id=page_token or None,
                 limit=limit + 1,
                 id_prefix=digits,
+                parent_run_id=parent_run_id or None,
             )
         more = len(runs) > limit
         runs = runs[:limit]
@@ -316,7 +353,7 @@ class RunService:
             on_fault=still_in_hand,
         )
         if outbox_id is not None:
-            await self._publish_outboxed(outbox_id)
+            await self.publish_outboxed(outbox_id)
         if ended:
             for listener in self.end_listeners:
                 listener(event.run_id)
@@ -368,7 +405,7 @@ class RunService:
             )
             return outbox_id, False
 
-    async def _publish_outboxed(self, outbox_id: int) -> None:
+    async def publish_outboxed(self, outbox_id: int) -> None:
         """Publish an outbox row now; if that fails the relay publishes it later (the msg id dedupes a double)."""
         try:
             async with self._rt.pool.acquire() as conn:
@@ -397,7 +434,7 @@ class RunService:
                 async with self._rt.pool.acquire() as conn:
                     outbox_id, ended = await self._apply(conn, event, reason)
                 if outbox_id is not None:
-                    await self._publish_outboxed(outbox_id)
+                    await self.publish_outboxed(outbox_id)
                 if ended:
                     await self.admission.admit_quietly(f"the end of {event.run_id}")
                 return

@@ -51,6 +51,7 @@ class AttemptArtifacts:
         run_id: str,
         attempt: int,
         runner_prefix: str,
+        always_index: bool = False,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -58,6 +59,9 @@ class AttemptArtifacts:
         self._run_id = run_id
         self._attempt = attempt
         self._runner_prefix = runner_prefix
+        # A pipeline step's index is written even when empty: later steps then tell "saved nothing" from
+        # "removed by retention".
+        self._always_index = always_index
         self.saved: list[Artifact] = []
 
     async def put_file(self, key: str, path: Path) -> None:
@@ -72,8 +76,9 @@ class AttemptArtifacts:
         self.saved.append(Artifact(path=relative, size=size, sha256=sha256, attempt=self._attempt))
 
     async def finish(self) -> list[Artifact]:
-        """Write the attempt's index (when it saved anything), which makes its artifacts visible."""
-        if not self.saved:
+        """Write the attempt's index (when it saved anything, or always for a pipeline step), which makes its
+        artifacts visible."""
+        if not self.saved and not self._always_index:
             return []
         data = codecs.artifact_index_to_bytes(self._run_id, self._attempt, self.saved)
         key = index_key(self._organisation, self._run_id, self._attempt)

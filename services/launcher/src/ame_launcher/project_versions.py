@@ -16,7 +16,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ame import codecs
 from ame.data_sets import clear_conflicts
+from ame.domain import FileLayer
+from ame.domain.artifacts import artifact_key, index_key
 from ame.domain.projects import ManifestEntry, manifest_digest
 from ame_launcher import convert
 from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed, Placement
@@ -88,6 +91,43 @@ class VersionReader:
         placement: Placement = "copy" if self._settings.placement == "copy" else "link"
         return await self.cache.materialise(prefixed, dest, fetch, placement)
 
+    async def materialise_layered(
+        self,
+        version_id: str,
+        source: convert.ProjectSource | None,
+        organisation: str,
+        layers: list[FileLayer],
+        dest: Path,
+    ) -> Placed:
+        """A pipeline step's files: the version's (if any), then each earlier step's saved files over them, in
+        order (a later layer wins a path). One pass through the content cache, so a layer's file is fetched once
+        per launcher and hard-linked like the version's own files."""
+        store = await self._open()
+        entries: dict[str, ManifestEntry] = {}
+        keys: dict[str, str] = {}
+        if version_id and source is not None:
+            for entry in await self._manifest(store, version_id, source):
+                entries[entry.path] = entry
+                keys.setdefault(entry.sha256, f"{source.blob_prefix}{entry.sha256[:2]}/{entry.sha256}")
+        for layer in layers:
+            data = await self._retrying(
+                f"the saved files of earlier step run {layer.run_id} (attempt {layer.attempt})",
+                _reader(store, index_key(organisation, layer.run_id, layer.attempt)),
+            )
+            try:
+                saved = codecs.artifact_index_from_bytes(data)
+            except ValueError as exc:
+                raise MaterialiseError(f"the saved files of run {layer.run_id} are unreadable: {exc}") from None
+            for artifact in saved:
+                _drop_conflicts(entries, artifact.path)
+                entries[artifact.path] = ManifestEntry(path=artifact.path, sha256=artifact.sha256, size=artifact.size)
+                keys[artifact.sha256] = artifact_key(organisation, layer.run_id, layer.attempt, artifact.path)
+
+        async def fetch(sha256: str, temp: Path) -> None:
+            await self._retrying(f"blob {sha256}", lambda: store.get_file(keys[sha256], temp))
+
+        return await self.cache.materialise(list(entries.values()), dest, fetch)
+
     async def _manifest(
         self, store: ObjectStore, version_id: str, source: convert.ProjectSource
     ) -> list[ManifestEntry]:
@@ -127,3 +167,18 @@ class VersionReader:
             ),
             permanent=permanent,
         )
+
+
+def _drop_conflicts(entries: dict[str, ManifestEntry], path: str) -> None:
+    """A layer's file replaces what lay at its path, a file where it needs a directory, and a directory's files
+    where it is a file."""
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        entries.pop("/".join(parts[:depth]), None)
+    inside = path + "/"
+    for other in [p for p in entries if p.startswith(inside)]:
+        del entries[other]
+
+
+def _reader(store: ObjectStore, key: str) -> Callable[[], Awaitable[bytes]]:
+    return lambda: store.get_bytes(key)

@@ -40,6 +40,15 @@ class SchedulerSettings(BaseSettings):
     retry_poll_interval: Duration = Field(
         0.5, gt=0, description="How often retries whose backoff is over are looked for and launched."
     )
+    pipeline_concurrency: int = Field(
+        32, ge=1, description="Run events each replica's pipeline coordinator handles at once."
+    )
+    pipeline_relay_interval: Duration = Field(
+        1.0, gt=0, description="How often pipeline messages a replica decided but did not publish are looked for."
+    )
+    pipeline_relay_after: Duration = Field(
+        5.0, gt=0, description="How long a decided pipeline message may stay unpublished before the relay sends it."
+    )
     clock: ClockSettings = Field(default_factory=ClockSettings)
     health_port: int | None = Field(
         None,

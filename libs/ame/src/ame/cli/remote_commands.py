@@ -124,13 +124,18 @@ def submit_and_follow(spec: RunSpec, *, target: str | None, follow_output: bool)
         raise _fail(exc) from None
 
 
-def _follow_or_detach(client: Client, run_id: str, on_end: Callable[[], None] | None = None) -> int:
+def _follow_or_detach(
+    client: Client,
+    run_id: str,
+    on_end: Callable[[], None] | None = None,
+    follow_run: Callable[[Client, str], int] | None = None,
+) -> int:
     """Follow the run; Ctrl-C detaches (the run goes on, exit 0) and a second Ctrl-C soon after cancels it.
 
     `on_end` is called once the run has ended while followed (not after a detach).
     """
     try:
-        code = follow(client, run_id)
+        code = (follow_run or follow)(client, run_id)
     except KeyboardInterrupt:
         pass
     else:
@@ -164,16 +169,17 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
         task = None if external_template_refs(project) else resolve_task(project, task_name)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    if task is not None and task.executor is None:
-        raise click.ClickException(
-            f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
-        )
     name = project.name or project_dir.resolve().name
     pushed_at = time.time()
-    version = _push_version(project_dir, name)
-    version_id = version.id
+    version = None
     if task is None:
+        version = _push_version(project_dir, name)
         task = _resolve_pinned(project, task_name, version.template_pins)
+    if task.executor is None:
+        return _run_remote_pipeline(project_dir, task, name, follow, args, version)
+    if version is None:
+        version = _push_version(project_dir, name)
+    version_id = version.id
     spec = run_spec_for_task(task, project=name, project_version_id=version_id).model_copy(update={"args": args})
     if not download or not follow:
         return submit_and_follow(spec, target=None, follow_output=follow)
@@ -188,6 +194,49 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
                 _bring_back(client, run.id, project_dir, name, version_id, pushed_at)
 
             return _follow_or_detach(client, run.id, on_end=bring_back)
+    except AmeError as exc:
+        raise _fail(exc) from None
+
+
+def _run_remote_pipeline(
+    project_dir: Path, task: ResolvedTask, name: str, follow: bool, args: JsonValue, version: ProjectVersion | None
+) -> int:
+    """A pipeline runs on the server as a parent run whose steps are child runs; followed as `-l` shows it.
+    `version` is the version already pushed (to resolve templates of other projects), else None."""
+    from ame.cli.pipeline_follow import follow_pipeline
+    from ame.run_specs import pipeline_labels, run_spec_for_pipeline
+    from ame.sdk import AmeError
+
+    try:
+        run_spec_for_pipeline(task, project=name)  # refuse what cannot run remotely before pushing
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    version_id = (version or _push_version(project_dir, name)).id
+    spec = run_spec_for_pipeline(task, project=name, project_version_id=version_id)
+    if args is not None:
+        spec = spec.model_copy(
+            update={
+                "pipeline": [
+                    stage.model_copy(
+                        update={
+                            "steps": [
+                                step.model_copy(update={"spec": step.spec.model_copy(update={"args": args})})
+                                for step in stage.steps
+                            ]
+                        }
+                    )
+                    for stage in spec.pipeline
+                ]
+            }
+        )
+    try:
+        with _client(None) as client:
+            run = client.submit_run(spec)
+            click.echo(f"ame: run {run.id} queued (pipeline {task.name}, {len(pipeline_labels(spec))} steps)", err=True)
+            if not follow:
+                click.echo(run.id)
+                return 0
+            return _follow_or_detach(client, run.id, follow_run=follow_pipeline)
     except AmeError as exc:
         raise _fail(exc) from None
 
@@ -323,11 +372,15 @@ def register(cli: click.Group) -> None:
     @target_option
     def follow_cmd(run_id: str, from_seq: int, target: str | None) -> None:
         """Print a run's output from the start, follow it live, and exit with the run's exit code."""
+        from ame.cli.pipeline_follow import follow_pipeline
         from ame.sdk import AmeError
 
         try:
             with _client(target) as client:
-                code = follow(client, run_id, from_seq=from_seq)
+                if client.get_run(run_id).spec.pipeline:
+                    code = follow_pipeline(client, run_id)
+                else:
+                    code = follow(client, run_id, from_seq=from_seq)
         except AmeError as exc:
             raise _fail(exc) from None
         sys.exit(code)
@@ -342,7 +395,12 @@ def register(cli: click.Group) -> None:
 
         try:
             with _client(target) as client:
-                _print_run(client.get_run(run_id), as_json, detail=True)
+                run = client.get_run(run_id)
+                _print_run(run, as_json, detail=True)
+                if run.spec.pipeline and not as_json:
+                    from ame.cli.pipeline_follow import step_runs, steps_table
+
+                    click.echo(steps_table(run, step_runs(client, run)))
         except AmeError as exc:
             raise _fail(exc) from None
 
@@ -384,6 +442,31 @@ def register(cli: click.Group) -> None:
             code = "" if r.exit_code is None else str(r.exit_code)
             name = f"{r.spec.project}/{r.spec.task}"
             click.echo(f"{r.id:36}  {name[:28]:28}  {r.state.value:10}  {code:>4}  {_age(r.created_at)}")
+
+    @runs.command("resume")
+    @click.argument("run_id")
+    @click.option("--follow/--no-follow", default=True, show_default=True, help="Stream the output until it ends.")
+    @target_option
+    def resume(run_id: str, follow: bool, target: str | None) -> None:
+        """Run a failed or cancelled pipeline again from its failed steps, reusing the steps that succeeded (and
+        the files they saved). The resumed run is a new pipeline run; its steps table shows the reused steps."""
+        from ame.cli.pipeline_follow import follow_pipeline
+        from ame.sdk import AmeError
+
+        try:
+            with _client(target) as client:
+                old = client.get_run(run_id)
+                if not old.spec.pipeline:
+                    raise click.ClickException(f"run {run_id} is not a pipeline run; `ame task run` runs it again")
+                run = client.submit_run(old.spec.model_copy(update={"resume_from": old.id}))
+                click.echo(f"ame: run {run.id} queued (resumes {old.id})", err=True)
+                if not follow:
+                    click.echo(run.id)
+                    return
+                code = _follow_or_detach(client, run.id, follow_run=follow_pipeline)
+        except AmeError as exc:
+            raise _fail(exc) from None
+        sys.exit(code)
 
     @runs.command("cancel")
     @click.argument("run_id")

@@ -7,10 +7,15 @@ from ame.domain.logs import LogEnd, LogLine, LogStreamName
 from ame.domain.resources import GPU_RESOURCE, Resources
 from ame.domain.run_states import RETRYABLE_STATES, TERMINAL_STATES, RunState, is_forward_transition, retry_follows
 from ame.domain.runs import (
+    PIPELINE_PARENT_LABEL,
+    PIPELINE_STEP_LABEL,
     ArtifactsSpec,
     DataSetRef,
     EnvVar,
     ExecutorRef,
+    FileLayer,
+    PipelineStage,
+    PipelineStep,
     Run,
     RunAttempt,
     RunSpec,
@@ -21,6 +26,8 @@ from ame.domain.runs import (
 __all__ = [
     "EXECUTOR_KINDS",
     "GPU_RESOURCE",
+    "PIPELINE_PARENT_LABEL",
+    "PIPELINE_STEP_LABEL",
     "RETRYABLE_STATES",
     "TERMINAL_STATES",
     "ArtifactsSpec",
@@ -30,9 +37,12 @@ __all__ = [
     "EnvVar",
     "ExecutorKind",
     "ExecutorRef",
+    "FileLayer",
     "LogEnd",
     "LogLine",
     "LogStreamName",
+    "PipelineStage",
+    "PipelineStep",
     "Resources",
     "Run",
     "RunAttempt",

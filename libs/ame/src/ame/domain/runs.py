@@ -124,14 +124,53 @@ def _check_json_text(value: JsonValue) -> None:
             _check_json_text(item)
 
 
+# A pipeline of more steps than this is refused at submit (each step is a run of its own).
+MAX_PIPELINE_STEPS = 500
+# Labels the pipeline coordinator gives each step's run: its label in the pipeline, and the parent run's id.
+PIPELINE_STEP_LABEL = "ame.pipeline.step"
+PIPELINE_PARENT_LABEL = "ame.pipeline.parent"
+
+
+class FileLayer(BaseModel):
+    """The files one attempt of an earlier pipeline step saved (its artifact index), laid over a step's
+    working directory before it starts."""
+
+    model_config = _STRICT
+
+    run_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1)
+
+
+class PipelineStep(BaseModel):
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=2 * MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
+    spec: RunSpec
+
+
+class PipelineStage(BaseModel):
+    """Steps that start together; the next stage starts once every one of them succeeded."""
+
+    model_config = _STRICT
+
+    steps: list[PipelineStep] = Field(min_length=1)
+
+
 class RunSpec(BaseModel):
-    """Everything needed to execute a run, wherever it runs."""
+    """Everything needed to execute a run, wherever it runs.
+
+    A pipeline run (the parent of its steps' runs) has `pipeline` and no command; its steps are plain runs.
+    """
 
     model_config = _STRICT
 
     project: str = Field("default", min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)
     task: str = Field("adhoc", min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN)
-    command: str = Field(description="Shell command to run; must not be empty.", max_length=MAX_COMMAND_BYTES)
+    command: str = Field(
+        "",
+        description="Shell command to run; must not be empty (but for a pipeline run).",
+        max_length=MAX_COMMAND_BYTES,
+    )
     executor: ExecutorRef = Field(default_factory=ExecutorRef)
     environment: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV_VARS)
     secrets: list[SecretRef] = Field(default_factory=list, max_length=MAX_ENV_VARS)
@@ -161,13 +200,44 @@ class RunSpec(BaseModel):
         description="A run of the same organisation whose artifacts are placed in this run's working directory "
         "before it starts (a model's validation run gets its training run's); empty for none.",
     )
+    pipeline: list[PipelineStage] = Field(
+        default_factory=list,
+        description="A pipeline run's stages, in order (each step a run spec of its own); empty for a plain run.",
+    )
+    layers: list[FileLayer] = Field(
+        default_factory=list,
+        description="Set by the pipeline coordinator: earlier steps' files, laid over the project version in order.",
+    )
+    resume_from: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[0-9a-fA-F-]*$",
+        description="A pipeline run resuming this earlier one: the steps that succeeded there are reused.",
+    )
 
     @field_validator("command")
     @classmethod
-    def _command_not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("command must not be empty")
+    def _command_text(cls, value: str) -> str:
         return check_text(value, "command")
+
+    @model_validator(mode="after")
+    def _command_or_pipeline(self) -> RunSpec:
+        if self.pipeline:
+            if self.command.strip():
+                raise ValueError("a pipeline run has steps and no command of its own")
+            steps = [step for stage in self.pipeline for step in stage.steps]
+            if len(steps) > MAX_PIPELINE_STEPS:
+                raise ValueError(f"the pipeline has {len(steps)} steps; at most {MAX_PIPELINE_STEPS}")
+            names = [step.name for step in steps]
+            if len(set(names)) != len(names):
+                raise ValueError("every step of a pipeline needs its own name")
+            if any(step.spec.pipeline for step in steps):
+                raise ValueError("a pipeline step is a plain run (nested pipelines are flattened by the client)")
+        elif not self.command.strip():
+            raise ValueError("command must not be empty")
+        if self.resume_from and not self.pipeline:
+            raise ValueError("only a pipeline run resumes another")
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -239,3 +309,7 @@ class Run(BaseModel):
     finished_at: datetime | None = None
     updated_at: datetime
     attempts: tuple[RunAttempt, ...] = ()
+
+
+PipelineStep.model_rebuild()
+PipelineStage.model_rebuild()

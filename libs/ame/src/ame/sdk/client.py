@@ -121,13 +121,16 @@ class Client:
         states: list[RunState] | None = None,
         limit: int = 50,
         id_prefix: str | None = None,
+        parent_run_id: str | None = None,
     ) -> list[Run]:
         """Newest first, at most `limit` runs (following pages as needed). `id_prefix` (at least 4 hex digits,
         hyphens ignored) keeps the runs whose id starts with it."""
         runs: list[Run] = []
         token = ""
         while len(runs) < limit:
-            request = convert.list_request(project, task, states, min(limit - len(runs), 1000), token, id_prefix)
+            request = convert.list_request(
+                project, task, states, min(limit - len(runs), 1000), token, id_prefix, parent_run_id
+            )
             response = self._call(self._stub.ListRuns, request, timeout=self._timeout)
             runs.extend(convert.run_from_pb(r) for r in response.runs)
             token = response.next_page_token

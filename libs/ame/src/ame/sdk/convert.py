@@ -76,6 +76,7 @@ def list_request(
     page_size: int,
     page_token: str,
     id_prefix: str | None = None,
+    parent_run_id: str | None = None,
 ) -> ame_service_pb2.ListRunsRequest:
     return ame_service_pb2.ListRunsRequest(
         project=project or "",
@@ -84,6 +85,7 @@ def list_request(
         page_size=page_size,
         page_token=page_token,
         id_prefix=id_prefix or "",
+        parent_run_id=parent_run_id or "",
     )
 
 

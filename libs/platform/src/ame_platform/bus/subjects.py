@@ -31,6 +31,12 @@ SCHEDULER_SCHEDULES = "scheduler-schedules"
 SCHEDULER_MODELS = "scheduler-models"
 SCHEDULER_MODEL_RUNS = "scheduler-model-runs"
 API_MODEL_RUNS = "api-model-runs"
+# Pipelines: the coordinator reads submitted pipelines, its steps' state changes and cancels; the api turns the
+# coordinator's step requests into child runs.
+SCHEDULER_PIPELINES = "scheduler-pipelines"
+SCHEDULER_PIPELINE_RUNS = "scheduler-pipeline-runs"
+SCHEDULER_PIPELINE_CANCELS = "scheduler-pipeline-cancels"
+API_PIPELINE_STEPS = "api-pipeline-steps"
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,14 @@ class BusNames:
     @property
     def schedule_fired(self) -> str:
         return f"{self.prefix}.evt.schedule.fired"
+
+    @property
+    def pipeline_started(self) -> str:
+        return f"{self.prefix}.evt.pipeline.started"
+
+    @property
+    def pipeline_step_requested(self) -> str:
+        return f"{self.prefix}.evt.pipeline.step"
 
     @property
     def project_schedules(self) -> str:

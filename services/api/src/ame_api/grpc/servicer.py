@@ -130,6 +130,7 @@ class AmeServicer(
             page_token=query.page_token,
             id_prefix=query.id_prefix,
             organisation=query.organisation,
+            parent_run_id=query.parent_run_id,
         )
         return ame_service_pb2.ListRunsResponse(
             runs=[convert.run_to_pb(r) for r in page.runs], next_page_token=page.next_page_token

@@ -57,6 +57,7 @@ WHERE organisation_id = $1
   AND ($4::text[] IS NULL OR state = ANY($4))
   AND ($5::uuid IS NULL OR id < $5)
   AND ($7::uuid IS NULL OR id BETWEEN $7 AND $8)
+  AND ($9::uuid IS NULL OR parent_run_id = $9)
 ORDER BY id DESC
 LIMIT $6
 """
@@ -227,6 +228,7 @@ async def list_runs(
     before_id: str | None,
     limit: int,
     id_prefix: str | None = None,
+    parent_run_id: str | None = None,
 ) -> list[Run]:
     """Newest first. `id_prefix` (hex digits, hyphens dropped) keeps the runs whose id starts with it: a range
     of the primary key, so a prefix lookup reads the index, not every id as text."""
@@ -243,6 +245,7 @@ async def list_runs(
         limit,
         low,
         high,
+        _parse_id(parent_run_id) if parent_run_id else None,
     )
     return [_row_to_run(row) for row in rows]
 

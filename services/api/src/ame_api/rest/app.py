@@ -66,6 +66,8 @@ def create_app(
         title="AME",
         version=ame.__version__,
         description="Submit runs, read the run registry and follow run output.",
+        # RunSpec is recursive (a pipeline's steps are run specs); one schema per model keeps its name `RunSpec`.
+        separate_input_output_schemas=False,
     )
     # Every request is authenticated first (inside the error guard, so a database outage is a 503).
     errors.install(

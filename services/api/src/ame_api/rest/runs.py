@@ -65,6 +65,9 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
             RunIdPrefix | None,
             Query(description="Only runs whose id starts with this: at least 4 hex digits, hyphens ignored."),
         ] = None,
+        parent: Annotated[
+            RunIdText | None, Query(description="Only the child runs (pipeline steps) of this run.")
+        ] = None,
     ) -> RunList:
         page = await runs.list(
             principal,
@@ -74,6 +77,7 @@ def router(runs: RunService, follower: LogFollower) -> APIRouter:
             page_size=page_size,
             page_token=page_token,
             id_prefix=id_prefix,
+            parent_run_id=parent,
         )
         return RunList(runs=page.runs, next_page_token=page.next_page_token)
 

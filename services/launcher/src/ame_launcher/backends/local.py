@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ame.domain import RunState
+from ame.domain import PIPELINE_PARENT_LABEL, RunState
 from ame.run_specs import task_for_run_spec
 from ame.runner import LocalRunner, RunSettings, SecretError, StreamName, artifact_prefix
 from ame.runner.home import AmeHome
@@ -110,7 +110,22 @@ class LocalBackend:
         workdir = self._work_dir / "runs" / f"{command.run_id}-{command.attempt}"
         try:
             await asyncio.to_thread(_fresh_directory, workdir)
-            if spec.project_version_id:
+            if spec.project_version_id and command.project_source is None:
+                return await _fail(
+                    output, f"the launch command does not say where version {spec.project_version_id} lies"
+                )
+            if spec.layers:
+                outcome = await _unless_cancelled(
+                    self._versions.materialise_layered(
+                        spec.project_version_id, command.project_source, command.organisation, spec.layers, workdir
+                    ),
+                    cancel,
+                )
+                if outcome is None:
+                    return RunResult(RunState.CANCELLED, None, "cancelled while its files were fetched")
+                if outcome.fetched:
+                    await output.write("system", f"fetched {outcome.fetched} file(s) of the version and earlier steps")
+            elif spec.project_version_id:
                 if command.project_source is None:
                     return await _fail(
                         output, f"the launch command does not say where version {spec.project_version_id} lies"
@@ -168,6 +183,7 @@ class LocalBackend:
                 run_id=command.run_id,
                 attempt=command.attempt,
                 runner_prefix=artifact_prefix(spec.project, task.name, command.run_id),
+                always_index=PIPELINE_PARENT_LABEL in spec.labels,
             )
             runner = LocalRunner(
                 RunSettings(

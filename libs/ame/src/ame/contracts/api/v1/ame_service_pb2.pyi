@@ -123,6 +123,7 @@ class ListRunsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ID_PREFIX_FIELD_NUMBER: _builtins.int
     ORGANISATION_FIELD_NUMBER: _builtins.int
+    PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     task: _builtins.str
     page_size: _builtins.int
@@ -133,6 +134,8 @@ class ListRunsRequest(_message.Message):
     """Only runs whose id starts with this (at least 4 hex digits; hyphens are ignored). Empty for any."""
     organisation: _builtins.str
     """Empty for the server's organisation."""
+    parent_run_id: _builtins.str
+    """Only the child runs (pipeline steps) of this run; empty for any."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_run_pb2.RunState.ValueType]: ...
     def __init__(
@@ -145,10 +148,11 @@ class ListRunsRequest(_message.Message):
         page_token: _builtins.str = ...,
         id_prefix: _builtins.str = ...,
         organisation: _builtins.str = ...,
+        parent_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_prefix", b"id_prefix", "organisation", b"organisation", "page_size", b"page_size", "page_token", b"page_token", "project", b"project", "states", b"states", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_prefix", b"id_prefix", "organisation", b"organisation", "page_size", b"page_size", "page_token", b"page_token", "parent_run_id", b"parent_run_id", "project", b"project", "states", b"states", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

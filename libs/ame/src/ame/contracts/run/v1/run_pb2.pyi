@@ -284,6 +284,9 @@ class RunSpec(_message.Message):
     LOOP_FIELD_NUMBER: _builtins.int
     ARGS_JSON_FIELD_NUMBER: _builtins.int
     INPUT_RUN_ID_FIELD_NUMBER: _builtins.int
+    PIPELINE_FIELD_NUMBER: _builtins.int
+    LAYERS_FIELD_NUMBER: _builtins.int
+    RESUME_FROM_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     task: _builtins.str
     command: _builtins.str
@@ -299,6 +302,10 @@ class RunSpec(_message.Message):
     input_run_id: _builtins.str
     """A run (same organisation) whose artifacts are placed in this run's working directory before it starts (a model's
     validation run gets its training run's); empty for none.
+    """
+    resume_from: _builtins.str
+    """A pipeline run that resumes this earlier (failed or cancelled) pipeline run: the steps that succeeded
+    there are reused (their files too), and the others run.
     """
     @_builtins.property
     def executor(self) -> Global___Executor: ...
@@ -316,6 +323,18 @@ class RunSpec(_message.Message):
 
     @_builtins.property
     def data_sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataSetRef]: ...
+    @_builtins.property
+    def pipeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___PipelineStage]:
+        """A pipeline run (the parent): its stages in order; each stage's steps start together. The parent has no
+        command of its own; the scheduler's coordinator runs each step as a child run.
+        """
+
+    @_builtins.property
+    def layers(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileLayer]:
+        """A pipeline step's inputs: the files earlier steps added or changed, laid over the project version in
+        this order. Set by the coordinator only (the api refuses it from clients).
+        """
+
     def __init__(
         self,
         *,
@@ -335,14 +354,157 @@ class RunSpec(_message.Message):
         loop: _builtins.str = ...,
         args_json: _builtins.str = ...,
         input_run_id: _builtins.str = ...,
+        pipeline: _abc.Iterable[Global___PipelineStage] | None = ...,
+        layers: _abc.Iterable[Global___FileLayer] | None = ...,
+        resume_from: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "executor", b"executor", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "input_run_id", b"input_run_id", "labels", b"labels", "loop", b"loop", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "artifacts", b"artifacts", "command", b"command", "data_sets", b"data_sets", "environment", b"environment", "executor", b"executor", "input_run_id", b"input_run_id", "labels", b"labels", "layers", b"layers", "loop", b"loop", "pipeline", b"pipeline", "project", b"project", "project_version_id", b"project_version_id", "resources", b"resources", "resume_from", b"resume_from", "retries", b"retries", "secrets", b"secrets", "task", b"task", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunSpec: _TypeAlias = RunSpec  # noqa: Y015
+
+@_typing.final
+class PipelineStage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PipelineStep]: ...
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___PipelineStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PipelineStage: _TypeAlias = PipelineStage  # noqa: Y015
+
+@_typing.final
+class PipelineStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The step's label, as `-l` prints it ("train", or "prepare/clean" for a step of a nested pipeline)."""
+    @_builtins.property
+    def spec(self) -> Global___RunSpec: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        spec: Global___RunSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PipelineStep: _TypeAlias = PipelineStep  # noqa: Y015
+
+@_typing.final
+class FileLayer(_message.Message):
+    """The files one run attempt saved (its artifact index), to be laid over a later step's working directory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    attempt: _builtins.int
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileLayer: _TypeAlias = FileLayer  # noqa: Y015
+
+@_typing.final
+class PipelineStarted(_message.Message):
+    """Event: a pipeline run was submitted. Nats-Msg-Id: "pipeline:<run_id>". Written by the api through its outbox;
+    the scheduler's coordinator records the pipeline and starts its first stage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    organisation: _builtins.str
+    started_by: _builtins.str
+    @_builtins.property
+    def spec(self) -> Global___RunSpec: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        organisation: _builtins.str = ...,
+        spec: Global___RunSpec | None = ...,
+        started_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation", "run_id", b"run_id", "spec", b"spec", "started_by", b"started_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PipelineStarted: _TypeAlias = PipelineStarted  # noqa: Y015
+
+@_typing.final
+class PipelineStepRequested(_message.Message):
+    """Event: the coordinator asks for one step of a pipeline to run as a child run. Nats-Msg-Id and the child's
+    idempotency key: "pipeline:<parent_run_id>:<step>". The api creates the child with `run_id`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    parent_run_id: _builtins.str
+    organisation: _builtins.str
+    step: _builtins.str
+    run_id: _builtins.str
+    started_by: _builtins.str
+    @_builtins.property
+    def spec(self) -> Global___RunSpec: ...
+    def __init__(
+        self,
+        *,
+        parent_run_id: _builtins.str = ...,
+        organisation: _builtins.str = ...,
+        step: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        spec: Global___RunSpec | None = ...,
+        started_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation", "parent_run_id", b"parent_run_id", "run_id", b"run_id", "spec", b"spec", "started_by", b"started_by", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PipelineStepRequested: _TypeAlias = PipelineStepRequested  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):
