@@ -6,16 +6,12 @@ from pathlib import Path
 
 import click
 
+from ame.cli.server_option import server_option
+
 __all__ = ["register"]
 
 _LOCAL = click.option("-l", "--local", is_flag=True, help="A local run's artifacts (`ame task run -l`).")
-_SERVER = click.option(
-    "--server",
-    "target",
-    envvar="AME_GRPC_TARGET",
-    default=None,
-    help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-)
+_SERVER = server_option
 
 
 def register(cli: click.Group) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ame.cli.server_option import server_option
+
 
 def _size(size: int) -> str:
     value = float(size)
@@ -30,13 +32,7 @@ def _current_project(project: str | None) -> str:
 
 
 def register(cli: click.Group) -> None:
-    target_option = click.option(
-        "--server",
-        "target",
-        envvar="AME_GRPC_TARGET",
-        default=None,
-        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-    )
+    target_option = server_option
 
     @cli.group()
     def datasets() -> None:

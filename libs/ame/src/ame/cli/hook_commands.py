@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ame.cli.server_option import server_option
+
 __all__ = ["register"]
 
 
@@ -22,13 +24,7 @@ def hooks_group() -> None:
 @click.option("--project", default=None, help="Only this project's hooks.")
 @click.option("--deliveries", "shown", default=5, show_default=True, help="Recent deliveries shown per hook.")
 @click.option("--json", "as_json", is_flag=True, help="Print every hook and its deliveries as JSON.")
-@click.option(
-    "--server",
-    "target",
-    envvar="AME_GRPC_TARGET",
-    default=None,
-    help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-)
+@server_option
 def hooks_list(project: str | None, shown: int, as_json: bool, target: str | None) -> None:
     """List each webhook's URL and recent deliveries (time, delivery id, outcome, run id).
 

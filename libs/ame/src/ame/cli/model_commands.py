@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.server_option import server_option
+
 if TYPE_CHECKING:
     from ame.domain.ml_models import ModelVersion
     from ame.sdk import Client
@@ -18,13 +20,7 @@ _POLL_SECONDS = 0.3
 
 
 def register(cli: click.Group) -> None:
-    target_option = click.option(
-        "--server",
-        "target",
-        envvar="AME_GRPC_TARGET",
-        default=None,
-        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-    )
+    target_option = server_option
 
     @cli.group()
     def model() -> None:

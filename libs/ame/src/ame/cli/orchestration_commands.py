@@ -9,15 +9,11 @@ from typing import Any
 
 import click
 
+from ame.cli.server_option import server_option
+
 
 def register(cli: click.Group) -> None:
-    target_option = click.option(
-        "--server",
-        "target",
-        envvar="AME_GRPC_TARGET",
-        default=None,
-        help="gRPC address of the AME server (default: the configured server, else the local `ame server`).",
-    )
+    target_option = server_option
     args_option = click.option("--args", "args_json", default=None, help="The task's json_args, as JSON.")
     args_file_option = click.option(
         "--args-file",

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.server_option import server_option
+
 if TYPE_CHECKING:
     from ame.packaging import PushResult
     from ame.sdk import Client
@@ -73,13 +75,7 @@ def describe(result: PushResult) -> str:
 
 
 def register(cli: click.Group) -> None:
-    target_option = click.option(
-        "--server",
-        "target",
-        envvar="AME_GRPC_TARGET",
-        default=None,
-        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-    )
+    target_option = server_option
 
     @cli.group()
     def project() -> None:

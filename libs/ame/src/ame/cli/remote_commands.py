@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.server_option import server_option
 from ame.cli.task_args_options import args_options, parse_args_options
 
 if TYPE_CHECKING:
@@ -305,13 +306,7 @@ def _resolve_pinned(project: Project, task_name: str, pins: dict[str, str]) -> R
 
 
 def register(cli: click.Group) -> None:
-    target_option = click.option(
-        "--server",
-        "target",
-        envvar="AME_GRPC_TARGET",
-        default=None,
-        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-    )
+    target_option = server_option
 
     @cli.group()
     def runs() -> None:

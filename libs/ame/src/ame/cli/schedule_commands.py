@@ -7,6 +7,8 @@ from datetime import datetime, tzinfo
 
 import click
 
+from ame.cli.server_option import server_option
+
 
 def _local_zone() -> tzinfo:
     zone = datetime.now().astimezone().tzinfo
@@ -19,13 +21,7 @@ def _when(value: datetime | None, zone: tzinfo) -> str:
 
 
 def register(cli: click.Group) -> None:
-    target_option = click.option(
-        "--server",
-        "target",
-        envvar="AME_GRPC_TARGET",
-        default=None,
-        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-    )
+    target_option = server_option
     project_option = click.option(
         "--project", default=None, help="The project, when several have a schedule of this name."
     )

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.server_option import server_option
+
 if TYPE_CHECKING:
     from ame.runner.secret_sources import LocalSecretStore
     from ame.sdk import Client
@@ -21,13 +23,7 @@ __all__ = ["missing_on_server", "register", "warn_missing"]
 _local_option = click.option(
     "-l", "--local", is_flag=True, help="This machine's store (for `ame task run -l`), not the server's."
 )
-_target_option = click.option(
-    "--server",
-    "target",
-    envvar="AME_GRPC_TARGET",
-    default=None,
-    help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-)
+_target_option = server_option
 
 
 def register(cli: click.Group) -> None:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.server_option import server_option
+
 if TYPE_CHECKING:
     from ame.domain.sources import ProjectSource
 
@@ -27,13 +29,7 @@ def describe(source: ProjectSource) -> str:
 
 
 def register(cli: click.Group) -> None:
-    target_option = click.option(
-        "--server",
-        "target",
-        envvar="AME_GRPC_TARGET",
-        default=None,
-        help="gRPC address of the AME server (default: the local `ame server`, else 127.0.0.1:50051).",
-    )
+    target_option = server_option
 
     @cli.group()
     def projectsrc() -> None:
