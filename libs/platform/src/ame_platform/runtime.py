@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from ame_platform.bus.connection import connect
+from ame_platform.bus.consumer import ConsumerSpec, DeadLetterHook, Handler, PullConsumer
 from ame_platform.bus.deadletters import DeadLetterQueue
 from ame_platform.bus.streams import declare_streams
 from ame_platform.bus.subjects import BusNames
@@ -27,6 +28,31 @@ class Runtime:
     names: BusNames
     telemetry: Telemetry
     deadletters: DeadLetterQueue
+
+    def events_consumer(
+        self,
+        durable: str,
+        subject: str,
+        handler: Handler,
+        *,
+        name: str,
+        concurrency: int,
+        tracer: str,
+        on_dead_letter: DeadLetterHook | None = None,
+    ) -> PullConsumer:
+        """A durable consumer of the events stream (shared by a service's replicas), dead-lettering into this
+        runtime's queue and traced under `tracer`: how every service consumes the events it acts on."""
+        return PullConsumer(
+            self.js,
+            ConsumerSpec(
+                stream=self.names.events_stream, durable=durable, filter_subject=subject, concurrency=concurrency
+            ),
+            handler,
+            name=name,
+            deadletters=self.deadletters,
+            on_dead_letter=on_dead_letter,
+            tracer=self.telemetry.tracer(tracer),
+        )
 
 
 @asynccontextmanager

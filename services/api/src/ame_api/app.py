@@ -26,7 +26,7 @@ from ame_api.sources.service import SourceService
 from ame_api.sources.sync import SourceSyncer
 from ame_api.tasks import TaskService
 from ame_api.webhooks import WebhookService
-from ame_platform.bus.consumer import ConsumerSpec, PullConsumer
+from ame_platform.bus.consumer import PullConsumer
 from ame_platform.bus.subjects import API_MODEL_RUNS, API_PIPELINE_STEPS, API_REGISTRY, API_TRIGGERS
 from ame_platform.clock import clock_from
 from ame_platform.lifecycle import Component, Periodic
@@ -96,62 +96,42 @@ def build(settings: ApiSettings, runtime: Runtime) -> ApiService:
     syncer = SourceSyncer(runtime, settings, settings.projectsrc, projects, secrets, clock)
     sources = SourceService(runtime, settings.projectsrc, syncer, secrets, webhooks, clock)
     orchestrations = OrchestrationService(runtime, settings, projects, runs, follower)
-    registry = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=API_REGISTRY,
-            filter_subject=runtime.names.run_states_wildcard,
-            concurrency=settings.registry_concurrency,
-        ),
+    registry = runtime.events_consumer(
+        API_REGISTRY,
+        runtime.names.run_states_wildcard,
         runs.apply_event,
         name="registry",
-        deadletters=runtime.deadletters,
+        concurrency=settings.registry_concurrency,
+        tracer="ame_api",
         on_dead_letter=runs.apply_dead_lettered_event,
-        tracer=runtime.telemetry.tracer("ame_api"),
     )
-    triggers = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=API_TRIGGERS,
-            filter_subject=runtime.names.schedule_fired,
-            concurrency=8,
-        ),
+    triggers = runtime.events_consumer(
+        API_TRIGGERS,
+        runtime.names.schedule_fired,
         runs.apply_schedule_fired,
         name="triggers",
-        deadletters=runtime.deadletters,
-        tracer=runtime.telemetry.tracer("ame_api"),
+        concurrency=8,
+        tracer="ame_api",
     )
-    pipeline_steps = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=API_PIPELINE_STEPS,
-            filter_subject=runtime.names.pipeline_step_requested,
-            concurrency=16,
-        ),
+    pipeline_steps = runtime.events_consumer(
+        API_PIPELINE_STEPS,
+        runtime.names.pipeline_step_requested,
         runs.apply_step_requested,
         name="pipeline-steps",
-        deadletters=runtime.deadletters,
-        tracer=runtime.telemetry.tracer("ame_api"),
+        concurrency=16,
+        tracer="ame_api",
     )
     # Both front doors tell clients the same wait while the database is away.
     loop_driver = LoopDriver(runtime, settings.peach, runs, clock)
     projects.peach_changed = loop_driver.wake
     models = ModelService(runtime, settings, projects, runs)
-    model_runs = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=API_MODEL_RUNS,
-            filter_subject=runtime.names.model_run_requested,
-            concurrency=8,
-        ),
+    model_runs = runtime.events_consumer(
+        API_MODEL_RUNS,
+        runtime.names.model_run_requested,
         models.apply_run_requested,
         name="model-runs",
-        deadletters=runtime.deadletters,
-        tracer=runtime.telemetry.tracer("ame_api"),
+        concurrency=8,
+        tracer="ame_api",
     )
     rest_app = create_app(
         runs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ame.domain import RunState
-from ame_platform.bus.consumer import ConsumerSpec, Handler, PullConsumer
+from ame_platform.bus.consumer import Handler, PullConsumer
 from ame_platform.bus.subjects import (
     SCHEDULER_MODEL_RUNS,
     SCHEDULER_MODELS,
@@ -29,60 +29,40 @@ MIGRATIONS = "ame_scheduler"
 
 def build_components(settings: SchedulerSettings, runtime: Runtime) -> list[Component]:
     retrier = Retrier(runtime, settings)
-    requests = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=SCHEDULER_RETRIES,
-            filter_subject=runtime.names.run_retry_requested,
-            concurrency=8,
-        ),
+    requests = runtime.events_consumer(
+        SCHEDULER_RETRIES,
+        runtime.names.run_retry_requested,
         retrier.handle_request,
         name="retry-requests",
-        deadletters=runtime.deadletters,
-        tracer=runtime.telemetry.tracer("ame_scheduler"),
+        concurrency=8,
+        tracer="ame_scheduler",
     )
     clock = clock_from(settings.clock)
     ticker = Ticker(runtime, settings, clock)
-    project_schedules = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=SCHEDULER_SCHEDULES,
-            filter_subject=runtime.names.project_schedules,
-            concurrency=4,
-        ),
+    project_schedules = runtime.events_consumer(
+        SCHEDULER_SCHEDULES,
+        runtime.names.project_schedules,
         Activation(runtime, clock).handle,
         name="project-schedules",
-        deadletters=runtime.deadletters,
-        tracer=runtime.telemetry.tracer("ame_scheduler"),
+        concurrency=4,
+        tracer="ame_scheduler",
     )
     sequencer = ModelSequencer(runtime)
-    model_requests = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=SCHEDULER_MODELS,
-            filter_subject=runtime.names.model_train_requested,
-            concurrency=4,
-        ),
+    model_requests = runtime.events_consumer(
+        SCHEDULER_MODELS,
+        runtime.names.model_train_requested,
         sequencer.handle_train_requested,
         name="model-requests",
-        deadletters=runtime.deadletters,
-        tracer=runtime.telemetry.tracer("ame_scheduler"),
+        concurrency=4,
+        tracer="ame_scheduler",
     )
-    model_runs = PullConsumer(
-        runtime.js,
-        ConsumerSpec(
-            stream=runtime.names.events_stream,
-            durable=SCHEDULER_MODEL_RUNS,
-            filter_subject=runtime.names.run_state(RunState.SUCCEEDED),
-            concurrency=8,
-        ),
+    model_runs = runtime.events_consumer(
+        SCHEDULER_MODEL_RUNS,
+        runtime.names.run_state(RunState.SUCCEEDED),
         sequencer.handle_run_succeeded,
         name="model-runs",
-        deadletters=runtime.deadletters,
-        tracer=runtime.telemetry.tracer("ame_scheduler"),
+        concurrency=8,
+        tracer="ame_scheduler",
     )
     return [
         requests,
@@ -99,18 +79,10 @@ def build_components(settings: SchedulerSettings, runtime: Runtime) -> list[Comp
 def pipeline_components(settings: SchedulerSettings, runtime: Runtime) -> list[Component]:
     """The pipeline coordinator: its three consumers (shared by every replica) and its outbox relay."""
     coordinator = Coordinator(runtime, settings)
-    tracer = runtime.telemetry.tracer("ame_scheduler")
 
     def consumer(durable: str, subject: str, handler: Handler, name: str, concurrency: int) -> PullConsumer:
-        return PullConsumer(
-            runtime.js,
-            ConsumerSpec(
-                stream=runtime.names.events_stream, durable=durable, filter_subject=subject, concurrency=concurrency
-            ),
-            handler,
-            name=name,
-            deadletters=runtime.deadletters,
-            tracer=tracer,
+        return runtime.events_consumer(
+            durable, subject, handler, name=name, concurrency=concurrency, tracer="ame_scheduler"
         )
 
     return [
