@@ -1,3 +1,4 @@
+-- ame: compatible
 -- Git project sources (`ame projectsrc add URL`): a repository branch whose head becomes a project version at
 -- each sync. One row per source; the row is also the sync's lease, so that with N api replicas one sync of a
 -- source runs at a time, and a replica that dies mid-sync leaves a lease that expires and is taken again.

@@ -1,3 +1,4 @@
+-- ame: compatible
 -- Data sets (ame.yml `dataSets: [{name, path, task | taskRef}]`). A version's data sets are read from its ame.yml
 -- once, when it is committed, with the run spec of the producing task and the hash of its definition (path and
 -- resolved task), so that a consumer's submit never reads the object store.

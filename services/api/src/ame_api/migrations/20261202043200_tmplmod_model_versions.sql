@@ -1,3 +1,4 @@
+-- ame: compatible
 -- Model versions (ame.yml `models:`): one row per training asked for (`ame model train`). A version's state is not
 -- stored: it follows from the states of its training and validation runs in `runs`, so it cannot disagree with the
 -- registry. The run ids are filled in when the scheduler asks for each run (ModelRunRequested).

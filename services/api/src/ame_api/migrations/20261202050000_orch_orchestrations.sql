@@ -1,3 +1,4 @@
+-- ame: compatible
 -- Orchestrations (seed 004): a ZIP of Python code kept as the versions of a project of its own. Each upload of a
 -- name is a new version whose environment a packaging run builds once (the launcher's environment cache keeps it).
 CREATE TABLE orchestrations (

@@ -1,3 +1,4 @@
+-- ame: compatible
 -- PEACH task loops (seed 002): the tasks each project's trigger version declares in peach.yaml /
 -- peach.conf/*.yaml, each loop's progress (one row per loop, locked by the one replica driving it), and every
 -- execution of a task in a loop.

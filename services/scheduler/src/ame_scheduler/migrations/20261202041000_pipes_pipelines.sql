@@ -1,3 +1,4 @@
+-- ame: compatible
 -- Pipelines the scheduler's coordinator drives: one row per pipeline run (the parent) and one per step (a child
 -- run whose id is chosen here, before the api creates it). Every decision is taken under the parent's row lock
 -- and written in the same transaction as the messages it sends (pipeline_outbox), so replicas and redeliveries

@@ -1,3 +1,4 @@
+-- ame: compatible
 -- Model trainings the scheduler sequences: the training run, then (once it succeeded) the validation run. The run
 -- ids are chosen here, before either run is asked for, so a run's end is matched to its model whatever the order
 -- in which events arrive. A row is written before anything is published, so a scheduler that restarts at any point
