@@ -15,7 +15,14 @@ from ame.contracts.log.v1 import log_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import LogEnd, RunState
 from ame_platform.bus.publisher import headers_for
-from ame_platform.bus.subjects import API_REGISTRY, API_TRIGGERS, LAUNCHER_LAUNCH, LOGS_ARCHIVE
+from ame_platform.bus.subjects import (
+    API_REGISTRY,
+    API_TRIGGERS,
+    LAUNCHER_LAUNCH,
+    LOGS_ARCHIVE,
+    SCHEDULER_MODEL_RUNS,
+    SCHEDULER_PIPELINE_RUNS,
+)
 from tests.integration.clients import Grpc
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
@@ -73,20 +80,31 @@ async def test_poison_in_every_consumer_is_dead_lettered_and_the_work_behind_it_
 
     await wait_until(succeeded, timeout=20, message="the registry to record the run's success")
 
-    async def four_letters() -> list[dict[str, Any]]:
+    # Every consumer that reads one of the poisoned subjects: the scheduler's pipeline coordinator and model
+    # sequencer read run state events too.
+    consumers = {
+        API_REGISTRY,
+        API_TRIGGERS,
+        LAUNCHER_LAUNCH,
+        LOGS_ARCHIVE,
+        SCHEDULER_PIPELINE_RUNS,
+        SCHEDULER_MODEL_RUNS,
+    }
+
+    async def every_letter() -> list[dict[str, Any]]:
         letters = await _letters(rest)
-        assert len(letters) == 4, letters
+        assert len(letters) == len(consumers), letters
         return letters
 
-    letters = await wait_until(four_letters, timeout=20, message="a dead letter from each consumer")
+    letters = await wait_until(every_letter, timeout=20, message="a dead letter from each consumer")
     by_consumer = {letter["consumer"]: letter for letter in letters}
-    assert set(by_consumer) == {API_REGISTRY, API_TRIGGERS, LAUNCHER_LAUNCH, LOGS_ARCHIVE}
+    assert set(by_consumer) == consumers
     assert by_consumer[API_REGISTRY]["subject"] == names.run_state(RunState.SUCCEEDED)
     assert by_consumer[LAUNCHER_LAUNCH]["subject"] == names.run_launch
     for letter in letters:
         assert letter["reason"].startswith("poison: undecodable"), letter
         assert letter["payload_bytes"] == len(_GARBAGE) and letter["replayable"]
-    assert _deadletter_metric(stack) == 4
+    assert _deadletter_metric(stack) == len(consumers)
 
 
 async def test_a_nul_in_a_final_reason_is_cleaned_and_the_run_ends(
