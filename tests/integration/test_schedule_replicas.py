@@ -149,7 +149,9 @@ async def test_three_replicas_with_one_killed_every_few_slots_fire_each_of_100_s
         kills += 1
         alive.append(spawn())
 
-    assert kills >= 15, f"only {kills} replicas were killed"
+    # One kill per five slots handled, 19 at most; on a loaded machine slots run ahead of a wait now and then, so
+    # a kill lands every eight slots or fewer.
+    assert kills >= 12, f"only {kills} replicas were killed"
     assert await _recorded(triggers, schedule_id, first) == (SLOTS, 0)
 
     async def hundred_runs() -> list[str] | None:
