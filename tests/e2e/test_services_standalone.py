@@ -88,7 +88,7 @@ async def test_services_run_standalone_with_two_launcher_replicas(
     target = f"127.0.0.1:{service_env['AME_API_GRPC_PORT']}"
     async with aio_channel(target, discover_token()) as channel:
         stub = ame_service_pb2_grpc.AmeServiceStub(channel)
-        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        await asyncio.wait_for(channel.channel_ready(), timeout=120)
         n = 20
         runs = await asyncio.gather(
             *(
@@ -110,7 +110,7 @@ async def test_services_run_standalone_with_two_launcher_replicas(
         async def all_succeeded() -> bool:
             return await conn.fetchval("SELECT count(*) FROM runs WHERE state = 'succeeded'") == n
 
-        await wait_until(all_succeeded, timeout=30, message="every run succeeded in the registry")
+        await wait_until(all_succeeded, timeout=120, message="every run succeeded in the registry")
         per_run = await conn.fetch("SELECT count(*) AS n FROM leases GROUP BY run_id")
         assert len(per_run) == n and {r["n"] for r in per_run} == {1}
     finally:

@@ -54,7 +54,7 @@ async def test_every_service_is_live_then_ready_then_stops_cleanly(
                         return False
                 return True
 
-            await wait_until(all_ready, timeout=60, interval=0.1, message="every service to be ready")
+            await wait_until(all_ready, timeout=180, interval=0.1, message="every service to be ready")
             for name in SERVICES:
                 live = await client.get(f"http://127.0.0.1:{ports[name]}/livez")
                 assert (live.status_code, live.json()) == (200, {"status": "alive"}), name
