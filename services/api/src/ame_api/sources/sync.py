@@ -9,7 +9,9 @@ version active and the status in Error with the problems.
 
 Exactly one sync of a source runs at a time across api replicas: a claim takes the row's lease (a short
 transaction, never held across git), renewed while the sync runs; a replica that dies leaves a lease that
-expires, and the next claim takes the source again.
+expires, and the next claim takes the source again. Activation, the one side effect outside the source's row,
+runs under the row's lock and only while the lease holds (`repo.hold`), so a replica that stalled past its lease
+cannot activate an older commit after the replica that took over activated a newer one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TypeVar
 
 from ame.domain.principals import Principal
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.schedules import Activation
 from ame.domain.sources import SourceState
 from ame.packaging import PackSettings, ProjectTooLarge, push_project
 from ame.sdk.errors import MissingBlobs as ClientMissingBlobs
@@ -65,6 +68,11 @@ class _Outcome(Exception):
         self.state = state
         self.reason = reason
         self.judged = judged  # about the commit itself (not judged again), not the way to it (retried)
+
+
+class _LeaseLost(Exception):
+    """The claim's lease was lost (it expired and another replica took the source, or the source was removed):
+    the sync stops and records nothing, its outcome is the new holder's to record."""
 
 
 class _InProcessTransport:
@@ -187,12 +195,15 @@ class SourceSyncer:
         return started
 
     async def _sync_leased(self, claimed: SourceRow) -> None:
-        renewing = asyncio.create_task(self._renew(claimed))
+        lost = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(claimed, lost))
         finished = False
         try:
-            finished = await self._sync(claimed)
+            finished = await self._sync(claimed, lost)
         except asyncio.CancelledError:
             raise
+        except _LeaseLost:
+            log.warning("the lease on git source %s was lost; its sync stopped without an outcome", claimed.id)
         except Exception:
             log.exception("sync of git source %s (%s) failed", claimed.id, claimed.url)
         finally:
@@ -205,7 +216,7 @@ class SourceSyncer:
                         await repo.release(conn, claimed=claimed)
             self._wake.set()  # a slot is free
 
-    async def _renew(self, claimed: SourceRow) -> None:
+    async def _renew(self, claimed: SourceRow, lost: asyncio.Event) -> None:
         lease = timedelta(seconds=self._settings.lease)
         while True:
             await asyncio.sleep(self._settings.lease / 3)
@@ -213,6 +224,7 @@ class SourceSyncer:
                 async with self._rt.pool.acquire() as conn:
                     if not await repo.renew(conn, source_id=claimed.id, lease_seq=claimed.lease_seq, lease=lease):
                         log.warning("the lease on git source %s was lost; its sync's outcome is dropped", claimed.id)
+                        lost.set()
                         return
             except Exception as exc:
                 log.warning("renewing the lease on git source %s failed (%s)", claimed.id, classify(exc))
@@ -220,10 +232,10 @@ class SourceSyncer:
     def _next_due(self, claimed: SourceRow) -> datetime:
         return self._clock.now() + timedelta(seconds=claimed.interval_seconds)
 
-    async def _sync(self, claimed: SourceRow) -> bool:
+    async def _sync(self, claimed: SourceRow, lost: asyncio.Event) -> bool:
         """Sync the claimed source and record the outcome; False when nothing could be recorded."""
         try:
-            commit, project, version_id = await self._make_version(claimed)
+            commit, project, version_id = await self._make_version(claimed, lost)
         except _Outcome as outcome:
             commit = outcome.commit if isinstance(outcome, _OutcomeAt) else ""
             reason = outcome.reason
@@ -297,7 +309,7 @@ class SourceSyncer:
             await asyncio.to_thread(shutil.rmtree, root / name, True)
         return len(gone)
 
-    async def _make_version(self, claimed: SourceRow) -> tuple[str, str, str]:
+    async def _make_version(self, claimed: SourceRow, lost: asyncio.Event) -> tuple[str, str, str]:
         credential = await self._credential(claimed)
         cache = self.cache_of(claimed.id)
         branch = claimed.branch
@@ -321,6 +333,7 @@ class SourceSyncer:
         if commit == claimed.checked_commit and claimed.checked_state:
             # Judged before: a version already (no new one), or the same broken file (the same reason).
             if claimed.checked_state == SourceState.SYNCHRONIZED:
+                await self._keep_active(claimed, commit)
                 return commit, claimed.project, claimed.version_id
             raise _OutcomeAt(commit, SourceState(claimed.checked_state), claimed.checked_reason)
         try:
@@ -352,8 +365,42 @@ class SourceSyncer:
                     f"commit {short}: no ame.yml{where} any more; version {claimed.version_id[:12]} stays",
                 )
             raise _OutcomeAt(commit, SourceState.PENDING, f"commit {short}: no ame.yml{where} yet")
+        if lost.is_set():
+            raise _LeaseLost
         version_id = await self._push(claimed, tree, found.name, short)
         return commit, found.name, version_id
+
+    async def _activate(self, claimed: SourceRow, project: str, version_id: str) -> Activation:
+        """Activate the version as `ame project push` does, fenced by the claim's lease (see `repo.hold`)."""
+        org = claimed.organisation
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            if not await repo.hold(conn, claimed=claimed):
+                raise _LeaseLost
+            return await self._projects.activate(Principal.trigger(org, "projectsrc"), org, project, version_id)
+
+    async def _keep_active(self, claimed: SourceRow, commit: str) -> None:
+        """The head is the source's version already: make sure it is the project's active version too (it is not
+        when the project was pushed and activated by hand since, or the version was activated by no one)."""
+        if not claimed.project or not claimed.version_id:
+            return
+        async with self._rt.pool.acquire() as conn:
+            active = await repo.active_version(conn, organisation=claimed.organisation, project=claimed.project)
+        if active == claimed.version_id:
+            return
+        try:
+            await self._activate(claimed, claimed.project, claimed.version_id)
+        except (InvalidSpec, InvalidRequest, NotFound, Conflict) as exc:
+            raise _OutcomeAt(
+                commit, SourceState.ERROR, f"commit {commit[:SHORT_COMMIT]}: {exc}", judged=False
+            ) from None
+        log.info(
+            "git source %s: version %s of %s/%s activated again (the project's active version was %s)",
+            claimed.id,
+            claimed.version_id[:12],
+            claimed.organisation,
+            claimed.project,
+            active[:12] or "none",
+        )
 
     async def _push(self, claimed: SourceRow, tree: SourceTree, project: str, short: str) -> str:
         """The version `ame project push` would make of the tree, activated as it would activate it."""
@@ -369,7 +416,7 @@ class SourceSyncer:
             result = await asyncio.to_thread(
                 push_project, tree.root, project, transport, cache_dir=cache, settings=pack
             )
-            activation = await self._projects.activate(principal, org, project, result.version.id)
+            activation = await self._activate(claimed, project, result.version.id)
         except InvalidSpec as exc:
             raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {exc}") from None
         except (InvalidRequest, ProjectTooLarge, NotFound, Conflict) as exc:
