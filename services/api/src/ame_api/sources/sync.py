@@ -43,7 +43,7 @@ from ame_api.repositories.sources import SourceRow
 from ame_api.runs import Conflict, InvalidRequest
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
-from ame_api.sources.git import Credential, Git, GitError, is_ssh_url
+from ame_api.sources.git import Credential, Git, GitError, TreeTooLarge, is_ssh_url
 from ame_api.sources.settings import SourceSettings
 from ame_api.sources.tree import SourceTree, TreeProblem, project_in_tree
 from ame_platform.clock import Clock
@@ -336,8 +336,18 @@ class SourceSyncer:
                 await self._keep_active(claimed, commit)
                 return commit, claimed.project, claimed.version_id
             raise _OutcomeAt(commit, SourceState(claimed.checked_state), claimed.checked_reason)
+        short = commit[:SHORT_COMMIT]
         try:
-            await self._git.checkout(cache / "repo.git", cache / "tree", commit)
+            await self._git.checkout(
+                cache / "repo.git",
+                cache / "tree",
+                commit,
+                path=claimed.path,
+                max_bytes=self._api_settings.project_max_bytes,
+                max_files=self._api_settings.project_max_files,
+            )
+        except TreeTooLarge as exc:
+            raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {exc}") from None
         except GitError as exc:
             raise _OutcomeAt(commit, SourceState.ERROR, str(exc), judged=False) from None
         tree = SourceTree(
@@ -348,7 +358,6 @@ class SourceSyncer:
             branch=branch,
             commit=commit,
         )
-        short = commit[:SHORT_COMMIT]
         if not await asyncio.to_thread(_inside, tree.root, cache / "tree"):
             # A --path through a symbolic link could lead anywhere on the server.
             raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {claimed.path} is a symbolic link")
