@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import secrets
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -292,3 +293,32 @@ async def test_a_commit_over_the_project_limit_is_refused_before_its_files_are_w
     assert not (tree / "data.txt").exists() and not (tree / "ame.yml").exists()
     async with stack.runtime.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM project_versions") == 0
+
+
+async def test_an_unexpected_failure_is_shown_and_retried_after_a_backoff(
+    stack: Stack, rest: httpx.AsyncClient, tmp_path: Path, shared_clock: ClockSettings
+) -> None:
+    repo = Repo.create(tmp_path)
+    commit = repo.commit({"ame.yml": AME_YML.format(task="tick")}, "first")
+    # The object store breaks: its directory is a file, so storing the project's blobs fails.
+    objects = tmp_path / "objects"
+    shutil.rmtree(objects, ignore_errors=True)
+    objects.write_text("not a directory\n")
+    added = await rest.post("/v1/projectsrc", json={"url": str(repo.origin), "branch": "main", "interval": "1h"})
+    assert added.status_code == 201, added.text
+    source_id = added.json()["id"]
+    failed = (await rest.post(f"/v1/projectsrc/{source_id}/sync")).json()
+    assert failed["state"] == "Error" and failed["reason"].startswith("internal error: "), failed
+    # Not due again at the next look (a second), but after the backoff (the interval here): the simulated clock
+    # runs 600 times real time, so a due time in its past would show at once.
+    async with stack.runtime.pool.acquire() as conn:
+        due = await conn.fetchval("SELECT next_sync_at FROM project_sources WHERE id = $1::uuid", source_id)
+    assert shared_clock.anchor is not None
+    clock_now = START + (datetime.now(UTC) - shared_clock.anchor) * RATE
+    assert due > clock_now, (due, clock_now)
+
+    # Once the store is back, a sync makes the version.
+    objects.unlink()
+    objects.mkdir()
+    synced = (await rest.post(f"/v1/projectsrc/{source_id}/sync")).json()
+    assert (synced["state"], synced["synced_commit"], synced["reason"]) == ("Synchronized", commit, ""), synced

@@ -11,7 +11,8 @@ Exactly one sync of a source runs at a time across api replicas: a claim takes t
 transaction, never held across git), renewed while the sync runs; a replica that dies leaves a lease that
 expires, and the next claim takes the source again. Activation, the one side effect outside the source's row,
 runs under the row's lock and only while the lease holds (`repo.hold`), so a replica that stalled past its lease
-cannot activate an older commit after the replica that took over activated a newer one.
+cannot activate an older commit after the replica that took over activated a newer one. A sync that fails
+unexpectedly records Error with the reason and is retried after a backoff, not at the next look.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ame_api.repositories.sources import SourceRow
 from ame_api.runs import Conflict, InvalidRequest
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
-from ame_api.sources.git import Credential, Git, GitError, TreeTooLarge, is_ssh_url
+from ame_api.sources.git import Credential, Git, GitError, TreeTooLarge, is_ssh_url, scrub
 from ame_api.sources.settings import SourceSettings
 from ame_api.sources.tree import SourceTree, TreeProblem, project_in_tree
 from ame_platform.clock import Clock
@@ -57,6 +58,7 @@ T = TypeVar("T")
 PEACH_BRANCH = "master"
 SHORT_COMMIT = 7  # git's own short hash length: the tag a synced version carries
 _PRUNE_EVERY = 600  # looks between removals of caches whose source is gone
+_ERROR_BACKOFF = 30.0  # least seconds before a sync that failed unexpectedly is tried again
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -204,8 +206,9 @@ class SourceSyncer:
             raise
         except _LeaseLost:
             log.warning("the lease on git source %s was lost; its sync stopped without an outcome", claimed.id)
-        except Exception:
-            log.exception("sync of git source %s (%s) failed", claimed.id, claimed.url)
+        except Exception as exc:
+            log.exception("sync of git source %s (%s) failed", claimed.id, scrub(claimed.url))
+            finished = await self._record_failure(claimed, exc)
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
@@ -215,6 +218,25 @@ class SourceSyncer:
                     async with self._rt.pool.acquire() as conn:
                         await repo.release(conn, claimed=claimed)
             self._wake.set()  # a slot is free
+
+    async def _record_failure(self, claimed: SourceRow, exc: Exception) -> bool:
+        """Record an unexpected failure as Error with its reason, due again after a backoff (not at the next look,
+        which would retry a persistent fault every second)."""
+        message = scrub(" ".join(str(exc).split()))[:300]
+        reason = f"internal error: {type(exc).__name__}" + (f": {message}" if message else "")
+        backoff = max(claimed.interval_seconds, _ERROR_BACKOFF)
+        try:
+            async with self._rt.pool.acquire() as conn:
+                return await repo.finish(
+                    conn,
+                    claimed=claimed,
+                    state=SourceState.ERROR,
+                    reason=reason,
+                    next_sync_at=self._clock.now() + timedelta(seconds=backoff),
+                )
+        except Exception as failed:
+            log.warning("recording the failure of git source %s failed (%s)", claimed.id, classify(failed))
+            return False
 
     async def _renew(self, claimed: SourceRow, lost: asyncio.Event) -> None:
         lease = timedelta(seconds=self._settings.lease)
