@@ -213,3 +213,39 @@ async def test_a_replica_killed_mid_sync_leaves_the_sync_to_another(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
         await conn.close()
+
+
+async def test_a_stale_replica_cannot_activate_once_its_lease_was_taken_over(
+    replicas: list[asyncpg.Connection],
+) -> None:
+    """Activation runs in a transaction that first locks the row under the claim's lease (`repo.hold`): a replica
+    that stalled past its lease finds it gone and activates nothing, and while a holder activates, nobody can take
+    the source over."""
+    source = await _add(replicas[0])
+    stale = await repo.claim(replicas[0], owner="a", now=NOW, lease=timedelta(seconds=1))
+    assert stale is not None
+
+    # The holder activates under its lease: the row is locked, so even once the lease expires nobody takes it.
+    async with replicas[0].transaction():
+        assert await repo.hold(replicas[0], claimed=stale)
+
+        async def expired() -> bool:
+            return bool(
+                await replicas[2].fetchval(
+                    "SELECT lease_until < clock_timestamp() FROM project_sources WHERE id = $1", uuid.UUID(source.id)
+                )
+            )
+
+        await wait_until(expired, timeout=10, interval=0.1, message="the lease to expire")
+        assert await repo.claim(replicas[1], owner="b", now=NOW, lease=timedelta(seconds=30)) is None
+
+    # It stalls past its lease; another replica takes the source over, and then the stale one may not activate.
+    async def taken_over() -> repo.SourceRow | None:
+        return await repo.claim(replicas[1], owner="b", now=NOW, lease=timedelta(seconds=30))
+
+    fresh = await wait_until(taken_over, timeout=10, interval=0.1, message="the expired lease to be taken")
+    assert fresh.id == source.id and fresh.lease_seq == stale.lease_seq + 1
+    async with replicas[0].transaction():
+        assert not await repo.hold(replicas[0], claimed=stale)
+    async with replicas[1].transaction():
+        assert await repo.hold(replicas[1], claimed=fresh)

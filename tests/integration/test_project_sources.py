@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import secrets
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_s
 
 START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 RATE = 600.0  # ten simulated minutes a real second: a `*/10 * * * *` slot each second, an hour in six
+PROJECT_MAX_BYTES = 1_000_000  # small, so a test can commit more than a project may hold
 
 AME_YML = """\
 project: gitproj
@@ -63,7 +65,7 @@ def scheduler_overrides(shared_clock: ClockSettings) -> dict[str, object]:
 @pytest.fixture
 def api_overrides(shared_clock: ClockSettings, tmp_path: Path) -> dict[str, object]:
     sources = SourceSettings(cache_dir=tmp_path / "projectsrc", allow_local=True, poll=0.2, min_interval=1.0)
-    return {"clock": shared_clock, "projectsrc": sources}
+    return {"clock": shared_clock, "projectsrc": sources, "project_max_bytes": PROJECT_MAX_BYTES}
 
 
 async def ame(stack: Stack, home: Path, *args: str) -> Result:
@@ -273,3 +275,50 @@ async def test_a_path_through_a_symbolic_link_is_refused(stack: Stack, rest: htt
     assert synced["state"] == "Error" and synced["reason"] == f"commit {commit[:7]}: ml is a symbolic link", synced
     async with stack.runtime.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM project_versions") == 0
+
+
+async def test_a_commit_over_the_project_limit_is_refused_before_its_files_are_written(
+    stack: Stack, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A few kilobytes of pack can hold gigabytes of zeros: the sizes the commit records are checked first."""
+    repo = Repo.create(tmp_path)
+    commit = repo.commit({"ame.yml": AME_YML.format(task="tick"), "data.txt": "0" * (2 * PROJECT_MAX_BYTES)}, "big")
+    added = await rest.post("/v1/projectsrc", json={"url": str(repo.origin), "branch": "main"})
+    assert added.status_code == 201, added.text
+    synced = (await rest.post(f"/v1/projectsrc/{added.json()['id']}/sync")).json()
+    assert synced["state"] == "Error", synced
+    assert synced["reason"].startswith(f"commit {commit[:7]}: the files in the commit are "), synced
+    assert f"over the project limit of {PROJECT_MAX_BYTES} bytes" in synced["reason"], synced
+    tree = tmp_path / "projectsrc" / added.json()["id"] / "tree"
+    assert not (tree / "data.txt").exists() and not (tree / "ame.yml").exists()
+    async with stack.runtime.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM project_versions") == 0
+
+
+async def test_an_unexpected_failure_is_shown_and_retried_after_a_backoff(
+    stack: Stack, rest: httpx.AsyncClient, tmp_path: Path, shared_clock: ClockSettings
+) -> None:
+    repo = Repo.create(tmp_path)
+    commit = repo.commit({"ame.yml": AME_YML.format(task="tick")}, "first")
+    # The object store breaks: its directory is a file, so storing the project's blobs fails.
+    objects = tmp_path / "objects"
+    shutil.rmtree(objects, ignore_errors=True)
+    objects.write_text("not a directory\n")
+    added = await rest.post("/v1/projectsrc", json={"url": str(repo.origin), "branch": "main", "interval": "1h"})
+    assert added.status_code == 201, added.text
+    source_id = added.json()["id"]
+    failed = (await rest.post(f"/v1/projectsrc/{source_id}/sync")).json()
+    assert failed["state"] == "Error" and failed["reason"].startswith("internal error: "), failed
+    # Not due again at the next look (a second), but after the backoff (the interval here): the simulated clock
+    # runs 600 times real time, so a due time in its past would show at once.
+    async with stack.runtime.pool.acquire() as conn:
+        due = await conn.fetchval("SELECT next_sync_at FROM project_sources WHERE id = $1::uuid", source_id)
+    assert shared_clock.anchor is not None
+    clock_now = START + (datetime.now(UTC) - shared_clock.anchor) * RATE
+    assert due > clock_now, (due, clock_now)
+
+    # Once the store is back, a sync makes the version.
+    objects.unlink()
+    objects.mkdir()
+    synced = (await rest.post(f"/v1/projectsrc/{source_id}/sync")).json()
+    assert (synced["state"], synced["synced_commit"], synced["reason"]) == ("Synchronized", commit, ""), synced

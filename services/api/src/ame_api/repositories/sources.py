@@ -211,6 +211,30 @@ async def renew(conn: Connection, *, source_id: str, lease_seq: int, lease: time
     return str(status).endswith(" 1")
 
 
+async def hold(conn: Connection, *, claimed: SourceRow) -> bool:
+    """Lock the source's row for the caller's transaction if the claim's lease still holds; False when it was lost.
+
+    A sync's side effects outside this table (activating its version) run inside such a transaction: while the row
+    is locked no other replica can claim the source (claims skip locked rows), so a replica that stalled past its
+    lease and was taken over cannot activate an older commit after the new holder activated a newer one.
+    """
+    found = await conn.fetchval(
+        """SELECT 1 FROM project_sources WHERE id = $1 AND lease_seq = $2 AND lease_until > clock_timestamp()
+           FOR UPDATE""",
+        uuid.UUID(claimed.id),
+        claimed.lease_seq,
+    )
+    return found is not None
+
+
+async def active_version(conn: Connection, *, organisation: str, project: str) -> str:
+    """The project's active (trigger) version id; empty when it has none."""
+    value = await conn.fetchval(
+        "SELECT active_version_id FROM projects WHERE organisation_id = $1 AND name = $2", organisation, project
+    )
+    return str(value) if value is not None else ""
+
+
 async def set_branch(conn: Connection, *, source_id: str, lease_seq: int, branch: str) -> bool:
     """Record the default branch read from the remote; False when another source already tracks it."""
     try:

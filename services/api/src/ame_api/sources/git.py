@@ -25,7 +25,7 @@ from typing import Literal
 
 from ame_api.sources.settings import SourceSettings
 
-__all__ = ["Credential", "Git", "GitError", "check_branch", "check_url", "is_ssh_url", "scrub"]
+__all__ = ["Credential", "Git", "GitError", "TreeTooLarge", "check_branch", "check_url", "is_ssh_url", "scrub"]
 
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!//)")
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
@@ -45,6 +45,10 @@ esac
 
 class GitError(Exception):
     """A git operation failed; the message is scrubbed of the credential and fit for a status or a log."""
+
+
+class TreeTooLarge(GitError):
+    """A commit's files are over a limit; refused before any was written (a judgement about the commit)."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +269,23 @@ class Git:
             raise GitError(f"the fetched head is not a commit id: {commit[:80]!r}")
         return commit
 
-    async def checkout(self, repo: Path, tree: Path, commit: str) -> None:
-        """Make `tree` hold exactly `commit`'s files (files of the previous checkout that left are removed)."""
+    async def checkout(
+        self,
+        repo: Path,
+        tree: Path,
+        commit: str,
+        *,
+        path: str = "",
+        max_bytes: int | None = None,
+        max_files: int | None = None,
+    ) -> None:
+        """Make `tree` hold exactly `commit`'s files (files of the previous checkout that left are removed).
+
+        The sizes the commit's tree records are read first (`git ls-tree -r -l`): a small pack of very compressible
+        blobs would otherwise fill the disk. TreeTooLarge, before anything is written, when the whole tree is over
+        `max_repo_bytes` or the files under `path` (all of them without one) are over `max_bytes` / `max_files`.
+        """
+        await self._check_size(repo, commit, path=path, max_bytes=max_bytes, max_files=max_files)
         if not await asyncio.to_thread(os.path.exists, repo / "ame-index"):
             # No record of what the tree holds (first checkout, or a cache cut short): start from nothing.
             await asyncio.to_thread(shutil.rmtree, tree, ignore_errors=True)
@@ -278,6 +297,44 @@ class Git:
                 env=env,
                 secrets=[],
                 what=f"checking out {commit[:12]}",
+            )
+
+    async def _check_size(
+        self, repo: Path, commit: str, *, path: str, max_bytes: int | None, max_files: int | None
+    ) -> None:
+        with self._environment("", None) as env:
+            out = await self._run(
+                ["--git-dir", str(repo), "ls-tree", "-r", "-l", "-z", "--full-tree", commit],
+                env=env,
+                secrets=[],
+                what=f"reading the files of {commit[:12]}",
+            )
+        whole = part = files = 0
+        prefix = path.strip("/") + "/" if path.strip("/") else ""
+        for entry in out.split("\0"):
+            meta, _, name = entry.partition("\t")
+            fields = meta.split()
+            if len(fields) != 4 or fields[1] != "blob" or not fields[3].isdigit():
+                continue  # the trailing empty entry, or a submodule (a commit, not checked out)
+            size = int(fields[3])
+            whole += size
+            if name.startswith(prefix):
+                part += size
+                files += 1
+        where = f"under {path.strip('/')}" if prefix else "in the commit"
+        if whole > self._settings.max_repo_bytes:
+            raise TreeTooLarge(
+                f"its files are {whole} bytes, over the limit of {self._settings.max_repo_bytes} bytes a checkout may "
+                "take (AME_PROJECTSRC_MAX_REPO_BYTES)"
+            )
+        if max_bytes is not None and part > max_bytes:
+            raise TreeTooLarge(
+                f"the files {where} are {part} bytes, over the project limit of {max_bytes} bytes "
+                "(AME_API_PROJECT_MAX_BYTES)"
+            )
+        if max_files is not None and files > max_files:
+            raise TreeTooLarge(
+                f"{files} files {where}, over the project limit of {max_files} files (AME_API_PROJECT_MAX_FILES)"
             )
 
 

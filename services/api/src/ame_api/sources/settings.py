@@ -37,7 +37,10 @@ class SourceSettings(BaseSettings):
     concurrency: int = Field(4, ge=1, le=64, description="Syncs one api replica runs at once.")
     git_timeout: Duration = Field(300.0, gt=0, description="Longest one git command (ls-remote, fetch) may run.")
     max_repo_bytes: int = Field(
-        2 * _GIB, ge=1, description="Largest a source's fetched repository may grow; a fetch past it is stopped."
+        2 * _GIB,
+        ge=1,
+        description="Largest a source's fetched repository may grow (a fetch past it is stopped), and largest the "
+        "files of a commit may be to be checked out (refused before any is written).",
     )
     allow_local: bool = Field(
         False,

@@ -9,7 +9,10 @@ version active and the status in Error with the problems.
 
 Exactly one sync of a source runs at a time across api replicas: a claim takes the row's lease (a short
 transaction, never held across git), renewed while the sync runs; a replica that dies leaves a lease that
-expires, and the next claim takes the source again.
+expires, and the next claim takes the source again. Activation, the one side effect outside the source's row,
+runs under the row's lock and only while the lease holds (`repo.hold`), so a replica that stalled past its lease
+cannot activate an older commit after the replica that took over activated a newer one. A sync that fails
+unexpectedly records Error with the reason and is retried after a backoff, not at the next look.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TypeVar
 
 from ame.domain.principals import Principal
 from ame.domain.projects import ManifestEntry, ProjectVersion
+from ame.domain.schedules import Activation
 from ame.domain.sources import SourceState
 from ame.packaging import PackSettings, ProjectTooLarge, push_project
 from ame.sdk.errors import MissingBlobs as ClientMissingBlobs
@@ -40,7 +44,7 @@ from ame_api.repositories.sources import SourceRow
 from ame_api.runs import Conflict, InvalidRequest
 from ame_api.secrets.service import SecretService
 from ame_api.settings import ApiSettings
-from ame_api.sources.git import Credential, Git, GitError, is_ssh_url
+from ame_api.sources.git import Credential, Git, GitError, TreeTooLarge, is_ssh_url, scrub
 from ame_api.sources.settings import SourceSettings
 from ame_api.sources.tree import SourceTree, TreeProblem, project_in_tree
 from ame_platform.clock import Clock
@@ -54,6 +58,7 @@ T = TypeVar("T")
 PEACH_BRANCH = "master"
 SHORT_COMMIT = 7  # git's own short hash length: the tag a synced version carries
 _PRUNE_EVERY = 600  # looks between removals of caches whose source is gone
+_ERROR_BACKOFF = 30.0  # least seconds before a sync that failed unexpectedly is tried again
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -65,6 +70,11 @@ class _Outcome(Exception):
         self.state = state
         self.reason = reason
         self.judged = judged  # about the commit itself (not judged again), not the way to it (retried)
+
+
+class _LeaseLost(Exception):
+    """The claim's lease was lost (it expired and another replica took the source, or the source was removed):
+    the sync stops and records nothing, its outcome is the new holder's to record."""
 
 
 class _InProcessTransport:
@@ -187,14 +197,18 @@ class SourceSyncer:
         return started
 
     async def _sync_leased(self, claimed: SourceRow) -> None:
-        renewing = asyncio.create_task(self._renew(claimed))
+        lost = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(claimed, lost))
         finished = False
         try:
-            finished = await self._sync(claimed)
+            finished = await self._sync(claimed, lost)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("sync of git source %s (%s) failed", claimed.id, claimed.url)
+        except _LeaseLost:
+            log.warning("the lease on git source %s was lost; its sync stopped without an outcome", claimed.id)
+        except Exception as exc:
+            log.exception("sync of git source %s (%s) failed", claimed.id, scrub(claimed.url))
+            finished = await self._record_failure(claimed, exc)
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
@@ -205,7 +219,26 @@ class SourceSyncer:
                         await repo.release(conn, claimed=claimed)
             self._wake.set()  # a slot is free
 
-    async def _renew(self, claimed: SourceRow) -> None:
+    async def _record_failure(self, claimed: SourceRow, exc: Exception) -> bool:
+        """Record an unexpected failure as Error with its reason, due again after a backoff (not at the next look,
+        which would retry a persistent fault every second)."""
+        message = scrub(" ".join(str(exc).split()))[:300]
+        reason = f"internal error: {type(exc).__name__}" + (f": {message}" if message else "")
+        backoff = max(claimed.interval_seconds, _ERROR_BACKOFF)
+        try:
+            async with self._rt.pool.acquire() as conn:
+                return await repo.finish(
+                    conn,
+                    claimed=claimed,
+                    state=SourceState.ERROR,
+                    reason=reason,
+                    next_sync_at=self._clock.now() + timedelta(seconds=backoff),
+                )
+        except Exception as failed:
+            log.warning("recording the failure of git source %s failed (%s)", claimed.id, classify(failed))
+            return False
+
+    async def _renew(self, claimed: SourceRow, lost: asyncio.Event) -> None:
         lease = timedelta(seconds=self._settings.lease)
         while True:
             await asyncio.sleep(self._settings.lease / 3)
@@ -213,6 +246,7 @@ class SourceSyncer:
                 async with self._rt.pool.acquire() as conn:
                     if not await repo.renew(conn, source_id=claimed.id, lease_seq=claimed.lease_seq, lease=lease):
                         log.warning("the lease on git source %s was lost; its sync's outcome is dropped", claimed.id)
+                        lost.set()
                         return
             except Exception as exc:
                 log.warning("renewing the lease on git source %s failed (%s)", claimed.id, classify(exc))
@@ -220,10 +254,10 @@ class SourceSyncer:
     def _next_due(self, claimed: SourceRow) -> datetime:
         return self._clock.now() + timedelta(seconds=claimed.interval_seconds)
 
-    async def _sync(self, claimed: SourceRow) -> bool:
+    async def _sync(self, claimed: SourceRow, lost: asyncio.Event) -> bool:
         """Sync the claimed source and record the outcome; False when nothing could be recorded."""
         try:
-            commit, project, version_id = await self._make_version(claimed)
+            commit, project, version_id = await self._make_version(claimed, lost)
         except _Outcome as outcome:
             commit = outcome.commit if isinstance(outcome, _OutcomeAt) else ""
             reason = outcome.reason
@@ -297,7 +331,7 @@ class SourceSyncer:
             await asyncio.to_thread(shutil.rmtree, root / name, True)
         return len(gone)
 
-    async def _make_version(self, claimed: SourceRow) -> tuple[str, str, str]:
+    async def _make_version(self, claimed: SourceRow, lost: asyncio.Event) -> tuple[str, str, str]:
         credential = await self._credential(claimed)
         cache = self.cache_of(claimed.id)
         branch = claimed.branch
@@ -321,10 +355,21 @@ class SourceSyncer:
         if commit == claimed.checked_commit and claimed.checked_state:
             # Judged before: a version already (no new one), or the same broken file (the same reason).
             if claimed.checked_state == SourceState.SYNCHRONIZED:
+                await self._keep_active(claimed, commit)
                 return commit, claimed.project, claimed.version_id
             raise _OutcomeAt(commit, SourceState(claimed.checked_state), claimed.checked_reason)
+        short = commit[:SHORT_COMMIT]
         try:
-            await self._git.checkout(cache / "repo.git", cache / "tree", commit)
+            await self._git.checkout(
+                cache / "repo.git",
+                cache / "tree",
+                commit,
+                path=claimed.path,
+                max_bytes=self._api_settings.project_max_bytes,
+                max_files=self._api_settings.project_max_files,
+            )
+        except TreeTooLarge as exc:
+            raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {exc}") from None
         except GitError as exc:
             raise _OutcomeAt(commit, SourceState.ERROR, str(exc), judged=False) from None
         tree = SourceTree(
@@ -335,7 +380,6 @@ class SourceSyncer:
             branch=branch,
             commit=commit,
         )
-        short = commit[:SHORT_COMMIT]
         if not await asyncio.to_thread(_inside, tree.root, cache / "tree"):
             # A --path through a symbolic link could lead anywhere on the server.
             raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {claimed.path} is a symbolic link")
@@ -352,8 +396,42 @@ class SourceSyncer:
                     f"commit {short}: no ame.yml{where} any more; version {claimed.version_id[:12]} stays",
                 )
             raise _OutcomeAt(commit, SourceState.PENDING, f"commit {short}: no ame.yml{where} yet")
+        if lost.is_set():
+            raise _LeaseLost
         version_id = await self._push(claimed, tree, found.name, short)
         return commit, found.name, version_id
+
+    async def _activate(self, claimed: SourceRow, project: str, version_id: str) -> Activation:
+        """Activate the version as `ame project push` does, fenced by the claim's lease (see `repo.hold`)."""
+        org = claimed.organisation
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            if not await repo.hold(conn, claimed=claimed):
+                raise _LeaseLost
+            return await self._projects.activate(Principal.trigger(org, "projectsrc"), org, project, version_id)
+
+    async def _keep_active(self, claimed: SourceRow, commit: str) -> None:
+        """The head is the source's version already: make sure it is the project's active version too (it is not
+        when the project was pushed and activated by hand since, or the version was activated by no one)."""
+        if not claimed.project or not claimed.version_id:
+            return
+        async with self._rt.pool.acquire() as conn:
+            active = await repo.active_version(conn, organisation=claimed.organisation, project=claimed.project)
+        if active == claimed.version_id:
+            return
+        try:
+            await self._activate(claimed, claimed.project, claimed.version_id)
+        except (InvalidSpec, InvalidRequest, NotFound, Conflict) as exc:
+            raise _OutcomeAt(
+                commit, SourceState.ERROR, f"commit {commit[:SHORT_COMMIT]}: {exc}", judged=False
+            ) from None
+        log.info(
+            "git source %s: version %s of %s/%s activated again (the project's active version was %s)",
+            claimed.id,
+            claimed.version_id[:12],
+            claimed.organisation,
+            claimed.project,
+            active[:12] or "none",
+        )
 
     async def _push(self, claimed: SourceRow, tree: SourceTree, project: str, short: str) -> str:
         """The version `ame project push` would make of the tree, activated as it would activate it."""
@@ -369,7 +447,7 @@ class SourceSyncer:
             result = await asyncio.to_thread(
                 push_project, tree.root, project, transport, cache_dir=cache, settings=pack
             )
-            activation = await self._projects.activate(principal, org, project, result.version.id)
+            activation = await self._activate(claimed, project, result.version.id)
         except InvalidSpec as exc:
             raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {exc}") from None
         except (InvalidRequest, ProjectTooLarge, NotFound, Conflict) as exc:
