@@ -351,7 +351,7 @@ tasks:
 """
 
 
-async def test_a_failing_loop_stops_no_other_and_logs_do_not_wait_on_a_running_task(
+async def test_a_failing_loop_stops_no_other_runs_start_unlocked_and_logs_do_not_wait_on_a_running_task(
     stack: Stack, client: Grpc, tmp_path: Path
 ) -> None:
     flag = tmp_path / "flag"
@@ -375,6 +375,18 @@ async def test_a_failing_loop_stops_no_other_and_logs_do_not_wait_on_a_running_t
         await conn.execute(
             "CREATE TRIGGER refuse_metadata BEFORE UPDATE ON peach_loops FOR EACH ROW "
             "WHEN (NEW.loop_owner = '') EXECUTE FUNCTION refuse_metadata()"
+        )
+        # A loop's run is submitted (committed and published) while no transaction holds the loop's row lock: the
+        # run's insert fails if one does (this stack has a single driver, so no other replica holds it meanwhile).
+        await conn.execute(
+            "CREATE FUNCTION loop_unlocked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.idempotency_key LIKE 'peach:%' THEN PERFORM 1 FROM peach_loops "
+            "WHERE loop_owner = split_part(NEW.idempotency_key, ':', 2) "
+            "AND loop_name = split_part(NEW.idempotency_key, ':', 3) FOR KEY SHARE NOWAIT; END IF; "
+            "RETURN NEW; END $$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER loop_unlocked BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION loop_unlocked()"
         )
     # A run that took the idempotency key of the loop's first task (cycle 1, position 0) for another spec.
     await client.stub.SubmitRun(
