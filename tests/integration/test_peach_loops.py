@@ -23,6 +23,8 @@ from click.testing import CliRunner, Result
 
 import ame
 from ame.cli.main import cli
+from ame.contracts.api.v1 import ame_service_pb2
+from ame.contracts.run.v1 import run_pb2
 from ame.domain.loops import LoopExecution, LoopsInfo
 from ame.peach.history import fetch_info, plot_durations, rest_client
 from ame_api import app as api_app
@@ -33,6 +35,7 @@ from ame_platform.clock import ClockSettings
 from ame_platform.lifecycle import Supervisor, run_components
 from ame_platform.storage import StorageSettings
 from tests.git_http import Repo
+from tests.integration.clients import Grpc
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
 
@@ -329,3 +332,93 @@ async def test_three_replicas_drive_the_loop_once_one_task_after_another(  # the
     # One after another: no run of the loop starts before the one before it has ended.
     for before, after in itertools.pairwise(ran):
         assert before["finished_at"] <= after["started_at"], (before, after)
+
+
+CLASH_YAML = """\
+codops: default
+tasks:
+  a_clash:
+    notebook: quick.ipynb
+    method: one
+  b_wait:
+    notebook: wait.ipynb
+    method: wait_for_flag
+    timeout: 5m
+  meta:
+    loop: metadata
+    notebook: quick.ipynb
+    method: one
+"""
+
+
+async def test_a_failing_loop_stops_no_other_runs_start_unlocked_and_logs_do_not_wait_on_a_running_task(
+    stack: Stack, client: Grpc, tmp_path: Path
+) -> None:
+    flag = tmp_path / "flag"
+    repo = tmp_path / "clash"
+    (repo / "peach.conf").mkdir(parents=True)
+    (repo / "peach.conf" / "clash.yaml").write_text(CLASH_YAML)
+    (repo / "quick.ipynb").write_text(_notebook("def one():\n    print('one')"))
+    (repo / "wait.ipynb").write_text(
+        _notebook(
+            "def wait_for_flag():\n    import time\n    from pathlib import Path\n"
+            "    print('waiting for the flag', flush=True)\n"
+            f"    while not Path({str(flag)!r}).exists():\n        time.sleep(0.1)\n    print('flag seen', flush=True)"
+        )
+    )
+    # The shared metadata loop (owner '', driven first) fails on every pass: the database refuses its writes.
+    async with stack.runtime.pool.acquire() as conn:
+        await conn.execute(
+            "CREATE FUNCTION refuse_metadata() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the metadata loop is refused'; END $$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER refuse_metadata BEFORE UPDATE ON peach_loops FOR EACH ROW "
+            "WHEN (NEW.loop_owner = '') EXECUTE FUNCTION refuse_metadata()"
+        )
+        # A loop's run is submitted (committed and published) while no transaction holds the loop's row lock: the
+        # run's insert fails if one does (this stack has a single driver, so no other replica holds it meanwhile).
+        await conn.execute(
+            "CREATE FUNCTION loop_unlocked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.idempotency_key LIKE 'peach:%' THEN PERFORM 1 FROM peach_loops "
+            "WHERE loop_owner = split_part(NEW.idempotency_key, ':', 2) "
+            "AND loop_name = split_part(NEW.idempotency_key, ':', 3) FOR KEY SHARE NOWAIT; END IF; "
+            "RETURN NEW; END $$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER loop_unlocked BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION loop_unlocked()"
+        )
+    # A run that took the idempotency key of the loop's first task (cycle 1, position 0) for another spec.
+    await client.stub.SubmitRun(
+        ame_service_pb2.SubmitRunRequest(
+            spec=run_pb2.RunSpec(command="true"), idempotency_key="peach:default:default:1:0"
+        )
+    )
+    pushed = await _ame(stack, tmp_path / "home", "project", "push", str(repo))
+    assert pushed.exit_code == 0, pushed.output
+
+    async def waiting() -> LoopsInfo | None:
+        info = await _info(stack)
+        states = {t.task: t.state for t in info.tasks}
+        return info if states == {"a_clash": "FINISHED", "b_wait": "RUNNING", "meta": "PENDING"} else None
+
+    try:
+        info = await wait_until(waiting, timeout=60, interval=0.1, message="b_wait running after a_clash")
+        assert not [e for e in info.executions if e.task == "meta"], info.executions
+        clash = _of(info, "a_clash", 1)
+        assert clash is not None and clash.status == "failed" and clash.run_id is None
+        assert "could not start: idempotency key 'peach:default:default:1:0' was used" in clash.reason, clash.reason
+        # `--logs` prints the ended executions' logs and returns while b_wait still runs (it waits for the flag).
+        shown = await asyncio.wait_for(_ame(stack, tmp_path / "home", "loops", "info", "--logs"), timeout=30)
+        assert shown.exit_code == 0, shown.output
+        assert "b_wait" in shown.output and "waiting for the flag" not in shown.output
+        still = _of(await _info(stack), "b_wait", 1)
+        assert still is not None and still.status == "running"
+    finally:
+        flag.touch()
+
+    async def waited() -> LoopExecution | None:
+        done = _of(await _info(stack, task="b_wait"), "b_wait", 1)
+        return done if done is not None and done.status != "running" else None
+
+    assert (await wait_until(waited, timeout=60, interval=0.1, message="b_wait ended")).status == "succeeded"

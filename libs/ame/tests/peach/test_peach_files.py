@@ -62,6 +62,26 @@ def test_metadata_loop_global_dependencies_and_a_five_minute_timeout() -> None:
     assert (task.loop, task.timeout_seconds, task.dependencies) == ("metadata", 300.0, ("requests", "six"))
 
 
+def test_a_metadata_task_may_not_hold_the_shared_loop_longer_than_five_minutes(
+    cli: click.Group, tmp_path: Path
+) -> None:
+    text = (
+        "codops: chrts\ntasks:\n  fetch:\n    loop: metadata\n    notebook: a.ipynb\n    method: go\n"
+        "    timeout: {timeout}\n  own:\n    notebook: a.ipynb\n    method: go\n    timeout: 7d\n"
+    )
+    (fetch, own) = load_peach_texts({"peach.yaml": text.format(timeout="5m")}).tasks
+    assert (fetch.timeout_seconds, own.timeout_seconds) == (300.0, 7 * 86400.0)
+    with pytest.raises(SpecError) as caught:
+        load_peach_texts({"peach.yaml": text.format(timeout="301s")})
+    assert str(caught.value) == "peach.yaml:7:14: task 'fetch': timeout is at most 300s in the shared 'metadata' loop"
+
+    (tmp_path / "peach.yaml").write_text(text.format(timeout="7d"))
+    (tmp_path / "a.ipynb").write_text(notebook("def go():\n    pass"))
+    refused = CliRunner().invoke(cli, ["validate", str(tmp_path)])
+    assert refused.exit_code == 1
+    assert "peach.yaml:7:14: task 'fetch': timeout is at most 300s" in refused.stderr
+
+
 def test_problems_are_file_line_col_across_files() -> None:
     bad = "codops: default\ntasks:\n  a:\n    notebook: x.ipynb\n    method: 1run\n    exector: python\n"
     other = "codops: sesr\ntasks:\n  tf_task:\n    notebook: y.ipynb\n    method: go\n"

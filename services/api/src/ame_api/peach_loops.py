@@ -4,13 +4,15 @@ A project's trigger version may hold `peach.yaml` or `peach.conf/*.yaml`. Activa
 rows in `peach_tasks` (each task with the run it becomes: the notebook's script under the pip executor). Each
 loop, an organisation's own or the shared `metadata` loop, is one row in `peach_loops`, driven by whichever api
 replica locks it (`FOR UPDATE SKIP LOCKED`), so exactly one driver acts on a loop at a time, however many
-replicas run. A pass of the driver, in one transaction under that lock: if the loop's current run has ended,
-record the execution and move on; submit the next task of the cycle as a run (through admission, so the
-organisation's queue and the metadata loop's queue order it; the idempotency key
-`peach:<owner>:<loop>:<cycle>:<position>` makes a pass repeated after a crash submit nothing new); when the
-cycle is over and `AME_PEACH_MIN_CYCLE_INTERVAL` has passed on the platform clock since its end, start the next
-cycle with the tasks the trigger versions declare then, so a new version takes effect at the next cycle. A run
-that exceeds its timeout is ended `timed_out` by the launcher like any run, and the loop goes on.
+replicas run. A pass of the driver, under that lock: if the loop's current run has ended, record the execution
+and move on; when the cycle is over and `AME_PEACH_MIN_CYCLE_INTERVAL` has passed on the platform clock since its
+end, start the next cycle with the tasks the trigger versions declare then, so a new version takes effect at the
+next cycle; commit the loop at the task to start. The run is submitted after that commit, holding no lock
+(through admission, so the organisation's queue and the metadata loop's queue order it; the idempotency key
+`peach:<owner>:<loop>:<cycle>:<position>` makes a submit repeated by any replica, or after a crash, return the
+same run), and a second short transaction under the lock records it as the loop's current run. A run that
+exceeds its timeout is ended `timed_out` by the launcher like any run, and the loop goes on. A pass that fails
+on one loop is logged and the driver goes on to the others.
 
 Passes are event-driven: the registry wakes the driver when it records a run's end; a poll every
 `AME_PEACH_POLL_INTERVAL` covers ends applied by another replica and the minimum interval.
@@ -36,7 +38,7 @@ from ame.spec.peach import METADATA_LOOP, check_codops, is_peach_file, load_peac
 from ame_api import organisations
 from ame_api.repositories import peach as repo
 from ame_api.repositories.runs import NotFound
-from ame_api.runs import InvalidRequest, RunService
+from ame_api.runs import Conflict, InvalidRequest, RunService
 from ame_api.settings import PeachSettings
 from ame_platform.clock import Clock
 from ame_platform.db import Connection
@@ -81,7 +83,8 @@ async def tasks_of_version(
         except UnicodeDecodeError:
             raise PeachProblems([f"{entry.path}:1:1: the file is not UTF-8 text"]) from None
     try:
-        config = load_peach_texts(texts)
+        # Parsing and checking are CPU work on user-sized input: off the event loop, which serves every request.
+        config = await asyncio.to_thread(load_peach_texts, texts)
         check_codops(config, organisation)
     except SpecError as error:
         raise PeachProblems([str(p) for p in error.problems]) from None
@@ -94,7 +97,8 @@ async def tasks_of_version(
             problems.append(f"{task.file}: task {task.name!r}: notebook {task.notebook} is not in the version")
             continue
         try:
-            script = task_script(
+            script = await asyncio.to_thread(
+                task_script,
                 (await read(notebook.sha256)).decode("utf-8-sig", errors="replace"),
                 task.notebook,
                 task.method,
@@ -169,19 +173,42 @@ class LoopDriver:
         async with self._rt.pool.acquire() as conn:
             keys = await repo.loop_keys(conn)
         for owner, name in keys:
-            await self.drive(owner, name)
+            # One loop that keeps failing (a row it cannot read, the database refusing its writes) must not stop
+            # the loops after it, other organisations' included; its next pass retries it.
+            try:
+                await self.drive(owner, name)
+            except Exception:
+                log.warning("PEACH loop %s/%s: pass failed", owner or "-", name, exc_info=True)
 
     async def drive(self, owner: str, name: str) -> None:
+        """A pass over one loop. A run is submitted outside the loop's row lock (a submit commits on another
+        connection and publishes): under the lock the loop's (cycle, position) is committed as the task to start,
+        the submit follows (its idempotency key makes a repeat by any replica return the same run), and a second
+        short locked transaction records the run, if the loop is still at that position."""
+        started_cycle = False
+        # Each round either ends the pass or moves the loop a position on; the bound only guards against a bug.
+        for _ in range(10_000):
+            intent, started = await self._advance(owner, name, may_start_cycle=not started_cycle)
+            started_cycle = started_cycle or started
+            if intent is None:
+                return
+            run_id, reason = await self._submit(intent)
+            if not await self._record(intent, run_id, reason):
+                return
+
+    async def _advance(self, owner: str, name: str, *, may_start_cycle: bool) -> tuple[repo.LoopRow | None, bool]:
+        """Under the loop's lock: record the end of its current run, skip tasks that cannot start here, start a
+        cycle when due; the loop at the task to submit now (committed), or None; and whether a cycle started."""
         async with self._rt.pool.acquire() as conn, conn.transaction():
             loop = await repo.lock_loop(conn, loop_owner=owner, loop_name=name)
             if loop is None:
-                return  # another replica drives it right now
+                return None, False  # another replica drives it right now
             before = loop
             now = self._clock.now()
             if loop.current_run_id is not None:
                 end = await repo.run_end(conn, loop.current_run_id)
                 if end is None:
-                    return
+                    return None, False
                 state, reason, started_at, finished_at = end
                 await repo.finish_execution(
                     conn,
@@ -193,19 +220,25 @@ class LoopDriver:
                 )
                 loop = replace(loop, position=loop.position + 1, current_run_id=None)
             started_cycle = False
+            intent = None
             while True:
                 if loop.position < len(loop.plan):
-                    submitted = await self._next(conn, loop)
-                    if submitted is None:
-                        loop = replace(loop, position=loop.position + 1)
-                        continue
-                    loop = replace(loop, current_run_id=submitted)
-                    break
+                    item = loop.plan[loop.position]
+                    if not item.unsupported and item.spec is not None:
+                        intent = loop
+                        break
+                    await self._failed_start(conn, loop, item, item.unsupported or "the task has no run")
+                    loop = replace(loop, position=loop.position + 1)
+                    continue
                 if loop.cycle > 0 and loop.cycle_ended_at is None:
                     loop = replace(loop, cycle_ended_at=now)
                     log.info("PEACH loop %s: cycle %d ended", name, loop.cycle)
                 interval = timedelta(seconds=self._settings.min_cycle_interval)
-                if started_cycle or (loop.cycle_ended_at is not None and now < loop.cycle_ended_at + interval):
+                if (
+                    started_cycle
+                    or not may_start_cycle
+                    or (loop.cycle_ended_at is not None and now < loop.cycle_ended_at + interval)
+                ):
                     break
                 plan = await repo.loop_tasks(conn, loop_owner=owner, loop_name=name)
                 if not plan:
@@ -217,41 +250,56 @@ class LoopDriver:
                 log.info("PEACH loop %s: cycle %d starts with %d task(s)", name, loop.cycle, len(plan))
             if loop != before:
                 await repo.save_loop(conn, loop)
+            return intent, started_cycle
 
-    async def _next(self, conn: Connection, loop: repo.LoopRow) -> str | None:
-        """Submit the task at the loop's position; its run id, or None when it could not start (recorded)."""
+    async def _submit(self, loop: repo.LoopRow) -> tuple[str | None, str]:
+        """Submit the task at the loop's position, holding no lock: (its run id, ''), or (None, why it could not
+        start). Errors that a later pass may not meet (the database, the bus) propagate and the pass is retried."""
         item = loop.plan[loop.position]
-        reason = item.unsupported
-        run_id = None
-        if not reason and item.spec is not None:
-            key = f"peach:{loop.loop_owner}:{loop.loop_name}:{loop.cycle}:{loop.position}"
-            try:
-                run = await self._runs.submit(
-                    Principal.trigger(item.organisation, "peach"),
-                    item.spec,
-                    trigger=TriggerKind.SCHEDULE,
-                    idempotency_key=key,
-                )
-                run_id = run.id
-            except (InvalidRequest, NotFound) as exc:
-                reason = f"could not start: {exc}"
-        status = "running" if run_id else "failed"
-        # Executions are timed like runs (the launcher's real time, which the run's own start and end replace
-        # when it ends); only the cycle interval is read on the platform clock, which tests may simulate.
+        if item.spec is None:  # _advance returns only tasks with a run
+            return None, "the task has no run"
+        key = f"peach:{loop.loop_owner}:{loop.loop_name}:{loop.cycle}:{loop.position}"
+        try:
+            run = await self._runs.submit(
+                Principal.trigger(item.organisation, "peach"),
+                item.spec,
+                trigger=TriggerKind.SCHEDULE,
+                idempotency_key=key,
+            )
+        except (InvalidRequest, NotFound, Conflict) as exc:
+            return None, f"could not start: {exc}"
+        return run.id, ""
+
+    async def _record(self, intent: repo.LoopRow, run_id: str | None, reason: str) -> bool:
+        """Under the loop's lock (waited for: it is held only briefly), record what the submit gave if the loop
+        is still where `intent` left it; True when the pass goes on (a failed start moved the loop on, or the
+        run may have ended already)."""
+        async with self._rt.pool.acquire() as conn, conn.transaction():
+            loop = await repo.lock_loop(conn, loop_owner=intent.loop_owner, loop_name=intent.loop_name, wait=True)
+            if loop is None or (loop.cycle, loop.position) != (intent.cycle, intent.position):
+                return False  # another replica recorded this position's run (the same run, by its key) and went on
+            if loop.current_run_id is not None:
+                return False
+            item = loop.plan[loop.position]
+            if run_id is None:
+                await self._failed_start(conn, loop, item, reason)
+                await repo.save_loop(conn, replace(loop, position=loop.position + 1))
+                return True
+            # Executions are timed like runs (the launcher's real time, which the run's own start and end replace
+            # when it ends); only the cycle interval is read on the platform clock, which tests may simulate.
+            await repo.start_execution(
+                conn, loop, item, run_id=run_id, status="running", reason="", at=datetime.now(UTC)
+            )
+            await repo.save_loop(conn, replace(loop, current_run_id=run_id))
+            return True
+
+    @staticmethod
+    async def _failed_start(conn: Connection, loop: repo.LoopRow, item: repo.PlanItem, reason: str) -> None:
         now = datetime.now(UTC)
         await repo.start_execution(
-            conn,
-            loop,
-            item,
-            run_id=run_id,
-            status=status,
-            reason=reason,
-            at=now,
-            finished_at=None if run_id else now,
+            conn, loop, item, run_id=None, status="failed", reason=reason, at=now, finished_at=now
         )
-        if run_id is None:
-            log.info("PEACH loop %s: task %s/%s not run: %s", loop.loop_name, item.project, item.task, reason)
-        return run_id
+        log.info("PEACH loop %s: task %s/%s not run: %s", loop.loop_name, item.project, item.task, reason)
 
 
 def _duration(started: datetime | None, finished: datetime | None) -> float | None:

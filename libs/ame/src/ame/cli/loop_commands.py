@@ -16,7 +16,9 @@ def register(cli: click.Group) -> None:
     @loops.command("info")
     @click.option("--org", "organisation", default=None, help="The organisation (default: the token's own).")
     @click.option("--task", default=None, help="Only this task's executions (and graph, and logs).")
-    @click.option("--logs", "show_logs", is_flag=True, help="Print the logs of the executions shown, all together.")
+    @click.option(
+        "--logs", "show_logs", is_flag=True, help="Print the logs of the ended executions shown, all together."
+    )
     @click.option("--run", "run_id", default=None, help="Print the logs of this execution's run only.")
     @click.option(
         "--plot",
@@ -61,7 +63,8 @@ def register(cli: click.Group) -> None:
                 executions = [e for e in info.executions if task is None or e.task == task]
                 logs = []
                 if run_id or show_logs:
-                    runs = [run_id] if run_id else [e.run_id for e in executions if e.run_id]
+                    # A running execution's log stream stays open until its run ends: `--logs` would wait on it.
+                    runs = [run_id] if run_id else [e.run_id for e in executions if e.run_id and e.status != "running"]
                     logs = fetch_logs(client, runs)
         except LoopsError as exc:
             raise click.ClickException(str(exc)) from None

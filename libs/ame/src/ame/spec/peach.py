@@ -6,7 +6,8 @@ the organisation's loop runs one after another. They are read with the same loca
 
 AME runs a task with no `executor` as `python` (the seed's default, Spark on YARN, does not exist here);
 `executor: spark` is accepted and reported as unsupported unless the server has a Spark master. `timeout` is
-AME's addition: the seed's fixed one hour (five minutes in the metadata loop) applies when it is absent.
+AME's addition: the seed's fixed one hour (five minutes in the metadata loop) applies when it is absent; in the
+metadata loop, shared by every organisation, it may not exceed those five minutes.
 """
 
 from __future__ import annotations
@@ -187,6 +188,20 @@ def load_peach_texts(texts: Mapping[str, str], *, limits: Limits | None = None) 
             seen[name] = filename
             loop = METADATA_LOOP if task.loop == METADATA_LOOP else ""
             default = METADATA_TIMEOUT_SECONDS if loop else DEFAULT_TIMEOUT_SECONDS
+            if loop and task.timeout is not None and float(task.timeout) > METADATA_TIMEOUT_SECONDS:
+                # The metadata loop is shared by every organisation: one long task would hold all of them.
+                entry = task_marks[name] if isinstance(task_marks, LocDict) else None
+                at = entry.value_mark("timeout") if isinstance(entry, LocDict) else tree.mark
+                problems.append(
+                    Problem(
+                        filename,
+                        at[0],
+                        at[1],
+                        f"task {name!r}: timeout is at most {METADATA_TIMEOUT_SECONDS:.0f}s in the shared "
+                        f"{METADATA_LOOP!r} loop",
+                    )
+                )
+                continue
             tasks.append(
                 PeachTaskDef(
                     name=name,

@@ -149,10 +149,12 @@ async def loop_keys(conn: Connection) -> list[tuple[str, str]]:
     return [(r["loop_owner"], r["loop_name"]) for r in rows]
 
 
-async def lock_loop(conn: Connection, *, loop_owner: str, loop_name: str) -> LoopRow | None:
-    """The loop, locked for this transaction; None when another replica drives it right now."""
+async def lock_loop(conn: Connection, *, loop_owner: str, loop_name: str, wait: bool = False) -> LoopRow | None:
+    """The loop, locked for this transaction; None when another replica drives it right now (or, with `wait`,
+    after waiting for that replica's transaction: None only when the loop does not exist)."""
     row = await conn.fetchrow(
-        "SELECT * FROM peach_loops WHERE loop_owner = $1 AND loop_name = $2 FOR UPDATE SKIP LOCKED",
+        "SELECT * FROM peach_loops WHERE loop_owner = $1 AND loop_name = $2 FOR UPDATE"
+        + ("" if wait else " SKIP LOCKED"),
         loop_owner,
         loop_name,
     )
