@@ -270,8 +270,10 @@ async def executions(
 ) -> list[Execution]:
     """The organisation's executions, oldest first (the last `limit` of them)."""
     rows = await conn.fetch(
-        f"SELECT * FROM (SELECT e.*, {_LABEL.format(alias='e')} AS label FROM peach_executions e "
-        f"{_VERSION_JOIN.format(alias='e')} WHERE e.organisation_id = $1 AND ($2::text IS NULL OR e.task = $2) "
+        f"SELECT * FROM (SELECT e.*, {_LABEL.format(alias='e')} AS label, r.started_at AS run_started_at, "
+        "r.finished_at AS run_finished_at FROM peach_executions e "
+        f"{_VERSION_JOIN.format(alias='e')} LEFT JOIN runs r ON r.id = e.run_id AND e.status <> 'running' "
+        "WHERE e.organisation_id = $1 AND ($2::text IS NULL OR e.task = $2) "
         "ORDER BY e.started_at DESC, e.id DESC LIMIT $3) AS recent ORDER BY started_at, id",
         organisation,
         task,
@@ -290,8 +292,11 @@ async def executions(
             version_label=r["label"],
             status=r["status"],
             reason=r["reason"],
-            started_at=r["started_at"],
-            finished_at=r["finished_at"],
+            # An ended execution shows its run's own times, read now: the run's start is recorded from its
+            # `running` event, which may be applied after its end (events of one run are not ordered), so the copy
+            # taken when the loop moved on can still hold the submit time.
+            started_at=r["run_started_at"] or r["started_at"],
+            finished_at=r["run_finished_at"] or r["finished_at"],
         )
         for r in rows
     ]
