@@ -25,6 +25,7 @@ from typing import Any
 from ame import bus_messages
 from ame.bus_messages import LaunchCommand
 from ame.domain import RunState
+from ame.domain.executors import ExecutorKind
 from ame_launcher.backends import RunResult
 from ame_launcher.kubernetes import bootstrap, manifests, pod_artifacts, pod_status
 from ame_launcher.kubernetes.kubeapi import ApiException, KubeApi, error_message
@@ -45,6 +46,35 @@ _DELETE_MARGIN = 30.0
 
 class PlanError(Exception):
     """The run cannot be given its files (said in its log; the run fails)."""
+
+
+# Executors whose environment the pod's runner builds; the others would run their command without it.
+_POD_EXECUTORS = frozenset({ExecutorKind.PIP, ExecutorKind.CUSTOM})
+_USE_LOCAL = "run with the local backend"
+
+
+def unsupported(command: LaunchCommand) -> str | None:
+    """Why a pod cannot run the command as asked, or None: a setting the pod would ignore fails the run at once."""
+    spec = command.spec
+    if command.data_sets:
+        return f"data sets are not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if command.data_set_output is not None:
+        return f"producing a data set is not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.input_run_id:
+        return (
+            f"placing another run's artifacts (input run {spec.input_run_id}) is not supported on the kubernetes "
+            f"backend yet: {_USE_LOCAL}"
+        )
+    if spec.layers:
+        return f"pipeline steps' files (layers) are not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.pipeline:
+        return f"a pipeline run is not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.executor.kind not in _POD_EXECUTORS:
+        return (
+            f"the {spec.executor.kind} executor is not supported on the kubernetes backend yet (only pip and custom): "
+            f"{_USE_LOCAL}"
+        )
+    return None
 
 
 class KubernetesBackend:
@@ -96,6 +126,9 @@ class KubernetesBackend:
         state = self.watcher.subscribe(pod_names.pod)
         self._in_hand.add(pod_names.pod)
         try:
+            if refusal := unsupported(command):
+                await output.write("system", f"ame: {refusal}")
+                return RunResult(RunState.FAILED, None, refusal)
             try:
                 plan, values = await self._plan(command)
             except PlanError as exc:
@@ -208,6 +241,7 @@ class KubernetesBackend:
             "runner_url": await self._runner(store, ttl),
             "files": files,
             # The data-set hook: entries {"name", "files": [{"path", "url", "sha256"}]} land under /ame/data/<name>.
+            # Empty: a run with data sets is refused before its plan (`unsupported`).
             "data_sets": [],
             "artifacts": (
                 await pod_artifacts.upload_form(store, command.organisation, command.run_id, command.attempt, ttl)
@@ -268,6 +302,7 @@ class KubernetesBackend:
             secret_keys=[(key.removeprefix("env-"), key) for key in secret_keys],
             gpu_model=command.spec.resources.gpu_model,
             grace_seconds=max(0, int(self._settings.grace_period)),
+            launcher_env=self._run_environment(),
         )
         name = body["metadata"]["name"]
         said = ""
@@ -302,6 +337,17 @@ class KubernetesBackend:
                     return existing
             await _wait(cancel, self.kube.reconnect_delay)
         return None
+
+    def _run_environment(self) -> dict[str, str]:
+        """What the local backend gives every run too: MLflow's address, and where `ame.Client()` reaches the api."""
+        env: dict[str, str] = {}
+        if self._settings.mlflow.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self._settings.mlflow.tracking_uri
+        if self._settings.api_target:
+            env["AME_GRPC_TARGET"] = self._settings.api_target
+            if self._settings.api_tls:
+                env["AME_GRPC_TLS"] = "1"
+        return env
 
     async def _retry_api(self, action: Callable[[], Awaitable[None]], cancel: asyncio.Event) -> None:
         for attempt in range(6):
