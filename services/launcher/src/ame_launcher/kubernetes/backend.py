@@ -471,13 +471,9 @@ class KubernetesBackend:
             name = pod["metadata"]["name"]
             if name in self._in_hand or pod_status.outcome(pod) is None:
                 continue
-            finished = pod_status.finished_at(pod)
-            try:
-                age = now - parse_timestamp(finished) / 1e9 if finished else self.kube.gc_delay + 1
-            except ValueError:
-                age = self.kube.gc_delay + 1
-            if age < self.kube.gc_delay:
-                continue
+            age = finished_age(pod, now)
+            if age is None or age < self.kube.gc_delay:
+                continue  # a pod that does not say when it ended is left alone, never taken as long finished
             labels = pod["metadata"].get("labels") or {}
             pod_names = manifests.names(
                 labels.get(manifests.LABEL_RUN, ""), int(labels.get(manifests.LABEL_ATTEMPT, "0"))
@@ -485,6 +481,17 @@ class KubernetesBackend:
             await self._delete(api, manifests.PodNames(pod=name, secret=pod_names.secret), grace=0)
             removed += 1
         return removed
+
+
+def finished_age(pod: dict[str, Any], now: float) -> float | None:
+    """Seconds since a finished pod ended (see pod_status.ended_at), or None when its object does not tell."""
+    ended = pod_status.ended_at(pod)
+    if not ended:
+        return None
+    try:
+        return now - parse_timestamp(ended) / 1e9
+    except ValueError:
+        return None
 
 
 async def _wait(cancel: asyncio.Event, seconds: float) -> None:
