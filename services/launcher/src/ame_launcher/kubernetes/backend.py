@@ -167,6 +167,14 @@ class KubernetesBackend:
             pod = await api.read_pod(pod_names.pod)
             if pod is None:
                 return RunResult(RunState.LOST, None, "the run's pod is gone")
+            unstarted = not pod_status.progress(pod).started and pod_status.outcome(pod) is None
+            if unstarted and await api.read_secret(pod_names.secret) is None:
+                # Its launcher stopped between creating the pod and its Secret: the pod can never start (the
+                # Secret is its plan volume). Lost, so the run is tried again as a new attempt.
+                reason = "the run's pod never got its Secret (its launcher stopped before making it)"
+                await output.write("system", f"ame: {reason}; deleted pod {pod_names.pod}")
+                await self._delete(api, pod_names, grace=0)
+                return RunResult(RunState.LOST, None, reason)
             if state.pod is None:
                 state.update(pod)
             await output.write("system", f"ame: adopted pod {pod_names.pod}", resume_at_ns or None)
