@@ -1,5 +1,6 @@
 """What a pod cannot honour fails the run at once with the reason, instead of running it without: data sets, a data
-set's production, another run's artifacts, pipeline layers, executors whose environment the pod does not build."""
+set's production, pipeline layers, executors whose environment the pod does not build. Another run's artifacts
+(`input_run_id`) it does place."""
 
 from __future__ import annotations
 
@@ -34,11 +35,6 @@ _OUTPUT = DataSetOutput("images", "out", "org/ds/blobs/", "org/ds/images/", "org
             "producing a data set is not supported on the kubernetes backend yet: run with the local backend",
         ),
         (
-            LaunchCommand(RUN_ID, 1, "default", RunSpec(command="ls", input_run_id="r-train")),
-            "placing another run's artifacts (input run r-train) is not supported on the kubernetes backend yet: "
-            "run with the local backend",
-        ),
-        (
             LaunchCommand(RUN_ID, 1, "default", RunSpec(command="ls", layers=[FileLayer(run_id="r-step", attempt=1)])),
             "pipeline steps' files (layers) are not supported on the kubernetes backend yet: "
             "run with the local backend",
@@ -49,7 +45,7 @@ _OUTPUT = DataSetOutput("images", "out", "org/ds/blobs/", "org/ds/images/", "org
             "run with the local backend",
         ),
     ],
-    ids=["data-sets", "data-set-output", "input-run", "layers", "poetry"],
+    ids=["data-sets", "data-set-output", "layers", "poetry"],
 )
 def test_a_setting_the_pod_cannot_honour_is_refused_with_the_reason(command: LaunchCommand, reason: str) -> None:
     assert unsupported(command) == reason
@@ -105,3 +101,18 @@ async def test_a_run_the_pod_cannot_honour_fails_at_once_with_the_reason_and_mak
     if cluster.kubelet is not None:
         assert f"ame-{run.id}-1" not in cluster.kubelet.pods
         assert cluster.kubelet.started == []
+
+
+@pytest.mark.nats
+@pytest.mark.postgres
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_pod_gets_the_artifacts_of_its_input_run(stack: Stack, client: Grpc, cluster: Cluster) -> None:
+    trained = await client.submit(
+        "mkdir -p out && echo weights-1 > out/model.txt", artifacts=run_pb2.Artifacts(paths=["out"])
+    )
+    assert (await finished(client, trained.id)).state == run_pb2.RUN_STATE_SUCCEEDED
+    validated = await client.submit("cat out/model.txt", input_run_id=trained.id)
+    ended = await finished(client, validated.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+    followed = await client.follow(validated.id)
+    assert [t for _, s, t in followed.lines if s == "stdout"] == ["weights-1"]

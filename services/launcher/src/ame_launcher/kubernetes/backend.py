@@ -60,11 +60,6 @@ def unsupported(command: LaunchCommand) -> str | None:
         return f"data sets are not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if command.data_set_output is not None:
         return f"producing a data set is not supported on the kubernetes backend yet: {_USE_LOCAL}"
-    if spec.input_run_id:
-        return (
-            f"placing another run's artifacts (input run {spec.input_run_id}) is not supported on the kubernetes "
-            f"backend yet: {_USE_LOCAL}"
-        )
     if spec.layers:
         return f"pipeline steps' files (layers) are not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if spec.pipeline:
@@ -223,6 +218,12 @@ class KubernetesBackend:
                         "executable": bool(entry.mode & 0o111),
                     }
                 )
+        if spec.input_run_id:
+            # Placed over the project's files, as the local backend does (a later entry wins its path).
+            try:
+                files.extend(await pod_artifacts.input_files(store, command.organisation, spec.input_run_id, ttl))
+            except ValueError as exc:
+                raise PlanError(f"the artifacts of run {spec.input_run_id} are unreadable: {exc}") from None
         values: dict[str, str] = {}
         if spec.secrets:
             secrets = RunSecrets(
