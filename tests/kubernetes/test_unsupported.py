@@ -1,6 +1,6 @@
 """What a pod cannot honour fails the run at once with the reason, instead of running it without: data sets, a data
-set's production, pipeline layers, executors whose environment the pod does not build. Another run's artifacts
-(`input_run_id`) it does place."""
+set's production, pipeline layers, saving changed files, executors whose environment the pod does not build.
+Another run's artifacts (`input_run_id`) it does place."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from ame.bus_messages import DataSetOutput, DataSetSource, LaunchCommand, ProjectSource
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import RunSpec
-from ame.domain.runs import EnvVar, ExecutorRef, FileLayer
+from ame.domain.runs import ArtifactsSpec, EnvVar, ExecutorRef, FileLayer
 from ame_launcher.kubernetes import manifests
 from ame_launcher.kubernetes.backend import unsupported
 from ame_launcher.kubernetes.settings import KubernetesSettings
@@ -40,12 +40,19 @@ _OUTPUT = DataSetOutput("images", "out", "org/ds/blobs/", "org/ds/images/", "org
             "run with the local backend",
         ),
         (
+            LaunchCommand(
+                RUN_ID, 1, "default", RunSpec(command="ls", artifacts=ArtifactsSpec(save_changed_files=True))
+            ),
+            "saving changed files (saveChangedFiles) is not supported on the kubernetes backend yet: "
+            "run with the local backend",
+        ),
+        (
             LaunchCommand(RUN_ID, 1, "default", RunSpec(command="ls", executor=ExecutorRef(kind="poetry"))),
             "the poetry executor is not supported on the kubernetes backend yet (only pip and custom): "
             "run with the local backend",
         ),
     ],
-    ids=["data-sets", "data-set-output", "layers", "poetry"],
+    ids=["data-sets", "data-set-output", "layers", "save-changed-files", "poetry"],
 )
 def test_a_setting_the_pod_cannot_honour_is_refused_with_the_reason(command: LaunchCommand, reason: str) -> None:
     assert unsupported(command) == reason

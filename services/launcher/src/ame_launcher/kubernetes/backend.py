@@ -62,6 +62,8 @@ def unsupported(command: LaunchCommand) -> str | None:
         return f"producing a data set is not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if spec.layers:
         return f"pipeline steps' files (layers) are not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.artifacts.save_changed_files:
+        return f"saving changed files (saveChangedFiles) is not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if spec.pipeline:
         return f"a pipeline run is not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if spec.executor.kind not in _POD_EXECUTORS:
