@@ -3,9 +3,17 @@ the leases) and carry the log on from where it stood, each line once."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 
+from ame.bus_messages import LaunchCommand
 from ame.contracts.run.v1 import run_pb2
+from ame.domain import LogEnd, RunSpec, RunState
+from ame_launcher.kubernetes import manifests
+from ame_launcher.kubernetes.backend import KubernetesBackend
+from ame_launcher.logsink import ChunkPublisher
 from tests.integration.clients import Grpc
 from tests.k8s_kubelet import ContainerLog
 from tests.kubernetes.conftest import Cluster, kubernetes_settings
@@ -60,3 +68,29 @@ async def test_a_stopping_launcher_hands_its_pod_to_another_which_finishes_the_r
     assert any(t.startswith("ame: adopted pod") for _, s, t in followed.lines if s == "system")
     if cluster.kubelet is not None:
         assert cluster.kubelet.started == [f"ame-{run.id}-1"]
+
+
+async def test_an_adopted_pod_without_its_secret_is_deleted_and_lost_so_the_run_is_tried_again(
+    stack: Stack, cluster: Cluster
+) -> None:
+    # The launcher that made the pod stopped before making its Secret: the pod can never start (its plan is the
+    # Secret's volume), so the adopter deletes it and reports the attempt lost, instead of following it for ever.
+    cluster.steer()
+    backend = stack.launchers[0]._backend
+    assert isinstance(backend, KubernetesBackend)
+    api = await backend.api()
+    command = LaunchCommand(str(uuid.uuid4()), 1, "default", RunSpec(command="echo never"))
+    names = manifests.names(command.run_id, command.attempt)
+    await api.create_pod(manifests.pod_manifest(command, backend.kube, secret_keys=[], gpu_model=None, grace_seconds=0))
+    output = ChunkPublisher(
+        stack.runtime.js, stack.runtime.names.run_log(command.run_id), command.run_id, command.attempt
+    )
+
+    async def on_started(pid: int | None) -> None:
+        raise AssertionError("the pod cannot have started")
+
+    result = await asyncio.wait_for(backend.attach(command, output, asyncio.Event(), on_started, 0), timeout=30)
+    await output.close(LogEnd(state=result.state, reason=result.reason, total_lines=0))
+    assert result.state == RunState.LOST, result
+    assert result.reason == "the run's pod never got its Secret (its launcher stopped before making it)"
+    assert await api.read_pod(names.pod) is None

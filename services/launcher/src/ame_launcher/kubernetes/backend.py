@@ -25,6 +25,7 @@ from typing import Any
 from ame import bus_messages
 from ame.bus_messages import LaunchCommand
 from ame.domain import RunState
+from ame.domain.executors import ExecutorKind
 from ame_launcher.backends import RunResult
 from ame_launcher.kubernetes import bootstrap, manifests, pod_artifacts, pod_status
 from ame_launcher.kubernetes.kubeapi import ApiException, KubeApi, error_message
@@ -45,6 +46,32 @@ _DELETE_MARGIN = 30.0
 
 class PlanError(Exception):
     """The run cannot be given its files (said in its log; the run fails)."""
+
+
+# Executors whose environment the pod's runner builds; the others would run their command without it.
+_POD_EXECUTORS = frozenset({ExecutorKind.PIP, ExecutorKind.CUSTOM})
+_USE_LOCAL = "run with the local backend"
+
+
+def unsupported(command: LaunchCommand) -> str | None:
+    """Why a pod cannot run the command as asked, or None: a setting the pod would ignore fails the run at once."""
+    spec = command.spec
+    if command.data_sets:
+        return f"data sets are not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if command.data_set_output is not None:
+        return f"producing a data set is not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.layers:
+        return f"pipeline steps' files (layers) are not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.artifacts.save_changed_files:
+        return f"saving changed files (saveChangedFiles) is not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.pipeline:
+        return f"a pipeline run is not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if spec.executor.kind not in _POD_EXECUTORS:
+        return (
+            f"the {spec.executor.kind} executor is not supported on the kubernetes backend yet (only pip and custom): "
+            f"{_USE_LOCAL}"
+        )
+    return None
 
 
 class KubernetesBackend:
@@ -96,6 +123,9 @@ class KubernetesBackend:
         state = self.watcher.subscribe(pod_names.pod)
         self._in_hand.add(pod_names.pod)
         try:
+            if refusal := unsupported(command):
+                await output.write("system", f"ame: {refusal}")
+                return RunResult(RunState.FAILED, None, refusal)
             try:
                 plan, values = await self._plan(command)
             except PlanError as exc:
@@ -134,6 +164,14 @@ class KubernetesBackend:
             pod = await api.read_pod(pod_names.pod)
             if pod is None:
                 return RunResult(RunState.LOST, None, "the run's pod is gone")
+            unstarted = not pod_status.progress(pod).started and pod_status.outcome(pod) is None
+            if unstarted and await api.read_secret(pod_names.secret) is None:
+                # Its launcher stopped between creating the pod and its Secret: the pod can never start (the
+                # Secret is its plan volume). Lost, so the run is tried again as a new attempt.
+                reason = "the run's pod never got its Secret (its launcher stopped before making it)"
+                await output.write("system", f"ame: {reason}; deleted pod {pod_names.pod}")
+                await self._delete(api, pod_names, grace=0)
+                return RunResult(RunState.LOST, None, reason)
             if state.pod is None:
                 state.update(pod)
             await output.write("system", f"ame: adopted pod {pod_names.pod}", resume_at_ns or None)
@@ -182,6 +220,12 @@ class KubernetesBackend:
                         "executable": bool(entry.mode & 0o111),
                     }
                 )
+        if spec.input_run_id:
+            # Placed over the project's files, as the local backend does (a later entry wins its path).
+            try:
+                files.extend(await pod_artifacts.input_files(store, command.organisation, spec.input_run_id, ttl))
+            except ValueError as exc:
+                raise PlanError(f"the artifacts of run {spec.input_run_id} are unreadable: {exc}") from None
         values: dict[str, str] = {}
         if spec.secrets:
             secrets = RunSecrets(
@@ -208,6 +252,7 @@ class KubernetesBackend:
             "runner_url": await self._runner(store, ttl),
             "files": files,
             # The data-set hook: entries {"name", "files": [{"path", "url", "sha256"}]} land under /ame/data/<name>.
+            # Empty: a run with data sets is refused before its plan (`unsupported`).
             "data_sets": [],
             "artifacts": (
                 await pod_artifacts.upload_form(store, command.organisation, command.run_id, command.attempt, ttl)
@@ -268,6 +313,7 @@ class KubernetesBackend:
             secret_keys=[(key.removeprefix("env-"), key) for key in secret_keys],
             gpu_model=command.spec.resources.gpu_model,
             grace_seconds=max(0, int(self._settings.grace_period)),
+            launcher_env=self._run_environment(),
         )
         name = body["metadata"]["name"]
         said = ""
@@ -302,6 +348,17 @@ class KubernetesBackend:
                     return existing
             await _wait(cancel, self.kube.reconnect_delay)
         return None
+
+    def _run_environment(self) -> dict[str, str]:
+        """What the local backend gives every run too: MLflow's address, and where `ame.Client()` reaches the api."""
+        env: dict[str, str] = {}
+        if self._settings.mlflow.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self._settings.mlflow.tracking_uri
+        if self._settings.api_target:
+            env["AME_GRPC_TARGET"] = self._settings.api_target
+            if self._settings.api_tls:
+                env["AME_GRPC_TLS"] = "1"
+        return env
 
     async def _retry_api(self, action: Callable[[], Awaitable[None]], cancel: asyncio.Event) -> None:
         for attempt in range(6):
@@ -425,13 +482,9 @@ class KubernetesBackend:
             name = pod["metadata"]["name"]
             if name in self._in_hand or pod_status.outcome(pod) is None:
                 continue
-            finished = pod_status.finished_at(pod)
-            try:
-                age = now - parse_timestamp(finished) / 1e9 if finished else self.kube.gc_delay + 1
-            except ValueError:
-                age = self.kube.gc_delay + 1
-            if age < self.kube.gc_delay:
-                continue
+            age = finished_age(pod, now)
+            if age is None or age < self.kube.gc_delay:
+                continue  # a pod that does not say when it ended is left alone, never taken as long finished
             labels = pod["metadata"].get("labels") or {}
             pod_names = manifests.names(
                 labels.get(manifests.LABEL_RUN, ""), int(labels.get(manifests.LABEL_ATTEMPT, "0"))
@@ -439,6 +492,17 @@ class KubernetesBackend:
             await self._delete(api, manifests.PodNames(pod=name, secret=pod_names.secret), grace=0)
             removed += 1
         return removed
+
+
+def finished_age(pod: dict[str, Any], now: float) -> float | None:
+    """Seconds since a finished pod ended (see pod_status.ended_at), or None when its object does not tell."""
+    ended = pod_status.ended_at(pod)
+    if not ended:
+        return None
+    try:
+        return now - parse_timestamp(ended) / 1e9
+    except ValueError:
+        return None
 
 
 async def _wait(cancel: asyncio.Event, seconds: float) -> None:

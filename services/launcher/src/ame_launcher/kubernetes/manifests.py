@@ -67,8 +67,15 @@ def labels(command: LaunchCommand) -> dict[str, str]:
 
 
 def encode_command(command: LaunchCommand) -> str:
+    # Every field of the command: an adopter acts on what it decodes here, so a field left out would be dropped.
     payload = bus_messages.encode_launch(
-        command.run_id, command.attempt, command.organisation, command.spec, command.project_source
+        command.run_id,
+        command.attempt,
+        command.organisation,
+        command.spec,
+        command.project_source,
+        data_sets=command.data_sets,
+        data_set_output=command.data_set_output,
     )
     return base64.b64encode(payload).decode()
 
@@ -92,8 +99,10 @@ def pod_manifest(
     secret_keys: list[tuple[str, str]],
     gpu_model: str | None,
     grace_seconds: int,
+    launcher_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The run attempt's pod. `secret_keys` are (environment variable, key in the run's Secret) pairs."""
+    """The run attempt's pod. `secret_keys` are (environment variable, key in the run's Secret) pairs;
+    `launcher_env` what the launcher gives every run (MLflow, the api's address) unless the run sets it itself."""
     spec = command.spec
     pod_names = names(command.run_id, command.attempt)
     env: list[dict[str, Any]] = [
@@ -106,6 +115,8 @@ def pod_manifest(
         {"name": bootstrap.ENV_PLAN, "value": PLAN_MOUNT},
         {"name": bootstrap.ENV_CACHE, "value": CACHE_MOUNT},
     ]
+    own = {var.key for var in spec.environment} | {name for name, _ in secret_keys}
+    env.extend({"name": k, "value": v} for k, v in sorted((launcher_env or {}).items()) if k not in own)
     env.extend({"name": var.key, "value": var.value} for var in spec.environment)
     env.extend(
         {"name": name, "valueFrom": {"secretKeyRef": {"name": pod_names.secret, "key": key}}}

@@ -106,3 +106,22 @@ def finished_at(pod: dict[str, Any]) -> str | None:
     main_end = (_container(pod, MAIN).get("state") or {}).get("terminated") or {}
     value = main_end.get("finishedAt")
     return str(value) if value else None
+
+
+def ended_at(pod: dict[str, Any]) -> str | None:
+    """When a finished pod ended, as best its object tells: its main container's end; else (an init container that
+    failed, an eviction: no main container end) the newest container end or condition change; else its creation."""
+    if main := finished_at(pod):
+        return main
+    status = pod.get("status") or {}
+    seen: list[str] = []
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            seen.append(str(terminated.get("finishedAt") or ""))
+    seen.extend(str(condition.get("lastTransitionTime") or "") for condition in status.get("conditions") or [])
+    # RFC 3339 in UTC ("...Z") sorts as text in time order.
+    if newest := max((value for value in seen if value), default=""):
+        return newest
+    created = (pod.get("metadata") or {}).get("creationTimestamp")
+    return str(created) if created else None

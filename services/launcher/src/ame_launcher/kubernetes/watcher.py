@@ -3,13 +3,16 @@
 Runs wait on the latest state of their pod, not on events: a pod's status says where it got, so whatever
 events a dropped watch missed, the next state seen (from the resumed watch or from a relist) still tells it.
 The watch resumes from the last resourceVersion seen; a 410 Gone (that version is too old) or any other error
-relists the pods and starts again from the list's version. A pod missing from a relist has been deleted.
+relists the pods and starts again from the list's version. A pod missing from a relist has been deleted, unless
+its state was set after the list was asked for (a pod just created: the list may predate it); then a read of
+the pod decides.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from ame_launcher.kubernetes.kubeapi import KubeApi
@@ -19,14 +22,17 @@ log = logging.getLogger(__name__)
 
 
 class PodState:
-    """The latest state of one pod: `pod` (None once deleted) and an event set at every change."""
+    """The latest state of one pod: `pod` (None once deleted), an event set at every change, and when it was last
+    set (monotonic seconds), which says whether a list snapshot may predate it."""
 
     def __init__(self) -> None:
         self.pod: dict[str, Any] | None = None
         self.deleted = False
         self.changed = asyncio.Event()
+        self.updated_at = 0.0
 
     def update(self, pod: dict[str, Any] | None) -> None:
+        self.updated_at = time.monotonic()
         if pod is None:
             self.deleted = True
         else:
@@ -65,11 +71,20 @@ class PodWatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _relist(self) -> None:
+        asked_at = time.monotonic()
         pods, version = await self._api.list_pods()
         self.relists += 1
         present = {pod["metadata"]["name"]: pod for pod in pods}
         for name, state in list(self._states.items()):
-            state.update(present.get(name))
+            pod = present.get(name)
+            if pod is not None:
+                state.update(pod)
+            elif state.updated_at < asked_at:
+                state.update(None)
+            else:
+                # Set (created, read) after the list was asked for, which may not show it: only a read of the pod
+                # itself says whether it went since (the watch resumes after the list, so would not tell).
+                state.update(await self._api.read_pod(name))
         self._version = version if version not in ("", "...") else ""
 
     async def _run(self) -> None:
