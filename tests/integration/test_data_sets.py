@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 
 from ame import codecs
 from ame.contracts.api.v1 import ame_service_pb2
+from ame.domain import RunSpec, TriggerKind
+from ame.domain.ids import new_run_id
 from ame.run_specs import run_spec_for_task
 from ame.spec import load_project, resolve_task
+from ame_api.repositories import data_sets as repo
+from ame_api.repositories import runs as runs_repo
+from ame_api.repositories.data_sets import Definition
+from ame_server.server import migrate_all
 from tests.integration.clients import Grpc
 from tests.integration.project_support import sdk_push
 from tests.stack_fixtures import Stack
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
@@ -104,3 +112,53 @@ async def test_a_task_reads_another_projects_data_set(stack: Stack, client: Grpc
         await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "data set 'nope' is not declared" in str(refused.value.details())
+
+
+async def test_a_run_waiting_for_two_data_sets_ready_at_once_is_released(pg_dsn: str) -> None:
+    await migrate_all(pg_dsn)
+    first, second, observer = [await asyncpg.connect(pg_dsn) for _ in range(3)]
+    try:
+        run_id = new_run_id()
+        consumer = RunSpec(project="two", task="read", command="true")
+        await runs_repo.create_run(
+            first,
+            run_id=run_id,
+            organisation="default",
+            spec=consumer,
+            trigger=TriggerKind.API,
+            parent_run_id="",
+            idempotency_key=None,
+            launch_command=b"x",
+        )
+        ids = []
+        for name in ("a", "b"):
+            producer = RunSpec(project="two", task=f"make-{name}", command="true")
+            definition = Definition("two", name, name, name * 64, "v" * 64, producer)
+            ids.append((await repo.ensure(first, organisation="default", definition=definition)).id)
+        await repo.add_waiters(first, run_id, [("a", ids[0], True), ("b", ids[1], True)])
+
+        # Both productions end at once, each in its own transaction: the first still sees the run waiting for
+        # the other; the second must then see the first's update (it waits for the first on the run's lock) and
+        # release the run.
+        one = first.transaction()
+        await one.start()
+        released_by_first = await repo.stop_waiting(first, ids[0])
+        other = asyncio.create_task(_stop_waiting_in_transaction(second, ids[1]))
+        pid = second.get_server_pid()
+
+        async def second_blocked_or_done() -> bool:
+            waits = await observer.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid)
+            return other.done() or waits == "Lock"
+
+        await wait_until(second_blocked_or_done, timeout=10, message="the second transaction to block or end")
+        await one.commit()
+        released_by_second = await other
+        assert released_by_first + released_by_second == [run_id]
+    finally:
+        for conn in (first, second, observer):
+            await conn.close()
+
+
+async def _stop_waiting_in_transaction(conn: asyncpg.Connection, data_set_id: str) -> list[str]:
+    async with conn.transaction():
+        return await repo.stop_waiting(conn, data_set_id)
