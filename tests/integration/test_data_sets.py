@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +15,7 @@ from ame.contracts.api.v1 import ame_service_pb2
 from ame.domain import RunSpec, TriggerKind
 from ame.domain.ids import new_run_id
 from ame.run_specs import run_spec_for_task
+from ame.sdk import AmeError
 from ame.spec import load_project, resolve_task
 from ame_api.repositories import data_sets as repo
 from ame_api.repositories import runs as runs_repo
@@ -112,6 +114,50 @@ async def test_a_task_reads_another_projects_data_set(stack: Stack, client: Grpc
         await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "data set 'nope' is not declared" in str(refused.value.details())
+
+
+CYCLE_YML = """\
+project: cyc
+dataSets:
+  - name: a
+    path: a
+    task:
+      name: make-a
+      executor: !custom
+        command: python -c pass
+      dataSets: [b]
+  - name: b
+    path: b
+    task:
+      name: make-b
+      executor: !custom
+        command: python -c pass
+      dataSets: [a]
+tasks:
+  - name: read
+    executor: !custom
+      command: python -c pass
+    dataSets: [a]
+"""
+
+
+async def test_a_data_set_cycle_is_refused_at_push_or_submit(stack: Stack, client: Grpc, tmp_path: Path) -> None:
+    root = tmp_path / "cyc"
+    root.mkdir()
+    # A producer reading its own data set: the push says where.
+    (root / "ame.yml").write_text(CYCLE_YML.replace("dataSets: [b]", "dataSets: [a]"))
+    with pytest.raises(AmeError) as refused:
+        await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="cyc")
+    assert re.search(r"ame\.yml:9:\d+: data set 'a' is read by its own producing task", str(refused.value)), refused
+
+    # a's producer reads b, b's reads a: found when a consumer's submit produces them, refused with the cycle.
+    (root / "ame.yml").write_text(CYCLE_YML)
+    version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="cyc")).version.id
+    spec = run_spec_for_task(resolve_task(load_project(root), "read"), project="cyc", project_version_id=version)
+    with pytest.raises(grpc.aio.AioRpcError) as cycle:
+        await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
+    assert cycle.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert cycle.value.details() == "data set cycle: a -> b -> a"
 
 
 async def test_a_run_waiting_for_two_data_sets_ready_at_once_is_released(pg_dsn: str) -> None:

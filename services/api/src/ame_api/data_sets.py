@@ -14,6 +14,7 @@ reason. Nothing polls: every step follows a submit or a run event.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -46,6 +47,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(PROJECT_NAME)
+# The productions (organisation, project, name, definition hash) this task is submitting the producing runs of, in
+# order: a producer reads data sets, whose producers are submitted first, and one that is already on the way there
+# is a cycle (the push refuses only a producer reading its own data set; longer cycles, also across projects, are
+# found here).
+_PRODUCING: contextvars.ContextVar[tuple[tuple[str, str, str, str], ...]] = contextvars.ContextVar(
+    "ame_data_set_productions", default=()
+)
 
 __all__ = ["DataSetService", "Needed", "result_key"]
 
@@ -119,6 +127,19 @@ class DataSetService:
             row = await repo.ensure(conn, organisation=org, definition=definition, fresh=fresh)
         if row.run_id:
             return row
+        producing = _PRODUCING.get()
+        this = (org, definition.project, definition.name, definition.definition_hash)
+        if this in producing:
+            chain = [*producing[producing.index(this) :], this]
+            names = [name if project == definition.project else f"{project}:{name}" for _, project, name, _ in chain]
+            raise InvalidRequest("data set cycle: " + " -> ".join(names))
+        token = _PRODUCING.set((*producing, this))
+        try:
+            return await self._submit_production(org, definition, row)
+        finally:
+            _PRODUCING.reset(token)
+
+    async def _submit_production(self, org: str, definition: Definition, row: DataSetRow) -> DataSetRow:
         # Every caller that finds no run submits the same one: the idempotency key makes it one run.
         output = bus_messages.DataSetOutput(
             name=definition.name,
@@ -247,17 +268,19 @@ class DataSetService:
         if any(row.status != DataSetStatus.READY for _, row in reads):
             return None
         command = bus_messages.with_data_sets(command, [_source(org, name, row) for name, row in reads])
-        await repo.set_run_command(conn, run_id, command)
-        await repo.set_run_reason(conn, run_id, "")
-        return await self._runs.admission.on_submit(
-            conn,
-            run_id=run_id,
-            organisation=org,
-            spec=spec,
-            subject=self._rt.names.run_launch,
-            command=command,
-            headers=headers_for(bus_messages.launch_msg_id(run_id, 1)),
-        )
+        # A savepoint: a run admission refuses (Refused) leaves nothing behind in the data set's transaction.
+        async with conn.transaction():
+            await repo.set_run_command(conn, run_id, command)
+            await repo.set_run_reason(conn, run_id, "")
+            return await self._runs.admission.on_submit(
+                conn,
+                run_id=run_id,
+                organisation=org,
+                spec=spec,
+                subject=self._rt.names.run_launch,
+                command=command,
+                headers=headers_for(bus_messages.launch_msg_id(run_id, 1)),
+            )
 
     async def _failed(self, row: DataSetRow, reason: str) -> None:
         async with self._rt.pool.acquire() as conn, conn.transaction():
