@@ -8,10 +8,12 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+import httpx
 import pytest
 
 from ame import codecs
 from ame.contracts.api.v1 import ame_service_pb2
+from ame.contracts.run.v1 import run_pb2
 from ame.domain import RunSpec, TriggerKind
 from ame.domain.ids import new_run_id
 from ame.run_specs import run_spec_for_task
@@ -158,6 +160,71 @@ async def test_a_data_set_cycle_is_refused_at_push_or_submit(stack: Stack, clien
         await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
     assert cycle.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert cycle.value.details() == "data set cycle: a -> b -> a"
+
+
+GPU_YML = """\
+project: gpu
+dataSets:
+  - name: words
+    path: data/words
+    task:
+      name: fetch-words
+      executor: !custom
+        command: python fetch.py
+tasks:
+  - name: read
+    executor: !custom
+      command: python -c pass
+    resources:
+      nvidia.com/gpu: 2
+    dataSets: [words]
+"""
+
+# Waits for the test's go-ahead file (no sleeps in the test: it writes the file when ready).
+GATED_FETCH_PY = """\
+import pathlib, sys, time
+deadline = time.monotonic() + 60
+while not pathlib.Path(sys.argv[1]).exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+pathlib.Path("data/words").mkdir(parents=True)
+pathlib.Path("data/words/w.txt").write_text("w")
+"""
+
+
+async def test_a_waiter_its_limits_no_longer_admit_fails_when_the_data_set_is_ready(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    root = tmp_path / "gpu"
+    root.mkdir()
+    go = tmp_path / "go"
+    (root / "ame.yml").write_text(GPU_YML.replace("python fetch.py", f"python fetch.py {go}"))
+    (root / "fetch.py").write_text(GATED_FETCH_PY)
+    version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="gpu")).version.id
+    spec = run_spec_for_task(resolve_task(load_project(root), "read"), project="gpu", project_version_id=version)
+    request = ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec))
+    waiting = (await client.stub.SubmitRun(request)).run
+    assert waiting.reason == "waiting for data set 'words'", waiting
+
+    limited = await rest.put("/v1/orgs/default/limits", json={"max_gpus": 1})
+    assert limited.status_code == 200, limited.text
+    # A consumer the limits refuse is refused at submit, although its data set is not ready yet.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.stub.SubmitRun(request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "asks for 2 GPUs; organisation default may use at most 1" in str(refused.value.details())
+
+    go.write_text("")
+
+    # The data set becomes ready and the waiter the limits now refuse fails with the reason (not a ready update
+    # rolled back and redelivered for ever).
+    async def ended() -> ame_service_pb2.GetRunResponse | None:
+        got = await client.stub.GetRun(ame_service_pb2.GetRunRequest(run_id=waiting.id))
+        return got if got.run.state == run_pb2.RUN_STATE_FAILED else None
+
+    failed = await wait_until(ended, timeout=60, interval=0.1, message="the refused waiter to fail")
+    assert "asks for 2 GPUs; organisation default may use at most 1" in failed.run.reason, failed
+    (words,) = (await client.stub.ListDataSets(ame_service_pb2.ListDataSetsRequest(project="gpu"))).data_sets
+    assert (words.status, words.file_count) == ("ready", 1)
 
 
 async def test_a_run_waiting_for_two_data_sets_ready_at_once_is_released(pg_dsn: str) -> None:

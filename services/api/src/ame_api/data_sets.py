@@ -29,6 +29,7 @@ from ame.domain.data_sets import DataSetSummary
 from ame.domain.principals import Principal
 from ame.domain.projects import PROJECT_NAME, ManifestEntry, ManifestError, check_sha256, manifest_digest
 from ame_api import convert
+from ame_api.admission import Refused
 from ame_api.projects import StoreComponent
 from ame_api.repositories import data_sets as repo
 from ame_api.repositories import runs as runs_repo
@@ -99,6 +100,13 @@ class DataSetService:
     async def prepare(self, principal: Principal, spec: RunSpec) -> list[Needed]:
         """Before a consumer's submit: each data set it reads has a production row and a producing run."""
         org = principal.organisation
+        async with self._rt.pool.acquire() as conn:
+            try:
+                # Before the run waits (and its data sets are produced for it): a run no limit lets in is refused
+                # now, as admission would refuse it were its data sets ready.
+                await self._runs.admission.check_limits(conn, org, spec)
+            except Refused as exc:
+                raise InvalidRequest(str(exc)) from None
         needed = []
         for ref in spec.data_sets:
             project = ref.project or spec.project
@@ -238,6 +246,7 @@ class DataSetService:
             await self._failed(row, f"its producing run {row.run_id} stored no readable version ({exc})")
             return
         released: list[tuple[str, Submitted]] = []
+        refused: list[tuple[str, str]] = []
         async with self._rt.pool.acquire() as conn, conn.transaction():
             current = await repo.find_by_run(conn, row.run_id)
             if current is None or current.status in (DataSetStatus.READY, DataSetStatus.FAILED):
@@ -251,10 +260,17 @@ class DataSetService:
                 size_bytes=sum(e.size for e in entries),
             )
             for waiter in await repo.stop_waiting(conn, row.id):
-                submitted = await self._release(conn, waiter)
+                try:
+                    submitted = await self._release(conn, waiter)
+                except Refused as exc:
+                    # Its organisation's limits changed while it waited: it fails, the data set is ready all the same.
+                    refused.append((waiter, str(exc)))
+                    continue
                 if submitted is not None:
                     released.append((waiter, submitted))
         log.info("data set %s/%s: version %s ready", row.project, row.name, version_id[:12])
+        for waiter, why in refused:
+            await self._runs.fail_queued(waiter, row.organisation, why)
         for waiter, submitted in released:
             await self._runs.admission.after_submit(waiter, submitted)
 
