@@ -18,7 +18,7 @@ from ame.domain import RunSpec, TriggerKind
 from ame.domain.ids import new_run_id
 from ame.run_specs import run_spec_for_task
 from ame.sdk import AmeError
-from ame.spec import load_project, resolve_task
+from ame.spec import load_project, resolve_task, templates_from
 from ame_api.repositories import data_sets as repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.data_sets import Definition
@@ -275,3 +275,32 @@ async def test_a_run_waiting_for_two_data_sets_ready_at_once_is_released(pg_dsn:
 async def _stop_waiting_in_transaction(conn: asyncpg.Connection, data_set_id: str) -> list[str]:
     async with conn.transaction():
         return await repo.stop_waiting(conn, data_set_id)
+
+
+async def test_a_producer_built_on_another_projects_template_is_pushed_and_produces(
+    stack: Stack, client: Grpc, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "ame.yml").write_text(
+        "project: shared\ntemplates:\n  - name: fetcher\n    executor: !custom\n      command: python fetch.py\n"
+    )
+    await sdk_push(stack.grpc_target, shared, tmp_path / "push-cache", project="shared")
+    root = tmp_path / "user"
+    root.mkdir()
+    (root / "ame.yml").write_text(
+        AME_YML.replace("project: ds", "project: tpl").replace(
+            "      executor: !custom\n        command: python fetch.py\n", "      fromTemplate: shared.fetcher\n"
+        )
+    )
+    (root / "fetch.py").write_text(FETCH_PY)
+    (root / "read.py").write_text(READ_PY)
+    version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="tpl")).version.id
+    templates = templates_from([shared])
+    task = resolve_task(load_project(root, external_templates=templates), "read", external_templates=templates)
+    spec = run_spec_for_task(task, project="tpl", project_version_id=version)
+    submitted = await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
+    followed = await client.follow(submitted.run.id)
+    assert followed.end is not None and followed.end.end.exit_code == 0, followed
+    (words,) = (await client.stub.ListDataSets(ame_service_pb2.ListDataSetsRequest(project="tpl"))).data_sets
+    assert [t for _, s, t in followed.lines if s == "stdout"] == [f"words from {words.run_id} True"]
