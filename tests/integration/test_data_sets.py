@@ -161,6 +161,28 @@ async def test_a_data_set_cycle_is_refused_at_push_or_submit(stack: Stack, clien
     assert cycle.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert cycle.value.details() == "data set cycle: a -> b -> a"
 
+    # Across projects: cyc's c reads other's d, whose producer reads c.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "ame.yml").write_text(
+        "project: other\ndataSets:\n  - name: d\n    path: d\n    task:\n      name: make-d\n"
+        "      executor: !custom\n        command: python -c pass\n      dataSets:\n"
+        "        - ref: {name: c, project: cyc}\n"
+    )
+    await sdk_push(stack.grpc_target, other, tmp_path / "push-cache", project="other")
+    (root / "ame.yml").write_text(
+        CYCLE_YML.replace("name: a\n", "name: c\n")
+        .replace("dataSets: [b]", "dataSets:\n        - ref: {name: d, project: other}")
+        .replace("      dataSets: [a]\ntasks", "tasks")
+        .replace("    dataSets: [a]\n", "    dataSets: [c]\n")
+    )
+    version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="cyc")).version.id
+    spec = run_spec_for_task(resolve_task(load_project(root), "read"), project="cyc", project_version_id=version)
+    with pytest.raises(grpc.aio.AioRpcError) as cycle:
+        await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
+    assert cycle.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert cycle.value.details() == "data set cycle: c -> other:d -> c"
+
 
 GPU_YML = """\
 project: gpu
