@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from ame.data_sets import check_data_set_path, definitions_of, production_key, scan_output
-from ame.spec import SpecError, load_project_text
+from ame.data_sets import DataSetDefinition, check_data_set_path, definitions_of, production_key, scan_output
+from ame.local_data_sets import LocalDataSets
+from ame.runner.home import AmeHome
+from ame.spec import SpecError, load_project_text, templates_from
 
 BASE = """\
 project: demo
@@ -61,3 +64,61 @@ def test_an_output_directory_scans_to_sorted_entries_without_symlinks(tmp_path: 
     (tmp_path / "link").symlink_to("a.txt")
     assert [(e.path, e.size) for e in scan_output(tmp_path)] == [("a.txt", 2), ("b/x.txt", 1)]
     assert scan_output(tmp_path / "absent") == []
+
+
+def test_a_producer_that_reads_its_own_data_set_is_refused_where_it_reads_it() -> None:
+    text = BASE.replace(
+        "    taskRef: fetch\n",
+        "    task:\n      name: loop\n      executor: !custom\n        command: x\n      dataSets: [corpus]\n",
+    )
+    with pytest.raises(SpecError, match=r"ame\.yml:9:\d+: data set 'corpus' is read by its own producing task"):
+        definitions_of(load_project_text(text, "ame.yml"))
+
+
+def test_a_producer_may_be_built_on_another_projects_template(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "ame.yml").write_text(
+        "project: shared\ntemplates:\n  - name: fetcher\n    executor: !custom\n      command: python fetch.py\n"
+    )
+    text = (
+        "project: demo\ndataSets:\n  - name: corpus\n    path: data\n    task:\n      name: fetch\n"
+        "      fromTemplate: shared.fetcher\n"
+    )
+    project = load_project_text(text, "ame.yml", external_templates=templates_from([shared]))
+    with pytest.raises(SpecError):
+        definitions_of(project)  # without the other project its template is unknown
+    (definition,) = definitions_of(project, external_templates=templates_from([shared]))
+    assert definition.producer.name == "fetch" and "python fetch.py" in str(definition.producer.executor)
+
+
+def test_an_interrupted_local_production_is_produced_again(tmp_path: Path) -> None:
+    (definition,) = definitions_of(load_project_text(BASE, "ame.yml"))
+    local = LocalDataSets(AmeHome(tmp_path / "home"))
+    project_dir = tmp_path / "project"
+    project_dir.mkdir()
+    runs: list[str] = []
+
+    async def interrupted(_: DataSetDefinition) -> tuple[str, bool, str]:
+        runs.append("interrupted")
+        raise KeyboardInterrupt  # Ctrl-C: the process ends before the production records an end
+
+    async def produce(_: DataSetDefinition) -> tuple[str, bool, str]:
+        runs.append("produced")
+        (project_dir / "data" / "corpus").mkdir(parents=True)
+        (project_dir / "data" / "corpus" / "a.txt").write_text("a")
+        return "run-2", True, ""
+
+    async def notice(_: str) -> None:
+        pass
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(local.prepare("demo", definition, project_dir, interrupted, notice))
+    assert [s.status for s in local.summaries("demo")] == ["running"]
+    summary = asyncio.run(local.prepare("demo", definition, project_dir, produce, notice))
+    assert (summary.status, summary.run_id, summary.file_count, runs) == (
+        "ready",
+        "run-2",
+        1,
+        ["interrupted", "produced"],
+    )

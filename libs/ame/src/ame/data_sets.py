@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from ame.domain.projects import MODE_EXECUTABLE, MODE_FILE, ManifestEntry
-from ame.spec import Project, ResolvedTask, SpecError, resolve_data_set_producer
+from ame.spec import ExternalTemplates, Problem, Project, ResolvedTask, SpecError, resolve_data_set_producer
 
 __all__ = [
     "DataSetDefinition",
@@ -69,8 +69,9 @@ def definition_hash(path: str, producer: ResolvedTask) -> str:
     return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
-def definitions_of(project: Project) -> list[DataSetDefinition]:
-    """Every data set of the project that has a producing task; SpecError naming the first one that is broken."""
+def definitions_of(project: Project, *, external_templates: ExternalTemplates | None = None) -> list[DataSetDefinition]:
+    """Every data set of the project that has a producing task; SpecError naming the first one that is broken.
+    Templates from other projects come from `external_templates` (a producer may be built on one)."""
     out = []
     for data_set in project.data_sets:
         if data_set.task is None:
@@ -79,7 +80,13 @@ def definitions_of(project: Project) -> list[DataSetDefinition]:
             path = check_data_set_path(data_set.path)
         except ValueError as exc:
             raise SpecError.single(str(exc), project.source_file) from None
-        producer = resolve_data_set_producer(project, data_set.name)
+        producer = resolve_data_set_producer(project, data_set.name, external_templates=external_templates)
+        for ref in producer.data_sets:
+            # Producing it would first need it: refused here, where the file can name the place.
+            if ref.name == data_set.name and ref.project in (None, project.name):
+                line, column = ref.source_mark() or data_set.source_mark("task") or (None, None)
+                message = f"data set '{data_set.name}' is read by its own producing task (a data set cycle)"
+                raise SpecError([Problem(project.source_file, line, column, message)])
         out.append(DataSetDefinition(data_set.name, path, producer, definition_hash(path, producer)))
     return out
 

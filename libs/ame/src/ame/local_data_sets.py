@@ -154,8 +154,11 @@ class LocalDataSets:
         """The data set's files at its path in `project_dir`, produced first if this definition never was."""
         async with self._holding(project, definition.name, notice):
             record = self._read(project, definition.name)
-            fresh = record is None or record.definition_hash != definition.definition_hash
-            if record is None or record.definition_hash != definition.definition_hash:
+            # Still running or pending while this process holds the lock: its run was interrupted (Ctrl-C, a kill)
+            # before it recorded an end, so it is produced again rather than blocking the data set for good.
+            stale = record is not None and record.status in (DataSetStatus.RUNNING, DataSetStatus.PENDING)
+            fresh = record is None or record.definition_hash != definition.definition_hash or stale
+            if record is None or fresh:
                 generation = record.generation + 1 if record is not None else 1
                 record = await self._produce(project, definition, project_dir, produce, generation, notice)
             if record.status == DataSetStatus.FAILED:

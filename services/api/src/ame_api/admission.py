@@ -140,10 +140,7 @@ class Admission:
         locked = await repo.try_lock_admission(conn)
         standing = await repo.get_standing(conn, organisation, spec.loop)
         limits = standing.limits
-        if limits is not None and limits.max_gpus is not None and gpus > limits.max_gpus:
-            raise Refused(
-                f"the run asks for {gpus} GPUs; organisation {organisation} may use at most {limits.max_gpus}"
-            )
+        _check_fits(organisation, gpus, limits)
         why = self._blocker(organisation, spec.loop, gpus, _Usage.of(organisation, spec.loop, standing), limits)
         decided = locked and not standing.anyone_waiting
         if why is None and decided:
@@ -164,6 +161,12 @@ class Admission:
             reason=why,
         )
         return Submitted([], why, decided=decided)
+
+    async def check_limits(self, conn: Connection, organisation: str, spec: RunSpec) -> None:
+        """Refuses a run the organisation's limits can never admit (more GPUs than it may use), for a submit that
+        parks the run before admission sees it (a run waiting for data sets)."""
+        limits = (await repo.get_limits(conn, [organisation])).get(organisation)
+        _check_fits(organisation, spec.resources.gpus or 0, limits)
 
     async def after_submit(self, run_id: str, submitted: Submitted) -> str:
         """After the submit's commit: publish what the fast path admitted, or run a step; return the run's reason
@@ -370,3 +373,8 @@ class Admission:
 
 def _ids(heads: dict[tuple[str, str], repo.Waiting]) -> set[str]:
     return {w.run_id for w in heads.values()}
+
+
+def _check_fits(organisation: str, gpus: int, limits: OrganisationLimits | None) -> None:
+    if limits is not None and limits.max_gpus is not None and gpus > limits.max_gpus:
+        raise Refused(f"the run asks for {gpus} GPUs; organisation {organisation} may use at most {limits.max_gpus}")

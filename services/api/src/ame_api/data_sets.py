@@ -14,6 +14,7 @@ reason. Nothing polls: every step follows a submit or a run event.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +29,7 @@ from ame.domain.data_sets import DataSetSummary
 from ame.domain.principals import Principal
 from ame.domain.projects import PROJECT_NAME, ManifestEntry, ManifestError, check_sha256, manifest_digest
 from ame_api import convert
+from ame_api.admission import Refused
 from ame_api.projects import StoreComponent
 from ame_api.repositories import data_sets as repo
 from ame_api.repositories import runs as runs_repo
@@ -46,6 +48,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(PROJECT_NAME)
+# The productions (organisation, project, name, definition hash) this task is submitting the producing runs of, in
+# order: a producer reads data sets, whose producers are submitted first, and one that is already on the way there
+# is a cycle (the push refuses only a producer reading its own data set; longer cycles, also across projects, are
+# found here).
+_PRODUCING: contextvars.ContextVar[tuple[tuple[str, str, str, str], ...]] = contextvars.ContextVar(
+    "ame_data_set_productions", default=()
+)
 
 __all__ = ["DataSetService", "Needed", "result_key"]
 
@@ -91,6 +100,13 @@ class DataSetService:
     async def prepare(self, principal: Principal, spec: RunSpec) -> list[Needed]:
         """Before a consumer's submit: each data set it reads has a production row and a producing run."""
         org = principal.organisation
+        async with self._rt.pool.acquire() as conn:
+            try:
+                # Before the run waits (and its data sets are produced for it): a run no limit lets in is refused
+                # now, as admission would refuse it were its data sets ready.
+                await self._runs.admission.check_limits(conn, org, spec)
+            except Refused as exc:
+                raise InvalidRequest(str(exc)) from None
         needed = []
         for ref in spec.data_sets:
             project = ref.project or spec.project
@@ -119,6 +135,19 @@ class DataSetService:
             row = await repo.ensure(conn, organisation=org, definition=definition, fresh=fresh)
         if row.run_id:
             return row
+        producing = _PRODUCING.get()
+        this = (org, definition.project, definition.name, definition.definition_hash)
+        if this in producing:
+            chain = [*producing[producing.index(this) :], this]
+            names = [name if project == definition.project else f"{project}:{name}" for _, project, name, _ in chain]
+            raise InvalidRequest("data set cycle: " + " -> ".join(names))
+        token = _PRODUCING.set((*producing, this))
+        try:
+            return await self._submit_production(org, definition, row)
+        finally:
+            _PRODUCING.reset(token)
+
+    async def _submit_production(self, org: str, definition: Definition, row: DataSetRow) -> DataSetRow:
         # Every caller that finds no run submits the same one: the idempotency key makes it one run.
         output = bus_messages.DataSetOutput(
             name=definition.name,
@@ -217,6 +246,7 @@ class DataSetService:
             await self._failed(row, f"its producing run {row.run_id} stored no readable version ({exc})")
             return
         released: list[tuple[str, Submitted]] = []
+        refused: list[tuple[str, str]] = []
         async with self._rt.pool.acquire() as conn, conn.transaction():
             current = await repo.find_by_run(conn, row.run_id)
             if current is None or current.status in (DataSetStatus.READY, DataSetStatus.FAILED):
@@ -230,10 +260,17 @@ class DataSetService:
                 size_bytes=sum(e.size for e in entries),
             )
             for waiter in await repo.stop_waiting(conn, row.id):
-                submitted = await self._release(conn, waiter)
+                try:
+                    submitted = await self._release(conn, waiter)
+                except Refused as exc:
+                    # Its organisation's limits changed while it waited: it fails, the data set is ready all the same.
+                    refused.append((waiter, str(exc)))
+                    continue
                 if submitted is not None:
                     released.append((waiter, submitted))
         log.info("data set %s/%s: version %s ready", row.project, row.name, version_id[:12])
+        for waiter, why in refused:
+            await self._runs.fail_queued(waiter, row.organisation, why)
         for waiter, submitted in released:
             await self._runs.admission.after_submit(waiter, submitted)
 
@@ -247,17 +284,19 @@ class DataSetService:
         if any(row.status != DataSetStatus.READY for _, row in reads):
             return None
         command = bus_messages.with_data_sets(command, [_source(org, name, row) for name, row in reads])
-        await repo.set_run_command(conn, run_id, command)
-        await repo.set_run_reason(conn, run_id, "")
-        return await self._runs.admission.on_submit(
-            conn,
-            run_id=run_id,
-            organisation=org,
-            spec=spec,
-            subject=self._rt.names.run_launch,
-            command=command,
-            headers=headers_for(bus_messages.launch_msg_id(run_id, 1)),
-        )
+        # A savepoint: a run admission refuses (Refused) leaves nothing behind in the data set's transaction.
+        async with conn.transaction():
+            await repo.set_run_command(conn, run_id, command)
+            await repo.set_run_reason(conn, run_id, "")
+            return await self._runs.admission.on_submit(
+                conn,
+                run_id=run_id,
+                organisation=org,
+                spec=spec,
+                subject=self._rt.names.run_launch,
+                command=command,
+                headers=headers_for(bus_messages.launch_msg_id(run_id, 1)),
+            )
 
     async def _failed(self, row: DataSetRow, reason: str) -> None:
         async with self._rt.pool.acquire() as conn, conn.transaction():

@@ -114,10 +114,13 @@ class StoreComponent:
         await self._stack.aclose()
 
 
-def _data_sets_of_version(spec: Project, project: str, version_id: str) -> list[tuple[str, str, str, RunSpec]]:
-    """(name, path, definition hash, producer's run spec) of each data set the version declares with a task."""
+def _data_sets_of_version(
+    spec: Project, project: str, version_id: str, external_templates: ExternalTemplates
+) -> list[tuple[str, str, str, RunSpec]]:
+    """(name, path, definition hash, producer's run spec) of each data set the version declares with a task;
+    a producer may be built on another project's template (`external_templates`, the ones this version pins)."""
     try:
-        definitions = definitions_of(spec)
+        definitions = definitions_of(spec, external_templates=external_templates)
     except SpecError as error:
         raise InvalidSpec([str(p) for p in error.problems]) from None
     return [
@@ -338,7 +341,7 @@ class ProjectService:
         )
         task_names = spec.task_names() if spec is not None else [t.task for t in peach]
         hooks = hooks_of_version(spec, project, version_id, external_templates=others.lookup()) if spec else []
-        data_sets = _data_sets_of_version(spec, project, version_id) if spec is not None else []
+        data_sets = _data_sets_of_version(spec, project, version_id, others.lookup()) if spec is not None else []
         if spec is not None:
             # A schedule the server cannot run fails the push, with the reason.
             schedules_of(spec, project, version_id, external_templates=others.lookup())

@@ -202,7 +202,7 @@ def _run_local(
         memory_enforcement=host.memory_enforcement,
     )
     output = TerminalOutput(sys.stdout, sys.stderr, step_names=_step_labels(task))
-    data_sets = _DataSetNeeds(project, settings.project_name, root, home) if _reads_data_sets(task) else None
+    data_sets = _DataSetNeeds(project, settings.project_name, root, home, external) if _reads_data_sets(task) else None
     return asyncio.run(_run_with_signals(LocalRunner(settings), task, output, args, data_sets))
 
 
@@ -222,8 +222,12 @@ def _reads_data_sets(task: ResolvedTask) -> bool:
 class _DataSetNeeds:
     """What a local run needs to place the data sets its task reads (see `ame.local_data_sets`)."""
 
-    def __init__(self, project: Project, project_name: str, root: Path, home: AmeHome) -> None:
+    def __init__(
+        self, project: Project, project_name: str, root: Path, home: AmeHome, external: ExternalTemplates | None
+    ) -> None:
         self.project = project
+        # Other projects' templates (`--with-project`), which a producing task may be built on.
+        self.external = external
         self.project_name = project_name
         self.root = root
         self.home = home
@@ -237,7 +241,7 @@ class _DataSetNeeds:
         from ame.sdk.credentials import configured_target
 
         local = LocalDataSets(self.home)
-        definitions = {d.name: d for d in definitions_of(self.project)}
+        definitions = {d.name: d for d in definitions_of(self.project, external_templates=self.external)}
         wanted: dict[tuple[str, str], None] = {}
         for step in task.steps():
             for ref in step.data_sets:

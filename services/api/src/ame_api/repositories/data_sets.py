@@ -281,16 +281,27 @@ async def mark_running(conn: Connection, data_set_id: str) -> None:
 
 
 async def stop_waiting(conn: Connection, data_set_id: str) -> list[str]:
-    """The runs that were waiting for this (now ready) production and now wait for nothing else."""
+    """The runs that were waiting for this (now ready) production and now wait for nothing else (locked).
+
+    Two productions a run waits for may become ready at once, each in its own transaction that sees the other's
+    waiter row still waiting: the waiting runs' rows are locked (in id order, so two such transactions never
+    deadlock) and what they still wait for is read again in a new statement, whose snapshot (READ COMMITTED) comes
+    after the lock, so the transaction that locks second sees the first one's update and releases the run."""
     rows = await conn.fetch(
-        """WITH done AS (
-               UPDATE run_data_sets SET waiting = false WHERE data_set_id = $1 AND waiting RETURNING run_id)
-           SELECT d.run_id FROM done d
-           WHERE NOT EXISTS (
-               SELECT 1 FROM run_data_sets r WHERE r.run_id = d.run_id AND r.waiting AND r.data_set_id <> $1)""",
+        "UPDATE run_data_sets SET waiting = false WHERE data_set_id = $1 AND waiting RETURNING run_id",
         uuid.UUID(data_set_id),
     )
-    return [str(r["run_id"]) for r in rows]
+    if not rows:
+        return []
+    run_ids = sorted({r["run_id"] for r in rows})
+    await conn.execute("SELECT id FROM runs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", run_ids)
+    free = await conn.fetch(
+        """SELECT w.id FROM unnest($1::uuid[]) AS w(id)
+           WHERE NOT EXISTS (SELECT 1 FROM run_data_sets r WHERE r.run_id = w.id AND r.waiting)
+           ORDER BY w.id""",
+        run_ids,
+    )
+    return [str(r["id"]) for r in free]
 
 
 async def drop_waiters(conn: Connection, data_set_id: str) -> list[str]:
