@@ -253,6 +253,7 @@ async def kill_task(conn: Connection, *, organisation: str, task_id: str) -> boo
 
 
 async def is_killed(conn: Connection, *, organisation: str, project: str, run_task: str) -> bool:
+    """Whether no further run of the task may start: it was killed, or it is gone (its orchestration was deleted)."""
     value = await conn.fetchval(
         """SELECT killed_at IS NOT NULL FROM orchestration_tasks
            WHERE organisation_id = $1 AND project = $2 AND run_task = $3""",
@@ -260,7 +261,7 @@ async def is_killed(conn: Connection, *, organisation: str, project: str, run_ta
         project,
         run_task,
     )
-    return bool(value)
+    return value is None or bool(value)
 
 
 async def task_runs(
