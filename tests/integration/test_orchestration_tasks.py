@@ -12,6 +12,7 @@ against real NATS and PostgreSQL, with no launcher (a packaging run stays queued
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 import zipfile
@@ -41,6 +42,7 @@ from ame_platform.settings import NatsSettings, PostgresSettings, TelemetrySetti
 from ame_platform.storage import StorageSettings
 from ame_server.server import migrate_all
 from tests.stack_fixtures import _delete_streams, _fresh_secrets
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
 
@@ -183,3 +185,33 @@ async def test_fire_of_a_killed_or_deleted_task_makes_no_run(api: Api) -> None:
     async with api.runtime.pool.acquire() as conn:
         runs = await conn.fetchval("SELECT count(*) FROM runs WHERE project = $1 AND task LIKE 'task-%'", project)
     assert runs == 1
+
+
+async def test_a_kill_committed_during_a_fire_wins(api: Api) -> None:
+    service = api.orchestrations()
+    orchestration = await _ready(api, service)
+    task = await service.start_task(
+        ADMIN, orchestration, name="t", json_args="{}", timeout_seconds=None, schedule=YEARLY
+    )
+    fire = await _fire(api, task.id)
+    async with api.runtime.pool.acquire() as killer:
+        kill = killer.transaction()
+        await kill.start()
+        await killer.execute("UPDATE orchestration_tasks SET killed_at = now() WHERE id = $1::uuid", task.id)
+        firing = asyncio.create_task(api.built.runs.apply_schedule_fired(fire))
+
+        async def fire_waits_for_the_kill() -> bool:
+            async with api.runtime.pool.acquire() as conn:
+                return bool(
+                    await conn.fetchval(
+                        """SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                           AND query LIKE '%orchestration_tasks%FOR SHARE%')"""
+                    )
+                )
+
+        try:
+            await wait_until(fire_waits_for_the_kill, timeout=10, message="the fire to wait on the task's row")
+        finally:
+            await kill.commit()
+        await firing
+    assert await _runs_of(api, task.id) == 0

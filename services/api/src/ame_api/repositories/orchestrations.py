@@ -253,10 +253,13 @@ async def kill_task(conn: Connection, *, organisation: str, task_id: str) -> boo
 
 
 async def is_killed(conn: Connection, *, organisation: str, project: str, run_task: str) -> bool:
-    """Whether no further run of the task may start: it was killed, or it is gone (its orchestration was deleted)."""
+    """Whether no further run of the task may start: it was killed, or it is gone (its orchestration was deleted).
+
+    The row is held `FOR SHARE` until the caller's transaction ends: a run recorded in that transaction is then
+    either before a kill or delete (which waits for it) or never made (a kill committed first is seen here)."""
     value = await conn.fetchval(
         """SELECT killed_at IS NOT NULL FROM orchestration_tasks
-           WHERE organisation_id = $1 AND project = $2 AND run_task = $3""",
+           WHERE organisation_id = $1 AND project = $2 AND run_task = $3 FOR SHARE""",
         organisation,
         project,
         run_task,
