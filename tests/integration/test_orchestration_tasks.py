@@ -32,9 +32,11 @@ from ame.domain.principals import Principal, PrincipalKind, Scope
 from ame_api import app as api_app
 from ame_api import convert
 from ame_api.app import ApiService
+from ame_api.auth import Unauthenticated
 from ame_api.follow import LogFollower
 from ame_api.orchestrations import OrchestrationService
 from ame_api.repositories import runs as runs_repo
+from ame_api.repositories import tokens as tokens_repo
 from ame_api.settings import ApiSettings, OrchestrationSettings
 from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime, open_runtime
@@ -215,3 +217,32 @@ async def test_a_kill_committed_during_a_fire_wins(api: Api) -> None:
             await kill.commit()
         await firing
     assert await _runs_of(api, task.id) == 0
+
+
+async def test_a_task_runs_token_is_a_run_token(api: Api) -> None:
+    service = api.orchestrations()
+    orchestration = await _ready(api, service)
+    task = await service.start_task(
+        ADMIN, orchestration, name="once", json_args="{}", timeout_seconds=None, schedule=""
+    )
+    [run] = await service.task_runs(ADMIN, task.id)
+    resolved = await api.built.secrets.resolve_for_run("default", run.run_id, 1)
+    token = next(r.value for r in resolved if r.value)
+    principal = await api.built.tokens.authenticate(token)
+    assert (principal.scope, principal.kind) == (Scope.RUN, PrincipalKind.TOKEN)
+    async with api.runtime.pool.acquire() as conn:
+        assert [
+            t for t in await tokens_repo.list_tokens(conn, organisation=None) if t.created_by.startswith("run:")
+        ] == []
+        assert await conn.fetchval("SELECT count(*) FROM api_tokens WHERE run_id = $1::uuid", run.run_id) == 1
+
+    ended = convert.state_changed(run.run_id, 1, RunState.FAILED, 1, "ended")
+    await api.built.runs.apply_event(Msg(_client=api.runtime.nc, data=ended))
+    with pytest.raises(Unauthenticated):
+        await api.built.tokens.authenticate(token)
+    async with api.runtime.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() - interval '61 minutes' WHERE run_id = $1::uuid", run.run_id
+        )
+        await tokens_repo.delete_expired_run_tokens(conn)
+        assert await conn.fetchval("SELECT count(*) FROM api_tokens WHERE run_id = $1::uuid", run.run_id) == 0
