@@ -37,6 +37,7 @@ from ame_api.follow import LogFollower
 from ame_api.orchestrations import OrchestrationService
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import tokens as tokens_repo
+from ame_api.runs import InvalidRequest
 from ame_api.settings import ApiSettings, OrchestrationSettings
 from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime, open_runtime
@@ -246,3 +247,43 @@ async def test_a_task_runs_token_is_a_run_token(api: Api) -> None:
         )
         await tokens_repo.delete_expired_run_tokens(conn)
         assert await conn.fetchval("SELECT count(*) FROM api_tokens WHERE run_id = $1::uuid", run.run_id) == 0
+
+
+async def test_a_version_without_its_packaging_run_gets_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = api.orchestrations()
+    # The api stopped after recording the version, before its packaging run was recorded: the same run comes back.
+    first = await service.get(ADMIN, await _upload(service, "made"))
+    async with api.runtime.pool.acquire() as conn:
+        await conn.execute("UPDATE orchestration_versions SET packaging_run_id = NULL")
+    assert [o.packaging_run_id for o in await service.list_all(ADMIN)] == [first.packaging_run_id]
+
+    # ... or before it was submitted at all: it is submitted when read, once.
+    submit = api.built.runs.submit
+
+    async def stopped(*args: object, **kwargs: object) -> object:
+        raise ConnectionError("the api stopped")
+
+    monkeypatch.setattr(api.built.runs, "submit", stopped)
+    with pytest.raises(ConnectionError):
+        await _upload(service, "never")
+    monkeypatch.setattr(api.built.runs, "submit", submit)
+    got = await service.get(ADMIN, "never")
+    assert got.packaging_run_id and got.status.value == "pending_packaging"
+    assert (await service.get(ADMIN, "never")).packaging_run_id == got.packaging_run_id
+    packaging = await api.built.runs.get(ADMIN, got.packaging_run_id)
+    assert packaging.state is RunState.QUEUED and packaging.spec.project == got.project
+
+
+async def test_a_run_once_task_whose_run_failed_to_submit_is_not_left(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = api.orchestrations()
+    orchestration = await _ready(api, service)
+
+    async def refused(*args: object, **kwargs: object) -> object:
+        raise InvalidRequest("refused by admission")
+
+    monkeypatch.setattr(api.built.runs, "submit", refused)
+    with pytest.raises(InvalidRequest, match="refused by admission"):
+        await service.start_task(ADMIN, orchestration, name="once", json_args="{}", timeout_seconds=None, schedule="")
+    assert await service.list_tasks(ADMIN) == []

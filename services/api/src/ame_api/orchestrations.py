@@ -6,15 +6,19 @@
 * The version's environment is built by a packaging run (executor pip, a trivial command): the launcher's
   environment cache keys it by requirements and Python, so every task run of the version finds it built. The
   packaging run's state is the version's status; when it fails, the installer's reason is read once from its output.
+  Its idempotency key is the version's id: a version recorded without its packaging run (the api stopped in
+  between) gets it when the orchestration is next read, and a repeat is the same run.
 * A task is `run_once` (one run) or `run_scheduled` (a row of the api's project_schedules in the orchestration's
   project, sent to the scheduler as any trigger version's set is). Its runs are those of (project, `task-<id hex>`).
-  Killing removes the schedule (a fire already on its way is dropped by the registry, see `RunService`) and, with
-  `cancel`, cancels the runs that have not ended.
+  Killing removes the schedule (a fire already on its way is dropped in its own submit
+  transaction, see `RunService.apply_schedule_fired`; so is one of a deleted orchestration) and, with `cancel`,
+  cancels the runs that have not ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -178,18 +182,33 @@ class OrchestrationService:
                 sha=sha,
                 entry_dir=plan_dir,
             )
+        await self._package(
+            principal,
+            orchestration_id=orchestration_id,
+            project=project,
+            project_version_id=version.id,
+            version_id=version_id,
+        )
+        return await self.get(principal, orchestration_id)
+
+    async def _package(
+        self, principal: Principal, *, orchestration_id: str, project: str, project_version_id: str, version_id: str
+    ) -> str:
+        """Submit the version's packaging run (once: its key is the version's id) and record it; its id."""
         spec = RunSpec(
             project=project,
             task=PACKAGING_TASK,
             command=_PACKAGING_COMMAND,
             executor=ExecutorRef(kind=ExecutorKind.PIP),
-            project_version_id=version.id,
+            project_version_id=project_version_id,
             labels={ORCHESTRATION_LABEL: orchestration_id},
         )
-        run = await self._runs.submit(principal, spec, trigger=TriggerKind.API)
+        run = await self._runs.submit(
+            principal, spec, trigger=TriggerKind.API, idempotency_key=f"orchestration-packaging:{version_id}"
+        )
         async with self._rt.pool.acquire() as conn:
             await repo.set_packaging_run(conn, version_id=version_id, run_id=run.id)
-        return await self.get(principal, orchestration_id)
+        return run.id
 
     async def _spool(self, chunks: AsyncIterator[bytes]) -> tuple[Path, str]:
         limit = self._settings.orchestrations.max_zip_bytes
@@ -249,6 +268,20 @@ class OrchestrationService:
         return entries, plan.entry_dir
 
     async def _describe(self, principal: Principal, row: repo.OrchestrationRow) -> Orchestration:
+        if not row.packaging_run_id:
+            # Recorded without its packaging run (the api stopped in between, or the submit failed): submit it now.
+            try:
+                run_id = await self._package(
+                    principal,
+                    orchestration_id=row.id,
+                    project=row.project,
+                    project_version_id=row.project_version_id,
+                    version_id=row.version_id,
+                )
+            except Exception:
+                log.warning("orchestration %s: its packaging run could not be submitted", row.id, exc_info=True)
+            else:
+                row = dataclasses.replace(row, packaging_run_id=run_id)
         status = packaging_status(row.packaging_state)
         error = row.error
         if status is OrchestrationStatus.PACKAGING_FAILED and not error and row.packaging_run_id:
@@ -379,7 +412,13 @@ class OrchestrationService:
         if sent is not None:
             await publish_now(self._rt, sent)
         else:
-            await self._runs.submit(principal, spec, trigger=TriggerKind.API)
+            try:
+                await self._runs.submit(principal, spec, trigger=TriggerKind.API)
+            except BaseException:
+                # No run was made: the task goes too, or it would be listed as started forever.
+                async with self._rt.pool.acquire() as conn:
+                    await repo.delete_task_without_runs(conn, organisation=org, task_id=task_id)
+                raise
         return await self.get_task(principal, task_id)
 
     async def _send_schedules(

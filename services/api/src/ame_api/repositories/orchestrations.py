@@ -241,6 +241,17 @@ async def get_task(conn: Connection, *, organisation: str, task_id: str) -> Task
     return _task(row) if row is not None else None
 
 
+async def delete_task_without_runs(conn: Connection, *, organisation: str, task_id: str) -> None:
+    """Remove a task none of whose runs was made (its one run's submit failed)."""
+    await conn.execute(
+        """DELETE FROM orchestration_tasks t WHERE t.organisation_id = $1 AND t.id = $2::uuid
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.organisation_id = t.organisation_id
+                           AND r.project = t.project AND r.task = t.run_task)""",
+        organisation,
+        task_id,
+    )
+
+
 async def kill_task(conn: Connection, *, organisation: str, task_id: str) -> bool:
     """Mark the task killed (once); False when it was killed already."""
     status = await conn.execute(
