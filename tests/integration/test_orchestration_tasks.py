@@ -287,3 +287,22 @@ async def test_a_run_once_task_whose_run_failed_to_submit_is_not_left(
     with pytest.raises(InvalidRequest, match="refused by admission"):
         await service.start_task(ADMIN, orchestration, name="once", json_args="{}", timeout_seconds=None, schedule="")
     assert await service.list_tasks(ADMIN) == []
+
+
+async def test_a_task_start_waits_for_packaging(api: Api) -> None:
+    impatient = api.orchestrations(packaging_wait=0.5)
+    orchestration = await _upload(impatient)
+    with pytest.raises(InvalidRequest, match=r"still packaging .* start the task again"):
+        await impatient.start_task(
+            ADMIN, orchestration, name="early", json_args="{}", timeout_seconds=None, schedule=""
+        )
+    assert await impatient.list_tasks(ADMIN) == []
+
+    patient = api.orchestrations(packaging_wait=30.0)
+    starting = asyncio.create_task(
+        patient.start_task(ADMIN, orchestration, name="waits", json_args="{}", timeout_seconds=None, schedule="")
+    )
+    assert await patient.list_tasks(ADMIN) == [] and not starting.done()
+    await _end_packaging(api, patient, orchestration, RunState.SUCCEEDED)
+    task = await asyncio.wait_for(starting, 10)
+    assert [r.state for r in await patient.task_runs(ADMIN, task.id)] == [RunState.QUEUED]

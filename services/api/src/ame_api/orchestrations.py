@@ -10,7 +10,8 @@
   between) gets it when the orchestration is next read, and a repeat is the same run.
 * A task is `run_once` (one run) or `run_scheduled` (a row of the api's project_schedules in the orchestration's
   project, sent to the scheduler as any trigger version's set is). Its runs are those of (project, `task-<id hex>`).
-  Killing removes the schedule (a fire already on its way is dropped in its own submit
+  A task starts once its orchestration's packaging ended (the server waits up to AME_ORCHESTRATIONS_PACKAGING_WAIT,
+  then refuses: ask again). Killing removes the schedule (a fire already on its way is dropped in its own submit
   transaction, see `RunService.apply_schedule_fired`; so is one of a deleted orchestration) and, with `cancel`,
   cancels the runs that have not ended.
 """
@@ -102,6 +103,8 @@ _ERROR_LINE = re.compile(
 )
 _MAX_ERROR_CHARS = 2000
 _CHUNK = 1 << 20
+# How often a task start that waits for packaging looks again.
+_PACKAGING_POLL_SECONDS = 0.5
 
 
 def task_command(entry_dir: str) -> str:
@@ -361,12 +364,7 @@ class OrchestrationService:
             timeout = parse_timeout(timeout_seconds) if timeout_seconds else None
         except DurationError as exc:
             raise InvalidRequest(f"timeout refused: {exc}") from None
-        row = await self._find(principal, orchestration)
-        described = await self._describe(principal, row)
-        if described.status is OrchestrationStatus.PACKAGING_FAILED:
-            raise InvalidRequest(
-                f"orchestration {row.name!r} failed packaging, so it cannot run; upload it again: {described.error}"
-            )
+        row = await self._packaged(principal, orchestration)
         task_id = str(uuid.uuid4())
         run_task = f"task-{uuid.UUID(task_id).hex}"
         try:
@@ -420,6 +418,28 @@ class OrchestrationService:
                     await repo.delete_task_without_runs(conn, organisation=org, task_id=task_id)
                 raise
         return await self.get_task(principal, task_id)
+
+    async def _packaged(self, principal: Principal, name_or_id: str) -> repo.OrchestrationRow:
+        """The orchestration once its packaging has ended well (seed 004: run_once waits for it). Waits up to
+        AME_ORCHESTRATIONS_PACKAGING_WAIT (under a client's usual deadline), then refuses: the client asks again."""
+        wait = float(self._settings.orchestrations.packaging_wait)
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            row = await self._find(principal, name_or_id)
+            described = await self._describe(principal, row)
+            if described.status is OrchestrationStatus.READY:
+                return row
+            if described.status is OrchestrationStatus.PACKAGING_FAILED:
+                raise InvalidRequest(
+                    f"orchestration {row.name!r} failed packaging, so it cannot run; upload it again: {described.error}"
+                )
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise InvalidRequest(
+                    f"orchestration {row.name!r} is still packaging (its environment is being built) after {wait:g} s; "
+                    "start the task again once it is ready (the SDK's run_once waits for that)"
+                )
+            await asyncio.sleep(min(_PACKAGING_POLL_SECONDS, left))
 
     async def _send_schedules(
         self,
