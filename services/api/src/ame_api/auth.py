@@ -80,7 +80,8 @@ class TokenService:
             record = await repo.find_valid_token(conn, digest)
         if record is None:
             raise Unauthenticated("the token is not valid (unknown, expired or revoked)")
-        if record.run_id:
+        if record.run_id and not (record.scope is Scope.RUN and record.created_by == f"run:{record.run_id}"):
+            # A log token; a task run's own token (minted for the run, with its scope) acts as a run-scope token.
             return Principal(record.organisation, Scope.READ, PrincipalKind.RUN, record.run_id)
         return Principal(record.organisation, record.scope, PrincipalKind.TOKEN, record.id)
 

@@ -6,15 +6,20 @@
 * The version's environment is built by a packaging run (executor pip, a trivial command): the launcher's
   environment cache keys it by requirements and Python, so every task run of the version finds it built. The
   packaging run's state is the version's status; when it fails, the installer's reason is read once from its output.
+  Its idempotency key is the version's id: a version recorded without its packaging run (the api stopped in
+  between) gets it when the orchestration is next read, and a repeat is the same run.
 * A task is `run_once` (one run) or `run_scheduled` (a row of the api's project_schedules in the orchestration's
   project, sent to the scheduler as any trigger version's set is). Its runs are those of (project, `task-<id hex>`).
-  Killing removes the schedule (a fire already on its way is dropped by the registry, see `RunService`) and, with
-  `cancel`, cancels the runs that have not ended.
+  A task starts once its orchestration's packaging ended (the server waits up to AME_ORCHESTRATIONS_PACKAGING_WAIT,
+  then refuses: ask again). Killing removes the schedule (a fire already on its way is dropped in its own submit
+  transaction, see `RunService.apply_schedule_fired`; so is one of a deleted orchestration) and, with `cancel`,
+  cancels the runs that have not ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -98,6 +103,8 @@ _ERROR_LINE = re.compile(
 )
 _MAX_ERROR_CHARS = 2000
 _CHUNK = 1 << 20
+# How often a task start that waits for packaging looks again.
+_PACKAGING_POLL_SECONDS = 0.5
 
 
 def task_command(entry_dir: str) -> str:
@@ -178,18 +185,33 @@ class OrchestrationService:
                 sha=sha,
                 entry_dir=plan_dir,
             )
+        await self._package(
+            principal,
+            orchestration_id=orchestration_id,
+            project=project,
+            project_version_id=version.id,
+            version_id=version_id,
+        )
+        return await self.get(principal, orchestration_id)
+
+    async def _package(
+        self, principal: Principal, *, orchestration_id: str, project: str, project_version_id: str, version_id: str
+    ) -> str:
+        """Submit the version's packaging run (once: its key is the version's id) and record it; its id."""
         spec = RunSpec(
             project=project,
             task=PACKAGING_TASK,
             command=_PACKAGING_COMMAND,
             executor=ExecutorRef(kind=ExecutorKind.PIP),
-            project_version_id=version.id,
+            project_version_id=project_version_id,
             labels={ORCHESTRATION_LABEL: orchestration_id},
         )
-        run = await self._runs.submit(principal, spec, trigger=TriggerKind.API)
+        run = await self._runs.submit(
+            principal, spec, trigger=TriggerKind.API, idempotency_key=f"orchestration-packaging:{version_id}"
+        )
         async with self._rt.pool.acquire() as conn:
             await repo.set_packaging_run(conn, version_id=version_id, run_id=run.id)
-        return await self.get(principal, orchestration_id)
+        return run.id
 
     async def _spool(self, chunks: AsyncIterator[bytes]) -> tuple[Path, str]:
         limit = self._settings.orchestrations.max_zip_bytes
@@ -249,6 +271,20 @@ class OrchestrationService:
         return entries, plan.entry_dir
 
     async def _describe(self, principal: Principal, row: repo.OrchestrationRow) -> Orchestration:
+        if not row.packaging_run_id:
+            # Recorded without its packaging run (the api stopped in between, or the submit failed): submit it now.
+            try:
+                run_id = await self._package(
+                    principal,
+                    orchestration_id=row.id,
+                    project=row.project,
+                    project_version_id=row.project_version_id,
+                    version_id=row.version_id,
+                )
+            except Exception:
+                log.warning("orchestration %s: its packaging run could not be submitted", row.id, exc_info=True)
+            else:
+                row = dataclasses.replace(row, packaging_run_id=run_id)
         status = packaging_status(row.packaging_state)
         error = row.error
         if status is OrchestrationStatus.PACKAGING_FAILED and not error and row.packaging_run_id:
@@ -328,12 +364,7 @@ class OrchestrationService:
             timeout = parse_timeout(timeout_seconds) if timeout_seconds else None
         except DurationError as exc:
             raise InvalidRequest(f"timeout refused: {exc}") from None
-        row = await self._find(principal, orchestration)
-        described = await self._describe(principal, row)
-        if described.status is OrchestrationStatus.PACKAGING_FAILED:
-            raise InvalidRequest(
-                f"orchestration {row.name!r} failed packaging, so it cannot run; upload it again: {described.error}"
-            )
+        row = await self._packaged(principal, orchestration)
         task_id = str(uuid.uuid4())
         run_task = f"task-{uuid.UUID(task_id).hex}"
         try:
@@ -379,8 +410,36 @@ class OrchestrationService:
         if sent is not None:
             await publish_now(self._rt, sent)
         else:
-            await self._runs.submit(principal, spec, trigger=TriggerKind.API)
+            try:
+                await self._runs.submit(principal, spec, trigger=TriggerKind.API)
+            except BaseException:
+                # No run was made: the task goes too, or it would be listed as started forever.
+                async with self._rt.pool.acquire() as conn:
+                    await repo.delete_task_without_runs(conn, organisation=org, task_id=task_id)
+                raise
         return await self.get_task(principal, task_id)
+
+    async def _packaged(self, principal: Principal, name_or_id: str) -> repo.OrchestrationRow:
+        """The orchestration once its packaging has ended well (seed 004: run_once waits for it). Waits up to
+        AME_ORCHESTRATIONS_PACKAGING_WAIT (under a client's usual deadline), then refuses: the client asks again."""
+        wait = float(self._settings.orchestrations.packaging_wait)
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            row = await self._find(principal, name_or_id)
+            described = await self._describe(principal, row)
+            if described.status is OrchestrationStatus.READY:
+                return row
+            if described.status is OrchestrationStatus.PACKAGING_FAILED:
+                raise InvalidRequest(
+                    f"orchestration {row.name!r} failed packaging, so it cannot run; upload it again: {described.error}"
+                )
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise InvalidRequest(
+                    f"orchestration {row.name!r} is still packaging (its environment is being built) after {wait:g} s; "
+                    "start the task again once it is ready (the SDK's run_once waits for that)"
+                )
+            await asyncio.sleep(min(_PACKAGING_POLL_SECONDS, left))
 
     async def _send_schedules(
         self,

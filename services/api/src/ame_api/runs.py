@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Conflict", "InvalidRequest", "NotFound", "OutboxRelay", "RunService"]
+__all__ = ["Conflict", "InvalidRequest", "NotFound", "OutboxRelay", "RunService", "Withdrawn"]
 
 # Below the registry consumer's ack wait (30 s), so the event is not redelivered while it is still retried here.
 _REGISTRY_RETRY_SECONDS = 20.0
@@ -52,6 +52,14 @@ class InvalidRequest(ValueError):
 
 class Conflict(RuntimeError):
     """The request contradicts an earlier one (409 / ALREADY_EXISTS)."""
+
+
+class Withdrawn(RuntimeError):
+    """A submit's guard found, in the submit's own transaction, that the run must not be made."""
+
+
+# Called in the submit's transaction before the run is recorded; False withdraws the submit (see `Withdrawn`).
+Guard = Callable[[Connection], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -92,18 +100,21 @@ class RunService:
         idempotency_key: str | None = None,
         run_id: str | None = None,
         data_set_output: bus_messages.DataSetOutput | None = None,
+        guard: Guard | None = None,
     ) -> Run:
         """Record the run as queued; if admission admits it, ask a launcher for it in the same transaction
         (through the outbox), else it waits in the admission queue with the reason. A run that reads data sets
         not ready yet waits for them first (see `ame_api.data_sets`). A pipeline run is recorded and handed to the
         scheduler's coordinator instead, which runs its steps as child runs. `run_id` is for callers that chose
         the id beforehand (the scheduler's model sequencing); with an idempotency key, a repeat returns the run
-        made first."""
+        made first. A `guard` that returns False in the run's transaction raises `Withdrawn` and makes nothing."""
         if spec.layers or any(step.spec.layers for stage in spec.pipeline for step in stage.steps):
             raise InvalidRequest("layers are set by AME's pipeline coordinator, not by a client")
         run_id = run_id or new_run_id()
         with self._tracer.start_as_current_span("run submit", attributes={"ame.run_id": run_id}):
-            return await self._submit(principal, run_id, spec, trigger, parent_run_id, idempotency_key, data_set_output)
+            return await self._submit(
+                principal, run_id, spec, trigger, parent_run_id, idempotency_key, data_set_output, guard
+            )
 
     async def submit_with_id(
         self,
@@ -140,9 +151,12 @@ class RunService:
         parent_run_id: str,
         idempotency_key: str | None,
         data_set_output: bus_messages.DataSetOutput | None = None,
+        guard: Guard | None = None,
     ) -> Run:
         org = principal.organisation
         if spec.pipeline:
+            if guard is not None:
+                raise InvalidRequest("a guarded submit cannot be a pipeline")
             return await pipeline_runs.submit_pipeline(
                 self, principal, run_id, spec, trigger, parent_run_id, idempotency_key
             )
@@ -175,6 +189,8 @@ class RunService:
         headers = headers_for(msg_id)
         waiting = failing = None
         async with self._rt.pool.acquire() as conn, conn.transaction():
+            if guard is not None and not await guard(conn):
+                raise Withdrawn(f"run {run_id} withdrawn by its guard")
             if needed and self.data_sets is not None:
                 # Locks the productions first, so one that ends meanwhile sees this run among its waiters.
                 command, waiting, failing = await self.data_sets.hold(conn, org, needed, command)
@@ -476,16 +492,22 @@ class RunService:
                     waiting = True
                 await keep_in_hand(msg)
                 await asyncio.sleep(self._settings.schedule_queue_poll)
+        guard: Guard | None = None
         if ORCHESTRATION_TASK_LABEL in spec.labels:
-            # A fire already on its way when its orchestration task was killed: killed means no further run.
-            async with self._rt.pool.acquire() as conn:
-                if await orchestrations_repo.is_killed(
+            # A fire already on its way when its orchestration task was killed (or deleted with its orchestration):
+            # killed means no further run. Checked in the run's own transaction, so a kill committed first wins.
+            async def task_alive(conn: Connection) -> bool:
+                return not await orchestrations_repo.is_killed(
                     conn, organisation=org, project=spec.project, run_task=spec.task
-                ):
-                    log.info("schedule %s: slot %s dropped, its task was killed", fired.schedule_id, fired.slot)
-                    return
+                )
+
+            guard = task_alive
+
         principal = Principal.trigger(org, "schedule")
-        await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=fired.key)
+        try:
+            await self.submit(principal, spec, trigger=TriggerKind.SCHEDULE, idempotency_key=fired.key, guard=guard)
+        except Withdrawn:
+            log.info("schedule %s: slot %s dropped, its task was killed", fired.schedule_id, fired.slot)
         if fired.overlap == "queue":
             # Also after a redelivery that found its run made: the replica that made it may have died holding it.
             async with self._rt.pool.acquire() as conn:

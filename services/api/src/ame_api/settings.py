@@ -123,6 +123,12 @@ class OrchestrationSettings(BaseSettings):
         gt=0,
         description="Lifetime of the token a task run gets for `ame.Client()` when its task has no timeout.",
     )
+    packaging_wait: Duration = Field(
+        20.0,
+        ge=0,
+        description="How long starting a task waits for its orchestration's packaging to end before refusing "
+        "(kept under clients' 30 s deadline).",
+    )
 
 
 class ApiSettings(BaseSettings):

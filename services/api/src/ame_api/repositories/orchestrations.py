@@ -241,6 +241,17 @@ async def get_task(conn: Connection, *, organisation: str, task_id: str) -> Task
     return _task(row) if row is not None else None
 
 
+async def delete_task_without_runs(conn: Connection, *, organisation: str, task_id: str) -> None:
+    """Remove a task none of whose runs was made (its one run's submit failed)."""
+    await conn.execute(
+        """DELETE FROM orchestration_tasks t WHERE t.organisation_id = $1 AND t.id = $2::uuid
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.organisation_id = t.organisation_id
+                           AND r.project = t.project AND r.task = t.run_task)""",
+        organisation,
+        task_id,
+    )
+
+
 async def kill_task(conn: Connection, *, organisation: str, task_id: str) -> bool:
     """Mark the task killed (once); False when it was killed already."""
     status = await conn.execute(
@@ -253,14 +264,18 @@ async def kill_task(conn: Connection, *, organisation: str, task_id: str) -> boo
 
 
 async def is_killed(conn: Connection, *, organisation: str, project: str, run_task: str) -> bool:
+    """Whether no further run of the task may start: it was killed, or it is gone (its orchestration was deleted).
+
+    The row is held `FOR SHARE` until the caller's transaction ends: a run recorded in that transaction is then
+    either before a kill or delete (which waits for it) or never made (a kill committed first is seen here)."""
     value = await conn.fetchval(
         """SELECT killed_at IS NOT NULL FROM orchestration_tasks
-           WHERE organisation_id = $1 AND project = $2 AND run_task = $3""",
+           WHERE organisation_id = $1 AND project = $2 AND run_task = $3 FOR SHARE""",
         organisation,
         project,
         run_task,
     )
-    return bool(value)
+    return value is None or bool(value)
 
 
 async def task_runs(

@@ -88,9 +88,10 @@ async def create_token(
 
 
 async def delete_expired_run_tokens(conn: Connection) -> None:
-    """Run-scoped tokens live minutes; they are removed an hour after they expire."""
+    """Tokens of one run (a log token, a task run's own) are removed an hour after they expire or are revoked."""
     await conn.execute(
-        "DELETE FROM api_tokens WHERE run_id IS NOT NULL AND expires_at < now() - make_interval(hours => 1)"
+        """DELETE FROM api_tokens WHERE run_id IS NOT NULL
+           AND LEAST(expires_at, revoked_at) < now() - make_interval(hours => 1)"""
     )
 
 

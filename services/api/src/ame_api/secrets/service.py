@@ -163,10 +163,12 @@ class SecretService:
         """A `run`-scope token of the run's organisation for `ame.Client()` inside the run (an orchestration task
         that starts another task), expiring with the run's timeout (else AME_ORCHESTRATIONS_RUN_TOKEN_TTL).
         Minted per attempt, stored only as its hash, revoked when the run ends (the registry); the runner masks it in
-        the run's output like any secret."""
+        the run's output like any secret. It carries the run's id, so `ame token list` leaves it out and it is
+        deleted an hour after it ends, like a log token (a `*/1` task mints 1,440 a day)."""
         token = new_token()
         ttl = float(run.spec.timeout_seconds or self._settings.orchestrations.run_token_ttl) + 60.0
         async with self._rt.pool.acquire() as conn:
+            await tokens_repo.delete_expired_run_tokens(conn)
             expires_at = await conn.fetchval("SELECT now() + make_interval(secs => $1)", ttl)
             await tokens_repo.create_token(
                 conn,
@@ -177,6 +179,7 @@ class SecretService:
                 token_hash=hash_token(token),
                 created_by=f"run:{run.id}",
                 expires_at=expires_at,
+                run_id=run.id,
             )
         return Resolved(RUN_TOKEN_VAULT, RUN_TOKEN_KEY, token)
 
