@@ -1,15 +1,17 @@
 """Pods outlive their launcher: a stopping launcher hands its runs to the others, which adopt the pods (fenced by
-the leases) and carry the log on from where it stood, each line once."""
+the leases) and carry the log on from where it stood, each line once; a lease whose pod is gone is reported lost."""
 
 from __future__ import annotations
 
 import pytest
 
 from ame.contracts.run.v1 import run_pb2
+from ame.domain import RunSpec
 from tests.integration.clients import Grpc
 from tests.k8s_kubelet import ContainerLog
 from tests.kubernetes.conftest import Cluster, kubernetes_settings
 from tests.kubernetes.test_pods import finished
+from tests.registry_rows import insert_queued_run
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
 
@@ -60,3 +62,19 @@ async def test_a_stopping_launcher_hands_its_pod_to_another_which_finishes_the_r
     assert any(t.startswith("ame: adopted pod") for _, s, t in followed.lines if s == "system")
     if cluster.kubelet is not None:
         assert cluster.kubelet.started == [f"ame-{run.id}-1"]
+
+
+async def test_an_expired_lease_whose_pod_is_gone_is_reported_lost_saying_so(stack: Stack, client: Grpc) -> None:
+    async with stack.runtime.pool.acquire() as conn:
+        run_id = await insert_queued_run(conn, RunSpec(project="pods", task="gone", command="true"))
+        await conn.execute(
+            """INSERT INTO leases (run_id, attempt, launcher_id, backend, project, task, expires_at)
+               VALUES ($1::uuid, 1, 'launcher-gone', 'kubernetes', 'pods', 'gone', now() - interval '1 minute')""",
+            run_id,
+        )
+    ended = await finished(client, run_id)
+    assert ended.state == run_pb2.RUN_STATE_LOST, ended
+    assert ended.reason == (
+        "launcher launcher-gone stopped renewing its lease; the kubernetes backend has no work of the attempt left "
+        "to adopt"
+    ), ended.reason
