@@ -346,7 +346,7 @@ class Launcher(Adoption):
             # after a further TTL without a heartbeat), and still active should publishing fail.
             if not await self._with_db(renew, what=f"renewing the lease of run {command.run_id}"):
                 log.warning(
-                    "run %s attempt %d: its lease was taken over by another launcher; it reports the end",
+                    "run %s attempt %d: its lease was taken over by another launcher, which reports its end",
                     command.run_id,
                     command.attempt,
                 )
