@@ -47,6 +47,9 @@ class Active:
     lease_lost: bool = False
     # Set once the run ended and its end is being reported: ownership is then settled by the fenced finish.
     finishing: bool = False
+    # When (monotonic) this launcher last knew it held the lease, taken before the statement that told it: the
+    # lease cannot expire, nor be taken over, within a TTL of it.
+    held_since: float | None = None
 
     def request_cancel(self, reason: str) -> None:
         if not self.cancel.is_set():
@@ -120,7 +123,7 @@ class Adoption:
             log.warning("could not look for the work of run %s", lease.run_id, exc_info=True)
             raise
 
-    def _adopt(self, command: convert.LaunchCommand) -> None:
+    def _adopt(self, command: convert.LaunchCommand, taken_at: float) -> None:
         key = (command.run_id, command.attempt)
         if key in self._active:
             return
@@ -128,7 +131,7 @@ class Adoption:
             # Taken over just as this launcher began to stop: the lease expires within a TTL and another adopts it.
             log.info("run %s attempt %d: not adopted, the launcher is stopping", command.run_id, command.attempt)
             return
-        active = Active(command, adopted=True)
+        active = Active(command, adopted=True, held_since=taken_at)
         # In hand at once, so the heartbeat renews the lease just taken over.
         self._active[key] = active
 

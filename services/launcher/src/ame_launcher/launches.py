@@ -161,7 +161,9 @@ class Launcher(Adoption):
         try:
             if await self._cancel_requested(command.run_id):
                 active.request_cancel("cancelled before it was launched")
+            claiming = time.monotonic()
             claimed = await self._claim(command, msg)
+            active.held_since = claiming
             if not claimed:
                 log.info("run %s attempt %d is held by another launcher; skipping", command.run_id, command.attempt)
                 return
@@ -342,9 +344,15 @@ class Launcher(Adoption):
                     ttl_seconds=self._settings.lease_ttl,
                 )
 
-            # The fence: renewed, the lease stays this launcher's while it reports (another takes it over only
-            # after a further TTL without a heartbeat), and still active should publishing fail.
-            if not await self._with_db(renew, what=f"renewing the lease of run {command.run_id}"):
+            # The fence. Known held within half a TTL (a heartbeat or the claim), the lease is this launcher's
+            # without asking the database, so a run's end is published during a database outage. Otherwise it
+            # renews the lease first, as its holder only: another takes it over only after a further TTL.
+            recent = (
+                active.held_since is not None and time.monotonic() - active.held_since < self._settings.lease_ttl / 2
+            )
+            if active.lease_lost or (
+                not recent and not await self._with_db(renew, what=f"renewing the lease of run {command.run_id}")
+            ):
                 log.warning(
                     "run %s attempt %d: its lease was taken over by another launcher, which reports its end",
                     command.run_id,
@@ -460,6 +468,7 @@ class Launcher(Adoption):
             return
         # Only runs whose lease was claimed (or taken over) before the renewal began can be judged by it.
         started = {key: a for key, a in self._active.items() if a.task is not None and not a.finishing}
+        sent = time.monotonic()
         try:
             async with self._rt.pool.acquire() as conn:
                 renewed = await leases.update_heartbeats(
@@ -468,6 +477,9 @@ class Launcher(Adoption):
         except Exception as exc:
             self._db_fault(exc)
             raise
+        for key in renewed:
+            if (renewed_active := self._active.get(key)) is not None:
+                renewed_active.held_since = sent
         for key, active in started.items():
             if key in renewed or self._active.get(key) is not active or active.finishing or active.lease_lost:
                 continue
@@ -514,7 +526,7 @@ class Launcher(Adoption):
             expired = await leases.claim_expired_leases(
                 conn, limit=100, launcher_id=self.launcher_id, held=held, backend=self._backend.name
             )
-            adopted: list[convert.LaunchCommand] = []
+            adopted: list[tuple[convert.LaunchCommand, float]] = []
             for lease in expired:
                 if self._stopping.is_set():
                     break  # the rest stay active, for a launcher that stays
@@ -522,6 +534,7 @@ class Launcher(Adoption):
                 if self._stopping.is_set():
                     break
                 if adoptable is not None:
+                    taking = time.monotonic()
                     if await leases.take_over(
                         conn,
                         run_id=lease.run_id,
@@ -529,7 +542,7 @@ class Launcher(Adoption):
                         launcher_id=self.launcher_id,
                         ttl_seconds=self._settings.lease_ttl,
                     ):
-                        adopted.append(adoptable)
+                        adopted.append((adoptable, taking))
                     continue
                 reason = f"launcher {lease.launcher_id} stopped renewing its lease; " + (
                     f"the {self._backend.name} backend has no work of the attempt left to adopt"
@@ -567,8 +580,8 @@ class Launcher(Adoption):
                     final_state=RunState.LOST.value,
                 )
         # The leases are this launcher's once the transaction committed: only then does it follow the runs.
-        for command in adopted:
-            self._adopt(command)
+        for command, taken_at in adopted:
+            self._adopt(command, taken_at)
         return len(expired)
 
     async def recheck_cancels(self) -> None:
