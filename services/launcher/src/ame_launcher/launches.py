@@ -9,7 +9,8 @@ reports its run `lost` (a local process cannot be adopted by another process), s
 
 Leases are fenced: a launcher that stalled past its TTL may find its run taken over. Its heartbeat then sees the
 lease not renewed and it stops following the run, and it reports a run's end only while it still holds the lease
-(renewed just before, finished by holder), so the run's end and log are published once, by its holder.
+(known from a heartbeat within half a TTL, else renewed as holder first; finished by holder only), so the run's end
+and log are published once, by its holder.
 
 A run is registered as in hand before anything else, so a cancel that arrives at any point of the launch is
 seen: either by the check of the run's cancel subject, or by the cancel subscription.
