@@ -1,5 +1,5 @@
 """Pods outlive their launcher: a stopping launcher hands its runs to the others, which adopt the pods (fenced by
-the leases) and carry the log on from where it stood, each line once."""
+the leases) and carry the log on from where it stood, each line once; a lease whose pod is gone is reported lost."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.integration.clients import Grpc
 from tests.k8s_kubelet import ContainerLog
 from tests.kubernetes.conftest import Cluster, kubernetes_settings
 from tests.kubernetes.test_pods import finished
+from tests.registry_rows import insert_queued_run
 from tests.stack_fixtures import Stack
 from tests.waiting import wait_until
 
@@ -94,3 +95,19 @@ async def test_an_adopted_pod_without_its_secret_is_deleted_and_lost_so_the_run_
     assert result.state == RunState.LOST, result
     assert result.reason == "the run's pod never got its Secret (its launcher stopped before making it)"
     assert await api.read_pod(names.pod) is None
+
+
+async def test_an_expired_lease_whose_pod_is_gone_is_reported_lost_saying_so(stack: Stack, client: Grpc) -> None:
+    async with stack.runtime.pool.acquire() as conn:
+        run_id = await insert_queued_run(conn, RunSpec(project="pods", task="gone", command="true"))
+        await conn.execute(
+            """INSERT INTO leases (run_id, attempt, launcher_id, backend, project, task, expires_at)
+               VALUES ($1::uuid, 1, 'launcher-gone', 'kubernetes', 'pods', 'gone', now() - interval '1 minute')""",
+            run_id,
+        )
+    ended = await finished(client, run_id)
+    assert ended.state == run_pb2.RUN_STATE_LOST, ended
+    assert ended.reason == (
+        "launcher launcher-gone stopped renewing its lease; the kubernetes backend has no work of the attempt left "
+        "to adopt"
+    ), ended.reason

@@ -111,8 +111,14 @@ async def test_a_claim_repeated_by_its_launcher_holds_and_no_other_launcher_take
         assert await conn.fetchval("SELECT count(*) FROM leases WHERE run_id = $1::uuid", run_id) == 1
 
         # Once it finished the attempt, nobody claims it again, not even the launcher that ran it.
-        await leases.finish_lease(conn, run_id=run_id, attempt=1, final_state="succeeded")
-        await leases.finish_lease(conn, run_id=run_id, attempt=1, final_state="failed")
+        # Only the holder finishes it (a launcher whose lease was taken over is fenced out).
+        assert not await leases.finish_lease(conn, run_id=run_id, attempt=1, launcher_id="launcher-b", final_state="x")
+        assert await leases.finish_lease(
+            conn, run_id=run_id, attempt=1, launcher_id="launcher-a", final_state="succeeded"
+        )
+        assert not await leases.finish_lease(
+            conn, run_id=run_id, attempt=1, launcher_id="launcher-a", final_state="failed"
+        )
         assert not await claim("launcher-a")
         row = await conn.fetchrow("SELECT state, final_state FROM leases WHERE run_id = $1::uuid", run_id)
         assert row is not None

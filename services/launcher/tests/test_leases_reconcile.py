@@ -1,4 +1,5 @@
-"""Leases against the real stack: abandoned runs are reported lost, and a launch command delivered twice runs once."""
+"""Leases against the real stack: abandoned runs are reported lost, a launch command delivered twice runs once, and
+a launcher whose lease was taken over reports nothing more of its run."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from nats.js.errors import NotFoundError
 
 from ame import bus_messages, codecs
 from ame.codecs import parse_log_chunk
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import RunSpec, RunState
+from ame_launcher.launches import Launcher
 from ame_platform.bus.publisher import headers_for
 from tests.integration.clients import Grpc, py
 from tests.registry_rows import insert_queued_run
@@ -130,3 +133,63 @@ async def test_a_redelivered_launch_command_is_not_executed_twice(stack: Stack, 
 
 async def _is(stack: Stack, run_id: str, state: RunState) -> bool:
     return await _state(stack, run_id) == state
+
+
+async def _blocked_run(stack: Stack, client: Grpc, tmp_path: Path, task: str) -> tuple[str, Path, Launcher]:
+    """A run that prints a line and waits for its release file; and the launcher that holds it."""
+    release = tmp_path / f"release-{task}"
+    code = (
+        f"import os, time\nprint('started', flush=True)\nwhile not os.path.exists({str(release)!r}): time.sleep(0.01)\n"
+    )
+    run = await client.submit(py(code), project="leases", task=task)
+    await wait_until(lambda: _is(stack, run.id, RunState.RUNNING), message="the run to start")
+    holder = next(launcher for launcher in stack.launchers if launcher.active_runs == 1)
+    return run.id, release, holder
+
+
+async def _take_over(stack: Stack, run_id: str) -> None:
+    # What another launcher's reconciler does to the lease of one that stalled past its TTL (it adopts or reports).
+    async with stack.runtime.pool.acquire() as conn:
+        taken = await conn.execute(
+            """UPDATE leases SET launcher_id = 'launcher-elsewhere', expires_at = now() + interval '1 hour'
+               WHERE run_id = $1::uuid AND state = 'active'""",
+            run_id,
+        )
+    assert taken == "UPDATE 1"
+
+
+async def _reported_nothing(stack: Stack, run_id: str) -> None:
+    names = stack.runtime.names
+    for state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.LOST):
+        with pytest.raises(NotFoundError):
+            await stack.runtime.js.get_last_msg(names.events_stream, names.run_state(state))
+    last = await stack.runtime.js.get_last_msg(names.logs_stream, names.run_log(run_id))
+    assert last.data is not None
+    assert not parse_log_chunk(last.data).HasField("end")
+    assert await _lease(stack, run_id) == ("active", None)
+
+
+async def test_a_launcher_whose_lease_was_taken_over_stops_following_the_run_and_reports_nothing(
+    stack: Stack, client: Grpc, tmp_path: Path
+) -> None:
+    run_id, _, holder = await _blocked_run(stack, client, tmp_path, "fenced-heartbeat")
+    await _take_over(stack, run_id)
+    await holder.heartbeat()
+    # Its process is ended (a local run is the launcher's child), and neither its end nor its state is published:
+    # they are the new holder's to report.
+    await wait_until(lambda: holder.active_runs == 0, message="the launcher to let go of the run")
+    await _reported_nothing(stack, run_id)
+
+
+async def test_a_run_that_ends_after_its_lease_was_taken_over_is_reported_by_no_one_but_the_holder(
+    stack: Stack, client: Grpc, tmp_path: Path
+) -> None:
+    run_id, release, holder = await _blocked_run(stack, client, tmp_path, "fenced-finish")
+    await _take_over(stack, run_id)
+    # As after a stall longer than half a TTL: the launcher no longer knows it holds the lease, so it asks the
+    # database before it reports the end (a recent heartbeat or claim would vouch for it, even in an outage).
+    for active in holder._active.values():
+        active.held_since = None
+    release.touch()
+    await wait_until(lambda: holder.active_runs == 0, message="the run to end")
+    await _reported_nothing(stack, run_id)

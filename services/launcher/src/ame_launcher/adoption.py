@@ -42,6 +42,14 @@ class Active:
     adopted: bool = False
     first_seq: int = 0
     resume_at_ns: int = 0
+    # Set once its lease turned out to be another launcher's (this one stalled past the TTL and the run was
+    # adopted or reported meanwhile): it stops following the run and reports nothing more.
+    lease_lost: bool = False
+    # Set once the run ended and its end is being reported: ownership is then settled by the fenced finish.
+    finishing: bool = False
+    # When (monotonic) this launcher last knew it held the lease, taken before the statement that told it: the
+    # lease cannot expire, nor be taken over, within a TTL of it.
+    held_since: float | None = None
 
     def request_cancel(self, reason: str) -> None:
         if not self.cancel.is_set():
@@ -104,8 +112,9 @@ class Adoption:
         await self._backend.close()
 
     async def _adoptable(self, lease: leases.ExpiredLease) -> convert.LaunchCommand | None:
-        """The launch command of an expired lease's work that this launcher's backend can take over, or None."""
-        if lease.backend != self._backend.name or not isinstance(self._backend, Adopter) or self._stopping.is_set():
+        """The launch command of an expired lease's work that this launcher's backend can take over, or None when
+        there is none (the lease is then reported lost). Only leases of this launcher's backend come here."""
+        if not isinstance(self._backend, Adopter):
             return None
         try:
             return await self._backend.find(lease.run_id, lease.attempt)
@@ -114,11 +123,15 @@ class Adoption:
             log.warning("could not look for the work of run %s", lease.run_id, exc_info=True)
             raise
 
-    def _adopt(self, command: convert.LaunchCommand) -> None:
+    def _adopt(self, command: convert.LaunchCommand, taken_at: float) -> None:
         key = (command.run_id, command.attempt)
         if key in self._active:
             return
-        active = Active(command, adopted=True)
+        if self._stopping.is_set():
+            # Taken over just as this launcher began to stop: the lease expires within a TTL and another adopts it.
+            log.info("run %s attempt %d: not adopted, the launcher is stopping", command.run_id, command.attempt)
+            return
+        active = Active(command, adopted=True, held_since=taken_at)
         # In hand at once, so the heartbeat renews the lease just taken over.
         self._active[key] = active
 

@@ -4,8 +4,13 @@ A launch command can be delivered more than once (JetStream is at-least-once, an
 publish twice), so a launcher claims a lease on (run_id, attempt) first: only the launcher whose insert wins
 executes the run. The command is acknowledged once the run is launched (lease held, `launching` published);
 from then on the lease, renewed by heartbeats, is what says the run is in hand. A lease that stops being
-renewed expires, and the reconciler of any replica reports its run `lost` (a local process cannot be adopted
-by another process), so no run stays `running` forever.
+renewed expires, and the reconciler of a replica of the same backend adopts its work (pods, see adoption.py) or
+reports its run `lost` (a local process cannot be adopted by another process), so no run stays `running` forever.
+
+Leases are fenced: a launcher that stalled past its TTL may find its run taken over. Its heartbeat then sees the
+lease not renewed and it stops following the run, and it reports a run's end only while it still holds the lease
+(known from a heartbeat within half a TTL, else renewed as holder first; finished by holder only), so the run's end
+and log are published once, by its holder.
 
 A run is registered as in hand before anything else, so a cancel that arrives at any point of the launch is
 seen: either by the check of the run's cancel subject, or by the cancel subscription.
@@ -25,6 +30,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -56,6 +62,8 @@ _SHUTDOWN_REASON = "the launcher stopped while the run was in progress"
 _RECONCILE_PUBLISH_ATTEMPTS = 3
 # How long a stopping launcher tries to give back a lease it claimed but did not start.
 _RELEASE_TIMEOUT = 2.0
+
+_T = TypeVar("_T")
 
 
 class Launcher(Adoption):
@@ -154,7 +162,9 @@ class Launcher(Adoption):
         try:
             if await self._cancel_requested(command.run_id):
                 active.request_cancel("cancelled before it was launched")
+            claiming = time.monotonic()
             claimed = await self._claim(command, msg)
+            active.held_since = claiming
             if not claimed:
                 log.info("run %s attempt %d is held by another launcher; skipping", command.run_id, command.attempt)
                 return
@@ -299,6 +309,12 @@ class Launcher(Adoption):
             else:
                 result = await self._place_and_execute(active, output, on_started)
         except asyncio.CancelledError:
+            if active.lease_lost:
+                # Another launcher holds the lease and reads the log from where the bus has it: publish nothing.
+                await output.abandon()
+                self._active.pop((command.run_id, command.attempt), None)
+                self._slots.release()
+                return
             if not self._handing_off:
                 raise
             # Handed to another launcher: what was read is published, the rest it reads again.
@@ -312,24 +328,58 @@ class Launcher(Adoption):
             result = RunResult(RunState.FAILED, None, f"launcher error: {exc}")
         if result.state == RunState.CANCELLED and active.cancel_reason:
             result = RunResult(result.state, result.exit_code, active.cancel_reason)
+        active.finishing = True
         try:
             if recording is not None and not recording.done():
                 # The process has ended: where it ran no longer matters, and a late update must not follow
                 # the finish.
                 recording.cancel()
                 await asyncio.gather(recording, return_exceptions=True)
+
+            async def renew(conn: Connection) -> bool:
+                return await leases.renew_lease(
+                    conn,
+                    run_id=command.run_id,
+                    attempt=command.attempt,
+                    launcher_id=self.launcher_id,
+                    ttl_seconds=self._settings.lease_ttl,
+                )
+
+            # The fence. Known held within half a TTL (a heartbeat or the claim), the lease is this launcher's
+            # without asking the database, so a run's end is published during a database outage. Otherwise it
+            # renews the lease first, as its holder only: another takes it over only after a further TTL.
+            recent = (
+                active.held_since is not None and time.monotonic() - active.held_since < self._settings.lease_ttl / 2
+            )
+            if active.lease_lost or (
+                not recent and not await self._with_db(renew, what=f"renewing the lease of run {command.run_id}")
+            ):
+                log.warning(
+                    "run %s attempt %d: its lease was taken over by another launcher, which reports its end",
+                    command.run_id,
+                    command.attempt,
+                )
+                await output.abandon()
+                return
             # Output first, so that once the registry says the run ended its log is complete.
             await output.close(LogEnd(state=result.state, exit_code=result.exit_code, reason=result.reason))
             await self._publish_state(command, result.state, exit_code=result.exit_code, reason=result.reason)
 
-            async def finish(conn: Connection) -> None:
-                await leases.finish_lease(
-                    conn, run_id=command.run_id, attempt=command.attempt, final_state=result.state.value
+            async def finish(conn: Connection) -> bool:
+                return await leases.finish_lease(
+                    conn,
+                    run_id=command.run_id,
+                    attempt=command.attempt,
+                    launcher_id=self.launcher_id,
+                    final_state=result.state.value,
                 )
 
             # Held in hand (and heartbeated) until the database takes it: an unfinished lease would expire
             # and have a run that ended reported lost.
-            await self._with_db(finish, what=f"finishing the lease of run {command.run_id}")
+            if not await self._with_db(finish, what=f"finishing the lease of run {command.run_id}"):
+                log.warning(
+                    "run %s attempt %d: its lease was finished or taken over meanwhile", command.run_id, command.attempt
+                )
         except Exception:
             # The lease stays active and expires; the reconciler then reports the run.
             log.exception("could not report the end of run %s", command.run_id)
@@ -363,11 +413,11 @@ class Launcher(Adoption):
         finally:
             placement.release()
 
-    async def _with_db(self, action: Callable[[Connection], Awaitable[None]], *, what: str) -> None:
+    async def _with_db(self, action: Callable[[Connection], Awaitable[_T]], *, what: str) -> _T:
         async def note_fault(exc: BaseException) -> None:
             self._db_fault_at = time.monotonic()
 
-        await with_connection(self._rt.pool, action, what=what, on_fault=note_fault)
+        return await with_connection(self._rt.pool, action, what=what, on_fault=note_fault)
 
     def _db_fault(self, exc: BaseException) -> None:
         if is_transient(exc):
@@ -412,18 +462,39 @@ class Launcher(Adoption):
                 active.request_cancel(reason or "cancelled by request")
 
     async def heartbeat(self) -> None:
-        """Renew the leases of the runs this launcher holds right now (and only those)."""
+        """Renew the leases of the runs this launcher holds right now (and only those); stop following those whose
+        lease another launcher took over."""
         held = [run_id for run_id, _ in self._active]
         if not held:
             return
+        # Only runs whose lease was claimed (or taken over) before the renewal began can be judged by it.
+        started = {key: a for key, a in self._active.items() if a.task is not None and not a.finishing}
+        sent = time.monotonic()
         try:
             async with self._rt.pool.acquire() as conn:
-                await leases.update_heartbeats(
+                renewed = await leases.update_heartbeats(
                     conn, launcher_id=self.launcher_id, run_ids=held, ttl_seconds=self._settings.lease_ttl
                 )
         except Exception as exc:
             self._db_fault(exc)
             raise
+        for key in renewed:
+            if (renewed_active := self._active.get(key)) is not None:
+                renewed_active.held_since = sent
+        for key, active in started.items():
+            if key in renewed or self._active.get(key) is not active or active.finishing or active.lease_lost:
+                continue
+            log.warning(
+                "run %s attempt %d: another launcher took its lease over; no longer following it", key[0], key[1]
+            )
+            active.lease_lost = True
+            if isinstance(self._backend, Adopter):
+                # Its work goes on under the new holder: stop following it, as a handoff does.
+                if active.task is not None:
+                    active.task.cancel()
+            else:
+                # A local process is this launcher's child: end it (its end is not reported, see _execute).
+                active.request_cancel("its launcher lost the lease on the run")
 
     async def reconcile(self) -> int:
         """Report runs whose launcher vanished as lost; returns how many were reported."""
@@ -442,6 +513,9 @@ class Launcher(Adoption):
             async with self._rt.pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
             return 0
+        if self._stopping.is_set():
+            # A stopping launcher adopts nothing, so it must not judge the leases others just handed back.
+            return 0
         held = [run_id for run_id, _ in self._active]
         began = time.monotonic()
         async with self._rt.pool.acquire() as conn, conn.transaction():
@@ -450,10 +524,18 @@ class Launcher(Adoption):
                 # outage too, and live launchers have not renewed yet.
                 self._db_fault_at = time.monotonic()
                 return 0
-            expired = await leases.claim_expired_leases(conn, limit=100, launcher_id=self.launcher_id, held=held)
-            adopted: list[convert.LaunchCommand] = []
+            expired = await leases.claim_expired_leases(
+                conn, limit=100, launcher_id=self.launcher_id, held=held, backend=self._backend.name
+            )
+            adopted: list[tuple[convert.LaunchCommand, float]] = []
             for lease in expired:
-                if (adoptable := await self._adoptable(lease)) is not None:
+                if self._stopping.is_set():
+                    break  # the rest stay active, for a launcher that stays
+                adoptable = await self._adoptable(lease)
+                if self._stopping.is_set():
+                    break
+                if adoptable is not None:
+                    taking = time.monotonic()
                     if await leases.take_over(
                         conn,
                         run_id=lease.run_id,
@@ -461,9 +543,13 @@ class Launcher(Adoption):
                         launcher_id=self.launcher_id,
                         ttl_seconds=self._settings.lease_ttl,
                     ):
-                        adopted.append(adoptable)
+                        adopted.append((adoptable, taking))
                     continue
-                reason = f"launcher {lease.launcher_id} stopped renewing its lease; a local process cannot be adopted"
+                reason = f"launcher {lease.launcher_id} stopped renewing its lease; " + (
+                    f"the {self._backend.name} backend has no work of the attempt left to adopt"
+                    if isinstance(self._backend, Adopter)
+                    else "a local process cannot be adopted"
+                )
                 if lease.pgid is not None and kill_orphaned_group(
                     pgid=lease.pgid,
                     run_id=lease.run_id,
@@ -488,11 +574,15 @@ class Launcher(Adoption):
                 await output.close(LogEnd(state=RunState.LOST, reason=reason, total_lines=0))
                 await self._publish_state(command, RunState.LOST, reason=reason, attempts=_RECONCILE_PUBLISH_ATTEMPTS)
                 await leases.finish_lease(
-                    conn, run_id=lease.run_id, attempt=lease.attempt, final_state=RunState.LOST.value
+                    conn,
+                    run_id=lease.run_id,
+                    attempt=lease.attempt,
+                    launcher_id=lease.launcher_id,
+                    final_state=RunState.LOST.value,
                 )
         # The leases are this launcher's once the transaction committed: only then does it follow the runs.
-        for command in adopted:
-            self._adopt(command)
+        for command, taken_at in adopted:
+            self._adopt(command, taken_at)
         return len(expired)
 
     async def recheck_cancels(self) -> None:

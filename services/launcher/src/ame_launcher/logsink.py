@@ -97,6 +97,14 @@ class ChunkPublisher:
         for batch in self._take_batches():
             await self._publish(batch, None)
 
+    async def abandon(self) -> None:
+        """Stop without publishing what is buffered: the run's lease, and with it its log, is another launcher's."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._buffer, self._buffered_bytes = [], 0
+
     def _take_batches(self) -> list[list[convert.BufferedLine]]:
         """Split the buffer into chunks within both caps, emptying it."""
         batches: list[list[convert.BufferedLine]] = []

@@ -71,15 +71,33 @@ async def update_process(conn: Connection, *, run_id: str, attempt: int, host: s
     )
 
 
-async def finish_lease(conn: Connection, *, run_id: str, attempt: int, final_state: str) -> None:
-    # Only an active lease: a repeated finish keeps the first one's time and state.
-    await conn.execute(
+async def finish_lease(conn: Connection, *, run_id: str, attempt: int, launcher_id: str, final_state: str) -> bool:
+    """Finish the attempt's lease if `launcher_id` still holds it; False when another launcher took it over (or it
+    was finished already: a repeated finish keeps the first one's time and state)."""
+    row = await conn.fetchval(
         """UPDATE leases SET state = 'finished', finished_at = now(), final_state = $3
-           WHERE run_id = $1 AND attempt = $2 AND state = 'active'""",
+           WHERE run_id = $1 AND attempt = $2 AND state = 'active' AND launcher_id = $4
+           RETURNING 1""",
         uuid.UUID(run_id),
         attempt,
         final_state,
+        launcher_id,
     )
+    return row is not None
+
+
+async def renew_lease(conn: Connection, *, run_id: str, attempt: int, launcher_id: str, ttl_seconds: float) -> bool:
+    """Extend the attempt's lease if `launcher_id` still holds it: the fence before it reports the run's end."""
+    row = await conn.fetchval(
+        """UPDATE leases SET heartbeat_at = now(), expires_at = now() + make_interval(secs => $4)
+           WHERE run_id = $1 AND attempt = $2 AND state = 'active' AND launcher_id = $3
+           RETURNING 1""",
+        uuid.UUID(run_id),
+        attempt,
+        launcher_id,
+        ttl_seconds,
+    )
+    return row is not None
 
 
 async def record_refused(
@@ -110,33 +128,40 @@ async def release_unstarted(conn: Connection, *, run_id: str, attempt: int, laun
     )
 
 
-async def update_heartbeats(conn: Connection, *, launcher_id: str, run_ids: list[str], ttl_seconds: float) -> None:
-    """Extend the active leases this launcher holds on these runs, in one statement."""
-    await conn.execute(
+async def update_heartbeats(
+    conn: Connection, *, launcher_id: str, run_ids: list[str], ttl_seconds: float
+) -> set[tuple[str, int]]:
+    """Extend the active leases this launcher holds on these runs, in one statement; returns the (run, attempt)
+    pairs renewed. A held run missing from it is no longer this launcher's (another took its lease over)."""
+    rows = await conn.fetch(
         """UPDATE leases SET heartbeat_at = now(), expires_at = now() + make_interval(secs => $2)
-           WHERE launcher_id = $1 AND state = 'active' AND run_id = ANY($3::uuid[])""",
+           WHERE launcher_id = $1 AND state = 'active' AND run_id = ANY($3::uuid[])
+           RETURNING run_id, attempt""",
         launcher_id,
         ttl_seconds,
         [uuid.UUID(r) for r in run_ids],
     )
+    return {(str(r["run_id"]), r["attempt"]) for r in rows}
 
 
 async def claim_expired_leases(
-    conn: Connection, *, limit: int, launcher_id: str, held: list[str]
+    conn: Connection, *, limit: int, launcher_id: str, held: list[str], backend: str
 ) -> list[ExpiredLease]:
-    """Active leases whose holder stopped heartbeating; locked so one reconciler handles each.
+    """Active leases of `backend` whose holder stopped heartbeating; locked so one reconciler handles each.
 
     `launcher_id` and `held` are the calling launcher and the runs it holds right now: those are alive whatever
-    their expiry says (its own heartbeat may simply not have run yet since the database came back).
+    their expiry says (its own heartbeat may simply not have run yet since the database came back). Leases of
+    another backend are left to that backend's launchers: only they can tell whether the work still exists.
     """
     rows = await conn.fetch(
         """SELECT run_id, attempt, launcher_id, project, task, host, boot_id, pgid, backend FROM leases
-           WHERE state = 'active' AND expires_at < now()
+           WHERE state = 'active' AND expires_at < now() AND backend = $4
              AND NOT (launcher_id = $2 AND run_id = ANY($3::uuid[]))
            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
         limit,
         launcher_id,
         [uuid.UUID(r) for r in held],
+        backend,
     )
     return [
         ExpiredLease(
