@@ -100,9 +100,10 @@ async def main(n: int, replicas: int, lead: float) -> None:
                 AME_CLOCK_START=start.isoformat(),
                 AME_CLOCK_ANCHOR=anchor.isoformat(),
                 AME_SCHEDULER_TICK_INTERVAL="0.2",
-                AME_SCHEDULER_TICK_BATCH=os.environ.get("AME_SCHEDULER_TICK_BATCH", "1000"),
                 AME_SCHEDULER_LATE_AFTER="10m",
             )
+            if "AME_SCHEDULER_TICK_BATCH" in os.environ:  # else the scheduler's default
+                env["AME_SCHEDULER_TICK_BATCH"] = os.environ["AME_SCHEDULER_TICK_BATCH"]
             procs = []
             logs = root / "logs"
             logs.mkdir()
