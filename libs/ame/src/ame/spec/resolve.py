@@ -88,13 +88,10 @@ def resolve_model(
         raise SpecError.single(f"no model named '{name}'{did_you_mean(name, models)}{known}", project.source_file)
     if model.training is None:
         raise SpecError.single(f"model '{name}' has no training task (training: {{task: ...}})", project.source_file)
-    resolver = _Resolver(project, external_templates, strict_external=True)
 
     def one(task: Task, suffix: str) -> ResolvedTask:
         fallback = task.name or (task.task_ref.name if task.task_ref is not None else f"{name}-{suffix}")
-        resolved = resolver.inline(task, fallback)
-        if resolver.problems or resolved is None:
-            raise SpecError(resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve {suffix}")])
+        resolved = _resolve_inline(project, task, fallback, f"cannot resolve {suffix}", external_templates)
         if resolved.is_pipeline:
             raise SpecError.single(
                 f"model '{name}': the {suffix} task is a pipeline; a model's tasks run one command each",
@@ -127,14 +124,21 @@ def resolve_data_set_producer(
         raise SpecError.single(
             f"data set '{name}' has no task to produce it (add 'task:' or 'taskRef:')", project.source_file
         )
-    resolver = _Resolver(project, external_templates, strict_external=True)
     # A producer given by reference runs under the referenced task's name (as `ame task list` shows it).
     ref = data_set.task.task_ref
-    resolved = resolver.inline(data_set.task, ref.name if ref is not None else f"{name}-producer")
+    fallback = ref.name if ref is not None else f"{name}-producer"
+    return _resolve_inline(project, data_set.task, fallback, f"cannot resolve data set '{name}'", external_templates)
+
+
+def _resolve_inline(
+    project: Project, task: Task, fallback: str, failure: str, external_templates: ExternalTemplates | None
+) -> ResolvedTask:
+    """A task written inline where a model or data set names it (or a `taskRef`), resolved strictly: templates of
+    other projects must be given. Raises SpecError with the resolver's problems, or `failure` when it has none."""
+    resolver = _Resolver(project, external_templates, strict_external=True)
+    resolved = resolver.inline(task, fallback)
     if resolver.problems or resolved is None:
-        raise SpecError(
-            resolver.problems or [Problem(project.source_file, None, None, f"cannot resolve data set '{name}'")]
-        )
+        raise SpecError(resolver.problems or [Problem(project.source_file, None, None, failure)])
     return resolved
 
 
