@@ -4,9 +4,7 @@ the run ids fixed before either run exists."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import pytest
 from pydantic import SecretStr
@@ -14,12 +12,11 @@ from pydantic import SecretStr
 from ame import codecs, model_messages
 from ame.domain import RunSpec, RunState, new_run_id
 from ame_platform.bus.publisher import headers_for
-from ame_platform.lifecycle import Supervisor, run_components
 from ame_platform.runtime import Runtime, open_runtime
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
-from ame_scheduler import app as scheduler_app
 from ame_scheduler.settings import SchedulerSettings
 from ame_server.server import migrate_all
+from services.scheduler.tests.replica import scheduler_replica
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
@@ -32,32 +29,6 @@ def _settings(nats: NatsSettings, postgres: PostgresSettings) -> SchedulerSettin
         telemetry=TelemetrySettings(exporter="memory"),
         lifecycle=LifecycleSettings(graceful_timeout=10.0),
     )
-
-
-@asynccontextmanager
-async def _scheduler(settings: SchedulerSettings, runtime: Runtime) -> AsyncIterator[None]:
-    """One scheduler replica, started, and stopped (drained) on exit: a restart is two of these in turn."""
-    supervisor = Supervisor()
-    ready = asyncio.Event()
-
-    async def on_ready() -> None:
-        ready.set()
-
-    task = asyncio.create_task(
-        run_components(
-            scheduler_app.build_components(settings, runtime),
-            graceful_timeout=10.0,
-            supervisor=supervisor,
-            on_ready=on_ready(),
-        )
-    )
-    await wait_until(ready.is_set, message="the scheduler to start")
-    try:
-        yield
-    finally:
-        supervisor.stop.set()
-        assert await task == 0
-        assert supervisor.failure is None
 
 
 @pytest.fixture
@@ -107,7 +78,7 @@ async def test_training_then_validation_once_each_across_a_restart(
         name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings(exporter="memory")
     ) as runtime:
         names = runtime.names
-        async with _scheduler(settings, runtime):
+        async with scheduler_replica(settings, runtime):
             await runtime.js.publish(
                 names.model_train_requested, payload, headers=headers_for(model_messages.requested_msg_id(version_id))
             )
@@ -127,7 +98,7 @@ async def test_training_then_validation_once_each_across_a_restart(
         # Another run's end is no model's: nothing follows it.
         other = codecs.state_changed_pb(new_run_id(), 1, RunState.SUCCEEDED, 0, "").SerializeToString()
         await runtime.js.publish(names.run_state(RunState.SUCCEEDED), other, headers=headers_for("other"))
-        async with _scheduler(settings, runtime):
+        async with scheduler_replica(settings, runtime):
             await wait_until(lambda: _validated(runtime), timeout=20, message="the validation run to be asked for")
         requests = await _requests(runtime)
         assert (_count("train")(requests), _count("validate")(requests)) == (1, 1), requests

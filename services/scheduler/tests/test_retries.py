@@ -3,23 +3,18 @@ after it, once; a run cancelled during its backoff is not launched again."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
 from pydantic import SecretStr
 
 from ame import bus_messages, codecs
 from ame.domain import RunSpec, RunState, new_run_id
 from ame_platform.bus.publisher import headers_for
-from ame_platform.lifecycle import Supervisor, run_components
 from ame_platform.runtime import Runtime, open_runtime
 from ame_platform.settings import LifecycleSettings, NatsSettings, PostgresSettings, TelemetrySettings
-from ame_scheduler import app as scheduler_app
 from ame_scheduler.retries import Retrier, backoff_seconds
 from ame_scheduler.settings import SchedulerSettings
 from ame_server.server import migrate_all
+from services.scheduler.tests.replica import scheduler_replica
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="session")]
@@ -34,32 +29,6 @@ def _settings(nats: NatsSettings, postgres: PostgresSettings, backoff: float) ->
         retry_backoff=backoff,
         retry_poll_interval=0.05,
     )
-
-
-@asynccontextmanager
-async def _scheduler(settings: SchedulerSettings, runtime: Runtime) -> AsyncIterator[None]:
-    """One scheduler replica, started, and stopped (drained) on exit: a restart is two of these in turn."""
-    supervisor = Supervisor()
-    ready = asyncio.Event()
-
-    async def on_ready() -> None:
-        ready.set()
-
-    task = asyncio.create_task(
-        run_components(
-            scheduler_app.build_components(settings, runtime),
-            graceful_timeout=10.0,
-            supervisor=supervisor,
-            on_ready=on_ready(),
-        )
-    )
-    await wait_until(ready.is_set, message="the scheduler to start")
-    try:
-        yield
-    finally:
-        supervisor.stop.set()
-        assert await task == 0
-        assert supervisor.failure is None
 
 
 async def _request_retry(runtime: Runtime, run_id: str, attempt: int, msg_id: str) -> None:
@@ -97,7 +66,7 @@ async def test_a_retry_asked_for_before_a_restart_is_launched_after_it_once(
     async with open_runtime(
         name="test", nats=nats, postgres=postgres, telemetry=TelemetrySettings(exporter="memory")
     ) as runtime:
-        async with _scheduler(settings, runtime):
+        async with scheduler_replica(settings, runtime):
             await _request_retry(runtime, run_id, 2, bus_messages.retry_msg_id(run_id, 2))
             await wait_until(lambda: _retry_state(runtime, run_id, 2), message="the scheduler to record the retry")
         assert await _retry_state(runtime, run_id, 2) == "pending"
@@ -105,7 +74,7 @@ async def test_a_retry_asked_for_before_a_restart_is_launched_after_it_once(
 
         # The same request again (as a replayed dead letter would be, under another msg id) records nothing new.
         await _request_retry(runtime, run_id, 2, f"replay:{run_id}")
-        async with _scheduler(settings, runtime):
+        async with scheduler_replica(settings, runtime):
             await wait_until(
                 lambda: _launched(runtime, run_id),
                 timeout=30,
@@ -144,7 +113,7 @@ async def test_a_run_cancelled_during_its_backoff_is_not_launched_and_its_attemp
         cancelled_events = await runtime.js.pull_subscribe(
             names.run_state(RunState.CANCELLED), stream=names.events_stream
         )
-        async with _scheduler(settings, runtime):
+        async with scheduler_replica(settings, runtime):
             await _request_retry(runtime, run_id, 2, bus_messages.retry_msg_id(run_id, 2))
             await wait_until(
                 lambda: _is_cancelled(runtime, run_id), timeout=30, message="the retry to be dropped as cancelled"
