@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import nats
 from nats.errors import Error as NatsError
+from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import Error as JetStreamError
 
 from ame_platform.embedded._process import (
@@ -216,6 +217,10 @@ class EmbeddedNats(EmbeddedProcess):
         return greeting.startswith(b"INFO ")
 
 
+# The stream `NatsCluster.wait_jetstream_ready` places on every node and removes again.
+_PLACEMENT_PROBE = "AME_PLACEMENT_PROBE"
+
+
 class NatsCluster:
     """A JetStream cluster of `size` nats-servers on one host (tests of leader loss), named n1, n2, ...
 
@@ -293,9 +298,22 @@ class NatsCluster:
                 last_error = exc
             else:
                 try:
-                    await nc.jetstream().account_info()
+                    js = nc.jetstream()
+                    await js.account_info()
+                    # A meta leader can answer before every node has joined JetStream's meta group, and a stream
+                    # replicated on all of them is then refused ("no suitable peers for placement"): ready means
+                    # such a stream can be placed.
+                    await js.add_stream(
+                        StreamConfig(
+                            name=_PLACEMENT_PROBE,
+                            subjects=[f"_ame.{_PLACEMENT_PROBE}"],
+                            num_replicas=len(self.running),
+                            storage=StorageType.MEMORY,
+                        )
+                    )
+                    await js.delete_stream(_PLACEMENT_PROBE)
                     return
-                except (NatsError, JetStreamError) as exc:  # no meta leader elected yet
+                except (NatsError, JetStreamError) as exc:  # no meta leader elected, or not every peer known yet
                     last_error = exc
                 finally:
                     await nc.close()
