@@ -3,6 +3,7 @@ several scheduler replicas (separate processes, one SIGKILLed mid-pipeline) run 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from ame.contracts.api.v1 import ame_service_pb2
 from ame.domain import PipelineStage, PipelineStep, RunSpec, RunState, new_run_id
 from ame_platform.runtime import Runtime, open_runtime
 from ame_platform.settings import NatsSettings, PostgresSettings, TelemetrySettings
+from ame_scheduler.pipelines import store
 from ame_scheduler.pipelines.coordinator import Coordinator
 from ame_scheduler.settings import SchedulerSettings
 from ame_server.server import migrate_all
@@ -226,3 +228,26 @@ async def test_three_coordinator_replicas_one_killed_run_every_step_once(
     assert names == sorted(name for stage in stages for name, _ in stage)
     assert len(children) == 12
     assert all(codecs.state_from_pb(c.state) == RunState.SUCCEEDED for c in children)
+
+
+async def test_the_outbox_rows_a_decision_writes_are_its_messages_in_order(runtime: Runtime) -> None:
+    """A decision publishes the rows it wrote without reading them back: each row must be its own message."""
+    messages = [store.Outgoing(f"outbox-order-{i}", f"test.subject.{i % 3}", bytes([i]) * (i + 1)) for i in range(40)]
+    async with runtime.pool.acquire() as conn:
+        async with conn.transaction():
+            rows = await store.add_outgoing(conn, messages)
+        try:
+            stored = {
+                int(r["id"]): (r["msg_id"], r["subject"], bytes(r["payload"]), json.loads(r["headers"]))
+                for r in await conn.fetch(
+                    "SELECT id, msg_id, subject, payload, headers FROM pipeline_outbox WHERE id = ANY($1::bigint[])",
+                    [row.id for row in rows],
+                )
+            }
+            assert len(rows) == len(messages) == len(stored)
+            assert [stored[row.id] for row in rows] == [
+                (m.msg_id, m.subject, m.payload, row.headers) for m, row in zip(messages, rows, strict=True)
+            ]
+            assert [row.headers["Nats-Msg-Id"] for row in rows] == [m.msg_id for m in messages]
+        finally:
+            await store.delete_outbox(conn, [row.id for row in rows])

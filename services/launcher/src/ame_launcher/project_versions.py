@@ -19,7 +19,7 @@ from typing import TypeVar
 from ame import codecs
 from ame.data_sets import clear_conflicts
 from ame.domain import FileLayer
-from ame.domain.artifacts import artifact_key, index_key
+from ame.domain.artifacts import Artifact, artifact_key, index_key
 from ame.domain.projects import ManifestEntry, manifest_digest
 from ame_launcher import convert
 from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed, Placement
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # Parsed manifests kept in memory, most recently used first out last (a 100,000-file one is some tens of MB).
 _KEPT_MANIFESTS = 16
+# Parsed saved-file indexes of pipeline steps kept in memory: step k of a sequential pipeline lays the k-1 before
+# it, so without them the last steps of a long pipeline would each read every earlier index again.
+_KEPT_INDEXES = 512
 
 
 class VersionReader:
@@ -46,6 +49,7 @@ class VersionReader:
         self._store: ObjectStore | None = None
         self._opening = asyncio.Lock()
         self._manifests: OrderedDict[tuple[str, str], list[ManifestEntry]] = OrderedDict()
+        self._indexes: OrderedDict[str, list[Artifact]] = OrderedDict()
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -109,16 +113,9 @@ class VersionReader:
             for entry in await self._manifest(store, version_id, source):
                 entries[entry.path] = entry
                 keys.setdefault(entry.sha256, f"{source.blob_prefix}{entry.sha256[:2]}/{entry.sha256}")
-        for layer in layers:
-            data = await self._retrying(
-                f"the saved files of earlier step run {layer.run_id} (attempt {layer.attempt})",
-                _reader(store, index_key(organisation, layer.run_id, layer.attempt)),
-            )
-            try:
-                saved = codecs.artifact_index_from_bytes(data)
-            except ValueError as exc:
-                raise MaterialiseError(f"the saved files of run {layer.run_id} are unreadable: {exc}") from None
-            for artifact in saved:
+        saved = await asyncio.gather(*(self._saved_files(store, organisation, layer) for layer in layers))
+        for layer, artifacts in zip(layers, saved, strict=True):
+            for artifact in artifacts:
                 _drop_conflicts(entries, artifact.path)
                 entries[artifact.path] = ManifestEntry(path=artifact.path, sha256=artifact.sha256, size=artifact.size)
                 keys[artifact.sha256] = artifact_key(organisation, layer.run_id, layer.attempt, artifact.path)
@@ -127,6 +124,26 @@ class VersionReader:
             await self._retrying(f"blob {sha256}", lambda: store.get_file(keys[sha256], temp))
 
         return await self.cache.materialise(list(entries.values()), dest, fetch)
+
+    async def _saved_files(self, store: ObjectStore, organisation: str, layer: FileLayer) -> list[Artifact]:
+        # An attempt's index is written once, when the attempt ends, and a layer names only an ended attempt:
+        # what was read once stays true.
+        key = index_key(organisation, layer.run_id, layer.attempt)
+        kept = self._indexes.get(key)
+        if kept is not None:
+            self._indexes.move_to_end(key)
+            return kept
+        data = await self._retrying(
+            f"the saved files of earlier step run {layer.run_id} (attempt {layer.attempt})", _reader(store, key)
+        )
+        try:
+            saved = codecs.artifact_index_from_bytes(data)
+        except ValueError as exc:
+            raise MaterialiseError(f"the saved files of run {layer.run_id} are unreadable: {exc}") from None
+        self._indexes[key] = saved
+        while len(self._indexes) > _KEPT_INDEXES:
+            self._indexes.popitem(last=False)
+        return saved
 
     async def _manifest(
         self, store: ObjectStore, version_id: str, source: convert.ProjectSource

@@ -1,11 +1,12 @@
 """The pipeline coordinator: runs a pipeline's steps as child runs, stage after stage, driven by run events.
 
-It keeps no state in memory. Each event (a pipeline submitted, a step's run changing state, a cancel) is
-handled in one transaction under the pipeline's row lock: the step's new state is recorded, the next decision
-is taken (submit the next stage, cancel the running siblings of a failed step and skip what never started, end
-the pipeline) and the messages it implies are written to `pipeline_outbox` in the same transaction. They are
-published after the commit, never while a row lock is held; a relay publishes those a replica left behind. So
-any number of replicas can share the consumers, and a redelivered event or a restart decides nothing twice:
+It keeps no state in memory (beyond decoded specs, which never change). Each event (a pipeline submitted, a
+step's run changing state, a cancel) is handled in one transaction under the pipeline's row lock: the step's new
+state is recorded, the next decision is taken (submit the next stage, cancel the running siblings of a failed
+step and skip what never started, end the pipeline) and the messages it implies are written to `pipeline_outbox`
+in the same transaction. They are published after the commit, never while a row lock is held; a relay publishes
+those a replica left behind. So any number of replicas can share the consumers, and a redelivered event or a
+restart decides nothing twice:
 
 * a step's request carries `Nats-Msg-Id: pipeline:<parent>:<step>`, which is also its run's idempotency key at
   the api, and the child's run id, chosen here when the pipeline is recorded;
@@ -18,7 +19,9 @@ declaration order), which the launcher lays over the project version before the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
@@ -39,13 +42,18 @@ log = logging.getLogger(__name__)
 __all__ = ["Coordinator"]
 
 
-Change = Callable[[Connection, Pipeline], Awaitable[None]]
+# A change to a pipeline under its row lock; it returns whether a decision may follow from it.
+Change = Callable[[Connection, Pipeline], Awaitable[bool]]
+# Decoded pipeline specs kept in memory. A pipeline's spec is written once, when it is recorded, so what was
+# decoded stays true; decoding a 50-step spec costs milliseconds, and every step event needs it.
+_KEPT_SPECS = 256
 
 
 class Coordinator:
     def __init__(self, runtime: Runtime, settings: SchedulerSettings) -> None:
         self._rt = runtime
         self._settings = settings
+        self._specs: OrderedDict[str, RunSpec] = OrderedDict()
 
     # Consumers ------------------------------------------------------------------------------------------
 
@@ -83,9 +91,9 @@ class Coordinator:
             pipeline = await store.lock_pipeline(conn, request.run_id)
             assert pipeline is not None
             out += await self._advance(conn, pipeline)
-            ids = await store.add_outgoing(conn, out)
+            rows = await store.add_outgoing(conn, out)
         log.info("pipeline %s: %d step(s) in %d stage(s)", request.run_id, len(layout), len(request.spec.pipeline))
-        await self._publish(ids)
+        await self._publish(rows)
 
     async def handle_run_event(self, msg: Msg) -> None:
         """A run changed state: if it is a pipeline's step, record it and take the next decision."""
@@ -98,8 +106,8 @@ class Coordinator:
         if parent is None:
             return  # not a step (most runs)
 
-        async def apply(conn: Connection, pipeline: Pipeline) -> None:
-            await self._apply_step_event(conn, pipeline, event)
+        async def apply(conn: Connection, pipeline: Pipeline) -> bool:
+            return await self._apply_step_event(conn, pipeline, event)
 
         await self._decide(parent, apply)
 
@@ -113,11 +121,12 @@ class Coordinator:
             if not await store.is_pipeline(conn, run_id):
                 return
 
-        async def apply(conn: Connection, pipeline: Pipeline) -> None:
+        async def apply(conn: Connection, pipeline: Pipeline) -> bool:
             if pipeline.state == "running":
                 await store.set_pipeline(
                     conn, pipeline.run_id, state="running", reason=reason or "cancelled", cancel_requested=True
                 )
+            return True
 
         await self._decide(run_id, apply)
 
@@ -129,10 +138,11 @@ class Coordinator:
             late = await store.overdue(conn, limit=100)
         for run_id in late:
 
-            async def apply(conn: Connection, pipeline: Pipeline) -> None:
+            async def apply(conn: Connection, pipeline: Pipeline) -> bool:
                 if pipeline.state == "running" and not pipeline.cancel_requested:
-                    timeout = convert.spec_from_bytes(pipeline.spec).timeout_seconds or 0.0
+                    timeout = self._spec(pipeline).timeout_seconds or 0.0
                     await store.mark_timed_out(conn, pipeline.run_id, f"pipeline timed out after {timeout:g} s")
+                return True
 
             await self._decide(run_id, apply)
         return len(late)
@@ -144,27 +154,30 @@ class Coordinator:
             pipeline = await store.lock_pipeline(conn, run_id)
             if pipeline is None or pipeline.state in ("succeeded", "failed", "cancelled", "timed_out"):
                 return
-            await change(conn, pipeline)
+            if not await change(conn, pipeline):
+                return
             pipeline = await store.lock_pipeline(conn, run_id)
             assert pipeline is not None
-            ids = await store.add_outgoing(conn, await self._advance(conn, pipeline))
-        await self._publish(ids)
+            rows = await store.add_outgoing(conn, await self._advance(conn, pipeline))
+        await self._publish(rows)
 
-    async def _apply_step_event(self, conn: Connection, pipeline: Pipeline, event: StateEvent) -> None:
+    async def _apply_step_event(self, conn: Connection, pipeline: Pipeline, event: StateEvent) -> bool:
         step = next((s for s in await store.steps(conn, pipeline.run_id) if s.child_run_id == event.run_id), None)
         if step is None or step.state in store.STEP_DONE or event.attempt < step.attempt:
-            return  # ended already, or an earlier attempt's late event
+            return False  # ended already, or an earlier attempt's late event
         if not event.state.terminal:
             if event.state in (RunState.LAUNCHING, RunState.RUNNING):
                 await store.set_step(
                     conn, pipeline.run_id, step.name, state="running", attempt=event.attempt, at=event.at
                 )
-            return
-        spec = _step_spec(convert.spec_from_bytes(pipeline.spec), step.name)
+            # A step going from submitted to running decides nothing: its stage was submitted whole, and a stop
+            # treats both states alike (what a cancel needs for a step still submitted is sent when it stops).
+            return False
+        spec = _step_spec(self._spec(pipeline), step.name)
         if retry_follows(event.state, event.attempt, spec.retries if spec is not None else 0):
             # The registry asked for the next attempt of the same run: the step goes on.
             await store.set_step(conn, pipeline.run_id, step.name, state="running", attempt=event.attempt + 1)
-            return
+            return False
         await store.set_step(
             conn,
             pipeline.run_id,
@@ -175,6 +188,7 @@ class Coordinator:
             reason=event.reason,
             at=event.at,
         )
+        return True
 
     async def _advance(self, conn: Connection, pipeline: Pipeline) -> list[Outgoing]:
         """What follows from the pipeline's steps as they are now: its next stage, its stop, or its end."""
@@ -207,9 +221,10 @@ class Coordinator:
         pending = [s for s in steps if s.stage == stage and s.state == "pending"]
         if not pending:
             return out  # the stage runs
-        parent_spec = convert.spec_from_bytes(pipeline.spec)
+        parent_spec = self._spec(pipeline)
         # Every earlier step succeeded (else the pipeline would be stopping): their files, in step order.
         layers = [FileLayer(run_id=s.files_of, attempt=s.attempt) for s in steps if s.stage < stage]
+        submitted: list[str] = []
         for step in pending:
             spec = _step_spec(parent_spec, step.name)
             if spec is None:
@@ -230,7 +245,9 @@ class Coordinator:
                 started_by=pipeline.started_by,
             )
             out.append(Outgoing(request.key, self._rt.names.pipeline_step_requested, convert.step_requested(request)))
-            await store.set_step(conn, pipeline.run_id, step.name, state="submitted")
+            submitted.append(step.name)
+        if submitted:
+            await store.mark_submitted(conn, pipeline.run_id, submitted)
         return out
 
     async def _finish(self, conn: Connection, pipeline: Pipeline, steps: list[store.Step]) -> list[Outgoing]:
@@ -295,29 +312,50 @@ class Coordinator:
             )
         return out
 
+    def _spec(self, pipeline: Pipeline) -> RunSpec:
+        kept = self._specs.get(pipeline.run_id)
+        if kept is not None:
+            self._specs.move_to_end(pipeline.run_id)
+            return kept
+        spec = convert.spec_from_bytes(pipeline.spec)
+        self._specs[pipeline.run_id] = spec
+        while len(self._specs) > _KEPT_SPECS:
+            self._specs.popitem(last=False)
+        return spec
+
     # Publishing -----------------------------------------------------------------------------------------
 
-    async def _publish(self, ids: list[int]) -> None:
+    async def _publish(self, rows: list[store.OutboxRow]) -> None:
         """Publish what a decision wrote, after its commit; what fails here the relay publishes later."""
-        if not ids:
+        if not rows:
             return
         try:
-            async with self._rt.pool.acquire() as conn:
-                rows = await store.outbox_rows(conn, ids)
             await self._send(rows)
         except Exception:
-            log.warning("publishing %d pipeline message(s) failed; the relay will retry", len(ids), exc_info=True)
+            log.warning("publishing %d pipeline message(s) failed; the relay will retry", len(rows), exc_info=True)
 
     async def _send(self, rows: list[store.OutboxRow]) -> None:
+        """Publish `rows` in order, except that the step requests of one stage go out together (they are
+        independent runs; a parallel group of five then waits for one round of acknowledgements, not five)."""
         sent: list[int] = []
         try:
-            for row in rows:
-                await self._rt.js.publish(row.subject, row.payload, headers=row.headers, timeout=5.0)
-                sent.append(row.id)
+            for batch in _batches(rows, self._rt.names.pipeline_step_requested):
+                results = await asyncio.gather(*(self._publish_row(row) for row in batch), return_exceptions=True)
+                failure: BaseException | None = None
+                for row, result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        failure = failure or result
+                    else:
+                        sent.append(row.id)
+                if failure is not None:
+                    raise failure
         finally:
             if sent:
                 async with self._rt.pool.acquire() as conn:
                     await store.delete_outbox(conn, sent)
+
+    async def _publish_row(self, row: store.OutboxRow) -> None:
+        await self._rt.js.publish(row.subject, row.payload, headers=row.headers, timeout=5.0)
 
     async def relay(self) -> int:
         """Publish messages whose decision committed but whose publish did not happen (a replica died, NATS was
@@ -332,6 +370,17 @@ class Coordinator:
         if rows:
             await self._send(rows)
         return len(rows)
+
+
+def _batches(rows: list[store.OutboxRow], together: str) -> list[list[store.OutboxRow]]:
+    """`rows` in order, in runs of consecutive rows on subject `together`; every other row alone."""
+    batches: list[list[store.OutboxRow]] = []
+    for row in rows:
+        if batches and row.subject == together and batches[-1][-1].subject == together:
+            batches[-1].append(row)
+        else:
+            batches.append([row])
+    return batches
 
 
 def _step_spec(parent: RunSpec, name: str) -> RunSpec | None:

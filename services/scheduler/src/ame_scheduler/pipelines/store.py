@@ -199,6 +199,16 @@ async def set_step(
     )
 
 
+async def mark_submitted(conn: Connection, run_id: str, names: list[str]) -> None:
+    """The steps `names` were submitted (one statement for a whole parallel group)."""
+    await conn.execute(
+        """UPDATE pipeline_steps SET state = 'submitted', submitted_at = now()
+           WHERE parent_run_id = $1 AND name = ANY($2::text[])""",
+        uuid.UUID(run_id),
+        names,
+    )
+
+
 async def set_pipeline(
     conn: Connection, run_id: str, *, state: str, reason: str = "", cancel_requested: bool | None = None
 ) -> None:
@@ -214,25 +224,25 @@ async def set_pipeline(
     )
 
 
-async def add_outgoing(conn: Connection, messages: list[Outgoing]) -> list[int]:
+async def add_outgoing(conn: Connection, messages: list[Outgoing]) -> list[OutboxRow]:
+    """Write `messages` to the outbox; returns them as its rows, in order."""
     if not messages:
         return []
+    headers = [headers_for(m.msg_id) for m in messages]
     rows = await conn.fetch(
         """INSERT INTO pipeline_outbox (msg_id, subject, payload, headers)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[]) RETURNING id""",
+           SELECT m, s, p, h FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[])
+               WITH ORDINALITY AS u(m, s, p, h, n) ORDER BY n
+           RETURNING id""",
         [m.msg_id for m in messages],
         [m.subject for m in messages],
         [m.payload for m in messages],
-        [json.dumps(headers_for(m.msg_id)) for m in messages],
+        [json.dumps(h) for h in headers],
     )
-    return [int(r["id"]) for r in rows]
-
-
-async def outbox_rows(conn: Connection, ids: list[int]) -> list[OutboxRow]:
-    rows = await conn.fetch(
-        "SELECT id, subject, payload, headers FROM pipeline_outbox WHERE id = ANY($1::bigint[]) ORDER BY id", ids
-    )
-    return [_outbox_row(r) for r in rows]
+    # The rows are inserted in the messages' order, and each takes the next id of the sequence as it is: the ids
+    # in ascending order are the messages' (RETURNING itself promises no order).
+    ids = sorted(int(r["id"]) for r in rows)
+    return [OutboxRow(i, m.subject, m.payload, h) for i, m, h in zip(ids, messages, headers, strict=True)]
 
 
 async def claim_outbox(
