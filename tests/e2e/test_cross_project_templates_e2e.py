@@ -42,6 +42,10 @@ tasks:
     executor:
       !custom
       command: {python} -c "import os; print('short', os.environ['GREETING'])"
+  - name: both
+    pipeline:
+      - taskRef: hello
+      - taskRef: hello_short
 """
 
 
@@ -79,6 +83,10 @@ def test_a_task_runs_with_a_template_of_another_pushed_project_pinned_at_push(se
     assert f"templates from shared_templates@{shared_v1[:12]}" in remote.stderr
     short = server.ame_in(main, "task", "run", "hello_short")
     assert (short.returncode, short.stdout) == (0, "short hello-v1\n"), short.stderr
+    # A pipeline of such tasks runs on the server too, each step with the pinned template.
+    piped = server.ame_in(main, "task", "run", "both")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines() == ["[hello]       hello-v1", "[hello_short] short hello-v1"], piped.stdout
 
     view = server.ame_in(main, "task", "view", "hello", "--server")
     assert view.returncode == 0, view.stderr

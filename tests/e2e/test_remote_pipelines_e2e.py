@@ -122,8 +122,12 @@ tasks:
     assert all(row[0] == "succeeded" for row in rows.values()), remote.stderr
     parent = next(line.split()[2] for line in remote.stderr.splitlines() if line.startswith("ame: run "))
 
-    # The files were carried on the server: nothing of them came back into the project directory.
-    assert not (project / "data").exists()
+    # The files were carried on the server; at the end, what the steps wrote came back into the project
+    # directory, as `-l` leaves it there (a later step's file winning its path).
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["one.csv", "two.csv", "who.txt"]
+    assert (project / "data" / "one.csv").read_text() == "1\n2\n"
+    assert (project / "data" / "who.txt").read_text() == "two\n"
+    assert "ame: 3 file(s) of the steps downloaded" in remote.stderr, remote.stderr
 
     # `ame runs get PARENT` prints the same table; the steps are child runs of the parent.
     got = shared_server.ame("runs", "get", parent)

@@ -18,6 +18,7 @@ import pytest
 from opentelemetry.sdk.metrics.export import Sum
 
 from ame.contracts.api.v1 import ame_service_pb2
+from ame.contracts.run.v1 import run_pb2
 from ame_api.webhooks import REFUSED_BODY
 from tests.integration.clients import Grpc, py
 from tests.integration.project_support import rest_push, sdk_push
@@ -189,55 +190,132 @@ async def test_signed_deliveries_start_one_run_each_and_everything_else_is_refus
     assert all(SECRET not in str(record.args) for record in caplog.records)
 
 
-async def test_a_hooked_pipeline_fails_the_push_with_the_reason(
-    stack: Stack, rest: httpx.AsyncClient, tmp_path: Path
-) -> None:
-    root = tmp_path / "pipe"
-    root.mkdir()
+def _pipeline_project(root: Path, trigger: str) -> Path:
+    """A pipeline of a step and a parallel group, each step printing the task arguments it was given."""
+    root.mkdir(parents=True)
     (root / "ame.yml").write_text(
-        """\
+        f"""\
 project: piped
 tasks:
   - name: step
     executor: !custom
-      command: echo step
+      command: {shlex.quote(sys.executable)} show.py
   - name: both
     pipeline:
       - taskRef: step
+      - - name: left
+          executor: !custom
+            command: {shlex.quote(sys.executable)} show.py left
+        - name: right
+          executor: !custom
+            command: {shlex.quote(sys.executable)} show.py right
     triggers:
-      webhook: {secret: HOOK_KEY}
+      {trigger}
+  - name: nested
+    pipeline:
+      - - taskRef: both
+        - taskRef: step
 """
     )
-    response = await rest_push(rest, root, project="piped")
-    assert response.status_code == 422, response.text
-    assert "task 'both' has a webhook, but it is a pipeline" in response.text
+    (root / "show.py").write_text("import os, sys\nprint(sys.argv[1:], os.environ.get('AME_TASK_ARGS', '-'))\n")
+    return root
+
+
+async def _pipeline_ended(client: Grpc, parent: str) -> dict[str, tuple[int, list[str]]]:
+    """Each step's (state, output) once the pipeline has ended."""
+    terminal = {run_pb2.RUN_STATE_SUCCEEDED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_CANCELLED}
+
+    async def ended() -> bool:
+        return (await client.get(parent)).state in terminal
+
+    await wait_until(ended, 60, message=f"pipeline {parent} to end")
+    assert (await client.get(parent)).state == run_pb2.RUN_STATE_SUCCEEDED, await client.get(parent)
+    children = await client.stub.ListRuns(ame_service_pb2.ListRunsRequest(parent_run_id=parent))
+    steps = {}
+    for child in children.runs:
+        followed = await client.follow(child.id)
+        steps[child.spec.labels["ame.pipeline.step"]] = (
+            child.state,
+            [t for _, s, t in followed.lines if s == "stdout"],
+        )
+    return steps
+
+
+async def test_a_hooked_pipeline_runs_every_step_with_the_payload(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    put = await rest.put("/v1/secrets/HOOK_KEY", json={"value": SECRET})
+    assert put.status_code in (200, 201), put.text
+    root = _pipeline_project(tmp_path / "pipe", "webhook: {secret: HOOK_KEY}")
+    await sdk_push(stack.grpc_target, root, tmp_path / "cache", project="piped", activate=True)
     listed = (await rest.get("/v1/hooks")).json()["webhooks"]
-    assert listed == []
+    assert [(h["project"], h["task"]) for h in listed] == [("piped", "both")], listed
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    async with httpx.AsyncClient(base_url=stack.rest_url, timeout=30) as hooks:
+        answer = await hooks.post("/v1/hooks/default/piped/both", content=body, headers=_github(body, "p-1"))
+    assert answer.status_code == 202, answer.text
+    parent = answer.json()["run_id"]
+    run = (await rest.get(f"/v1/runs/{parent}")).json()
+    assert run["trigger"] == "webhook" and run["spec"]["pipeline"], run
+    compact = '{"ref":"refs/heads/main"}'
+    assert await _pipeline_ended(client, parent) == {
+        "step": (run_pb2.RUN_STATE_SUCCEEDED, [f"[] {compact}"]),
+        "left": (run_pb2.RUN_STATE_SUCCEEDED, [f"['left'] {compact}"]),
+        "right": (run_pb2.RUN_STATE_SUCCEEDED, [f"['right'] {compact}"]),
+    }
 
 
-async def test_a_scheduled_pipeline_fails_the_push_with_the_reason(
+async def test_a_scheduled_pipeline_starts_the_whole_pipeline(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    root = _pipeline_project(tmp_path / "pipe", 'schedule: "0 * * * *"')
+    await sdk_push(stack.grpc_target, root, tmp_path / "cache", project="piped", activate=True)
+    listed = (await rest.get("/v1/schedules", params={"project": "piped"})).json()["schedules"]
+    assert [(s["project"], s["task"]) for s in listed] == [("piped", "both")], listed
+    started = await rest.post("/v1/schedules/both/trigger", params={"project": "piped"})
+    assert started.status_code == 201, started.text
+    parent = started.json()["id"]
+    assert started.json()["trigger"] == "schedule"
+    assert await _pipeline_ended(client, parent) == {
+        "step": (run_pb2.RUN_STATE_SUCCEEDED, ["[] null"]),
+        "left": (run_pb2.RUN_STATE_SUCCEEDED, ["['left'] null"]),
+        "right": (run_pb2.RUN_STATE_SUCCEEDED, ["['right'] null"]),
+    }
+
+
+async def test_a_trigger_on_a_pipeline_the_server_cannot_run_fails_the_push_with_the_reason(
     stack: Stack, rest: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    root = tmp_path / "pipe"
-    root.mkdir()
-    (root / "ame.yml").write_text(
-        """\
-project: scheduled
+    for trigger, word in (("webhook: {secret: HOOK_KEY}", "webhook"), ('schedule: "0 * * * *"', "schedule")):
+        root = tmp_path / word
+        root.mkdir()
+        # A pipeline inside a parallel group: `-l` runs it, the server cannot (yet).
+        (root / "ame.yml").write_text(
+            f"""\
+project: refused-{word}
 tasks:
   - name: step
     executor: !custom
       command: echo step
-  - name: both
+  - name: inner
     pipeline:
       - taskRef: step
+  - name: nested
+    pipeline:
+      - - taskRef: inner
+        - taskRef: step
     triggers:
-      schedule: "0 * * * *"
+      {trigger}
 """
-    )
-    response = await rest_push(rest, root, project="scheduled")
-    assert response.status_code == 422, response.text
-    assert "task 'both' has a schedule, but it is a pipeline" in response.text
-    assert (await rest.get("/v1/schedules")).json()["schedules"] == []
+        )
+        response = await rest_push(rest, root, project=f"refused-{word}")
+        assert response.status_code == 422, response.text
+        assert f"task 'nested' has a {word}, but the server cannot run it" in response.text, response.text
+        assert "inside a parallel group" in response.text, response.text
+    assert [h for h in (await rest.get("/v1/hooks")).json()["webhooks"] if h["project"].startswith("refused")] == []
+    assert [
+        s for s in (await rest.get("/v1/schedules")).json()["schedules"] if s["project"].startswith("refused")
+    ] == []
 
 
 async def test_arguments_of_a_submitted_run_reach_its_process(client: Grpc) -> None:
@@ -245,3 +323,45 @@ async def test_arguments_of_a_submitted_run_reach_its_process(client: Grpc) -> N
     run = await client.submit(py(code), args_json='{"lr":0.1}')
     followed = await client.follow(run.id)
     assert followed.texts[-1:] == ['{"lr":0.1} 0.1 1'], followed.texts
+
+
+async def test_seed_003_recurring_pipeline_is_scheduled_and_runs(
+    stack: Stack, client: Grpc, rest: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Seed 003's `recurring_tasks` entry names a mapping-style pipeline: the push schedules it as it is."""
+    put = await rest.put("/v1/secrets/storagesecret", json={"value": "seed-003-storage-value"})
+    assert put.status_code in (200, 201), put.text
+    root = tmp_path / "seed003"
+    root.mkdir()
+    # The seed's text, its elided secret completed as its pipeline example writes it.
+    (root / "ame.yml").write_text(
+        """\
+#ame.yaml
+projectname: bestproject
+recurring_tasks:
+  daily_training:
+    taskref: main
+    schedule: 0 12 * * *
+tasks:
+  main:
+    pipeline:
+      download_data:
+        runcommand: python downloaddata.py
+        secrets:
+          name: storagesecret
+          envkey: STORAGE_SECRET
+...
+"""
+    )
+    (root / "downloaddata.py").write_text("import os\nprint('downloaded', len(os.environ['STORAGE_SECRET']))\n")
+    await sdk_push(stack.grpc_target, root, tmp_path / "cache", project="bestproject", activate=True)
+    listed = (await rest.get("/v1/schedules", params={"project": "bestproject"})).json()["schedules"]
+    assert [(s["task"], s["cron"]) for s in listed] == [("daily_training", "0 12 * * *")], listed
+    started = await rest.post("/v1/schedules/daily_training/trigger", params={"project": "bestproject"})
+    assert started.status_code == 201, started.text
+    assert [step["name"] for stage in started.json()["spec"]["pipeline"] for step in stage["steps"]] == [
+        "download_data"
+    ]
+    assert await _pipeline_ended(client, started.json()["id"]) == {
+        "download_data": (run_pb2.RUN_STATE_SUCCEEDED, [f"downloaded {len('seed-003-storage-value')}"])
+    }

@@ -9,6 +9,8 @@ tasks here and nowhere else.
 
 from __future__ import annotations
 
+from pydantic import JsonValue
+
 from ame.domain import (
     ArtifactsSpec,
     DataSetRef,
@@ -23,7 +25,14 @@ from ame.spec import AmeSecret, Artifacts, Executor, ResolvedTask, VaultSecret
 from ame.spec import DataSetRef as SpecDataSetRef
 from ame.spec import EnvVar as SpecEnvVar
 
-__all__ = ["pipeline_labels", "run_spec_for_pipeline", "run_spec_for_task", "task_for_run_spec"]
+__all__ = [
+    "pipeline_labels",
+    "run_spec_for_any_task",
+    "run_spec_for_pipeline",
+    "run_spec_for_task",
+    "task_for_run_spec",
+    "with_args",
+]
 
 
 def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: str = "") -> RunSpec:
@@ -89,6 +98,27 @@ def _stages(task: ResolvedTask, project: str, version: str, prefix: str) -> list
             steps.append(PipelineStep(name=prefix + step.name, spec=spec))
         stages.append(PipelineStage(steps=steps))
     return stages
+
+
+def run_spec_for_any_task(task: ResolvedTask, *, project: str, project_version_id: str = "") -> RunSpec:
+    """The spec of a remote run of `task`, a pipeline or not (what a schedule or a webhook starts); raises
+    ValueError for a pipeline that cannot run remotely, saying why."""
+    if task.executor is None:
+        return run_spec_for_pipeline(task, project=project, project_version_id=project_version_id)
+    return run_spec_for_task(task, project=project, project_version_id=project_version_id)
+
+
+def with_args(spec: RunSpec, args: JsonValue) -> RunSpec:
+    """`spec` with task arguments `args`; a pipeline's are every step's, as `-l` gives them to each step."""
+    if not spec.pipeline:
+        return spec.model_copy(update={"args": args})
+    stages = [
+        stage.model_copy(
+            update={"steps": [step.model_copy(update={"spec": with_args(step.spec, args)}) for step in stage.steps]}
+        )
+        for stage in spec.pipeline
+    ]
+    return spec.model_copy(update={"pipeline": stages, "args": args})
 
 
 def pipeline_labels(spec: RunSpec) -> list[str]:

@@ -286,7 +286,9 @@ def test_old_readme_recurring_task_is_cut_off_by_the_document_end_marker() -> No
         load_project(FIXTURES / "seed_003" / "02_recurring_truncated.yml")
     (problem,) = caught.value.problems
     assert (problem.line, problem.column) == (13, 11)
-    assert "missing required field 'injectAs'" in problem.message
+    assert problem.message == (
+        "secret 'storagesecret' needs 'envkey' (or 'injectAs'): the environment variable its value is injected as"
+    )
 
 
 def test_old_readme_recurring_task_becomes_a_scheduled_reference() -> None:

@@ -19,7 +19,7 @@ from ame.domain import RunSpec, TriggerKind
 from ame.domain.principals import Principal
 from ame.domain.runs import Run
 from ame.domain.schedules import ScheduleSummary
-from ame.run_specs import run_spec_for_task
+from ame.run_specs import run_spec_for_any_task
 from ame.spec import ExternalTemplates, Project, SpecError, resolve_task
 from ame_api import organisations
 from ame_api.repositories import projects as projects_repo
@@ -42,7 +42,8 @@ def schedules_of(
 ) -> list[ScheduleDef]:
     """The schedules a version declares: each task with `triggers.schedule` (the old dialect's recurring_tasks
     included), as the run a remote `ame task run` of it would be. None when the file says enableTriggers: false.
-    InvalidRequest for a schedule the server cannot run (a pipeline), checked at commit as hooks are."""
+    A pipeline's schedule starts the whole pipeline. InvalidRequest for a schedule the server cannot run (a
+    pipeline inside a parallel group), checked at commit as hooks are."""
     if spec.enable_triggers is False:
         return []
     found: list[ScheduleDef] = []
@@ -53,15 +54,17 @@ def schedules_of(
             continue  # validated at commit; a task that does not resolve has no schedule to run
         if task.schedule is None:
             continue
-        if task.executor is None:
+        try:
+            run_spec = run_spec_for_any_task(task, project=project, project_version_id=version_id)
+        except ValueError as exc:
             # Refused rather than dropped: a schedule accepted and never fired is worse than a clear error.
-            raise InvalidRequest(f"task {name!r} has a schedule, but it is a pipeline; remote pipelines cannot run yet")
+            raise InvalidRequest(f"task {name!r} has a schedule, but the server cannot run it: {exc}") from None
         options = task.triggers
         found.append(
             ScheduleDef(
                 task=name,
                 cron=task.schedule,
-                spec=run_spec_for_task(task, project=project, project_version_id=version_id),
+                spec=run_spec,
                 timezone=options.timezone if options else "UTC",
                 catch_up=options.catch_up if options else "none",
                 overlap=options.overlap if options else "allow",

@@ -33,7 +33,7 @@ from ame.domain import RunSpec, TriggerKind
 from ame.domain.limits import MAX_IDEMPOTENCY_KEY_CHARS, MAX_TASK_ARGS_BYTES
 from ame.domain.principals import Principal
 from ame.domain.task_args import decode_task_args, encode_task_args
-from ame.run_specs import run_spec_for_task
+from ame.run_specs import run_spec_for_any_task, with_args
 from ame.spec import ExternalTemplates, Project, SpecError, resolve_task
 from ame_api import organisations
 from ame_api.rate_limits import TokenBuckets
@@ -71,8 +71,9 @@ def hooks_of_version(
 ) -> list[tuple[str, str, RunSpec]]:
     """(task, secret name, run spec) of every task with `triggers.webhook` in the version's ame.yml.
 
-    Raises InvalidRequest for a hooked task the server cannot run (a pipeline), so the push fails with the reason
-    rather than the hook later. Templates from other projects come from `external_templates` (the pinned versions).
+    A hooked pipeline starts the whole pipeline, every step with the payload as its task arguments. Raises
+    InvalidRequest for a hooked task the server cannot run, so the push fails with the reason rather than the hook
+    later. Templates from other projects come from `external_templates` (the pinned versions).
     """
     hooks: list[tuple[str, str, RunSpec]] = []
     if project.enable_triggers is False:
@@ -85,9 +86,11 @@ def hooks_of_version(
             resolved = resolve_task(project, name, external_templates=external_templates)
         except SpecError as exc:
             raise InvalidRequest(f"task {name!r} has a webhook, but the server cannot resolve it: {exc}") from None
-        if resolved.executor is None:
-            raise InvalidRequest(f"task {name!r} has a webhook, but it is a pipeline; remote pipelines cannot run yet")
-        hooks.append((name, written, run_spec_for_task(resolved, project=project_name, project_version_id=version_id)))
+        try:
+            spec = run_spec_for_any_task(resolved, project=project_name, project_version_id=version_id)
+        except ValueError as exc:
+            raise InvalidRequest(f"task {name!r} has a webhook, but the server cannot run it: {exc}") from None
+        hooks.append((name, written, spec))
     return hooks
 
 
@@ -276,7 +279,8 @@ class WebhookService:
             problem = f"the payload is over {MAX_TASK_ARGS_BYTES} bytes as task arguments (compact ASCII JSON)"
             return await self._answer(hook, delivery, DeliveryAnswer(413, {"error": problem}))
         try:
-            spec = RunSpec.model_validate({**hook.spec.model_dump(), "args": args})
+            checked = RunSpec.model_validate({**hook.spec.model_dump(), "args": args})
+            spec = with_args(hook.spec, checked.args)
         except (ValidationError, RecursionError) as exc:
             # The first problem's message alone: its location in a deeply nested payload could be kilobytes long.
             why = exc.errors()[0]["msg"][:200] if isinstance(exc, ValidationError) else "it nests too deeply"

@@ -177,7 +177,7 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
         version = _push_version(project_dir, name)
         task = _resolve_pinned(project, task_name, version.template_pins)
     if task.executor is None:
-        return _run_remote_pipeline(project_dir, task, name, follow, args, version)
+        return _run_remote_pipeline(project_dir, task, name, follow, args, version, download, pushed_at)
     if version is None:
         version = _push_version(project_dir, name)
     version_id = version.id
@@ -200,12 +200,20 @@ def run_remote(project_dir: Path, task_name: str, follow: bool, download: bool =
 
 
 def _run_remote_pipeline(
-    project_dir: Path, task: ResolvedTask, name: str, follow: bool, args: JsonValue, version: ProjectVersion | None
+    project_dir: Path,
+    task: ResolvedTask,
+    name: str,
+    follow: bool,
+    args: JsonValue,
+    version: ProjectVersion | None,
+    download: bool,
+    pushed_at: float,
 ) -> int:
-    """A pipeline runs on the server as a parent run whose steps are child runs; followed as `-l` shows it.
-    `version` is the version already pushed (to resolve templates of other projects), else None."""
+    """A pipeline runs on the server as a parent run whose steps are child runs; followed as `-l` shows it, and
+    (unless `download` is off) what its steps wrote is brought back when it ends. `version` is the version
+    already pushed (to resolve templates of other projects), else None."""
     from ame.cli.pipeline_follow import follow_pipeline
-    from ame.run_specs import pipeline_labels, run_spec_for_pipeline
+    from ame.run_specs import pipeline_labels, run_spec_for_pipeline, with_args
     from ame.sdk import AmeError
 
     try:
@@ -215,21 +223,7 @@ def _run_remote_pipeline(
     version_id = (version or _push_version(project_dir, name)).id
     spec = run_spec_for_pipeline(task, project=name, project_version_id=version_id)
     if args is not None:
-        spec = spec.model_copy(
-            update={
-                "pipeline": [
-                    stage.model_copy(
-                        update={
-                            "steps": [
-                                step.model_copy(update={"spec": step.spec.model_copy(update={"args": args})})
-                                for step in stage.steps
-                            ]
-                        }
-                    )
-                    for stage in spec.pipeline
-                ]
-            }
-        )
+        spec = with_args(spec, args)
     try:
         with _client(None) as client:
             run = client.submit_run(spec)
@@ -237,7 +231,13 @@ def _run_remote_pipeline(
             if not follow:
                 click.echo(run.id)
                 return 0
-            return _follow_or_detach(client, run.id, follow_run=follow_pipeline)
+            if not download:
+                return _follow_or_detach(client, run.id, follow_run=follow_pipeline)
+
+            def bring_back() -> None:
+                _bring_back_pipeline(client, run.id, project_dir, name, version_id, pushed_at)
+
+            return _follow_or_detach(client, run.id, on_end=bring_back, follow_run=follow_pipeline)
     except AmeError as exc:
         raise _fail(exc) from None
 
@@ -246,30 +246,69 @@ def _bring_back(
     client: Client, run_id: str, project_dir: Path, project: str, version_id: str, pushed_at: float
 ) -> None:
     """Download the ended run's artifacts into the project; a file edited here since the push is kept."""
+    _download_into(client, run_id, [run_id], project_dir, project, version_id, pushed_at, what="artifact(s)")
+
+
+def _bring_back_pipeline(
+    client: Client, parent_id: str, project_dir: Path, project: str, version_id: str, pushed_at: float
+) -> None:
+    """After a remote pipeline, the project directory holds what its steps wrote, as after `-l` (where the steps
+    share it): every step's saved files, a later step's winning a path, downloaded as one set."""
+    from ame.cli.pipeline_follow import step_runs
+    from ame.run_specs import pipeline_labels
+    from ame.sdk import AmeError
+
+    try:
+        parent = client.get_run(parent_id)
+        runs = step_runs(client, parent)
+    except AmeError as exc:
+        click.echo(f"ame: the steps' files could not be listed ({exc})", err=True)
+        return
+    ordered = [runs[label].id for label in pipeline_labels(parent.spec) if label in runs]
+    _download_into(client, parent_id, ordered, project_dir, project, version_id, pushed_at, what="file(s) of the steps")
+
+
+def _download_into(
+    client: Client,
+    run_id: str,
+    sources: list[str],
+    project_dir: Path,
+    project: str,
+    version_id: str,
+    pushed_at: float,
+    *,
+    what: str,
+) -> None:
+    """Download the artifacts of the runs `sources` (in order: a later one wins a path) into the project; a file
+    edited here since the push is kept and the run's copy is written beside it (named after `run_id`)."""
     from ame.cli.artifact_downloads import DownloadError, Protection, download, select
+    from ame.domain.artifacts import Artifact
     from ame.sdk import AmeError
 
     def manifest() -> dict[str, str]:
         return {entry.path: entry.sha256 for entry in client.get_version(project, version_id)[1]}
 
     try:
-        artifacts = select(client.list_run_artifacts(run_id))
-        if not artifacts:
+        chosen: dict[str, tuple[str, Artifact]] = {}
+        for source in sources:
+            for artifact in select(client.list_run_artifacts(source)):
+                chosen[artifact.path] = (source, artifact)
+        if not chosen:
             return
+        owner = {path: source for path, (source, _) in chosen.items()}
         report = download(
-            artifacts,
-            lambda artifact: client.download_artifact(run_id, artifact.path, attempt=artifact.attempt),
+            [artifact for _, (_, artifact) in sorted(chosen.items())],
+            lambda artifact: client.download_artifact(owner[artifact.path], artifact.path, attempt=artifact.attempt),
             project_dir,
             run_id=run_id,
             protect=Protection(manifest, pushed_at),
         )
     except (AmeError, DownloadError, OSError) as exc:
-        click.echo(
-            f"ame: the run's artifacts could not be downloaded ({exc}); `ame artifacts get {run_id}` retries", err=True
-        )
+        again = sources[0] if len(sources) == 1 else "STEP_RUN_ID"
+        click.echo(f"ame: the {what} could not be downloaded ({exc}); `ame artifacts get {again}` retries", err=True)
         return
     if report.written:
-        click.echo(f"ame: {len(report.written)} artifact(s) downloaded: {', '.join(report.written[:10])}", err=True)
+        click.echo(f"ame: {len(report.written)} {what} downloaded: {', '.join(report.written[:10])}", err=True)
     for local, beside in report.kept_local:
         click.echo(f"ame: {local} changed here since the push and was kept; the run's version is in {beside}", err=True)
 
@@ -298,10 +337,6 @@ def _resolve_pinned(project: Project, task_name: str, pins: dict[str, str]) -> R
             task = resolve_task(project, task_name, external_templates=pinned_templates(client, pins))
     except (SpecError, AmeError) as exc:
         raise click.ClickException(str(exc)) from None
-    if task.executor is None:
-        raise click.ClickException(
-            f"task {task_name!r} is a pipeline; remote pipelines are not supported yet (run it with -l)"
-        )
     return task
 
 

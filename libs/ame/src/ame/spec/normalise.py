@@ -338,7 +338,18 @@ class _Normaliser:
                 out = self._renamed(body, _SECRET_RENAMES)
                 out.put("kind", kind, value.key_mark(kind), value.key_mark(kind))
                 return out
+        no_envkey = isinstance(value, LocDict) and "name" in value and not {"envkey", "injectAs"} & set(value)
+        if no_envkey:
+            # The old README's form (`{name, envkey}`) without its envkey: said in its own words.
+            self.problem(
+                value.mark,
+                f"secret {value['name']!r} needs 'envkey' (or 'injectAs'): "
+                "the environment variable its value is injected as",
+            )
         out = self._renamed(value, _SECRET_RENAMES)
+        if no_envkey:
+            # Reported above; a stand-in keeps the same mistake from being reported twice.
+            out.put("injectAs", "AME_MISSING_ENVKEY", value.mark, value.mark)
         if "kind" not in out:
             # No tag: a `vault:` field can only mean a Vault secret; anything else is AME's.
             kind = "vault" if "vault" in out else "ame"
