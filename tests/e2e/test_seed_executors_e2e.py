@@ -3,8 +3,8 @@
 Each `ame` is a separate process, as a user runs it. The projects are the seed's task examples
 (libs/ame/tests/spec/fixtures/seed_001, from the Tasks guide) with a `train.py` that imports a real dependency
 (`six`, installed from the package index into each executor's environment) and the repository's
-examples/hello. The server is a pretend two-GPU host (`AME_LAUNCHER_GPUS`), and so is the CLI's `-l`
-(`AME_GPUS`).
+examples/hello. The server is a pretend two-GPU host (`AME_LAUNCHER_GPUS`, a 16Gi and an 80Gi GPU), and so is
+the CLI's `-l` (`AME_GPUS`).
 
 Environments are built twice per executor (the CLI's home and the launcher's are separate, as on a real
 server); uv's download cache makes the second build a local install.
@@ -107,7 +107,13 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     server = Server(tmp_path_factory.mktemp("seed-e2e") / "home")
     # A directory of mode 0o755 (mktemp's are 0o700), as Server users make it: PostgreSQL runs as another user.
     server.home.mkdir()
-    server.extra_env = {"AME_LAUNCHER_GPUS": "0,1", "AME_GPUS": "0,1"}
+    # GPU 0 has 16Gi, GPU 1 80Gi (what nvidia-smi would say on a real host).
+    server.extra_env = {
+        "AME_LAUNCHER_GPUS": "0,1",
+        "AME_GPUS": "0,1",
+        "AME_LAUNCHER_GPU_MEMORY": "0=16Gi,1=80Gi",
+        "AME_GPU_MEMORY": "0=16Gi,1=80Gi",
+    }
     server.start()
     yield Cli(server)
     try:
@@ -266,3 +272,19 @@ def test_two_one_gpu_runs_get_disjoint_devices(cli: Cli, tmp_path: Path, side: s
         assert run.returncode == 0, err
     devices = sorted(out.strip() for out, _ in outputs)
     assert devices == ["gpu 0", "gpu 1"], outputs
+
+
+@pytest.mark.parametrize("side", ["remote", "local"])
+def test_seed_003_vram_gets_the_gpu_with_that_much_memory(cli: Cli, tmp_path: Path, side: str) -> None:
+    project = _seed_project(tmp_path / f"seed-vram-{side}", "custom")
+    # Seed 003's training step asks for `gpus: 1, vram: 24Gi`: only GPU 1 (80Gi) has that much.
+    _append_to_task(
+        project,
+        "  - name: train\n    executor:\n      !custom\n"
+        "      command: python3 -c \"import os; print('gpu', os.environ['CUDA_VISIBLE_DEVICES'])\"\n"
+        "    resources:\n      gpus: 1\n      vram: 24Gi\n",
+    )
+    args = ["task", "run", "train"] if side == "remote" else ["task", "run", "-l", "train"]
+    done = cli.run(project, *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "gpu 1", (done.stdout, done.stderr)

@@ -34,7 +34,8 @@ def _project(root: Path) -> Path:
     seed = (SEED / "01_resources.yml").read_text().replace("!poetry", "!custom")
     # The seed's "node labels": the GPU model the task needs, a node selector on the GPU product label.
     seed = seed.replace(
-        "nvidia.com/gpu: 1 # 1 Nvidia GPU", "nvidia.com/gpu: 1 # 1 Nvidia GPU\n      gpuModel: NVIDIA-H100-80GB-HBM3"
+        "nvidia.com/gpu: 1 # 1 Nvidia GPU",
+        "nvidia.com/gpu: 1 # 1 Nvidia GPU\n      gpuModel: NVIDIA-H100-80GB-HBM3\n      vram: 80Gi",
     )
     assert "gpuModel" in seed
     (root / "ame.yml").write_text(seed)
@@ -109,6 +110,10 @@ async def test_the_cli_runs_the_seeds_gpu_task_as_a_pod(
             "nvidia.com/gpu": "1",
         }
         assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"][0]["matchExpressions"] == [
+            {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["81919"]}
+        ]
         assert elapsed < 180
     finally:
         server.send_signal(signal.SIGINT)

@@ -9,6 +9,7 @@ import pytest
 from ame.bus_messages import DataSetOutput, DataSetSource, LaunchCommand, ProjectSource
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import RunSpec
+from ame.domain.resources import Resources
 from ame.domain.runs import ArtifactsSpec, EnvVar, ExecutorRef, FileLayer
 from ame_launcher.kubernetes import manifests
 from ame_launcher.kubernetes.backend import unsupported
@@ -51,8 +52,14 @@ _OUTPUT = DataSetOutput("images", "out", "org/ds/blobs/", "org/ds/images/", "org
             "the poetry executor is not supported on the kubernetes backend yet (only pip and custom): "
             "run with the local backend",
         ),
+        (
+            LaunchCommand(
+                RUN_ID, 1, "default", RunSpec(command="ls", resources=Resources(gpu_memory_bytes=24 * 2**30))
+            ),
+            "vram and gpuModel say what kind of GPU the task needs, and it asks for none: add gpus (e.g. gpus: 1)",
+        ),
     ],
-    ids=["data-sets", "data-set-output", "layers", "save-changed-files", "poetry"],
+    ids=["data-sets", "data-set-output", "layers", "save-changed-files", "poetry", "vram-without-gpus"],
 )
 def test_a_setting_the_pod_cannot_honour_is_refused_with_the_reason(command: LaunchCommand, reason: str) -> None:
     assert unsupported(command) == reason

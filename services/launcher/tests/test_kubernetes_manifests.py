@@ -29,7 +29,12 @@ def _commands() -> list[LaunchCommand]:
         command="python train.py",
         executor=ExecutorRef(kind="poetry", python_version="3.11"),
         resources=Resources(
-            cpu_millis=4000, memory_bytes=10**10, storage_bytes=30 * 10**9, gpus=1, gpu_model="NVIDIA-H100-80GB-HBM3"
+            cpu_millis=4000,
+            memory_bytes=10**10,
+            storage_bytes=30 * 10**9,
+            gpus=1,
+            gpu_model="NVIDIA-H100-80GB-HBM3",
+            gpu_memory_bytes=80 * 2**30,
         ),
         environment=[EnvVar(key="EPOCHS", value="3")],
         secrets=[SecretRef(key="blob_storage_key", inject_as="MY_BLOB_STORAGE_SECRET")],
@@ -76,6 +81,13 @@ def test_the_pod_and_its_secret_pass_strict_schema_validation(command: LaunchCom
         limits, requests = main["resources"]["limits"], main["resources"]["requests"]
         assert limits["nvidia.com/gpu"] == requests["nvidia.com/gpu"] == "1"
         assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        # vram: nodes whose GPUs have at least 80Gi (GPU feature discovery's label is in MiB).
+        required = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert required == {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["81919"]}]}
+            ]
+        }
         assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
         assert pod["spec"]["activeDeadlineSeconds"] == 3600
         # A secret value travels in the Secret only, referenced from the pod.
@@ -85,6 +97,8 @@ def test_the_pod_and_its_secret_pass_strict_schema_validation(command: LaunchCom
         } in main["env"]
     if command.spec.executor.image:
         assert main["image"] == "ghcr.io/acme/trainer:1.2"
+    if not command.spec.resources.gpu_memory_bytes:
+        assert "affinity" not in pod["spec"]
 
 
 def test_a_pod_carries_its_launch_command_for_whoever_adopts_it() -> None:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from ame.runner.gpus import GpuPool, GpuRequestError, HostResourceSettings, gpu_environment, parse_gpu_list
+from ame.runner.gpus import (
+    GpuDevice,
+    GpuNeed,
+    GpuPool,
+    GpuRequestError,
+    HostResourceSettings,
+    gpu_environment,
+    parse_gpu_list,
+    parse_gpu_properties,
+)
 
 
 def test_gpu_lists_are_parsed_and_bad_ones_refused() -> None:
@@ -103,3 +112,52 @@ async def test_a_cancelled_wait_takes_nothing(tmp_path: Path) -> None:
 
 def test_no_devices_hides_the_hosts() -> None:
     assert gpu_environment(()) == {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "none"}
+
+
+def test_gpu_descriptions_are_parsed_for_every_device_or_per_device() -> None:
+    assert parse_gpu_properties("24Gi", ["0", "1"], lambda t: t) == {"0": "24Gi", "1": "24Gi"}
+    assert parse_gpu_properties(" 0=16Gi, 1=80Gi ", ["0", "1"], lambda t: t) == {"0": "16Gi", "1": "80Gi"}
+    assert parse_gpu_properties("", ["0"], lambda t: t) == {}
+    with pytest.raises(ValueError, match="described twice"):
+        parse_gpu_properties("0=1,0=2", ["0"], lambda t: t)
+    with pytest.raises(ValueError, match=r"expected DEVICE=VALUE with one of this host's GPUs \(0\)"):
+        parse_gpu_properties("0=1,x", ["0"], lambda t: t)
+
+
+def test_only_devices_of_the_kind_asked_for_are_handed_out(tmp_path: Path) -> None:
+    pool = GpuPool(
+        [GpuDevice("0", 16 * 2**30, "Tesla T4"), GpuDevice("1", 80 * 2**30, "NVIDIA A100-SXM4-80GB")], tmp_path
+    )
+    big = GpuNeed(1, memory_bytes=24 * 2**30)
+    lease = pool.try_acquire(big)
+    assert lease is not None and lease.devices == ("1",)
+    assert pool.free(big) == 0 and pool.free(1) == 1
+    assert pool.try_acquire(big) is None  # the one device that fits is taken; the T4 does not count
+    lease.release()
+    model = pool.try_acquire(GpuNeed(1, model="nvidia-a100-sxm4-80gb"))  # as feature discovery writes it
+    assert model is not None and model.devices == ("1",)
+    model.release()
+    with pytest.raises(GpuRequestError, match="asks for 2 GPUs with at least 24Gi of memory"):
+        pool.check(GpuNeed(2, memory_bytes=24 * 2**30))
+
+
+async def test_a_run_waiting_for_a_kind_of_gpu_says_which(tmp_path: Path) -> None:
+    pool = GpuPool([GpuDevice("0", 16 * 2**30), GpuDevice("1", 80 * 2**30)], tmp_path)
+    held = pool.try_acquire(GpuNeed(1, memory_bytes=40 * 2**30))
+    assert held is not None
+    reasons: list[str] = []
+
+    async def on_wait(reason: str) -> None:
+        reasons.append(reason)
+
+    cancel = asyncio.Event()
+    waiter = asyncio.create_task(pool.acquire(GpuNeed(1, memory_bytes=40 * 2**30), cancel=cancel, on_wait=on_wait))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not reasons:
+        assert asyncio.get_running_loop().time() < deadline, "the waiter never said why it waits"
+        await asyncio.sleep(0.01)
+    assert reasons == ["waiting for 1 GPU, 0 of 1 free (1 GPU with at least 40Gi of memory)"]
+    held.release()
+    lease = await asyncio.wait_for(waiter, 10)
+    assert lease is not None and lease.devices == ("1",)
+    lease.release()

@@ -48,6 +48,18 @@ tasks:
     executor: !custom
       command: 'echo ran'
     resources: {cpu: 512}
+  - name: big_gpu
+    executor: !custom
+      command: 'echo "gpu=$CUDA_VISIBLE_DEVICES"'
+    resources: {gpus: 1, vram: 40Gi}
+  - name: a100
+    executor: !custom
+      command: 'echo "gpu=$CUDA_VISIBLE_DEVICES"'
+    resources: {gpus: 1, gpuModel: NVIDIA-A100-SXM4-80GB}
+  - name: vram_only
+    executor: !custom
+      command: 'echo should not run'
+    resources: {vram: 40Gi}
 """
 
 # Written bytes, not a zeroed buffer: the pages must really be resident to count.
@@ -267,3 +279,40 @@ async def test_memory_limit_counts_the_whole_process_group(tmp_path: Path, mecha
     assert outcome.state == "failed"
     assert outcome.exit_code == 137
     assert outcome.reason == "exceeded its memory limit of 100Mi"
+
+
+def test_vram_and_gpu_model_pick_a_device_that_has_them(ame_home: AmeHome, make_project: ProjectFactory) -> None:
+    """Seed 003 writes `gpus: 1, vram: 24Gi`: only a device with that much memory is handed out. The pretend host
+    has a 16Gi GPU 0 and an 80Gi A100 as GPU 1, described by AME_GPU_MEMORY and AME_GPU_MODEL."""
+    project = make_project(GPU_PROJECT)
+    host = {"AME_GPU_MEMORY": "0=16Gi,1=80Gi", "AME_GPU_MODEL": "0=Tesla T4,1=NVIDIA A100-SXM4-80GB"}
+    for task in ("big_gpu", "a100"):
+        proc = _ame(project, task, ame_home, **host)
+        out, err = proc.communicate(timeout=30)
+        assert (proc.returncode, out.splitlines()) == (0, ["gpu=1"]), err
+        assert f"{task}: using GPU 1" in err
+
+    # Memory no device has, or nobody knows: refused, saying what the host has and how to describe it.
+    proc = _ame(project, "big_gpu", ame_home, AME_GPU_MEMORY="16Gi")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "should not run" not in out
+    assert (
+        "big_gpu: the task asks for 1 GPU with at least 40Gi of memory and this host has 2 GPUs, none of that kind "
+        "(0: model unknown, 16Gi, 1: model unknown, 16Gi)"
+    ) in err, err
+    proc = _ame(project, "big_gpu", ame_home)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "none of that kind (0: model unknown, memory unknown, 1: model unknown, memory unknown); where " in err
+    assert "nvidia-smi cannot tell, AME_GPU_MEMORY describes them" in err, err
+
+    # vram without gpus describes GPUs the task does not ask for; a malformed description is a clear error.
+    proc = _ame(project, "vram_only", ame_home)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "should not run" not in out
+    assert "vram_only: vram and gpuModel say what kind of GPU the task needs, and it asks for none" in err, err
+    proc = _ame(project, "no_gpu", ame_home, AME_GPU_MEMORY="2=16Gi")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and out == ""
+    assert "AME_GPU_MEMORY" in err and "'2=16Gi': expected DEVICE=VALUE with one of this host's GPUs (0, 1)" in err
+    assert "Traceback" not in err

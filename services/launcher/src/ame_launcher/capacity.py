@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from ame.domain import EnvVar, RunSpec
-from ame.runner.gpus import GpuLease, GpuPool
+from ame.runner.gpus import GpuLease, GpuNeed, GpuPool
 from ame.runner.local_resources import UnrunnableError, check_runnable, cpu_note
 from ame_launcher.convert import LaunchCommand
 from ame_launcher.settings import LauncherSettings
@@ -53,7 +53,9 @@ class Placement:
 class Capacity:
     def __init__(self, settings: LauncherSettings) -> None:
         lock_dir = settings.gpu_lock_dir or settings.work_dir / "gpus"
-        self.gpus = GpuPool.for_host(lock_dir.resolve(), settings.gpus)
+        self.gpus = GpuPool.for_host(
+            lock_dir.resolve(), settings.gpus, memory=settings.gpu_memory, model=settings.gpu_model
+        )
 
     def refusal(self, spec: RunSpec) -> str | None:
         """Why this host can never run `spec`, or None."""
@@ -70,8 +72,8 @@ class Capacity:
         self, spec: RunSpec, cancel: asyncio.Event, on_wait: Callable[[str], Awaitable[None]]
     ) -> Placement | None:
         """Wait for the run's GPUs and take them; None when cancelled first. Call `refusal` before."""
-        count = spec.resources.gpus or 0
-        lease = await self.gpus.acquire(count, cancel=cancel, on_wait=on_wait) if count else GpuLease(())
+        need = GpuNeed.of(spec.resources)
+        lease = await self.gpus.acquire(need, cancel=cancel, on_wait=on_wait) if need.count else GpuLease(())
         if lease is None:
             return None
         return Placement(lease, hide_gpus=self.gpus.total > 0)

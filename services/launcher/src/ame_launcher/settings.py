@@ -110,6 +110,13 @@ class LauncherSettings(BaseSettings):
             'GPU ids this launcher hands out, whole ("0,1"); unset: counted with `nvidia-smi -L`; empty: none.'
         ),
     )
+    gpu_memory: str | None = Field(
+        None,
+        description='Each GPU\'s memory where nvidia-smi cannot tell: "24Gi" (all) or "0=24Gi,1=80Gi" (for `vram`).',
+    )
+    gpu_model: str | None = Field(
+        None, description="Each GPU's model where nvidia-smi cannot tell, as AME_GPU_MEMORY (for `gpuModel`)."
+    )
     gpu_lock_dir: Path | None = Field(
         None,
         description=(

@@ -184,9 +184,11 @@ def _run_local(
     home = AmeHome.from_env()
     try:
         host = HostResourceSettings()
-        gpus = GpuPool.for_host(home.gpu_locks, host.gpus)
+        gpus = GpuPool.for_host(home.gpu_locks, host.gpus, memory=host.gpu_memory, model=host.gpu_model)
     except ValueError as exc:
-        raise click.ClickException(f"AME_GPUS / AME_MEMORY_ENFORCEMENT: {exc}") from exc
+        raise click.ClickException(
+            f"AME_GPUS / AME_GPU_MEMORY / AME_GPU_MODEL / AME_MEMORY_ENFORCEMENT: {exc}"
+        ) from exc
     source = Path(project.source_file) if project.source_file else None
     root = source.parent.resolve() if source is not None and source.is_file() else project_dir.resolve()
     settings = RunSettings(

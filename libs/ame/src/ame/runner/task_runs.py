@@ -30,7 +30,7 @@ from ame.runner.artifacts import (
     storable_names,
 )
 from ame.runner.executors import prepare_command
-from ame.runner.gpus import GpuLease, GpuPool
+from ame.runner.gpus import GpuLease, GpuNeed, GpuPool
 from ame.runner.home import AmeHome
 from ame.runner.interpreters import InterpreterNotFoundError
 from ame.runner.local_resources import check_runnable, cpu_note
@@ -277,7 +277,7 @@ class _Execution:
         async def on_wait(reason: str) -> None:
             await self.output.notice(f"{name}: {reason}")
 
-        lease_or_none = await pool.acquire(task.resources.gpus, cancel=cancel, on_wait=on_wait)
+        lease_or_none = await pool.acquire(GpuNeed.of(task.resources), cancel=cancel, on_wait=on_wait)
         if lease_or_none is not None:
             await self.output.notice(f"{name}: using GPU {','.join(lease_or_none.devices)}")
         return lease_or_none

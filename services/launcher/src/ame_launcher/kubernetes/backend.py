@@ -26,6 +26,7 @@ from ame import bus_messages
 from ame.bus_messages import LaunchCommand
 from ame.domain import RunState
 from ame.domain.executors import ExecutorKind
+from ame.runner.local_resources import gpu_kind_without_gpus
 from ame_launcher.backends import RunResult
 from ame_launcher.kubernetes import bootstrap, manifests, pod_artifacts, pod_status
 from ame_launcher.kubernetes.kubeapi import ApiException, KubeApi, error_message
@@ -66,6 +67,8 @@ def unsupported(command: LaunchCommand) -> str | None:
         return f"saving changed files (saveChangedFiles) is not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if spec.pipeline:
         return f"a pipeline run is not supported on the kubernetes backend yet: {_USE_LOCAL}"
+    if (spec.resources.gpu_memory_bytes or spec.resources.gpu_model) and not spec.resources.gpus:
+        return gpu_kind_without_gpus()
     if spec.executor.kind not in _POD_EXECUTORS:
         return (
             f"the {spec.executor.kind} executor is not supported on the kubernetes backend yet (only pip and custom): "

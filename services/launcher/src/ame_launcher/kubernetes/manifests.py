@@ -186,6 +186,13 @@ def pod_manifest(
         pod_spec["tolerations"] = [dict(t) for t in settings.gpu_tolerations]
     if gpu_model:
         pod_spec["nodeSelector"] = {settings.gpu_model_label: gpu_model}
+    if spec.resources.gpus and spec.resources.gpu_memory_bytes:
+        # GPU feature discovery labels a node with each GPU's memory in MiB, as the driver reports it; `Gt` is
+        # strict, so one MiB below what the task asks for.
+        mib = -(-spec.resources.gpu_memory_bytes // 2**20)
+        wanted = {"key": settings.gpu_memory_label, "operator": "Gt", "values": [str(mib - 1)]}
+        required = {"nodeSelectorTerms": [{"matchExpressions": [wanted]}]}
+        pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
     return {
         "apiVersion": "v1",
         "kind": "Pod",

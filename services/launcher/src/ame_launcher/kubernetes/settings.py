@@ -38,6 +38,10 @@ class KubernetesSettings(BaseSettings):
     gpu_model_label: str = Field(
         "nvidia.com/gpu.product", description="The node label a task's `gpuModel` selects on (GPU feature discovery)."
     )
+    gpu_memory_label: str = Field(
+        "nvidia.com/gpu.memory",
+        description="The node label (MiB per GPU, GPU feature discovery) a task's `vram` is compared with.",
+    )
     gpu_tolerations: list[dict[str, str]] = Field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         description="Tolerations a GPU pod gets (JSON list of Kubernetes tolerations).",
