@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 import signal
 import subprocess
 import sys
@@ -90,6 +91,9 @@ async def test_redelivered_events_submit_each_step_once_and_end_the_pipeline_onc
                     "SELECT name, child_run_id FROM pipeline_steps WHERE parent_run_id = $1::uuid", parent
                 )
             }
+
+        # Time-ordered like every run id, so `ame runs list` (newest id first) shows the steps by the parent.
+        assert {uuid.UUID(child).version for child in children.values()} == {7}
 
         def ended(name: str, state: RunState = RunState.SUCCEEDED) -> bytes:
             return codecs.state_changed_pb(children[name], 1, state, 0, "").SerializeToString()

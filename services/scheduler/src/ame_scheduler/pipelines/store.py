@@ -9,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ame.domain import new_run_id
 from ame_platform.bus.publisher import headers_for
 from ame_platform.db import Connection
 
@@ -89,7 +90,8 @@ async def add_pipeline(
     await conn.executemany(
         """INSERT INTO pipeline_steps (parent_run_id, name, stage, position, child_run_id)
            VALUES ($1, $2, $3, $4, $5)""",
-        [(uuid.UUID(run_id), name, stage, position, uuid.uuid4()) for name, stage, position in steps],
+        # Time-ordered ids (UUIDv7) like every other run, so a pipeline's steps list beside it.
+        [(uuid.UUID(run_id), name, stage, position, uuid.UUID(new_run_id())) for name, stage, position in steps],
     )
     return True
 
