@@ -10,6 +10,7 @@ import pytest
 
 from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
+from ame_launcher.app import leased_attempts
 from ame_launcher.kubernetes.backend import KubernetesBackend
 from tests.integration.clients import Grpc
 from tests.kubernetes.conftest import Cluster
@@ -247,6 +248,19 @@ async def test_finished_pods_are_collected_after_the_gc_delay(stack: Stack, clie
     backend.kube = backend.kube.model_copy(update={"gc_delay": 3600.0})
     assert await backend.collect_garbage() == 0  # ended too recently
     backend.kube = backend.kube.model_copy(update={"gc_delay": 0.0})
-    assert await backend.collect_garbage() == 1
+    still_leased = leased_attempts(stack.runtime)
+    # A pod whose attempt's lease is active again (its launcher died, another will adopt it) is left alone,
+    # however long ago it ended.
+    async with stack.runtime.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE leases SET state = 'active', expires_at = now() + interval '1 hour' "
+            "WHERE run_id = $1::uuid AND attempt = 1",
+            run.id,
+        )
+    assert await backend.collect_garbage(still_leased) == 0
+    assert pod in _live(cluster, _PODS)
+    async with stack.runtime.pool.acquire() as conn:
+        await conn.execute("UPDATE leases SET state = 'finished' WHERE run_id = $1::uuid AND attempt = 1", run.id)
+    assert await backend.collect_garbage(still_leased) == 1
     assert pod not in _live(cluster, _PODS)
     assert f"{pod}-run" not in _live(cluster, _SECRETS)

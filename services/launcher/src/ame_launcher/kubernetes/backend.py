@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +53,10 @@ class PlanError(Exception):
 # Executors whose environment the pod's runner builds; the others would run their command without it.
 _POD_EXECUTORS = frozenset({ExecutorKind.PIP, ExecutorKind.CUSTOM})
 _USE_LOCAL = "run with the local backend"
+
+
+# Which of these (run id, attempt) pairs still have an active lease.
+StillLeased = Callable[[list[tuple[str, int]]], Awaitable[set[tuple[str, int]]]]
 
 
 def unsupported(command: LaunchCommand) -> str | None:
@@ -475,12 +480,14 @@ class KubernetesBackend:
 
     # Garbage collection -----------------------------------------------------------------------------------
 
-    async def collect_garbage(self) -> int:
-        """Delete finished pods (and their Secrets) older than the GC delay that no run here still follows."""
+    async def collect_garbage(self, still_leased: StillLeased | None = None) -> int:
+        """Delete finished pods (and their Secrets) older than the GC delay that no run here still follows and
+        whose attempt's lease is no longer active (`still_leased`): a pod that ended while its launcher was away
+        is left for the launcher that adopts it, however long ago it ended."""
         api = await self.api()
         pods, _ = await api.list_pods()
-        removed = 0
         now = time.time()
+        old: list[tuple[str, tuple[str, int]]] = []
         for pod in pods:
             name = pod["metadata"]["name"]
             if name in self._in_hand or pod_status.outcome(pod) is None:
@@ -489,10 +496,19 @@ class KubernetesBackend:
             if age is None or age < self.kube.gc_delay:
                 continue  # a pod that does not say when it ended is left alone, never taken as long finished
             labels = pod["metadata"].get("labels") or {}
-            pod_names = manifests.names(
-                labels.get(manifests.LABEL_RUN, ""), int(labels.get(manifests.LABEL_ATTEMPT, "0"))
-            )
-            await self._delete(api, manifests.PodNames(pod=name, secret=pod_names.secret), grace=0)
+            try:
+                run_id = str(uuid.UUID(str(labels.get(manifests.LABEL_RUN, ""))))
+                attempt = int(str(labels.get(manifests.LABEL_ATTEMPT, "")))
+            except ValueError:
+                continue  # not a run pod as this launcher writes them: not ours to delete
+            old.append((name, (run_id, attempt)))
+        leased = await still_leased([key for _, key in old]) if still_leased is not None and old else set()
+        removed = 0
+        for name, key in old:
+            if key in leased:
+                continue
+            secret = manifests.names(*key).secret
+            await self._delete(api, manifests.PodNames(pod=name, secret=secret), grace=0)
             removed += 1
         return removed
 

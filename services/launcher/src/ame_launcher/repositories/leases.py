@@ -200,3 +200,17 @@ async def hand_back(conn: Connection, *, launcher_id: str, run_ids: list[str]) -
         launcher_id,
         [uuid.UUID(r) for r in run_ids],
     )
+
+
+async def active_among(conn: Connection, attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Those of `attempts` (run id, attempt) whose lease is still active: a launcher holds or may adopt them."""
+    if not attempts:
+        return set()
+    rows = await conn.fetch(
+        """SELECT l.run_id, l.attempt FROM leases AS l
+           JOIN unnest($1::uuid[], $2::int[]) AS a(run_id, attempt) ON a.run_id = l.run_id AND a.attempt = l.attempt
+           WHERE l.state = 'active'""",
+        [uuid.UUID(run_id) for run_id, _ in attempts],
+        [attempt for _, attempt in attempts],
+    )
+    return {(str(r["run_id"]), int(r["attempt"])) for r in rows}
