@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
