@@ -41,6 +41,8 @@ def register(cli: click.Group) -> None:
     if not isinstance(task_group, click.Group):
         raise RuntimeError("the `task` group must exist before local commands are registered")
     task_group.add_command(run_command)
+    # Seed 003's `ame run`: the same command as `ame task run`.
+    cli.add_command(run_command, "run")
     cli.add_command(cache_group)
 
 

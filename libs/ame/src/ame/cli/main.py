@@ -37,6 +37,8 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "model": ("model_commands",),
     "orchestrations": ("orchestration_commands",),
     "datasets": ("data_set_commands",),
+    "create": ("create_commands",),
+    "run": ("spec_commands", "local_commands", "remote_commands", "task_commands"),
 }
 _ALL_MODULES = (
     "spec_commands",
@@ -56,6 +58,7 @@ _ALL_MODULES = (
     "model_commands",
     "orchestration_commands",
     "data_set_commands",
+    "create_commands",
 )
 
 
