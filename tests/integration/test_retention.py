@@ -17,7 +17,7 @@ from ame.contracts.api.v1 import ame_service_pb2
 from ame.contracts.run.v1 import run_pb2
 from ame.domain.artifacts import index_key, run_prefix
 from ame.sdk import Client
-from ame_api.projects import StoreComponent, blob_key, manifest_key
+from ame_api.project_store import StoreComponent, blob_key, manifest_key
 from ame_api.retention import Retention
 from ame_api.settings import ApiSettings
 from ame_platform.lifecycle import Supervisor

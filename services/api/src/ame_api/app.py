@@ -15,7 +15,8 @@ from ame_api.grpc.servicer import AmeServicer
 from ame_api.models import ModelService
 from ame_api.orchestrations import OrchestrationService
 from ame_api.peach_loops import LoopDriver, LoopService
-from ame_api.projects import ProjectService, StoreComponent
+from ame_api.project_store import StoreComponent
+from ame_api.projects import ProjectService
 from ame_api.rest.app import RestServer, create_app
 from ame_api.retention import Retention
 from ame_api.runs import OutboxRelay, RunService

@@ -25,7 +25,7 @@ from ame.domain.artifacts import (
 from ame.domain.principals import Principal
 from ame.storage import ObjectNotFound
 from ame_api import organisations
-from ame_api.projects import StoreComponent
+from ame_api.project_store import StoreComponent
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.runs import NotFound
 from ame_api.runs import InvalidRequest

@@ -30,7 +30,7 @@ from ame.domain.principals import Principal
 from ame.domain.projects import PROJECT_NAME, ManifestEntry, ManifestError, check_sha256, manifest_digest
 from ame_api import convert
 from ame_api.admission import Refused
-from ame_api.projects import StoreComponent
+from ame_api.project_store import StoreComponent
 from ame_api.repositories import data_sets as repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories.data_sets import DataSetRow, Definition

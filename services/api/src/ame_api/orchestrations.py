@@ -70,7 +70,7 @@ from ame.orchestration_archives import (
 )
 from ame_api.convert import LineBatch
 from ame_api.follow import LogFollower
-from ame_api.projects import ProjectService, TooLarge
+from ame_api.projects import ProjectService
 from ame_api.repositories import orchestrations as repo
 from ame_api.repositories import projects as projects_repo
 from ame_api.repositories import schedules as schedules_repo
@@ -79,6 +79,7 @@ from ame_api.runs import InvalidRequest, RunService
 from ame_api.schedules import Outboxed, publish_now, write_schedule_set
 from ame_api.settings import ApiSettings
 from ame_api.spooling import discard
+from ame_api.version_checks import TooLarge
 from ame_platform.db import Connection
 from ame_platform.runtime import Runtime
 

@@ -2,47 +2,36 @@
 
 A version is a manifest (path, mode, sha256, size) whose sha256 is its id; each file's bytes are a blob in the
 object store under the organisation, stored once however many versions and projects hold it. A blob is
-recorded in `project_blobs` only once it is whole in the store, so a commit that finds every blob recorded
-never makes a half version, whatever uploads were cut off before it.
+recorded in `project_blobs` only once it is whole in the store (project_store.py), so a commit that finds every
+blob recorded never makes a half version, whatever uploads were cut off before it. What a version must pass
+before it is recorded is checked in version_checks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import os
 import re
-import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
-from ame.data_sets import definitions_of
-from ame.domain import RunSpec
 from ame.domain.principals import Principal
 from ame.domain.projects import (
-    MAX_SYMLINK_TARGET_BYTES,
-    MODE_SYMLINK,
     PROJECT_NAME,
     ManifestEntry,
     ManifestError,
     ProjectVersion,
-    check_manifest,
     check_sha256,
     digest_rows,
     manifest_digest,
-    symlink_escapes,
 )
 from ame.domain.schedules import Activation
-from ame.run_specs import run_spec_for_task
-from ame.spec import ExternalTemplates, Project, SpecError, check_project, load_project_text
+from ame.spec import ExternalTemplates, Project, SpecError, load_project_text
 from ame.spec.loader import PROJECT_FILE_NAMES
 from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations, templates
-from ame_api.peach_loops import PeachProblems, peach_files, tasks_of_version
+from ame_api.peach_loops import peach_files
+from ame_api.project_store import StoreComponent, blob_key, blob_prefix, manifest_key, store_blob
 from ame_api.repositories import data_sets as data_sets_repo
 from ame_api.repositories import peach as peach_repo
 from ame_api.repositories import projects as repo
@@ -54,13 +43,12 @@ from ame_api.repositories.runs import NotFound
 from ame_api.runs import Conflict, InvalidRequest
 from ame_api.schedules import publish_now, schedules_of, summaries, write_schedule_set
 from ame_api.settings import ApiSettings
-from ame_api.spooling import discard, spooled
+from ame_api.spooling import spooled
+from ame_api.version_checks import InvalidSpec, TooLarge, VersionChecks, data_sets_of_version, has_ame_file
 from ame_api.webhooks import hooks_of_version
 from ame_platform.bus.publisher import headers_for
 from ame_platform.clock import Clock, RealClock
-from ame_platform.lifecycle import Supervisor
 from ame_platform.runtime import Runtime
-from ame_platform.storage import ObjectStore, open_object_store
 
 log = logging.getLogger(__name__)
 
@@ -71,80 +59,8 @@ _NAME = re.compile(PROJECT_NAME)
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
-class TooLarge(InvalidRequest):
-    """Over the project size or file-count limit (413 / INVALID_ARGUMENT); the message names the limit."""
-
-
 class MissingBlobs(Conflict):
     """A commit named blobs that are not uploaded yet (409 / FAILED_PRECONDITION)."""
-
-
-class InvalidSpec(InvalidRequest):
-    """The version's ame.yml is invalid; `problems` are `file:line:col: message` lines, as `ame validate` prints."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-def _has_ame_file(files: Sequence[ManifestEntry]) -> bool:
-    return any(f.path in PROJECT_FILE_NAMES for f in files)
-
-
-class StoreComponent:
-    """Opens the object store at start and closes it at the end of the drain (after the front doors)."""
-
-    name = "object-store"
-
-    def __init__(self, settings: ApiSettings) -> None:
-        self._settings = settings
-        self._stack = contextlib.AsyncExitStack()
-        self._store: ObjectStore | None = None
-
-    @property
-    def store(self) -> ObjectStore:
-        if self._store is None:
-            raise RuntimeError("the object store is not open yet")
-        return self._store
-
-    async def start(self, supervisor: Supervisor) -> None:
-        self._store = await self._stack.enter_async_context(open_object_store(self._settings.storage))
-
-    async def drain(self) -> None:
-        await self._stack.aclose()
-
-
-def _data_sets_of_version(
-    spec: Project, project: str, version_id: str, external_templates: ExternalTemplates
-) -> list[tuple[str, str, str, RunSpec]]:
-    """(name, path, definition hash, producer's run spec) of each data set the version declares with a task;
-    a producer may be built on another project's template (`external_templates`, the ones this version pins)."""
-    try:
-        definitions = definitions_of(spec, external_templates=external_templates)
-    except SpecError as error:
-        raise InvalidSpec([str(p) for p in error.problems]) from None
-    return [
-        (
-            d.name,
-            d.path,
-            d.definition_hash,
-            run_spec_for_task(d.producer, project=project, project_version_id=version_id),
-        )
-        for d in definitions
-    ]
-
-
-def blob_prefix(organisation: str) -> str:
-    return f"orgs/{organisation}/blobs/"
-
-
-def blob_key(organisation: str, sha256: str) -> str:
-    return f"{blob_prefix(organisation)}{sha256[:2]}/{sha256}"
-
-
-def manifest_key(organisation: str, version_id: str) -> str:
-    """Where a version's manifest lies for launchers (a ProjectManifest): content-addressed like the blobs."""
-    return f"orgs/{organisation}/manifests/{version_id[:2]}/{version_id}"
 
 
 @dataclass(frozen=True)
@@ -161,6 +77,7 @@ class ProjectService:
         self._settings = settings
         self._store = store
         self._clock = clock or RealClock()
+        self._checks = VersionChecks(runtime, settings, store)
         # Called after a version with PEACH tasks is activated (the loop driver's wake-up).
         self.peach_changed: Callable[[], None] | None = None
 
@@ -177,30 +94,13 @@ class ProjectService:
             )
         return project
 
-    def _check_manifest(self, files: Sequence[ManifestEntry]) -> None:
-        if len(files) > self._settings.project_max_files:
-            raise TooLarge(
-                f"the project has {len(files)} files, over the server's limit of {self._settings.project_max_files} "
-                "files (AME_API_PROJECT_MAX_FILES)"
-            )
-        total = sum(f.size for f in files)
-        if total > self._settings.project_max_bytes:
-            raise TooLarge(
-                f"the project is {total} bytes, over the server's limit of {self._settings.project_max_bytes} bytes "
-                "(AME_API_PROJECT_MAX_BYTES)"
-            )
-        try:
-            check_manifest(files)
-        except ManifestError as exc:
-            raise InvalidRequest(str(exc)) from None
-
     async def find_missing(
         self, principal: Principal, organisation: str, project: str, files: Sequence[ManifestEntry]
     ) -> list[str]:
         """The manifest's blobs the organisation does not hold yet."""
         org = self._organisation(principal, organisation)
         self._project_name(project)
-        self._check_manifest(files)
+        self._checks.manifest(files)
         async with self._rt.pool.acquire() as conn:
             return await repo.missing_blobs(conn, organisation=org, sha256s=[f.sha256 for f in files])
 
@@ -227,41 +127,15 @@ class ProjectService:
                 f"the blob is {size} bytes, over the server's limit of {self._settings.project_max_bytes} bytes "
                 "(AME_API_PROJECT_MAX_BYTES)"
             )
-        async with self._rt.pool.acquire() as conn:
-            if await repo.has_blob(conn, organisation=org, sha256=sha256):
-                return False
-        spool_dir = self._settings.project_spool_dir
-        if spool_dir is not None:
-            spool_dir.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix="blob-", dir=spool_dir)
-        spool = Path(name)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                digest = hashlib.sha256()
-                received = 0
-                async for chunk in chunks:
-                    received += len(chunk)
-                    if received > size:
-                        raise InvalidRequest(f"the blob is larger than the {size} bytes its header declares")
-                    await asyncio.to_thread(_absorb, out, digest, chunk)
-            if received != size:
-                raise InvalidRequest(f"the blob ended after {received} of the {size} bytes its header declares")
-            actual = digest.hexdigest()
-            if actual != sha256:
-                raise InvalidRequest(
-                    f"the uploaded bytes have sha256 {actual}, not {sha256}; was the file changed while it was pushed?"
-                )
-            key = blob_key(org, sha256)
-            await self._store.store.put_file(key, spool)
-            async with self._rt.pool.acquire() as conn, conn.transaction():
-                await retention_repo.lock_blobs_shared(conn, org)
-                # Retention may have removed an unreferenced copy between the put and the lock: put it back
-                # while the lock holds retention off, so a recorded blob is always whole in the store.
-                if not await self._store.store.exists(key):
-                    await self._store.store.put_file(key, spool)
-                return await repo.add_blob(conn, organisation=org, sha256=sha256, size=size)
-        finally:
-            discard(spool)
+        return await store_blob(
+            self._rt,
+            self._store,
+            organisation=org,
+            sha256=sha256,
+            size=size,
+            chunks=chunks,
+            spool_dir=self._settings.project_spool_dir,
+        )
 
     async def committed(
         self, principal: Principal, organisation: str, project: str, rows: Sequence[tuple[str, int, str, int]]
@@ -305,7 +179,7 @@ class ProjectService:
         the version has no tasks, hooks or schedules of its own."""
         org = self._organisation(principal, organisation)
         self._project_name(project)
-        self._check_manifest(files)
+        self._checks.manifest(files)
         files = sorted(files, key=lambda f: f.path.encode("utf-8"))
         version_id = manifest_digest(files)
         async with self._rt.pool.acquire() as conn:
@@ -330,22 +204,22 @@ class ProjectService:
                 f"{missing[0]}); upload them and commit again"
             )
         # A version holds ame.yml, PEACH files (peach.yaml, peach.conf/*.yaml), or both.
-        peach = await self._peach_tasks(org, project, version_id, files)
+        peach = await self._checks.peach_tasks(org, project, version_id, files)
         # An orchestration's version (spec_required=False) is plain Python code, with neither.
-        needs_ame = spec_required and (_has_ame_file(files) or not peach_files(files))
-        spec = await self._check_spec(org, project, files) if needs_ame else None
+        needs_ame = spec_required and (has_ame_file(files) or not peach_files(files))
+        spec = await self._checks.spec(org, project, files) if needs_ame else None
         others = (
-            await self._template_projects(org, project, spec, pins=None)
+            await self._checks.template_projects(org, project, spec, pins=None)
             if spec is not None
             else templates.TemplateProjects(organisation=org)
         )
         task_names = spec.task_names() if spec is not None else [t.task for t in peach]
         hooks = hooks_of_version(spec, project, version_id, external_templates=others.lookup()) if spec else []
-        data_sets = _data_sets_of_version(spec, project, version_id, others.lookup()) if spec is not None else []
+        data_sets = data_sets_of_version(spec, project, version_id, others.lookup()) if spec is not None else []
         if spec is not None:
             # A schedule the server cannot run fails the push, with the reason.
             schedules_of(spec, project, version_id, external_templates=others.lookup())
-        await self._check_symlinks(org, files)
+        await self._checks.symlinks(org, files)
         async with self._rt.pool.acquire() as conn, conn.transaction():
             # Retention removes unreferenced blobs under this organisation's lock: checked again under it, the
             # blobs stay until the version that lists them is committed.
@@ -402,37 +276,6 @@ class ProjectService:
         async with self._rt.pool.acquire() as conn:
             await runs_repo.delete_outbox(conn, outbox_id)
 
-    async def _check_spec(self, org: str, project: str, files: Sequence[ManifestEntry]) -> Project:
-        """The same checks as `ame validate` in the project's directory, with the same messages; returns the
-        project the file declares."""
-        found = [f for f in files if f.path in PROJECT_FILE_NAMES]
-        if not found:
-            raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
-        if len(found) > 1:
-            raise InvalidSpec([f"{found[1].path}: both ame.yml and ame.yaml exist; keep one of them"])
-        entry = found[0]
-        if entry.mode == MODE_SYMLINK:
-            raise InvalidSpec([f"{entry.path}: the project file must be a regular file, not a symbolic link"])
-        limits = Limits()
-        if entry.size > limits.max_bytes:
-            raise InvalidSpec(
-                [f"{entry.path}: file is larger than the {limits.max_bytes // 1024} KiB limit for AME files"]
-            )
-        data = await self._store.store.get_bytes(blob_key(org, entry.sha256))
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            line = data[: error.start].count(b"\n") + 1
-            column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-            raise InvalidSpec([f"{entry.path}:{line}:{column}: the file is not UTF-8 text"]) from None
-        try:
-            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=limits)
-        except SpecError as error:
-            raise InvalidSpec([str(p) for p in error.problems]) from None
-        if spec.name and spec.name != project:
-            raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
-        return spec
-
     async def _repin(self, org: str, project: str, project_id: str, version: ProjectVersion) -> ProjectVersion:
         """A re-push of a version that takes templates from other projects resolves them again, against those
         projects' latest versions, as a first push would: pushing means "run with the templates as they are now".
@@ -443,8 +286,8 @@ class ProjectService:
             files = await repo.get_manifest(conn, project_id=project_id, version_id=version.id)
         if files is None:
             return version
-        spec = await self._check_spec(org, project, files)
-        others = await self._template_projects(org, project, spec, pins=None)
+        spec = await self._checks.spec(org, project, files)
+        others = await self._checks.template_projects(org, project, spec, pins=None)
         if others.pins == version.template_pins:
             return version
         # The version's hooks start runs from stored specs: they follow the new pins (schedules are resolved again
@@ -454,22 +297,6 @@ class ProjectService:
             await repo.set_template_pins(conn, project_id=project_id, version_id=version.id, pins=others.pins)
             await webhooks_repo.replace_hook_specs(conn, project_id=project_id, version_id=version.id, hooks=hooks)
         return version.model_copy(update={"template_pins": others.pins})
-
-    async def _template_projects(
-        self, org: str, project: str, spec: Project, *, pins: Mapping[str, str] | None
-    ) -> templates.TemplateProjects:
-        """The projects the version's templates come from (their latest versions at commit, else the pinned ones),
-        checked: an unknown project or template, or a cycle through other projects, is InvalidSpec with the line."""
-        store = self._store.store
-        if pins is None:
-            others = await templates.read_latest(self._rt.pool, store, blob_key, org, project, spec)
-        else:
-            others = await templates.read_pinned(self._rt.pool, store, blob_key, org, project, spec, pins)
-        if others.projects or others.missing:
-            problems = await asyncio.to_thread(check_project, spec, external_templates=others.lookup())
-            if problems:
-                raise InvalidSpec([str(p) for p in problems])
-        return others
 
     async def version_spec(
         self, principal: Principal, organisation: str, project: str, version_id: str
@@ -486,7 +313,7 @@ class ProjectService:
             spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
         except SpecError as error:
             raise InvalidSpec([str(p) for p in error.problems]) from None
-        others = await self._template_projects(org, project, spec, pins=version.template_pins)
+        others = await self._checks.template_projects(org, project, spec, pins=version.template_pins)
         return version, spec, others.lookup()
 
     async def activate(self, principal: Principal, organisation: str, project: str, version_id: str) -> Activation:
@@ -506,7 +333,7 @@ class ProjectService:
         if files is None:
             raise missing
         entry = next((f for f in files if f.path in PROJECT_FILE_NAMES), None)
-        peach = await self._peach_tasks(org, project, version_id, files)
+        peach = await self._checks.peach_tasks(org, project, version_id, files)
         if entry is None and not peach_files(files):
             raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
         spec: Project | None = None
@@ -520,7 +347,7 @@ class ProjectService:
             async with self._rt.pool.acquire() as conn:
                 version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
             pins = version.template_pins if version is not None else {}
-            others = await self._template_projects(org, project, spec, pins=pins)
+            others = await self._checks.template_projects(org, project, spec, pins=pins)
             wanted = schedules_of(spec, project, version_id, external_templates=others.lookup())
         async with self._rt.pool.acquire() as conn, conn.transaction():
             generation = await schedules_repo.activate(conn, project_id=project_id, version_id=version_id)
@@ -556,37 +383,6 @@ class ProjectService:
             schedules=summaries(self._clock, org, rows, last),
             triggers_enabled=spec is None or spec.enable_triggers is not False,
         )
-
-    async def _peach_tasks(
-        self, org: str, project: str, version_id: str, files: Sequence[ManifestEntry]
-    ) -> list[peach_repo.TaskRow]:
-        """The version's PEACH tasks, checked as `ame validate` checks them (InvalidSpec lists the problems)."""
-
-        async def read(sha256: str) -> bytes:
-            return await self._store.store.get_bytes(blob_key(org, sha256))
-
-        try:
-            return await tasks_of_version(
-                read,
-                files,
-                organisation=org,
-                project=project,
-                version_id=version_id,
-                version_label=version_id[:12],
-                settings=self._settings.peach,
-            )
-        except PeachProblems as exc:
-            raise InvalidSpec(exc.problems) from None
-
-    async def _check_symlinks(self, org: str, files: Sequence[ManifestEntry]) -> None:
-        for entry in files:
-            if entry.mode != MODE_SYMLINK:
-                continue
-            if entry.size > MAX_SYMLINK_TARGET_BYTES:
-                raise InvalidRequest(f"symbolic link {entry.path!r} has a target over {MAX_SYMLINK_TARGET_BYTES} bytes")
-            target = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8", "replace")
-            if symlink_escapes(entry.path, target):
-                raise InvalidRequest(f"symbolic link {entry.path!r} points out of the project ({target!r})")
 
     async def _project_id(self, org: str, project: str) -> str:
         self._project_name(project)
@@ -676,8 +472,3 @@ class ProjectService:
             prefix="blob-",
             missing=f"blob {sha256} not found",
         )
-
-
-def _absorb(out: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
-    digest.update(chunk)
-    out.write(chunk)

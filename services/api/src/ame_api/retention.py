@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ame.domain.artifacts import index_attempt, run_prefix, runs_prefix
-from ame_api.projects import StoreComponent, blob_key, manifest_key
+from ame_api.project_store import StoreComponent, blob_key, manifest_key
 from ame_api.repositories import retention as repo
 from ame_api.settings import ApiSettings
 from ame_platform.runtime import Runtime

@@ -21,6 +21,10 @@ and recording the process happens beside the run rather than in its way. A claim
 claimed again by the same launcher, successfully. After this launcher has seen the database fail, its
 reconciler waits a whole lease TTL before it reports anyone's lease expired, so every live launcher has had
 its heartbeats in first; and it never reports the runs it holds itself.
+
+The Launcher is assembled from its halves: the launch consumer, cancels and the state events here; running an
+attempt and reporting its end in execution.py; heartbeats and the reconciler in reconciling.py; handing runs
+to other launchers and adopting them in adoption.py.
 """
 
 from __future__ import annotations
@@ -36,14 +40,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 
-from ame.domain import LogEnd, RunState
+from ame.domain import RunState
 from ame_launcher import convert
 from ame_launcher.adoption import Active as _Active
-from ame_launcher.adoption import Adoption
-from ame_launcher.backends import Adopter, Backend, RunResult
-from ame_launcher.backends.orphans import ProcessPlace, kill_orphaned_group, this_machine
+from ame_launcher.backends import Adopter, Backend
+from ame_launcher.backends.orphans import this_machine
 from ame_launcher.capacity import Capacity
-from ame_launcher.logsink import ChunkPublisher
+from ame_launcher.execution import Execution
+from ame_launcher.reconciling import RECONCILE_PUBLISH_ATTEMPTS, Reconciling
 from ame_launcher.repositories import leases
 from ame_launcher.settings import LauncherSettings
 from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer, Redeliver, keep_in_hand
@@ -58,15 +62,13 @@ from ame_platform.runtime import Runtime
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_REASON = "the launcher stopped while the run was in progress"
-# Publishing from the reconciler holds row locks; give up after a few tries and retry on the next pass.
-_RECONCILE_PUBLISH_ATTEMPTS = 3
 # How long a stopping launcher tries to give back a lease it claimed but did not start.
 _RELEASE_TIMEOUT = 2.0
 
 _T = TypeVar("_T")
 
 
-class Launcher(Adoption):
+class Launcher(Execution, Reconciling):
     name = "launcher"
 
     def __init__(self, runtime: Runtime, settings: LauncherSettings, backend: Backend) -> None:
@@ -253,165 +255,7 @@ class Launcher(Adoption):
             return False
         return True
 
-    async def _execute(self, active: _Active) -> None:
-        command = active.command
-        output = ChunkPublisher(
-            self._rt.js,
-            self._rt.names.run_log(command.run_id),
-            command.run_id,
-            command.attempt,
-            max_lines=self._settings.log_chunk_lines,
-            flush_interval=self._settings.log_flush_interval,
-            first_seq=active.first_seq,
-        )
-        output.start()
-        if command.attempt > 1 and not active.adopted:
-            # Followers show every attempt's output in turn; this says where one ends and the next begins.
-            await output.write("system", f"ame: attempt {command.attempt} of {1 + command.spec.retries}")
-
-        recording: asyncio.Task[None] | None = None
-
-        async def record_process(pgid: int) -> None:
-            async def update(conn: Connection) -> None:
-                await leases.update_process(
-                    conn,
-                    run_id=command.run_id,
-                    attempt=command.attempt,
-                    host=self._machine.host,
-                    boot_id=self._machine.boot_id,
-                    pgid=pgid,
-                )
-
-            try:
-                await self._with_db(update, what=f"recording the process of run {command.run_id}")
-            except Exception:
-                # Only a crashed launcher's orphans need it; the run goes on without.
-                log.exception("could not record the process of run %s", command.run_id)
-
-        running_published = False
-
-        async def on_started(pgid: int | None) -> None:
-            nonlocal recording, running_published
-            if pgid is not None:
-                if recording is not None and not recording.done():
-                    recording.cancel()  # an in-run retry started a new process: only the newest one matters
-                # Beside the run, not in its way: the runner reads no output until this returns.
-                recording = asyncio.create_task(record_process(pgid), name=f"record:{command.run_id}")
-            if not running_published:
-                running_published = True
-                await self._publish_state(command, RunState.RUNNING)
-
-        try:
-            if active.cancel.is_set() and not active.adopted:
-                result = RunResult(RunState.CANCELLED, None, active.cancel_reason)
-            elif active.adopted and isinstance(self._backend, Adopter):
-                result = await self._backend.attach(command, output, active.cancel, on_started, active.resume_at_ns)
-            else:
-                result = await self._place_and_execute(active, output, on_started)
-        except asyncio.CancelledError:
-            if active.lease_lost:
-                # Another launcher holds the lease and reads the log from where the bus has it: publish nothing.
-                await output.abandon()
-                self._active.pop((command.run_id, command.attempt), None)
-                self._slots.release()
-                return
-            if not self._handing_off:
-                raise
-            # Handed to another launcher: what was read is published, the rest it reads again.
-            await output.stop()
-            self._handed.append(command.run_id)
-            self._active.pop((command.run_id, command.attempt), None)
-            self._slots.release()
-            return
-        except Exception as exc:
-            log.exception("run %s failed in the launcher", command.run_id)
-            result = RunResult(RunState.FAILED, None, f"launcher error: {exc}")
-        if result.state == RunState.CANCELLED and active.cancel_reason:
-            result = RunResult(result.state, result.exit_code, active.cancel_reason)
-        active.finishing = True
-        try:
-            if recording is not None and not recording.done():
-                # The process has ended: where it ran no longer matters, and a late update must not follow
-                # the finish.
-                recording.cancel()
-                await asyncio.gather(recording, return_exceptions=True)
-
-            async def renew(conn: Connection) -> bool:
-                return await leases.renew_lease(
-                    conn,
-                    run_id=command.run_id,
-                    attempt=command.attempt,
-                    launcher_id=self.launcher_id,
-                    ttl_seconds=self._settings.lease_ttl,
-                )
-
-            # The fence. Known held within half a TTL (a heartbeat or the claim), the lease is this launcher's
-            # without asking the database, so a run's end is published during a database outage. Otherwise it
-            # renews the lease first, as its holder only: another takes it over only after a further TTL.
-            recent = (
-                active.held_since is not None and time.monotonic() - active.held_since < self._settings.lease_ttl / 2
-            )
-            if active.lease_lost or (
-                not recent and not await self._with_db(renew, what=f"renewing the lease of run {command.run_id}")
-            ):
-                log.warning(
-                    "run %s attempt %d: its lease was taken over by another launcher, which reports its end",
-                    command.run_id,
-                    command.attempt,
-                )
-                await output.abandon()
-                return
-            # Output first, so that once the registry says the run ended its log is complete.
-            await output.close(LogEnd(state=result.state, exit_code=result.exit_code, reason=result.reason))
-            await self._publish_state(command, result.state, exit_code=result.exit_code, reason=result.reason)
-
-            async def finish(conn: Connection) -> bool:
-                return await leases.finish_lease(
-                    conn,
-                    run_id=command.run_id,
-                    attempt=command.attempt,
-                    launcher_id=self.launcher_id,
-                    final_state=result.state.value,
-                )
-
-            # Held in hand (and heartbeated) until the database takes it: an unfinished lease would expire
-            # and have a run that ended reported lost.
-            if not await self._with_db(finish, what=f"finishing the lease of run {command.run_id}"):
-                log.warning(
-                    "run %s attempt %d: its lease was finished or taken over meanwhile", command.run_id, command.attempt
-                )
-        except Exception:
-            # The lease stays active and expires; the reconciler then reports the run.
-            log.exception("could not report the end of run %s", command.run_id)
-        finally:
-            self._active.pop((command.run_id, command.attempt), None)
-            self._slots.release()
-
-    async def _place_and_execute(
-        self, active: _Active, output: ChunkPublisher, on_started: Callable[[int | None], Awaitable[None]]
-    ) -> RunResult:
-        """Refuse what this host can never run, wait for the GPUs (see capacity), then run on the backend."""
-        command = active.command
-        if self._backend.name != "local":
-            # This host's GPUs and cpu are no measure of a cluster's: the cluster's scheduler places the pod.
-            return await self._backend.execute(command, output, active.cancel, on_started)
-        refusal = self._capacity.refusal(command.spec)
-        if refusal is not None:
-            await output.write("system", f"ame: {refusal}")
-            return RunResult(RunState.FAILED, None, refusal)
-        if note := self._capacity.note(command.spec):
-            await output.write("system", f"ame: {note}")
-
-        async def waiting(reason: str) -> None:
-            await output.write("system", f"ame: {reason}")
-
-        placement = await self._capacity.place(command.spec, active.cancel, waiting)
-        if placement is None:
-            return RunResult(RunState.CANCELLED, None, active.cancel_reason or "cancelled while waiting for GPUs")
-        try:
-            return await self._backend.execute(placement.apply(command), output, active.cancel, on_started)
-        finally:
-            placement.release()
+    # Shared by the halves: database retries and state events ----------------------------------------------
 
     async def _with_db(self, action: Callable[[Connection], Awaitable[_T]], *, what: str) -> _T:
         async def note_fault(exc: BaseException) -> None:
@@ -450,7 +294,7 @@ class Launcher(Adoption):
             attempts=attempts,
         )
 
-    # Cancels, heartbeats, reconciling ------------------------------------------------------------------
+    # Cancels and dead letters --------------------------------------------------------------------------
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:
@@ -460,130 +304,6 @@ class Launcher(Adoption):
         for (active_id, active_attempt), active in list(self._active.items()):
             if active_id == run_id and attempt in (0, active_attempt):
                 active.request_cancel(reason or "cancelled by request")
-
-    async def heartbeat(self) -> None:
-        """Renew the leases of the runs this launcher holds right now (and only those); stop following those whose
-        lease another launcher took over."""
-        held = [run_id for run_id, _ in self._active]
-        if not held:
-            return
-        # Only runs whose lease was claimed (or taken over) before the renewal began can be judged by it.
-        started = {key: a for key, a in self._active.items() if a.task is not None and not a.finishing}
-        sent = time.monotonic()
-        try:
-            async with self._rt.pool.acquire() as conn:
-                renewed = await leases.update_heartbeats(
-                    conn, launcher_id=self.launcher_id, run_ids=held, ttl_seconds=self._settings.lease_ttl
-                )
-        except Exception as exc:
-            self._db_fault(exc)
-            raise
-        for key in renewed:
-            if (renewed_active := self._active.get(key)) is not None:
-                renewed_active.held_since = sent
-        for key, active in started.items():
-            if key in renewed or self._active.get(key) is not active or active.finishing or active.lease_lost:
-                continue
-            log.warning(
-                "run %s attempt %d: another launcher took its lease over; no longer following it", key[0], key[1]
-            )
-            active.lease_lost = True
-            if isinstance(self._backend, Adopter):
-                # Its work goes on under the new holder: stop following it, as a handoff does.
-                if active.task is not None:
-                    active.task.cancel()
-            else:
-                # A local process is this launcher's child: end it (its end is not reported, see _execute).
-                active.request_cancel("its launcher lost the lease on the run")
-
-    async def reconcile(self) -> int:
-        """Report runs whose launcher vanished as lost; returns how many were reported."""
-        try:
-            return await self._reconcile()
-        except Exception as exc:
-            self._db_fault(exc)
-            raise
-
-    async def _reconcile(self) -> int:
-        grace = self._settings.lease_ttl if self._settings.reconcile_grace is None else self._settings.reconcile_grace
-        if self._db_fault_at is not None and time.monotonic() - self._db_fault_at < grace:
-            # Leases expire during an outage, of live launchers too. Once the database is back, give every live
-            # launcher a whole TTL to renew its own before judging any of them (a 5 s heartbeat within a 30 s TTL
-            # means an outage long enough to expire a lease is always seen by this loop too).
-            async with self._rt.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-            return 0
-        if self._stopping.is_set():
-            # A stopping launcher adopts nothing, so it must not judge the leases others just handed back.
-            return 0
-        held = [run_id for run_id, _ in self._active]
-        began = time.monotonic()
-        async with self._rt.pool.acquire() as conn, conn.transaction():
-            if time.monotonic() - began > self._settings.reconcile_interval:
-                # Getting a connection hung (a failover, a black-holed network) rather than failing: that was an
-                # outage too, and live launchers have not renewed yet.
-                self._db_fault_at = time.monotonic()
-                return 0
-            expired = await leases.claim_expired_leases(
-                conn, limit=100, launcher_id=self.launcher_id, held=held, backend=self._backend.name
-            )
-            adopted: list[tuple[convert.LaunchCommand, float]] = []
-            for lease in expired:
-                if self._stopping.is_set():
-                    break  # the rest stay active, for a launcher that stays
-                adoptable = await self._adoptable(lease)
-                if self._stopping.is_set():
-                    break
-                if adoptable is not None:
-                    taking = time.monotonic()
-                    if await leases.take_over(
-                        conn,
-                        run_id=lease.run_id,
-                        attempt=lease.attempt,
-                        launcher_id=self.launcher_id,
-                        ttl_seconds=self._settings.lease_ttl,
-                    ):
-                        adopted.append((adoptable, taking))
-                    continue
-                reason = f"launcher {lease.launcher_id} stopped renewing its lease; " + (
-                    f"the {self._backend.name} backend has no work of the attempt left to adopt"
-                    if isinstance(self._backend, Adopter)
-                    else "a local process cannot be adopted"
-                )
-                if lease.pgid is not None and kill_orphaned_group(
-                    pgid=lease.pgid,
-                    run_id=lease.run_id,
-                    recorded=ProcessPlace(lease.host or "", lease.boot_id or ""),
-                    here=self._machine,
-                ):
-                    reason += "; its processes were ended"
-                command = convert.LaunchCommand(
-                    run_id=lease.run_id,
-                    attempt=lease.attempt,
-                    organisation="",
-                    spec=convert.placeholder_spec(lease.project, lease.task),
-                )
-                # Inside the transaction: if publishing fails, the lease stays active and the next pass retries.
-                output = ChunkPublisher(
-                    self._rt.js,
-                    self._rt.names.run_log(command.run_id),
-                    command.run_id,
-                    command.attempt,
-                    publish_attempts=_RECONCILE_PUBLISH_ATTEMPTS,
-                )
-                await output.close(LogEnd(state=RunState.LOST, reason=reason, total_lines=0))
-                await self._publish_state(command, RunState.LOST, reason=reason, attempts=_RECONCILE_PUBLISH_ATTEMPTS)
-                await leases.finish_lease(
-                    conn,
-                    run_id=lease.run_id,
-                    attempt=lease.attempt,
-                    launcher_id=lease.launcher_id,
-                    final_state=RunState.LOST.value,
-                )
-        # The leases are this launcher's once the transaction committed: only then does it follow the runs.
-        for command, taken_at in adopted:
-            self._adopt(command, taken_at)
-        return len(expired)
 
     async def recheck_cancels(self) -> None:
         """After a reconnect, look up the cancel subjects of the runs in hand.
@@ -645,4 +365,4 @@ class Launcher(Adoption):
                 raise
             # The same fault that refused the claim may refuse this record: the run is still reported.
             log.warning("run %s: could not record its refused launch: %s", command.run_id, exc)
-        await self._publish_state(command, RunState.FAILED, reason=reason, attempts=_RECONCILE_PUBLISH_ATTEMPTS)
+        await self._publish_state(command, RunState.FAILED, reason=reason, attempts=RECONCILE_PUBLISH_ATTEMPTS)

@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ame.domain.projects import ManifestEntry, ProjectVersion, VersionManifest
 from ame.domain.schedules import Activation
-from ame_api.projects import InvalidSpec, ProjectService, TooLarge
+from ame_api.projects import ProjectService
 from ame_api.rest.auth import CurrentPrincipal
 from ame_api.settings import ApiSettings
+from ame_api.version_checks import InvalidSpec, TooLarge
 
 # The requests that read (and bound) their own bodies: a manifest (missing blobs, commit) and a blob upload.
 _OWN_BODY = re.compile(

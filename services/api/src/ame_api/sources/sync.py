@@ -36,7 +36,7 @@ from ame.domain.sources import SourceState
 from ame.packaging import PackSettings, ProjectTooLarge, push_project
 from ame.sdk.errors import MissingBlobs as ClientMissingBlobs
 from ame.spec.peach import find_peach_files
-from ame_api.projects import InvalidSpec, MissingBlobs, ProjectService
+from ame_api.projects import MissingBlobs, ProjectService
 from ame_api.repositories import secrets as secrets_repo
 from ame_api.repositories import sources as repo
 from ame_api.repositories.runs import NotFound
@@ -47,6 +47,7 @@ from ame_api.settings import ApiSettings
 from ame_api.sources.git import Credential, Git, GitError, TreeTooLarge, is_ssh_url, scrub
 from ame_api.sources.settings import SourceSettings
 from ame_api.sources.tree import SourceTree, TreeProblem, project_in_tree
+from ame_api.version_checks import InvalidSpec
 from ame_platform.clock import Clock
 from ame_platform.faults import classify
 from ame_platform.lifecycle import Supervisor
