@@ -258,6 +258,14 @@ async def test_a_hooked_pipeline_runs_every_step_with_the_payload(
     run = (await rest.get(f"/v1/runs/{parent}")).json()
     assert run["trigger"] == "webhook" and run["spec"]["pipeline"], run
     compact = '{"ref":"refs/heads/main"}'
+    # A payload every step carries, too big for the bus three times over: refused at once, no run left queued.
+    big = json.dumps({"ref": "x" * 400_000}).encode()
+    async with httpx.AsyncClient(base_url=stack.rest_url, timeout=30) as hooks:
+        refused = await hooks.post("/v1/hooks/default/piped/both", content=big, headers=_github(big, "p-2"))
+    assert refused.status_code == 422, refused.text
+    assert "the bus carries at most" in refused.json()["error"], refused.text
+    listed_runs = await client.stub.ListRuns(ame_service_pb2.ListRunsRequest(project="piped", task="both"))
+    assert [r.id for r in listed_runs.runs] == [parent]
     assert await _pipeline_ended(client, parent) == {
         "step": (run_pb2.RUN_STATE_SUCCEEDED, [f"[] {compact}"]),
         "left": (run_pb2.RUN_STATE_SUCCEEDED, [f"['left'] {compact}"]),

@@ -36,7 +36,7 @@ __all__ = [
 
 
 def run_spec_for_task(task: ResolvedTask, *, project: str, project_version_id: str = "") -> RunSpec:
-    """The spec of a remote run of `task` (a plain task: pipelines do not run remotely yet)."""
+    """The spec of a remote run of `task`, a plain task (a pipeline's is `run_spec_for_pipeline`)."""
     if task.executor is None:
         raise ValueError(f"task {task.name!r} is a pipeline; a run spec carries one command")
     return RunSpec(
@@ -109,7 +109,8 @@ def run_spec_for_any_task(task: ResolvedTask, *, project: str, project_version_i
 
 
 def with_args(spec: RunSpec, args: JsonValue) -> RunSpec:
-    """`spec` with task arguments `args`; a pipeline's are every step's, as `-l` gives them to each step."""
+    """`spec` with task arguments `args`; a pipeline's go to every step (as `-l` gives them to each step), not to
+    the parent, which runs nothing."""
     if not spec.pipeline:
         return spec.model_copy(update={"args": args})
     stages = [
@@ -118,7 +119,7 @@ def with_args(spec: RunSpec, args: JsonValue) -> RunSpec:
         )
         for stage in spec.pipeline
     ]
-    return spec.model_copy(update={"pipeline": stages, "args": args})
+    return spec.model_copy(update={"pipeline": stages})
 
 
 def pipeline_labels(spec: RunSpec) -> list[str]:

@@ -52,7 +52,11 @@ def test_two_pools_on_one_directory_never_hand_out_a_device_twice(tmp_path: Path
     assert second.free() == 1
     c = second.try_acquire(1)
     assert c is not None and c.devices == a.devices
-    assert c.environment() == {"CUDA_VISIBLE_DEVICES": c.devices[0], "NVIDIA_VISIBLE_DEVICES": c.devices[0]}
+    assert c.environment() == {
+        "CUDA_VISIBLE_DEVICES": c.devices[0],
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "NVIDIA_VISIBLE_DEVICES": c.devices[0],
+    }
     b.release()
     c.release()
 
@@ -111,7 +115,11 @@ async def test_a_cancelled_wait_takes_nothing(tmp_path: Path) -> None:
 
 
 def test_no_devices_hides_the_hosts() -> None:
-    assert gpu_environment(()) == {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "none"}
+    assert gpu_environment(()) == {
+        "CUDA_VISIBLE_DEVICES": "",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "NVIDIA_VISIBLE_DEVICES": "none",
+    }
 
 
 def test_gpu_descriptions_are_parsed_for_every_device_or_per_device() -> None:
@@ -161,3 +169,26 @@ async def test_a_run_waiting_for_a_kind_of_gpu_says_which(tmp_path: Path) -> Non
     lease = await asyncio.wait_for(waiter, 10)
     assert lease is not None and lease.devices == ("1",)
     lease.release()
+
+
+def test_a_plain_request_takes_the_smallest_gpu_and_nvidia_smi_is_asked_only_for_a_kind(tmp_path: Path) -> None:
+    asked: list[int] = []
+
+    def detect() -> list[GpuDevice]:
+        asked.append(1)
+        return [GpuDevice("0", 80 * 2**30, "NVIDIA A100-SXM4-80GB"), GpuDevice("1", 16 * 2**30, "Tesla T4")]
+
+    pool = GpuPool(["0", "1"], tmp_path, detect=detect)
+    plain = pool.try_acquire(1)
+    assert plain is not None and asked == []  # a host listed by hand: a plain GPU needs no nvidia-smi
+    plain.release()
+    small = pool.try_acquire(GpuNeed(1, model="Tesla T4"))
+    assert small is not None and small.devices == ("1",) and asked == [1]
+    small.release()
+    # Now that the pool knows the devices, a plain request leaves the 80Gi one for a run that needs it.
+    plain = pool.try_acquire(1)
+    assert plain is not None and plain.devices == ("1",)
+    big = pool.try_acquire(GpuNeed(1, memory_bytes=40 * 2**30))
+    assert big is not None and big.devices == ("0",) and asked == [1]
+    plain.release()
+    big.release()

@@ -285,7 +285,13 @@ def test_vram_and_gpu_model_pick_a_device_that_has_them(ame_home: AmeHome, make_
     """Seed 003 writes `gpus: 1, vram: 24Gi`: only a device with that much memory is handed out. The pretend host
     has a 16Gi GPU 0 and an 80Gi A100 as GPU 1, described by AME_GPU_MEMORY and AME_GPU_MODEL."""
     project = make_project(GPU_PROJECT)
-    host = {"AME_GPU_MEMORY": "0=16Gi,1=80Gi", "AME_GPU_MODEL": "0=Tesla T4,1=NVIDIA A100-SXM4-80GB"}
+    # An nvidia-smi that knows nothing, so the host is what the settings say even where a real one is installed.
+    stub = ame_home.root / "stub-bin"
+    stub.mkdir(parents=True)
+    (stub / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")
+    (stub / "nvidia-smi").chmod(0o755)
+    path = {"PATH": f"{stub}{os.pathsep}{os.environ.get('PATH', '')}"}
+    host = {"AME_GPU_MEMORY": "0=16Gi,1=80Gi", "AME_GPU_MODEL": "0=Tesla T4,1=NVIDIA A100-SXM4-80GB", **path}
     for task in ("big_gpu", "a100"):
         proc = _ame(project, task, ame_home, **host)
         out, err = proc.communicate(timeout=30)
@@ -293,14 +299,14 @@ def test_vram_and_gpu_model_pick_a_device_that_has_them(ame_home: AmeHome, make_
         assert f"{task}: using GPU 1" in err
 
     # Memory no device has, or nobody knows: refused, saying what the host has and how to describe it.
-    proc = _ame(project, "big_gpu", ame_home, AME_GPU_MEMORY="16Gi")
+    proc = _ame(project, "big_gpu", ame_home, AME_GPU_MEMORY="16Gi", **path)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "should not run" not in out
     assert (
         "big_gpu: the task asks for 1 GPU with at least 40Gi of memory and this host has 2 GPUs, none of that kind "
         "(0: model unknown, 16Gi, 1: model unknown, 16Gi)"
     ) in err, err
-    proc = _ame(project, "big_gpu", ame_home)
+    proc = _ame(project, "big_gpu", ame_home, **path)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "none of that kind (0: model unknown, memory unknown, 1: model unknown, memory unknown); where " in err

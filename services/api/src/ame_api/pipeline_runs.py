@@ -74,6 +74,13 @@ async def submit_pipeline(
                 checked.add(version)
     msg_id = bus_messages.pipeline_msg_id(run_id)
     payload = bus_messages.encode_pipeline_started(run_id, org, spec, principal.started_by)
+    # Refused now, as a plain run's launch command is: a message the bus cannot carry would leave the pipeline
+    # queued for ever (task arguments, a webhook's payload, travel once per step).
+    if len(payload) > service.runtime.nc.max_payload - 4096:
+        raise InvalidRequest(
+            f"the pipeline is {len(payload)} bytes encoded with its steps (and their task arguments); the bus "
+            f"carries at most {service.runtime.nc.max_payload}"
+        )
     async with service.runtime.pool.acquire() as conn, conn.transaction():
         run, created = await runs_repo.create_run(
             conn,

@@ -97,6 +97,12 @@ async def write_schedule_set(
     payload = bus_messages.encode_project_schedules(
         ProjectScheduleSet(organisation, project, version_id, generation, [r.definition() for r in rows])
     )
+    if len(payload) > runtime.nc.max_payload - 4096:
+        # The scheduler could never receive it, and no schedule of the project would fire: refuse the activation.
+        raise InvalidRequest(
+            f"the project's schedules are {len(payload)} bytes encoded (each carries its run, a pipeline's with every "
+            f"step); the bus carries at most {runtime.nc.max_payload}"
+        )
     outbox_id = await runs_repo.add_outbox(
         conn, msg_id=msg_id, subject=runtime.names.project_schedules, payload=payload, headers=headers_for(msg_id)
     )

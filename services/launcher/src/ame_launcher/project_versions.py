@@ -37,6 +37,8 @@ _KEPT_MANIFESTS = 16
 # Parsed saved-file indexes of pipeline steps kept in memory: step k of a sequential pipeline lays the k-1 before
 # it, so without them the last steps of a long pipeline would each read every earlier index again.
 _KEPT_INDEXES = 512
+# ... and at most this many files across them (one index of a step that wrote 100,000 files is tens of MB).
+_KEPT_INDEX_FILES = 200_000
 
 
 class VersionReader:
@@ -50,6 +52,7 @@ class VersionReader:
         self._opening = asyncio.Lock()
         self._manifests: OrderedDict[tuple[str, str], list[ManifestEntry]] = OrderedDict()
         self._indexes: OrderedDict[str, list[Artifact]] = OrderedDict()
+        self._index_files = 0
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -140,9 +143,12 @@ class VersionReader:
             saved = codecs.artifact_index_from_bytes(data)
         except ValueError as exc:
             raise MaterialiseError(f"the saved files of run {layer.run_id} are unreadable: {exc}") from None
-        self._indexes[key] = saved
-        while len(self._indexes) > _KEPT_INDEXES:
-            self._indexes.popitem(last=False)
+        if key not in self._indexes:
+            self._indexes[key] = saved
+            self._index_files += len(saved)
+        while len(self._indexes) > _KEPT_INDEXES or (self._index_files > _KEPT_INDEX_FILES and len(self._indexes) > 1):
+            _, dropped = self._indexes.popitem(last=False)
+            self._index_files -= len(dropped)
         return saved
 
     async def _manifest(

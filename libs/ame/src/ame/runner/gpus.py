@@ -185,9 +185,16 @@ def detect_gpus() -> list[str]:
 
 
 def gpu_environment(devices: Sequence[str]) -> dict[str, str]:
-    """The variables that confine a run to `devices` (none: the run sees no GPU)."""
+    """The variables that confine a run to `devices` (none: the run sees no GPU).
+
+    Device ids are nvidia-smi's indices, which follow the PCI bus; CUDA numbers devices fastest first unless told
+    otherwise, so on a host with mixed GPUs index 1 could be another card than the one handed out."""
     visible = ",".join(devices)
-    return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "none"}
+    return {
+        "CUDA_VISIBLE_DEVICES": visible,
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "NVIDIA_VISIBLE_DEVICES": visible or "none",
+    }
 
 
 def waiting_message(count: int, free: int, total: int, *, kind: str = "") -> str:
@@ -223,9 +230,19 @@ class GpuLease:
 class GpuPool:
     """The GPUs of one host, shared by every process that uses the same lock directory."""
 
-    def __init__(self, devices: Sequence[str | GpuDevice], lock_dir: Path) -> None:
-        self.described = tuple(d if isinstance(d, GpuDevice) else GpuDevice(d) for d in devices)
-        self.devices = tuple(d.id for d in self.described)
+    def __init__(
+        self,
+        devices: Sequence[str | GpuDevice],
+        lock_dir: Path,
+        *,
+        detect: Callable[[], list[GpuDevice]] | None = None,
+    ) -> None:
+        """`detect` tells what nvidia-smi knows of the devices; it is asked only when a run needs a kind of GPU
+        that `devices` do not describe (so a host listed by hand runs plain GPU tasks without calling it)."""
+        self._given = tuple(d if isinstance(d, GpuDevice) else GpuDevice(d) for d in devices)
+        self._detect = detect
+        self._detected: tuple[GpuDevice, ...] | None = None
+        self.devices = tuple(d.id for d in self._given)
         self.lock_dir = lock_dir
 
     @classmethod
@@ -234,19 +251,34 @@ class GpuPool:
     ) -> GpuPool:
         """The host's GPUs (`configured`, else what nvidia-smi lists) with what is known of each; `memory` and
         `model` (AME_GPU_MEMORY, AME_GPU_MODEL) say it where nvidia-smi cannot. Raises ValueError for a bad one."""
-        detected = {d.id: d for d in detect_gpu_devices()}
-        ids = parse_gpu_list(configured) if configured is not None else list(detected) or detect_gpus()
+        detected: list[GpuDevice] | None = None
+        if configured is not None:
+            ids = parse_gpu_list(configured)
+        else:
+            detected = detect_gpu_devices()
+            ids = [d.id for d in detected] or detect_gpus()
         memories = parse_gpu_properties(memory or "", ids, _parse_memory)
         models = parse_gpu_properties(model or "", ids, _parse_model)
-        devices = [
+        given = [GpuDevice(i, memories.get(i), models.get(i)) for i in ids]
+        pool = cls(given, lock_dir, detect=detect_gpu_devices if detected is None and ids else None)
+        if detected is not None:
+            pool._detected = tuple(detected)
+        return pool
+
+    @property
+    def described(self) -> tuple[GpuDevice, ...]:
+        """Each device with what the settings say of it, else what nvidia-smi says (asked once, when needed)."""
+        if self._detected is None:
+            self._detected = tuple(self._detect()) if self._detect is not None else ()
+        found = {d.id: d for d in self._detected}
+        return tuple(
             GpuDevice(
-                i,
-                memories.get(i, detected[i].memory_bytes if i in detected else None),
-                models.get(i, detected[i].model if i in detected else None),
+                d.id,
+                d.memory_bytes if d.memory_bytes is not None else getattr(found.get(d.id), "memory_bytes", None),
+                d.model if d.model is not None else getattr(found.get(d.id), "model", None),
             )
-            for i in ids
-        ]
-        return cls(devices, lock_dir)
+            for d in self._given
+        )
 
     @property
     def total(self) -> int:
@@ -339,7 +371,12 @@ class GpuPool:
                     return None
 
     def _eligible(self, need: GpuNeed) -> list[str]:
-        return [d.id for d in self.described if need.fits(d)]
+        """The devices that fit `need`, smallest memory first: a plain request does not take the one big GPU a
+        `vram` request could use while a small one is free."""
+        if not need.memory_bytes and not need.model and self._detected is None:
+            return list(self.devices)  # nothing to tell apart: nvidia-smi need not be asked
+        fitting = [d for d in self.described if need.fits(d)]
+        return [d.id for d in sorted(fitting, key=lambda d: d.memory_bytes or 0)]
 
     def _try_lock(self, devices: Sequence[str]) -> GpuLease | None:
         self.lock_dir.mkdir(parents=True, exist_ok=True)

@@ -488,6 +488,7 @@ class KubernetesBackend:
         pods, _ = await api.list_pods()
         now = time.time()
         old: list[tuple[str, tuple[str, int]]] = []
+        unlabelled: list[str] = []
         for pod in pods:
             name = pod["metadata"]["name"]
             if name in self._in_hand or pod_status.outcome(pod) is None:
@@ -500,7 +501,9 @@ class KubernetesBackend:
                 run_id = str(uuid.UUID(str(labels.get(manifests.LABEL_RUN, ""))))
                 attempt = int(str(labels.get(manifests.LABEL_ATTEMPT, "")))
             except ValueError:
-                continue  # not a run pod as this launcher writes them: not ours to delete
+                # One of ours (the selector says so) whose run labels were edited away: no lease can name it.
+                unlabelled.append(name)
+                continue
             old.append((name, (run_id, attempt)))
         leased = await still_leased([key for _, key in old]) if still_leased is not None and old else set()
         removed = 0
@@ -509,6 +512,11 @@ class KubernetesBackend:
                 continue
             secret = manifests.names(*key).secret
             await self._delete(api, manifests.PodNames(pod=name, secret=secret), grace=0)
+            removed += 1
+        for name in unlabelled:
+            log.warning("pod %s has no readable run labels; deleting it as finished and past the GC delay", name)
+            with contextlib.suppress(ApiException, OSError, TimeoutError):
+                await api.delete_pod(name, 0)
             removed += 1
         return removed
 

@@ -171,7 +171,8 @@ class Coordinator:
                     conn, pipeline.run_id, step.name, state="running", attempt=event.attempt, at=event.at
                 )
             # A step going from submitted to running decides nothing: its stage was submitted whole, and a stop
-            # treats both states alike (what a cancel needs for a step still submitted is sent when it stops).
+            # decided later reads the step's state as it is then (a step still submitted also gets the end that a
+            # launcher may never report, see `_cancel_step`).
             return False
         spec = _step_spec(self._spec(pipeline), step.name)
         if retry_follows(event.state, event.attempt, spec.retries if spec is not None else 0):
@@ -341,10 +342,13 @@ class Coordinator:
         try:
             for batch in _batches(rows, self._rt.names.pipeline_step_requested):
                 results = await asyncio.gather(*(self._publish_row(row) for row in batch), return_exceptions=True)
-                failure: BaseException | None = None
+                failure: Exception | None = None
                 for row, result in zip(batch, results, strict=True):
-                    if isinstance(result, BaseException):
+                    if isinstance(result, Exception):
                         failure = failure or result
+                    elif isinstance(result, BaseException):
+                        # Not a publish that failed (a cancel): the relay publishes what was not sent.
+                        failure = failure or RuntimeError(f"publishing {row.subject} was interrupted: {result!r}")
                     else:
                         sent.append(row.id)
                 if failure is not None:

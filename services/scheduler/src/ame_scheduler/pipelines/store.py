@@ -233,18 +233,21 @@ async def add_outgoing(conn: Connection, messages: list[Outgoing]) -> list[Outbo
     headers = [headers_for(m.msg_id) for m in messages]
     rows = await conn.fetch(
         """INSERT INTO pipeline_outbox (msg_id, subject, payload, headers)
-           SELECT m, s, p, h FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[])
-               WITH ORDINALITY AS u(m, s, p, h, n) ORDER BY n
-           RETURNING id""",
+           SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[])
+           RETURNING id, msg_id""",
         [m.msg_id for m in messages],
         [m.subject for m in messages],
         [m.payload for m in messages],
         [json.dumps(h) for h in headers],
     )
-    # The rows are inserted in the messages' order, and each takes the next id of the sequence as it is: the ids
-    # in ascending order are the messages' (RETURNING itself promises no order).
-    ids = sorted(int(r["id"]) for r in rows)
-    return [OutboxRow(i, m.subject, m.payload, h) for i, m, h in zip(ids, messages, headers, strict=True)]
+    # RETURNING promises no order: each row is matched to its message by msg_id (a repeated one, which one
+    # decision never writes, by insertion id).
+    ids: dict[str, list[int]] = {}
+    for row in sorted(rows, key=lambda r: int(r["id"])):
+        ids.setdefault(row["msg_id"], []).append(int(row["id"]))
+    if len(rows) != len(messages):
+        raise RuntimeError(f"the outbox took {len(rows)} of {len(messages)} messages")
+    return [OutboxRow(ids[m.msg_id].pop(0), m.subject, m.payload, h) for m, h in zip(messages, headers, strict=True)]
 
 
 async def claim_outbox(

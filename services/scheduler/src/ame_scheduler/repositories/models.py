@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ame.domain import new_run_id
 from ame_platform.db import Connection
 
 
@@ -39,8 +40,8 @@ async def record(
            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model_version_id) DO NOTHING""",
         model_version_id,
         organisation,
-        uuid.uuid4(),
-        uuid.uuid4() if has_validation else None,
+        uuid.UUID(new_run_id()),
+        uuid.UUID(new_run_id()) if has_validation else None,
         request,
     )
     row = await conn.fetchrow("SELECT * FROM model_trainings WHERE model_version_id = $1", model_version_id)
