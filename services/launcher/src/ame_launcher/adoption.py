@@ -17,14 +17,13 @@ from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 
 from ame_launcher import convert
-from ame_launcher.backends import Adopter, Backend
+from ame_launcher.backends import Adopter
+from ame_launcher.launcher_core import LauncherCore
 from ame_launcher.repositories import leases
-from ame_launcher.settings import LauncherSettings
 from ame_platform.bus.consumer import PullConsumer
 from ame_platform.db import Connection
 from ame_platform.db.retry import with_connection
 from ame_platform.lifecycle import Periodic
-from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,9 @@ class Active:
             self.cancel.set()
 
 
-class Adoption:
+class Adoption(LauncherCore):
     """The handoff and adoption half of the Launcher (launches.py), which provides these attributes."""
 
-    launcher_id: str
-    _rt: Runtime
-    _settings: LauncherSettings
-    _backend: Backend
     _active: dict[tuple[str, int], Active]
     _slots: asyncio.Semaphore
     _stopping: asyncio.Event

@@ -11,52 +11,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ame.domain import LogEnd, RunState
-from ame_launcher import convert
 from ame_launcher.adoption import Active as _Active
-from ame_launcher.backends import Adopter, Backend, RunResult
+from ame_launcher.backends import Adopter, RunResult
 from ame_launcher.backends.orphans import ProcessPlace
 from ame_launcher.capacity import Capacity
+from ame_launcher.launcher_core import LauncherCore
 from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.repositories import leases
-from ame_launcher.settings import LauncherSettings
 from ame_platform.db import Connection
-from ame_platform.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 
-class Execution:
-    """Provided by the Launcher (launches.py): its state, the database retries and the state events."""
+class Execution(LauncherCore):
+    """Provided by the Launcher (launches.py), besides what LauncherCore holds."""
 
-    launcher_id: str
-    _rt: Runtime
-    _settings: LauncherSettings
-    _backend: Backend
     _capacity: Capacity
     _machine: ProcessPlace
     _active: dict[tuple[str, int], _Active]
     _slots: asyncio.Semaphore
     _handing_off: bool
     _handed: list[str]
-
-    if TYPE_CHECKING:
-
-        async def _with_db(self, action: Callable[[Connection], Awaitable[_T]], *, what: str) -> _T: ...
-
-        async def _publish_state(
-            self,
-            command: convert.LaunchCommand,
-            state: RunState,
-            *,
-            exit_code: int | None = None,
-            reason: str = "",
-            attempts: int | None = None,
-        ) -> None: ...
 
     async def _execute(self, active: _Active) -> None:
         command = active.command

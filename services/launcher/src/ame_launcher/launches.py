@@ -22,9 +22,10 @@ claimed again by the same launcher, successfully. After this launcher has seen t
 reconciler waits a whole lease TTL before it reports anyone's lease expired, so every live launcher has had
 its heartbeats in first; and it never reports the runs it holds itself.
 
-The Launcher is assembled from its halves: the launch consumer, cancels and the state events here; running an
+The Launcher is assembled from its halves: the launch consumer, cancels and dead letters here; running an
 attempt and reporting its end in execution.py; heartbeats and the reconciler in reconciling.py; handing runs
-to other launchers and adopting them in adoption.py.
+to other launchers and adopting them in adoption.py; what they all share (identity, database retries, state
+events) in launcher_core.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from nats.aio.msg import Msg
@@ -51,7 +51,6 @@ from ame_launcher.reconciling import RECONCILE_PUBLISH_ATTEMPTS, Reconciling
 from ame_launcher.repositories import leases
 from ame_launcher.settings import LauncherSettings
 from ame_platform.bus.consumer import ConsumerSpec, Poison, PullConsumer, Redeliver, keep_in_hand
-from ame_platform.bus.publisher import publish_until_stored
 from ame_platform.bus.subjects import LAUNCHER_LAUNCH
 from ame_platform.db import Connection
 from ame_platform.db.retry import with_connection
@@ -254,45 +253,6 @@ class Launcher(Execution, Reconciling):
         except NotFoundError:
             return False
         return True
-
-    # Shared by the halves: database retries and state events ----------------------------------------------
-
-    async def _with_db(self, action: Callable[[Connection], Awaitable[_T]], *, what: str) -> _T:
-        async def note_fault(exc: BaseException) -> None:
-            self._db_fault_at = time.monotonic()
-
-        return await with_connection(self._rt.pool, action, what=what, on_fault=note_fault)
-
-    def _db_fault(self, exc: BaseException) -> None:
-        if is_transient(exc):
-            self._db_fault_at = time.monotonic()
-
-    async def _publish_state(
-        self,
-        command: convert.LaunchCommand,
-        state: RunState,
-        *,
-        exit_code: int | None = None,
-        reason: str = "",
-        attempts: int | None = None,
-    ) -> None:
-        payload = convert.state_changed(
-            command.run_id,
-            command.attempt,
-            state,
-            launcher_id=self.launcher_id,
-            project=command.spec.project,
-            task=command.spec.task,
-            exit_code=exit_code,
-            reason=reason,
-        )
-        await publish_until_stored(
-            self._rt.js,
-            self._rt.names.run_state(state),
-            payload,
-            msg_id=convert.state_msg_id(command.run_id, command.attempt, state),
-            attempts=attempts,
-        )
 
     # Cancels and dead letters --------------------------------------------------------------------------
 

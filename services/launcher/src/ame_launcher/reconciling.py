@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from ame.domain import LogEnd, RunState
 from ame_launcher import convert
@@ -27,25 +26,9 @@ RECONCILE_PUBLISH_ATTEMPTS = 3
 
 
 class Reconciling(Adoption):
-    """Provided by the Launcher (launches.py), besides what Adoption names: its machine, its database faults and
-    the state events."""
+    """Provided by the Launcher (launches.py), besides what Adoption and LauncherCore hold: its machine."""
 
     _machine: ProcessPlace
-    _db_fault_at: float | None
-
-    if TYPE_CHECKING:
-
-        def _db_fault(self, exc: BaseException) -> None: ...
-
-        async def _publish_state(
-            self,
-            command: convert.LaunchCommand,
-            state: RunState,
-            *,
-            exit_code: int | None = None,
-            reason: str = "",
-            attempts: int | None = None,
-        ) -> None: ...
 
     async def heartbeat(self) -> None:
         """Renew the leases of the runs this launcher holds right now (and only those); stop following those whose
