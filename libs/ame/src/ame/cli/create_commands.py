@@ -21,6 +21,7 @@ import click
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from ame.cli.project_dir_option import project_dir_option
 from ame.domain.projects import PROJECT_NAME
 
 __all__ = ["register"]
@@ -72,14 +73,7 @@ def create_project(name: str | None, project_dir: Path) -> None:
 
 @create_group.command("task")
 @click.argument("name", required=False)
-@click.option(
-    "-p",
-    "--project-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Directory holding ame.yml.",
-)
+@project_dir_option
 @click.option(
     "--pipeline",
     "steps",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.project_dir_option import project_dir_option
 from ame.cli.task_args_options import args_options, parse_args_options
 
 if TYPE_CHECKING:
@@ -52,14 +53,7 @@ def register(cli: click.Group) -> None:
 @click.command("run")
 @click.argument("name", required=False)
 @click.option("-l", "--local", is_flag=True, help="Run on this machine instead of the AME server.")
-@click.option(
-    "-p",
-    "--project-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Directory holding ame.yml.",
-)
+@project_dir_option
 @click.option(
     "--max-parallel",
     type=click.IntRange(min=1),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.project_dir_option import project_dir_option
 from ame.cli.server_option import server_option
 
 if TYPE_CHECKING:
@@ -28,14 +29,7 @@ def register(cli: click.Group) -> None:
 
     @model.command("train")
     @click.argument("name")
-    @click.option(
-        "-p",
-        "--project-dir",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        default=Path("."),
-        show_default=True,
-        help="Directory holding ame.yml.",
-    )
+    @project_dir_option
     @click.option(
         "--follow/--no-follow", default=True, show_default=True, help="Stream the training and validation output."
     )
