@@ -137,6 +137,8 @@ def test_a_local_production_over_its_declared_size_fails_and_stores_nothing(tmp_
     (definition,) = definitions_of(load_project_text(sized, "ame.yml"))
     # The limit is not the definition: changing it produces nothing again.
     assert (definition.max_bytes, definition.definition_hash) == (1024, _hash(BASE))
+    with pytest.raises(SpecError, match="more than 0 bytes"):
+        load_project_text(sized.replace("size: 1Ki", "size: 0"), "ame.yml")
     local = LocalDataSets(AmeHome(tmp_path / "home"))
     project_dir = tmp_path / "project"
 
