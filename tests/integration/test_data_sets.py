@@ -326,3 +326,29 @@ async def test_a_producer_built_on_another_projects_template_is_pushed_and_produ
     assert followed.end is not None and followed.end.end.exit_code == 0, followed
     (words,) = (await client.stub.ListDataSets(ame_service_pb2.ListDataSetsRequest(project="tpl"))).data_sets
     assert [t for _, s, t in followed.lines if s == "stdout"] == [f"words from {words.run_id} True"]
+
+
+async def test_a_production_over_its_declared_size_fails_its_consumer_with_the_reason(
+    stack: Stack, client: Grpc, tmp_path: Path
+) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "ame.yml").write_text(
+        AME_YML.replace("project: ds", "project: big").replace("    task:", "    size: 1k\n    task:", 1)
+    )
+    (root / "fetch.py").write_text(FETCH_PY.replace('os.environ["AME_RUN_ID"]', '"w" * 1500'))
+    (root / "read.py").write_text(READ_PY)
+    version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="big")).version.id
+    spec = run_spec_for_task(resolve_task(load_project(root), "read"), project="big", project_version_id=version)
+    consumer = (await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))).run
+
+    async def ended() -> ame_service_pb2.GetRunResponse | None:
+        got = await client.stub.GetRun(ame_service_pb2.GetRunRequest(run_id=consumer.id))
+        return got if got.run.state == run_pb2.RUN_STATE_FAILED else None
+
+    over = "data set 'words' is 1.5k, over its declared size 1k"
+    failed = await wait_until(ended, timeout=60, interval=0.1, message="the consumer to fail")
+    assert "data set 'words' failed" in failed.run.reason and over in failed.run.reason, failed
+    (words,) = (await client.stub.ListDataSets(ame_service_pb2.ListDataSetsRequest(project="big"))).data_sets
+    assert (words.status, words.file_count, words.version_id) == ("failed", 0, ""), words
+    assert over in words.reason, words

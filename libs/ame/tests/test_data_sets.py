@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from ame.data_sets import DataSetDefinition, check_data_set_path, definitions_of, production_key, scan_output
-from ame.local_data_sets import LocalDataSets
+from ame.data_sets import (
+    DataSetDefinition,
+    check_data_set_path,
+    check_data_set_size,
+    definitions_of,
+    production_key,
+    scan_output,
+)
+from ame.domain.projects import MODE_FILE, ManifestEntry
+from ame.local_data_sets import DataSetError, LocalDataSets
 from ame.runner.home import AmeHome
 from ame.spec import SpecError, load_project_text, templates_from
 
@@ -122,3 +130,45 @@ def test_an_interrupted_local_production_is_produced_again(tmp_path: Path) -> No
         1,
         ["interrupted", "produced"],
     )
+
+
+def test_a_local_production_over_its_declared_size_fails_and_stores_nothing(tmp_path: Path) -> None:
+    sized = BASE.replace("taskRef: fetch\n", "taskRef: fetch\n    size: 1Ki\n")
+    (definition,) = definitions_of(load_project_text(sized, "ame.yml"))
+    # The limit is not the definition: changing it produces nothing again.
+    assert (definition.max_bytes, definition.definition_hash) == (1024, _hash(BASE))
+    with pytest.raises(SpecError, match="more than 0 bytes"):
+        load_project_text(sized.replace("size: 1Ki", "size: 0"), "ame.yml")
+    local = LocalDataSets(AmeHome(tmp_path / "home"))
+    project_dir = tmp_path / "project"
+
+    async def produce(_: DataSetDefinition) -> tuple[str, bool, str]:
+        (project_dir / "data" / "corpus").mkdir(parents=True)
+        (project_dir / "data" / "corpus" / "a.bin").write_bytes(b"a" * 2000)
+        return "run-1", True, ""
+
+    async def notice(_: str) -> None:
+        pass
+
+    over = r"^data set 'corpus' failed: data set 'corpus' is 2\.0Ki, over its declared size 1Ki$"
+    with pytest.raises(DataSetError, match=over):
+        asyncio.run(local.prepare("demo", definition, project_dir, produce, notice))
+    (summary,) = local.summaries("demo")
+    assert (summary.status, summary.version_id) == ("failed", "")
+
+
+def test_the_size_message_uses_the_declared_unit() -> None:
+    def files(total: int) -> list[ManifestEntry]:
+        return [ManifestEntry(path="f", mode=MODE_FILE, sha256="0" * 64, size=total)]
+
+    def message(total: int, declared: int) -> str:
+        with pytest.raises(ValueError, match="over its declared size") as over:
+            check_data_set_size("mnist", files(total), declared)
+        return str(over.value)
+
+    assert message(12 * 2**30, 10 * 2**30) == "data set 'mnist' is 12Gi, over its declared size 10Gi"
+    assert message(10 * 2**30 + 1, 10 * 2**30) == "data set 'mnist' is 10.1Gi, over its declared size 10Gi"
+    assert message(12_345_678_901, 10**10) == "data set 'mnist' is 12.4G, over its declared size 10G"
+    assert message(1001, 999) == "data set 'mnist' is 1001 bytes, over its declared size 999 bytes"
+    check_data_set_size("mnist", files(2**30), 2**30)  # at the limit: fine
+    check_data_set_size("mnist", files(2**40), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -91,3 +92,18 @@ async def test_nothing_at_the_path_or_a_path_out_of_the_directory_is_refused(tmp
     with pytest.raises(MaterialiseError, match="is not in the object store"):
         await materialise_data_sets(reader, [missing], tmp_path / "empty")
     await reader.close()
+
+
+async def test_output_over_the_declared_size_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    objects = tmp_path / "objects"
+    (tmp_path / "run" / "data" / "corpus").mkdir(parents=True)
+    (tmp_path / "run" / "data" / "corpus" / "a.bin").write_bytes(b"a" * 1500)
+    store, settings = LocalObjectStore(objects), _settings(tmp_path, objects)
+    limited = dataclasses.replace(_output(), max_bytes=1000)
+    with pytest.raises(DataSetStoreError, match=r"^data set 'corpus' is 1\.5k, over its declared size 1k$"):
+        await store_data_set_output(store, settings, limited, tmp_path / "run")
+    assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))
+    _, files, size = await store_data_set_output(
+        store, settings, dataclasses.replace(limited, max_bytes=1500), tmp_path / "run"
+    )
+    assert (files, size) == (1, 1500)

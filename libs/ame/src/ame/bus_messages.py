@@ -150,6 +150,8 @@ class DataSetOutput:
     blob_prefix: str
     manifest_prefix: str
     result_key: str
+    # The data set's declared size; None: no limit (0 on the wire).
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,7 @@ def encode_launch(
                 blob_prefix=o.blob_prefix,
                 manifest_prefix=o.manifest_prefix,
                 result_key=o.result_key,
+                max_bytes=o.max_bytes or 0,
             )
         )
     return pb.SerializeToString()
@@ -250,6 +253,7 @@ def parse_launch(data: bytes) -> LaunchCommand:
                 pb.data_set_output.blob_prefix,
                 pb.data_set_output.manifest_prefix,
                 pb.data_set_output.result_key,
+                pb.data_set_output.max_bytes or None,
             )
             if pb.HasField("data_set_output")
             else None

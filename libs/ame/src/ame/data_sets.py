@@ -19,12 +19,14 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from ame.domain.projects import MODE_EXECUTABLE, MODE_FILE, ManifestEntry
+from ame.domain.quantities import format_bytes
 from ame.spec import ExternalTemplates, Problem, Project, ResolvedTask, SpecError, resolve_data_set_producer
 
 __all__ = [
     "DataSetDefinition",
     "DataSetStatus",
     "check_data_set_path",
+    "check_data_set_size",
     "clear_conflicts",
     "definition_hash",
     "definitions_of",
@@ -51,6 +53,8 @@ class DataSetDefinition:
     path: str
     producer: ResolvedTask
     definition_hash: str
+    # The declared `size:` in bytes (None: no limit). Not part of the hash: a new limit is no reason to produce again.
+    max_bytes: int | None = None
 
 
 def check_data_set_path(path: str) -> str:
@@ -60,6 +64,29 @@ def check_data_set_path(path: str) -> str:
     if raw.startswith("/") or ".." in parts or not parts:
         raise ValueError(f"data set path {path!r} must be relative to the project directory and stay inside it")
     return "/".join(parts)
+
+
+def check_data_set_size(name: str, entries: Iterable[ManifestEntry], max_bytes: int | None) -> None:
+    """ValueError if the files of a production of data set `name` add up to more than its declared size."""
+    total = sum(e.size for e in entries)
+    if max_bytes is not None and total > max_bytes:
+        declared = format_bytes(max_bytes)
+        unit = " bytes" if declared.isdigit() else ""  # a size without a unit says it is bytes
+        raise ValueError(
+            f"data set '{name}' is {_size_like(total, max_bytes)}{unit}, over its declared size {declared}{unit}"
+        )
+
+
+def _size_like(amount: int, declared: int) -> str:
+    """`amount` in the unit the declared size is written in (`12.4Gi` next to `10Gi`), rounded up so that a size
+    over the limit never reads as equal to it."""
+    shown = format_bytes(declared)
+    unit = shown.lstrip("0123456789")
+    factor = declared // int(shown[: len(shown) - len(unit)])
+    if amount % factor == 0:
+        return f"{amount // factor}{unit}"
+    whole, tenth = divmod(-(-amount * 10 // factor), 10)  # rounded up, in whole numbers: exact for any size
+    return f"{whole}.{tenth}{unit}"
 
 
 def definition_hash(path: str, producer: ResolvedTask) -> str:
@@ -87,7 +114,8 @@ def definitions_of(project: Project, *, external_templates: ExternalTemplates | 
                 line, column = ref.source_mark() or data_set.source_mark("task") or (None, None)
                 message = f"data set '{data_set.name}' is read by its own producing task (a data set cycle)"
                 raise SpecError([Problem(project.source_file, line, column, message)])
-        out.append(DataSetDefinition(data_set.name, path, producer, definition_hash(path, producer)))
+        digest = definition_hash(path, producer)
+        out.append(DataSetDefinition(data_set.name, path, producer, digest, max_bytes=data_set.size))
     return out
 
 

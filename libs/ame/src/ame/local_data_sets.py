@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ame.content_cache import ContentCache, Fetch
-from ame.data_sets import DataSetDefinition, DataSetStatus, clear_conflicts, scan_output
+from ame.data_sets import DataSetDefinition, DataSetStatus, check_data_set_size, clear_conflicts, scan_output
 from ame.domain.data_sets import DataSetSummary
 from ame.domain.projects import ManifestEntry, manifest_digest
 from ame.runner.home import AmeHome
@@ -198,6 +198,14 @@ class LocalDataSets:
             self._write(failed)
             return failed
         entries = await asyncio.to_thread(scan_output, output)
+        try:
+            check_data_set_size(definition.name, entries, definition.max_bytes)
+        except ValueError as exc:
+            failed = _Record(
+                **{**base.__dict__, "status": "failed", "run_id": run_id, "reason": str(exc), "updated_at": time.time()}
+            )
+            self._write(failed)
+            return failed
         version_id = await self.store(entries, output)
         ready = _Record(
             **{

@@ -155,6 +155,7 @@ class DataSetService:
             blob_prefix=data_set_blob_prefix(org),
             manifest_prefix=data_set_manifest_prefix(org),
             result_key=result_key(org, row.id),
+            max_bytes=definition.max_bytes,
         )
         producer = definition.producer.model_copy(update={"labels": {"ame.data-set": definition.name}})
         key = production_key(org, definition.project, definition.name, definition.definition_hash, row.generation)

@@ -244,9 +244,7 @@ class ProjectService:
             if created and hooks:
                 await webhooks_repo.add_hooks(conn, project_id=project_id, version_id=version_id, hooks=hooks)
             if created and data_sets:
-                await data_sets_repo.add_definitions(
-                    conn, project_id=project_id, version_id=version_id, definitions=data_sets
-                )
+                await data_sets_repo.add_definitions(conn, project_id=project_id, definitions=data_sets)
             if created:
                 msg_id = f"project:{project_id}:{version_id}"
                 outbox_id = await runs_repo.add_outbox(

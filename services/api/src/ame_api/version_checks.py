@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from ame.data_sets import definitions_of
-from ame.domain import RunSpec
 from ame.domain.projects import (
     MAX_SYMLINK_TARGET_BYTES,
     MODE_SYMLINK,
@@ -27,6 +26,7 @@ from ame_api import templates
 from ame_api.peach_loops import PeachProblems, tasks_of_version
 from ame_api.project_store import StoreComponent, blob_key
 from ame_api.repositories import peach as peach_repo
+from ame_api.repositories.data_sets import Definition
 from ame_api.runs import InvalidRequest
 from ame_api.settings import ApiSettings
 from ame_platform.runtime import Runtime
@@ -50,19 +50,22 @@ def has_ame_file(files: Sequence[ManifestEntry]) -> bool:
 
 def data_sets_of_version(
     spec: Project, project: str, version_id: str, external_templates: ExternalTemplates
-) -> list[tuple[str, str, str, RunSpec]]:
-    """(name, path, definition hash, producer's run spec) of each data set the version declares with a task;
-    a producer may be built on another project's template (`external_templates`, the ones this version pins)."""
+) -> list[Definition]:
+    """Each data set the version declares with a task, its producer as a run spec; a producer may be built on
+    another project's template (`external_templates`, the ones this version pins)."""
     try:
         definitions = definitions_of(spec, external_templates=external_templates)
     except SpecError as error:
         raise InvalidSpec([str(p) for p in error.problems]) from None
     return [
-        (
+        Definition(
+            project,
             d.name,
             d.path,
             d.definition_hash,
+            version_id,
             run_spec_for_task(d.producer, project=project, project_version_id=version_id),
+            d.max_bytes,
         )
         for d in definitions
     ]

@@ -5,7 +5,8 @@ it; a Kubernetes init container calls it the same way): each data set's files ar
 cache at the producer's `path`, so every run of every task on this launcher shares one inode per file, and a blob
 is fetched once per cache. `store_data_set_output` turns what a producing run left at its `path` into a version:
 content-addressed blobs (only those the store lacks are written), a manifest whose id is its digest, and last the
-result object the api reads when the run has succeeded; a failure fails the run with the reason.
+result object the api reads when the run has succeeded; a failure fails the run with the reason. Output over the
+data set's declared `size:` is such a failure, found before anything is stored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ame.content_cache import MaterialiseError, Placed
-from ame.data_sets import check_data_set_path, scan_output
+from ame.data_sets import check_data_set_path, check_data_set_size, scan_output
 from ame.domain.projects import manifest_digest
 from ame.storage import ObjectStore
 from ame_launcher import convert
@@ -70,6 +71,11 @@ async def store_data_set_output(
     if not await asyncio.to_thread(root.is_dir):
         raise DataSetStoreError(f"the task left nothing at the data set's path {path!r}")
     entries = await asyncio.to_thread(scan_output, root)
+    try:
+        # Before any upload: a production over its declared size stores nothing.
+        check_data_set_size(output.name, entries, output.max_bytes)
+    except ValueError as exc:
+        raise DataSetStoreError(str(exc)) from None
     version_id = manifest_digest(entries)
 
     async def attempt(what: str, action: Callable[[], Awaitable[_T]]) -> _T:

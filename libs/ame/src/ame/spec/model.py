@@ -87,6 +87,12 @@ def _check_relative_path(value: str) -> str:
     return value
 
 
+def _check_data_set_size(value: int | None) -> int | None:
+    if value == 0:
+        raise ValueError("a data set's size is the most its task may store: more than 0 bytes, such as 10Gi")
+    return value
+
+
 def _optional(parse: Callable[[object], Any]) -> Callable[[object], Any]:
     def parse_unless_none(value: object) -> Any:
         return None if value is None else parse(value)
@@ -406,7 +412,8 @@ class DataSet(SpecModel):
     name: Name
     path: str
     task: Task | None = None
-    size: Bytes = None
+    # The most its producing task may leave at `path`; a production over it fails and stores nothing.
+    size: Annotated[Bytes, AfterValidator(_check_data_set_size)] = None
 
 
 class Project(SpecModel):

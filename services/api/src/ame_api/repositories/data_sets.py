@@ -23,6 +23,8 @@ class Definition:
     definition_hash: str
     version_id: str
     producer: RunSpec
+    # The declared `size:` in bytes; None: no limit.
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,16 +84,23 @@ def _row(row: asyncpg.Record) -> DataSetRow:
     )
 
 
-async def add_definitions(
-    conn: Connection, *, project_id: str, version_id: str, definitions: Sequence[tuple[str, str, str, RunSpec]]
-) -> None:
-    """Record the version's (name, path, definition hash, producer spec) data sets, once (a version is immutable)."""
+async def add_definitions(conn: Connection, *, project_id: str, definitions: Sequence[Definition]) -> None:
+    """Record the data sets a version declares, once (a version is immutable)."""
     await conn.executemany(
-        """INSERT INTO project_version_data_sets (project_id, version_id, name, path, definition_hash, producer_spec)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT DO NOTHING""",
+        """INSERT INTO project_version_data_sets
+               (project_id, version_id, name, path, definition_hash, producer_spec, max_bytes)
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT DO NOTHING""",
         [
-            (uuid.UUID(project_id), version_id, name, path, digest, spec.model_dump_json())
-            for name, path, digest, spec in definitions
+            (
+                uuid.UUID(project_id),
+                d.version_id,
+                d.name,
+                d.path,
+                d.definition_hash,
+                d.producer.model_dump_json(),
+                d.max_bytes,
+            )
+            for d in definitions
         ],
     )
 
@@ -101,7 +110,7 @@ async def find_definition(
 ) -> Definition | None:
     """The data set as `version_id` of the project declares it, or (None) as its latest pushed version does."""
     row = await conn.fetchrow(
-        """SELECT d.version_id, d.path, d.definition_hash, d.producer_spec
+        """SELECT d.version_id, d.path, d.definition_hash, d.producer_spec, d.max_bytes
            FROM projects p JOIN project_version_data_sets d ON d.project_id = p.id
            WHERE p.organisation_id = $1 AND p.name = $2 AND d.name = $3
              AND d.version_id = COALESCE($4::text, p.latest_version_id)""",
@@ -119,6 +128,7 @@ async def find_definition(
         row["definition_hash"],
         row["version_id"],
         RunSpec.model_validate_json(row["producer_spec"]),
+        row["max_bytes"],
     )
 
 
@@ -127,7 +137,7 @@ async def find_definition_by_hash(
 ) -> Definition | None:
     """The data set with this definition, as the newest version of the project that declares it so declares it."""
     row = await conn.fetchrow(
-        """SELECT d.version_id, d.path, d.definition_hash, d.producer_spec
+        """SELECT d.version_id, d.path, d.definition_hash, d.producer_spec, d.max_bytes
            FROM projects p JOIN project_version_data_sets d ON d.project_id = p.id
            JOIN project_versions v ON v.project_id = d.project_id AND v.id = d.version_id
            WHERE p.organisation_id = $1 AND p.name = $2 AND d.name = $3 AND d.definition_hash = $4
@@ -140,7 +150,7 @@ async def find_definition_by_hash(
     if row is None:
         return None
     producer = RunSpec.model_validate_json(row["producer_spec"])
-    return Definition(project, name, row["path"], row["definition_hash"], row["version_id"], producer)
+    return Definition(project, name, row["path"], row["definition_hash"], row["version_id"], producer, row["max_bytes"])
 
 
 async def find_current(

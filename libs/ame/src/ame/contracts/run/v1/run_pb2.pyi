@@ -730,11 +730,16 @@ class DataSetOutput(_message.Message):
     BLOB_PREFIX_FIELD_NUMBER: _builtins.int
     MANIFEST_PREFIX_FIELD_NUMBER: _builtins.int
     RESULT_KEY_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     path: _builtins.str
     blob_prefix: _builtins.str
     manifest_prefix: _builtins.str
     result_key: _builtins.str
+    max_bytes: _builtins.int
+    """The data set's declared `size:` in bytes: a run that leaves more at `path` fails and stores nothing.
+    0 = no limit.
+    """
     def __init__(
         self,
         *,
@@ -743,10 +748,11 @@ class DataSetOutput(_message.Message):
         blob_prefix: _builtins.str = ...,
         manifest_prefix: _builtins.str = ...,
         result_key: _builtins.str = ...,
+        max_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_prefix", b"blob_prefix", "manifest_prefix", b"manifest_prefix", "name", b"name", "path", b"path", "result_key", b"result_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_prefix", b"blob_prefix", "manifest_prefix", b"manifest_prefix", "max_bytes", b"max_bytes", "name", b"name", "path", b"path", "result_key", b"result_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
