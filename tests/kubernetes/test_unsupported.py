@@ -1,6 +1,6 @@
 """What a pod cannot honour fails the run at once with the reason, instead of running it without: data sets, a data
-set's production, pipeline layers, saving changed files, executors whose environment the pod does not build.
-Another run's artifacts (`input_run_id`) it does place."""
+set's production, a pipeline's parent (never launched: its steps are), executors whose environment the pod does
+not build. Another run's artifacts (`input_run_id`), a pipeline step's layers and saving changed files it does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ame.bus_messages import DataSetOutput, DataSetSource, LaunchCommand, Projec
 from ame.contracts.run.v1 import run_pb2
 from ame.domain import RunSpec
 from ame.domain.resources import Resources
-from ame.domain.runs import ArtifactsSpec, EnvVar, ExecutorRef, FileLayer
+from ame.domain.runs import ArtifactsSpec, EnvVar, ExecutorRef, FileLayer, PipelineStage, PipelineStep
 from ame_launcher.kubernetes import manifests
 from ame_launcher.kubernetes.backend import unsupported
 from ame_launcher.kubernetes.settings import KubernetesSettings
@@ -21,6 +21,7 @@ from tests.stack_fixtures import Stack
 
 RUN_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 _SOURCE = DataSetSource("images", "data/images", "v1", "org/ds/images/v1.json", "org/ds/blobs/")
+_STEP = PipelineStep(name="train", spec=RunSpec(command="ls"))
 _OUTPUT = DataSetOutput("images", "out", "org/ds/blobs/", "org/ds/images/", "org/ds/images/result.json")
 
 
@@ -36,16 +37,8 @@ _OUTPUT = DataSetOutput("images", "out", "org/ds/blobs/", "org/ds/images/", "org
             "producing a data set is not supported on the kubernetes backend yet: run with the local backend",
         ),
         (
-            LaunchCommand(RUN_ID, 1, "default", RunSpec(command="ls", layers=[FileLayer(run_id="r-step", attempt=1)])),
-            "pipeline steps' files (layers) are not supported on the kubernetes backend yet: "
-            "run with the local backend",
-        ),
-        (
-            LaunchCommand(
-                RUN_ID, 1, "default", RunSpec(command="ls", artifacts=ArtifactsSpec(save_changed_files=True))
-            ),
-            "saving changed files (saveChangedFiles) is not supported on the kubernetes backend yet: "
-            "run with the local backend",
+            LaunchCommand(RUN_ID, 1, "default", RunSpec(pipeline=[PipelineStage(steps=[_STEP])])),
+            "a pipeline run is not supported on the kubernetes backend yet: run with the local backend",
         ),
         (
             LaunchCommand(RUN_ID, 1, "default", RunSpec(command="ls", executor=ExecutorRef(kind="poetry"))),
@@ -59,7 +52,7 @@ _OUTPUT = DataSetOutput("images", "out", "org/ds/blobs/", "org/ds/images/", "org
             "vram and gpuModel say what kind of GPU the task needs, and it asks for none: add gpus (e.g. gpus: 1)",
         ),
     ],
-    ids=["data-sets", "data-set-output", "layers", "save-changed-files", "poetry", "vram-without-gpus"],
+    ids=["data-sets", "data-set-output", "pipeline-parent", "poetry", "vram-without-gpus"],
 )
 def test_a_setting_the_pod_cannot_honour_is_refused_with_the_reason(command: LaunchCommand, reason: str) -> None:
     assert unsupported(command) == reason
@@ -70,6 +63,13 @@ def test_the_executors_the_pod_builds_are_accepted(kind: str) -> None:
     assert (
         unsupported(LaunchCommand(RUN_ID, 1, "default", RunSpec(command="ls", executor=ExecutorRef(kind=kind)))) is None
     )
+
+
+def test_a_pipeline_steps_layers_and_changed_files_are_accepted() -> None:
+    spec = RunSpec(
+        command="ls", layers=[FileLayer(run_id="r-step", attempt=1)], artifacts=ArtifactsSpec(save_changed_files=True)
+    )
+    assert unsupported(LaunchCommand(RUN_ID, 1, "default", spec)) is None
 
 
 def test_the_pod_annotation_carries_every_field_an_adopter_needs() -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ame import project_codecs
+from ame import codecs, project_codecs
+from ame.domain import FileLayer
+from ame.domain.artifacts import Artifact, artifact_key, index_key
 from ame.domain.projects import MODE_FILE, ManifestEntry, manifest_digest
 from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.convert import ProjectSource
@@ -105,3 +107,32 @@ async def test_a_missing_manifest_fails_at_once(tmp_path: Path) -> None:
     with pytest.raises(MaterialiseError, match="is not in the object store"):
         await reader.materialise("1" * 64, ProjectSource("orgs/default/manifests/x", "orgs/default/blobs/"), tmp_path)
     assert time.monotonic() - started < 5
+
+
+async def _stored_layer(root: Path, run_id: str, files: dict[str, bytes]) -> FileLayer:
+    store = LocalObjectStore(root)
+    saved = [Artifact(path=p, size=len(d), sha256=_sha(d), attempt=1) for p, d in files.items()]
+    for path, data in files.items():
+        await store.put_bytes(artifact_key("default", run_id, 1, path), data)
+    await store.put_bytes(index_key("default", run_id, 1), codecs.artifact_index_to_bytes(run_id, 1, saved))
+    return FileLayer(run_id=run_id, attempt=1)
+
+
+async def test_layers_lie_over_the_version_in_order_a_later_one_winning_a_path(tmp_path: Path) -> None:
+    """The list both backends place for a pipeline step (the local one through its cache, a pod by URL)."""
+    objects = tmp_path / "objects"
+    version, source = await _stored_version(objects)
+    first = await _stored_layer(objects, "r1", {"train.py": b"first", "out/a": b"a", "out/b": b"b", "keep": b"k"})
+    second = await _stored_layer(objects, "r2", {"train.py": b"second", "out": b"a file now", "keep/x": b"x"})
+    reader = _reader(tmp_path, objects)
+    files = await reader.layered_files(version, source, "default", [first, second])
+    manifest = _sha(FILES["ame.yml"])
+    assert {entry.path: (entry.sha256, key) for entry, key in files} == {
+        "ame.yml": (manifest, f"orgs/default/blobs/{manifest[:2]}/{manifest}"),
+        "train.py": (_sha(b"second"), artifact_key("default", "r2", 1, "train.py")),
+        "out": (_sha(b"a file now"), artifact_key("default", "r2", 1, "out")),
+        "keep/x": (_sha(b"x"), artifact_key("default", "r2", 1, "keep/x")),
+    }
+    with pytest.raises(MaterialiseError, match="saved files of earlier step run r3"):
+        await reader.layered_files(version, source, "default", [first, FileLayer(run_id="r3", attempt=1)])
+    await reader.close()

@@ -19,7 +19,7 @@ from typing import TypeVar
 from ame import codecs
 from ame.data_sets import clear_conflicts
 from ame.domain import FileLayer
-from ame.domain.artifacts import Artifact, artifact_key, index_key
+from ame.domain.artifacts import Artifact, artifact_key, drop_conflicts, index_key
 from ame.domain.projects import ManifestEntry, manifest_digest
 from ame_launcher import convert
 from ame_launcher.content_cache import ContentCache, MaterialiseError, Placed, Placement
@@ -106,27 +106,42 @@ class VersionReader:
         layers: list[FileLayer],
         dest: Path,
     ) -> Placed:
-        """A pipeline step's files: the version's (if any), then each earlier step's saved files over them, in
-        order (a later layer wins a path). One pass through the content cache, so a layer's file is fetched once
-        per launcher and hard-linked like the version's own files."""
+        """A pipeline step's files (`layered_files`) through the content cache in one pass, so a layer's file is
+        fetched once per launcher and hard-linked like the version's own files."""
         store = await self._open()
-        entries: dict[str, ManifestEntry] = {}
-        keys: dict[str, str] = {}
-        if version_id and source is not None:
-            for entry in await self._manifest(store, version_id, source):
-                entries[entry.path] = entry
-                keys.setdefault(entry.sha256, f"{source.blob_prefix}{entry.sha256[:2]}/{entry.sha256}")
-        saved = await asyncio.gather(*(self._saved_files(store, organisation, layer) for layer in layers))
-        for layer, artifacts in zip(layers, saved, strict=True):
-            for artifact in artifacts:
-                _drop_conflicts(entries, artifact.path)
-                entries[artifact.path] = ManifestEntry(path=artifact.path, sha256=artifact.sha256, size=artifact.size)
-                keys[artifact.sha256] = artifact_key(organisation, layer.run_id, layer.attempt, artifact.path)
+        files = await self.layered_files(version_id, source, organisation, layers)
+        keys = {entry.sha256: key for entry, key in files}
 
         async def fetch(sha256: str, temp: Path) -> None:
             await self._retrying(f"blob {sha256}", lambda: store.get_file(keys[sha256], temp))
 
-        return await self.cache.materialise(list(entries.values()), dest, fetch)
+        return await self.cache.materialise([entry for entry, _ in files], dest, fetch)
+
+    async def layered_files(
+        self,
+        version_id: str,
+        source: convert.ProjectSource | None,
+        organisation: str,
+        layers: list[FileLayer],
+    ) -> list[tuple[ManifestEntry, str]]:
+        """A pipeline step's files, each with the object-store key of its bytes: the version's (if any), then each
+        earlier step's saved files over them, in order (a later layer wins a path; `drop_conflicts`). Both
+        backends place exactly this list: the local one through its content cache, a pod by URL. Raises
+        MaterialiseError when the version or a layer's index cannot be read."""
+        store = await self._open()
+        files: dict[str, tuple[ManifestEntry, str]] = {}
+        if version_id and source is not None:
+            for entry in await self._manifest(store, version_id, source):
+                files[entry.path] = (entry, f"{source.blob_prefix}{entry.sha256[:2]}/{entry.sha256}")
+        saved = await asyncio.gather(*(self._saved_files(store, organisation, layer) for layer in layers))
+        for layer, artifacts in zip(layers, saved, strict=True):
+            for artifact in artifacts:
+                drop_conflicts(files, artifact.path)
+                files[artifact.path] = (
+                    ManifestEntry(path=artifact.path, sha256=artifact.sha256, size=artifact.size),
+                    artifact_key(organisation, layer.run_id, layer.attempt, artifact.path),
+                )
+        return list(files.values())
 
     async def _saved_files(self, store: ObjectStore, organisation: str, layer: FileLayer) -> list[Artifact]:
         # An attempt's index is written once, when the attempt ends, and a layer names only an ended attempt:
@@ -190,17 +205,6 @@ class VersionReader:
             ),
             permanent=permanent,
         )
-
-
-def _drop_conflicts(entries: dict[str, ManifestEntry], path: str) -> None:
-    """A layer's file replaces what lay at its path, a file where it needs a directory, and a directory's files
-    where it is a file."""
-    parts = path.split("/")
-    for depth in range(1, len(parts)):
-        entries.pop("/".join(parts[:depth]), None)
-    inside = path + "/"
-    for other in [p for p in entries if p.startswith(inside)]:
-        del entries[other]
 
 
 def _reader(store: ObjectStore, key: str) -> Callable[[], Awaitable[bytes]]:

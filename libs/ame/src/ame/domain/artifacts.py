@@ -12,7 +12,8 @@ have a prefix of their own, so finding them never lists the files.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,3 +80,15 @@ def latest_by_path(artifacts: Iterable[Artifact]) -> dict[str, Artifact]:
         if kept is None or artifact.attempt > kept.attempt:
             latest[artifact.path] = artifact
     return latest
+
+
+def drop_conflicts(files: MutableMapping[str, Any], path: str) -> None:
+    """Make room in `files` (keyed by path) for a file laid at `path` over them, as a pipeline step's saved file
+    is laid over the files before it: it replaces what lay at its path, a file where it needs a directory, and a
+    directory's files where it is a file."""
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        files.pop("/".join(parts[:depth]), None)
+    inside = path + "/"
+    for other in [p for p in files if p.startswith(inside)]:
+        del files[other]

@@ -25,10 +25,11 @@ from typing import Any
 
 from ame import bus_messages
 from ame.bus_messages import LaunchCommand
-from ame.domain import RunState
+from ame.domain import PIPELINE_PARENT_LABEL, RunState
 from ame.domain.executors import ExecutorKind
 from ame.runner.local_resources import gpu_kind_without_gpus
 from ame_launcher.backends import RunResult
+from ame_launcher.content_cache import MaterialiseError
 from ame_launcher.kubernetes import bootstrap, manifests, pod_artifacts, pod_status
 from ame_launcher.kubernetes.kubeapi import ApiException, KubeApi, error_message
 from ame_launcher.kubernetes.podlogs import LogFollower, LogPosition, parse_timestamp, rfc3339
@@ -66,10 +67,6 @@ def unsupported(command: LaunchCommand) -> str | None:
         return f"data sets are not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if command.data_set_output is not None:
         return f"producing a data set is not supported on the kubernetes backend yet: {_USE_LOCAL}"
-    if spec.layers:
-        return f"pipeline steps' files (layers) are not supported on the kubernetes backend yet: {_USE_LOCAL}"
-    if spec.artifacts.save_changed_files:
-        return f"saving changed files (saveChangedFiles) is not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if spec.pipeline:
         return f"a pipeline run is not supported on the kubernetes backend yet: {_USE_LOCAL}"
     if (spec.resources.gpu_memory_bytes or spec.resources.gpu_model) and not spec.resources.gpus:
@@ -80,6 +77,11 @@ def unsupported(command: LaunchCommand) -> str | None:
             f"{_USE_LOCAL}"
         )
     return None
+
+
+def saves_files(command: LaunchCommand) -> bool:
+    """Whether the pod's runner saves files (declared artifacts, or every new or changed one) to be indexed."""
+    return bool(command.spec.artifacts.paths) or command.spec.artifacts.save_changed_files
 
 
 class KubernetesBackend:
@@ -212,22 +214,25 @@ class KubernetesBackend:
                 "the kubernetes backend needs an S3 object store (AME_STORAGE_BACKEND=s3) for pods to fetch from"
             )
         ttl = int(self.kube.presign_ttl)
-        files: list[dict[str, Any]] = []
-        if spec.project_version_id:
-            if command.project_source is None:
-                raise PlanError(f"the launch command does not say where version {spec.project_version_id} lies")
-            source = command.project_source
-            entries = await self._versions._manifest(store, spec.project_version_id, source)
-            for entry in entries:
-                key = f"{source.blob_prefix}{entry.sha256[:2]}/{entry.sha256}"
-                files.append(
-                    {
-                        "path": entry.path,
-                        "url": await store.presigned_get(key, ttl),
-                        "sha256": entry.sha256,
-                        "executable": bool(entry.mode & 0o111),
-                    }
-                )
+        if spec.project_version_id and command.project_source is None:
+            raise PlanError(f"the launch command does not say where version {spec.project_version_id} lies")
+        try:
+            # A pipeline step's files are the version's with the earlier steps' saved files laid over them, the
+            # very list the local backend places (`layered_files`); an executable bit comes from the version only.
+            placed = await self._versions.layered_files(
+                spec.project_version_id, command.project_source, command.organisation, spec.layers
+            )
+        except MaterialiseError as exc:
+            raise PlanError(str(exc)) from None
+        files: list[dict[str, Any]] = [
+            {
+                "path": entry.path,
+                "url": await store.presigned_get(key, ttl),
+                "sha256": entry.sha256,
+                "executable": bool(entry.mode & 0o111),
+            }
+            for entry, key in placed
+        ]
         if spec.input_run_id:
             # Placed over the project's files, as the local backend does (a later entry wins its path).
             try:
@@ -264,7 +269,7 @@ class KubernetesBackend:
             "data_sets": [],
             "artifacts": (
                 await pod_artifacts.upload_form(store, command.organisation, command.run_id, command.attempt, ttl)
-                if spec.artifacts.paths
+                if saves_files(command)
                 else None
             ),
             "task": {
@@ -272,19 +277,29 @@ class KubernetesBackend:
                 "executor": str(spec.executor.kind),
                 "args": spec.args,
                 "artifact_paths": [str(p) for p in spec.artifacts.paths],
+                # Every new or changed file is saved too (a pipeline step's files for the steps after it).
+                "save_changed_files": spec.artifacts.save_changed_files,
             },
         }
         return plan, values
 
     async def _indexed(self, command: LaunchCommand, output: ChunkPublisher, result: RunResult) -> RunResult:
         """The result, once the artifacts the pod uploaded are indexed (a failure to index fails the run)."""
-        if not command.spec.artifacts.paths:
+        if not saves_files(command):
             return result
         store = await self._versions.store()
         if not isinstance(store, S3ObjectStore):
             return result
         try:
-            await pod_artifacts.write_index(store, command.organisation, command.run_id, command.attempt)
+            await pod_artifacts.write_index(
+                store,
+                command.organisation,
+                command.run_id,
+                command.attempt,
+                # A pipeline step's index is written even when empty, as the local backend writes it: later steps
+                # then tell "saved nothing" from "removed by retention".
+                always=PIPELINE_PARENT_LABEL in command.spec.labels,
+            )
         except Exception as exc:
             reason = f"the run's artifacts could not be indexed: {exc}"
             await output.write("system", f"ame: {reason}")

@@ -61,7 +61,7 @@ print("ame: fetched %d file(s)" % len(plan.get("files", [])))
 
 RUNNER_MAIN = r'''
 """The AME runner of a pod: sets up the executor's environment, runs the task, uploads its artifacts."""
-import glob, hashlib, json, os, subprocess, sys, threading, urllib.request, uuid
+import glob, hashlib, json, os, stat, subprocess, sys, threading, urllib.request, uuid
 
 work = os.environ.get("AME_POD_WORK", "/ame")
 cache = os.environ.get("AME_POD_CACHE", "/ame-cache")
@@ -125,7 +125,47 @@ def upload(form, key, data):
     request.add_header("Content-Type", "multipart/form-data; boundary=%s" % boundary)
     urllib.request.urlopen(request, timeout=600).read()
 
-def save_artifacts():
+# Never saved as changed files: VCS data and bytecode the run itself produces by importing modules (as locally).
+NEVER_CHANGED = {".git", "__pycache__", ".ame"}
+
+def snapshot():
+    """Size and mtime of every regular file under the project (the local runner's snapshot)."""
+    found = {}
+    if not task.get("save_changed_files"):
+        return found
+    for folder, folders, names in os.walk(project):
+        folders[:] = [name for name in folders if name not in NEVER_CHANGED]
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found[os.path.relpath(path, project).replace(os.sep, "/")] = (info.st_size, info.st_mtime_ns)
+    return found
+
+def digest(path):
+    sha = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+def changed_files(before):
+    """New or changed files: a size or mtime that moved, unless the bytes are still those the plan placed."""
+    placed = {entry["path"]: entry.get("sha256") for entry in plan.get("files", [])}
+    changed = []
+    for relative, state in snapshot().items():
+        if before.get(relative) == state:
+            continue
+        path = os.path.join(project, relative)
+        if placed.get(relative) and digest(path) == placed[relative]:
+            continue
+        changed.append(path)
+    return changed
+
+def save_artifacts(before):
     form = plan.get("artifacts")
     if not form:
         return
@@ -137,10 +177,14 @@ def save_artifacts():
                 found.update(os.path.join(folder, name) for name in names)
         else:
             found.update(path for path in glob.glob(target, recursive=True) if os.path.isfile(path))
+    if task.get("save_changed_files"):
+        found.update(changed_files(before))
     listing = []
-    for path in sorted(found):
-        relative = os.path.relpath(path, project).replace(os.sep, "/")
-        data = open(path, "rb").read()
+    for relative in sorted({os.path.relpath(path, project).replace(os.sep, "/") for path in found}):
+        if any(ord(char) < 32 or char in "\\\x7f" for char in relative):
+            emit("s", "ame: artifact %r not saved: its name cannot be an object key" % relative)
+            continue
+        data = open(os.path.join(project, relative), "rb").read()
         upload(form, form["prefix"] + relative, data)
         listing.append({"path": relative, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     # What was saved, for the launcher to index once the pod has ended.
@@ -148,6 +192,7 @@ def save_artifacts():
     if listing:
         emit("s", "ame: saved %d artifact(s)" % len(listing))
 
+before = snapshot()
 process = subprocess.Popen(
     ["/bin/sh", "-c", task["command"]], cwd=project, env=environment(),
     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -162,7 +207,7 @@ code = process.wait()
 for thread in threads:
     thread.join()
 try:
-    save_artifacts()
+    save_artifacts(before)
 except OSError as exc:
     emit("s", "ame: the artifacts could not be saved: %s" % exc)
     code = code or 1

@@ -38,8 +38,11 @@ async def upload_form(store: S3ObjectStore, organisation: str, run_id: str, atte
     return {**form, "prefix": prefix, "listing": prefix + LISTING}
 
 
-async def write_index(store: S3ObjectStore, organisation: str, run_id: str, attempt: int) -> int:
-    """Index what the pod's runner listed; returns how many artifacts (0 when it listed nothing or none)."""
+async def write_index(
+    store: S3ObjectStore, organisation: str, run_id: str, attempt: int, *, always: bool = False
+) -> int:
+    """Index what the pod's runner listed; returns how many artifacts (0 when it listed nothing or none). With
+    `always` an empty index is written too (a pipeline step's)."""
     listing_key = attempt_prefix(organisation, run_id, attempt) + LISTING
     try:
         listed = json.loads(await store.get_bytes(listing_key))
@@ -52,7 +55,7 @@ async def write_index(store: S3ObjectStore, organisation: str, run_id: str, atte
             saved.append(Artifact(path=path, size=int(entry["size"]), sha256=str(entry["sha256"]), attempt=attempt))
         except (ArtifactPathError, KeyError, TypeError, ValueError):
             continue  # a pod can write only under its own prefix; what it lists wrongly is left out
-    if saved:
+    if saved or always:
         data = codecs.artifact_index_to_bytes(run_id, attempt, saved)
         await store.put_bytes(index_key(organisation, run_id, attempt), data)
     await store.delete(listing_key)
