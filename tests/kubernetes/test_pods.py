@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from base64 import b64decode
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,52 @@ async def test_a_pod_gets_its_project_files_and_saves_artifacts_through_its_uplo
     }
     followed = await client.follow(ended.id)
     assert "ame: saved 2 artifact(s)" in [t for _, s, t in followed.lines if s == "system"]
+
+
+async def test_a_plan_too_big_for_the_secret_travels_through_the_object_store(
+    stack: Stack, client: Grpc, cluster: Cluster, tmp_path: Path
+) -> None:
+    """A version of thousands of files (or large task arguments) makes a plan over a Secret's 1 MiB: past
+    `plan_inline_max` the Secret holds a URL to it, and the pod runs the same."""
+    backends = [launcher._backend for launcher in stack.launchers]
+    saved = [b.kube for b in backends]  # type: ignore[attr-defined]
+    for backend in backends:
+        backend.kube = backend.kube.model_copy(update={"plan_inline_max": 0})  # type: ignore[attr-defined]
+    try:
+        root = tmp_path / "project"
+        root.mkdir()
+        (root / "ame.yml").write_text(
+            "project: bigplan\ntasks:\n  - name: show\n    executor: !custom\n      command: cat greeting.txt\n"
+        )
+        (root / "greeting.txt").write_text("hello from a plan in the object store\n")
+        version = (await sdk_push(stack.grpc_target, root, tmp_path / "push-cache", project="bigplan")).version.id
+        task = resolve_task(load_project(root), "show")
+        spec = run_spec_for_task(task, project="bigplan", project_version_id=version).model_copy(
+            update={"args": {"blob": "x" * 1000}}
+        )
+        response = await client.stub.SubmitRun(ame_service_pb2.SubmitRunRequest(spec=codecs.run_spec_to_pb(spec)))
+        ended = await finished(client, response.run.id)
+        assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+        followed = await client.follow(ended.id)
+        assert [t for _, s, t in followed.lines if s == "stdout"] == ["hello from a plan in the object store"]
+        # The plan went to the object store, under the run's prefix.
+        store = await backends[0]._versions.store()  # type: ignore[attr-defined]
+        stored_plan = json.loads(await store.get_bytes(f"orgs/default/runs/{ended.id}/pod-plans/1.json"))
+        assert stored_plan["task"]["args"] == {"blob": "x" * 1000}
+        assert [f["path"] for f in stored_plan["files"]] == ["ame.yml", "greeting.txt"]
+        assert cluster.km is not None
+        secrets = [
+            obj.raw
+            for (res, _, name), obj in cluster.km.objects.items()
+            if res.plural == "secrets" and name == f"ame-{ended.id}-1-run"
+        ]
+        if secrets:  # (the GC may have taken it already)
+            stored = secrets[0]
+            text = (
+                stored["stringData"]["plan.json"] if "stringData" in stored else b64decode(stored["data"]["plan.json"])
+            )
+            plan = json.loads(text)
+            assert list(plan) == ["plan_url"], plan
+    finally:
+        for backend, kube in zip(backends, saved, strict=True):
+            backend.kube = kube  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ from typing import Any
 from ame import bus_messages
 from ame.bus_messages import LaunchCommand
 from ame.domain import PIPELINE_PARENT_LABEL, RunState
+from ame.domain.artifacts import run_prefix
 from ame.domain.executors import ExecutorKind
 from ame.runner.local_resources import gpu_kind_without_gpus
 from ame_launcher.backends import RunResult
@@ -38,6 +40,7 @@ from ame_launcher.logsink import ChunkPublisher
 from ame_launcher.project_versions import VersionReader
 from ame_launcher.run_secrets import RunSecrets
 from ame_launcher.settings import LauncherSettings
+from ame_launcher.store_retries import retrying
 from ame_platform.storage import S3ObjectStore
 
 log = logging.getLogger(__name__)
@@ -281,7 +284,25 @@ class KubernetesBackend:
                 "save_changed_files": spec.artifacts.save_changed_files,
             },
         }
-        return plan, values
+        return await self._placed_plan(store, command, plan, ttl), values
+
+    async def _placed_plan(
+        self, store: S3ObjectStore, command: LaunchCommand, plan: dict[str, Any], ttl: int
+    ) -> dict[str, Any]:
+        """The plan as the Secret carries it: itself, or (over `plan_inline_max`: a version of thousands of files,
+        large task arguments) a URL to it in the object store, which the init container fetches. A Secret holds
+        at most 1 MiB, and a plan over it would fail the run at the API."""
+        text = json.dumps(plan, sort_keys=True).encode()
+        if len(text) <= self.kube.plan_inline_max:
+            return plan
+        key = f"{run_prefix(command.organisation, command.run_id)}pod-plans/{command.attempt}.json"
+        await retrying(
+            self._settings,
+            lambda: store.put_bytes(key, text),
+            what="storing the pod's plan",
+            gave_up=lambda tries, detail: PlanError(f"could not store the pod's plan after {tries} tries: {detail}"),
+        )
+        return {"plan_url": await store.presigned_get(key, ttl)}
 
     async def _indexed(self, command: LaunchCommand, output: ChunkPublisher, result: RunResult) -> RunResult:
         """The result, once the artifacts the pod uploaded are indexed (a failure to index fails the run)."""

@@ -27,7 +27,6 @@ DATA_DIR = "data"
 FETCH_SCRIPT = r"""
 import hashlib, json, os, sys, time, urllib.request
 work = os.environ.get("AME_POD_WORK", "/ame")
-plan = json.load(open(os.path.join(os.environ.get("AME_POD_PLAN", "/ame-plan"), "plan.json")))
 
 def fetch(url, dest, sha256=None):
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -45,6 +44,16 @@ def fetch(url, dest, sha256=None):
     with open(dest, "wb") as out:
         out.write(data)
 
+# The plan itself, or a URL to it (a large plan is kept in the object store); the runner reads it from the work
+# volume either way.
+plan = json.load(open(os.path.join(os.environ.get("AME_POD_PLAN", "/ame-plan"), "plan.json")))
+plan_file = os.path.join(work, "plan.json")
+if "plan_url" in plan:
+    fetch(plan["plan_url"], plan_file)
+    plan = json.load(open(plan_file))
+else:
+    with open(plan_file, "w") as out:
+        json.dump(plan, out)
 fetch(plan["runner_url"], os.path.join(work, "runner.pyz"))
 project = os.path.join(work, "project")
 os.makedirs(project, exist_ok=True)
@@ -65,7 +74,8 @@ import glob, hashlib, json, os, stat, subprocess, sys, threading, urllib.request
 
 work = os.environ.get("AME_POD_WORK", "/ame")
 cache = os.environ.get("AME_POD_CACHE", "/ame-cache")
-plan = json.load(open(os.path.join(os.environ.get("AME_POD_PLAN", "/ame-plan"), "plan.json")))
+# Written by the init container (the Secret may hold only a URL to it).
+plan = json.load(open(os.path.join(work, "plan.json")))
 task = plan["task"]
 project = os.path.join(work, "project")
 lock = threading.Lock()

@@ -70,6 +70,12 @@ class KubernetesSettings(BaseSettings):
         300.0, description="A watch is renewed after this long even if nothing happened (server-side timeout)."
     )
     reconnect_delay: Duration = Field(1.0, description="Wait before a dropped watch or log stream is opened again.")
+    plan_inline_max: int = Field(
+        256 * 1024,
+        ge=0,
+        description="A pod's plan (its files' URLs, the task and its arguments) larger than this many bytes goes to "
+        "the object store and the run's Secret holds a URL to it (a Secret holds at most 1 MiB).",
+    )
     presign_ttl: Duration = Field(
         86400.0, description="Lifetime of the object-store URLs a pod fetches its files with and uploads through."
     )
