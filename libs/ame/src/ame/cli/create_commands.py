@@ -143,7 +143,7 @@ def create_task(
             gpus = click.prompt("GPUs", type=click.IntRange(min=0), default=0, err=True)
         body = _single_body(executor, command, python_version, cpu, memory or None, gpus)
     text = file.read_text()
-    new_text = insert_task(text, f"name: {name}\n{body}")
+    new_text = insert_task(text, name, body)
     _check(new_text, file)
     file.write_text(new_text)
     click.echo(f"ame: task {name} added to {file}; run it with `ame task run {name}` (-l for this machine)", err=True)
@@ -210,8 +210,8 @@ def _pipeline_body(steps: str, name: str, tasks: set[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def insert_task(text: str, task: str) -> str:
-    """`text` with `task` (a task's YAML body, `name:` first, at indentation 0) added to its `tasks:`.
+def insert_task(text: str, name: str, body: str) -> str:
+    """`text` with task `name` (its YAML `body` at indentation 0) added to its `tasks:`.
 
     A block list of tasks gets the new item after its last one, indented as they are; `tasks: []` or no `tasks:`
     becomes a block list holding it; a mapping of tasks (the old dialect) gets it as `NAME:` + body.
@@ -223,27 +223,20 @@ def insert_task(text: str, task: str) -> str:
     for key, node in root.value if root is not None else []:
         if isinstance(key, ScalarNode) and key.value == "tasks":
             value = node
-    name, _, body = task.partition("\n")
-    if value is None or (isinstance(value, ScalarNode) and value.value in ("", "~", "null")):
-        block = "tasks:\n" + _indent(f"- {name}\n" + _indent(body, 2), 2)
-        if value is None:
-            return text + ("" if text.endswith("\n") or not text else "\n") + block
+    list_item = f"- name: {name}\n" + _indent(body, 2)
+    if value is None:
+        return text + ("" if text.endswith("\n") or not text else "\n") + "tasks:\n" + _indent(list_item, 2)
+    empty = isinstance(value, ScalarNode) and value.value in ("", "~", "null")
+    if empty or (isinstance(value, SequenceNode) and value.flow_style and not value.value):
+        # `tasks:`, `tasks: ~` or `tasks: []`: that line becomes the block list.
         line_start = text.rfind("\n", 0, value.start_mark.index) + 1
-        return text[:line_start] + block + text[_line_end(text, value.end_mark.index) :]
-    if isinstance(value, SequenceNode) and value.flow_style:
-        if value.value:
-            raise click.ClickException("ame.yml writes its tasks as a one-line list; write them one per line first")
-        line_start = text.rfind("\n", 0, value.start_mark.index) + 1
-        block = "tasks:\n" + _indent(f"- {name}\n" + _indent(body, 2), 2)
-        return text[:line_start] + block + text[_line_end(text, value.end_mark.index) :]
+        return text[:line_start] + "tasks:\n" + _indent(list_item, 2) + text[_line_end(text, value.end_mark.index) :]
     if not value.value or getattr(value, "flow_style", False):
         raise click.ClickException("ame.yml's tasks are not one per line; write them so first")
     if isinstance(value, SequenceNode):
-        column = value.value[0].start_mark.column - 2 if value.value else 2
-        item = _indent(f"- {name}\n" + _indent(body, 2), max(column, 0))
+        item = _indent(list_item, max(value.value[0].start_mark.column - 2, 0))
     elif isinstance(value, MappingNode):
-        column = value.value[0][0].start_mark.column
-        item = _indent(f"{name.removeprefix('name: ')}:\n" + _indent(body, 2), column)
+        item = _indent(f"{name}:\n" + _indent(body, 2), value.value[0][0].start_mark.column)
     else:
         raise click.ClickException("ame.yml's tasks are neither a list nor a mapping; fix it first")
     last = value.value[-1]
