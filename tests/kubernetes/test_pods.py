@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from base64 import b64decode
 from pathlib import Path
 
@@ -139,3 +140,19 @@ async def test_a_plan_too_big_for_the_secret_travels_through_the_object_store(
     finally:
         for backend, kube in zip(backends, saved, strict=True):
             backend.kube = kube  # type: ignore[attr-defined]
+
+
+async def test_a_pods_secret_values_are_masked_in_its_output_as_locally(
+    stack: Stack, client: Grpc, cluster: Cluster
+) -> None:
+    value = f"pod-secret-{secrets.token_hex(8)}"
+    await client.stub.PutSecret(ame_service_pb2.PutSecretRequest(name="podtoken", value=value))
+    run = await client.submit(
+        'echo "token: $TOKEN"; echo "again $TOKEN" >&2',
+        secrets=[run_pb2.SecretRef(key="podtoken", inject_as="TOKEN")],
+    )
+    ended = await finished(client, run.id)
+    assert ended.state == run_pb2.RUN_STATE_SUCCEEDED, ended
+    followed = await client.follow(run.id)
+    assert sorted(t for _, s, t in followed.lines if s != "system") == ["again ***", "token: ***"]
+    assert not any(value in t for _, _, t in followed.lines)

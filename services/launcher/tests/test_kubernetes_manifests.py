@@ -97,6 +97,8 @@ def test_the_pod_and_its_secret_pass_strict_schema_validation(command: LaunchCom
         } in main["env"]
     if command.spec.executor.image:
         assert main["image"] == "ghcr.io/acme/trainer:1.2"
+    if command.spec.executor.python_version:
+        assert main["image"] == "python:3.11-slim"  # the version the task names
     if not command.spec.resources.gpu_memory_bytes:
         assert "affinity" not in pod["spec"]
 

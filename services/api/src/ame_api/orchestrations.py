@@ -103,7 +103,6 @@ _ERROR_LINE = re.compile(
     r"(?i)(error|because|no matching|could not|cannot|not find|unsatisfiable|no solution|not available|failed)"
 )
 _MAX_ERROR_CHARS = 2000
-_CHUNK = 1 << 20
 # How often a task start that waits for packaging looks again.
 _PACKAGING_POLL_SECONDS = 0.5
 

@@ -61,6 +61,12 @@ def peach_files(files: Sequence[ManifestEntry]) -> list[ManifestEntry]:
     return [f for f in files if is_peach_file(f.path)]
 
 
+async def _read_once(kept: dict[str, bytes], read: ReadBlob, sha256: str) -> bytes:
+    if sha256 not in kept:
+        kept[sha256] = await read(sha256)
+    return kept[sha256]
+
+
 async def tasks_of_version(
     read: ReadBlob,
     files: Sequence[ManifestEntry],
@@ -89,6 +95,7 @@ async def tasks_of_version(
     except SpecError as error:
         raise PeachProblems([str(p) for p in error.problems]) from None
     by_path = {f.path: f for f in files}
+    notebooks: dict[str, bytes] = {}  # several tasks of one notebook read it once
     rows: list[repo.TaskRow] = []
     problems: list[str] = []
     for task in config.tasks:
@@ -99,7 +106,7 @@ async def tasks_of_version(
         try:
             script = await asyncio.to_thread(
                 task_script,
-                (await read(notebook.sha256)).decode("utf-8-sig", errors="replace"),
+                (await _read_once(notebooks, read, notebook.sha256)).decode("utf-8-sig", errors="replace"),
                 task.notebook,
                 task.method,
                 full_notebook=task.full_notebook,

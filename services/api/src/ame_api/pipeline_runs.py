@@ -44,7 +44,7 @@ async def submit_pipeline(
     parent_run_id: str,
     idempotency_key: str | None,
 ) -> Run:
-    from ame_api.runs import Conflict, InvalidRequest
+    from ame_api.runs import Conflict, InvalidRequest, refuse_over_bus
 
     org = principal.organisation
     if parent_run_id:
@@ -76,11 +76,7 @@ async def submit_pipeline(
     payload = bus_messages.encode_pipeline_started(run_id, org, spec, principal.started_by)
     # Refused now, as a plain run's launch command is: a message the bus cannot carry would leave the pipeline
     # queued for ever (task arguments, a webhook's payload, travel once per step).
-    if len(payload) > service.runtime.nc.max_payload - 4096:
-        raise InvalidRequest(
-            f"the pipeline is {len(payload)} bytes encoded with its steps (and their task arguments); the bus "
-            f"carries at most {service.runtime.nc.max_payload}"
-        )
+    refuse_over_bus(service.runtime, payload, "the pipeline with its steps (and their task arguments)")
     async with service.runtime.pool.acquire() as conn, conn.transaction():
         run, created = await runs_repo.create_run(
             conn,

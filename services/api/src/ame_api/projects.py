@@ -9,7 +9,6 @@ before it is recorded is checked in version_checks.py.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,9 +25,8 @@ from ame.domain.projects import (
     manifest_digest,
 )
 from ame.domain.schedules import Activation
-from ame.spec import ExternalTemplates, Project, SpecError, load_project_text
+from ame.spec import ExternalTemplates, Project
 from ame.spec.loader import PROJECT_FILE_NAMES
-from ame.spec.yaml_tree import Limits
 from ame_api import convert, organisations, templates
 from ame_api.peach_loops import peach_files
 from ame_api.project_store import StoreComponent, blob_key, blob_prefix, manifest_key, store_blob
@@ -306,11 +304,7 @@ class ProjectService:
         entry = next((f for f in files if f.path in PROJECT_FILE_NAMES), None)
         if entry is None:
             raise InvalidSpec(["no ame.yml or ame.yaml at the project's root; `ame validate` shows what it needs"])
-        text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
-        try:
-            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
-        except SpecError as error:
-            raise InvalidSpec([str(p) for p in error.problems]) from None
+        spec = await self._checks.load(org, entry)
         others = await self._checks.template_projects(org, project, spec, pins=version.template_pins)
         return version, spec, others.lookup()
 
@@ -337,11 +331,7 @@ class ProjectService:
         spec: Project | None = None
         wanted = []
         if entry is not None:
-            text = (await self._store.store.get_bytes(blob_key(org, entry.sha256))).decode("utf-8-sig")
-            try:
-                spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
-            except SpecError as error:
-                raise InvalidSpec([str(p) for p in error.problems]) from None
+            spec = await self._checks.load(org, entry)
             async with self._rt.pool.acquire() as conn:
                 version = await repo.get_version(conn, project_id=project_id, version_id=version_id)
             pins = version.template_pins if version is not None else {}

@@ -50,6 +50,15 @@ class InvalidRequest(ValueError):
     """The request cannot be served as asked (422 / INVALID_ARGUMENT)."""
 
 
+def refuse_over_bus(runtime: Runtime, payload: bytes, what: str) -> None:
+    """InvalidRequest when `payload` (with room for headers) is more than the bus carries: refused at the edge,
+    never written to an outbox that could not publish it."""
+    if len(payload) > runtime.nc.max_payload - 4096:
+        raise InvalidRequest(
+            f"{what} is {len(payload)} bytes encoded; the bus carries at most {runtime.nc.max_payload}"
+        )
+
+
 class Conflict(RuntimeError):
     """The request contradicts an earlier one (409 / ALREADY_EXISTS)."""
 
@@ -176,10 +185,7 @@ class RunService:
             needed = await self.data_sets.prepare(principal, spec)
         command = convert.launch_command(run_id, 1, org, spec, source, data_set_output)
         # RunSpec's own limits keep this far below the server's message size; this guards a changed limit.
-        if len(command) > self._rt.nc.max_payload - 4096:
-            raise InvalidRequest(
-                f"the run is {len(command)} bytes encoded; the bus carries at most {self._rt.nc.max_payload}"
-            )
+        refuse_over_bus(self._rt, command, "the run")
         if parent_run_id:
             async with self._rt.pool.acquire() as conn:
                 if await runs_repo.find_run(conn, parent_run_id, organisation=org) is None:

@@ -26,7 +26,7 @@ from ame_api.repositories import projects as projects_repo
 from ame_api.repositories import runs as runs_repo
 from ame_api.repositories import schedules as repo
 from ame_api.repositories.runs import NotFound
-from ame_api.runs import InvalidRequest, RunService
+from ame_api.runs import InvalidRequest, RunService, refuse_over_bus
 from ame_platform.bus.publisher import headers_for
 from ame_platform.clock import Clock
 from ame_platform.db import Connection
@@ -97,12 +97,8 @@ async def write_schedule_set(
     payload = bus_messages.encode_project_schedules(
         ProjectScheduleSet(organisation, project, version_id, generation, [r.definition() for r in rows])
     )
-    if len(payload) > runtime.nc.max_payload - 4096:
-        # The scheduler could never receive it, and no schedule of the project would fire: refuse the activation.
-        raise InvalidRequest(
-            f"the project's schedules are {len(payload)} bytes encoded (each carries its run, a pipeline's with every "
-            f"step); the bus carries at most {runtime.nc.max_payload}"
-        )
+    # The scheduler could never receive it, and no schedule of the project would fire: refuse the activation.
+    refuse_over_bus(runtime, payload, "the project's schedule set (each schedule carries its run)")
     outbox_id = await runs_repo.add_outbox(
         conn, msg_id=msg_id, subject=runtime.names.project_schedules, payload=payload, headers=headers_for(msg_id)
     )

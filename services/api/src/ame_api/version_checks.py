@@ -112,6 +112,14 @@ class VersionChecks:
             raise InvalidSpec(
                 [f"{entry.path}: file is larger than the {limits.max_bytes // 1024} KiB limit for AME files"]
             )
+        spec = await self.load(org, entry)
+        if spec.name and spec.name != project:
+            raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
+        return spec
+
+    async def load(self, org: str, entry: ManifestEntry) -> Project:
+        """The project file `entry` of a version, loaded as `ame validate` loads it; InvalidSpec with its problems
+        (a file that is not UTF-8 text included) otherwise."""
         data = await self._store.store.get_bytes(blob_key(org, entry.sha256))
         try:
             text = data.decode("utf-8-sig")
@@ -120,12 +128,9 @@ class VersionChecks:
             column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
             raise InvalidSpec([f"{entry.path}:{line}:{column}: the file is not UTF-8 text"]) from None
         try:
-            spec = await asyncio.to_thread(load_project_text, text, entry.path, limits=limits)
+            return await asyncio.to_thread(load_project_text, text, entry.path, limits=Limits())
         except SpecError as error:
             raise InvalidSpec([str(p) for p in error.problems]) from None
-        if spec.name and spec.name != project:
-            raise InvalidSpec([f"{entry.path}: the file names project {spec.name!r}, but this push is for {project!r}"])
-        return spec
 
     async def template_projects(
         self, org: str, project: str, spec: Project, *, pins: Mapping[str, str] | None

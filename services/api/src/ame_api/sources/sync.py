@@ -449,8 +449,6 @@ class SourceSyncer:
                 push_project, tree.root, project, transport, cache_dir=cache, settings=pack
             )
             activation = await self._activate(claimed, project, result.version.id)
-        except InvalidSpec as exc:
-            raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {exc}") from None
         except (InvalidRequest, ProjectTooLarge, NotFound, Conflict) as exc:
             raise _OutcomeAt(commit, SourceState.ERROR, f"commit {short}: {exc}") from None
         async with self._rt.pool.acquire() as conn:

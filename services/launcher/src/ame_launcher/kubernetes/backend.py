@@ -282,6 +282,8 @@ class KubernetesBackend:
                 "artifact_paths": [str(p) for p in spec.artifacts.paths],
                 # Every new or changed file is saved too (a pipeline step's files for the steps after it).
                 "save_changed_files": spec.artifacts.save_changed_files,
+                # The variables holding secret values, which the runner masks in the output as `-l` does.
+                "secret_env": sorted(ref.inject_as for ref in spec.secrets),
             },
         }
         return await self._placed_plan(store, command, plan, ttl), values

@@ -87,9 +87,25 @@ def emit(stream, text):
         sys.stdout.flush()
         seq[0] += 1
 
+# The task's secret values (and each line of a multi-line one), longest first, as `-l` masks them
+# (ame.runner.process.mask_secrets): never printed into the run's log.
+masks = set()
+for name in task.get("secret_env", []):
+    value = os.environ.get(name, "")
+    if value:
+        masks.add(value)
+        masks.update(part for part in value.splitlines() if part.strip())
+masks = sorted(masks, key=len, reverse=True)
+
+def masked(text):
+    for secret in masks:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
 def pump(pipe, stream):
     for raw in iter(pipe.readline, b""):
-        emit(stream, raw.decode("utf-8", "replace").rstrip("\r\n"))
+        emit(stream, masked(raw.decode("utf-8", "replace").rstrip("\r\n")))
 
 def environment():
     env = dict(os.environ)

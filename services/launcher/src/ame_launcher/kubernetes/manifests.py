@@ -89,6 +89,9 @@ def image_for(command: LaunchCommand, settings: KubernetesSettings) -> str:
     executor = command.spec.executor
     if executor.image:
         return executor.image
+    if executor.python_version:
+        # The Python the task asks for, as `-l` picks that interpreter: an image of that version.
+        return settings.python_image.format(version=executor.python_version)
     return settings.images.get(str(executor.kind), settings.init_image)
 
 
@@ -111,6 +114,7 @@ def pod_manifest(
         {"name": "AME_RUN_ATTEMPT", "value": str(command.attempt)},
         {"name": "AME_PROJECT", "value": spec.project},
         {"name": "AME_TASK", "value": spec.task},
+        {"name": "AME_TASK_NAME", "value": spec.task},  # the name `-l` gives it
         {"name": bootstrap.ENV_WORK, "value": WORK_MOUNT},
         {"name": bootstrap.ENV_PLAN, "value": PLAN_MOUNT},
         {"name": bootstrap.ENV_CACHE, "value": CACHE_MOUNT},

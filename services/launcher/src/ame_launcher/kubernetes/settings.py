@@ -34,6 +34,10 @@ class KubernetesSettings(BaseSettings):
         },
         description="Default image per executor kind (JSON), used when a task names no `image:`.",
     )
+    python_image: str = Field(
+        "python:{version}-slim",
+        description="The image of a task that names `pythonVersion` and no `image:` ({version} is replaced).",
+    )
     runner_python: str = Field("python3", description="The interpreter the main container runs the runner zipapp with.")
     gpu_model_label: str = Field(
         "nvidia.com/gpu.product", description="The node label a task's `gpuModel` selects on (GPU feature discovery)."
