@@ -155,6 +155,9 @@ def test_a_local_production_over_its_declared_size_fails_and_stores_nothing(tmp_
         asyncio.run(local.prepare("demo", definition, project_dir, produce, notice))
     (summary,) = local.summaries("demo")
     assert (summary.status, summary.version_id) == ("failed", "")
+    # Nothing of it was stored: no manifest, and no blob in the cache.
+    assert not (local.root / "manifests").exists() or not list((local.root / "manifests").iterdir())
+    assert not [f for f in (local.root / "cache").rglob("*") if f.is_file()]
 
 
 def test_the_size_message_uses_the_declared_unit() -> None:

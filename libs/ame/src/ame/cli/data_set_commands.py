@@ -7,28 +7,9 @@ from pathlib import Path
 
 import click
 
+from ame.cli.human_sizes import human_size
+from ame.cli.project_commands import project_name
 from ame.cli.server_option import server_option
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
-def _current_project(project: str | None) -> str:
-    if project:
-        return project
-    from ame.spec import SpecError, load_project
-
-    try:
-        found = load_project(Path("."))
-    except SpecError as exc:
-        raise click.ClickException(f"name the project with --project (no valid ame.yml here: {exc})") from None
-    return found.name or Path(".").resolve().name
 
 
 def register(cli: click.Group) -> None:
@@ -65,7 +46,7 @@ def register(cli: click.Group) -> None:
         for d in found:
             version = d.version_id[:12] or "-"
             run = d.run_id or "-"
-            size = _size(d.size_bytes)
+            size = human_size(d.size_bytes)
             click.echo(f"{d.project:20} {d.name:20} {d.status:8} {size:>10} {d.file_count:>6} {version:12} {run}")
             if d.status == "failed" and d.reason:
                 click.echo(f"  {d.reason}")
@@ -77,7 +58,7 @@ def register(cli: click.Group) -> None:
     @target_option
     def refresh_cmd(name: str, project: str | None, local: bool, target: str | None) -> None:
         """Produce data set NAME again (the server starts its task now; -l: the next local run produces it)."""
-        project = _current_project(project)
+        project = project or project_name(Path("."))
         if local:
             from ame.local_data_sets import LocalDataSets
             from ame.runner.home import AmeHome

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ame.cli.human_sizes import human_size
 from ame.cli.project_dir_option import project_dir_option
 from ame.cli.task_args_options import args_options, parse_args_options
 
@@ -433,7 +434,7 @@ def cache_list() -> None:
         for entry in EnvironmentCache(root).entries():
             kind = entry.description.get("kind", "?")
             python = entry.description.get("python") or entry.description.get("version", "-")
-            rows.append((entry.key, kind, python, _size(entry.size_bytes), _ago(entry.last_used_at)))
+            rows.append((entry.key, kind, python, human_size(entry.size_bytes), _ago(entry.last_used_at)))
     if len(rows) == 1:
         click.echo(f"no cached environments under {home.root}")
         return
@@ -454,10 +455,10 @@ def cache_prune(days: float, prune_all: bool) -> None:
     freed = 0
     for root in (home.environments, home.tools):
         for entry in EnvironmentCache(root).prune(unused_for_seconds=unused_for):
-            click.echo(f"removed {entry.key} ({_size(entry.size_bytes)})")
+            click.echo(f"removed {entry.key} ({human_size(entry.size_bytes)})")
             removed += 1
             freed += entry.size_bytes
-    click.echo(f"{removed} removed, {_size(freed)} freed")
+    click.echo(f"{removed} removed, {human_size(freed)} freed")
 
 
 # --- ame artifacts -l (the group, with the server side, is in artifact_commands) ---------------------
@@ -475,7 +476,7 @@ def local_artifacts_list(run_id: str) -> None:
         click.echo(f"no artifacts under {prefix}")
         return
     rows = [("PATH", "SIZE")]
-    rows.extend((info.key[len(prefix) :], _size(info.size)) for info in objects)
+    rows.extend((info.key[len(prefix) :], human_size(info.size)) for info in objects)
     _echo_table(rows)
 
 
@@ -527,15 +528,6 @@ def _echo_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 def _ago(timestamp: float) -> str:

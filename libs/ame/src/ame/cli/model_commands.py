@@ -95,8 +95,9 @@ def _follow_version(client: Client, version: ModelVersion) -> ModelVersion:
     from ame.cli.remote_commands import follow
 
     followed: set[str] = set()
+    current = version
     while True:
-        current = _current(client, version)
+        current = _current(client, current)
         for run_id in (current.training_run_id, current.validation_run_id):
             if run_id and run_id not in followed:
                 followed.add(run_id)
@@ -115,4 +116,26 @@ def _current(client: Client, version: ModelVersion) -> ModelVersion:
         for candidate in (summary.latest, summary.latest_validated):
             if candidate is not None and candidate.id == version.id:
                 return candidate
+    # A newer training of the model hides this one from the listing (neither latest nor latest validated): its
+    # runs tell how it ended, as the api decides it from them.
+    return _decided_by_runs(client, version)
+
+
+def _decided_by_runs(client: Client, version: ModelVersion) -> ModelVersion:
+    from ame.domain import RunState
+    from ame.domain.ml_models import ModelVersionState
+
+    if not version.training_run_id:
+        return version
+    training = client.get_run(version.training_run_id)
+    if training.state.terminal and training.state != RunState.SUCCEEDED:
+        return version.model_copy(update={"state": ModelVersionState.FAILED, "reason": training.reason})
+    if training.state == RunState.SUCCEEDED and not version.has_validation:
+        return version.model_copy(update={"state": ModelVersionState.VALIDATED})
+    if training.state == RunState.SUCCEEDED and version.validation_run_id:
+        validation = client.get_run(version.validation_run_id)
+        if validation.state == RunState.SUCCEEDED:
+            return version.model_copy(update={"state": ModelVersionState.VALIDATED})
+        if validation.state.terminal:
+            return version.model_copy(update={"state": ModelVersionState.FAILED, "reason": validation.reason})
     return version

@@ -10,17 +10,17 @@ from typing import Any
 import click
 
 from ame.cli.server_option import server_option
+from ame.cli.task_args_options import args_options, parse_args_options
+
+
+def _json_args(args_json: str | None, args_file: Path | None) -> Any:
+    """The task's json_args from the options; none given is `{}`, the seed's default."""
+    given = parse_args_options(args_json, args_file)
+    return {} if given is None else given
 
 
 def register(cli: click.Group) -> None:
     target_option = server_option
-    args_option = click.option("--args", "args_json", default=None, help="The task's json_args, as JSON.")
-    args_file_option = click.option(
-        "--args-file",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        default=None,
-        help="The json_args, read from a file.",
-    )
     timeout_option = click.option("--timeout", type=int, default=None, help="Timeout of each run, in seconds.")
 
     def client(target: str | None) -> Any:
@@ -30,17 +30,6 @@ def register(cli: click.Group) -> None:
 
     def fail(exc: Exception) -> click.ClickException:
         return click.ClickException(str(exc))
-
-    def json_args(args_json: str | None, args_file: Path | None) -> Any:
-        if args_json is not None and args_file is not None:
-            raise click.UsageError("give --args or --args-file, not both")
-        text = args_file.read_text() if args_file is not None else args_json
-        if text is None:
-            return {}
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise click.UsageError(f"the task arguments are not JSON: {exc}") from None
 
     @cli.group()
     def orchestrations() -> None:
@@ -97,8 +86,7 @@ def register(cli: click.Group) -> None:
     @orchestrations.command("run-once")
     @click.argument("orchestration")
     @click.option("--name", "task_name", required=True, help="The task's name.")
-    @args_option
-    @args_file_option
+    @args_options
     @timeout_option
     @target_option
     def run_once(
@@ -112,7 +100,7 @@ def register(cli: click.Group) -> None:
         """Start a Temporary Run of ORCHESTRATION (name or id)."""
         from ame.sdk import AmeError
 
-        arguments = json_args(args_json, args_file)
+        arguments = _json_args(args_json, args_file)
         try:
             with client(target) as wl:
                 task = wl.get_orchestration(orchestration).run_once(task_name, arguments, timeout)
@@ -124,8 +112,7 @@ def register(cli: click.Group) -> None:
     @click.argument("orchestration")
     @click.option("--name", "task_name", required=True, help="The task's name.")
     @click.option("--schedule", "cron", required=True, help="A cron expression, e.g. '*/5 * * * *'.")
-    @args_option
-    @args_file_option
+    @args_options
     @timeout_option
     @target_option
     def schedule(
@@ -140,7 +127,7 @@ def register(cli: click.Group) -> None:
         """Start a Scheduled Run of ORCHESTRATION: a run each time the schedule fits, until killed."""
         from ame.sdk import AmeError
 
-        arguments = json_args(args_json, args_file)
+        arguments = _json_args(args_json, args_file)
         try:
             with client(target) as wl:
                 task = wl.get_orchestration(orchestration).run_scheduled(task_name, cron, arguments, timeout)

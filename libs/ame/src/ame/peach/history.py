@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ame.domain.loops import SUCCESS, LoopExecution, LoopsInfo
+from ame.sdk import tables as sdk_tables
 
 if TYPE_CHECKING:
     import httpx
@@ -139,16 +140,11 @@ def executions_rows(executions: Sequence[LoopExecution]) -> list[list[str]]:
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    return "\n".join(lines)
+    """The loop's tables: aligned as the SDK's, without the seed's rule line."""
+    return sdk_tables.text_table(headers, rows, rule=False)
 
 
-def html_table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+html_table = sdk_tables.html_table
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,7 @@ def configured_target() -> str | None:
 
 
 def discover_target() -> str:
-    if target := os.environ.get("AME_GRPC_TARGET"):
-        return target
-    if target := saved_config().get("grpc_target"):
-        return str(target)
-    return str(_read_json(local_server_dir() / "server.json").get("grpc_target") or DEFAULT_TARGET)
+    return configured_target() or DEFAULT_TARGET
 
 
 def discover_rest_url() -> str:

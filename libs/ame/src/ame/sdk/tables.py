@@ -18,7 +18,8 @@ def short_sha(sha: str) -> str:
     return f"{sha[:6]}...{sha[-6:]}" if len(sha) > 12 else sha
 
 
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, rule: bool = True) -> str:
+    """Aligned columns; `rule` draws a dashed line under the headers (the seed's tables have one)."""
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -26,7 +27,8 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def line(cells: Sequence[str]) -> str:
         return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
 
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    ruled = [line(["-" * w for w in widths])] if rule else []
+    return "\n".join([line(headers), *ruled, *(line(r) for r in rows)])
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -240,14 +240,11 @@ async def add_outgoing(conn: Connection, messages: list[Outgoing]) -> list[Outbo
         [m.payload for m in messages],
         [json.dumps(h) for h in headers],
     )
-    # RETURNING promises no order: each row is matched to its message by msg_id (a repeated one, which one
-    # decision never writes, by insertion id).
-    ids: dict[str, list[int]] = {}
-    for row in sorted(rows, key=lambda r: int(r["id"])):
-        ids.setdefault(row["msg_id"], []).append(int(row["id"]))
-    if len(rows) != len(messages):
-        raise RuntimeError(f"the outbox took {len(rows)} of {len(messages)} messages")
-    return [OutboxRow(ids[m.msg_id].pop(0), m.subject, m.payload, h) for m, h in zip(messages, headers, strict=True)]
+    # RETURNING promises no order: each row is matched to its message by msg_id (one decision's are distinct).
+    ids = {row["msg_id"]: int(row["id"]) for row in rows}
+    if len(ids) != len(messages):
+        raise RuntimeError(f"the outbox took {len(rows)} rows for {len(messages)} messages of distinct ids")
+    return [OutboxRow(ids[m.msg_id], m.subject, m.payload, h) for m, h in zip(messages, headers, strict=True)]
 
 
 async def claim_outbox(
