@@ -128,7 +128,8 @@ def follow_pipeline(client: Client, parent_id: str) -> int:
     parent = client.get_run(parent_id)
     labels = pipeline_labels(parent.spec)
     printer = _Printer(max((len(label) for label in labels), default=0))
-    followers: dict[str, threading.Thread] = {}
+    stage_of = {step.name: number for number, stage in enumerate(parent.spec.pipeline) for step in stage.steps}
+    followers: dict[str, tuple[int, threading.Thread]] = {}
 
     def follow_step(run_id: str, label: str) -> None:
         try:
@@ -142,16 +143,23 @@ def follow_pipeline(client: Client, parent_id: str) -> int:
     while True:
         parent = client.get_run(parent_id)
         runs = children(client, parent_id)
-        for run in runs:
-            if run.id not in followers:
-                thread = threading.Thread(target=follow_step, args=(run.id, step_label(run)), daemon=True)
-                followers[run.id] = thread
-                thread.start()
+        for run in sorted(runs, key=lambda r: stage_of.get(step_label(r), 0)):
+            if run.id in followers:
+                continue
+            stage = stage_of.get(step_label(run), 0)
+            # As `-l` prints them: a stage's output after the whole output of the stages before it (a follower
+            # that lags must not let the next stage's lines in first); a parallel group's steps interleave.
+            for earlier, thread in list(followers.values()):
+                if earlier < stage:
+                    thread.join()
+            thread = threading.Thread(target=follow_step, args=(run.id, step_label(run)), daemon=True)
+            followers[run.id] = (stage, thread)
+            thread.start()
         if parent.state.terminal:
             break
         # Not synchronisation: how often a person's terminal learns that a new stage started.
         time.sleep(_POLL_SECONDS)
-    for thread in followers.values():
+    for _, thread in followers.values():
         thread.join()
     sys.stderr.write(steps_table(parent, step_runs(client, parent)) + "\n")
     sys.stderr.flush()
